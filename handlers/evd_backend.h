@@ -1,0 +1,126 @@
+/* evd_backend: the interface every kind of lookup implements (delay, static, sqlite, and a
+ * user's own C module), and the handle of one call in flight.
+ *
+ * A backend kind is an EvdBackendClass: a name and four hooks. open() reads the lookup's own
+ * [lookup NAME] keys (reporting problems through evd_config_problem, which names the file,
+ * line and key) and declares the params the lookup takes; the engine reads the keys common to
+ * every lookup (backend, timeout_ms, max_concurrent, max_queue, description) itself.
+ *
+ * The life of a call. The engine checks the params against the lookup's declaration, then
+ * calls start() on the request's loop with an EvdBackendCall. The backend completes the call
+ * exactly once with evd_backend_call_return() or evd_backend_call_fail(), from any thread: at
+ * once inside start(), later on the loop (a timer, a socket), or from a worker thread; the
+ * engine always receives the completion on the request's loop. If the call's time runs out or
+ * its request ends first, the engine calls cancel() on the loop: the backend should stop the
+ * work (free a timer, interrupt a query) and must still complete the call, with any outcome
+ * (it is ignored). A second completion is ignored. The call handle stays valid until the
+ * backend has completed it.
+ *
+ * Request state (request id, principal, deadline, trace, attributes) reaches a backend only
+ * through evd_backend_call_context(): never through globals or thread-locals, so one thread
+ * can interleave many requests safely.
+ */
+#pragma once
+
+#include <glib.h>
+
+#include "evd_config.h"
+#include "evd_loop.h"
+#include "evd_thrift.h"
+
+G_BEGIN_DECLS
+
+/* The request-scoped state every lookup of a fetch sees. Immutable while the request runs,
+ * so worker threads may read it. */
+typedef struct {
+  char *request_id;
+  char *principal;          /* NULL when the caller gave none */
+  gint64 start_us;          /* monotonic time the request was read */
+  gint64 deadline_us;       /* monotonic time the whole fetch must answer by */
+  gboolean trace;
+  GHashTable *attributes;   /* char * -> char *, never NULL */
+} EvdRequestContext;
+
+/* What a param must be. */
+typedef enum {
+  EVD_PARAM_ANY,            /* any Value (SQL binds them all) */
+  EVD_PARAM_INT,
+  EVD_PARAM_REAL,
+  EVD_PARAM_TEXT,
+  EVD_PARAM_BLOB,
+} EvdParamType;
+
+typedef struct {
+  char *name;
+  EvdParamType type;
+  gboolean required;
+} EvdParamSpec;
+
+/* What open() learns and declares about a lookup; the engine keeps it. */
+typedef struct {
+  char *name;               /* the lookup's name, "nap" for [lookup nap] */
+  char *group;              /* its config group, "lookup nap" */
+  char *backend_name;       /* "kind:instance", shown in lookups() and spans */
+  GArray *params;           /* EvdParamSpec, filled by open() */
+} EvdLookupSpec;
+
+void evd_lookup_spec_add_param (EvdLookupSpec *spec, const char *name, EvdParamType type,
+                                gboolean required);
+
+typedef struct _EvdBackendCall EvdBackendCall;
+
+typedef struct {
+  const char *kind;
+  gpointer (*open) (EvdConfig *cfg, EvdLookupSpec *spec);
+  void (*start) (gpointer backend, EvdBackendCall *call);
+  void (*cancel) (gpointer backend, EvdBackendCall *call);
+  void (*close) (gpointer backend);
+} EvdBackendClass;
+
+/* The kinds built in, by name; NULL when unknown. */
+const EvdBackendClass *evd_backend_find (const char *kind);
+/* The names of all kinds, for messages: "delay, static". Free with g_free. */
+char *evd_backend_kinds (void);
+
+/* ---- The call handle, for backends. ---- */
+
+const EvdRequestContext *evd_backend_call_context (EvdBackendCall *call);
+/* The call's params as checked against the spec: char * -> evdalValue *. */
+GHashTable *evd_backend_call_params (EvdBackendCall *call);
+/* The loop the request lives on: timers and sockets of the call belong there. */
+EvdLoop *evd_backend_call_loop (EvdBackendCall *call);
+/* Monotonic time by which this call must be answered. */
+gint64 evd_backend_call_deadline_us (EvdBackendCall *call);
+/* A slot for the backend's own per-call state. */
+gpointer *evd_backend_call_data (EvdBackendCall *call);
+
+/* Completes with rows (the table is consumed). Any thread. */
+void evd_backend_call_return (EvdBackendCall *call, evdalTable *table);
+/* Completes with an error. Any thread. */
+void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+  G_GNUC_PRINTF (3, 4);
+
+/* ---- Helpers for building results. ---- */
+
+evdalTable *evd_table_new (const char *const *columns);
+/* Appends a row; takes ownership of the values (exactly one per column). */
+void evd_table_add_row (evdalTable *table, evdalValue **values);
+evdalValue *evd_value_new_int (gint64 v);
+evdalValue *evd_value_new_real (double v);
+evdalValue *evd_value_new_text (const char *v);
+evdalValue *evd_value_new_blob (const guint8 *data, gsize len);
+evdalValue *evd_value_new_null (void);
+evdalValue *evd_value_copy (const evdalValue *v);
+typedef enum {
+  EVD_VALUE_INVALID = -1,   /* no field or several fields set: a malformed union */
+  EVD_VALUE_NULL,
+  EVD_VALUE_INT,
+  EVD_VALUE_REAL,
+  EVD_VALUE_TEXT,
+  EVD_VALUE_BLOB,
+} EvdValueKind;
+
+EvdValueKind evd_value_kind (const evdalValue *v);
+const char *evd_value_kind_name (EvdValueKind kind);
+
+G_END_DECLS

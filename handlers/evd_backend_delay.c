@@ -1,0 +1,106 @@
+/* evd_backend_delay: a lookup that waits, then answers [slept_ms]: for demos, tests and
+ * benchmarks of the fan-out itself. It waits on a timer of the request's loop, never in a
+ * sleeping thread, which is the whole point of an evented server.
+ *
+ *   [lookup nap]
+ *   backend = delay
+ *   delay_ms = 100      # default; a call's int param delay_ms overrides
+ */
+#include <event2/event.h>
+
+#include "evd_backend.h"
+
+/* An hour: a delay is a test tool, and a longer one is a typo. */
+#define EVD_DELAY_MAX_MS 3600000
+
+typedef struct {
+  gint64 default_ms;
+} EvdDelay;
+
+typedef struct {
+  struct event *timer;
+  gint64 ms;
+} EvdDelayCall;
+
+static gpointer
+evd_delay_open (EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  EvdDelay *d = g_new0 (EvdDelay, 1);
+
+  d->default_ms = evd_config_int (cfg, spec->group, "delay_ms", 100, 0, EVD_DELAY_MAX_MS);
+  evd_lookup_spec_add_param (spec, "delay_ms", EVD_PARAM_INT, FALSE);
+  return d;
+}
+
+static void
+evd_delay_call_free (EvdBackendCall *call)
+{
+  EvdDelayCall *dc = *evd_backend_call_data (call);
+
+  *evd_backend_call_data (call) = NULL;
+  event_free (dc->timer);
+  g_free (dc);
+}
+
+static void
+evd_delay_on_timer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdBackendCall *call = arg;
+  EvdDelayCall *dc = *evd_backend_call_data (call);
+  static const char *const columns[] = { "slept_ms", NULL };
+  evdalTable *table = evd_table_new (columns);
+  evdalValue *row[] = { evd_value_new_int (dc->ms) };
+
+  (void) fd;
+  (void) what;
+  evd_table_add_row (table, row);
+  evd_delay_call_free (call);
+  evd_backend_call_return (call, table);
+}
+
+static void
+evd_delay_start (gpointer backend, EvdBackendCall *call)
+{
+  EvdDelay *d = backend;
+  EvdDelayCall *dc = g_new0 (EvdDelayCall, 1);
+  evdalValue *v = g_hash_table_lookup (evd_backend_call_params (call), "delay_ms");
+  struct timeval tv;
+
+  dc->ms = v && v->__isset_int_value ? v->int_value : d->default_ms;
+  if (dc->ms < 0 || dc->ms > EVD_DELAY_MAX_MS) {
+    g_free (dc);
+    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BAD_PARAMS,
+                           "param delay_ms: %" G_GINT64_FORMAT " is outside 0..%d", v->int_value,
+                           EVD_DELAY_MAX_MS);
+    return;
+  }
+  tv.tv_sec = dc->ms / 1000;
+  tv.tv_usec = (dc->ms % 1000) * 1000;
+  dc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_delay_on_timer, call);
+  *evd_backend_call_data (call) = dc;
+  evtimer_add (dc->timer, &tv);
+}
+
+static void
+evd_delay_cancel (gpointer backend, EvdBackendCall *call)
+{
+  (void) backend;
+  if (*evd_backend_call_data (call) == NULL)
+    return;  /* already completed */
+  evd_delay_call_free (call);
+  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
+}
+
+static void
+evd_delay_close (gpointer backend)
+{
+  g_free (backend);
+}
+
+const EvdBackendClass evd_backend_delay_class = {
+  .kind = "delay",
+  .open = evd_delay_open,
+  .start = evd_delay_start,
+  .cancel = evd_delay_cancel,
+  .close = evd_delay_close,
+};

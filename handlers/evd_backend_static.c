@@ -1,0 +1,187 @@
+/* evd_backend_static: a table written in the config, answered from memory: feature flags,
+ * settings, anything that changes with a deploy rather than with data.
+ *
+ *   [lookup feature_flags]
+ *   backend = static
+ *   columns = flag, enabled
+ *   row.1 = new_checkout, 1
+ *   row.2 = "dark mode, beta", 0
+ *
+ * Rows are the keys starting with "row", in file order. Values are comma-separated: an
+ * integer is an int, a decimal number a real, `null` a NULL, and anything else text (put it
+ * in double quotes to keep commas or surrounding blanks; \" and \\ escape inside quotes).
+ * The table is built once and shared by every call (GObject references are atomic and
+ * nothing writes to it), so a static lookup costs no allocation per call.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "evd_backend.h"
+
+typedef struct {
+  evdalTable *table;
+} EvdStatic;
+
+/* Reads one quoted field starting after its opening quote; *p ends past the closing one. */
+static gboolean
+evd_static_quoted (const char **p, GString *out)
+{
+  for (const char *c = *p; *c != '\0'; c++) {
+    if (*c == '\\' && (c[1] == '"' || c[1] == '\\')) {
+      g_string_append_c (out, *++c);
+    } else if (*c == '"') {
+      *p = c + 1;
+      return TRUE;
+    } else {
+      g_string_append_c (out, *c);
+    }
+  }
+  return FALSE;
+}
+
+/* Splits a comma-separated line. `quoted` tells, per field, whether it was in quotes.
+ * NULL on a malformed line (an unterminated quote, text after a closing quote). */
+static GPtrArray *
+evd_static_split (const char *line, GPtrArray **quoted)
+{
+  g_autoptr (GPtrArray) fields = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) flags = g_ptr_array_new ();
+  const char *p = line;
+
+  for (;;) {
+    GString *field = g_string_new (NULL);
+    gboolean is_quoted;
+
+    while (*p == ' ' || *p == '\t')
+      p++;
+    is_quoted = *p == '"';
+    if (is_quoted) {
+      p++;
+      if (!evd_static_quoted (&p, field)) {
+        g_string_free (field, TRUE);
+        return NULL;
+      }
+      while (*p == ' ' || *p == '\t')
+        p++;
+    } else {
+      while (*p != ',' && *p != '\0')
+        g_string_append_c (field, *p++);
+      g_strchomp (field->str);
+    }
+    g_ptr_array_add (fields, g_string_free (field, FALSE));
+    g_ptr_array_add (flags, GINT_TO_POINTER (is_quoted));
+    if (*p == '\0')
+      break;
+    if (*p != ',')
+      return NULL;
+    p++;
+  }
+  *quoted = g_steal_pointer (&flags);
+  return g_steal_pointer (&fields);
+}
+
+static evdalValue *
+evd_static_value (const char *text, gboolean quoted)
+{
+  char *end;
+  gint64 i;
+  double d;
+
+  if (quoted)
+    return evd_value_new_text (text);
+  if (strcmp (text, "null") == 0)
+    return evd_value_new_null ();
+  i = g_ascii_strtoll (text, &end, 10);
+  if (*text != '\0' && *end == '\0')
+    return evd_value_new_int (i);
+  d = g_ascii_strtod (text, &end);
+  if (*text != '\0' && *end == '\0')
+    return evd_value_new_real (d);
+  return evd_value_new_text (text);
+}
+
+static gboolean
+evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, evdalTable *t)
+{
+  g_autofree char *line = evd_config_string (cfg, group, key, "");
+  g_autoptr (GPtrArray) quoted = NULL;
+  g_autoptr (GPtrArray) fields = evd_static_split (line, &quoted);
+  g_autofree evdalValue **values = NULL;
+
+  if (fields == NULL) {
+    evd_config_problem (cfg, group, key, "unterminated quote");
+    return FALSE;
+  }
+  if (fields->len != t->columns->len) {
+    evd_config_problem (cfg, group, key, "%u values for %u columns", fields->len,
+                        t->columns->len);
+    return FALSE;
+  }
+  values = g_new (evdalValue *, fields->len);
+  for (guint i = 0; i < fields->len; i++)
+    values[i] = evd_static_value (fields->pdata[i], GPOINTER_TO_INT (quoted->pdata[i]));
+  evd_table_add_row (t, values);
+  return TRUE;
+}
+
+static gpointer
+evd_static_open (EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  g_autofree char *columns = evd_config_require (cfg, spec->group, "columns");
+  g_autoptr (GPtrArray) quoted = NULL;
+  g_autoptr (GPtrArray) names = columns ? evd_static_split (columns, &quoted) : NULL;
+  g_auto (GStrv) keys = NULL;
+  EvdStatic *s;
+  gboolean ok = TRUE;
+
+  if (names == NULL || names->len == 0) {
+    if (columns != NULL)
+      evd_config_problem (cfg, spec->group, "columns", "expected a comma-separated list");
+    return NULL;
+  }
+  g_ptr_array_add (names, NULL);
+  s = g_new0 (EvdStatic, 1);
+  s->table = evd_table_new ((const char *const *) names->pdata);
+  keys = evd_config_keys (cfg, spec->group);
+  for (guint i = 0; keys[i] != NULL; i++)
+    if (g_str_has_prefix (keys[i], "row"))
+      ok &= evd_static_add_row (cfg, spec->group, keys[i], s->table);
+  if (!ok) {
+    g_object_unref (s->table);
+    g_free (s);
+    return NULL;
+  }
+  return s;
+}
+
+static void
+evd_static_start (gpointer backend, EvdBackendCall *call)
+{
+  EvdStatic *s = backend;
+
+  evd_backend_call_return (call, g_object_ref (s->table));
+}
+
+static void
+evd_static_cancel (gpointer backend, EvdBackendCall *call)
+{
+  (void) backend;
+  (void) call;  /* answered inside start(): nothing can be in flight */
+}
+
+static void
+evd_static_close (gpointer backend)
+{
+  EvdStatic *s = backend;
+
+  g_object_unref (s->table);
+  g_free (s);
+}
+
+const EvdBackendClass evd_backend_static_class = {
+  .kind = "static",
+  .open = evd_static_open,
+  .start = evd_static_start,
+  .cancel = evd_static_cancel,
+  .close = evd_static_close,
+};

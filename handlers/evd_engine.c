@@ -1,0 +1,767 @@
+/* evd_engine: fan-out, deadlines, cancellation and merge of one fetch (see evd_engine.h). */
+#include "evd_engine.h"
+
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "evdal_data_access.h"
+
+/* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
+ * frontend retrying once still answers its own user in time. */
+#define EVD_ENGINE_RETRY_AFTER_MS 50
+
+struct _EvdEngine {
+  EvdLookupSet *lookups;
+  const EvdServerConfig *sc;
+  gint inflight;              /* atomic: fetches admitted and not yet answered */
+  atomic_uint_fast64_t next_id; /* for request ids the caller did not give */
+  char id_prefix[9];          /* random per process, so ids differ across instances */
+};
+
+typedef struct _EvdFetch EvdFetch;
+typedef struct _EvdSlot EvdSlot;
+
+/* One execution of one lookup; the keys of every call it serves. */
+struct _EvdSlot {
+  EvdFetch *fetch;
+  EvdLookup *lookup;
+  GPtrArray *keys;            /* char *, the calls' keys */
+  GHashTable *params;         /* the first call's params (ref), NULL when none were given */
+  gboolean critical;          /* any of its calls is */
+  gint64 deadline_us;
+  EvdBackendCall *bcall;      /* while the backend has it */
+  gboolean queued;            /* waiting for a place in the lookup's bulkhead */
+  struct event *timer;
+  gint64 start_us, end_us;
+  gboolean done;
+  evdalTable *table;          /* outcome: exactly one of these */
+  evdalLookupError *error;
+};
+
+struct _EvdFetch {
+  guint refs;                 /* 1 until answered, +1 per backend call not completed */
+  EvdEngine *engine;
+  EvdCall *rpc;               /* NULL once answered */
+  EvdLoop *loop;
+  EvdRequestContext ctx;
+  evdalFetchRequest *request; /* ref: the calls' keys and params live in it */
+  GPtrArray *slots;           /* EvdSlot * */
+  GHashTable *early;          /* key -> evdalLookupError *: calls refused before running */
+  guint pending;              /* slots not done */
+};
+
+struct _EvdBackendCall {
+  guint refs;                 /* the slot's and the backend's */
+  EvdSlot *slot;              /* NULL once the slot stopped waiting for it */
+  EvdFetch *fetch;            /* a ref: the context must outlive every backend call */
+  EvdLookup *lookup;
+  GHashTable *params;
+  gint64 deadline_us;
+  gpointer data;
+  gboolean completed;
+};
+
+static void evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed);
+static void evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error);
+
+static evdalLookupError *
+evd_error_new (evdalErrorKind kind, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static evdalLookupError *
+evd_error_new (evdalErrorKind kind, const char *format, ...)
+{
+  evdalLookupError *e = g_object_new (EVDAL_TYPE_LOOKUP_ERROR, NULL);
+  va_list ap;
+
+  va_start (ap, format);
+  e->kind = kind;
+  e->__isset_kind = TRUE;
+  e->message = g_strdup_vprintf (format, ap);
+  e->__isset_message = TRUE;
+  va_end (ap);
+  return e;
+}
+
+/* ---- Fetch life. ---- */
+
+static void
+evd_fetch_unref (EvdFetch *f)
+{
+  if (--f->refs > 0)
+    return;
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    g_ptr_array_unref (s->keys);
+    g_clear_pointer (&s->params, g_hash_table_unref);
+    g_clear_pointer (&s->timer, event_free);
+    g_clear_object (&s->table);
+    g_clear_object (&s->error);
+    g_free (s);
+  }
+  g_ptr_array_unref (f->slots);
+  g_hash_table_unref (f->early);
+  g_object_unref (f->request);
+  g_free (f->ctx.request_id);
+  g_free (f->ctx.principal);
+  g_hash_table_unref (f->ctx.attributes);
+  g_free (f);
+}
+
+/* ---- Backend calls. ---- */
+
+static void
+evd_bcall_unref (EvdBackendCall *b)
+{
+  if (--b->refs > 0)
+    return;
+  g_clear_pointer (&b->params, g_hash_table_unref);
+  evd_fetch_unref (b->fetch);
+  g_free (b);
+}
+
+typedef struct {
+  EvdBackendCall *call;
+  evdalTable *table;
+  evdalLookupError *error;
+} EvdCompletion;
+
+/* On the request's loop: the backend's (first) completion. */
+static void
+evd_bcall_complete_here (gpointer data)
+{
+  EvdCompletion *c = data;
+  EvdBackendCall *b = c->call;
+
+  if (!b->completed) {
+    b->completed = TRUE;
+    evd_lookup_release (b->lookup);
+    if (b->slot != NULL)
+      evd_slot_finish (b->slot, c->table, c->error);
+    evd_bcall_unref (b);  /* the backend's reference */
+  }
+  g_clear_object (&c->table);
+  g_clear_object (&c->error);
+  g_free (c);
+}
+
+static void
+evd_bcall_complete (EvdBackendCall *b, evdalTable *table, evdalLookupError *error)
+{
+  EvdCompletion *c = g_new (EvdCompletion, 1);
+
+  *c = (EvdCompletion) { b, table, error };
+  if (evd_loop_is_current (b->fetch->loop))
+    evd_bcall_complete_here (c);
+  else
+    evd_loop_post (b->fetch->loop, evd_bcall_complete_here, c);
+}
+
+void
+evd_backend_call_return (EvdBackendCall *call, evdalTable *table)
+{
+  evd_bcall_complete (call, table, NULL);
+}
+
+void
+evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  evd_bcall_complete (call, NULL, evd_error_new (kind, "%s", message));
+}
+
+const EvdRequestContext *
+evd_backend_call_context (EvdBackendCall *call)
+{
+  return &call->fetch->ctx;
+}
+
+GHashTable *
+evd_backend_call_params (EvdBackendCall *call)
+{
+  return call->params;
+}
+
+EvdLoop *
+evd_backend_call_loop (EvdBackendCall *call)
+{
+  return call->fetch->loop;
+}
+
+gint64
+evd_backend_call_deadline_us (EvdBackendCall *call)
+{
+  return call->deadline_us;
+}
+
+gpointer *
+evd_backend_call_data (EvdBackendCall *call)
+{
+  return &call->data;
+}
+
+/* ---- Slots. ---- */
+
+/* Stops whatever the slot is waiting for; the slot is done or about to be. */
+static void
+evd_slot_stop (EvdSlot *slot)
+{
+  EvdBackendCall *b = slot->bcall;
+
+  if (slot->queued && evd_lookup_withdraw (slot->lookup, slot)) {
+    /* Withdrawn before it got a place: the queue's reference goes. The fetch's answer still
+     * holds one, so this never frees the fetch under our feet. */
+    slot->queued = FALSE;
+    evd_fetch_unref (slot->fetch);
+  }
+  if (b == NULL)
+    return;
+  slot->bcall = NULL;
+  b->slot = NULL;
+  if (!b->completed) {
+    const EvdBackendClass *k = evd_lookup_class (slot->lookup);
+    k->cancel (evd_lookup_backend (slot->lookup), b);
+  }
+  evd_bcall_unref (b);  /* the slot's reference */
+}
+
+static void
+evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error)
+{
+  EvdFetch *f = slot->fetch;
+
+  if (slot->done)
+    return;
+  slot->done = TRUE;
+  slot->end_us = g_get_monotonic_time ();
+  slot->table = table ? g_object_ref (table) : NULL;
+  slot->error = error ? g_object_ref (error) : NULL;
+  if (slot->table == NULL && slot->error == NULL)
+    slot->error = evd_error_new (EVDAL_ERROR_KIND_BACKEND, "backend returned nothing");
+  if (slot->timer != NULL)
+    event_del (slot->timer);
+  evd_slot_stop (slot);
+  f->pending--;
+  if (f->rpc == NULL)
+    return;
+  if (slot->error != NULL) {
+    g_debug ("[%s] %s (%s): %s", f->ctx.request_id, evd_lookup_spec (slot->lookup)->name,
+             toString_ErrorKind (slot->error->kind), slot->error->message);
+    if (slot->critical) {
+      evd_fetch_finish (f, slot->keys->pdata[0], slot->error);
+      return;
+    }
+  }
+  if (f->pending == 0)
+    evd_fetch_finish (f, NULL, NULL);
+}
+
+static void
+evd_slot_on_timeout (evutil_socket_t fd, short what, void *arg)
+{
+  EvdSlot *slot = arg;
+  g_autoptr (evdalLookupError) e = NULL;
+
+  (void) fd;
+  (void) what;
+  e = evd_error_new (EVDAL_ERROR_KIND_TIMEOUT, "lookup %s timed out after %" G_GINT64_FORMAT
+                     " ms%s", evd_lookup_spec (slot->lookup)->name,
+                     (slot->deadline_us - slot->fetch->ctx.start_us) / 1000,
+                     slot->queued ? " waiting for its turn (max_concurrent)" : "");
+  evd_slot_finish (slot, NULL, e);
+}
+
+static void
+evd_slot_start (EvdSlot *slot)
+{
+  EvdFetch *f = slot->fetch;
+  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+  const EvdBackendClass *k = evd_lookup_class (slot->lookup);
+
+  b->refs = 2;
+  b->slot = slot;
+  b->fetch = f;
+  f->refs++;
+  b->lookup = slot->lookup;
+  b->params = slot->params ? g_hash_table_ref (slot->params)
+                           : g_hash_table_new (g_str_hash, g_str_equal);
+  b->deadline_us = slot->deadline_us;
+  slot->bcall = b;
+  k->start (evd_lookup_backend (slot->lookup), b);
+}
+
+/* Posted by the bulkhead when a place freed up for a queued slot. */
+static void
+evd_slot_on_turn (gpointer data)
+{
+  EvdSlot *slot = data;
+  EvdFetch *f = slot->fetch;
+
+  slot->queued = FALSE;
+  if (slot->done) {
+    /* It gave up (timeout, cancel) after the place was handed over: pass the place on. */
+    evd_lookup_release (slot->lookup);
+  } else {
+    evd_slot_start (slot);
+  }
+  evd_fetch_unref (f);  /* the queue's reference */
+}
+
+static void
+evd_slot_launch (EvdSlot *slot)
+{
+  EvdFetch *f = slot->fetch;
+  struct timeval tv;
+  gint64 left = MAX (slot->deadline_us - g_get_monotonic_time (), 0);
+
+  slot->timer = evtimer_new (evd_loop_base (f->loop), evd_slot_on_timeout, slot);
+  tv.tv_sec = left / G_USEC_PER_SEC;
+  tv.tv_usec = left % G_USEC_PER_SEC;
+  evtimer_add (slot->timer, &tv);
+  slot->start_us = g_get_monotonic_time ();
+  switch (evd_lookup_admit (slot->lookup, f->loop, evd_slot_on_turn, slot)) {
+  case EVD_ADMIT_RUN:
+    evd_slot_start (slot);
+    break;
+  case EVD_ADMIT_QUEUED:
+    slot->queued = TRUE;
+    f->refs++;  /* the slot must outlive its place in the queue */
+    break;
+  case EVD_ADMIT_REJECTED: {
+    g_autoptr (evdalLookupError) e = evd_error_new (
+      EVDAL_ERROR_KIND_OVERLOADED, "lookup %s is at max_concurrent and its queue is full",
+      evd_lookup_spec (slot->lookup)->name);
+    evd_slot_finish (slot, NULL, e);
+    break;
+  }
+  }
+}
+
+/* ---- Answering. ---- */
+
+static evdalSpan *
+evd_fetch_span (EvdFetch *f, gint64 start_us, gint64 end_us, const char *backend)
+{
+  evdalSpan *span = g_object_new (EVDAL_TYPE_SPAN, NULL);
+
+  span->start_us = MAX (start_us - f->ctx.start_us, 0);
+  span->end_us = MAX (end_us - f->ctx.start_us, span->start_us);
+  span->backend = g_strdup (backend);
+  span->__isset_start_us = span->__isset_end_us = span->__isset_backend = TRUE;
+  return span;
+}
+
+static evdalLookupResult *
+evd_fetch_result (EvdFetch *f, evdalTable *table, evdalLookupError *error, evdalSpan *span)
+{
+  evdalLookupResult *r = g_object_new (EVDAL_TYPE_LOOKUP_RESULT, NULL);
+
+  if (table != NULL) {
+    g_object_unref (r->table);
+    r->table = g_object_ref (table);
+    r->__isset_table = TRUE;
+  } else {
+    g_object_unref (r->error);
+    r->error = g_object_ref (error);
+    r->__isset_error = TRUE;
+  }
+  if (f->ctx.trace) {
+    g_object_unref (r->span);
+    r->span = g_object_ref (span);
+    r->__isset_span = TRUE;
+  }
+  return r;
+}
+
+static void
+evd_fetch_fill_results (EvdFetch *f, GHashTable *results)
+{
+  GHashTableIter it;
+  gpointer key, value;
+  gint64 now = g_get_monotonic_time ();
+
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    g_autoptr (evdalSpan) span = evd_fetch_span (f, s->start_us, s->done ? s->end_us : now,
+                                                 evd_lookup_spec (s->lookup)->backend_name);
+    for (guint k = 0; k < s->keys->len; k++)
+      g_hash_table_insert (results, g_strdup (s->keys->pdata[k]),
+                           evd_fetch_result (f, s->table, s->error, span));
+  }
+  g_hash_table_iter_init (&it, f->early);
+  while (g_hash_table_iter_next (&it, &key, &value)) {
+    g_autoptr (evdalSpan) span = evd_fetch_span (f, f->ctx.start_us, f->ctx.start_us, "none");
+    g_hash_table_insert (results, g_strdup (key), evd_fetch_result (f, NULL, value, span));
+  }
+}
+
+static evdalDataAccessFetchResult *
+evd_fetch_response (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
+{
+  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+
+  if (failed_key != NULL) {
+    r->failed = g_object_new (EVDAL_TYPE_LOOKUP_FAILED, NULL);
+    r->failed->call = g_strdup (failed_key);
+    g_object_unref (r->failed->error);
+    r->failed->error = g_object_ref (failed);
+    r->failed->__isset_call = r->failed->__isset_error = TRUE;
+    r->__isset_failed = TRUE;
+    return r;
+  }
+  evd_fetch_fill_results (f, r->success->results);
+  r->success->request_id = g_strdup (f->ctx.request_id);
+  r->success->server_us = MAX (g_get_monotonic_time () - f->ctx.start_us, 1);
+  r->success->__isset_request_id = r->success->__isset_results = TRUE;
+  r->success->__isset_server_us = TRUE;
+  r->__isset_success = TRUE;
+  return r;
+}
+
+/* The one place a fetch ends: answer (unless the client left), stop every slot still going. */
+static void
+evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
+{
+  EvdCall *rpc = f->rpc;
+
+  if (rpc == NULL)
+    return;
+  f->rpc = NULL;
+  g_atomic_int_add (&f->engine->inflight, -1);
+  if (failed_key != NULL && !evd_call_is_cancelled (rpc))
+    g_message ("[%s] fetch failed: critical call %s: %s", f->ctx.request_id, failed_key,
+               failed->message);
+  evd_call_reply (rpc, THRIFT_STRUCT (evd_fetch_response (f, failed_key, failed)));
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    g_autoptr (evdalLookupError) e = NULL;
+
+    if (s->done)
+      continue;
+    e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED, "cancelled: the request ended");
+    evd_slot_finish (s, NULL, e);
+  }
+  evd_fetch_unref (f);  /* the answer's reference */
+}
+
+/* The client went away: stop everything; the answer goes nowhere. */
+static void
+evd_fetch_on_rpc_cancel (EvdCall *call, gpointer data)
+{
+  EvdFetch *f = data;
+  g_autoptr (evdalLookupError) e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED,
+                                                  "the client went away");
+
+  (void) call;
+  g_debug ("[%s] client went away; cancelling", f->ctx.request_id);
+  evd_fetch_finish (f, "(client gone)", e);
+}
+
+/* ---- Admission and validation. ---- */
+
+static void
+evd_engine_reply_error (EvdCall *rpc, evdalInvalidRequest *invalid, evdalOverloaded *overloaded)
+{
+  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+
+  if (invalid != NULL) {
+    r->invalid = invalid;
+    r->__isset_invalid = TRUE;
+  } else {
+    r->overloaded = overloaded;
+    r->__isset_overloaded = TRUE;
+  }
+  evd_call_reply (rpc, THRIFT_STRUCT (r));
+}
+
+static void
+evd_engine_invalid (EvdCall *rpc, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+evd_engine_invalid (EvdCall *rpc, const char *format, ...)
+{
+  evdalInvalidRequest *x = g_object_new (EVDAL_TYPE_INVALID_REQUEST, NULL);
+  va_list ap;
+
+  va_start (ap, format);
+  x->message = g_strdup_vprintf (format, ap);
+  x->__isset_message = TRUE;
+  va_end (ap);
+  evd_engine_reply_error (rpc, x, NULL);
+}
+
+/* Checks a call's params against its lookup's declaration; NULL when they are fine. */
+static evdalLookupError *
+evd_engine_check_params (EvdLookup *l, GHashTable *params)
+{
+  const EvdLookupSpec *spec = evd_lookup_spec (l);
+  static const EvdValueKind wanted[] = {
+    [EVD_PARAM_INT] = EVD_VALUE_INT, [EVD_PARAM_REAL] = EVD_VALUE_REAL,
+    [EVD_PARAM_TEXT] = EVD_VALUE_TEXT, [EVD_PARAM_BLOB] = EVD_VALUE_BLOB,
+  };
+  GHashTableIter it;
+  gpointer name, value;
+
+  g_hash_table_iter_init (&it, params);
+  while (g_hash_table_iter_next (&it, &name, &value)) {
+    const EvdParamSpec *p = evd_lookup_param (l, name);
+    EvdValueKind kind = evd_value_kind (value);
+
+    if (p == NULL) {
+      g_autofree char *names = evd_lookup_param_names (l);
+      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
+                            "it (it takes: %s)", (char *) name, spec->name, names);
+    }
+    if (kind == EVD_VALUE_INVALID ||
+        (p->type != EVD_PARAM_ANY && kind != EVD_VALUE_NULL && kind != wanted[p->type]) ||
+        (p->type != EVD_PARAM_ANY && kind == EVD_VALUE_NULL && p->required))
+      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: expected %s, got %s",
+                            (char *) name, p->type == EVD_PARAM_ANY ? "a value"
+                            : evd_value_kind_name (wanted[p->type]), evd_value_kind_name (kind));
+  }
+  for (guint i = 0; i < spec->params->len; i++) {
+    const EvdParamSpec *p = &g_array_index (spec->params, EvdParamSpec, i);
+    if (p->required && !g_hash_table_contains (params, p->name))
+      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: required by lookup %s",
+                            p->name, spec->name);
+  }
+  return NULL;
+}
+
+/* Canonical text of (lookup, deadline, params) for spotting duplicate calls. Every piece is
+ * length-prefixed, so no two different calls can share a key. */
+static char *
+evd_engine_dedup_key (const char *lookup, gint64 deadline_us, GHashTable *params)
+{
+  GString *s = g_string_new (NULL);
+  g_autoptr (GList) names = params ? g_hash_table_get_keys (params) : NULL;
+
+  g_string_append_printf (s, "%zu:%s|%" G_GINT64_FORMAT, strlen (lookup), lookup, deadline_us);
+  names = g_list_sort (names, (GCompareFunc) strcmp);
+  for (GList *n = names; n != NULL; n = n->next) {
+    const evdalValue *v = g_hash_table_lookup (params, n->data);
+    g_string_append_printf (s, "|%zu:%s=%d:", strlen (n->data), (char *) n->data,
+                            evd_value_kind (v));
+    switch (evd_value_kind (v)) {
+    case EVD_VALUE_INT: g_string_append_printf (s, "%" G_GINT64_FORMAT, v->int_value); break;
+    case EVD_VALUE_REAL: g_string_append_printf (s, "%a", v->real_value); break;
+    case EVD_VALUE_TEXT:
+      g_string_append_printf (s, "%zu:%s", strlen (v->text_value), v->text_value);
+      break;
+    case EVD_VALUE_BLOB:
+      g_string_append_printf (s, "%u:", v->blob_value->len);
+      g_string_append_len (s, (const char *) v->blob_value->data, v->blob_value->len);
+      break;
+    default: break;
+    }
+  }
+  return g_string_free (s, FALSE);
+}
+
+static gint64
+evd_engine_call_deadline (EvdFetch *f, EvdLookup *l, const evdalLookupCall *call)
+{
+  gint64 deadline = f->ctx.deadline_us;
+
+  if (evd_lookup_timeout_ms (l) > 0)
+    deadline = MIN (deadline, f->ctx.start_us + evd_lookup_timeout_ms (l) * (gint64) 1000);
+  if (call->__isset_timeout_ms)
+    deadline = MIN (deadline, f->ctx.start_us + call->timeout_ms * (gint64) 1000);
+  return deadline;
+}
+
+/* Resolves one call to a slot (new or shared), or to an early error. */
+static evdalLookupError *
+evd_engine_plan_call (EvdFetch *f, GHashTable *by_key, const char *key,
+                      const evdalLookupCall *call)
+{
+  EvdLookup *l = call->lookup ? evd_lookup_set_find (f->engine->lookups, call->lookup) : NULL;
+  GHashTable *params = call->__isset_params ? call->params : NULL;
+  g_autofree char *dedup = NULL;
+  evdalLookupError *e;
+  EvdSlot *slot;
+
+  if (l == NULL)
+    return evd_error_new (EVDAL_ERROR_KIND_UNKNOWN_LOOKUP, "no lookup named \"%s\"",
+                          call->lookup ? call->lookup : "");
+  if (call->__isset_timeout_ms && call->timeout_ms <= 0)
+    return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "timeout_ms must be positive, got %d",
+                          call->timeout_ms);
+  if (params == NULL) {
+    g_autoptr (GHashTable) none = g_hash_table_new (g_str_hash, g_str_equal);
+    e = evd_engine_check_params (l, none);  /* are any params required? */
+  } else {
+    e = evd_engine_check_params (l, params);
+  }
+  if (e != NULL)
+    return e;
+  dedup = evd_engine_dedup_key (call->lookup, evd_engine_call_deadline (f, l, call), params);
+  slot = g_hash_table_lookup (by_key, dedup);
+  if (slot == NULL) {
+    slot = g_new0 (EvdSlot, 1);
+    slot->fetch = f;
+    slot->lookup = l;
+    slot->keys = g_ptr_array_new_with_free_func (g_free);
+    slot->params = params ? g_hash_table_ref (params) : NULL;
+    slot->deadline_us = evd_engine_call_deadline (f, l, call);
+    g_ptr_array_add (f->slots, slot);
+    g_hash_table_insert (by_key, g_steal_pointer (&dedup), slot);
+  }
+  g_ptr_array_add (slot->keys, g_strdup (key));
+  slot->critical |= call->__isset_critical && call->critical;
+  return NULL;
+}
+
+/* Plans every call. Returns the key of a critical call refused up front, if any. */
+static const char *
+evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
+{
+  g_autoptr (GHashTable) by_key = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  GHashTableIter it;
+  gpointer key, value;
+  const char *critical_key = NULL;
+
+  g_hash_table_iter_init (&it, f->request->calls);
+  while (g_hash_table_iter_next (&it, &key, &value)) {
+    evdalLookupCall *call = value;
+    evdalLookupError *e = evd_engine_plan_call (f, by_key, key, call);
+
+    if (e == NULL)
+      continue;
+    g_hash_table_insert (f->early, g_strdup (key), e);
+    if (call->__isset_critical && call->critical && critical_key == NULL) {
+      critical_key = key;
+      *critical_error = e;
+    }
+  }
+  return critical_key;
+}
+
+static void
+evd_engine_make_context (EvdEngine *engine, EvdFetch *f, evdalRequestContext *c, gint64 start)
+{
+  gboolean has = c != NULL;
+  int deadline_ms = has && c->__isset_deadline_ms ? c->deadline_ms : engine->sc->deadline_ms;
+
+  f->ctx.start_us = start;
+  f->ctx.deadline_us = start + deadline_ms * (gint64) 1000;
+  f->ctx.trace = has && c->__isset_trace && c->trace;
+  f->ctx.principal = has && c->__isset_principal ? g_strdup (c->principal) : NULL;
+  if (has && c->__isset_request_id && c->request_id != NULL && *c->request_id != '\0')
+    f->ctx.request_id = g_strdup (c->request_id);
+  else
+    f->ctx.request_id = g_strdup_printf ("%s-%012" G_GINT64_MODIFIER "x", engine->id_prefix,
+                                         (guint64) atomic_fetch_add_explicit (
+                                           &engine->next_id, 1, memory_order_relaxed));
+  f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  if (has && c->__isset_attributes && c->attributes != NULL) {
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init (&it, c->attributes);
+    while (g_hash_table_iter_next (&it, &k, &v))
+      g_hash_table_insert (f->ctx.attributes, g_strdup (k), g_strdup (v));
+  }
+}
+
+/* Refuses what must not start at all; TRUE when the fetch may go on. */
+static gboolean
+evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
+{
+  guint n = request->calls ? g_hash_table_size (request->calls) : 0;
+  evdalRequestContext *c = request->__isset_context ? request->context : NULL;
+
+  if (n == 0) {
+    evd_engine_invalid (rpc, "no calls: FetchRequest.calls is empty");
+    return FALSE;
+  }
+  if (n > (guint) engine->sc->max_calls) {
+    evd_engine_invalid (rpc, "%u calls, more than max_calls (%d)", n, engine->sc->max_calls);
+    return FALSE;
+  }
+  if (c != NULL && c->__isset_deadline_ms && c->deadline_ms <= 0) {
+    evd_engine_invalid (rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
+    return FALSE;
+  }
+  if (g_atomic_int_add (&engine->inflight, 1) >= engine->sc->max_inflight) {
+    evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
+    g_atomic_int_add (&engine->inflight, -1);
+    x->message = g_strdup_printf ("max_inflight (%d) fetches in flight", engine->sc->max_inflight);
+    x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
+    x->__isset_message = x->__isset_retry_after_ms = TRUE;
+    evd_engine_reply_error (rpc, NULL, x);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void
+evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
+{
+  EvdFetch *f;
+  evdalLookupError *critical_error = NULL;
+  const char *critical_key;
+
+  if (!evd_engine_admit (engine, rpc, request))
+    return;
+  f = g_new0 (EvdFetch, 1);
+  f->refs = 2;  /* the answer's, and this function's while it starts the slots */
+  f->engine = engine;
+  f->rpc = rpc;
+  f->loop = evd_call_loop (rpc);
+  f->request = g_object_ref (request);
+  f->slots = g_ptr_array_new ();
+  f->early = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_object_unref);
+  evd_engine_make_context (engine, f, request->__isset_context ? request->context : NULL,
+                           evd_call_read_us (rpc));
+  evd_call_on_cancel (rpc, evd_fetch_on_rpc_cancel, f);
+  critical_key = evd_engine_plan (f, &critical_error);
+  f->pending = f->slots->len;
+  if (critical_key != NULL) {
+    evd_fetch_finish (f, critical_key, critical_error);
+  } else if (f->pending == 0) {
+    evd_fetch_finish (f, NULL, NULL);
+  } else {
+    /* A slot may finish the whole fetch while later ones start (a critical failure): those
+     * are then already done, cancelled by the finish. */
+    for (guint i = 0; i < f->slots->len; i++) {
+      EvdSlot *s = f->slots->pdata[i];
+      if (!s->done)
+        evd_slot_launch (s);
+    }
+  }
+  evd_fetch_unref (f);
+}
+
+/* ---- The engine. ---- */
+
+EvdEngine *
+evd_engine_new (EvdConfig *cfg)
+{
+  EvdEngine *e = g_new0 (EvdEngine, 1);
+
+  e->lookups = evd_lookup_set_new (cfg);
+  e->sc = evd_config_server (cfg);
+  g_snprintf (e->id_prefix, sizeof e->id_prefix, "%08x", g_random_int ());
+  return e;
+}
+
+void
+evd_engine_free (EvdEngine *engine)
+{
+  if (engine == NULL)
+    return;
+  evd_lookup_set_free (engine->lookups);
+  g_free (engine);
+}
+
+EvdLookupSet *
+evd_engine_lookups (EvdEngine *engine)
+{
+  return engine->lookups;
+}

@@ -1,0 +1,498 @@
+/* evd_conn: a client connection from first byte to close (see evd_conn.h). */
+#include "evd_conn.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/un.h>
+
+/* Messages handled per read callback before the loop serves other connections: enough to
+ * amortise the callback, few enough that a pipelining client cannot starve its neighbours. */
+#define EVD_CONN_READ_BUDGET 16
+
+typedef enum {
+  EVD_CONN_OPEN,
+  EVD_CONN_CLOSING,  /* answer what was read, read nothing more, then close */
+  EVD_CONN_CLOSED,   /* socket gone; the struct is freed on the next loop turn */
+} EvdConnState;
+
+typedef enum {
+  EVD_STEP_MESSAGE,  /* one message dispatched; look for the next */
+  EVD_STEP_WAIT,     /* not enough bytes yet */
+  EVD_STEP_STOP,     /* the connection is closing */
+} EvdConnStep;
+
+struct _EvdConn {
+  EvdConnHost *host;
+  GList *link;                  /* in host->conns */
+  struct bufferevent *bev;
+  struct event *timer;
+  char peer[80];
+  EvdConnState state;
+  gboolean read_paused;
+
+  gboolean detected;
+  EvdWireFormat fmt;
+  EvdWireScanner *scan;         /* an unframed message being received, else NULL */
+
+  GQueue calls;                 /* EvdCall *, in request order */
+  guint n_pending;              /* calls not yet completed */
+  gint64 last_active_us;        /* last byte received or reply completed */
+  gint64 partial_since_us;      /* first byte of the incomplete message, or 0 */
+};
+
+static void evd_conn_process (EvdConn *c);
+
+/* Tells the host's owner, once, that a draining host has no connection left. */
+static void
+evd_conn_host_check_drained (EvdConnHost *host)
+{
+  if (host->draining && !host->drained && host->conns.length == 0) {
+    host->drained = TRUE;
+    if (host->on_drained != NULL)
+      host->on_drained (host->on_drained_data);
+  }
+}
+
+/* How often a connection's timer looks at it when nothing is due sooner. */
+static gint64
+evd_conn_timer_period_us (const EvdServerConfig *cfg)
+{
+  int ms = cfg->read_timeout_ms;
+
+  if (cfg->idle_timeout_ms > 0 && cfg->idle_timeout_ms < ms)
+    ms = cfg->idle_timeout_ms;
+  return ms * (gint64) 1000;
+}
+
+/* ---- Closing. ---- */
+
+static void
+evd_conn_free (gpointer data)
+{
+  EvdConn *c = data;
+
+  g_free (c->scan);
+  g_free (c);
+}
+
+static void
+evd_conn_close (EvdConn *c, const char *why)
+{
+  EvdConnHost *host = c->host;
+  EvdCall *call;
+
+  if (c->state == EVD_CONN_CLOSED)
+    return;
+  c->state = EVD_CONN_CLOSED;
+  if (why != NULL)
+    g_debug ("%s: connection closed: %s", c->peer, why);
+  event_free (c->timer);
+  bufferevent_free (c->bev);
+  c->bev = NULL;
+  g_atomic_int_dec_and_test (host->n_connections);
+  /* Completed calls are dropped; running ones are cancelled and free themselves. */
+  while ((call = g_queue_pop_head (&c->calls)) != NULL) {
+    if (evd_call_is_done (call))
+      evd_call_free (call);
+    else
+      evd_call_abandon (call);
+  }
+  g_queue_delete_link (&host->conns, c->link);
+  /* A callback of this connection may be running: free it once that has returned. */
+  evd_loop_post (host->loop, evd_conn_free, c);
+  evd_conn_host_check_drained (host);
+}
+
+/* A client broke the protocol: say why (rate-limited, the client controls the rate), close. */
+static void
+evd_conn_reject (EvdConn *c, const char *what, const char *why)
+{
+  evd_log_limited (&c->host->log_limit, "%s: %s: %s; closing the connection", c->peer, what,
+                   why);
+  evd_conn_close (c, NULL);
+}
+
+static gboolean
+evd_conn_idle (EvdConn *c)
+{
+  return c->n_pending == 0 && evbuffer_get_length (bufferevent_get_output (c->bev)) == 0;
+}
+
+/* ---- Replies. ---- */
+
+static gboolean
+evd_conn_over_limits (EvdConn *c)
+{
+  const EvdServerConfig *cfg = c->host->config;
+
+  return c->n_pending >= (guint) cfg->max_pipeline ||
+         evbuffer_get_length (bufferevent_get_output (c->bev)) >= (gsize) cfg->max_output_bytes;
+}
+
+/* Reading stopped for back-pressure starts again once the client caught up. */
+static void
+evd_conn_maybe_resume (EvdConn *c)
+{
+  if (c->state != EVD_CONN_OPEN || !c->read_paused || evd_conn_over_limits (c))
+    return;
+  c->read_paused = FALSE;
+  bufferevent_enable (c->bev, EV_READ);
+  if (evbuffer_get_length (bufferevent_get_input (c->bev)) > 0)
+    bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Sends every reply at the head of the queue that is ready: replies leave in request order. */
+static void
+evd_conn_flush (EvdConn *c)
+{
+  struct evbuffer *out = bufferevent_get_output (c->bev);
+  EvdCall *call;
+
+  while ((call = g_queue_peek_head (&c->calls)) != NULL && evd_call_is_done (call)) {
+    GByteArray *reply = evd_call_reply_bytes (call);
+
+    g_queue_pop_head (&c->calls);
+    if (reply != NULL)
+      evbuffer_add (out, reply->data, reply->len);
+    evd_call_free (call);
+  }
+}
+
+static void
+evd_conn_on_call_done (EvdCall *call, gpointer owner)
+{
+  EvdConn *c = owner;
+
+  (void) call;
+  c->n_pending--;
+  c->last_active_us = g_get_monotonic_time ();
+  evd_conn_flush (c);
+  if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
+    evd_conn_close (c, "closing after its last reply");
+  else
+    evd_conn_maybe_resume (c);
+}
+
+/* ---- Requests. ---- */
+
+static void
+evd_conn_dispatch (EvdConn *c, const EvdWireScanner *scan, const guint8 *data, gboolean body_ok)
+{
+  EvdCall *call = evd_rpc_prepare (c->host->service, c->host->loop, c->fmt, scan, data,
+                                   body_ok);
+
+  if (!body_ok)
+    evd_log_limited (&c->host->log_limit, "%s: malformed arguments of %.*s: %s", c->peer,
+                     (int) MIN (scan->name_len, 64), (const char *) scan->name, scan->reason);
+  evd_call_set_peer (call, c->peer);
+  g_queue_push_tail (&c->calls, call);
+  c->n_pending++;
+  evd_call_start (call, evd_conn_on_call_done, c);
+}
+
+static EvdConnStep
+evd_conn_detect (EvdConn *c, struct evbuffer *in)
+{
+  guint8 head[EVD_WIRE_DETECT_BYTES];
+  gsize n = MIN (evbuffer_get_length (in), sizeof head);
+  const char *reason = NULL;
+
+  evbuffer_copyout (in, head, n);
+  switch (evd_wire_detect (head, n, &c->fmt, &reason)) {
+  case EVD_WIRE_OK:
+    c->detected = TRUE;
+    return EVD_STEP_MESSAGE;
+  case EVD_WIRE_NEED_MORE:
+    return EVD_STEP_WAIT;
+  default:
+    evd_conn_reject (c, "not a Thrift connection", reason);
+    return EVD_STEP_STOP;
+  }
+}
+
+static EvdConnStep
+evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
+{
+  const EvdServerConfig *cfg = c->host->config;
+  EvdWireScanner scan;
+  guint32 be;
+  gint32 n;
+  guint8 *data;
+  EvdWireStatus st;
+
+  if (evbuffer_get_length (in) < 4)
+    return EVD_STEP_WAIT;
+  evbuffer_copyout (in, &be, 4);
+  n = (gint32) GUINT32_FROM_BE (be);
+  /* Checked before anything of that size is allocated or awaited. */
+  if (n <= 0 || n > cfg->max_frame_bytes) {
+    g_autofree char *why = g_strdup_printf ("frame length %d is outside 1..%d", n,
+                                            cfg->max_frame_bytes);
+    evd_conn_reject (c, "bad frame", why);
+    return EVD_STEP_STOP;
+  }
+  if (evbuffer_get_length (in) < 4 + (gsize) n)
+    return EVD_STEP_WAIT;
+  data = evbuffer_pullup (in, 4 + (gssize) n) + 4;
+  evd_wire_scanner_init (&scan, c->fmt.proto, (gsize) n, EVD_WIRE_MAX_DEPTH);
+  st = evd_wire_scanner_feed (&scan, data, (gsize) n);
+  if (st == EVD_WIRE_NEED_MORE) {
+    st = scan.header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
+    scan.reason = "the message is longer than its frame";
+  } else if (st == EVD_WIRE_OK && scan.msg_len != (gsize) n) {
+    st = EVD_WIRE_BAD_BODY;
+    scan.reason = "the frame holds bytes after the message";
+  }
+  if (st == EVD_WIRE_BAD_HEADER) {
+    evd_conn_reject (c, "bad message header", scan.reason);
+    return EVD_STEP_STOP;
+  }
+  /* The frame tells where the next message starts, so a bad body costs only this call. */
+  evd_conn_dispatch (c, &scan, data, st == EVD_WIRE_OK);
+  if (c->state != EVD_CONN_CLOSED)
+    evbuffer_drain (in, 4 + (gsize) n);
+  return EVD_STEP_MESSAGE;
+}
+
+static EvdConnStep
+evd_conn_next_unframed (EvdConn *c, struct evbuffer *in)
+{
+  gsize len = evbuffer_get_length (in);
+  EvdWireStatus st;
+  guint8 *data;
+
+  if (c->scan == NULL) {
+    c->scan = g_new (EvdWireScanner, 1);
+    evd_wire_scanner_init (c->scan, c->fmt.proto, (gsize) c->host->config->max_frame_bytes,
+                           EVD_WIRE_MAX_DEPTH);
+  } else if (len < c->scan->need) {
+    return EVD_STEP_WAIT;  /* the scanner knows nothing can finish with fewer bytes */
+  }
+  data = evbuffer_pullup (in, -1);
+  st = evd_wire_scanner_feed (c->scan, data, len);
+  if (st == EVD_WIRE_NEED_MORE)
+    return EVD_STEP_WAIT;
+  if (st == EVD_WIRE_BAD_HEADER) {
+    evd_conn_reject (c, "bad message header", c->scan->reason);
+    return EVD_STEP_STOP;
+  }
+  evd_conn_dispatch (c, c->scan, data, st == EVD_WIRE_OK);
+  if (c->state == EVD_CONN_CLOSED)
+    return EVD_STEP_STOP;
+  if (st == EVD_WIRE_BAD_BODY) {
+    /* Without a frame there is no telling where the next message starts: answer, then close. */
+    c->state = EVD_CONN_CLOSING;
+    bufferevent_disable (c->bev, EV_READ);
+    return EVD_STEP_STOP;
+  }
+  evbuffer_drain (in, c->scan->msg_len);
+  g_clear_pointer (&c->scan, g_free);
+  return EVD_STEP_MESSAGE;
+}
+
+static EvdConnStep
+evd_conn_next (EvdConn *c, struct evbuffer *in)
+{
+  if (evbuffer_get_length (in) == 0)
+    return EVD_STEP_WAIT;
+  if (!c->detected) {
+    EvdConnStep step = evd_conn_detect (c, in);
+    if (step != EVD_STEP_MESSAGE)
+      return step;
+  }
+  return c->fmt.framed ? evd_conn_next_framed (c, in) : evd_conn_next_unframed (c, in);
+}
+
+static void
+evd_conn_process (EvdConn *c)
+{
+  struct evbuffer *in;
+
+  for (guint budget = EVD_CONN_READ_BUDGET; budget > 0; budget--) {
+    if (c->state != EVD_CONN_OPEN)
+      return;
+    in = bufferevent_get_input (c->bev);
+    if (evd_conn_over_limits (c)) {
+      /* The client is not reading its replies, or pipelines too much: stop reading it. */
+      c->read_paused = TRUE;
+      bufferevent_disable (c->bev, EV_READ);
+      return;
+    }
+    switch (evd_conn_next (c, in)) {
+    case EVD_STEP_MESSAGE:
+      continue;
+    case EVD_STEP_STOP:
+      return;
+    case EVD_STEP_WAIT:
+      c->partial_since_us = evbuffer_get_length (in) == 0 ? 0
+                            : c->partial_since_us ? c->partial_since_us
+                                                  : g_get_monotonic_time ();
+      return;
+    }
+  }
+  /* Budget spent with bytes left: come back after the other connections had their turn. */
+  if (c->state == EVD_CONN_OPEN)
+    bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* ---- Callbacks. ---- */
+
+static void
+evd_conn_on_read (struct bufferevent *bev, void *arg)
+{
+  EvdConn *c = arg;
+
+  (void) bev;
+  c->last_active_us = g_get_monotonic_time ();
+  evd_conn_process (c);
+}
+
+static void
+evd_conn_on_write (struct bufferevent *bev, void *arg)
+{
+  EvdConn *c = arg;
+
+  (void) bev;
+  if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
+    evd_conn_close (c, "closing after its last reply");
+  else
+    evd_conn_maybe_resume (c);
+}
+
+static void
+evd_conn_on_event (struct bufferevent *bev, short what, void *arg)
+{
+  EvdConn *c = arg;
+
+  (void) bev;
+  if (what & BEV_EVENT_EOF)
+    evd_conn_close (c, "closed by the peer");
+  else if (what & BEV_EVENT_ERROR)
+    evd_conn_close (c, g_strerror (EVUTIL_SOCKET_ERROR ()));
+}
+
+/* One timer per connection, re-armed lazily: reads only note the time, the timer checks. */
+static void
+evd_conn_arm_timer (EvdConn *c, gint64 in_us)
+{
+  struct timeval tv = { in_us / G_USEC_PER_SEC, in_us % G_USEC_PER_SEC };
+
+  evtimer_add (c->timer, &tv);
+}
+
+static void
+evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdConn *c = arg;
+  const EvdServerConfig *cfg = c->host->config;
+  gint64 now = g_get_monotonic_time ();
+  gint64 read_left = G_MAXINT64, idle_left = G_MAXINT64;
+
+  (void) fd;
+  (void) what;
+  if (c->partial_since_us != 0) {
+    read_left = c->partial_since_us + cfg->read_timeout_ms * (gint64) 1000 - now;
+    if (read_left <= 0) {
+      evd_conn_reject (c, "read timeout", "a request stayed incomplete too long");
+      return;
+    }
+  }
+  if (cfg->idle_timeout_ms > 0 && evd_conn_idle (c)) {
+    idle_left = c->last_active_us + cfg->idle_timeout_ms * (gint64) 1000 - now;
+    if (idle_left <= 0) {
+      evd_conn_close (c, "idle timeout");
+      return;
+    }
+  }
+  evd_conn_arm_timer (c, MIN (MIN (read_left, idle_left), evd_conn_timer_period_us (cfg)));
+}
+
+/* ---- Birth. ---- */
+
+void
+evd_conn_format_addr (const struct sockaddr *addr, socklen_t len, char *out, gsize size)
+{
+  char host[INET6_ADDRSTRLEN] = "?";
+
+  if (addr->sa_family == AF_INET) {
+    const struct sockaddr_in *in = (const struct sockaddr_in *) addr;
+    inet_ntop (AF_INET, &in->sin_addr, host, sizeof host);
+    g_snprintf (out, size, "%s:%u", host, ntohs (in->sin_port));
+  } else if (addr->sa_family == AF_INET6) {
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *) addr;
+    inet_ntop (AF_INET6, &in6->sin6_addr, host, sizeof host);
+    g_snprintf (out, size, "[%s]:%u", host, ntohs (in6->sin6_port));
+  } else if (addr->sa_family == AF_UNIX) {
+    const struct sockaddr_un *un = (const struct sockaddr_un *) addr;
+    gsize plen = len > offsetof (struct sockaddr_un, sun_path)
+                 ? len - offsetof (struct sockaddr_un, sun_path) : 0;
+    g_snprintf (out, size, "unix:%.*s", (int) strnlen (un->sun_path, plen), un->sun_path);
+  } else {
+    g_snprintf (out, size, "family-%d", addr->sa_family);
+  }
+}
+
+void
+evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr,
+              socklen_t addr_len)
+{
+  EvdConn *c = g_new0 (EvdConn, 1);
+  struct event_base *base = evd_loop_base (host->loop);
+  const EvdServerConfig *cfg = host->config;
+  int one = 1;
+
+  c->host = host;
+  evd_conn_format_addr (addr, addr_len, c->peer, sizeof c->peer);
+  if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)
+    setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* replies are small */
+  c->bev = bufferevent_socket_new (base, fd, BEV_OPT_CLOSE_ON_FREE);
+  c->timer = evtimer_new (base, evd_conn_on_timer, c);
+  c->last_active_us = g_get_monotonic_time ();
+  bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);
+  bufferevent_setwatermark (c->bev, EV_WRITE, (gsize) cfg->max_output_bytes / 2, 0);
+  g_queue_push_tail (&host->conns, c);
+  c->link = host->conns.tail;
+  if (host->draining) {
+    evd_conn_close (c, "server is shutting down");
+    return;
+  }
+  bufferevent_enable (c->bev, EV_READ | EV_WRITE);
+  evd_conn_arm_timer (c, evd_conn_timer_period_us (cfg));
+  g_debug ("%s: connection accepted on loop %u", c->peer, evd_loop_index (host->loop));
+}
+
+/* ---- Shutdown. ---- */
+
+void
+evd_conn_host_drain (EvdConnHost *host)
+{
+  GList *l = host->conns.head;
+
+  host->draining = TRUE;
+  while (l != NULL) {
+    EvdConn *c = l->data;
+
+    l = l->next;  /* closing removes c's link */
+    if (c->state != EVD_CONN_OPEN)
+      continue;
+    c->state = EVD_CONN_CLOSING;
+    bufferevent_disable (c->bev, EV_READ);
+    if (evd_conn_idle (c))
+      evd_conn_close (c, "server is shutting down");
+  }
+  evd_conn_host_check_drained (host);
+}
+
+void
+evd_conn_host_close_all (EvdConnHost *host)
+{
+  EvdConn *c;
+
+  host->draining = TRUE;
+  while ((c = g_queue_peek_head (&host->conns)) != NULL)
+    evd_conn_close (c, "shutdown grace period is over");
+}

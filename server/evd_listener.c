@@ -1,0 +1,233 @@
+/* evd_listener: listen address parsing, binding and accepting (see evd_listener.h). */
+#include "evd_listener.h"
+
+#include <errno.h>
+#include <event2/listener.h>
+#include <gio/gio.h>
+#include <netdb.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "evd_conn.h"
+
+/* Pending connections the kernel may queue: bursts of thousands of connects (a frontend fleet
+ * restarting) must not be refused while the loop is busy. The kernel caps it at somaxconn. */
+#define EVD_LISTEN_BACKLOG 4096
+/* How long accepting pauses after a failure such as EMFILE. */
+#define EVD_ACCEPT_PAUSE_MS 100
+
+struct _EvdListener {
+  struct evconnlistener *lev;
+  struct event *resume;
+  char *address;
+  char *unix_path;       /* a socket file we created, removed on free */
+  EvdAcceptFunc accept_fn;
+  gpointer data;
+};
+
+static void
+evd_listener_on_accept (struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *addr,
+                        int len, void *arg)
+{
+  EvdListener *l = arg;
+
+  (void) lev;
+  l->accept_fn (fd, addr, len, l->data);
+}
+
+static void
+evd_listener_on_resume (evutil_socket_t fd, short what, void *arg)
+{
+  EvdListener *l = arg;
+
+  (void) fd;
+  (void) what;
+  evconnlistener_enable (l->lev);
+}
+
+static void
+evd_listener_on_error (struct evconnlistener *lev, void *arg)
+{
+  EvdListener *l = arg;
+  struct timeval tv = { 0, EVD_ACCEPT_PAUSE_MS * 1000 };
+  int err = EVUTIL_SOCKET_ERROR ();
+
+  g_warning ("accept on %s failed: %s; pausing for %d ms", l->address, g_strerror (err),
+             EVD_ACCEPT_PAUSE_MS);
+  evconnlistener_disable (lev);
+  evtimer_add (l->resume, &tv);
+}
+
+static gboolean
+evd_listener_parse_inet (const char *address, struct sockaddr_storage *ss, socklen_t *len,
+                         GError **error)
+{
+  g_autofree char *host = NULL;
+  const char *port;
+  struct addrinfo hints = { 0 }, *res = NULL;
+  int rc;
+
+  if (address[0] == '[') {
+    const char *end = strchr (address, ']');
+    if (end == NULL || end[1] != ':') {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "\"%s\": expected [ipv6]:port", address);
+      return FALSE;
+    }
+    host = g_strndup (address + 1, (gsize) (end - address - 1));
+    port = end + 2;
+  } else {
+    const char *colon = strrchr (address, ':');
+    if (colon == NULL) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                   "\"%s\": expected host:port, [ipv6]:port or a unix socket path", address);
+      return FALSE;
+    }
+    host = g_strndup (address, (gsize) (colon - address));
+    port = colon + 1;
+  }
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  rc = getaddrinfo (*host ? host : NULL, port, &hints, &res);
+  if (rc != 0) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"%s\": %s", address,
+                 gai_strerror (rc));
+    return FALSE;
+  }
+  memcpy (ss, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  freeaddrinfo (res);
+  return TRUE;
+}
+
+/* A socket file left by a previous run would make bind fail; anything else at that path is
+ * not ours to remove. */
+static gboolean
+evd_listener_clear_unix_path (const char *path, GError **error)
+{
+  struct stat st;
+
+  if (lstat (path, &st) != 0)
+    return TRUE;
+  if (!S_ISSOCK (st.st_mode)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s exists and is not a socket", path);
+    return FALSE;
+  }
+  unlink (path);
+  return TRUE;
+}
+
+static gboolean
+evd_listener_parse (const char *address, struct sockaddr_storage *ss, socklen_t *len,
+                    char **unix_path, GError **error)
+{
+  const char *path = g_str_has_prefix (address, "unix:") ? address + 5
+                     : address[0] == '/' ? address : NULL;
+  struct sockaddr_un *un = (struct sockaddr_un *) ss;
+
+  if (path == NULL)
+    return evd_listener_parse_inet (address, ss, len, error);
+  if (strlen (path) >= sizeof un->sun_path) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "unix socket path \"%s\" is too long", path);
+    return FALSE;
+  }
+  if (!evd_listener_clear_unix_path (path, error))
+    return FALSE;
+  memset (un, 0, sizeof *un);
+  un->sun_family = AF_UNIX;
+  strcpy (un->sun_path, path);
+  *len = sizeof *un;
+  *unix_path = g_strdup (path);
+  return TRUE;
+}
+
+static EvdListener *
+evd_listener_wrap (struct evconnlistener *lev, struct event_base *base,
+                   EvdAcceptFunc accept_fn, gpointer data)
+{
+  EvdListener *l = g_new0 (EvdListener, 1);
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof ss;
+  char buf[128];
+
+  l->lev = lev;
+  l->accept_fn = accept_fn;
+  l->data = data;
+  l->resume = evtimer_new (base, evd_listener_on_resume, l);
+  getsockname (evconnlistener_get_fd (lev), (struct sockaddr *) &ss, &len);
+  evd_conn_format_addr ((struct sockaddr *) &ss, len, buf, sizeof buf);
+  l->address = g_strdup (buf);
+  evconnlistener_set_cb (lev, evd_listener_on_accept, l);
+  evconnlistener_set_error_cb (lev, evd_listener_on_error);
+  return l;
+}
+
+EvdListener *
+evd_listener_new (struct event_base *base, const char *address, EvdAcceptFunc accept_fn,
+                  gpointer data, GError **error)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = 0;
+  g_autofree char *unix_path = NULL;
+  struct evconnlistener *lev;
+  EvdListener *l;
+
+  if (!evd_listener_parse (address, &ss, &len, &unix_path, error))
+    return NULL;
+  lev = evconnlistener_new_bind (base, NULL, NULL,
+                                 LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
+                                 LEV_OPT_REUSEABLE | LEV_OPT_DISABLED,
+                                 EVD_LISTEN_BACKLOG, (struct sockaddr *) &ss, (int) len);
+  if (lev == NULL) {
+    int err = errno;
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (err), "cannot listen on %s: %s",
+                 address, g_strerror (err));
+    return NULL;
+  }
+  l = evd_listener_wrap (lev, base, accept_fn, data);
+  l->unix_path = g_steal_pointer (&unix_path);
+  evconnlistener_enable (lev);
+  return l;
+}
+
+EvdListener *
+evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd, EvdAcceptFunc accept_fn,
+                          gpointer data, GError **error)
+{
+  struct evconnlistener *lev;
+  EvdListener *l;
+
+  evutil_make_socket_nonblocking (fd);
+  lev = evconnlistener_new (base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, -1, fd);
+  if (lev == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "cannot accept on descriptor %d", fd);
+    return NULL;
+  }
+  l = evd_listener_wrap (lev, base, accept_fn, data);
+  evconnlistener_enable (lev);
+  return l;
+}
+
+const char *
+evd_listener_address (EvdListener *l)
+{
+  return l->address;
+}
+
+void
+evd_listener_free (EvdListener *l)
+{
+  if (l == NULL)
+    return;
+  evconnlistener_free (l->lev);
+  event_free (l->resume);
+  if (l->unix_path != NULL)
+    unlink (l->unix_path);
+  g_free (l->unix_path);
+  g_free (l->address);
+  g_free (l);
+}

@@ -1,0 +1,31 @@
+/* evd_listener: the listening socket: parses `listen =` addresses, binds, accepts.
+ *
+ * Addresses are "host:port" (IPv4 or a name), "[v6addr]:port", or a unix socket path
+ * ("/run/evdal.sock" or "unix:/run/evdal.sock"). Port 0 binds an ephemeral port;
+ * evd_listener_address() gives the address really bound. Accepting runs on the loop the
+ * listener was made on; every accepted socket goes to the accept function, which hands it to
+ * an IO loop. Failing accepts (out of descriptors) pause accepting briefly instead of spinning.
+ */
+#pragma once
+
+#include <event2/event.h>
+#include <glib.h>
+#include <sys/socket.h>
+
+G_BEGIN_DECLS
+
+typedef struct _EvdListener EvdListener;
+typedef void (*EvdAcceptFunc) (evutil_socket_t fd, struct sockaddr *addr, int addr_len,
+                               gpointer data);
+
+EvdListener *evd_listener_new (struct event_base *base, const char *address,
+                               EvdAcceptFunc accept_fn, gpointer data, GError **error);
+/* Makes a listener from a socket that is already listening (inherited, e.g. systemd). */
+EvdListener *evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd,
+                                       EvdAcceptFunc accept_fn, gpointer data, GError **error);
+const char *evd_listener_address (EvdListener *l);
+/* Stops accepting and closes the socket (removing a unix socket file it created). */
+void evd_listener_free (EvdListener *l);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdListener, evd_listener_free)
+
+G_END_DECLS

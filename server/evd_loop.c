@@ -1,0 +1,186 @@
+/* evd_loop: an event loop thread and its post queue (see evd_loop.h). */
+#include "evd_loop.h"
+
+#include <event2/thread.h>
+#include <gio/gio.h>
+#include <pthread.h>
+
+typedef struct {
+  EvdLoopFunc fn;
+  gpointer data;
+} EvdLoopTask;
+
+struct _EvdLoop {
+  guint index;
+  struct event_base *base;
+  GThread *thread;
+  pthread_t tid;
+  gboolean running;
+
+  /* The post queue: the only state another thread may touch, always under `lock`. */
+  GMutex lock;
+  GArray *queue;       /* EvdLoopTask */
+  GArray *spare;       /* swapped with queue when draining, so posting never waits on a run */
+  struct event *wakeup;
+  gboolean wakeup_pending;
+
+  gpointer codec;
+  GDestroyNotify free_codec;
+};
+
+/* Runs the tasks queued so far. Tasks posted while these run wait for the next wakeup, so a
+ * task that posts to its own loop cannot starve the sockets. */
+static void
+evd_loop_drain (EvdLoop *loop)
+{
+  GArray *batch;
+
+  g_mutex_lock (&loop->lock);
+  batch = loop->queue;
+  loop->queue = loop->spare;
+  loop->spare = NULL;
+  loop->wakeup_pending = FALSE;
+  g_mutex_unlock (&loop->lock);
+
+  for (guint i = 0; i < batch->len; i++) {
+    EvdLoopTask *t = &g_array_index (batch, EvdLoopTask, i);
+    t->fn (t->data);
+  }
+  g_array_set_size (batch, 0);
+
+  g_mutex_lock (&loop->lock);
+  loop->spare = batch;
+  g_mutex_unlock (&loop->lock);
+}
+
+static void
+evd_loop_on_wakeup (evutil_socket_t fd, short what, void *arg)
+{
+  (void) fd;
+  (void) what;
+  evd_loop_drain (arg);
+}
+
+EvdLoop *
+evd_loop_new (guint index, GError **error)
+{
+  EvdLoop *loop = g_new0 (EvdLoop, 1);
+
+  loop->index = index;
+  loop->base = event_base_new ();
+  if (loop->base == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "event_base_new failed");
+    g_free (loop);
+    return NULL;
+  }
+  g_mutex_init (&loop->lock);
+  loop->queue = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
+  loop->spare = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
+  loop->wakeup = event_new (loop->base, -1, 0, evd_loop_on_wakeup, loop);
+  return loop;
+}
+
+static gpointer
+evd_loop_thread (gpointer data)
+{
+  EvdLoop *loop = data;
+
+  loop->tid = pthread_self ();
+  /* EVLOOP_NO_EXIT_ON_EMPTY: a loop with no connections yet must keep waiting for posts. */
+  event_base_loop (loop->base, EVLOOP_NO_EXIT_ON_EMPTY);
+  return NULL;
+}
+
+gboolean
+evd_loop_start (EvdLoop *loop, GError **error)
+{
+  g_autofree char *name = g_strdup_printf ("evdal-io%u", loop->index);
+
+  loop->running = TRUE;
+  loop->thread = g_thread_try_new (name, evd_loop_thread, loop, error);
+  if (loop->thread == NULL) {
+    loop->running = FALSE;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+void
+evd_loop_run_here (EvdLoop *loop)
+{
+  evd_loop_thread (loop);
+}
+
+void
+evd_loop_quit (EvdLoop *loop)
+{
+  event_base_loopbreak (loop->base);
+}
+
+void
+evd_loop_free (EvdLoop *loop)
+{
+  if (loop == NULL)
+    return;
+  if (loop->thread != NULL)
+    g_thread_join (loop->thread);
+  /* The loop is gone: what was posted to it runs here, where nothing else runs any more. A
+   * task may post again (a cancelled call completing), hence the loop. */
+  loop->tid = pthread_self ();
+  while (loop->queue->len > 0)
+    evd_loop_drain (loop);
+  if (loop->free_codec != NULL && loop->codec != NULL)
+    loop->free_codec (loop->codec);
+  event_free (loop->wakeup);
+  event_base_free (loop->base);
+  g_array_unref (loop->queue);
+  g_array_unref (loop->spare);
+  g_mutex_clear (&loop->lock);
+  g_free (loop);
+}
+
+struct event_base *
+evd_loop_base (EvdLoop *loop)
+{
+  return loop->base;
+}
+
+guint
+evd_loop_index (EvdLoop *loop)
+{
+  return loop->index;
+}
+
+gboolean
+evd_loop_is_current (EvdLoop *loop)
+{
+  return pthread_equal (loop->tid, pthread_self ());
+}
+
+void
+evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data)
+{
+  EvdLoopTask t = { fn, data };
+  gboolean wake;
+
+  g_mutex_lock (&loop->lock);
+  g_array_append_val (loop->queue, t);
+  wake = !loop->wakeup_pending;
+  loop->wakeup_pending = TRUE;
+  g_mutex_unlock (&loop->lock);
+  /* One wakeup per batch: posts that find one pending ride along with it. */
+  if (wake)
+    event_active (loop->wakeup, 0, 0);
+}
+
+gpointer *
+evd_loop_codec_slot (EvdLoop *loop)
+{
+  return &loop->codec;
+}
+
+void
+evd_loop_set_codec_free (EvdLoop *loop, GDestroyNotify free_codec)
+{
+  loop->free_codec = free_codec;
+}

@@ -1,0 +1,43 @@
+/* evd_loop: one libevent event loop on its own thread, and the only way into it from others.
+ *
+ * evdal runs `io_threads` loops; each connection, request and lookup lives on exactly one of
+ * them and is touched by no other thread. Work done elsewhere (the acceptor handing over a new
+ * socket, a SQLite worker finishing a query) comes back with evd_loop_post(): the function is
+ * queued under the loop's own lock (never a lock shared by all loops) and one event_active()
+ * wakes the loop, which runs every queued function in order on its thread. Functions posted
+ * to a loop that has stopped run when it is freed, on the freeing thread, so every hand-off
+ * completes exactly once and only its owner frees what it carries.
+ */
+#pragma once
+
+#include <event2/event.h>
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef struct _EvdLoop EvdLoop;
+typedef void (*EvdLoopFunc) (gpointer data);
+
+/* Creates the loop's event base; call evthread_use_pthreads() once before the first. */
+EvdLoop *evd_loop_new (guint index, GError **error);
+/* Starts the loop's thread; it runs until evd_loop_quit(). */
+gboolean evd_loop_start (EvdLoop *loop, GError **error);
+/* Runs the loop on the calling thread until evd_loop_quit() (the main loop does this). */
+void evd_loop_run_here (EvdLoop *loop);
+/* Asks the loop to stop after this iteration (any thread). */
+void evd_loop_quit (EvdLoop *loop);
+/* Waits for the thread, then runs what is still queued and frees the loop. */
+void evd_loop_free (EvdLoop *loop);
+
+struct event_base *evd_loop_base (EvdLoop *loop);
+guint evd_loop_index (EvdLoop *loop);
+/* Whether the calling thread is this loop's. */
+gboolean evd_loop_is_current (EvdLoop *loop);
+/* Runs fn(data) on the loop's thread, later, in posting order. Safe from any thread. */
+void evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data);
+
+/* A slot the RPC layer keeps its per-loop codec in (evd_rpc owns and frees it). */
+gpointer *evd_loop_codec_slot (EvdLoop *loop);
+void evd_loop_set_codec_free (EvdLoop *loop, GDestroyNotify free_codec);
+
+G_END_DECLS

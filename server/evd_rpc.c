@@ -1,0 +1,420 @@
+/* evd_rpc: decoding calls, asynchronous completion, encoding replies (see evd_rpc.h). */
+#include "evd_rpc.h"
+
+#include <string.h>
+#include <thrift/c_glib/protocol/thrift_binary_protocol.h>
+#include <thrift/c_glib/protocol/thrift_compact_protocol.h>
+
+#include "evd_transport.h"
+
+struct _EvdCall {
+  EvdLoop *loop;
+  const EvdMethod *method;
+  gpointer service_data;
+  ThriftStruct *args;          /* decoded; NULL when the call failed before its handler */
+  char *name;                  /* method name without a service prefix, for the reply */
+  gint32 seqid;
+  guint8 type;                 /* EVD_MSG_CALL or EVD_MSG_ONEWAY */
+  EvdWireFormat fmt;
+  gint64 read_us;
+  const char *peer;            /* borrowed from the connection */
+
+  /* a failure found while preparing, sent by evd_call_start */
+  ThriftApplicationExceptionError early_kind;
+  char *early_message;
+
+  EvdCallDoneFunc done;
+  gpointer owner;
+  EvdCancelFunc cancel_fn;
+  gpointer cancel_data;
+  GByteArray *reply;
+  gboolean completed;          /* the handler has completed it */
+  gboolean abandoned;          /* the owner left; free on completion */
+};
+
+/* ---- The per-loop codec: one transport and a protocol of each kind, reused. ---- */
+
+typedef struct {
+  EvdTransport *transport;
+  ThriftProtocol *binary;
+  ThriftProtocol *compact;
+} EvdRpcCodec;
+
+static ThriftProtocol *
+evd_rpc_new_protocol (EvdProto proto, EvdTransport *t)
+{
+  GType type = proto == EVD_PROTO_COMPACT ? THRIFT_TYPE_COMPACT_PROTOCOL
+                                          : THRIFT_TYPE_BINARY_PROTOCOL;
+  return g_object_new (type, "transport", t, NULL);
+}
+
+static void
+evd_rpc_codec_free (gpointer data)
+{
+  EvdRpcCodec *c = data;
+
+  g_object_unref (c->binary);
+  g_object_unref (c->compact);
+  g_object_unref (c->transport);
+  g_free (c);
+}
+
+static EvdRpcCodec *
+evd_rpc_codec_new (void)
+{
+  EvdRpcCodec *c = g_new0 (EvdRpcCodec, 1);
+
+  c->transport = evd_transport_new ();
+  c->binary = evd_rpc_new_protocol (EVD_PROTO_BINARY, c->transport);
+  c->compact = evd_rpc_new_protocol (EVD_PROTO_COMPACT, c->transport);
+  return c;
+}
+
+static EvdRpcCodec *
+evd_rpc_codec (EvdLoop *loop)
+{
+  gpointer *slot = evd_loop_codec_slot (loop);
+
+  if (*slot == NULL) {
+    *slot = evd_rpc_codec_new ();
+    evd_loop_set_codec_free (loop, evd_rpc_codec_free);
+  }
+  return *slot;
+}
+
+static ThriftProtocol *
+evd_rpc_codec_protocol (EvdRpcCodec *c, EvdProto proto)
+{
+  return proto == EVD_PROTO_COMPACT ? c->compact : c->binary;
+}
+
+/* The compact protocol keeps a stack of field ids between calls; a decode that failed
+ * half-way leaves it dirty, so the protocol is replaced rather than trusted. */
+static void
+evd_rpc_codec_reset (EvdRpcCodec *c, EvdProto proto)
+{
+  ThriftProtocol **p = proto == EVD_PROTO_COMPACT ? &c->compact : &c->binary;
+
+  g_object_unref (*p);
+  *p = evd_rpc_new_protocol (proto, c->transport);
+}
+
+/* ---- Encoding. ---- */
+
+static gboolean
+evd_rpc_write_message (ThriftProtocol *p, const char *name, guint8 type, gint32 seqid,
+                       ThriftStruct *body, GError **error)
+{
+  return thrift_protocol_write_message_begin (p, name, type, seqid, error) >= 0 &&
+         thrift_struct_write (body, p, error) >= 0 &&
+         thrift_protocol_write_message_end (p, error) >= 0;
+}
+
+static gboolean
+evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8 type,
+                     gint32 seqid, ThriftStruct *result, GByteArray *out, GError **error)
+{
+  guint start = out->len;
+  gboolean ok;
+
+  if (fmt.framed)
+    g_byte_array_set_size (out, start + 4);  /* the length, patched below */
+  evd_transport_set_output (c->transport, out);
+  ok = evd_rpc_write_message (evd_rpc_codec_protocol (c, fmt.proto), name, type, seqid,
+                              result, error);
+  evd_transport_set_output (c->transport, NULL);
+  if (!ok) {
+    g_byte_array_set_size (out, start);
+    evd_rpc_codec_reset (c, fmt.proto);
+    return FALSE;
+  }
+  if (fmt.framed) {
+    guint32 n = GUINT32_TO_BE (out->len - start - 4);
+    memcpy (out->data + start, &n, 4);
+  }
+  return TRUE;
+}
+
+gboolean
+evd_rpc_encode (EvdLoop *loop, EvdWireFormat fmt, const char *name, guint8 type, gint32 seqid,
+                ThriftStruct *result, GByteArray *out, GError **error)
+{
+  EvdRpcCodec *own = NULL;
+  gboolean ok;
+
+  if (loop == NULL)
+    own = evd_rpc_codec_new ();
+  ok = evd_rpc_encode_with (own ? own : evd_rpc_codec (loop), fmt, name, type, seqid, result,
+                            out, error);
+  if (own != NULL)
+    evd_rpc_codec_free (own);
+  return ok;
+}
+
+/* ---- Preparing a call. ---- */
+
+static void
+evd_call_set_early_error (EvdCall *call, ThriftApplicationExceptionError kind, char *message)
+{
+  call->early_kind = kind;
+  g_free (call->early_message);
+  call->early_message = message;
+}
+
+static const EvdMethod *
+evd_rpc_find_method (const EvdService *service, const char *name)
+{
+  for (guint i = 0; i < service->n_methods; i++)
+    if (strcmp (service->methods[i].name, name) == 0)
+      return &service->methods[i];
+  return NULL;
+}
+
+/* Resolves "method" or "Service:method"; sets the call's name or its early error. */
+static const EvdMethod *
+evd_rpc_resolve (EvdCall *call, const EvdService *service, const char *full)
+{
+  const char *colon = strchr (full, ':');
+  const char *method = colon ? colon + 1 : full;
+  const EvdMethod *m;
+
+  call->name = g_strdup (method);
+  if (colon != NULL && (strlen (service->name) != (gsize) (colon - full) ||
+                        strncmp (service->name, full, (gsize) (colon - full)) != 0)) {
+    evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD,
+                              g_strdup_printf ("unknown service in \"%s\"", full));
+    return NULL;
+  }
+  m = evd_rpc_find_method (service, method);
+  if (m == NULL)
+    evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD,
+                              g_strdup_printf ("unknown method \"%s\"", method));
+  return m;
+}
+
+static ThriftStruct *
+evd_rpc_decode_args (EvdLoop *loop, EvdWireFormat fmt, GType type, const guint8 *body,
+                     gsize len, GError **error)
+{
+  EvdRpcCodec *c = evd_rpc_codec (loop);
+  g_autoptr (GObject) args = g_object_new (type, NULL);
+
+  evd_transport_set_input (c->transport, body, len);
+  if (thrift_struct_read (THRIFT_STRUCT (args), evd_rpc_codec_protocol (c, fmt.proto),
+                          error) < 0) {
+    evd_rpc_codec_reset (c, fmt.proto);
+    return NULL;
+  }
+  return THRIFT_STRUCT (g_steal_pointer (&args));
+}
+
+EvdCall *
+evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+                 const EvdWireScanner *scan, const guint8 *data, gboolean body_ok)
+{
+  EvdCall *call = g_new0 (EvdCall, 1);
+  g_autofree char *full = g_strndup ((const char *) data + (scan->name - data), scan->name_len);
+  g_autoptr (GError) error = NULL;
+
+  call->loop = loop;
+  call->fmt = fmt;
+  call->seqid = scan->seqid;
+  call->type = scan->type;
+  call->read_us = g_get_monotonic_time ();
+  call->service_data = service->data;
+  call->method = evd_rpc_resolve (call, service, full);
+  if (call->type != EVD_MSG_CALL && call->type != EVD_MSG_ONEWAY) {
+    evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_INVALID_MESSAGE_TYPE,
+                              g_strdup_printf ("message type %u is not a call", call->type));
+    call->type = EVD_MSG_CALL;
+    call->method = NULL;
+  }
+  if (call->method == NULL)
+    return call;
+  if (!body_ok) {
+    evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR,
+                              g_strdup (scan->reason));
+    return call;
+  }
+  call->args = evd_rpc_decode_args (loop, fmt, call->method->args_type, data + scan->body_offset,
+                                    scan->msg_len - scan->body_offset, &error);
+  if (call->args == NULL)
+    evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR,
+                              g_strdup_printf ("arguments of %s do not decode: %s", call->name,
+                                               error->message));
+  return call;
+}
+
+void
+evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner)
+{
+  call->done = done;
+  call->owner = owner;
+  if (call->args == NULL) {
+    g_autofree char *message = g_steal_pointer (&call->early_message);
+    evd_call_fail (call, call->early_kind, message ? message : "no such method");
+    return;
+  }
+  call->method->handler (call, call->args, call->service_data);
+}
+
+/* ---- Completion. ---- */
+
+/* On the loop: encode, then tell the owner (or just free, if the owner left). */
+static void
+evd_call_complete_here (EvdCall *call, ThriftStruct *result, guint8 type)
+{
+  g_autoptr (GError) error = NULL;
+
+  g_return_if_fail (!call->completed);
+  call->completed = TRUE;
+  if (call->abandoned) {
+    evd_call_free (call);
+    return;
+  }
+  if (call->type != EVD_MSG_ONEWAY) {
+    call->reply = g_byte_array_sized_new (256);
+    if (!evd_rpc_encode (call->loop, call->fmt, call->name, type, call->seqid, result,
+                         call->reply, &error)) {
+      /* Our own result does not encode: a bug, but the client must still get an answer. */
+      g_autoptr (ThriftApplicationException) x = g_object_new (
+        THRIFT_TYPE_APPLICATION_EXCEPTION, "type",
+        THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR, "message", error->message, NULL);
+      g_critical ("reply to %s does not encode: %s", call->name, error->message);
+      g_byte_array_set_size (call->reply, 0);
+      evd_rpc_encode (call->loop, call->fmt, call->name, EVD_MSG_EXCEPTION, call->seqid,
+                      THRIFT_STRUCT (x), call->reply, NULL);
+    }
+  }
+  call->done (call, call->owner);
+}
+
+typedef struct {
+  EvdCall *call;
+  ThriftStruct *result;
+  guint8 type;
+} EvdCallCompletion;
+
+static void
+evd_call_on_completion (gpointer data)
+{
+  EvdCallCompletion *c = data;
+
+  evd_call_complete_here (c->call, c->result, c->type);
+  g_object_unref (c->result);
+  g_free (c);
+}
+
+static void
+evd_call_complete (EvdCall *call, ThriftStruct *result, guint8 type)
+{
+  EvdCallCompletion *c;
+
+  if (evd_loop_is_current (call->loop)) {
+    evd_call_complete_here (call, result, type);
+    g_object_unref (result);
+    return;
+  }
+  c = g_new (EvdCallCompletion, 1);
+  *c = (EvdCallCompletion) { call, result, type };
+  evd_loop_post (call->loop, evd_call_on_completion, c);
+}
+
+void
+evd_call_reply (EvdCall *call, ThriftStruct *result)
+{
+  evd_call_complete (call, result, EVD_MSG_REPLY);
+}
+
+void
+evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *message)
+{
+  GObject *x = g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, "type", kind, "message",
+                             message, NULL);
+  evd_call_complete (call, THRIFT_STRUCT (x), EVD_MSG_EXCEPTION);
+}
+
+/* ---- The owner's side. ---- */
+
+gboolean
+evd_call_is_done (EvdCall *call)
+{
+  return call->completed;
+}
+
+GByteArray *
+evd_call_reply_bytes (EvdCall *call)
+{
+  return call->reply;
+}
+
+void
+evd_call_abandon (EvdCall *call)
+{
+  g_return_if_fail (!call->completed);
+  call->abandoned = TRUE;
+  call->peer = "(gone)";
+  if (call->cancel_fn != NULL) {
+    EvdCancelFunc fn = call->cancel_fn;
+    call->cancel_fn = NULL;
+    fn (call, call->cancel_data);
+  }
+}
+
+void
+evd_call_free (EvdCall *call)
+{
+  if (call == NULL)
+    return;
+  g_clear_object (&call->args);
+  if (call->reply != NULL)
+    g_byte_array_unref (call->reply);
+  g_free (call->name);
+  g_free (call->early_message);
+  g_free (call);
+}
+
+/* ---- Accessors for handlers. ---- */
+
+void
+evd_call_on_cancel (EvdCall *call, EvdCancelFunc fn, gpointer data)
+{
+  call->cancel_fn = fn;
+  call->cancel_data = data;
+}
+
+gboolean
+evd_call_is_cancelled (EvdCall *call)
+{
+  return call->abandoned;
+}
+
+EvdLoop *
+evd_call_loop (EvdCall *call)
+{
+  return call->loop;
+}
+
+const char *
+evd_call_method (EvdCall *call)
+{
+  return call->name;
+}
+
+gint64
+evd_call_read_us (EvdCall *call)
+{
+  return call->read_us;
+}
+
+const char *
+evd_call_peer (EvdCall *call)
+{
+  return call->peer ? call->peer : "?";
+}
+
+void
+evd_call_set_peer (EvdCall *call, const char *peer)
+{
+  call->peer = peer;
+}

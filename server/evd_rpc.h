@@ -1,0 +1,91 @@
+/* evd_rpc: Thrift RPC over evdal's own framing: decoding calls, running method handlers
+ * asynchronously, encoding replies.
+ *
+ * A connection hands evd_rpc one validated message at a time (evd_wire has checked every
+ * length and depth). evd_rpc_dispatch() decodes it with c_glib's generated code, finds the
+ * method in the service's table (accepting multiplexed "Service:method" names) and calls its
+ * handler with an EvdCall.
+ *
+ * The life of an EvdCall. The handler owns the duty to complete the call exactly once, with
+ * evd_call_reply() (the method's generated *Result struct: success or a declared exception)
+ * or evd_call_fail() (a TApplicationException). It may do so before returning, from a later
+ * iteration of the call's loop, or from another thread (the completion then travels to the
+ * loop with evd_loop_post). Completion encodes the reply in the request's protocol and
+ * transport and gives it to the connection, which sends replies in request order. If the
+ * connection goes away first, the call is cancelled: the cancel hook set with
+ * evd_call_on_cancel() runs on the loop, and the handler must still complete the call (its
+ * reply is then dropped); only then is the call freed. Oneway calls are completed the same
+ * way and send nothing.
+ */
+#pragma once
+
+#include "evd_loop.h"
+#include "evd_thrift.h"
+#include "evd_wire.h"
+
+G_BEGIN_DECLS
+
+typedef struct _EvdCall EvdCall;
+typedef void (*EvdMethodHandler) (EvdCall *call, ThriftStruct *args, gpointer service_data);
+typedef void (*EvdCancelFunc) (EvdCall *call, gpointer data);
+/* What the connection does with a finished call: runs on the call's loop. */
+typedef void (*EvdCallDoneFunc) (EvdCall *call, gpointer owner);
+
+typedef struct {
+  const char *name;
+  GType args_type;     /* generated *Args struct */
+  EvdMethodHandler handler;
+} EvdMethod;
+
+typedef struct {
+  const char *name;    /* for multiplexed clients, e.g. "DataAccess" */
+  const EvdMethod *methods;
+  guint n_methods;
+  gpointer data;       /* handed to every handler */
+} EvdService;
+
+/* ---- For the connection. ---- */
+
+/* Decodes the message data[0..scan->msg_len) and prepares its call. When !body_ok (the
+ * scanner said BAD_BODY) only the header is used. Never fails: a message that does not decode
+ * gives a call that will complete with PROTOCOL_ERROR, an unknown method one that will
+ * complete with UNKNOWN_METHOD. Nothing runs until evd_call_start(). */
+EvdCall *evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+                          const EvdWireScanner *scan, const guint8 *data, gboolean body_ok);
+/* Runs the call's handler (or completes it with its decoding error). `done` runs on the loop
+ * when the call completes, possibly before this returns. */
+void evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner);
+
+gboolean evd_call_is_done (EvdCall *call);
+/* The encoded reply, framed when the request was; NULL for oneway calls. Owned by the call. */
+GByteArray *evd_call_reply_bytes (EvdCall *call);
+/* Cancels a call that is not done (the owner is going away); its done callback will not run,
+ * and the call frees itself once its handler completes it. */
+void evd_call_abandon (EvdCall *call);
+/* Frees a done call. */
+void evd_call_free (EvdCall *call);
+
+/* ---- For method handlers. ---- */
+
+/* Completes with the method's *Result struct (consumed: the call takes the reference). */
+void evd_call_reply (EvdCall *call, ThriftStruct *result);
+/* Completes with a TApplicationException. */
+void evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *message);
+/* Runs `fn` on the call's loop if the call is cancelled before it completes. */
+void evd_call_on_cancel (EvdCall *call, EvdCancelFunc fn, gpointer data);
+gboolean evd_call_is_cancelled (EvdCall *call);
+EvdLoop *evd_call_loop (EvdCall *call);
+const char *evd_call_method (EvdCall *call);
+/* Monotonic time (us) at which the whole request had been read. */
+gint64 evd_call_read_us (EvdCall *call);
+/* The peer, for log lines ("127.0.0.1:51234", "unix"). Valid during the call. */
+const char *evd_call_peer (EvdCall *call);
+void evd_call_set_peer (EvdCall *call, const char *peer);
+
+/* ---- Encoding, exposed for tests and tools. ---- */
+
+/* Appends one reply message (framed if fmt says so) carrying `result` to `out`. */
+gboolean evd_rpc_encode (EvdLoop *loop, EvdWireFormat fmt, const char *name, guint8 type,
+                         gint32 seqid, ThriftStruct *result, GByteArray *out, GError **error);
+
+G_END_DECLS

@@ -1,0 +1,250 @@
+/* evd_server: main loop, IO loops, accepting and shutdown (see evd_server.h). */
+#include "evd_server.h"
+
+#include <event2/thread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "evd_conn.h"
+#include "evd_listener.h"
+
+struct _EvdServer {
+  EvdConfig *cfg;
+  const EvdServerConfig *sc;
+  const EvdService *service;
+
+  EvdLoop *main;
+  EvdListener *listener;
+  struct event *on_sigterm;
+  struct event *on_sigint;
+  struct event *grace_timer;
+  EvdLogLimit accept_limit;
+
+  guint n_loops;
+  EvdLoop **loops;
+  EvdConnHost *hosts;
+  guint next_loop;
+  guint n_drained;
+
+  gint n_connections;    /* atomic: shared with every loop's connections */
+  gboolean stopping;
+};
+
+/* ---- Accepting. ---- */
+
+typedef struct {
+  EvdConnHost *host;
+  evutil_socket_t fd;
+  struct sockaddr_storage addr;
+  socklen_t addr_len;
+} EvdHandover;
+
+static void
+evd_server_on_handover (gpointer data)
+{
+  EvdHandover *h = data;
+
+  evd_conn_new (h->host, h->fd, (struct sockaddr *) &h->addr, h->addr_len);
+  g_free (h);
+}
+
+static void
+evd_server_on_accept (evutil_socket_t fd, struct sockaddr *addr, int addr_len, gpointer data)
+{
+  EvdServer *s = data;
+  EvdHandover *h;
+
+  /* Counted here, uncounted by the connection when it closes on its loop. */
+  if (g_atomic_int_add (&s->n_connections, 1) >= s->sc->max_connections) {
+    char peer[80];
+    g_atomic_int_dec_and_test (&s->n_connections);
+    evd_conn_format_addr (addr, (socklen_t) addr_len, peer, sizeof peer);
+    evutil_closesocket (fd);
+    evd_log_limited (&s->accept_limit, "%s: refused: max_connections (%d) reached", peer,
+                     s->sc->max_connections);
+    return;
+  }
+  h = g_new (EvdHandover, 1);
+  h->host = &s->hosts[s->next_loop++ % s->n_loops];
+  h->fd = fd;
+  memcpy (&h->addr, addr, MIN ((gsize) addr_len, sizeof h->addr));
+  h->addr_len = (socklen_t) addr_len;
+  evd_loop_post (h->host->loop, evd_server_on_handover, h);
+}
+
+/* ---- Shutdown. ---- */
+
+static void
+evd_server_on_loop_drained_main (gpointer data)
+{
+  EvdServer *s = data;
+
+  if (++s->n_drained == s->n_loops)
+    evd_loop_quit (s->main);
+}
+
+/* Runs on an IO loop: its last connection has closed. */
+static void
+evd_server_on_host_drained (gpointer data)
+{
+  EvdServer *s = data;
+
+  evd_loop_post (s->main, evd_server_on_loop_drained_main, s);
+}
+
+static void
+evd_server_drain_host (gpointer data)
+{
+  evd_conn_host_drain (data);
+}
+
+static void
+evd_server_close_host (gpointer data)
+{
+  evd_conn_host_close_all (data);
+}
+
+static void
+evd_server_on_grace_over (evutil_socket_t fd, short what, void *arg)
+{
+  EvdServer *s = arg;
+
+  (void) fd;
+  (void) what;
+  g_message ("shutdown: grace period of %d ms is over; closing the remaining connections",
+             s->sc->shutdown_timeout_ms);
+  for (guint i = 0; i < s->n_loops; i++)
+    evd_loop_post (s->loops[i], evd_server_close_host, &s->hosts[i]);
+}
+
+static void
+evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
+{
+  EvdServer *s = arg;
+  struct timeval tv = { s->sc->shutdown_timeout_ms / 1000,
+                        (s->sc->shutdown_timeout_ms % 1000) * 1000 };
+
+  (void) what;
+  if (s->stopping) {
+    g_warning ("second %s: exiting at once", strsignal ((int) sig));
+    _exit (1);
+  }
+  s->stopping = TRUE;
+  g_message ("%s: shutting down; no new connections, finishing requests in flight",
+             strsignal ((int) sig));
+  g_clear_pointer (&s->listener, evd_listener_free);
+  s->grace_timer = evtimer_new (evd_loop_base (s->main), evd_server_on_grace_over, s);
+  evtimer_add (s->grace_timer, &tv);
+  for (guint i = 0; i < s->n_loops; i++)
+    evd_loop_post (s->loops[i], evd_server_drain_host, &s->hosts[i]);
+}
+
+/* ---- Life. ---- */
+
+static gboolean
+evd_server_make_loops (EvdServer *s, GError **error)
+{
+  s->n_loops = s->sc->io_threads > 0 ? (guint) s->sc->io_threads : g_get_num_processors ();
+  s->loops = g_new0 (EvdLoop *, s->n_loops);
+  s->hosts = g_new0 (EvdConnHost, s->n_loops);
+  for (guint i = 0; i < s->n_loops; i++) {
+    EvdConnHost *h = &s->hosts[i];
+
+    s->loops[i] = evd_loop_new (i + 1, error);
+    if (s->loops[i] == NULL)
+      return FALSE;
+    h->loop = s->loops[i];
+    h->service = s->service;
+    h->config = s->sc;
+    h->n_connections = &s->n_connections;
+    g_queue_init (&h->conns);
+    h->on_drained = evd_server_on_host_drained;
+    h->on_drained_data = s;
+  }
+  return TRUE;
+}
+
+EvdServer *
+evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error)
+{
+  g_autoptr (EvdServer) s = g_new0 (EvdServer, 1);
+  static gsize threads_ready;
+
+  if (g_once_init_enter (&threads_ready)) {
+    /* Before any event base: bases made after this lock themselves for event_active(). */
+    evthread_use_pthreads ();
+    g_once_init_leave (&threads_ready, 1);
+  }
+  s->cfg = cfg;
+  s->sc = evd_config_server (cfg);
+  s->service = service;
+  s->main = evd_loop_new (0, error);
+  if (s->main == NULL || !evd_server_make_loops (s, error))
+    return NULL;
+  s->listener = evd_listener_new (evd_loop_base (s->main), s->sc->listen, evd_server_on_accept,
+                                  s, error);
+  if (s->listener == NULL)
+    return NULL;
+  s->on_sigterm = evsignal_new (evd_loop_base (s->main), SIGTERM, evd_server_on_signal, s);
+  s->on_sigint = evsignal_new (evd_loop_base (s->main), SIGINT, evd_server_on_signal, s);
+  evsignal_add (s->on_sigterm, NULL);
+  evsignal_add (s->on_sigint, NULL);
+  return g_steal_pointer (&s);
+}
+
+int
+evd_server_run (EvdServer *s)
+{
+  g_autoptr (GError) error = NULL;
+
+  for (guint i = 0; i < s->n_loops; i++) {
+    if (!evd_loop_start (s->loops[i], &error)) {
+      g_critical ("cannot start IO loop %u: %s", i, error->message);
+      return 1;
+    }
+  }
+  g_message ("listening on %s (%u IO loops, evdal %s)", evd_listener_address (s->listener),
+             s->n_loops, EVDAL_VERSION);
+  evd_loop_run_here (s->main);
+  g_message ("shut down cleanly");
+  return 0;
+}
+
+void
+evd_server_free (EvdServer *s)
+{
+  if (s == NULL)
+    return;
+  g_clear_pointer (&s->listener, evd_listener_free);
+  for (guint i = 0; s->loops != NULL && i < s->n_loops; i++) {
+    if (s->loops[i] == NULL)
+      continue;
+    evd_loop_quit (s->loops[i]);
+    evd_loop_free (s->loops[i]);
+  }
+  g_free (s->loops);
+  g_free (s->hosts);
+  g_clear_pointer (&s->on_sigterm, event_free);
+  g_clear_pointer (&s->on_sigint, event_free);
+  g_clear_pointer (&s->grace_timer, event_free);
+  g_clear_pointer (&s->main, evd_loop_free);
+  g_free (s);
+}
+
+const char *
+evd_server_address (EvdServer *s)
+{
+  return evd_listener_address (s->listener);
+}
+
+guint
+evd_server_n_loops (EvdServer *s)
+{
+  return s->n_loops;
+}
+
+EvdLoop *
+evd_server_loop (EvdServer *s, guint i)
+{
+  return s->loops[i];
+}

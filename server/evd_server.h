@@ -1,0 +1,31 @@
+/* evd_server: the running server: the main loop (signals, accepting), the IO loops and what
+ * ties them together, from start to a clean exit.
+ *
+ * The main thread runs a loop of its own that accepts connections and hands each to an IO
+ * loop in turn (evd_loop_post); IO loops run on their own threads and own their connections
+ * entirely. SIGTERM or SIGINT starts the shutdown: stop accepting, let every IO loop drain
+ * (each request already read gets its reply), and after shutdown_timeout_ms close what is
+ * left; a second signal exits at once.
+ */
+#pragma once
+
+#include "evd_config.h"
+#include "evd_rpc.h"
+
+G_BEGIN_DECLS
+
+typedef struct _EvdServer EvdServer;
+
+/* Binds the listener and makes the loops; nothing runs yet. `cfg` and `service` must outlive
+ * the server. */
+EvdServer *evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error);
+/* Runs until shut down; returns the process exit code. */
+int evd_server_run (EvdServer *server);
+void evd_server_free (EvdServer *server);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdServer, evd_server_free)
+
+const char *evd_server_address (EvdServer *server);
+guint evd_server_n_loops (EvdServer *server);
+EvdLoop *evd_server_loop (EvdServer *server, guint i);
+
+G_END_DECLS

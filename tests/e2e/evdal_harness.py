@@ -1,0 +1,497 @@
+"""Shared helpers of evdal's end-to-end tests.
+
+The tests start the real evdal binary (EVDAL_BIN) on an ephemeral port and talk to it with the
+Python stubs generated from idl/evdal.thrift (EVDAL_GEN_PY), or with hand-made bytes for the
+hostile cases. Only the standard library and python3-thrift are used.
+
+Environment (set by CTest, see tests/CMakeLists.txt):
+  EVDAL_BIN         the server binary
+  EVDAL_GEN_PY      the folder holding the generated package `evdal`
+  EVDAL_SOURCE_DIR  the repository root
+"""
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.protocol import TBinaryProtocol, TCompactProtocol, TMultiplexedProtocol
+from thrift.transport import TSocket, TTransport
+
+
+def _env(name):
+    value = os.environ.get(name)
+    if not value:
+        raise RuntimeError('%s is not set: run the e2e tests through CTest, or set EVDAL_BIN, '
+                           'EVDAL_GEN_PY and EVDAL_SOURCE_DIR by hand' % name)
+    return value
+
+
+EVDAL_BIN = _env('EVDAL_BIN')
+EVDAL_GEN_PY = _env('EVDAL_GEN_PY')
+EVDAL_SOURCE_DIR = os.environ.get('EVDAL_SOURCE_DIR') or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), '..', '..'))
+
+if EVDAL_GEN_PY not in sys.path:
+    sys.path.insert(0, EVDAL_GEN_PY)
+
+from evdal import DataAccess, ttypes  # noqa: E402  (generated at build time)
+
+SERVICE_NAME = 'DataAccess'
+LISTEN_RE = re.compile(r'listening on (\S+)')
+
+# The [server] keys most tests start from (every value the contract's sample would accept).
+SERVER_DEFAULTS = {
+    'listen': '127.0.0.1:0',
+    'io_threads': 2,
+    'workers': 4,
+    'deadline_ms': 5000,
+    'shutdown_timeout_ms': 5000,
+}
+
+NAP_LOOKUP = """\
+[lookup nap]
+backend = delay
+delay_ms = 100
+description = Sleeps, then answers
+"""
+
+
+def config(extra='', lookups=NAP_LOOKUP, **server):
+    """A configuration: [server] with SERVER_DEFAULTS updated by `server` (a value of None drops
+    the key), then `lookups`, then `extra`. '@TMPDIR@' stands for the server's temp folder."""
+    keys = dict(SERVER_DEFAULTS)
+    keys.update(server)
+    lines = ['[server]'] + ['%s = %s' % (k, v) for k, v in keys.items() if v is not None]
+    return '\n'.join(lines) + '\n\n' + lookups + ('\n' + extra if extra else '')
+
+
+def parse_address(addr):
+    """'127.0.0.1:PORT' / '[::1]:PORT' / 'unix:/path' -> (host, port, unix_path)."""
+    addr = addr.rstrip('.,;')
+    if addr.startswith('unix:'):
+        return None, None, addr[len('unix:'):]
+    if addr.startswith('/'):
+        return None, None, addr
+    m = re.match(r'^\[([^\]]+)\]:(\d+)$', addr)
+    if m:
+        return m.group(1), int(m.group(2)), None
+    m = re.match(r'^([^:]+):(\d+)$', addr)
+    if m:
+        return m.group(1), int(m.group(2)), None
+    raise ValueError('cannot parse listening address %r' % addr)
+
+
+class ServerError(AssertionError):
+    pass
+
+
+class Server:
+    """Runs evdal with a given configuration for the length of a `with` block.
+
+    The configuration is written to a fresh temp folder ('@TMPDIR@' in it is replaced by that
+    folder's path), the server's stdout and stderr go to a log file there, and start-up waits
+    for the "listening on ADDR" line. On leaving the block the server gets SIGTERM (if it still
+    runs) and must exit 0; otherwise the test fails with the tail of the log.
+    """
+
+    def __init__(self, config_text, extra_args=(), env=None, wrapper=None, start_timeout=None,
+                 stop_timeout=None):
+        self.tmpdir = tempfile.mkdtemp(prefix='evdal-e2e-')
+        self.config_path = os.path.join(self.tmpdir, 'evdal.conf')
+        self.log_path = os.path.join(self.tmpdir, 'evdal.log')
+        self.config_text = config_text.replace('@TMPDIR@', self.tmpdir)
+        self.extra_args = [a.replace('@TMPDIR@', self.tmpdir) for a in extra_args]
+        self.env = env
+        self.wrapper = list(wrapper or [])
+        self.start_timeout = start_timeout or (120.0 if self.wrapper else 20.0)
+        self.stop_timeout = stop_timeout or (120.0 if self.wrapper else 15.0)
+        self.proc = None
+        self.returncode = None
+        self.address = self.host = self.port = self.unix_path = None
+        self._log = None
+
+    # -- life cycle --
+
+    def start(self):
+        with open(self.config_path, 'w') as f:
+            f.write(self.config_text)
+        argv = self.wrapper + [EVDAL_BIN, '--config', self.config_path] + self.extra_args
+        env = dict(os.environ)
+        if self.env:
+            env.update(self.env)
+        self._log = open(self.log_path, 'wb')
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=self._log, env=env, close_fds=True)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            m = LISTEN_RE.search(self.log_text())
+            if m:
+                self.address = m.group(1).rstrip('.,;')
+                self.host, self.port, self.unix_path = parse_address(self.address)
+                return self
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                raise ServerError('evdal exited with %s before listening:\n%s'
+                                  % (self.returncode, self.log_tail()))
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServerError('evdal did not print "listening on" within %.0f s:\n%s'
+                                  % (self.start_timeout, self.log_tail()))
+            time.sleep(0.02)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if self.returncode is None and self.proc is not None:
+                rc = self.stop(self.stop_timeout)
+            else:
+                rc = self.returncode
+            if exc_type is None and rc != 0:
+                raise ServerError('evdal exited with %r (expected 0); log tail:\n%s'
+                                  % (rc, self.log_tail()))
+            if exc_type is not None:
+                sys.stderr.write('\n--- evdal log tail (%s) ---\n%s\n' % (self.log_path,
+                                                                          self.log_tail()))
+        finally:
+            self._cleanup()
+        return False
+
+    def _cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if os.environ.get('EVDAL_E2E_KEEP'):
+            sys.stderr.write('kept %s\n' % self.tmpdir)
+        else:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout):
+        """Waits for the exit; returns the exit code or None on timeout."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        return self.returncode
+
+    def stop(self, timeout=15.0, signum=signal.SIGTERM):
+        """Sends `signum`, waits up to `timeout` s; returns the exit code (None: had to kill)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signum)
+        rc = self.wait(timeout)
+        if rc is None:
+            self.kill()
+            self.returncode = 'killed: no exit within %.0f s of signal %d' % (timeout, signum)
+            return None
+        return rc
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    # -- log --
+
+    def log_text(self):
+        try:
+            with open(self.log_path, 'rb') as f:
+                return f.read().decode('utf-8', 'replace')
+        except FileNotFoundError:
+            return ''
+
+    def log_tail(self, lines=60):
+        return '\n'.join(self.log_text().splitlines()[-lines:])
+
+    def wait_log(self, pattern, timeout=3.0):
+        """Waits until the log matches `pattern` (a regex); returns the match or None."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = rx.search(self.log_text())
+            if m or time.monotonic() > deadline:
+                return m
+            time.sleep(0.02)
+
+    # -- sockets --
+
+    def raw_socket(self, timeout=5.0):
+        if self.unix_path:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(self.unix_path)
+        else:
+            fam = socket.AF_INET6 if ':' in self.host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect((self.host, self.port))
+        return s
+
+
+# ---- Clients made of the generated stubs. ----
+
+def client(server, framed=True, protocol='binary', multiplexed=False, timeout=10.0):
+    """An opened DataAccess.Client on `server` and its transport (close it when done)."""
+    if server.unix_path:
+        sock = TSocket.TSocket(unix_socket=server.unix_path)
+    else:
+        sock = TSocket.TSocket(server.host, server.port)
+    sock.setTimeout(int(timeout * 1000))
+    trans = TTransport.TFramedTransport(sock) if framed else TTransport.TBufferedTransport(sock)
+    if protocol == 'binary':
+        proto = TBinaryProtocol.TBinaryProtocol(trans)
+    elif protocol == 'compact':
+        proto = TCompactProtocol.TCompactProtocol(trans)
+    else:
+        raise ValueError(protocol)
+    if multiplexed:
+        proto = TMultiplexedProtocol.TMultiplexedProtocol(proto, SERVICE_NAME)
+    trans.open()
+    return DataAccess.Client(proto), trans
+
+
+def nap_call(delay_ms=None, lookup='nap'):
+    params = None if delay_ms is None else {'delay_ms': ttypes.Value(int_value=delay_ms)}
+    return ttypes.LookupCall(lookup=lookup, params=params)
+
+
+def fetch_request(calls, request_id=None, **ctx):
+    context = None
+    if request_id is not None or ctx:
+        context = ttypes.RequestContext(request_id=request_id, **ctx)
+    return ttypes.FetchRequest(context=context, calls=calls)
+
+
+def slept_ms(result):
+    """The slept_ms of a successful nap LookupResult; fails loudly on anything else."""
+    if result.error is not None:
+        raise AssertionError('lookup failed: %r' % (result.error,))
+    t = result.table
+    if t is None or t.columns != ['slept_ms'] or len(t.rows) != 1 or len(t.rows[0]) != 1:
+        raise AssertionError('unexpected nap table: %r' % (t,))
+    return t.rows[0][0].int_value
+
+
+# ---- Hand-made messages. ----
+
+def make_protocol(buf, protocol='binary'):
+    if protocol == 'binary':
+        return TBinaryProtocol.TBinaryProtocol(buf)
+    if protocol == 'compact':
+        return TCompactProtocol.TCompactProtocol(buf)
+    raise ValueError(protocol)
+
+
+def encode_message(name, seqid, args=None, mtype=TMessageType.CALL, protocol='binary',
+                   write_args=None):
+    """One message: header, then `args` (a generated *_args struct) or write_args(proto)."""
+    buf = TTransport.TMemoryBuffer()
+    p = make_protocol(buf, protocol)
+    p.writeMessageBegin(name, mtype, seqid)
+    if write_args is not None:
+        write_args(p)
+    elif args is not None:
+        args.write(p)
+    else:
+        p.writeStructBegin('args')
+        p.writeFieldStop()
+        p.writeStructEnd()
+    p.writeMessageEnd()
+    return buf.getvalue()
+
+
+def frame(payload):
+    return struct.pack('!i', len(payload)) + payload
+
+
+def call_bytes(name, seqid, args=None, mtype=TMessageType.CALL, protocol='binary', framed=True):
+    msg = encode_message(name, seqid, args, mtype, protocol)
+    return frame(msg) if framed else msg
+
+
+def ping_bytes(seqid, **kw):
+    return call_bytes('ping', seqid, DataAccess.ping_args(), **kw)
+
+
+def fetch_bytes(seqid, request, **kw):
+    return call_bytes('fetch', seqid, DataAccess.fetch_args(request=request), **kw)
+
+
+class Closed(Exception):
+    """The server closed the connection (EOF or reset)."""
+
+
+def recv_exact(sock, n, timeout):
+    deadline = time.monotonic() + timeout
+    chunks = []
+    got = 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout('timed out after %d of %d bytes' % (got, n))
+        sock.settimeout(left)
+        try:
+            data = sock.recv(n - got)
+        except (ConnectionResetError, BrokenPipeError) as e:
+            raise Closed(str(e))
+        if not data:
+            raise Closed('EOF after %d of %d bytes' % (got, n))
+        chunks.append(data)
+        got += len(data)
+    return b''.join(chunks)
+
+
+def read_frame(sock, timeout=5.0):
+    (n,) = struct.unpack('!i', recv_exact(sock, 4, timeout))
+    if n < 0 or n > 64 << 20:
+        raise AssertionError('server sent a frame length of %d' % n)
+    return recv_exact(sock, n, timeout)
+
+
+class Reply:
+    def __init__(self, name, mtype, seqid, result=None, exc=None):
+        self.name, self.mtype, self.seqid, self.result, self.exc = name, mtype, seqid, result, exc
+
+    def __repr__(self):
+        return 'Reply(name=%r, type=%r, seqid=%r, result=%r, exc=%r)' % (
+            self.name, self.mtype, self.seqid, self.result, self.exc)
+
+
+def parse_reply(payload, protocol='binary', method=None):
+    """Decodes one reply message. An EXCEPTION carries a TApplicationException in .exc; a REPLY
+    carries the method's generated *_result in .result (method defaults to the name in the
+    reply, stripped of a "Service:" prefix)."""
+    buf = TTransport.TMemoryBuffer(payload)
+    p = make_protocol(buf, protocol)
+    name, mtype, seqid = p.readMessageBegin()
+    if mtype == TMessageType.EXCEPTION:
+        x = TApplicationException()
+        x.read(p)
+        p.readMessageEnd()
+        return Reply(name, mtype, seqid, exc=x)
+    m = method or name.split(':')[-1]
+    result = getattr(DataAccess, m + '_result')()
+    result.read(p)
+    p.readMessageEnd()
+    return Reply(name, mtype, seqid, result=result)
+
+
+def read_reply(sock, timeout=5.0, protocol='binary', method=None):
+    return parse_reply(read_frame(sock, timeout), protocol, method)
+
+
+def wait_closed(sock, timeout=5.0):
+    """Reads until the server closes the connection. Returns (closed, replies): replies are the
+    framed messages read before the close (parsed if possible, else raw bytes)."""
+    deadline = time.monotonic() + timeout
+    replies = []
+    buf = b''
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            break
+        except (ConnectionResetError, BrokenPipeError):
+            return True, replies
+        if not data:
+            return True, replies
+        buf += data
+        while len(buf) >= 4:
+            (n,) = struct.unpack('!i', buf[:4])
+            if n < 0 or len(buf) < 4 + n:
+                break
+            try:
+                replies.append(parse_reply(buf[4:4 + n]))
+            except Exception:
+                replies.append(buf[4:4 + n])
+            buf = buf[4 + n:]
+    return False, replies
+
+
+def send_all(sock, data):
+    try:
+        sock.sendall(data)
+        return True
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+
+
+# ---- Misc. ----
+
+def raise_nofile(want=None):
+    """Raises RLIMIT_NOFILE's soft limit to the hard limit (to `want` when the hard limit is
+    unlimited); returns the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if hard == resource.RLIM_INFINITY:
+        target = max(soft, want or 65536)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def have_ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    try:
+        s.bind(('::1', 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def run_evdal(args, timeout=20.0, env=None, cwd=None):
+    """Runs the binary to completion; returns CompletedProcess (text stdout/stderr)."""
+    e = dict(os.environ)
+    if env:
+        e.update(env)
+    return subprocess.run([EVDAL_BIN] + list(args), stdin=subprocess.DEVNULL, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=e)
+
+
+class EvdalTestCase(unittest.TestCase):
+    maxDiff = None
+
+    def assertPong(self, c):
+        self.assertEqual(c.ping(), 'pong')
+
+    def assertNapFetch(self, c, delays, request_id=None):
+        calls = {'k%d' % i: nap_call(d) for i, d in enumerate(delays)}
+        resp = c.fetch(fetch_request(calls, request_id=request_id))
+        self.assertEqual(sorted(resp.results), sorted(calls))
+        for i, d in enumerate(delays):
+            self.assertEqual(slept_ms(resp.results['k%d' % i]), d, 'call k%d' % i)
+        return resp

@@ -1,0 +1,176 @@
+"""The command line: --version, --check-config on good and bad files, start-up refusing a bad
+configuration, --listen overriding the configuration."""
+import os
+import re
+import shutil
+import tempfile
+import unittest
+
+import evdal_harness as h
+
+# Line numbers matter: the expected messages below name them.
+BAD_CONFIG = """\
+# evdal configuration with several mistakes
+[server]
+listen = 127.0.0.1:0
+workers = 4
+max_connections = lots
+max_calls = 64   # an inline comment is fine
+max_frobs = 12
+deadline_ms = -7
+
+[lookup nap]
+backend = delay
+delay_ms = 100
+
+[lookup beam]
+backend = teleport
+
+[lookup nobackend]
+description = Has no backend
+
+[frobnicate]
+x = 1
+"""
+
+BAD_CONFIG_EXPECT = [
+    # (line, group, key or None)
+    (5, 'server', 'max_connections'),
+    (7, 'server', 'max_frobs'),
+    (8, 'server', 'deadline_ms'),
+    (15, 'lookup beam', 'backend'),
+    (None, 'lookup nobackend', None),
+    (20, 'frobnicate', None),
+]
+
+GOOD_CONFIG = """\
+# every [server] key of the contract, with comments after values
+[server]
+listen = 127.0.0.1:0          # host:port
+io_threads = 0                # one loop per core
+workers = 4
+max_connections = 10000
+max_frame_bytes = 16777216
+max_calls = 64
+max_inflight = 100000
+deadline_ms = 1000
+idle_timeout_ms = 300000
+shutdown_timeout_ms = 10000
+
+[lookup nap]
+backend = delay
+delay_ms = 100     # a call's int param delay_ms overrides
+description = Sleeps, then answers
+"""
+
+
+class CliTest(h.EvdalTestCase):
+    def setUp(self):
+        self.tmpdir = tempfile.mkdtemp(prefix='evdal-cli-')
+        self.addCleanup(shutil.rmtree, self.tmpdir, True)
+
+    def write(self, name, text):
+        path = os.path.join(self.tmpdir, name)
+        with open(path, 'w') as f:
+            f.write(text)
+        return path
+
+    def test_version(self):
+        r = h.run_evdal(['--version'])
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        self.assertIn('evdal', out)
+        self.assertRegex(out, r'\d+\.\d+')
+
+    def test_check_config_sample(self):
+        path = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal.conf')
+        self.assertTrue(os.path.exists(path), '%s is missing' % path)
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = [l for l in (r.stdout + r.stderr).splitlines() if l.strip()]
+        self.assertTrue(any(l.rstrip().endswith('OK') for l in lines), r.stdout + r.stderr)
+
+    def test_check_config_good(self):
+        path = self.write('good.conf', GOOD_CONFIG)
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(any(l.rstrip().endswith('OK') for l in (r.stdout + r.stderr).splitlines()),
+                        r.stdout + r.stderr)
+
+    def check_bad_messages(self, path, stderr):
+        for line, group, key in BAD_CONFIG_EXPECT:
+            if line is None:
+                rx = r'^%s:\d+: \[%s\]' % (re.escape(path), re.escape(group))
+            elif key is None:
+                rx = r'^%s:%d: \[%s\]' % (re.escape(path), line, re.escape(group))
+            else:
+                rx = r'^%s:%d: \[%s\] %s: \S' % (re.escape(path), line, re.escape(group),
+                                                re.escape(key))
+            self.assertRegex(stderr, re.compile(rx, re.M), 'no problem reported for %s' % rx)
+        # Good lines are not blamed.
+        for good_line in (3, 4, 6, 11, 12):
+            self.assertNotRegex(stderr, re.compile(r'^%s:%d:' % (re.escape(path), good_line), re.M))
+
+    def test_check_config_reports_every_problem(self):
+        path = self.write('evdal.conf', BAD_CONFIG)
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.check_bad_messages(path, r.stderr)
+        self.assertFalse(any(l.rstrip().endswith('OK') for l in r.stdout.splitlines()), r.stdout)
+
+    def test_relative_config_path_in_messages(self):
+        self.write('evdal.conf', 'x = 1\n[server]\nmax_connections = lots\n')
+        r = h.run_evdal(['--config', 'evdal.conf', '--check-config'], cwd=self.tmpdir)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, re.compile(r'^evdal\.conf:3: \[server\] max_connections:', re.M))
+        self.assertRegex(r.stderr, re.compile(r'^evdal\.conf:1: ', re.M))
+
+    def test_start_with_bad_config_fails(self):
+        path = self.write('evdal.conf', BAD_CONFIG)
+        r = h.run_evdal(['--config', path])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.check_bad_messages(path, r.stderr)
+        self.assertNotIn('listening on', r.stdout + r.stderr)
+
+    def test_missing_config_file(self):
+        r = h.run_evdal(['--config', os.path.join(self.tmpdir, 'nope.conf'), '--check-config'])
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn('nope.conf', r.stderr)
+
+    def test_bad_command_line(self):
+        r = h.run_evdal(['--no-such-option'])
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_listen_overrides_config(self):
+        # The configured address cannot be bound (its folder does not exist): only the
+        # override can make this server start.
+        text = h.config(listen='/nonexistent-evdal-dir/evdal.sock')
+        with h.Server(text, extra_args=['--listen', '127.0.0.1:0']) as server:
+            self.assertEqual(server.host, '127.0.0.1', server.address)
+            c, t = h.client(server)
+            try:
+                self.assertEqual(c.ping(), 'pong')
+            finally:
+                t.close()
+
+    def test_listen_override_to_unix_socket(self):
+        with h.Server(h.config(), extra_args=['--listen', '@TMPDIR@/o.sock']) as server:
+            self.assertEqual(server.unix_path, os.path.join(server.tmpdir, 'o.sock'),
+                             server.address)
+            c, t = h.client(server)
+            try:
+                self.assertEqual(c.ping(), 'pong')
+            finally:
+                t.close()
+
+    def test_verbose_starts(self):
+        with h.Server(h.config(), extra_args=['--verbose']) as server:
+            c, t = h.client(server)
+            try:
+                self.assertEqual(c.ping(), 'pong')
+            finally:
+                t.close()
+
+
+if __name__ == '__main__':
+    unittest.main()
