@@ -731,6 +731,13 @@ evd_wire_walk (EvdWireScanner *s, const EvdWireOps *ops, const guint8 *data, gsi
   return st;
 }
 
+/* Binary puts the name before the seqid, compact after it, right before the body. */
+static gsize
+evd_wire_name_offset (const EvdWireScanner *s)
+{
+  return s->proto == EVD_PROTO_BINARY ? 8 : s->body_offset - s->name_len;
+}
+
 void
 evd_wire_scanner_init (EvdWireScanner *s, EvdProto proto, gsize max_len, guint max_depth)
 {
@@ -755,7 +762,7 @@ evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
   if (!s->header_ok && (st = ops->header (s, data, len)) != EVD_WIRE_OK)
     return st;
   /* The buffer may have moved since the header was read. */
-  s->name = data + (s->body_offset - s->name_len);
+  s->name = data + evd_wire_name_offset (s);
   if (s->msg_len != 0)
     return EVD_WIRE_OK;
   if (len < s->pos) {

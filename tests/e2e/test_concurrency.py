@@ -19,10 +19,7 @@ class ConcurrencyTest(h.EvdalTestCase):
         cls.nofile = h.raise_nofile(N_CONNECTIONS * 2 + 200)
         cls.server = h.Server(h.config(max_connections=10000))
         cls.server.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
+        cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
     def test_thousand_connections_served_together(self):
         if self.nofile < N_CONNECTIONS + 100:

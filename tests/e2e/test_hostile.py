@@ -133,11 +133,10 @@ class HostileTest(h.EvdalTestCase):
     def setUp(self):
         self.server = h.Server(h.config(max_frame_bytes=MAX_FRAME))
         self.server.__enter__()
+        self.addCleanup(self.server.__exit__, None, None, None)
+        # The well-behaved client is connected before any hostile input arrives.
         self.good, self.good_t = h.client(self.server)
-
-    def tearDown(self):
-        self.good_t.close()
-        self.server.__exit__(None, None, None)
+        self.addCleanup(self.good_t.close)
 
     def good_traffic(self, when):
         try:

@@ -19,10 +19,7 @@ class PipelineTest(h.EvdalTestCase):
     def setUpClass(cls):
         cls.server = h.Server(h.config())
         cls.server.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
+        cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
     def sock(self):
         s = self.server.raw_socket()

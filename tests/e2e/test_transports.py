@@ -30,10 +30,7 @@ class TransportsTest(h.EvdalTestCase):
     def setUpClass(cls):
         cls.server = h.Server(h.config(lookups=h.NAP_LOOKUP + SECOND_LOOKUP))
         cls.server.__enter__()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.server.__exit__(None, None, None)
+        cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
     def connect(self, framed, protocol, multiplexed):
         c, t = h.client(self.server, framed=framed, protocol=protocol, multiplexed=multiplexed)

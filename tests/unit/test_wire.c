@@ -489,7 +489,9 @@ test_scan_trailing_bytes (void)
     guint one = msg->len;
     EvdWireScanner s;
 
-    g_byte_array_append (msg, msg->data, one);
+    g_autofree guint8 *again = g_memdup2 (msg->data, one);
+
+    g_byte_array_append (msg, again, one);
     g_assert_cmpint (scan (proto, msg, BIG_LIMIT, &s), ==, EVD_WIRE_OK);
     g_assert_cmpuint (s.msg_len, ==, one);
     g_assert_cmpint (scan (proto, msg, one, &s), ==, EVD_WIRE_OK);
