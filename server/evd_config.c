@@ -71,26 +71,27 @@ evd_config_is_blank_or_comment (const char *line)
   return *line == '\0' || *line == '#';
 }
 
-static void
+static gboolean
 evd_config_scan_group (EvdConfig *cfg, const char *line, guint lineno, char **group)
 {
   const char *end = strchr (line, ']');
 
   if (end == NULL || end[1] != '\0' || end == line + 1) {
     evd_config_add_problem (cfg, lineno, NULL, NULL, "a group header must be \"[name]\"");
-    return;
+    return FALSE;
   }
   g_free (*group);
   *group = g_strndup (line + 1, (gsize) (end - line - 1));
   if (g_hash_table_contains (cfg->lines, *group)) {
     evd_config_add_problem (cfg, lineno, *group, NULL, "group appears twice");
-    return;
+    return TRUE;  /* GKeyFile merges the two; the problem is reported once */
   }
   g_hash_table_insert (cfg->lines, g_strdup (*group), GUINT_TO_POINTER (lineno));
   g_ptr_array_add (cfg->group_order, g_strdup (*group));
+  return TRUE;
 }
 
-static void
+static gboolean
 evd_config_scan_key (EvdConfig *cfg, const char *line, guint lineno, const char *group)
 {
   const char *eq = strchr (line, '=');
@@ -101,44 +102,56 @@ evd_config_scan_key (EvdConfig *cfg, const char *line, guint lineno, const char 
   if (eq == NULL) {
     evd_config_add_problem (cfg, lineno, group, NULL,
                             "expected \"key = value\", a [group] or a # comment");
-    return;
+    return FALSE;
   }
   key = g_strstrip (g_strndup (line, (gsize) (eq - line)));
   if (group == NULL) {
     evd_config_add_problem (cfg, lineno, NULL, NULL, "a key before any [group]");
-    return;
+    return FALSE;
   }
   if (*key == '\0') {
     evd_config_add_problem (cfg, lineno, group, NULL, "a value without a key");
-    return;
+    return FALSE;
   }
   slot = evd_config_slot (group, key);
   first = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->lines, slot));
   if (first != 0) {
     g_autofree char *msg = g_strdup_printf ("set twice (first on line %u)", first);
     evd_config_add_problem (cfg, lineno, group, key, msg);
-    return;
+    return TRUE;  /* GKeyFile keeps the last; the problem is reported once */
   }
   g_hash_table_insert (cfg->lines, g_steal_pointer (&slot), GUINT_TO_POINTER (lineno));
+  return TRUE;
 }
 
-static void
+/* Records where every group and key stands and reports bad lines. Returns the text with the
+ * bad lines emptied, for GKeyFile: a syntax error must not hide the problems of the rest, and
+ * emptied lines keep the line numbers right. A bad group header also empties the keys under
+ * it, which would otherwise land in the group before. */
+static char *
 evd_config_prescan (EvdConfig *cfg, const char *data, gsize len)
 {
   g_autofree char *text = g_strndup (data, len);
   g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
   g_autofree char *group = NULL;
+  gboolean in_bad_group = FALSE;
 
   for (guint i = 0; lines[i] != NULL; i++) {
     char *line = g_strstrip (lines[i]);
+    gboolean ok;
 
     if (evd_config_is_blank_or_comment (line))
       continue;
-    if (*line == '[')
-      evd_config_scan_group (cfg, line, i + 1, &group);
-    else
-      evd_config_scan_key (cfg, line, i + 1, group);
+    if (*line == '[') {
+      ok = evd_config_scan_group (cfg, line, i + 1, &group);
+      in_bad_group = !ok;
+    } else {
+      ok = !in_bad_group && evd_config_scan_key (cfg, line, i + 1, group);
+    }
+    if (!ok)
+      *line = '\0';
   }
+  return g_strjoinv ("\n", lines);
 }
 
 /* ---- Getters. ---- */
@@ -325,11 +338,10 @@ evd_config_load_data (const char *data, gsize len, const char *name, const char 
   if (memchr (data, '\0', len) != NULL || !g_utf8_validate (data, (gssize) len, NULL)) {
     evd_config_add_problem (cfg, 0, NULL, NULL, "not UTF-8 text");
   } else {
-    evd_config_prescan (cfg, data, len);
+    /* GKeyFile parses only what the pre-scan accepted: its messages have line numbers. */
+    g_autofree char *clean = evd_config_prescan (cfg, data, len);
     cfg->kf = g_key_file_new ();
-    /* Only parse what the pre-scan accepted: its messages have line numbers, GKeyFile's not. */
-    if (cfg->problems->len == 0 &&
-        !g_key_file_load_from_data (cfg->kf, data, len, G_KEY_FILE_NONE, &error))
+    if (!g_key_file_load_from_data (cfg->kf, clean, strlen (clean), G_KEY_FILE_NONE, &error))
       evd_config_add_problem (cfg, 0, NULL, NULL, error->message);
   }
   evd_config_read_server (cfg);

@@ -61,13 +61,27 @@ evd_loop_on_wakeup (evutil_socket_t fd, short what, void *arg)
   evd_loop_drain (arg);
 }
 
+/* libevent 2.1 measures time with CLOCK_MONOTONIC_COARSE unless asked not to: timers then
+ * fire up to a jiffy (4 ms) early, and a deadline or a 140 ms nap must not. */
+static struct event_base *
+evd_loop_new_base (void)
+{
+  struct event_config *cfg = event_config_new ();
+  struct event_base *base;
+
+  event_config_set_flag (cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+  base = event_base_new_with_config (cfg);
+  event_config_free (cfg);
+  return base;
+}
+
 EvdLoop *
 evd_loop_new (guint index, GError **error)
 {
   EvdLoop *loop = g_new0 (EvdLoop, 1);
 
   loop->index = index;
-  loop->base = event_base_new ();
+  loop->base = evd_loop_new_base ();
   if (loop->base == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "event_base_new failed");
     g_free (loop);

@@ -408,13 +408,17 @@ def read_reply(sock, timeout=5.0, protocol='binary', method=None):
     return parse_reply(read_frame(sock, timeout), protocol, method)
 
 
-def wait_closed(sock, timeout=5.0):
+def wait_closed(sock, timeout=5.0, after_reply=None):
     """Reads until the server closes the connection. Returns (closed, replies): replies are the
-    framed messages read before the close (parsed if possible, else raw bytes)."""
+    framed messages read before the close (parsed if possible, else raw bytes). With
+    after_reply, gives up waiting for a close that many seconds after a first whole reply."""
     deadline = time.monotonic() + timeout
     replies = []
     buf = b''
     while time.monotonic() < deadline:
+        if replies and after_reply is not None:
+            deadline = min(deadline, time.monotonic() + after_reply)
+            after_reply = None
         sock.settimeout(max(0.01, deadline - time.monotonic()))
         try:
             data = sock.recv(65536)

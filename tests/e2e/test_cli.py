@@ -119,11 +119,21 @@ class CliTest(h.EvdalTestCase):
         self.assertFalse(any(l.rstrip().endswith('OK') for l in r.stdout.splitlines()), r.stdout)
 
     def test_relative_config_path_in_messages(self):
-        self.write('evdal.conf', 'x = 1\n[server]\nmax_connections = lots\n')
+        self.write('evdal.conf', '[server]\nlisten = 127.0.0.1:0\nmax_connections = lots\n')
         r = h.run_evdal(['--config', 'evdal.conf', '--check-config'], cwd=self.tmpdir)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertRegex(r.stderr, re.compile(r'^evdal\.conf:3: \[server\] max_connections:', re.M))
-        self.assertRegex(r.stderr, re.compile(r'^evdal\.conf:1: ', re.M))
+
+    def test_syntax_error_does_not_hide_other_problems(self):
+        """"Prints every problem": a line that is no key, group or comment is one problem
+        among others, not the only one reported."""
+        path = self.write('evdal.conf', '[server]\nlisten = 127.0.0.1:0\nthis is not a key\n'
+                                        'max_connections = lots\n')
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, re.compile(r'^%s:3: ' % re.escape(path), re.M))
+        self.assertRegex(r.stderr, re.compile(r'^%s:4: \[server\] max_connections:'
+                                              % re.escape(path), re.M))
 
     def test_start_with_bad_config_fails(self):
         path = self.write('evdal.conf', BAD_CONFIG)

@@ -1,6 +1,7 @@
 """Hostile input: over-long, negative and empty frames, random bytes, absurd declared sizes and
 deep nesting. Each must end in a closed connection or a PROTOCOL_ERROR reply, quickly, and never
 disturb a well-behaved client on another connection."""
+import os
 import random
 import struct
 import time
@@ -147,7 +148,7 @@ class HostileTest(h.EvdalTestCase):
 
     def verdict(self, sock, name):
         """Closed by the server, or PROTOCOL_ERROR replies only; returns a description."""
-        closed, replies = h.wait_closed(sock, VERDICT_TIMEOUT)
+        closed, replies = h.wait_closed(sock, VERDICT_TIMEOUT, after_reply=0.3)
         for r in replies:
             ok = (isinstance(r, h.Reply) and r.mtype == TMessageType.EXCEPTION and
                   r.exc.type == TApplicationException.PROTOCOL_ERROR)
@@ -168,6 +169,8 @@ class HostileTest(h.EvdalTestCase):
             h.send_all(s, data)
             outcome = self.verdict(s, name)
             elapsed = time.monotonic() - t0
+            if os.environ.get('EVDAL_E2E_VERBOSE'):
+                print('\n  %-50s %-15s %.3f s' % (name, outcome, elapsed), end='')
         finally:
             s.close()
         self.assertTrue(self.server.alive(),

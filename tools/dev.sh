@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# tools/dev.sh: the one entry point for a fresh Debian 12 machine.
+#
+#   tools/dev.sh deps    install the Debian packages evdal needs (apt)
+#   tools/dev.sh build   deps + configure and build into build/
+#   tools/dev.sh run     build + start the server on the bundled config (Ctrl-C stops it)
+#   tools/dev.sh test    build + every test: the normal build, then the whole suite again
+#                        under AddressSanitizer + UBSan (build-asan/); valgrind runs in the
+#                        normal build's suite. CI runs exactly this.
+#
+# Long fuzz, soak and benchmark runs carry the CTest label "long" and are skipped here:
+# run them with `ctest --test-dir build -L long`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
+  libglib2.0-dev libevent-dev libsqlite3-dev sqlite3
+  libthrift-c-glib-dev thrift-compiler python3 python3-thrift
+)
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "== installing: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+build_into() {  # build_into DIR [cmake args...]
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake --build "$dir" -j "$JOBS"
+}
+
+run_tests() {  # run_tests DIR [ctest args...]
+  local dir=$1; shift
+  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -LE long "$@"
+}
+
+case "${1:-}" in
+  deps) deps ;;
+  build) deps; build_into build ;;
+  run)
+    deps; build_into build
+    exec build/evdal --config deploy/evdal.conf ;;
+  test)
+    deps
+    build_into build
+    run_tests build
+    echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+    build_into build-asan -DEVDAL_SANITIZE=ON
+    run_tests build-asan -LE "long|valgrind" ;;
+  *)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2 ;;
+esac
