@@ -260,78 +260,127 @@ evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner)
 
 /* ---- Completion. ---- */
 
-/* On the loop: encode, then tell the owner (or just free, if the owner left). */
-static void
-evd_call_complete_here (EvdCall *call, ThriftStruct *result, guint8 type)
-{
-  g_autoptr (GError) error = NULL;
-
-  g_return_if_fail (!call->completed);
-  call->completed = TRUE;
-  if (call->abandoned) {
-    evd_call_free (call);
-    return;
-  }
-  if (call->type != EVD_MSG_ONEWAY) {
-    call->reply = g_byte_array_sized_new (256);
-    if (!evd_rpc_encode (call->loop, call->fmt, call->name, type, call->seqid, result,
-                         call->reply, &error)) {
-      /* Our own result does not encode: a bug, but the client must still get an answer. */
-      g_autoptr (ThriftApplicationException) x = g_object_new (
-        THRIFT_TYPE_APPLICATION_EXCEPTION, "type",
-        THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR, "message", error->message, NULL);
-      g_critical ("reply to %s does not encode: %s", call->name, error->message);
-      g_byte_array_set_size (call->reply, 0);
-      evd_rpc_encode (call->loop, call->fmt, call->name, EVD_MSG_EXCEPTION, call->seqid,
-                      THRIFT_STRUCT (x), call->reply, NULL);
-    }
-  }
-  call->done (call, call->owner);
-}
-
+/* A completion: the method's result struct, or a TApplicationException's kind and message. */
 typedef struct {
   EvdCall *call;
   ThriftStruct *result;
-  guint8 type;
+  ThriftApplicationExceptionError kind;
+  char *message;
 } EvdCallCompletion;
 
+/* TApplicationException is { 1: string message, 2: i32 type }. It is written here rather
+ * than through c_glib's ThriftApplicationException, whose finalize leaks (it does not chain
+ * up to GObject's), so that a client provoking errors cannot make the server grow. */
+static gboolean
+evd_rpc_write_app_exception (ThriftProtocol *p, ThriftApplicationExceptionError kind,
+                             const char *message, GError **error)
+{
+  return thrift_protocol_write_struct_begin (p, "TApplicationException", error) >= 0 &&
+         thrift_protocol_write_field_begin (p, "message", T_STRING, 1, error) >= 0 &&
+         thrift_protocol_write_string (p, message, error) >= 0 &&
+         thrift_protocol_write_field_end (p, error) >= 0 &&
+         thrift_protocol_write_field_begin (p, "type", T_I32, 2, error) >= 0 &&
+         thrift_protocol_write_i32 (p, (gint32) kind, error) >= 0 &&
+         thrift_protocol_write_field_end (p, error) >= 0 &&
+         thrift_protocol_write_field_stop (p, error) >= 0 &&
+         thrift_protocol_write_struct_end (p, error) >= 0;
+}
+
+static gboolean
+evd_call_encode_exception (EvdCall *call, ThriftApplicationExceptionError kind,
+                           const char *message, GError **error)
+{
+  EvdRpcCodec *c = evd_rpc_codec (call->loop);
+  ThriftProtocol *p = evd_rpc_codec_protocol (c, call->fmt.proto);
+  GByteArray *out = call->reply;
+  gboolean ok;
+
+  if (call->fmt.framed)
+    g_byte_array_set_size (out, 4);
+  evd_transport_set_output (c->transport, out);
+  ok = thrift_protocol_write_message_begin (p, call->name, T_EXCEPTION, call->seqid,
+                                            error) >= 0 &&
+       evd_rpc_write_app_exception (p, kind, message, error) &&
+       thrift_protocol_write_message_end (p, error) >= 0;
+  evd_transport_set_output (c->transport, NULL);
+  if (!ok) {
+    evd_rpc_codec_reset (c, call->fmt.proto);
+    return FALSE;
+  }
+  if (call->fmt.framed) {
+    guint32 n = GUINT32_TO_BE (out->len - 4);
+    memcpy (out->data, &n, 4);
+  }
+  return TRUE;
+}
+
 static void
-evd_call_on_completion (gpointer data)
+evd_call_encode (EvdCall *call, EvdCallCompletion *c)
+{
+  g_autoptr (GError) error = NULL;
+
+  call->reply = g_byte_array_sized_new (256);
+  if (c->result != NULL) {
+    if (evd_rpc_encode (call->loop, call->fmt, call->name, EVD_MSG_REPLY, call->seqid,
+                        c->result, call->reply, &error))
+      return;
+    /* Our own result does not encode: a bug, but the client must still get an answer. */
+    g_critical ("reply to %s does not encode: %s", call->name, error->message);
+    g_byte_array_set_size (call->reply, 0);
+    evd_call_encode_exception (call, THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR,
+                               error->message, NULL);
+    return;
+  }
+  if (!evd_call_encode_exception (call, c->kind, c->message, &error))
+    g_critical ("exception for %s does not encode: %s", call->name, error->message);
+}
+
+/* On the loop: encode, then tell the owner (or just free, if the owner left). */
+static void
+evd_call_complete_here (gpointer data)
 {
   EvdCallCompletion *c = data;
+  EvdCall *call = c->call;
 
-  evd_call_complete_here (c->call, c->result, c->type);
-  g_object_unref (c->result);
+  if (call->completed) {
+    g_critical ("call %s completed twice; the second completion is ignored", call->name);
+  } else if (call->abandoned) {
+    call->completed = TRUE;
+    evd_call_free (call);
+  } else {
+    call->completed = TRUE;
+    if (call->type != EVD_MSG_ONEWAY)
+      evd_call_encode (call, c);
+    call->done (call, call->owner);
+  }
+  g_clear_object (&c->result);
+  g_free (c->message);
   g_free (c);
 }
 
 static void
-evd_call_complete (EvdCall *call, ThriftStruct *result, guint8 type)
+evd_call_complete (EvdCall *call, ThriftStruct *result, ThriftApplicationExceptionError kind,
+                   const char *message)
 {
-  EvdCallCompletion *c;
+  EvdCallCompletion *c = g_new (EvdCallCompletion, 1);
 
-  if (evd_loop_is_current (call->loop)) {
-    evd_call_complete_here (call, result, type);
-    g_object_unref (result);
-    return;
-  }
-  c = g_new (EvdCallCompletion, 1);
-  *c = (EvdCallCompletion) { call, result, type };
-  evd_loop_post (call->loop, evd_call_on_completion, c);
+  *c = (EvdCallCompletion) { call, result, kind, g_strdup (message) };
+  if (evd_loop_is_current (call->loop))
+    evd_call_complete_here (c);
+  else
+    evd_loop_post (call->loop, evd_call_complete_here, c);
 }
 
 void
 evd_call_reply (EvdCall *call, ThriftStruct *result)
 {
-  evd_call_complete (call, result, EVD_MSG_REPLY);
+  evd_call_complete (call, result, 0, NULL);
 }
 
 void
 evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *message)
 {
-  GObject *x = g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, "type", kind, "message",
-                             message, NULL);
-  evd_call_complete (call, THRIFT_STRUCT (x), EVD_MSG_EXCEPTION);
+  evd_call_complete (call, NULL, kind, message);
 }
 
 /* ---- The owner's side. ---- */

@@ -456,34 +456,16 @@ evd_wire_compact_header (EvdWireScanner *s, const guint8 *data, gsize len)
                                p + (guint32) name_len);
 }
 
-/* Field ids are deltas from the previous one (high nibble), or a zigzag i16 after the type
- * byte when the nibble is 0. */
-static EvdWireStatus
-evd_wire_compact_field_id (EvdWireScanner *s, const guint8 *data, gsize len, gsize *p,
-                           EvdWireFrame *f)
-{
-  guint delta = data[s->pos] >> 4;
-  gint32 raw;
-  guint32 zz;
-  EvdWireStatus st;
-
-  if (delta != 0) {
-    f->last_fid = (gint16) (f->last_fid + (gint) delta);
-    return EVD_WIRE_OK;
-  }
-  if ((st = evd_wire_varint32 (s, data, len, p, &raw)) != EVD_WIRE_OK)
-    return st;
-  zz = (guint32) raw;
-  f->last_fid = (gint16) (gint32) ((zz >> 1) ^ (0u - (zz & 1u)));
-  return EVD_WIRE_OK;
-}
-
-/* A field header; as in c_glib, a zero type nibble is STOP whatever the high nibble says. */
+/* A field header; as in c_glib, a zero type nibble is STOP whatever the high nibble says.
+ * A zero high nibble means the id follows as a zigzag varint; otherwise it holds the id's
+ * delta. Ids do not make a message valid or not, so neither form is tracked (last_fid is
+ * left alone). */
 static EvdWireStatus
 evd_wire_compact_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWireFrame *f)
 {
   EvdWireStatus st = evd_wire_want (s, len, (guint64) s->pos + 1);
   gsize p = s->pos + 1;
+  gint32 id;
   guint code;
 
   if (st != EVD_WIRE_OK)
@@ -496,7 +478,7 @@ evd_wire_compact_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWir
   }
   if (evd_wire_compact_ttype[code] == 0)
     return evd_wire_fail (s, "unknown field type");
-  if ((st = evd_wire_compact_field_id (s, data, len, &p, f)) != EVD_WIRE_OK)
+  if ((data[s->pos] >> 4) == 0 && (st = evd_wire_varint32 (s, data, len, &p, &id)) != EVD_WIRE_OK)
     return st;
   s->pos = p;
   /* A bool field's value is its type code: nothing more to read. */
@@ -765,10 +747,7 @@ evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
   s->name = data + evd_wire_name_offset (s);
   if (s->msg_len != 0)
     return EVD_WIRE_OK;
-  if (len < s->pos) {
-    /* Fewer bytes than last time: nothing to walk, and what was walked still stands. */
-    s->need = MAX (s->need, s->pos + 1);
-    return EVD_WIRE_NEED_MORE;
-  }
+  /* Should len ever shrink below pos, every token reader's first bounds check says
+   * NEED_MORE: nothing is read past len. */
   return evd_wire_walk (s, ops, data, len);
 }

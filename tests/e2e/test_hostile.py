@@ -169,6 +169,14 @@ class HostileTest(h.EvdalTestCase):
             h.send_all(s, data)
             outcome = self.verdict(s, name)
             elapsed = time.monotonic() - t0
+            if outcome == 'PROTOCOL_ERROR':
+                # The connection was kept: the frame marked where the bad message ended, so the
+                # next one must be served.
+                s.sendall(h.ping_bytes(4242))
+                r = h.read_reply(s)
+                self.assertEqual((r.seqid, r.mtype, r.result and r.result.success),
+                                 (4242, TMessageType.REPLY, 'pong'),
+                                 '%s: the connection kept after PROTOCOL_ERROR' % name)
             if os.environ.get('EVDAL_E2E_VERBOSE'):
                 print('\n  %-50s %-15s %.3f s' % (name, outcome, elapsed), end='')
         finally:

@@ -355,6 +355,15 @@ assert_bad_body (EvdProto proto, const GByteArray *b)
   g_assert_nonnull (s.reason);
 }
 
+static const char *
+scan_reason (EvdProto proto, const GByteArray *b)
+{
+  EvdWireScanner s;
+
+  scan (proto, b, BIG_LIMIT, &s);
+  return s.reason;
+}
+
 /* ---------------------------------------------------------------------------------------
  * Detection */
 
@@ -602,7 +611,32 @@ test_scan_verdict_sticks (void)
   g_assert_cmpuint (s.msg_len, ==, msg->len);
   msg->data[msg->len - 1] = 0x01; /* STOP becomes an unknown field type */
   g_assert_cmpint (scan (EVD_PROTO_BINARY, msg, BIG_LIMIT, &s), ==, EVD_WIRE_BAD_BODY);
+  msg->data[msg->len - 1] = 0x00; /* even should the bytes change after the verdict */
   g_assert_cmpint (evd_wire_scanner_feed (&s, msg->data, msg->len), ==, EVD_WIRE_BAD_BODY);
+  msg->data[0] = 0x81;
+  g_assert_cmpint (scan (EVD_PROTO_BINARY, msg, BIG_LIMIT, &s), ==, EVD_WIRE_BAD_HEADER);
+  msg->data[0] = 0x80;
+  g_assert_cmpint (evd_wire_scanner_feed (&s, msg->data, msg->len), ==, EVD_WIRE_BAD_HEADER);
+  g_byte_array_unref (msg);
+}
+
+/* A caller that passes fewer bytes than before gets NEED_MORE, not a read past len. */
+static void
+test_scan_shrinking_len (void)
+{
+  GByteArray *msg = write_message (EVD_PROTO_COMPACT, "fetch", 1, write_fetch_body);
+  EvdWireScanner s;
+
+  evd_wire_scanner_init (&s, EVD_PROTO_COMPACT, BIG_LIMIT, EVD_WIRE_MAX_DEPTH);
+  g_assert_cmpint (evd_wire_scanner_feed (&s, msg->data, msg->len - 1), ==, EVD_WIRE_NEED_MORE);
+  for (gsize len = s.pos; len > 20; len -= 7) {
+    guint8 *exact = g_memdup2 (msg->data, len);
+    g_assert_cmpint (evd_wire_scanner_feed (&s, exact, len), ==, EVD_WIRE_NEED_MORE);
+    g_assert_cmpuint (s.need, >, len);
+    g_free (exact);
+  }
+  g_assert_cmpint (evd_wire_scanner_feed (&s, msg->data, msg->len), ==, EVD_WIRE_OK);
+  g_assert_cmpuint (s.msg_len, ==, msg->len);
   g_byte_array_unref (msg);
 }
 
@@ -647,6 +681,7 @@ test_hostile_binary_sizes (void)
     put_u8 (map, T_BOOL_);
     put_be32 (map, sizes[i]);
     assert_bad_body (EVD_PROTO_BINARY, str);
+    g_assert_nonnull (strstr (scan_reason (EVD_PROTO_BINARY, str), "string"));
     assert_bad_body (EVD_PROTO_BINARY, list);
     assert_bad_body (EVD_PROTO_BINARY, set);
     assert_bad_body (EVD_PROTO_BINARY, map);
@@ -657,20 +692,55 @@ test_hostile_binary_sizes (void)
   }
 }
 
-/* A list whose elements just fit before max_len is awaited; one byte less, it is refused. */
+typedef struct {
+  guint8 binary_type, compact_type;
+  guint binary_min, compact_min; /* the fewest bytes one element can take */
+} ElemCase;
+
+/* A list of 10 elements */
+static GByteArray *
+list_of_ten (EvdProto proto, const ElemCase *c)
+{
+  GByteArray *b;
+
+  if (proto == EVD_PROTO_BINARY) {
+    b = binary_field (T_LIST_);
+    put_u8 (b, c->binary_type);
+    put_be32 (b, 10);
+  } else {
+    b = compact_field (CT_LIST);
+    put_u8 (b, 0xa0 | c->compact_type);
+  }
+  return b;
+}
+
+/* A list whose elements, each as small as its type allows, just fit before max_len is
+ * awaited; one byte less and it is refused. */
 static void
 test_hostile_size_boundary (void)
 {
-  GByteArray *b = binary_field (T_LIST_);
-  gsize limit;
-  EvdWireScanner s;
+  static const ElemCase cases[] = {
+    { T_BOOL_, CT_TRUE, 1, 1 },       { T_BYTE_, CT_BYTE, 1, 1 },
+    { T_I16_, 4, 2, 1 },              { T_I32_, CT_I32, 4, 1 },
+    { T_I64_, CT_I64, 8, 1 },         { T_DOUBLE_, 7, 8, 8 },
+    { T_STRING_, CT_BINARY, 4, 1 },   { T_STRUCT_, CT_STRUCT, 1, 1 },
+    { T_MAP_, CT_MAP, 6, 1 },         { T_SET_, 10, 5, 1 },
+    { T_LIST_, CT_LIST, 5, 1 },
+  };
 
-  put_u8 (b, T_I64_);
-  put_be32 (b, 10);
-  limit = b->len + 10 * 8;
-  g_assert_cmpint (scan (EVD_PROTO_BINARY, b, limit, &s), ==, EVD_WIRE_NEED_MORE);
-  g_assert_cmpint (scan (EVD_PROTO_BINARY, b, limit - 1, &s), ==, EVD_WIRE_BAD_BODY);
-  g_byte_array_unref (b);
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+      GByteArray *b = list_of_ten (proto, &cases[i]);
+      gsize min = proto == EVD_PROTO_BINARY ? cases[i].binary_min : cases[i].compact_min;
+      gsize limit = b->len + 10 * min;
+      EvdWireScanner s;
+
+      g_assert_cmpint (scan (proto, b, limit, &s), ==, EVD_WIRE_NEED_MORE);
+      g_assert_cmpint (scan (proto, b, limit - 1, &s), ==, EVD_WIRE_BAD_BODY);
+      g_assert_nonnull (strstr (s.reason, "container"));
+      g_byte_array_unref (b);
+    }
+  }
 }
 
 static void
@@ -689,6 +759,7 @@ test_hostile_compact_sizes (void)
     if ((gint32) sizes[i] > 0)
       put_u8 (map, (CT_BINARY << 4) | CT_STRUCT);
     assert_bad_body (EVD_PROTO_COMPACT, str);
+    g_assert_nonnull (strstr (scan_reason (EVD_PROTO_COMPACT, str), "string"));
     assert_bad_body (EVD_PROTO_COMPACT, list);
     assert_bad_body (EVD_PROTO_COMPACT, map);
     g_byte_array_unref (str);
@@ -855,30 +926,70 @@ test_compact_shapes (void)
   g_byte_array_unref (b);
 }
 
+/* A varint of n bytes that c_glib would read (it allows 10 for any int), value 1. */
+static void
+put_long_varint (GByteArray *b, guint n)
+{
+  put_u8 (b, 0x81);
+  for (guint i = 2; i < n; i++)
+    put_u8 (b, 0x80);
+  put_u8 (b, 0x00);
+}
+
 static void
 test_hostile_varints (void)
 {
-  GByteArray *i32 = compact_field (CT_I32), *i64 = compact_field (CT_I64);
-  GByteArray *head = g_byte_array_new ();
+  GByteArray *body[] = {
+    compact_field (CT_I32), compact_field (4 /* i16 */), compact_field (CT_BINARY),
+    compact_field (CT_LIST), compact_field (CT_MAP), compact_field (CT_I64),
+    compact_header ("m", EVD_MSG_CALL),
+  };
+  GByteArray *seqid = g_byte_array_new (), *name_len = g_byte_array_new ();
   EvdWireScanner s;
 
-  for (int i = 0; i < 5; i++)
-    put_u8 (i32, 0x80);
-  put_u8 (i32, 0x00);
-  for (int i = 0; i < 10; i++)
-    put_u8 (i64, 0xff);
-  put_u8 (i64, 0x00);
-  put_u8 (head, 0x82);
-  put_u8 (head, 0x21);
-  for (int i = 0; i < 6; i++)
-    put_u8 (head, 0x81);
-  assert_bad_body (EVD_PROTO_COMPACT, i32);
-  assert_bad_body (EVD_PROTO_COMPACT, i64);
-  g_assert_cmpint (scan (EVD_PROTO_COMPACT, head, BIG_LIMIT, &s), ==, EVD_WIRE_BAD_HEADER);
-  g_assert_nonnull (s.reason);
-  g_byte_array_unref (i32);
-  g_byte_array_unref (i64);
-  g_byte_array_unref (head);
+  for (gsize i = 0; i < G_N_ELEMENTS (body); i++) {
+    if (i == 3)
+      put_u8 (body[i], 0xf0 | CT_BYTE);
+    if (i == G_N_ELEMENTS (body) - 1)
+      put_u8 (body[i], CT_BYTE); /* long-form field id */
+    put_long_varint (body[i], i == 5 ? 11 : 6);
+    assert_bad_body (EVD_PROTO_COMPACT, body[i]);
+    g_assert_nonnull (strstr (scan_reason (EVD_PROTO_COMPACT, body[i]), "varint"));
+    g_byte_array_unref (body[i]);
+  }
+  g_byte_array_append (seqid, (const guint8 *) "\x82\x21", 2);
+  put_long_varint (seqid, 6);
+  g_byte_array_append (name_len, (const guint8 *) "\x82\x21\x01", 3);
+  put_long_varint (name_len, 6);
+  g_assert_cmpint (scan (EVD_PROTO_COMPACT, seqid, BIG_LIMIT, &s), ==, EVD_WIRE_BAD_HEADER);
+  g_assert_cmpint (scan (EVD_PROTO_COMPACT, name_len, BIG_LIMIT, &s), ==, EVD_WIRE_BAD_HEADER);
+  g_byte_array_unref (seqid);
+  g_byte_array_unref (name_len);
+}
+
+/* The longest varints allowed are fine. */
+static void
+test_longest_varints (void)
+{
+  GByteArray *b = g_byte_array_new ();
+  EvdWireScanner s;
+
+  g_byte_array_append (b, (const guint8 *) "\x82\x21", 2);
+  put_long_varint (b, 5); /* seqid */
+  put_u8 (b, 0);          /* empty name */
+  put_u8 (b, CT_I32);     /* long-form field id */
+  put_long_varint (b, 5);
+  put_long_varint (b, 5);
+  put_u8 (b, 0x10 | CT_I64);
+  put_long_varint (b, 10);
+  put_u8 (b, 0x10 | CT_BINARY);
+  put_long_varint (b, 5);
+  put_u8 (b, 'x');
+  put_u8 (b, 0);
+  g_assert_cmpint (scan (EVD_PROTO_COMPACT, b, BIG_LIMIT, &s), ==, EVD_WIRE_OK);
+  g_assert_cmpuint (s.msg_len, ==, b->len);
+  g_assert_cmpint (s.seqid, ==, 1);
+  g_byte_array_unref (b);
 }
 
 static void
@@ -1083,6 +1194,8 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/scan/bytewise", test_scan_bytewise);
   g_test_add_func ("/wire/scan/moving-buffer", test_scan_moving_buffer);
   g_test_add_func ("/wire/scan/verdict-sticks", test_scan_verdict_sticks);
+  g_test_add_func ("/wire/scan/shrinking-len", test_scan_shrinking_len);
+  g_test_add_func ("/wire/scan/longest-varints", test_longest_varints);
   g_test_add_func ("/wire/scan/compact-shapes", test_compact_shapes);
   g_test_add_func ("/wire/scan/depth-limit", test_depth_limit_exact);
   g_test_add_func ("/wire/scan/name-limit", test_name_limit);
