@@ -16,6 +16,14 @@ typedef struct {
   gboolean verbose;
 } EvdOptions;
 
+static void
+evd_options_clear (EvdOptions *o)
+{
+  g_clear_pointer (&o->config, g_free);
+  g_clear_pointer (&o->listen, g_free);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (EvdOptions, evd_options_clear)
+
 static gboolean
 evd_main_parse (int *argc, char ***argv, EvdOptions *o)
 {
@@ -64,12 +72,11 @@ evd_main_raise_fd_limit (void)
 int
 main (int argc, char **argv)
 {
-  EvdOptions o = { 0 };
+  g_auto (EvdOptions) o = { 0 };
   g_autoptr (EvdConfig) cfg = NULL;
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
-  int code;
 
   if (!evd_main_parse (&argc, &argv, &o))
     return 2;
@@ -101,9 +108,5 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  code = evd_server_run (server);
-  g_clear_pointer (&server, evd_server_free);
-  g_free (o.config);
-  g_free (o.listen);
-  return code;
+  return evd_server_run (server);
 }
