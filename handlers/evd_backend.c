@@ -5,11 +5,13 @@
 
 extern const EvdBackendClass evd_backend_delay_class;
 extern const EvdBackendClass evd_backend_static_class;
+extern const EvdBackendClass evd_backend_fault_class;
 
 /* Adding a backend kind: write its class in its own file, then list it here. */
 static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_delay_class,
   &evd_backend_static_class,
+  &evd_backend_fault_class,
 };
 
 const EvdBackendClass *

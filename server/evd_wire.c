@@ -147,21 +147,23 @@ evd_wire_be32 (const guint8 *b)
                    | (guint32) b[3]);
 }
 
-/* Reads a compact varint of at most max_bytes at *p and moves *p past it. */
+/* Reads a compact varint of at most max_bytes at *p and moves *p past it. *low gets the low
+ * 32 bits of its value, all that sizes and ids need; i64 values are only skipped. */
 static EvdWireStatus
 evd_wire_varint (EvdWireScanner *s, const guint8 *data, gsize len, gsize *p, guint max_bytes,
-                 guint64 *out)
+                 guint32 *low)
 {
-  guint64 v = 0;
+  guint32 v = 0;
 
   for (guint i = 0; i < max_bytes; i++) {
     EvdWireStatus st = evd_wire_want (s, len, (guint64) *p + i + 1);
     if (st != EVD_WIRE_OK)
       return st;
-    v |= (guint64) (data[*p + i] & 0x7f) << (7 * i);
+    if (i < 5)
+      v |= (guint32) (((guint64) (data[*p + i] & 0x7f) << (7 * i)) & G_MAXUINT32);
     if ((data[*p + i] & 0x80) == 0) {
       *p += i + 1;
-      *out = v;
+      *low = v;
       return EVD_WIRE_OK;
     }
   }
@@ -173,10 +175,10 @@ evd_wire_varint (EvdWireScanner *s, const guint8 *data, gsize len, gsize *p, gui
 static EvdWireStatus
 evd_wire_varint32 (EvdWireScanner *s, const guint8 *data, gsize len, gsize *p, gint32 *out)
 {
-  guint64 v = 0;
+  guint32 v = 0;
   EvdWireStatus st = evd_wire_varint (s, data, len, p, 5, &v);
 
-  *out = (gint32) (guint32) v;
+  *out = (gint32) v;
   return st;
 }
 
@@ -478,7 +480,9 @@ evd_wire_compact_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWir
   }
   if (evd_wire_compact_ttype[code] == 0)
     return evd_wire_fail (s, "unknown field type");
-  if ((data[s->pos] >> 4) == 0 && (st = evd_wire_varint32 (s, data, len, &p, &id)) != EVD_WIRE_OK)
+  if ((data[s->pos] >> 4) == 0)
+    st = evd_wire_varint32 (s, data, len, &p, &id);
+  if (st != EVD_WIRE_OK)
     return st;
   s->pos = p;
   /* A bool field's value is its type code: nothing more to read. */
@@ -492,7 +496,7 @@ static EvdWireStatus
 evd_wire_compact_int (EvdWireScanner *s, const guint8 *data, gsize len, guint8 type)
 {
   gsize p = s->pos;
-  guint64 v;
+  guint32 v;
   EvdWireStatus st = evd_wire_varint (s, data, len, &p, type == EVD_T_I64 ? 10 : 5, &v);
 
   if (st == EVD_WIRE_OK)

@@ -113,5 +113,35 @@ class ConcurrencyTest(h.EvdalTestCase):
         self.assertTrue(self.server.alive())
 
 
+class FirstRequestsTest(h.EvdalTestCase):
+    ROUNDS = 10
+    LOOPS = 8
+    CONNECTIONS = 64
+
+    def test_first_requests_on_many_loops_at_once(self):
+        """A fresh server's first requests arrive on all its IO loops at the same moment: the
+        first use of every type and table on several threads at once must be safe. (Races of
+        lazy one-time initialisation show up here only now and then; this never fails
+        spuriously.)"""
+        msg = h.fetch_bytes(1, h.fetch_request({'a': h.nap_call(0), 'b': h.nap_call(1)}))
+        for rnd in range(self.ROUNDS):
+            with self.subTest(round=rnd), h.Server(h.config(io_threads=self.LOOPS)) as server:
+                socks = [server.raw_socket() for _ in range(self.CONNECTIONS)]
+                try:
+                    time.sleep(0.05)  # every connection accepted and spread over the loops
+                    for s in socks:
+                        s.send(msg)
+                    for i, s in enumerate(socks):
+                        r = h.read_reply(s, timeout=5)
+                        self.assertEqual(r.seqid, 1, r)
+                        self.assertIsNotNone(r.result and r.result.success, r)
+                        self.assertEqual(h.slept_ms(r.result.success.results['b']), 1)
+                finally:
+                    for s in socks:
+                        s.close()
+                self.assertTrue(server.alive(), 'round %d: the server died\n%s'
+                                % (rnd, server.log_tail()))
+
+
 if __name__ == '__main__':
     unittest.main()

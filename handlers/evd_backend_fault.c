@@ -1,0 +1,202 @@
+/* evd_backend_fault: a backend that misbehaves on purpose, so that frontends (and evdal's own
+ * tests) can see how failures surface: the fan-out engine must survive every one of these.
+ *
+ *   [lookup broken]
+ *   backend = fault
+ *   mode = fail        # fail | hang | double | late | thread | context
+ *   delay_ms = 10      # for double, late and thread; a call's int param delay_ms overrides
+ *   required_param = user_id   # optional: an int param every call must give
+ *
+ * fail:   every call fails with BACKEND.
+ * hang:   never answers until cancelled (its deadline passes, or the request ends).
+ * double: answers after delay_ms, then answers again (the second must be ignored).
+ * late:   ignores cancel, and answers after delay_ms even when cancelled long before.
+ * thread: answers from a thread of its own after delay_ms (a worker pool's path).
+ * context: answers at once with the request context it was handed (request_id, principal,
+ *         trace, ms left to the deadline, attributes as "k=v;..."), to show what reaches a
+ *         backend.
+ * Every cancel is logged at info level with the request id: what a test can look for.
+ */
+#include <event2/event.h>
+#include <string.h>
+
+#include "evd_backend.h"
+
+typedef enum {
+  FAULT_FAIL, FAULT_HANG, FAULT_DOUBLE, FAULT_LATE, FAULT_THREAD, FAULT_CONTEXT
+} EvdFaultMode;
+
+static const char *const evd_fault_modes[] = {
+  "fail", "hang", "double", "late", "thread", "context"
+};
+
+typedef struct {
+  EvdFaultMode mode;
+  gint64 delay_ms;
+} EvdFault;
+
+typedef struct {
+  EvdBackendCall *call;
+  EvdFaultMode mode;
+  gint64 delay_ms;
+  struct event *timer;
+} EvdFaultCall;
+
+static gpointer
+evd_fault_open (EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  g_autofree char *mode = evd_config_string (cfg, spec->group, "mode", "fail");
+  EvdFault *f = g_new0 (EvdFault, 1);
+  guint i;
+
+  for (i = 0; i < G_N_ELEMENTS (evd_fault_modes); i++)
+    if (strcmp (mode, evd_fault_modes[i]) == 0)
+      break;
+  if (i == G_N_ELEMENTS (evd_fault_modes)) {
+    evd_config_problem (cfg, spec->group, "mode", "\"%s\" is not fail, hang, double, late, "
+                        "thread or context", mode);
+    g_free (f);
+    return NULL;
+  }
+  f->mode = (EvdFaultMode) i;
+  f->delay_ms = evd_config_int (cfg, spec->group, "delay_ms", 10, 0, 60000);
+  evd_lookup_spec_add_param (spec, "delay_ms", EVD_PARAM_INT, FALSE);
+  if (evd_config_has_key (cfg, spec->group, "required_param")) {
+    g_autofree char *name = evd_config_require (cfg, spec->group, "required_param");
+    if (name != NULL)
+      evd_lookup_spec_add_param (spec, name, EVD_PARAM_INT, TRUE);
+  }
+  return f;
+}
+
+static evdalTable *
+evd_fault_table (const char *what)
+{
+  static const char *const columns[] = { "answer", NULL };
+  evdalTable *t = evd_table_new (columns);
+  evdalValue *row[] = { evd_value_new_text (what) };
+
+  evd_table_add_row (t, row);
+  return t;
+}
+
+static void
+evd_fault_on_timer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdFaultCall *fc = arg;
+  EvdBackendCall *call = fc->call;
+
+  (void) fd;
+  (void) what;
+  *evd_backend_call_data (call) = NULL;
+  event_free (fc->timer);
+  if (fc->mode == FAULT_DOUBLE) {
+    evd_backend_call_return (call, evd_fault_table ("first"));
+    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BACKEND, "second answer");
+  } else {
+    evd_backend_call_return (call, evd_fault_table (fc->mode == FAULT_LATE ? "late" : "ok"));
+  }
+  g_free (fc);
+}
+
+static evdalTable *
+evd_fault_context_table (EvdBackendCall *call)
+{
+  const EvdRequestContext *ctx = evd_backend_call_context (call);
+  static const char *const columns[] = {
+    "request_id", "principal", "trace", "deadline_left_ms", "attributes", NULL
+  };
+  evdalTable *t = evd_table_new (columns);
+  g_autoptr (GString) attrs = g_string_new (NULL);
+  g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
+                                        (GCompareFunc) strcmp);
+  evdalValue *row[5];
+
+  for (GList *k = keys; k != NULL; k = k->next)
+    g_string_append_printf (attrs, "%s=%s;", (char *) k->data,
+                            (char *) g_hash_table_lookup (ctx->attributes, k->data));
+  row[0] = evd_value_new_text (ctx->request_id);
+  row[1] = ctx->principal ? evd_value_new_text (ctx->principal) : evd_value_new_null ();
+  row[2] = evd_value_new_int (ctx->trace);
+  row[3] = evd_value_new_int ((ctx->deadline_us - g_get_monotonic_time ()) / 1000);
+  row[4] = evd_value_new_text (attrs->str);
+  evd_table_add_row (t, row);
+  return t;
+}
+
+static gpointer
+evd_fault_thread (gpointer data)
+{
+  EvdFaultCall *fc = data;
+
+  g_usleep ((gulong) fc->delay_ms * 1000);
+  evd_backend_call_return (fc->call, evd_fault_table ("from a thread"));
+  g_free (fc);
+  return NULL;
+}
+
+static void
+evd_fault_start (gpointer backend, EvdBackendCall *call)
+{
+  EvdFault *f = backend;
+  EvdFaultCall *fc = g_new0 (EvdFaultCall, 1);
+  evdalValue *v = g_hash_table_lookup (evd_backend_call_params (call), "delay_ms");
+  struct timeval tv;
+
+  fc->call = call;
+  fc->mode = f->mode;
+  fc->delay_ms = v && v->__isset_int_value ? CLAMP (v->int_value, 0, 60000) : f->delay_ms;
+  switch (f->mode) {
+  case FAULT_FAIL:
+    g_free (fc);
+    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BACKEND, "injected failure");
+    return;
+  case FAULT_HANG:
+    *evd_backend_call_data (call) = fc;  /* waits for cancel */
+    return;
+  case FAULT_CONTEXT:
+    g_free (fc);
+    evd_backend_call_return (call, evd_fault_context_table (call));
+    return;
+  case FAULT_THREAD:
+    g_thread_unref (g_thread_new ("evdal-fault", evd_fault_thread, fc));
+    return;
+  default:
+    tv.tv_sec = fc->delay_ms / 1000;
+    tv.tv_usec = (fc->delay_ms % 1000) * 1000;
+    fc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_fault_on_timer,
+                             fc);
+    *evd_backend_call_data (call) = fc;
+    evtimer_add (fc->timer, &tv);
+  }
+}
+
+static void
+evd_fault_cancel (gpointer backend, EvdBackendCall *call)
+{
+  EvdFault *f = backend;
+  EvdFaultCall *fc = *evd_backend_call_data (call);
+
+  g_info ("[%s] fault backend: call cancelled", evd_backend_call_context (call)->request_id);
+  if (fc == NULL || f->mode == FAULT_LATE)
+    return;  /* answered already, or (late) will answer when its timer fires */
+  *evd_backend_call_data (call) = NULL;
+  if (fc->timer != NULL)
+    event_free (fc->timer);
+  g_free (fc);
+  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
+}
+
+static void
+evd_fault_close (gpointer backend)
+{
+  g_free (backend);
+}
+
+const EvdBackendClass evd_backend_fault_class = {
+  .kind = "fault",
+  .open = evd_fault_open,
+  .start = evd_fault_start,
+  .cancel = evd_fault_cancel,
+  .close = evd_fault_close,
+};

@@ -1,0 +1,345 @@
+"""The fan-out engine's contract with frontends (issue 3): one result per call, typed errors,
+deadlines, critical calls, tracing, request ids, admission, bulkheads and deduplication, all
+through the generated Python client against the real server."""
+import collections
+import threading
+import time
+import unittest
+
+import evdal_harness as h
+from evdal_harness import ttypes
+
+EK = ttypes.ErrorKind
+
+LOOKUPS = h.NAP_LOOKUP + """
+[lookup flags]
+backend = static
+columns = flag, enabled
+row.1 = checkout, 1
+row.2 = "dark, mode", 0
+
+[lookup broken]
+backend = fault
+mode = fail
+
+[lookup stuck]
+backend = fault
+mode = hang
+
+[lookup ctx]
+backend = fault
+mode = context
+
+[lookup needs_user]
+backend = fault
+mode = context
+required_param = user_id
+
+[lookup short]
+backend = delay
+delay_ms = 300
+timeout_ms = 50
+
+[lookup double]
+backend = fault
+mode = double
+delay_ms = 5
+
+[lookup late]
+backend = fault
+mode = late
+delay_ms = 300
+
+[lookup threaded]
+backend = fault
+mode = thread
+delay_ms = 20
+
+[lookup narrow]
+backend = delay
+delay_ms = 200
+max_concurrent = 2
+max_queue = 1
+
+[lookup single]
+backend = delay
+delay_ms = 150
+max_concurrent = 1
+max_queue = 0
+"""
+
+
+def call(lookup, critical=None, timeout_ms=None, **params):
+    p = {}
+    for k, v in params.items():
+        p[k] = v if isinstance(v, ttypes.Value) else (
+            ttypes.Value(int_value=v) if isinstance(v, int) else ttypes.Value(text_value=v))
+    return ttypes.LookupCall(lookup=lookup, params=p or None, critical=critical,
+                             timeout_ms=timeout_ms)
+
+
+class FanoutTest(h.EvdalTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = h.Server(h.config(lookups=LOOKUPS, deadline_ms=2000, max_calls=8))
+        cls.server.__enter__()
+        cls.addClassCleanup(cls.server.__exit__, None, None, None)
+
+    def client(self):
+        c, t = h.client(self.server)
+        self.addCleanup(t.close)
+        return c
+
+    def fetch(self, calls, **ctx):
+        c = self.client()
+        t0 = time.monotonic()
+        r = c.fetch(h.fetch_request(calls, **ctx))
+        return r, (time.monotonic() - t0) * 1000
+
+    def assertError(self, result, kind, *words):
+        self.assertIsNone(result.table, result)
+        self.assertIsNotNone(result.error, result)
+        self.assertEqual(result.error.kind, kind, result.error)
+        for w in words:
+            self.assertIn(w, result.error.message)
+
+    # ---- results ----
+
+    def test_one_result_per_call_table_xor_error(self):
+        calls = {'a': call('nap', delay_ms=5), 'b': call('flags'), 'c': call('nope'),
+                 'd': call('broken'), 'e': call('nap', delay_ms='x')}
+        r, _ = self.fetch(calls)
+        self.assertEqual(set(r.results), set(calls))
+        for key, res in r.results.items():
+            self.assertTrue((res.table is None) != (res.error is None), (key, res))
+        self.assertEqual(r.results['b'].table.columns, ['flag', 'enabled'])
+        self.assertEqual([[v.text_value or v.int_value for v in row] for row in r.results['b'].table.rows],
+                         [['checkout', 1], ['dark, mode', 0]])
+        self.assertError(r.results['c'], EK.UNKNOWN_LOOKUP, 'nope')
+        self.assertError(r.results['d'], EK.BACKEND, 'injected failure')
+
+    def test_bad_params_name_the_param(self):
+        r, _ = self.fetch({
+            'unknown': call('nap', colour='red'),
+            'wrong_type': call('nap', delay_ms='soon'),
+            'missing': call('needs_user'),
+            'two_fields': call('nap', delay_ms=ttypes.Value(int_value=1, text_value='1')),
+            'fine': call('needs_user', user_id=7),
+        })
+        self.assertError(r.results['unknown'], EK.BAD_PARAMS, 'colour', 'delay_ms')
+        self.assertError(r.results['wrong_type'], EK.BAD_PARAMS, 'delay_ms', 'int', 'text')
+        self.assertError(r.results['missing'], EK.BAD_PARAMS, 'user_id', 'required')
+        self.assertError(r.results['two_fields'], EK.BAD_PARAMS, 'delay_ms')
+        self.assertIsNone(r.results['fine'].error)
+
+    # ---- deadlines ----
+
+    def test_call_timeout_answers_at_the_deadline_and_cancels(self):
+        r, ms = self.fetch({'slow': call('stuck', timeout_ms=100), 'fast': call('nap', delay_ms=10)},
+                           request_id='deadline-call')
+        self.assertError(r.results['slow'], EK.TIMEOUT, 'stuck')
+        self.assertEqual(h.slept_ms(r.results['fast']), 10)
+        self.assertGreaterEqual(ms, 95)
+        self.assertLess(ms, 600, 'the reply waited for the stuck call')
+        self.server.wait_log(r'\[deadline-call\] fault backend: call cancelled', timeout=3)
+
+    def test_lookup_timeout(self):
+        r, ms = self.fetch({'s': call('short')})
+        self.assertError(r.results['s'], EK.TIMEOUT)
+        self.assertLess(ms, 250)
+
+    def test_request_deadline_and_server_default(self):
+        r, ms = self.fetch({'s': call('stuck'), 'n': call('nap', delay_ms=400)}, deadline_ms=150)
+        self.assertError(r.results['s'], EK.TIMEOUT)
+        self.assertError(r.results['n'], EK.TIMEOUT)
+        self.assertLess(ms, 500)
+        r, ms = self.fetch({'s': call('stuck')})  # [server] deadline_ms = 2000
+        self.assertError(r.results['s'], EK.TIMEOUT)
+        self.assertGreaterEqual(ms, 1900)
+        self.assertLess(ms, 3000)
+
+    def test_smallest_budget_wins(self):
+        r, ms = self.fetch({'n': call('nap', delay_ms=500, timeout_ms=1000)}, deadline_ms=120)
+        self.assertError(r.results['n'], EK.TIMEOUT)
+        self.assertLess(ms, 450)
+
+    # ---- critical ----
+
+    def test_critical_failure_raises_and_cancels_the_rest(self):
+        c = self.client()
+        t0 = time.monotonic()
+        with self.assertRaises(ttypes.LookupFailed) as cm:
+            c.fetch(h.fetch_request({'must': call('broken', critical=True),
+                                     'other': call('stuck')}, request_id='crit-1'))
+        self.assertLess((time.monotonic() - t0) * 1000, 500)
+        self.assertEqual(cm.exception.call, 'must')
+        self.assertEqual(cm.exception.error.kind, EK.BACKEND)
+        self.server.wait_log(r'\[crit-1\] fault backend: call cancelled', timeout=3)
+        # A non-critical failure does not.
+        r, _ = self.fetch({'may': call('broken'), 'ok': call('nap', delay_ms=1)})
+        self.assertError(r.results['may'], EK.BACKEND)
+
+    def test_critical_timeout_and_unknown(self):
+        c = self.client()
+        with self.assertRaises(ttypes.LookupFailed) as cm:
+            c.fetch(h.fetch_request({'k': call('stuck', critical=True, timeout_ms=50)}))
+        self.assertEqual(cm.exception.error.kind, EK.TIMEOUT)
+        with self.assertRaises(ttypes.LookupFailed) as cm:
+            c.fetch(h.fetch_request({'k': call('missing', critical=True), 'n': call('nap')}))
+        self.assertEqual((cm.exception.call, cm.exception.error.kind), ('k', EK.UNKNOWN_LOOKUP))
+
+    # ---- invalid requests ----
+
+    def test_invalid_requests(self):
+        c = self.client()
+        with self.assertRaises(ttypes.InvalidRequest) as cm:
+            c.fetch(ttypes.FetchRequest(calls={}))
+        self.assertIn('no calls', cm.exception.message)
+        with self.assertRaises(ttypes.InvalidRequest) as cm:
+            c.fetch(ttypes.FetchRequest(calls={'k%d' % i: call('nap') for i in range(9)}))
+        self.assertIn('max_calls', cm.exception.message)
+        self.assertIn('9', cm.exception.message)
+        with self.assertRaises(ttypes.InvalidRequest) as cm:
+            c.fetch(h.fetch_request({'k': call('nap')}, deadline_ms=0))
+        self.assertIn('deadline_ms', cm.exception.message)
+        self.assertPong(c)
+
+    # ---- context, tracing, ids ----
+
+    def test_context_reaches_the_backend(self):
+        r, _ = self.fetch({'c': call('ctx')}, request_id='ctx-1', principal='alice',
+                          trace=True, deadline_ms=900, attributes={'locale': 'fr', 'tenant': 't1'})
+        row = r.results['c'].table.rows[0]
+        self.assertEqual(row[0].text_value, 'ctx-1')
+        self.assertEqual(row[1].text_value, 'alice')
+        self.assertEqual(row[2].int_value, 1)
+        self.assertTrue(0 < row[3].int_value <= 900, row[3])
+        self.assertEqual(row[4].text_value, 'locale=fr;tenant=t1;')
+        r, _ = self.fetch({'c': call('ctx')})
+        self.assertIsNotNone(r.results['c'].table.rows[0][1].null_value)
+
+    def test_trace_spans(self):
+        r, _ = self.fetch({'a': call('nap', delay_ms=30), 'b': call('nap', delay_ms=60),
+                           'x': call('nope')}, trace=True)
+        for key in ('a', 'b'):
+            s = r.results[key].span
+            self.assertIsNotNone(s)
+            self.assertLessEqual(0, s.start_us)
+            self.assertLessEqual(s.start_us, s.end_us)
+            self.assertEqual(s.backend, 'delay:nap')
+        self.assertGreaterEqual(r.results['b'].span.end_us - r.results['b'].span.start_us, 60000)
+        self.assertLessEqual(r.results['b'].span.end_us, r.server_us)
+        self.assertIsNotNone(r.results['x'].span)
+        r, _ = self.fetch({'a': call('nap', delay_ms=1)})
+        self.assertIsNone(r.results['a'].span)
+
+    def test_request_ids_and_server_time(self):
+        r1, ms = self.fetch({'a': call('nap', delay_ms=50)})
+        r2, _ = self.fetch({'a': call('nap', delay_ms=1)})
+        self.assertTrue(r1.request_id and r2.request_id)
+        self.assertNotEqual(r1.request_id, r2.request_id)
+        self.assertGreaterEqual(r1.server_us, 50000)
+        self.assertLessEqual(r1.server_us, ms * 1000 + 1000)
+        r3, _ = self.fetch({'a': call('nap', delay_ms=1)}, request_id='mine')
+        self.assertEqual(r3.request_id, 'mine')
+
+    # ---- misbehaving backends ----
+
+    def test_misbehaving_backends_are_contained(self):
+        r, ms = self.fetch({'d': call('double'), 'l': call('late', timeout_ms=50),
+                            't': call('threaded'), 'n': call('nap', delay_ms=5)})
+        self.assertEqual(r.results['d'].table.rows[0][0].text_value, 'first')
+        self.assertError(r.results['l'], EK.TIMEOUT)
+        self.assertEqual(r.results['t'].table.rows[0][0].text_value, 'from a thread')
+        self.assertLess(ms, 250)
+        time.sleep(0.4)  # the late answer arrives after its request ended
+        self.assertPong(self.client())
+
+
+class AdmissionTest(h.EvdalTestCase):
+    """max_inflight, bulkheads and deduplication, each on a server of its own."""
+
+    def test_max_inflight_answers_overloaded_at_once(self):
+        with h.Server(h.config(lookups=LOOKUPS, max_inflight=2)) as srv:
+            busy = []
+            for i in range(2):
+                c, t = h.client(srv)
+                self.addCleanup(t.close)
+                c.send_fetch(h.fetch_request({'n': call('nap', delay_ms=400)}))
+                busy.append(c)
+            time.sleep(0.1)
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+            t0 = time.monotonic()
+            with self.assertRaises(ttypes.Overloaded) as cm:
+                c.fetch(h.fetch_request({'s': call('stuck')}, request_id='refused'))
+            self.assertLess((time.monotonic() - t0) * 1000, 100)
+            self.assertGreater(cm.exception.retry_after_ms, 0)
+            self.assertIn('max_inflight', cm.exception.message)
+            for b in busy:
+                self.assertEqual(h.slept_ms(b.recv_fetch().results['n']), 400)
+            # The refused fetch started nothing: no lookup of it was ever cancelled.
+            self.assertNotIn('[refused]', srv.log_text())
+            # Admission frees up again.
+            self.assertEqual(h.slept_ms(c.fetch(h.fetch_request({'n': call('nap', delay_ms=1)}))
+                                        .results['n']), 1)
+
+    def _concurrent(self, srv, n, make_calls):
+        results, errors = [None] * n, []
+
+        def run(i):
+            try:
+                c, t = h.client(srv)
+                try:
+                    results[i] = c.fetch(h.fetch_request(make_calls(i)))
+                finally:
+                    t.close()
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        self.assertEqual(errors, [])
+        return results
+
+    @staticmethod
+    def _outcomes(responses):
+        return dict(collections.Counter(
+            'ok' if r.results['k'].error is None
+            else ttypes.ErrorKind._VALUES_TO_NAMES[r.results['k'].error.kind]
+            for r in responses))
+
+    def test_bulkhead_bounds_calls_across_requests(self):
+        with h.Server(h.config(lookups=LOOKUPS)) as srv:
+            t0 = time.monotonic()
+            rs = self._concurrent(srv, 4, lambda i: {'k': call('narrow')})
+            ms = (time.monotonic() - t0) * 1000
+            # Two run, one waits its turn and runs next, one finds the queue full.
+            self.assertEqual(self._outcomes(rs), {'ok': 3, 'OVERLOADED': 1}, rs)
+            self.assertGreaterEqual(ms, 390, 'the queued call cannot have run alongside')
+            # A queued call whose deadline passes while waiting gets TIMEOUT.
+            rs = self._concurrent(srv, 3, lambda i: {'k': call('narrow', timeout_ms=300)})
+            self.assertEqual(self._outcomes(rs), {'ok': 2, 'TIMEOUT': 1}, rs)
+            self.assertPong(h.client(srv)[0])
+
+    def test_duplicate_calls_run_once(self):
+        with h.Server(h.config(lookups=LOOKUPS)) as srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+            # `single` admits one call at a time and queues none: two calls that ran
+            # separately would make one of them OVERLOADED.
+            r = c.fetch(h.fetch_request({'a': call('single', delay_ms=20),
+                                         'b': call('single', delay_ms=20)}, trace=True))
+            self.assertEqual(h.slept_ms(r.results['a']), 20)
+            self.assertEqual(h.slept_ms(r.results['b']), 20)
+            self.assertEqual(r.results['a'].span, r.results['b'].span)
+            r = c.fetch(h.fetch_request({'a': call('single', delay_ms=20),
+                                         'b': call('single', delay_ms=21)}))
+            errors = [x.error.kind for x in r.results.values() if x.error is not None]
+            self.assertEqual(errors, [EK.OVERLOADED])
+
+
+if __name__ == '__main__':
+    unittest.main()
