@@ -16,6 +16,7 @@ struct _EvdEngine {
   EvdLookupSet *lookups;
   const EvdServerConfig *sc;
   gint inflight;              /* atomic: fetches admitted and not yet answered */
+  gint outstanding;           /* atomic: backend calls started and not yet completed */
   atomic_uint_fast64_t next_id; /* for request ids the caller did not give */
   char id_prefix[9];          /* random per process, so ids differ across instances */
 };
@@ -136,6 +137,7 @@ evd_bcall_complete_here (gpointer data)
 
   if (!b->completed) {
     b->completed = TRUE;
+    g_atomic_int_add (&b->fetch->engine->outstanding, -1);
     evd_lookup_release (b->lookup);
     if (b->slot != NULL)
       evd_slot_finish (b->slot, c->table, c->error);
@@ -293,6 +295,7 @@ evd_slot_start (EvdSlot *slot)
                            : g_hash_table_new (g_str_hash, g_str_equal);
   b->deadline_us = slot->deadline_us;
   slot->bcall = b;
+  g_atomic_int_inc (&f->engine->outstanding);
   k->start (evd_lookup_backend (slot->lookup), b);
 }
 
@@ -758,6 +761,12 @@ evd_engine_free (EvdEngine *engine)
     return;
   evd_lookup_set_free (engine->lookups);
   g_free (engine);
+}
+
+guint
+evd_engine_pending (EvdEngine *engine)
+{
+  return (guint) g_atomic_int_get (&engine->outstanding);
 }
 
 EvdLookupSet *

@@ -29,6 +29,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdEngine, evd_engine_free)
 
 EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
 
+/* Backend calls started and not yet completed, on every loop. */
+guint evd_engine_pending (EvdEngine *engine);
+
 /* Runs `request` and completes `call` with a DataAccessFetchResult (the response or a
  * declared exception). Takes its own reference to the request. */
 void evd_engine_fetch (EvdEngine *engine, EvdCall *call, evdalFetchRequest *request);

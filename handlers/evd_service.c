@@ -59,6 +59,14 @@ evd_service_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
   evd_engine_fetch (da->engine, call, EVDAL_DATA_ACCESS_FETCH_ARGS (args)->request);
 }
 
+static guint
+evd_service_pending (gpointer data)
+{
+  EvdDataAccess *da = data;
+
+  return evd_engine_pending (da->engine);
+}
+
 static const EvdMethod evd_service_methods[] = {
   { "fetch", 0, evd_service_fetch },
   { "lookups", 0, evd_service_lookups },
@@ -79,6 +87,7 @@ evd_data_access_new (EvdConfig *cfg)
   da->service.methods = methods;
   da->service.n_methods = G_N_ELEMENTS (evd_service_methods);
   da->service.data = da;
+  da->service.pending = evd_service_pending;
   da->engine = evd_engine_new (cfg);
   return da;
 }

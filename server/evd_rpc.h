@@ -42,6 +42,9 @@ typedef struct {
   const EvdMethod *methods;
   guint n_methods;
   gpointer data;       /* handed to every handler */
+  /* Work still under way that will post back to a loop (a worker thread's query), which the
+   * loops must outlive. Shutdown waits for 0. NULL: never any. */
+  guint (*pending) (gpointer data);
 } EvdService;
 
 /* ---- For the connection. ---- */

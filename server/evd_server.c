@@ -3,6 +3,7 @@
 
 #include <event2/thread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "evd_conn.h"
@@ -18,6 +19,7 @@ struct _EvdServer {
   struct event *on_sigterm;
   struct event *on_sigint;
   struct event *grace_timer;
+  struct event *settle_timer;  /* polls the service's pending work once the loops drained */
   EvdLogLimit accept_limit;
 
   guint n_loops;
@@ -28,6 +30,7 @@ struct _EvdServer {
 
   gint n_connections;    /* atomic: shared with every loop's connections */
   gboolean stopping;
+  gboolean grace_over;
 };
 
 /* ---- Accepting. ---- */
@@ -74,13 +77,46 @@ evd_server_on_accept (evutil_socket_t fd, struct sockaddr *addr, int addr_len, g
 
 /* ---- Shutdown. ---- */
 
+static guint
+evd_server_pending (EvdServer *s)
+{
+  return s->service->pending ? s->service->pending (s->service->data) : 0;
+}
+
+/* Every connection is closed; backends may still be finishing cancelled work (a worker's
+ * query) that will post back to a loop, so the loops wait for it, within the grace period. */
+static void
+evd_server_on_settle (evutil_socket_t fd, short what, void *arg)
+{
+  EvdServer *s = arg;
+  struct timeval tv = { 0, 10000 };
+  guint pending = evd_server_pending (s);
+
+  (void) fd;
+  (void) what;
+  if (pending == 0) {
+    evd_loop_quit (s->main);
+  } else if (s->grace_over) {
+    /* Their threads would post to freed loops and use freed backends: nothing can be freed
+     * safely, and every connection is already closed, so the process ends here. */
+    g_warning ("shutdown: %u backend calls still running after the grace period; exiting "
+               "without waiting for them", pending);
+    fflush (stderr);
+    _exit (0);
+  } else {
+    evtimer_add (s->settle_timer, &tv);
+  }
+}
+
 static void
 evd_server_on_loop_drained_main (gpointer data)
 {
   EvdServer *s = data;
 
-  if (++s->n_drained == s->n_loops)
-    evd_loop_quit (s->main);
+  if (++s->n_drained < s->n_loops)
+    return;
+  s->settle_timer = evtimer_new (evd_loop_base (s->main), evd_server_on_settle, s);
+  evd_server_on_settle (-1, 0, s);
 }
 
 /* Runs on an IO loop: its last connection has closed. */
@@ -113,6 +149,7 @@ evd_server_on_grace_over (evutil_socket_t fd, short what, void *arg)
   (void) what;
   g_message ("shutdown: grace period of %d ms is over; closing the remaining connections",
              s->sc->shutdown_timeout_ms);
+  s->grace_over = TRUE;
   for (guint i = 0; i < s->n_loops; i++)
     evd_loop_post (s->loops[i], evd_server_close_host, &s->hosts[i]);
 }
@@ -227,6 +264,7 @@ evd_server_free (EvdServer *s)
   g_clear_pointer (&s->on_sigterm, event_free);
   g_clear_pointer (&s->on_sigint, event_free);
   g_clear_pointer (&s->grace_timer, event_free);
+  g_clear_pointer (&s->settle_timer, event_free);
   g_clear_pointer (&s->main, evd_loop_free);
   g_free (s);
 }

@@ -340,6 +340,26 @@ class AdmissionTest(h.EvdalTestCase):
             errors = [x.error.kind for x in r.results.values() if x.error is not None]
             self.assertEqual(errors, [EK.OVERLOADED])
 
+    def test_shutdown_waits_for_worker_threads(self):
+        """A backend finishing on a thread of its own posts back to its loop: shutdown must
+        wait for it, whether its client is still there or already gone."""
+        srv = h.Server(h.config(lookups=LOOKUPS))
+        with srv:
+            gone, t1 = h.client(srv)
+            gone.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=600)}))
+            waiting, t2 = h.client(srv)
+            self.addCleanup(t2.close)
+            waiting.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=300)}))
+            time.sleep(0.1)
+            t1.close()
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            self.assertEqual(srv.stop(timeout=10), 0)
+            self.assertGreaterEqual((time.monotonic() - t0) * 1000, 350,
+                                    'exited before the worker of the closed client finished')
+            self.assertEqual(waiting.recv_fetch().results['t'].table.rows[0][0].text_value,
+                             'from a thread')
+
 
 if __name__ == '__main__':
     unittest.main()
