@@ -9,6 +9,7 @@ Environment (set by CTest, see tests/CMakeLists.txt):
   EVDAL_GEN_PY      the folder holding the generated package `evdal`
   EVDAL_SOURCE_DIR  the repository root
 """
+import logging
 import os
 import re
 import resource
@@ -22,7 +23,7 @@ import tempfile
 import time
 import unittest
 
-from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.Thrift import TApplicationException, TMessageType
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, TMultiplexedProtocol
 from thrift.transport import TSocket, TTransport
 
@@ -46,6 +47,9 @@ if EVDAL_GEN_PY not in sys.path:
 from evdal import DataAccess, ttypes  # noqa: E402  (generated at build time)
 
 SERVICE_NAME = 'DataAccess'
+
+# TSocket logs every refused connect; the tests that expect refusals say so themselves.
+logging.getLogger('thrift.transport.TSocket').setLevel(logging.CRITICAL)
 LISTEN_RE = re.compile(r'listening on (\S+)')
 
 # The [server] keys most tests start from (every value the contract's sample would accept).

@@ -7,7 +7,7 @@ import unittest
 from thrift.Thrift import TApplicationException, TMessageType, TType
 
 import evdal_harness as h
-from evdal_harness import DataAccess, ttypes
+from evdal_harness import DataAccess
 
 
 def nap_request(delay_ms, key='n'):

@@ -1,0 +1,119 @@
+"""The limits of [server] that protect a server from its clients: max_connections,
+idle_timeout_ms, read_timeout_ms, and back-pressure on a client that does not read its
+replies (max_pipeline, max_output_bytes). Each holds while a good client keeps being served."""
+import socket
+import time
+import unittest
+
+import evdal_harness as h
+
+
+def rss_kib(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    raise AssertionError('no VmRSS for %d' % pid)
+
+
+class LimitsTest(h.EvdalTestCase):
+    def good_client(self, srv):
+        c, t = h.client(srv)
+        self.addCleanup(t.close)
+        self.assertPong(c)
+        return c
+
+    def test_max_connections(self):
+        with h.Server(h.config(max_connections=5, io_threads=1)) as srv:
+            good = self.good_client(srv)            # 1
+            held = [srv.raw_socket() for _ in range(4)]  # 2..5
+            for s in held:
+                h.send_all(s, h.ping_bytes(1))
+                self.assertEqual(h.read_reply(s).result.success, 'pong')
+            extra = srv.raw_socket()                 # 6: over the limit
+            closed, _ = h.wait_closed(extra, timeout=3)
+            self.assertTrue(closed, 'the connection beyond max_connections stayed open')
+            self.assertTrue(srv.wait_log(r'refused: max_connections \(5\)'))
+            self.assertPong(good)
+            held[0].close()
+            time.sleep(0.2)  # its close reaches the server's loop
+            again = srv.raw_socket()
+            h.send_all(again, h.ping_bytes(2))
+            self.assertEqual(h.read_reply(again).result.success, 'pong')
+            for s in held[1:] + [extra, again]:
+                s.close()
+
+    def test_idle_timeout_spares_busy_connections(self):
+        with h.Server(h.config(idle_timeout_ms=300)) as srv:
+            idle = srv.raw_socket()
+            h.send_all(idle, h.ping_bytes(1))
+            self.assertEqual(h.read_reply(idle).result.success, 'pong')
+            busy, t = h.client(srv)
+            self.addCleanup(t.close)
+            t0 = time.monotonic()
+            # A fetch that outlasts the idle timeout keeps its connection.
+            r = busy.fetch(h.fetch_request({'n': h.nap_call(700)}))
+            self.assertEqual(h.slept_ms(r.results['n']), 700)
+            closed, _ = h.wait_closed(idle, timeout=0.1)
+            self.assertTrue(closed, 'an idle connection outlived idle_timeout_ms')
+            self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+            self.assertPong(busy)
+
+    def test_read_timeout_closes_half_sent_requests(self):
+        with h.Server(h.config(read_timeout_ms=300)) as srv:
+            good = self.good_client(srv)
+            slow = srv.raw_socket()
+            msg = h.ping_bytes(1)
+            h.send_all(slow, msg[:7])  # a frame header and a bit, then nothing
+            t0 = time.monotonic()
+            self.assertPong(good)       # nobody waits for the slow one
+            closed, _ = h.wait_closed(slow, timeout=3)
+            self.assertTrue(closed)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+            self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: read timeout'))
+            self.assertPong(good)
+
+    def test_client_that_does_not_read_is_not_read(self):
+        """Thousands of pipelined requests, no replies read: the server stops reading that
+        client once its unsent replies pass the watermark, so its memory stays bounded; when the
+        client reads again, every reply arrives, in order."""
+        with h.Server(h.config(max_output_bytes=65536, max_pipeline=64, io_threads=1)) as srv:
+            good = self.good_client(srv)
+            # Small kernel buffers, so that what piles up is the server's, not the kernel's.
+            greedy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            greedy.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            greedy.connect((srv.host, srv.port))
+            greedy.setblocking(False)
+            before = rss_kib(srv.pid)
+            batch = b''.join(h.ping_bytes(i) for i in range(1000))
+            sent = 0
+            stalled_at = None
+            deadline = time.monotonic() + 20
+            total = 60 * len(batch)  # 60,000 requests, about 1.3 MB of them
+            while sent < total and time.monotonic() < deadline:
+                try:
+                    sent += greedy.send(batch[sent % len(batch):])
+                except BlockingIOError:
+                    if stalled_at is None:
+                        stalled_at = sent
+                    if time.monotonic() > deadline - 15:
+                        break
+                    time.sleep(0.01)
+            self.assertIsNotNone(stalled_at, 'the server kept reading a client that reads nothing')
+            self.assertLess(stalled_at, total)
+            grown = rss_kib(srv.pid) - before
+            self.assertLess(grown, 32 * 1024, 'server grew by %d KiB' % grown)
+            self.assertPong(good)  # the loop serves others meanwhile
+            # Now read: every complete request sent gets its reply, in order.
+            complete = sent // len(h.ping_bytes(0))
+            greedy.setblocking(True)
+            for i in range(complete):
+                r = h.read_reply(greedy, timeout=10)
+                self.assertEqual((r.seqid, r.result.success), (i % 1000, 'pong'))
+            greedy.close()
+            self.assertPong(good)
+
+
+if __name__ == '__main__':
+    unittest.main()
