@@ -71,14 +71,23 @@ typedef struct _EvdBackendCall EvdBackendCall;
 
 typedef struct {
   const char *kind;
-  gpointer (*open) (EvdConfig *cfg, EvdLookupSpec *spec);
+  /* Optional: reads what all lookups of this kind share (SQLite's [database NAME] pools),
+   * once at start-up, before any open(); the result is handed to open(). */
+  gpointer (*setup) (EvdConfig *cfg);
+  void (*teardown) (gpointer shared);
+  gpointer (*open) (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec);
   void (*start) (gpointer backend, EvdBackendCall *call);
   void (*cancel) (gpointer backend, EvdBackendCall *call);
+  /* Optional: the engine has taken the call's completion (on the loop); per-call state that a
+   * worker thread shared may be freed now, since cancel() can no longer be called. */
+  void (*release) (gpointer backend, EvdBackendCall *call);
   void (*close) (gpointer backend);
 } EvdBackendClass;
 
 /* The kinds built in, by name; NULL when unknown. */
 const EvdBackendClass *evd_backend_find (const char *kind);
+/* The kinds built in, NULL-terminated. */
+const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
 

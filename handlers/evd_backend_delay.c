@@ -23,8 +23,9 @@ typedef struct {
 } EvdDelayCall;
 
 static gpointer
-evd_delay_open (EvdConfig *cfg, EvdLookupSpec *spec)
+evd_delay_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
+  (void) shared;
   EvdDelay *d = g_new0 (EvdDelay, 1);
 
   d->default_ms = evd_config_int (cfg, spec->group, "delay_ms", 100, 0, EVD_DELAY_MAX_MS);

@@ -43,8 +43,9 @@ typedef struct {
 } EvdFaultCall;
 
 static gpointer
-evd_fault_open (EvdConfig *cfg, EvdLookupSpec *spec)
+evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
+  (void) shared;
   g_autofree char *mode = evd_config_string (cfg, spec->group, "mode", "fail");
   EvdFault *f = g_new0 (EvdFault, 1);
   guint i;

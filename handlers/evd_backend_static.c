@@ -125,8 +125,9 @@ evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, evdalTab
 }
 
 static gpointer
-evd_static_open (EvdConfig *cfg, EvdLookupSpec *spec)
+evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
+  (void) shared;
   g_autofree char *columns = evd_config_require (cfg, spec->group, "columns");
   g_autoptr (GPtrArray) quoted = NULL;
   g_autoptr (GPtrArray) names = columns ? evd_static_split (columns, &quoted) : NULL;

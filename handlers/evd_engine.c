@@ -136,8 +136,12 @@ evd_bcall_complete_here (gpointer data)
   EvdBackendCall *b = c->call;
 
   if (!b->completed) {
+    const EvdBackendClass *k = evd_lookup_class (b->lookup);
+
     b->completed = TRUE;
     g_atomic_int_add (&b->fetch->engine->outstanding, -1);
+    if (k->release != NULL)
+      k->release (evd_lookup_backend (b->lookup), b);
     evd_lookup_release (b->lookup);
     if (b->slot != NULL)
       evd_slot_finish (b->slot, c->table, c->error);
@@ -521,6 +525,9 @@ evd_engine_check_params (EvdLookup *l, GHashTable *params)
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
                             "it (it takes: %s)", (char *) name, spec->name, names);
     }
+    if (kind == EVD_VALUE_TEXT && !g_utf8_validate (((evdalValue *) value)->text_value, -1, NULL))
+      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
+                            (char *) name);
     if (kind == EVD_VALUE_INVALID ||
         (p->type != EVD_PARAM_ANY && kind != EVD_VALUE_NULL && kind != wanted[p->type]) ||
         (p->type != EVD_PARAM_ANY && kind == EVD_VALUE_NULL && p->required))

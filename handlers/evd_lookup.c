@@ -27,6 +27,7 @@ struct _EvdLookup {
 struct _EvdLookupSet {
   GPtrArray *lookups;   /* EvdLookup *, in config order */
   GHashTable *by_name;  /* borrowed names -> EvdLookup * */
+  GHashTable *shared;   /* EvdBackendClass * -> what its setup() made */
 };
 
 void
@@ -56,10 +57,13 @@ evd_lookup_free (EvdLookup *l)
 }
 
 static EvdLookup *
-evd_lookup_open (EvdConfig *cfg, const char *group)
+evd_lookup_open (EvdLookupSet *set, EvdConfig *cfg, const char *group)
 {
   EvdLookup *l = g_new0 (EvdLookup, 1);
-  g_autofree char *kind = evd_config_require (cfg, group, "backend");
+  /* A lookup naming a database is SQL: "backend = sqlite" may go without saying. */
+  g_autofree char *kind = evd_config_has_key (cfg, group, "backend") ||
+                          !evd_config_has_key (cfg, group, "database")
+                          ? evd_config_require (cfg, group, "backend") : g_strdup ("sqlite");
 
   l->spec.group = g_strdup (group);
   l->spec.name = g_strdup (group + strlen ("lookup "));
@@ -81,7 +85,7 @@ evd_lookup_open (EvdConfig *cfg, const char *group)
     return l;
   }
   l->spec.backend_name = g_strdup_printf ("%s:%s", kind, l->spec.name);
-  l->backend = l->klass->open (cfg, &l->spec);
+  l->backend = l->klass->open (g_hash_table_lookup (set->shared, l->klass), cfg, &l->spec);
   return l;
 }
 
@@ -91,10 +95,16 @@ evd_lookup_set_new (EvdConfig *cfg)
   EvdLookupSet *set = g_new0 (EvdLookupSet, 1);
   g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "lookup");
 
+  const EvdBackendClass *const *kinds = evd_backend_all ();
+
   set->lookups = g_ptr_array_new_with_free_func ((GDestroyNotify) evd_lookup_free);
   set->by_name = g_hash_table_new (g_str_hash, g_str_equal);
+  set->shared = g_hash_table_new (NULL, NULL);
+  for (guint i = 0; kinds[i] != NULL; i++)
+    if (kinds[i]->setup != NULL)
+      g_hash_table_insert (set->shared, (gpointer) kinds[i], kinds[i]->setup (cfg));
   for (guint i = 0; groups[i] != NULL; i++) {
-    EvdLookup *l = evd_lookup_open (cfg, groups[i]);
+    EvdLookup *l = evd_lookup_open (set, cfg, groups[i]);
 
     if (l->backend == NULL) {
       evd_lookup_free (l);
@@ -111,8 +121,16 @@ evd_lookup_set_free (EvdLookupSet *set)
 {
   if (set == NULL)
     return;
+  GHashTableIter it;
+  gpointer klass, shared;
+
   g_hash_table_unref (set->by_name);
-  g_ptr_array_unref (set->lookups);
+  g_ptr_array_unref (set->lookups);  /* closes every lookup before what they share */
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL)
+      ((const EvdBackendClass *) klass)->teardown (shared);
+  g_hash_table_unref (set->shared);
   g_free (set);
 }
 

@@ -114,7 +114,7 @@ class ConcurrencyTest(h.EvdalTestCase):
 
 
 class FirstRequestsTest(h.EvdalTestCase):
-    ROUNDS = 10
+    ROUNDS = 20
     LOOPS = 8
     CONNECTIONS = 64
 
@@ -123,21 +123,28 @@ class FirstRequestsTest(h.EvdalTestCase):
         first use of every type and table on several threads at once must be safe. (Races of
         lazy one-time initialisation show up here only now and then; this never fails
         spuriously.)"""
-        msg = h.fetch_bytes(1, h.fetch_request({'a': h.nap_call(0), 'b': h.nap_call(1)}))
+        batch = (h.fetch_bytes(1, h.fetch_request({'a': h.nap_call(0), 'b': h.nap_call(1)})) +
+                 h.call_bytes('lookups', 2, h.DataAccess.lookups_args()) +
+                 h.ping_bytes(3))
         for rnd in range(self.ROUNDS):
             with self.subTest(round=rnd), h.Server(h.config(io_threads=self.LOOPS)) as server:
                 socks = [server.raw_socket() for _ in range(self.CONNECTIONS)]
+                bad = []
                 try:
                     time.sleep(0.05)  # every connection accepted and spread over the loops
                     for s in socks:
-                        s.send(msg)
-                    bad = []
+                        s.send(batch)
                     for i, s in enumerate(socks):
                         try:
-                            r = h.read_reply(s, timeout=5)
-                            if (r.seqid != 1 or r.result is None or r.result.success is None or
-                                    h.slept_ms(r.result.success.results['b']) != 1):
-                                bad.append('connection %d: %r' % (i, r))
+                            fetch, lookups, ping = [h.read_reply(s, timeout=5) for _ in range(3)]
+                            ok = ((fetch.seqid, lookups.seqid, ping.seqid) == (1, 2, 3) and
+                                  fetch.result is not None and fetch.result.success is not None and
+                                  h.slept_ms(fetch.result.success.results['b']) == 1 and
+                                  lookups.result is not None and
+                                  [x.name for x in lookups.result.success or []] == ['nap'] and
+                                  ping.result is not None and ping.result.success == 'pong')
+                            if not ok:
+                                bad.append('connection %d: %r %r %r' % (i, fetch, lookups, ping))
                         except Exception as e:  # noqa: BLE001 - reported below
                             bad.append('connection %d: %r' % (i, e))
                 finally:
@@ -145,7 +152,7 @@ class FirstRequestsTest(h.EvdalTestCase):
                         s.close()
                 time.sleep(0.05)
                 alive = server.alive()
-                self.assertEqual(bad, [], 'round %d: %d of %d first requests failed; server %s'
+                self.assertEqual(bad, [], 'round %d: %d of %d connections failed; server %s'
                                  % (rnd, len(bad), len(socks),
                                     'alive' if alive else 'died (%s)' % server.proc.returncode))
                 self.assertTrue(alive, 'round %d: the server died\n%s' % (rnd, server.log_tail()))

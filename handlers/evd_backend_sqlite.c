@@ -1,0 +1,212 @@
+/* evd_backend_sqlite: lookups written as one SQL statement in the config, run on a database's
+ * worker pool (storage/evd_sqlite.c), never on a loop.
+ *
+ *   [database main]
+ *   backend = sqlite          # the default
+ *   path = sample.db          # relative to the config file's folder
+ *   workers = 4               # threads, each with its own read-only connection
+ *   busy_timeout_ms = 1000    # how long a statement retries while a writer holds a lock
+ *
+ *   [lookup user]
+ *   database = main           # implies backend = sqlite
+ *   sql = SELECT id, name, email FROM users WHERE id = :user_id
+ *   max_rows = 1000           # more rows than this is a BACKEND error, not a huge reply
+ *
+ * Every statement is compiled at start-up on every worker's connection: SQL that does not
+ * compile or that writes stops start-up with the lookup's name and SQLite's message. The
+ * lookup's params are the statement's :name placeholders, all required, any Value type.
+ */
+#include <string.h>
+
+#include "evd_backend.h"
+#include "evd_sqlite.h"
+
+typedef struct {
+  GHashTable *pools;        /* database name -> EvdSqlitePool *, those that opened */
+  GHashTable *names;        /* every [database NAME] configured, opened or not */
+} EvdSqliteShared;
+
+typedef struct {
+  EvdSqlitePool *pool;
+  int stmt;
+  int max_rows;
+} EvdSqliteLookup;
+
+/* A job shared by the loop (cancel) and a worker (run): freed by release(), on the loop, once
+ * the engine has taken the completion, so cancel() never finds it freed. */
+typedef struct {
+  EvdSqliteJob job;
+  EvdBackendCall *call;
+  GHashTable *params;
+} EvdSqliteCall;
+
+/* ---- [database NAME] ---- */
+
+static void
+evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group)
+{
+  const char *name = group + strlen ("database ");
+  g_autofree char *kind = evd_config_string (cfg, group, "backend", "sqlite");
+  g_autofree char *path = evd_config_require (cfg, group, "path");
+  g_autofree char *full = NULL;
+  int workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers,
+                                      1, 1024);
+  int busy_ms = (int) evd_config_int (cfg, group, "busy_timeout_ms", 1000, 0, 600000);
+  g_autoptr (GError) error = NULL;
+  EvdSqlitePool *pool;
+
+  if (strcmp (kind, "sqlite") != 0) {
+    evd_config_problem (cfg, group, "backend", "\"%s\": only sqlite databases exist", kind);
+    return;
+  }
+  if (path == NULL)
+    return;
+  full = evd_config_resolve_path (cfg, path);
+  pool = evd_sqlite_pool_new (full, workers, busy_ms, &error);
+  if (pool == NULL) {
+    evd_config_problem (cfg, group, "path", "%s", error->message);
+    return;
+  }
+  g_hash_table_insert (sh->pools, g_strdup (name), pool);
+}
+
+static gpointer
+evd_sqlite_setup (EvdConfig *cfg)
+{
+  EvdSqliteShared *sh = g_new0 (EvdSqliteShared, 1);
+  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+
+  sh->pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
+                                     (GDestroyNotify) evd_sqlite_pool_free);
+  sh->names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  for (guint i = 0; groups[i] != NULL; i++) {
+    g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
+    evd_sqlite_open_database (sh, cfg, groups[i]);
+  }
+  return sh;
+}
+
+static void
+evd_sqlite_teardown (gpointer shared)
+{
+  EvdSqliteShared *sh = shared;
+
+  g_hash_table_unref (sh->pools);
+  g_hash_table_unref (sh->names);
+  g_free (sh);
+}
+
+/* ---- [lookup NAME] ---- */
+
+static gpointer
+evd_sqlite_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  EvdSqliteShared *sh = shared;
+  g_autofree char *db = evd_config_require (cfg, spec->group, "database");
+  g_autofree char *sql = evd_config_require (cfg, spec->group, "sql");
+  int max_rows = (int) evd_config_int (cfg, spec->group, "max_rows", 1000, 1, 10000000);
+  g_autoptr (GPtrArray) params = NULL;
+  g_autoptr (GError) error = NULL;
+  EvdSqliteLookup *l;
+
+  if (db == NULL || sql == NULL)
+    return NULL;
+  l = g_new0 (EvdSqliteLookup, 1);
+  l->pool = g_hash_table_lookup (sh->pools, db);
+  l->max_rows = max_rows;
+  if (l->pool == NULL) {
+    /* A database that failed to open has said so already. */
+    if (!g_hash_table_contains (sh->names, db))
+      evd_config_problem (cfg, spec->group, "database", "no [database %s] is configured", db);
+    g_free (l);
+    return NULL;
+  }
+  l->stmt = evd_sqlite_pool_prepare (l->pool, sql, &params, &error);
+  if (l->stmt < 0) {
+    evd_config_problem (cfg, spec->group, "sql", "lookup %s: %s", spec->name, error->message);
+    g_free (l);
+    return NULL;
+  }
+  for (guint i = 0; i < params->len; i++)
+    evd_lookup_spec_add_param (spec, params->pdata[i], EVD_PARAM_ANY, TRUE);
+  g_free (spec->backend_name);
+  spec->backend_name = g_strdup_printf ("sqlite:%s", db);
+  return l;
+}
+
+static void
+evd_sqlite_lookup_close (gpointer backend)
+{
+  g_free (backend);
+}
+
+/* ---- Calls. ---- */
+
+/* On the worker thread. */
+static void
+evd_sqlite_on_done (EvdSqliteJob *job, evdalTable *table, GError *error)
+{
+  EvdSqliteCall *sc = (EvdSqliteCall *) job;
+
+  if (table != NULL) {
+    evd_backend_call_return (sc->call, g_object_ref (table));
+    return;
+  }
+  switch (error->code) {
+  case EVD_SQLITE_ERROR_INTERRUPTED:
+    evd_backend_call_fail (sc->call, g_atomic_int_get (&job->cancelled)
+                           ? EVDAL_ERROR_KIND_CANCELLED : EVDAL_ERROR_KIND_TIMEOUT,
+                           "%s", error->message);
+    break;
+  default:
+    evd_backend_call_fail (sc->call, EVDAL_ERROR_KIND_BACKEND, "%s", error->message);
+  }
+}
+
+static void
+evd_sqlite_start (gpointer backend, EvdBackendCall *call)
+{
+  EvdSqliteLookup *l = backend;
+  EvdSqliteCall *sc = g_new0 (EvdSqliteCall, 1);
+
+  sc->call = call;
+  sc->params = g_hash_table_ref (evd_backend_call_params (call));
+  sc->job.stmt = l->stmt;
+  sc->job.params = sc->params;
+  sc->job.max_rows = l->max_rows;
+  sc->job.deadline_us = evd_backend_call_deadline_us (call);
+  sc->job.done = evd_sqlite_on_done;
+  *evd_backend_call_data (call) = sc;
+  evd_sqlite_pool_submit (l->pool, &sc->job);
+}
+
+static void
+evd_sqlite_cancel (gpointer backend, EvdBackendCall *call)
+{
+  EvdSqliteCall *sc = *evd_backend_call_data (call);
+
+  (void) backend;
+  evd_sqlite_job_cancel (&sc->job);  /* the worker completes it, interrupted */
+}
+
+static void
+evd_sqlite_release (gpointer backend, EvdBackendCall *call)
+{
+  EvdSqliteCall *sc = *evd_backend_call_data (call);
+
+  (void) backend;
+  *evd_backend_call_data (call) = NULL;
+  g_hash_table_unref (sc->params);
+  g_free (sc);
+}
+
+const EvdBackendClass evd_backend_sqlite_class = {
+  .kind = "sqlite",
+  .setup = evd_sqlite_setup,
+  .teardown = evd_sqlite_teardown,
+  .open = evd_sqlite_lookup_open,
+  .start = evd_sqlite_start,
+  .cancel = evd_sqlite_cancel,
+  .release = evd_sqlite_release,
+  .close = evd_sqlite_lookup_close,
+};

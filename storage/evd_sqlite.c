@@ -1,0 +1,378 @@
+/* evd_sqlite: SQLite worker pool with read-only connections (see evd_sqlite.h). */
+#include "evd_sqlite.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+#include "evd_backend.h"
+
+/* How often (in SQLite VM instructions) a running statement checks for cancel and deadline:
+ * a few microseconds of work between checks, so an interrupt lands well within a millisecond
+ * while costing nothing measurable. */
+#define EVD_SQLITE_PROGRESS_OPS 1000
+
+typedef struct {
+  EvdSqlitePool *pool;
+  GThread *thread;
+  sqlite3 *db;
+  GPtrArray *stmts;            /* sqlite3_stmt *, by statement id */
+  EvdSqliteJob *current;       /* read by the progress handler, on this thread only */
+} EvdSqliteWorker;
+
+struct _EvdSqlitePool {
+  char *path;
+  GAsyncQueue *queue;          /* EvdSqliteJob *; the pool itself means "stop" */
+  GPtrArray *workers;          /* EvdSqliteWorker * */
+  gint busy;                   /* atomic */
+};
+
+G_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
+
+/* ---- Rows. ---- */
+
+static evdalValue *
+evd_sqlite_column (sqlite3_stmt *st, int i, GError **error)
+{
+  switch (sqlite3_column_type (st, i)) {
+  case SQLITE_INTEGER:
+    return evd_value_new_int (sqlite3_column_int64 (st, i));
+  case SQLITE_FLOAT:
+    return evd_value_new_real (sqlite3_column_double (st, i));
+  case SQLITE_TEXT: {
+    const char *text = (const char *) sqlite3_column_text (st, i);
+    int len = sqlite3_column_bytes (st, i);
+    if (!g_utf8_validate_len (text, (gsize) len, NULL)) {
+      g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_FAILED,
+                   "column %s holds text that is not valid UTF-8", sqlite3_column_name (st, i));
+      return NULL;
+    }
+    evdalValue *v = evd_value_new_text ("");
+    g_free (v->text_value);
+    v->text_value = g_strndup (text, (gsize) len);
+    return v;
+  }
+  case SQLITE_BLOB:
+    return evd_value_new_blob (sqlite3_column_blob (st, i), (gsize) sqlite3_column_bytes (st, i));
+  default:
+    return evd_value_new_null ();
+  }
+}
+
+static gboolean
+evd_sqlite_add_row (evdalTable *t, sqlite3_stmt *st, GError **error)
+{
+  int n = sqlite3_column_count (st);
+  g_autofree evdalValue **row = g_new (evdalValue *, n);
+
+  for (int i = 0; i < n; i++) {
+    row[i] = evd_sqlite_column (st, i, error);
+    if (row[i] == NULL) {
+      for (int k = 0; k < i; k++)
+        g_object_unref (row[k]);
+      return FALSE;
+    }
+  }
+  evd_table_add_row (t, row);
+  return TRUE;
+}
+
+static evdalTable *
+evd_sqlite_new_table (sqlite3_stmt *st)
+{
+  int n = sqlite3_column_count (st);
+  g_autofree const char **names = g_new0 (const char *, n + 1);
+
+  for (int i = 0; i < n; i++)
+    names[i] = sqlite3_column_name (st, i);
+  return evd_table_new (names);
+}
+
+/* ---- Running a job. ---- */
+
+static int
+evd_sqlite_bind (sqlite3_stmt *st, int i, const evdalValue *v)
+{
+  switch (evd_value_kind (v)) {
+  case EVD_VALUE_INT: return sqlite3_bind_int64 (st, i, v->int_value);
+  case EVD_VALUE_REAL: return sqlite3_bind_double (st, i, v->real_value);
+  case EVD_VALUE_TEXT: return sqlite3_bind_text (st, i, v->text_value, -1, SQLITE_TRANSIENT);
+  case EVD_VALUE_BLOB:
+    return sqlite3_bind_blob64 (st, i, v->blob_value->data, v->blob_value->len,
+                                SQLITE_TRANSIENT);
+  default: return sqlite3_bind_null (st, i);
+  }
+}
+
+static gboolean
+evd_sqlite_bind_all (EvdSqliteWorker *w, sqlite3_stmt *st, GHashTable *params, GError **error)
+{
+  int n = sqlite3_bind_parameter_count (st);
+
+  for (int i = 1; i <= n; i++) {
+    const char *name = sqlite3_bind_parameter_name (st, i);
+    evdalValue *v = name ? g_hash_table_lookup (params, name + 1) : NULL;
+
+    /* The engine checked every required param; an absent one binds NULL. */
+    if ((v ? evd_sqlite_bind (st, i, v) : sqlite3_bind_null (st, i)) != SQLITE_OK) {
+      g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_FAILED, "binding %s: %s",
+                   name ? name : "?", sqlite3_errmsg (w->db));
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static void
+evd_sqlite_step_error (EvdSqliteWorker *w, EvdSqliteJob *job, int rc, GError **error)
+{
+  if (rc == SQLITE_INTERRUPT)
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_INTERRUPTED, "%s",
+                 g_atomic_int_get (&job->cancelled) ? "cancelled" : "deadline passed");
+  else
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_FAILED, "%s (%s)",
+                 sqlite3_errmsg (w->db), sqlite3_errstr (rc));
+}
+
+static evdalTable *
+evd_sqlite_run (EvdSqliteWorker *w, EvdSqliteJob *job, GError **error)
+{
+  sqlite3_stmt *st = w->stmts->pdata[job->stmt];
+  g_autoptr (evdalTable) t = evd_sqlite_new_table (st);
+  int rc, rows = 0;
+
+  if (!evd_sqlite_bind_all (w, st, job->params, error))
+    return NULL;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    if (rows++ == job->max_rows) {
+      g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_TOO_MANY_ROWS,
+                   "more than max_rows (%d) rows", job->max_rows);
+      return NULL;
+    }
+    if (!evd_sqlite_add_row (t, st, error))
+      return NULL;
+  }
+  if (rc != SQLITE_DONE) {
+    evd_sqlite_step_error (w, job, rc, error);
+    return NULL;
+  }
+  return g_steal_pointer (&t);
+}
+
+static void
+evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (evdalTable) table = NULL;
+  sqlite3_stmt *st = w->stmts->pdata[job->stmt];
+
+  if (g_atomic_int_get (&job->cancelled) || g_get_monotonic_time () >= job->deadline_us) {
+    /* Its time ran out while it waited for a worker: do not run it for nobody. */
+    g_set_error (&error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_INTERRUPTED, "%s",
+                 g_atomic_int_get (&job->cancelled) ? "cancelled before it ran"
+                                                    : "deadline passed before it ran");
+  } else {
+    g_atomic_int_inc (&w->pool->busy);
+    w->current = job;
+    table = evd_sqlite_run (w, job, &error);
+    w->current = NULL;
+    sqlite3_reset (st);
+    sqlite3_clear_bindings (st);
+    g_atomic_int_add (&w->pool->busy, -1);
+  }
+  job->done (job, table, error);
+}
+
+/* Called by SQLite every EVD_SQLITE_PROGRESS_OPS instructions: non-zero interrupts. */
+static int
+evd_sqlite_on_progress (void *arg)
+{
+  EvdSqliteWorker *w = arg;
+  EvdSqliteJob *job = w->current;
+
+  return job != NULL && (g_atomic_int_get (&job->cancelled) ||
+                         g_get_monotonic_time () >= job->deadline_us);
+}
+
+static gpointer
+evd_sqlite_worker_main (gpointer data)
+{
+  EvdSqliteWorker *w = data;
+  gpointer item;
+
+  while ((item = g_async_queue_pop (w->pool->queue)) != w->pool)
+    evd_sqlite_serve (w, item);
+  return NULL;
+}
+
+/* ---- Connections. ---- */
+
+static sqlite3 *
+evd_sqlite_open (const char *path, int busy_timeout_ms, GError **error)
+{
+  sqlite3 *db = NULL;
+  int rc;
+
+  if (!g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_OPEN, "%s: no such database file",
+                 path);
+    return NULL;
+  }
+  /* NOMUTEX: each connection is used by its own worker thread only. */
+  rc = sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc == SQLITE_OK) {
+    sqlite3_busy_timeout (db, busy_timeout_ms);
+    /* Touch the schema now: a file that is not a database fails here, at start-up. */
+    rc = sqlite3_exec (db, "PRAGMA query_only = ON; SELECT count(*) FROM sqlite_schema;",
+                       NULL, NULL, NULL);
+  }
+  if (rc != SQLITE_OK) {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_OPEN, "%s: %s", path,
+                 db ? sqlite3_errmsg (db) : sqlite3_errstr (rc));
+    sqlite3_close (db);
+    return NULL;
+  }
+  return db;
+}
+
+static void
+evd_sqlite_finalize (gpointer stmt)
+{
+  sqlite3_finalize (stmt);
+}
+
+EvdSqlitePool *
+evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError **error)
+{
+  g_autoptr (EvdSqlitePool) pool = g_new0 (EvdSqlitePool, 1);
+
+  pool->path = g_strdup (path);
+  pool->queue = g_async_queue_new ();
+  pool->workers = g_ptr_array_new ();
+  for (int i = 0; i < workers; i++) {
+    EvdSqliteWorker *w = g_new0 (EvdSqliteWorker, 1);
+
+    w->pool = pool;
+    w->stmts = g_ptr_array_new_with_free_func (evd_sqlite_finalize);
+    g_ptr_array_add (pool->workers, w);
+    w->db = evd_sqlite_open (path, busy_timeout_ms, error);
+    if (w->db == NULL)
+      return NULL;
+    sqlite3_progress_handler (w->db, EVD_SQLITE_PROGRESS_OPS, evd_sqlite_on_progress, w);
+  }
+  for (guint i = 0; i < pool->workers->len; i++) {
+    EvdSqliteWorker *w = pool->workers->pdata[i];
+    w->thread = g_thread_new ("evdal-sqlite", evd_sqlite_worker_main, w);
+  }
+  return g_steal_pointer (&pool);
+}
+
+void
+evd_sqlite_pool_free (EvdSqlitePool *pool)
+{
+  if (pool == NULL)
+    return;
+  for (guint i = 0; i < pool->workers->len; i++)
+    g_async_queue_push (pool->queue, pool);
+  for (guint i = 0; i < pool->workers->len; i++) {
+    EvdSqliteWorker *w = pool->workers->pdata[i];
+
+    if (w->thread != NULL)
+      g_thread_join (w->thread);
+    g_ptr_array_unref (w->stmts);  /* statements before their connection */
+    sqlite3_close (w->db);
+    g_free (w);
+  }
+  g_ptr_array_unref (pool->workers);
+  g_async_queue_unref (pool->queue);
+  g_free (pool->path);
+  g_free (pool);
+}
+
+/* ---- Statements. ---- */
+
+static sqlite3_stmt *
+evd_sqlite_compile (sqlite3 *db, const char *sql, GError **error)
+{
+  sqlite3_stmt *st = NULL;
+  const char *tail = NULL;
+
+  if (sqlite3_prepare_v3 (db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, &tail) != SQLITE_OK) {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_PREPARE, "%s", sqlite3_errmsg (db));
+    return NULL;
+  }
+  if (st == NULL) {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_PREPARE, "no SQL statement");
+    return NULL;
+  }
+  while (tail && g_ascii_isspace (*tail))
+    tail++;
+  if (tail && *tail != '\0' && *tail != ';') {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_PREPARE,
+                 "one statement only: \"%.40s\" follows the first", tail);
+  } else if (!sqlite3_stmt_readonly (st)) {
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_PREPARE,
+                 "the statement writes to the database; lookups are read-only");
+  } else {
+    return st;
+  }
+  sqlite3_finalize (st);
+  return NULL;
+}
+
+int
+evd_sqlite_pool_prepare (EvdSqlitePool *pool, const char *sql, GPtrArray **params,
+                         GError **error)
+{
+  int id = -1;
+
+  for (guint i = 0; i < pool->workers->len; i++) {
+    EvdSqliteWorker *w = pool->workers->pdata[i];
+    sqlite3_stmt *st = evd_sqlite_compile (w->db, sql, error);
+
+    if (st == NULL)
+      return -1;
+    id = (int) w->stmts->len;
+    g_ptr_array_add (w->stmts, st);
+  }
+  if (params != NULL && id >= 0) {
+    EvdSqliteWorker *w = pool->workers->pdata[0];
+    sqlite3_stmt *st = w->stmts->pdata[id];
+
+    *params = g_ptr_array_new_with_free_func (g_free);
+    for (int i = 1; i <= sqlite3_bind_parameter_count (st); i++) {
+      const char *name = sqlite3_bind_parameter_name (st, i);
+      if (name == NULL) {
+        g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_PREPARE,
+                     "parameter %d has no name: use :name placeholders, not ?", i);
+        g_clear_pointer (params, g_ptr_array_unref);
+        return -1;
+      }
+      g_ptr_array_add (*params, g_strdup (name + 1));
+    }
+  }
+  return id;
+}
+
+void
+evd_sqlite_pool_submit (EvdSqlitePool *pool, EvdSqliteJob *job)
+{
+  g_async_queue_push (pool->queue, job);
+}
+
+void
+evd_sqlite_job_cancel (EvdSqliteJob *job)
+{
+  g_atomic_int_set (&job->cancelled, TRUE);
+}
+
+guint
+evd_sqlite_pool_queued (EvdSqlitePool *pool)
+{
+  return (guint) MAX (g_async_queue_length (pool->queue), 0);
+}
+
+guint
+evd_sqlite_pool_busy (EvdSqlitePool *pool)
+{
+  return (guint) g_atomic_int_get (&pool->busy);
+}
