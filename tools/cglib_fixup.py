@@ -11,9 +11,11 @@ import re
 import sys
 
 FINALIZE = re.compile(r'^static void\s*\n(\w+)_finalize \(GObject \*object\)\n\{\n', re.M)
+# Every generated struct, union and exception type derives from ThriftStruct directly; naming
+# that parent (rather than the runtime class's parent) stays right even if a generated type
+# were ever subclassed.
 CHAIN_UP = ('\n  /* added by tools/cglib_fixup.py: chain up, so that GObject frees its own data */\n'
-            '  G_OBJECT_CLASS (g_type_class_peek_parent (G_OBJECT_GET_CLASS (object)))'
-            '->finalize (object);\n')
+            '  G_OBJECT_CLASS (g_type_class_peek (THRIFT_TYPE_STRUCT))->finalize (object);\n')
 
 
 def fix(text):
