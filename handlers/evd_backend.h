@@ -13,8 +13,9 @@
  * engine always receives the completion on the request's loop. If the call's time runs out or
  * its request ends first, the engine calls cancel() on the loop: the backend should stop the
  * work (free a timer, interrupt a query) and must still complete the call, with any outcome
- * (it is ignored). A second completion is ignored. The call handle stays valid until the
- * backend has completed it.
+ * (it is ignored). The call handle stays valid until the backend has completed it. A second
+ * completion made at once (in the same callback, or posted right after the first from the
+ * backend's thread) is ignored; one made later is a bug the engine cannot catch.
  *
  * Request state (request id, principal, deadline, trace, attributes) reaches a backend only
  * through evd_backend_call_context(): never through globals or thread-locals, so one thread

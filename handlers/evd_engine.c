@@ -128,6 +128,12 @@ typedef struct {
   evdalLookupError *error;
 } EvdCompletion;
 
+static void
+evd_bcall_on_backend_done (gpointer data)
+{
+  evd_bcall_unref (data);  /* the backend's reference */
+}
+
 /* On the request's loop: the backend's (first) completion. */
 static void
 evd_bcall_complete_here (gpointer data)
@@ -145,7 +151,10 @@ evd_bcall_complete_here (gpointer data)
     evd_lookup_release (b->lookup);
     if (b->slot != NULL)
       evd_slot_finish (b->slot, c->table, c->error);
-    evd_bcall_unref (b);  /* the backend's reference */
+    /* The backend's reference goes one loop turn later: a buggy backend that completes again
+     * at once (in the same callback, or posting twice from its thread) then finds the call
+     * alive and already completed, and is ignored. */
+    evd_loop_post (b->fetch->loop, evd_bcall_on_backend_done, b);
   }
   g_clear_object (&c->table);
   g_clear_object (&c->error);

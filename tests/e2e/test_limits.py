@@ -1,6 +1,7 @@
 """The limits of [server] that protect a server from its clients: max_connections,
 idle_timeout_ms, read_timeout_ms, and back-pressure on a client that does not read its
 replies (max_pipeline, max_output_bytes). Each holds while a good client keeps being served."""
+import os
 import socket
 import time
 import unittest
@@ -103,7 +104,8 @@ class LimitsTest(h.EvdalTestCase):
             self.assertIsNotNone(stalled_at, 'the server kept reading a client that reads nothing')
             self.assertLess(stalled_at, total)
             grown = rss_kib(srv.pid) - before
-            self.assertLess(grown, 32 * 1024, 'server grew by %d KiB' % grown)
+            if os.environ.get('EVDAL_SANITIZE') != '1':  # ASan's quarantine keeps freed memory
+                self.assertLess(grown, 32 * 1024, 'server grew by %d KiB' % grown)
             self.assertPong(good)  # the loop serves others meanwhile
             # Now read: every complete request sent gets its reply, in order.
             complete = sent // len(h.ping_bytes(0))
