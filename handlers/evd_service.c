@@ -88,6 +88,7 @@ evd_data_access_new (EvdConfig *cfg)
   da->service.n_methods = G_N_ELEMENTS (evd_service_methods);
   da->service.data = da;
   da->service.pending = evd_service_pending;
+  da->service.args_schema = evd_wire_schema_args;
   da->engine = evd_engine_new (cfg);
   return da;
 }

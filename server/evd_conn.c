@@ -239,6 +239,7 @@ evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
     return EVD_STEP_WAIT;
   data = evbuffer_pullup (in, 4 + (gssize) n) + 4;
   evd_wire_scanner_init (&scan, c->fmt.proto, (gsize) n, EVD_WIRE_MAX_DEPTH);
+  scan.schema_for = c->host->service->args_schema;
   st = evd_wire_scanner_feed (&scan, data, (gsize) n);
   if (st == EVD_WIRE_NEED_MORE) {
     st = scan.header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
@@ -269,6 +270,7 @@ evd_conn_next_unframed (EvdConn *c, struct evbuffer *in)
     c->scan = g_new (EvdWireScanner, 1);
     evd_wire_scanner_init (c->scan, c->fmt.proto, (gsize) c->host->config->max_frame_bytes,
                            EVD_WIRE_MAX_DEPTH);
+    c->scan->schema_for = c->host->service->args_schema;
   } else if (len < c->scan->need) {
     return EVD_STEP_WAIT;  /* the scanner knows nothing can finish with fewer bytes */
   }

@@ -81,6 +81,9 @@ evd_loop_new (guint index, GError **error)
   EvdLoop *loop = g_new0 (EvdLoop, 1);
 
   loop->index = index;
+  /* Until its thread starts, a loop belongs to the thread that made it: tests and fuzzers
+   * can then drive it synchronously. */
+  loop->tid = pthread_self ();
   loop->base = evd_loop_new_base ();
   if (loop->base == NULL) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "event_base_new failed");
@@ -126,6 +129,14 @@ evd_loop_run_here (EvdLoop *loop)
 }
 
 void
+evd_loop_run_pending (EvdLoop *loop)
+{
+  g_return_if_fail (evd_loop_is_current (loop));
+  while (loop->queue->len > 0)
+    evd_loop_drain (loop);
+}
+
+void
 evd_loop_quit (EvdLoop *loop)
 {
   event_base_loopbreak (loop->base);
@@ -141,8 +152,7 @@ evd_loop_free (EvdLoop *loop)
   /* The loop is gone: what was posted to it runs here, where nothing else runs any more. A
    * task may post again (a cancelled call completing), hence the loop. */
   loop->tid = pthread_self ();
-  while (loop->queue->len > 0)
-    evd_loop_drain (loop);
+  evd_loop_run_pending (loop);
   if (loop->free_codec != NULL && loop->codec != NULL)
     loop->free_codec (loop->codec);
   event_free (loop->wakeup);

@@ -24,6 +24,9 @@ EvdLoop *evd_loop_new (guint index, GError **error);
 gboolean evd_loop_start (EvdLoop *loop, GError **error);
 /* Runs the loop on the calling thread until evd_loop_quit() (the main loop does this). */
 void evd_loop_run_here (EvdLoop *loop);
+/* Runs what is queued, on the calling thread, which must be the loop's (a loop not started,
+ * driven by a test or a fuzzer). */
+void evd_loop_run_pending (EvdLoop *loop);
 /* Asks the loop to stop after this iteration (any thread). */
 void evd_loop_quit (EvdLoop *loop);
 /* Waits for the thread, then runs what is still queued and frees the loop. */
@@ -31,7 +34,7 @@ void evd_loop_free (EvdLoop *loop);
 
 struct event_base *evd_loop_base (EvdLoop *loop);
 guint evd_loop_index (EvdLoop *loop);
-/* Whether the calling thread is this loop's. */
+/* Whether the calling thread is this loop's (before evd_loop_start: the one that made it). */
 gboolean evd_loop_is_current (EvdLoop *loop);
 /* Runs fn(data) on the loop's thread, later, in posting order. Safe from any thread. */
 void evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data);

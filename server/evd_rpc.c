@@ -95,6 +95,9 @@ evd_rpc_codec_reset (EvdRpcCodec *c, EvdProto proto)
 {
   ThriftProtocol **p = proto == EVD_PROTO_COMPACT ? &c->compact : &c->binary;
 
+  /* c_glib's compact protocol does not free that stack when it is finalized. */
+  if (proto == EVD_PROTO_COMPACT)
+    g_queue_clear (&THRIFT_COMPACT_PROTOCOL (*p)->_last_field);
   g_object_unref (*p);
   *p = evd_rpc_new_protocol (proto, c->transport);
 }

@@ -45,6 +45,9 @@ typedef struct {
   /* Work still under way that will post back to a loop (a worker thread's query), which the
    * loops must outlive. Shutdown waits for 0. NULL: never any. */
   guint (*pending) (gpointer data);
+  /* The IDL's schema of each method's args, checked by the validation walk before c_glib
+   * decodes (see evd_wire.h). NULL: no check. */
+  EvdWireSchemaFn args_schema;
 } EvdService;
 
 /* ---- For the connection. ---- */

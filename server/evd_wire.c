@@ -195,6 +195,64 @@ evd_wire_msg_type_ok (guint t)
 }
 
 /* ---------------------------------------------------------------------------------------
+ * The schema */
+
+/* Lists and sets are alike on the wire: a decoder expecting one reads the other fine. */
+static gboolean
+evd_wire_same_type (guint8 wire, guint8 declared)
+{
+  if (wire == EVD_T_SET)
+    wire = EVD_T_LIST;
+  if (declared == EVD_T_SET)
+    declared = EVD_T_LIST;
+  return wire == declared;
+}
+
+static gboolean
+evd_wire_elems_declared (const EvdWireFrame *f)
+{
+  const EvdWireSchema *d = f->schema;
+
+  if (f->kind == EVD_FRAME_LIST)
+    return d->elem[0] != NULL && evd_wire_same_type (f->elem[0], d->elem[0]->ttype);
+  if (f->kind == EVD_FRAME_MAP)
+    return d->elem[0] != NULL && d->elem[1] != NULL &&
+           evd_wire_same_type (f->elem[0], d->elem[0]->ttype) &&
+           evd_wire_same_type (f->elem[1], d->elem[1]->ttype);
+  return TRUE;
+}
+
+/* The declared type of field `id` of the struct being walked, when the wire's type is the
+ * declared one; NULL otherwise (the decoder skips a field of another type unread). */
+static const EvdWireSchema *
+evd_wire_field_schema (const EvdWireFrame *f, gint16 id, guint8 wire_type)
+{
+  const EvdWireSchema *st = f->schema;
+
+  for (guint i = 0; st != NULL && i < st->n_fields; i++)
+    if (st->fields[i].id == id)
+      return st->fields[i].type->ttype == wire_type ? st->fields[i].type : NULL;
+  return NULL;
+}
+
+/* Once the header names the method, the args struct gets its declared schema. */
+static void
+evd_wire_bind_schema (EvdWireScanner *s, const guint8 *name)
+{
+  const guint8 *colon;
+  gsize len = s->name_len;
+
+  if (s->schema_for == NULL || s->depth == 0)
+    return;
+  colon = memchr (name, ':', len);
+  if (colon != NULL) {
+    len -= (gsize) (colon + 1 - name);
+    name = colon + 1;
+  }
+  s->stack[0].schema = s->schema_for ((const char *) name, len);
+}
+
+/* ---------------------------------------------------------------------------------------
  * The stack */
 
 static EvdWireStatus
@@ -210,6 +268,10 @@ evd_wire_push (EvdWireScanner *s, guint8 kind, guint8 e0, guint8 e1, guint32 lef
   f->elem[0] = e0;
   f->elem[1] = e1;
   f->left = left;
+  f->schema = s->next_schema;
+  s->next_schema = NULL;
+  if (f->schema != NULL && left > 0 && !evd_wire_elems_declared (f))
+    return evd_wire_fail (s, "container elements are not of the type the IDL declares");
   return EVD_WIRE_OK;
 }
 
@@ -333,6 +395,8 @@ evd_wire_binary_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWire
     return evd_wire_fail (s, "unknown field type");
   if ((st = evd_wire_want (s, len, (guint64) s->pos + 3)) != EVD_WIRE_OK)
     return st;
+  f->pending = evd_wire_field_schema (f, (gint16) ((data[s->pos + 1] << 8) | data[s->pos + 2]),
+                                      type);
   s->pos += 3;
   f->elem[0] = type;
   return EVD_WIRE_OK;
@@ -460,8 +524,7 @@ evd_wire_compact_header (EvdWireScanner *s, const guint8 *data, gsize len)
 
 /* A field header; as in c_glib, a zero type nibble is STOP whatever the high nibble says.
  * A zero high nibble means the id follows as a zigzag varint; otherwise it holds the id's
- * delta. Ids do not make a message valid or not, so neither form is tracked (last_fid is
- * left alone). */
+ * delta from the struct's previous field (last_fid), which the schema check needs. */
 static EvdWireStatus
 evd_wire_compact_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWireFrame *f)
 {
@@ -480,11 +543,16 @@ evd_wire_compact_field (EvdWireScanner *s, const guint8 *data, gsize len, EvdWir
   }
   if (evd_wire_compact_ttype[code] == 0)
     return evd_wire_fail (s, "unknown field type");
-  if ((data[s->pos] >> 4) == 0)
-    st = evd_wire_varint32 (s, data, len, &p, &id);
-  if (st != EVD_WIRE_OK)
-    return st;
+  if ((data[s->pos] >> 4) == 0) {
+    if ((st = evd_wire_varint32 (s, data, len, &p, &id)) != EVD_WIRE_OK)
+      return st;
+    id = (gint32) (((guint32) id >> 1) ^ (0u - ((guint32) id & 1)));  /* zigzag */
+  } else {
+    id = f->last_fid + (data[s->pos] >> 4);
+  }
   s->pos = p;
+  f->last_fid = (gint16) id;
+  f->pending = evd_wire_field_schema (f, (gint16) id, evd_wire_compact_ttype[code]);
   /* A bool field's value is its type code: nothing more to read. */
   if (code != EVD_COMPACT_BOOL_TRUE && code != EVD_COMPACT_BOOL_FALSE)
     f->elem[0] = evd_wire_compact_ttype[code];
@@ -652,7 +720,9 @@ evd_wire_step_struct (EvdWireScanner *s, const EvdWireOps *ops, const guint8 *da
 
   if (type == EVD_T_STOP)
     return ops->field (s, data, len, f);
+  s->next_schema = f->pending;
   st = ops->value[type] (s, data, len, type);
+  s->next_schema = NULL;
   if (st == EVD_WIRE_OK)
     f->elem[0] = EVD_T_STOP;
   return st;
@@ -668,7 +738,9 @@ evd_wire_step_list (EvdWireScanner *s, const EvdWireOps *ops, const guint8 *data
     s->depth--;
     return EVD_WIRE_OK;
   }
+  s->next_schema = f->schema ? f->schema->elem[0] : NULL;
   st = ops->value[f->elem[0]] (s, data, len, f->elem[0]);
+  s->next_schema = NULL;
   if (st == EVD_WIRE_OK)
     f->left--;
   return st;
@@ -685,7 +757,9 @@ evd_wire_step_map (EvdWireScanner *s, const EvdWireOps *ops, const guint8 *data,
     s->depth--;
     return EVD_WIRE_OK;
   }
+  s->next_schema = f->schema ? f->schema->elem[f->phase] : NULL;
   st = ops->value[type] (s, data, len, type);
+  s->next_schema = NULL;
   if (st != EVD_WIRE_OK)
     return st;
   if (f->phase == 1)
@@ -745,8 +819,11 @@ evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
   /* A verdict is final: the same bytes would give it again. */
   if (s->reason != NULL)
     return s->header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
-  if (!s->header_ok && (st = ops->header (s, data, len)) != EVD_WIRE_OK)
-    return st;
+  if (!s->header_ok) {
+    if ((st = ops->header (s, data, len)) != EVD_WIRE_OK)
+      return st;
+    evd_wire_bind_schema (s, data + evd_wire_name_offset (s));
+  }
   /* The buffer may have moved since the header was read. */
   s->name = data + evd_wire_name_offset (s);
   if (s->msg_len != 0)

@@ -60,7 +60,53 @@ EvdWireStatus evd_wire_detect (const guint8 *data, gsize len, EvdWireFormat *fmt
  * bounding the stack of the scanner and of c_glib's recursive decoders. */
 #define EVD_WIRE_MAX_DEPTH 64
 
+/* ---- The schema: what the IDL declares, as far as decoding safety needs it. ----
+ *
+ * With a schema, the walk also checks that every container of a declared field carries the
+ * declared element types (a field of another wire type is fine: decoders skip it). c_glib's
+ * generated decoders never compare them, and a map whose values are not what the IDL says
+ * makes them misparse, fail half-way and leak; such a message is BAD_BODY instead. The tables
+ * are generated from the IDL at build time (tools/gen_schema.py). */
+
+/* Thrift's type codes (the binary protocol's). */
+enum {
+  EVD_WIRE_T_BOOL = 2,
+  EVD_WIRE_T_BYTE = 3,
+  EVD_WIRE_T_DOUBLE = 4,
+  EVD_WIRE_T_I16 = 6,
+  EVD_WIRE_T_I32 = 8,
+  EVD_WIRE_T_I64 = 10,
+  EVD_WIRE_T_STRING = 11,
+  EVD_WIRE_T_STRUCT = 12,
+  EVD_WIRE_T_MAP = 13,
+  EVD_WIRE_T_SET = 14,
+  EVD_WIRE_T_LIST = 15,
+};
+
+typedef struct _EvdWireSchema EvdWireSchema;
+
 typedef struct {
+  gint16 id;
+  const EvdWireSchema *type;
+} EvdWireSchemaField;
+
+struct _EvdWireSchema {
+  guint8 ttype;                       /* EVD_WIRE_T_* */
+  const EvdWireSchema *elem[2];       /* list/set: elem[0]; map: key, value */
+  const EvdWireSchemaField *fields;   /* struct */
+  guint n_fields;
+};
+
+/* The schema of a method's args struct, or NULL when it has none (unknown method). `method`
+ * is not NUL-terminated and has no "Service:" prefix. */
+typedef const EvdWireSchema *(*EvdWireSchemaFn) (const char *method, gsize len);
+
+/* The generated table of DataAccess (tools/gen_schema.py). */
+const EvdWireSchema *evd_wire_schema_args (const char *method, gsize len);
+
+typedef struct {
+  const EvdWireSchema *schema;   /* what this struct or container is declared as, or NULL */
+  const EvdWireSchema *pending;  /* struct: the declared type of the field being read */
   guint8 kind;      /* frame kind: struct, list/set or map (private values) */
   guint8 elem[2];   /* element types: list elem in [0]; map key [0], value [1] */
   guint8 phase;     /* map: next is key (0) or value (1) */
@@ -74,6 +120,7 @@ typedef struct {
   EvdProto proto;
   gsize max_len;     /* the message may not span more bytes than this */
   guint max_depth;   /* <= EVD_WIRE_MAX_DEPTH */
+  EvdWireSchemaFn schema_for;  /* optional, set after init: check args against the IDL */
 
   /* filled as soon as the message header is read */
   gboolean header_ok;
@@ -91,6 +138,7 @@ typedef struct {
   /* private: where the walk stands */
   gsize pos;
   guint depth;
+  const EvdWireSchema *next_schema;  /* for the frame the next push opens */
   EvdWireFrame stack[EVD_WIRE_MAX_DEPTH];
 } EvdWireScanner;
 

@@ -96,7 +96,7 @@ test_handler_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
 
 static TestState state;
 static EvdMethod methods[4];
-static EvdService service = { "DataAccess", methods, G_N_ELEMENTS (methods), &state, NULL };
+static EvdService service = { "DataAccess", methods, G_N_ELEMENTS (methods), &state, NULL, NULL };
 static EvdLoop *loop;
 
 /* ---- Building requests with c_glib. ---- */

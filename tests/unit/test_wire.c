@@ -1175,6 +1175,76 @@ test_random (void)
   g_byte_array_unref (real[1]);
 }
 
+/* fetch(request: FetchRequest{calls: map<string, X>}) with the map's values of type `vtype`. */
+static void
+write_calls_map (ThriftProtocol *p, ThriftType vtype)
+{
+  W (thrift_protocol_write_struct_begin (p, "args", NULL));
+  W (thrift_protocol_write_field_begin (p, "request", T_STRUCT, 1, NULL));
+  W (thrift_protocol_write_struct_begin (p, "FetchRequest", NULL));
+  W (thrift_protocol_write_field_begin (p, "calls", T_MAP, 2, NULL));
+  W (thrift_protocol_write_map_begin (p, T_STRING, vtype, 1, NULL));
+  W (thrift_protocol_write_string (p, "k", NULL));
+  if (vtype == T_I32) {
+    W (thrift_protocol_write_i32 (p, 5, NULL));
+  } else {
+    W (thrift_protocol_write_struct_begin (p, "LookupCall", NULL));
+    W (thrift_protocol_write_field_begin (p, "lookup", T_STRING, 1, NULL));
+    W (thrift_protocol_write_string (p, "nap", NULL));
+    W (thrift_protocol_write_field_end (p, NULL));
+    W (thrift_protocol_write_field_stop (p, NULL));
+    W (thrift_protocol_write_struct_end (p, NULL));
+  }
+  W (thrift_protocol_write_map_end (p, NULL));
+  W (thrift_protocol_write_field_end (p, NULL));
+  W (thrift_protocol_write_field_stop (p, NULL));
+  W (thrift_protocol_write_struct_end (p, NULL));
+  W (thrift_protocol_write_field_end (p, NULL));
+  W (thrift_protocol_write_field_stop (p, NULL));
+  W (thrift_protocol_write_struct_end (p, NULL));
+}
+
+static void
+write_calls_i32 (ThriftProtocol *p)
+{
+  write_calls_map (p, T_I32);
+}
+
+static void
+write_calls_struct (ThriftProtocol *p)
+{
+  write_calls_map (p, T_STRUCT);
+}
+
+/* c_glib's decoders never check a map's element types: the schema walk must. */
+static void
+test_schema_element_types (void)
+{
+  static const char *const names[] = { "fetch", "DataAccess:fetch" };
+
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    for (guint n = 0; n < G_N_ELEMENTS (names); n++) {
+      g_autoptr (GByteArray) bad = write_message (proto, names[n], 1, write_calls_i32);
+      g_autoptr (GByteArray) good = write_message (proto, names[n], 1, write_calls_struct);
+      EvdWireScanner s;
+
+      /* Without a schema the walk only checks the structure: both are well-formed. */
+      g_assert_cmpint (scan (proto, bad, bad->len, &s), ==, EVD_WIRE_OK);
+      evd_wire_scanner_init (&s, proto, bad->len, EVD_WIRE_MAX_DEPTH);
+      s.schema_for = evd_wire_schema_args;
+      g_assert_cmpint (evd_wire_scanner_feed (&s, bad->data, bad->len), ==, EVD_WIRE_BAD_BODY);
+      g_assert_nonnull (strstr (s.reason, "IDL"));
+      evd_wire_scanner_init (&s, proto, good->len, EVD_WIRE_MAX_DEPTH);
+      s.schema_for = evd_wire_schema_args;
+      g_assert_cmpint (evd_wire_scanner_feed (&s, good->data, good->len), ==, EVD_WIRE_OK);
+      g_assert_cmpuint (s.msg_len, ==, good->len);
+    }
+  }
+  /* An unknown method has no schema: nothing more to check. */
+  g_assert_null (evd_wire_schema_args ("nope", 4));
+  g_assert_nonnull (evd_wire_schema_args ("ping", 4));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1211,6 +1281,7 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/hostile/compact-types", test_hostile_compact_types);
   g_test_add_func ("/wire/hostile/varints", test_hostile_varints);
   g_test_add_func ("/wire/hostile/headers", test_hostile_headers);
+  g_test_add_func ("/wire/schema/element-types", test_schema_element_types);
   g_test_add_func ("/wire/random", test_random);
   return g_test_run ();
 }
