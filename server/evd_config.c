@@ -309,6 +309,9 @@ evd_config_read_server (EvdConfig *cfg)
   /* Long enough for a slow mobile uplink to send a big request, short enough that a client
    * sending a byte a minute (slowloris) gives its connection back. */
   s->read_timeout_ms = (int) evd_config_int (cfg, g, "read_timeout_ms", 30000, 1, 3600000);
+  /* A client that reads none of its replies for this long is gone or hostile; its unsent
+   * replies (bounded by max_output_bytes) are freed with its connection. */
+  s->write_timeout_ms = (int) evd_config_int (cfg, g, "write_timeout_ms", 30000, 1, 3600000);
   s->shutdown_timeout_ms = (int) evd_config_int (cfg, g, "shutdown_timeout_ms", 10000, 0,
                                                  3600000);
   /* Pipelining is for latency; hundreds of requests queued on one socket are a client that

@@ -29,6 +29,7 @@ typedef struct {
   int deadline_ms;
   int idle_timeout_ms;     /* 0 = never */
   int read_timeout_ms;     /* a request half-received for longer than this is closed */
+  int write_timeout_ms;    /* replies that cannot be sent for this long close the connection */
   int shutdown_timeout_ms;
   int max_pipeline;        /* requests in flight on one connection before it is not read */
   int max_output_bytes;    /* unsent reply bytes on one connection before it is not read */

@@ -371,7 +371,9 @@ evd_conn_on_event (struct bufferevent *bev, short what, void *arg)
   EvdConn *c = arg;
 
   (void) bev;
-  if (what & BEV_EVENT_EOF)
+  if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING))
+    evd_conn_reject (c, "write timeout", "the client has not read its replies");
+  else if (what & BEV_EVENT_EOF)
     evd_conn_close (c, "closed by the peer");
   else if (what & BEV_EVENT_ERROR)
     evd_conn_close (c, g_strerror (EVUTIL_SOCKET_ERROR ()));
@@ -456,6 +458,8 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
   c->last_active_us = g_get_monotonic_time ();
   bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);
   bufferevent_setwatermark (c->bev, EV_WRITE, (gsize) cfg->max_output_bytes / 2, 0);
+  /* libevent's write timeout runs only while output waits and no write makes progress. */
+  bufferevent_set_timeouts (c->bev, NULL, &host->write_timeout);
   g_queue_push_tail (&host->conns, c);
   c->link = host->conns.tail;
   if (host->draining) {

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include "evd_config.h"
 #include "evd_log.h"
@@ -29,6 +30,7 @@ typedef struct {
   EvdLoop *loop;
   const EvdService *service;
   const EvdServerConfig *config;
+  struct timeval write_timeout;  /* config->write_timeout_ms, as libevent wants it */
   gint *n_connections;       /* all loops' connections, atomic */
   GQueue conns;              /* this loop's connections (EvdConn *) */
   gboolean draining;

@@ -193,6 +193,8 @@ evd_server_make_loops (EvdServer *s, GError **error)
     h->loop = s->loops[i];
     h->service = s->service;
     h->config = s->sc;
+    h->write_timeout.tv_sec = s->sc->write_timeout_ms / 1000;
+    h->write_timeout.tv_usec = (s->sc->write_timeout_ms % 1000) * 1000;
     h->n_connections = &s->n_connections;
     g_queue_init (&h->conns);
     h->on_drained = evd_server_on_host_drained;

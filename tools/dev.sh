@@ -5,7 +5,8 @@
 #   tools/dev.sh build   deps + configure and build into build/
 #   tools/dev.sh run     build + start the server on the bundled config (Ctrl-C stops it)
 #   tools/dev.sh test    build + every test: the normal build, then the whole suite again
-#                        under AddressSanitizer + UBSan (build-asan/); valgrind runs in the
+#                        under AddressSanitizer + UBSan (build-asan/), then a smoke run of
+#                        each libFuzzer target (clang, build-fuzz/); valgrind runs in the
 #                        normal build's suite. CI runs exactly this.
 #
 # Long fuzz, soak and benchmark runs carry the CTest label "long" and are skipped here:
@@ -36,9 +37,9 @@ deps() {
   fi
 }
 
-build_into() {  # build_into DIR [cmake args...]
+build_into() {  # build_into DIR [cmake args...]  (CC picks the compiler)
   local dir=$1; shift
-  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo ${CC:+-DCMAKE_C_COMPILER=$CC} "$@" >/dev/null
   cmake --build "$dir" -j "$JOBS"
 }
 
@@ -59,7 +60,10 @@ case "${1:-}" in
     run_tests build
     echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer"
     build_into build-asan -DEVDAL_SANITIZE=ON
-    run_tests build-asan -LE "long|valgrind" ;;
+    run_tests build-asan -LE "long|valgrind"
+    echo "== fuzzing smoke runs (libFuzzer)"
+    CC=clang build_into build-fuzz -DEVDAL_FUZZ=ON
+    ctest --test-dir build-fuzz --output-on-failure -L fuzz ;;
   *)
     sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;

@@ -116,6 +116,27 @@ class LimitsTest(h.EvdalTestCase):
             greedy.close()
             self.assertPong(good)
 
+    def test_client_that_never_reads_is_closed_after_write_timeout(self):
+        with h.Server(h.config(max_output_bytes=65536, write_timeout_ms=500, io_threads=1)) as srv:
+            good = self.good_client(srv)
+            greedy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            greedy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            greedy.connect((srv.host, srv.port))
+            greedy.settimeout(0.2)
+            batch = b''.join(h.ping_bytes(i) for i in range(1000))
+            t0 = time.monotonic()
+            closed = False
+            while time.monotonic() - t0 < 10 and not closed:
+                try:
+                    greedy.send(batch)
+                except socket.timeout:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+            self.assertTrue(closed, 'a client that never reads stayed connected')
+            self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: write timeout'))
+            self.assertPong(good)
+
 
 if __name__ == '__main__':
     unittest.main()
