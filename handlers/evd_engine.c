@@ -3,7 +3,6 @@
 
 #include <event2/event.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "evdal_data_access.h"
@@ -13,12 +12,11 @@
 #define EVD_ENGINE_RETRY_AFTER_MS 50
 
 struct _EvdEngine {
+  gint refs;                  /* atomic */
+  EvdConfig *cfg;
+  const EvdServerConfig *sc;  /* in cfg */
   EvdLookupSet *lookups;
-  const EvdServerConfig *sc;
-  gint inflight;              /* atomic: fetches admitted and not yet answered */
-  gint outstanding;           /* atomic: backend calls started and not yet completed */
-  atomic_uint_fast64_t next_id; /* for request ids the caller did not give */
-  char id_prefix[9];          /* random per process, so ids differ across instances */
+  EvdEngineCounters *counters;
 };
 
 typedef struct _EvdFetch EvdFetch;
@@ -92,6 +90,7 @@ evd_fetch_unref (EvdFetch *f)
 {
   if (--f->refs > 0)
     return;
+  evd_engine_unref (f->engine);
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
     g_ptr_array_unref (s->keys);
@@ -145,7 +144,7 @@ evd_bcall_complete_here (gpointer data)
     const EvdBackendClass *k = evd_lookup_class (b->lookup);
 
     b->completed = TRUE;
-    g_atomic_int_add (&b->fetch->engine->outstanding, -1);
+    g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
     if (k->release != NULL)
       k->release (evd_lookup_backend (b->lookup), b);
     evd_lookup_release (b->lookup);
@@ -308,7 +307,7 @@ evd_slot_start (EvdSlot *slot)
                            : g_hash_table_new (g_str_hash, g_str_equal);
   b->deadline_us = slot->deadline_us;
   slot->bcall = b;
-  g_atomic_int_inc (&f->engine->outstanding);
+  g_atomic_int_inc (&f->engine->counters->outstanding);
   k->start (evd_lookup_backend (slot->lookup), b);
 }
 
@@ -449,7 +448,7 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
   if (rpc == NULL)
     return;
   f->rpc = NULL;
-  g_atomic_int_add (&f->engine->inflight, -1);
+  g_atomic_int_add (&f->engine->counters->inflight, -1);
   if (failed_key != NULL && !evd_call_is_cancelled (rpc))
     g_message ("[%s] fetch failed: critical call %s: %s", f->ctx.request_id, failed_key,
                failed->message);
@@ -675,9 +674,10 @@ evd_engine_make_context (EvdEngine *engine, EvdFetch *f, evdalRequestContext *c,
   if (has && c->__isset_request_id && c->request_id != NULL && *c->request_id != '\0')
     f->ctx.request_id = g_strdup (c->request_id);
   else
-    f->ctx.request_id = g_strdup_printf ("%s-%012" G_GINT64_MODIFIER "x", engine->id_prefix,
-                                         (guint64) atomic_fetch_add_explicit (
-                                           &engine->next_id, 1, memory_order_relaxed));
+    f->ctx.request_id = g_strdup_printf ("%s-%012" G_GINT64_MODIFIER "x",
+                                         engine->counters->id_prefix,
+                                         (guint64) __atomic_fetch_add (&engine->counters->next_id,
+                                                                       1, __ATOMIC_RELAXED));
   f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   if (has && c->__isset_attributes && c->attributes != NULL) {
     GHashTableIter it;
@@ -707,9 +707,9 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     evd_engine_invalid (rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
     return FALSE;
   }
-  if (g_atomic_int_add (&engine->inflight, 1) >= engine->sc->max_inflight) {
+  if (g_atomic_int_add (&engine->counters->inflight, 1) >= engine->sc->max_inflight) {
     evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
-    g_atomic_int_add (&engine->inflight, -1);
+    g_atomic_int_add (&engine->counters->inflight, -1);
     x->message = g_strdup_printf ("max_inflight (%d) fetches in flight", engine->sc->max_inflight);
     x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
     x->__isset_message = x->__isset_retry_after_ms = TRUE;
@@ -730,7 +730,7 @@ evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     return;
   f = g_new0 (EvdFetch, 1);
   f->refs = 2;  /* the answer's, and this function's while it starts the slots */
-  f->engine = engine;
+  f->engine = evd_engine_ref (engine);
   f->rpc = rpc;
   f->loop = evd_call_loop (rpc);
   f->request = g_object_ref (request);
@@ -759,30 +759,41 @@ evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
 
 /* ---- The engine. ---- */
 
+void
+evd_engine_counters_init (EvdEngineCounters *counters)
+{
+  memset (counters, 0, sizeof *counters);
+  g_snprintf (counters->id_prefix, sizeof counters->id_prefix, "%08x", g_random_int ());
+}
+
 EvdEngine *
-evd_engine_new (EvdConfig *cfg)
+evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
 {
   EvdEngine *e = g_new0 (EvdEngine, 1);
 
-  e->lookups = evd_lookup_set_new (cfg);
+  e->refs = 1;
+  e->cfg = evd_config_ref (cfg);
   e->sc = evd_config_server (cfg);
-  g_snprintf (e->id_prefix, sizeof e->id_prefix, "%08x", g_random_int ());
+  e->counters = counters;
+  e->lookups = evd_lookup_set_new (cfg);
   return e;
 }
 
-void
-evd_engine_free (EvdEngine *engine)
+EvdEngine *
+evd_engine_ref (EvdEngine *engine)
 {
-  if (engine == NULL)
-    return;
-  evd_lookup_set_free (engine->lookups);
-  g_free (engine);
+  g_atomic_int_inc (&engine->refs);
+  return engine;
 }
 
-guint
-evd_engine_pending (EvdEngine *engine)
+void
+evd_engine_unref (EvdEngine *engine)
 {
-  return (guint) g_atomic_int_get (&engine->outstanding);
+  if (engine == NULL || !g_atomic_int_dec_and_test (&engine->refs))
+    return;
+  evd_lookup_set_free (engine->lookups);
+  evd_config_unref (engine->cfg);
+  g_free (engine);
 }
 
 EvdLookupSet *

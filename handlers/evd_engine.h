@@ -22,15 +22,28 @@ G_BEGIN_DECLS
 
 typedef struct _EvdEngine EvdEngine;
 
-/* Opens every configured lookup; problems are recorded in cfg (see evd_config_check). */
-EvdEngine *evd_engine_new (EvdConfig *cfg);
-void evd_engine_free (EvdEngine *engine);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdEngine, evd_engine_free)
+/* What every generation of the engine shares (a reload makes a new engine from the new
+ * config; requests in flight finish on the old one): the admission counter, so that a reload
+ * cannot reset max_inflight, the backend calls under way, for shutdown, and request ids. */
+typedef struct {
+  gint inflight;              /* atomic: fetches admitted and not yet answered */
+  gint outstanding;           /* atomic: backend calls started and not yet completed */
+  guint64 next_id;            /* atomic: for request ids the caller did not give */
+  char id_prefix[9];          /* random per process, so ids differ across instances */
+} EvdEngineCounters;
+
+void evd_engine_counters_init (EvdEngineCounters *counters);
+
+/* Opens every configured lookup; problems are recorded in cfg (see evd_config_check). The
+ * engine keeps a reference to cfg; `counters` must outlive it. */
+EvdEngine *evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters);
+/* Every fetch holds a reference: an engine replaced by a reload lives until its last
+ * request has ended. References are atomic; the last one may drop on any loop. */
+EvdEngine *evd_engine_ref (EvdEngine *engine);
+void evd_engine_unref (EvdEngine *engine);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdEngine, evd_engine_unref)
 
 EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
-
-/* Backend calls started and not yet completed, on every loop. */
-guint evd_engine_pending (EvdEngine *engine);
 
 /* Runs `request` and completes `call` with a DataAccessFetchResult (the response or a
  * declared exception). Takes its own reference to the request. */

@@ -1,12 +1,46 @@
-/* evd_service: DataAccess's methods (see evd_service.h). */
+/* evd_service: DataAccess's methods and live reloading (see evd_service.h). */
 #include "evd_service.h"
 
-#include "evdal_data_access.h"
+#include <string.h>
+
+/* Loops are numbered 1..io_threads (0 is the main loop); io_threads is at most 256. */
+#define EVD_SERVICE_MAX_LOOPS 258
+
+typedef struct {
+  gint generation;            /* of `engine`; read and written by its loop only */
+  EvdEngine *engine;          /* a reference */
+} EvdLoopEngine;
 
 struct _EvdDataAccess {
   EvdService service;
-  EvdEngine *engine;
+  EvdMethod methods[3];
+  EvdEngineCounters counters;
+
+  GMutex lock;                /* guards `current` for the rare refresh */
+  EvdEngine *current;
+  gint generation;            /* atomic: bumped by every reload */
+  EvdLoopEngine loops[EVD_SERVICE_MAX_LOOPS];
 };
+
+/* The engine this loop's requests use: the loop's own reference, refreshed after a reload. */
+static EvdEngine *
+evd_service_engine (EvdDataAccess *da, EvdCall *call)
+{
+  EvdLoopEngine *le = &da->loops[MIN (evd_loop_index (evd_call_loop (call)),
+                                      EVD_SERVICE_MAX_LOOPS - 1)];
+  gint generation = g_atomic_int_get (&da->generation);
+
+  if (le->engine == NULL || le->generation != generation) {
+    EvdEngine *old = le->engine;
+
+    g_mutex_lock (&da->lock);
+    le->engine = evd_engine_ref (da->current);
+    le->generation = g_atomic_int_get (&da->generation);
+    g_mutex_unlock (&da->lock);
+    evd_engine_unref (old);
+  }
+  return le->engine;
+}
 
 static void
 evd_service_ping (EvdCall *call, ThriftStruct *args, gpointer data)
@@ -40,8 +74,7 @@ evd_service_lookup_info (EvdLookup *l)
 static void
 evd_service_lookups (EvdCall *call, ThriftStruct *args, gpointer data)
 {
-  EvdDataAccess *da = data;
-  EvdLookupSet *set = evd_engine_lookups (da->engine);
+  EvdLookupSet *set = evd_engine_lookups (evd_service_engine (data, call));
   evdalDataAccessLookupsResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_LOOKUPS_RESULT, NULL);
 
   (void) args;
@@ -54,9 +87,8 @@ evd_service_lookups (EvdCall *call, ThriftStruct *args, gpointer data)
 static void
 evd_service_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
 {
-  EvdDataAccess *da = data;
-
-  evd_engine_fetch (da->engine, call, EVDAL_DATA_ACCESS_FETCH_ARGS (args)->request);
+  evd_engine_fetch (evd_service_engine (data, call), call,
+                    EVDAL_DATA_ACCESS_FETCH_ARGS (args)->request);
 }
 
 static guint
@@ -64,32 +96,28 @@ evd_service_pending (gpointer data)
 {
   EvdDataAccess *da = data;
 
-  return evd_engine_pending (da->engine);
+  return (guint) g_atomic_int_get (&da->counters.outstanding);
 }
-
-static const EvdMethod evd_service_methods[] = {
-  { "fetch", 0, evd_service_fetch },
-  { "lookups", 0, evd_service_lookups },
-  { "ping", 0, evd_service_ping },
-};
 
 EvdDataAccess *
 evd_data_access_new (EvdConfig *cfg)
 {
   EvdDataAccess *da = g_new0 (EvdDataAccess, 1);
-  EvdMethod *methods = g_memdup2 (evd_service_methods, sizeof evd_service_methods);
 
-  /* GTypes are known only at run time, so the table is completed here. */
-  methods[0].args_type = EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS;
-  methods[1].args_type = EVDAL_TYPE_DATA_ACCESS_LOOKUPS_ARGS;
-  methods[2].args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS;
+  /* GTypes are known only at run time, so the table is filled here. */
+  da->methods[0] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, evd_service_fetch };
+  da->methods[1] = (EvdMethod) { "lookups", EVDAL_TYPE_DATA_ACCESS_LOOKUPS_ARGS,
+                                 evd_service_lookups };
+  da->methods[2] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, evd_service_ping };
   da->service.name = "DataAccess";
-  da->service.methods = methods;
-  da->service.n_methods = G_N_ELEMENTS (evd_service_methods);
+  da->service.methods = da->methods;
+  da->service.n_methods = G_N_ELEMENTS (da->methods);
   da->service.data = da;
   da->service.pending = evd_service_pending;
   da->service.args_schema = evd_wire_schema_args;
-  da->engine = evd_engine_new (cfg);
+  evd_engine_counters_init (&da->counters);
+  g_mutex_init (&da->lock);
+  da->current = evd_engine_new (cfg, &da->counters);
   return da;
 }
 
@@ -98,8 +126,10 @@ evd_data_access_free (EvdDataAccess *da)
 {
   if (da == NULL)
     return;
-  evd_engine_free (da->engine);
-  g_free ((gpointer) da->service.methods);
+  for (guint i = 0; i < EVD_SERVICE_MAX_LOOPS; i++)
+    evd_engine_unref (da->loops[i].engine);
+  evd_engine_unref (da->current);
+  g_mutex_clear (&da->lock);
   g_free (da);
 }
 
@@ -109,8 +139,48 @@ evd_data_access_service (EvdDataAccess *da)
   return &da->service;
 }
 
-EvdEngine *
-evd_data_access_engine (EvdDataAccess *da)
+/* "5 lookups; added: a, b; removed: c" */
+static char *
+evd_service_diff (EvdLookupSet *before, EvdLookupSet *after)
 {
-  return da->engine;
+  GString *s = g_string_new (NULL);
+  GString *added = g_string_new (NULL), *removed = g_string_new (NULL);
+
+  for (guint i = 0; i < evd_lookup_set_size (after); i++) {
+    const char *name = evd_lookup_spec (evd_lookup_set_nth (after, i))->name;
+    if (evd_lookup_set_find (before, name) == NULL)
+      g_string_append_printf (added, "%s%s", added->len ? ", " : "", name);
+  }
+  for (guint i = 0; i < evd_lookup_set_size (before); i++) {
+    const char *name = evd_lookup_spec (evd_lookup_set_nth (before, i))->name;
+    if (evd_lookup_set_find (after, name) == NULL)
+      g_string_append_printf (removed, "%s%s", removed->len ? ", " : "", name);
+  }
+  g_string_append_printf (s, "%u lookups", evd_lookup_set_size (after));
+  if (added->len)
+    g_string_append_printf (s, "; added: %s", added->str);
+  if (removed->len)
+    g_string_append_printf (s, "; removed: %s", removed->str);
+  g_string_free (added, TRUE);
+  g_string_free (removed, TRUE);
+  return g_string_free (s, FALSE);
+}
+
+gboolean
+evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GError **error)
+{
+  g_autoptr (EvdEngine) next = evd_engine_new (cfg, &da->counters);
+  EvdEngine *old;
+
+  if (!evd_config_check (cfg, error))
+    return FALSE;  /* `next` goes, with what it had opened; the current engine stays */
+  if (summary != NULL)
+    *summary = evd_service_diff (evd_engine_lookups (da->current), evd_engine_lookups (next));
+  g_mutex_lock (&da->lock);
+  old = da->current;
+  da->current = g_steal_pointer (&next);
+  g_atomic_int_inc (&da->generation);
+  g_mutex_unlock (&da->lock);
+  evd_engine_unref (old);
+  return TRUE;
 }

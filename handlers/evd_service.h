@@ -1,6 +1,12 @@
-/* evd_service: the DataAccess service of idl/evdal.thrift: its method table, and the three
- * methods, each an asynchronous handler (evd_rpc). fetch() is the fan-out engine's; ping()
- * and lookups() answer at once.
+/* evd_service: the DataAccess service of idl/evdal.thrift: its method table, the three
+ * methods (each an asynchronous handler, see evd_rpc), and live reloading.
+ *
+ * fetch() is the fan-out engine's; ping() and lookups() answer at once. The lookups live in
+ * an engine built from the config. A reload builds a whole new engine from the new config and,
+ * only if every problem check passes, makes it current. Each loop keeps its own reference to
+ * the engine it uses and picks up a newer one on its next request (one atomic read of a
+ * generation number; the lock is taken once per loop per reload). Requests in flight finish
+ * on the engine they started with, which is freed after the last of them.
  */
 #pragma once
 
@@ -18,6 +24,11 @@ void evd_data_access_free (EvdDataAccess *da);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdDataAccess, evd_data_access_free)
 
 const EvdService *evd_data_access_service (EvdDataAccess *da);
-EvdEngine *evd_data_access_engine (EvdDataAccess *da);
+
+/* Replaces the lookups with those of `cfg` (main thread). On a config with problems, fails
+ * with all of them and keeps the current lookups. `summary` (may be NULL) receives what
+ * changed: "3 lookups; added: a; removed: b". */
+gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary,
+                                 GError **error);
 
 G_END_DECLS

@@ -7,6 +7,7 @@
 #include <string.h>
 
 struct _EvdConfig {
+  gint refs;
   char *path;            /* as given, for messages */
   char *dir;             /* its folder, for relative paths */
   GKeyFile *kf;          /* NULL when the text did not even parse */
@@ -331,6 +332,7 @@ evd_config_load_data (const char *data, gsize len, const char *name, const char 
   EvdConfig *cfg = g_new0 (EvdConfig, 1);
   g_autoptr (GError) error = NULL;
 
+  cfg->refs = 1;
   cfg->path = g_strdup (name);
   cfg->dir = g_strdup (dir ? dir : ".");
   cfg->lines = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -364,10 +366,17 @@ evd_config_load (const char *path, GError **error)
   return evd_config_load_data (data, len, path, dir);
 }
 
-void
-evd_config_free (EvdConfig *cfg)
+EvdConfig *
+evd_config_ref (EvdConfig *cfg)
 {
-  if (cfg == NULL)
+  g_atomic_int_inc (&cfg->refs);
+  return cfg;
+}
+
+void
+evd_config_unref (EvdConfig *cfg)
+{
+  if (cfg == NULL || !g_atomic_int_dec_and_test (&cfg->refs))
     return;
   g_free (cfg->path);
   g_free (cfg->dir);

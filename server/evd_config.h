@@ -42,8 +42,10 @@ typedef struct _EvdConfig EvdConfig;
 EvdConfig *evd_config_load (const char *path, GError **error);
 /* The same from memory; `name` stands for the file in messages, `dir` for its folder. */
 EvdConfig *evd_config_load_data (const char *data, gsize len, const char *name, const char *dir);
-void evd_config_free (EvdConfig *cfg);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdConfig, evd_config_free)
+/* A config is shared by whoever was built from it (the server, each engine generation). */
+EvdConfig *evd_config_ref (EvdConfig *cfg);
+void evd_config_unref (EvdConfig *cfg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdConfig, evd_config_unref)
 
 const EvdServerConfig *evd_config_server (EvdConfig *cfg);
 const char *evd_config_path (EvdConfig *cfg);

@@ -56,6 +56,49 @@ evd_main_parse (int *argc, char ***argv, EvdOptions *o)
   return TRUE;
 }
 
+typedef struct {
+  EvdOptions *options;
+  EvdConfig *running;        /* the config the server started with */
+  EvdDataAccess *service;
+} EvdReload;
+
+/* [server] keys are read once, at start; say so when a reload changes them. */
+static void
+evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
+{
+  if (g_strcmp0 (a->listen, b->listen) != 0 || a->io_threads != b->io_threads ||
+      a->max_connections != b->max_connections || a->max_frame_bytes != b->max_frame_bytes ||
+      a->idle_timeout_ms != b->idle_timeout_ms || a->read_timeout_ms != b->read_timeout_ms ||
+      a->write_timeout_ms != b->write_timeout_ms || a->max_pipeline != b->max_pipeline ||
+      a->max_output_bytes != b->max_output_bytes ||
+      a->shutdown_timeout_ms != b->shutdown_timeout_ms)
+    g_warning ("reload: [server] listen, io_threads and connection limits changed; they take "
+               "effect at the next restart (deadline_ms, max_calls and max_inflight apply now)");
+}
+
+/* SIGHUP: the lookups of the file as it is now, or, if it has problems, the old ones kept. */
+static void
+evd_main_reload (gpointer data)
+{
+  EvdReload *r = data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdConfig) cfg = evd_config_load (r->options->config, &error);
+  g_autofree char *summary = NULL;
+
+  g_message ("SIGHUP: reloading %s", r->options->config);
+  if (cfg != NULL && r->options->listen != NULL)
+    evd_config_override_listen (cfg, r->options->listen);
+  if (cfg == NULL || !evd_data_access_reload (r->service, cfg, &summary, &error)) {
+    g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
+    for (guint i = 0; lines[i] != NULL; i++)
+      g_warning ("reload refused: %s", lines[i]);
+    g_warning ("reload refused: the configuration in use is kept");
+    return;
+  }
+  evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
+  g_message ("reloaded %s: %s", r->options->config, summary);
+}
+
 /* A server with max_connections sockets needs as many descriptors: take what the hard limit
  * allows rather than failing at the soft limit's 1024. */
 static void
@@ -77,6 +120,7 @@ main (int argc, char **argv)
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
+  EvdReload reload;
 
   if (!evd_main_parse (&argc, &argv, &o))
     return 2;
@@ -108,5 +152,7 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
+  reload = (EvdReload) { &o, cfg, service };
+  evd_server_set_reload (server, evd_main_reload, &reload);
   return evd_server_run (server);
 }

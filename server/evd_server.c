@@ -18,6 +18,9 @@ struct _EvdServer {
   EvdListener *listener;
   struct event *on_sigterm;
   struct event *on_sigint;
+  struct event *on_sighup;
+  EvdReloadFunc reload;
+  gpointer reload_data;
   struct event *grace_timer;
   struct event *settle_timer;  /* polls the service's pending work once the loops drained */
   EvdLogLimit accept_limit;
@@ -176,6 +179,25 @@ evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
     evd_loop_post (s->loops[i], evd_server_drain_host, &s->hosts[i]);
 }
 
+static void
+evd_server_on_sighup (evutil_socket_t sig, short what, void *arg)
+{
+  EvdServer *s = arg;
+
+  (void) sig;
+  (void) what;
+  if (s->stopping || s->reload == NULL)
+    return;
+  s->reload (s->reload_data);
+}
+
+void
+evd_server_set_reload (EvdServer *s, EvdReloadFunc fn, gpointer data)
+{
+  s->reload = fn;
+  s->reload_data = data;
+}
+
 /* ---- Life. ---- */
 
 static gboolean
@@ -226,8 +248,10 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error)
     return NULL;
   s->on_sigterm = evsignal_new (evd_loop_base (s->main), SIGTERM, evd_server_on_signal, s);
   s->on_sigint = evsignal_new (evd_loop_base (s->main), SIGINT, evd_server_on_signal, s);
+  s->on_sighup = evsignal_new (evd_loop_base (s->main), SIGHUP, evd_server_on_sighup, s);
   evsignal_add (s->on_sigterm, NULL);
   evsignal_add (s->on_sigint, NULL);
+  evsignal_add (s->on_sighup, NULL);
   return g_steal_pointer (&s);
 }
 
@@ -265,6 +289,7 @@ evd_server_free (EvdServer *s)
   g_free (s->hosts);
   g_clear_pointer (&s->on_sigterm, event_free);
   g_clear_pointer (&s->on_sigint, event_free);
+  g_clear_pointer (&s->on_sighup, event_free);
   g_clear_pointer (&s->grace_timer, event_free);
   g_clear_pointer (&s->settle_timer, event_free);
   g_clear_pointer (&s->main, evd_loop_free);

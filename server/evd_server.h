@@ -5,7 +5,8 @@
  * loop in turn (evd_loop_post); IO loops run on their own threads and own their connections
  * entirely. SIGTERM or SIGINT starts the shutdown: stop accepting, let every IO loop drain
  * (each request already read gets its reply), and after shutdown_timeout_ms close what is
- * left; a second signal exits at once.
+ * left; a second signal exits at once. SIGHUP calls the reload function, on the main thread;
+ * connections are not touched.
  */
 #pragma once
 
@@ -23,6 +24,10 @@ EvdServer *evd_server_new (EvdConfig *cfg, const EvdService *service, GError **e
 int evd_server_run (EvdServer *server);
 void evd_server_free (EvdServer *server);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdServer, evd_server_free)
+
+/* What SIGHUP does (on the main thread): reload the configuration. */
+typedef void (*EvdReloadFunc) (gpointer data);
+void evd_server_set_reload (EvdServer *server, EvdReloadFunc fn, gpointer data);
 
 const char *evd_server_address (EvdServer *server);
 guint evd_server_n_loops (EvdServer *server);

@@ -75,6 +75,16 @@ fuzz_stream (const guint8 *data, gsize len, guint step)
   }
 }
 
+/* Messages about requests (a critical call failed...) would only slow the fuzzer down. */
+static GLogWriterOutput
+fuzz_quiet (GLogLevelFlags level, const GLogField *fields, gsize n, gpointer data)
+{
+  (void) data;
+  if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+    return g_log_writer_standard_streams (level, fields, n, NULL);
+  return G_LOG_WRITER_HANDLED;
+}
+
 int LLVMFuzzerInitialize (int *argc, char ***argv);
 int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
 
@@ -89,6 +99,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   (void) argc;
   (void) argv;
   g_log_set_always_fatal (G_LOG_LEVEL_CRITICAL);  /* a critical is a bug the fuzzer found */
+  g_log_set_writer_func (fuzz_quiet, NULL, NULL);
   loop = evd_loop_new (1, NULL);
   service = evd_data_access_new (g_steal_pointer (&cfg));  /* lives as long as the process */
   return 0;

@@ -1,0 +1,78 @@
+"""SIGHUP reloads the lookups without dropping a connection or failing a request in flight,
+and refuses a bad configuration, keeping the one in use (issue 6)."""
+import signal
+import time
+import unittest
+
+import evdal_harness as h
+from evdal_harness import ttypes
+
+BEFORE = h.NAP_LOOKUP + """
+[lookup flags]
+backend = static
+columns = flag
+row.1 = old
+"""
+
+AFTER = """
+[lookup nap]
+backend = delay
+delay_ms = 7
+description = Now short
+
+[lookup nap2]
+backend = delay
+delay_ms = 3
+"""
+
+BROKEN = AFTER + """
+[lookup broken]
+backend = nosuch
+delay_ms = soon
+"""
+
+
+class ReloadTest(h.EvdalTestCase):
+    def reload(self, srv, text, marker):
+        with open(srv.config_path, 'w') as f:
+            f.write(h.config(lookups=text))
+        srv.send_signal(signal.SIGHUP)
+        self.assertTrue(srv.wait_log(marker, timeout=5), srv.log_tail())
+
+    def test_reload_adds_changes_removes_and_refuses_bad_configs(self):
+        with h.Server(h.config(lookups=BEFORE)) as srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+            busy, t2 = h.client(srv)
+            self.addCleanup(t2.close)
+            busy.send_fetch(h.fetch_request({'n': h.nap_call(600)}))
+            time.sleep(0.1)
+
+            self.reload(srv, AFTER, r'reloaded .*3? ?lookups?.*added: nap2; removed: flags')
+            # The request in flight finishes on the lookups it started with.
+            self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 600)
+            # The same connections see the new lookups.
+            names = {l.name: l for l in c.lookups()}
+            self.assertEqual(set(names), {'nap', 'nap2'})
+            self.assertEqual(names['nap'].description, 'Now short')
+            r = c.fetch(h.fetch_request({'a': ttypes.LookupCall(lookup='nap'),
+                                         'b': ttypes.LookupCall(lookup='nap2'),
+                                         'c': ttypes.LookupCall(lookup='flags')}))
+            self.assertEqual(h.slept_ms(r.results['a']), 7)
+            self.assertEqual(h.slept_ms(r.results['b']), 3)
+            self.assertEqual(r.results['c'].error.kind, ttypes.ErrorKind.UNKNOWN_LOOKUP)
+            self.assertEqual(h.slept_ms(busy.fetch(h.fetch_request({'n': h.nap_call(1)}))
+                                        .results['n']), 1)
+
+            # A bad file is refused, each problem logged with its line, the old lookups kept.
+            self.reload(srv, BROKEN, r'the configuration in use is kept')
+            log = srv.log_text()
+            self.assertRegex(log, r'reload refused: .*evdal\.conf:\d+: \[lookup broken\] backend: '
+                                  r'unknown backend "nosuch"')
+            self.assertRegex(log, r'reload refused: .*evdal\.conf:\d+: \[lookup broken\] delay_ms')
+            self.assertEqual({l.name for l in c.lookups()}, {'nap', 'nap2'})
+            self.assertPong(busy)
+
+
+if __name__ == '__main__':
+    unittest.main()
