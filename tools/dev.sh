@@ -53,6 +53,7 @@ case "${1:-}" in
   build) deps; build_into build ;;
   run)
     deps; build_into build
+    [ -f deploy/sample.db ] || build/evdal-mkdb deploy/sample.db
     exec build/evdal --config deploy/evdal.conf ;;
   test)
     deps
