@@ -1,0 +1,147 @@
+/* test_loop: the cross-thread hand-off of server/evd_loop.c: every posted function runs
+ * exactly once, on the loop's thread, in posting order per poster; what is posted after the
+ * loop stopped runs when it is freed. */
+#include <event2/thread.h>
+#include <pthread.h>
+
+#include "evd_loop.h"
+
+#define POSTERS 4
+#define PER_POSTER 10000
+
+typedef struct {
+  EvdLoop *loop;
+  gint seen[POSTERS];      /* last sequence number seen per poster, on the loop */
+  gint total;              /* atomic */
+  gboolean order_ok;
+  gboolean thread_ok;
+} Shared;
+
+typedef struct {
+  Shared *sh;
+  int poster;
+  int seq;
+} Item;
+
+static void
+on_item (gpointer data)
+{
+  Item *it = data;
+
+  it->sh->thread_ok &= evd_loop_is_current (it->sh->loop);
+  it->sh->order_ok &= it->seq == it->sh->seen[it->poster] + 1;
+  it->sh->seen[it->poster] = it->seq;
+  g_atomic_int_inc (&it->sh->total);
+  g_free (it);
+}
+
+static gpointer
+poster (gpointer data)
+{
+  Item *first = data;
+
+  for (int i = 1; i <= PER_POSTER; i++) {
+    Item *it = g_new (Item, 1);
+    *it = (Item) { first->sh, first->poster, i };
+    evd_loop_post (first->sh->loop, on_item, it);
+  }
+  g_free (first);
+  return NULL;
+}
+
+static void
+wait_for (gint *counter, gint value)
+{
+  for (int i = 0; i < 1000 && g_atomic_int_get (counter) < value; i++)
+    g_usleep (5000);
+  g_assert_cmpint (g_atomic_int_get (counter), ==, value);
+}
+
+static void
+test_posts_from_many_threads (void)
+{
+  Shared sh = { .order_ok = TRUE, .thread_ok = TRUE };
+  GThread *threads[POSTERS];
+
+  sh.loop = evd_loop_new (1, NULL);
+  g_assert_true (evd_loop_start (sh.loop, NULL));
+  for (int p = 0; p < POSTERS; p++) {
+    Item *it = g_new (Item, 1);
+    *it = (Item) { &sh, p, 0 };
+    threads[p] = g_thread_new ("poster", poster, it);
+  }
+  for (int p = 0; p < POSTERS; p++)
+    g_thread_join (threads[p]);
+  wait_for (&sh.total, POSTERS * PER_POSTER);
+  g_assert_false (evd_loop_is_current (sh.loop));
+  evd_loop_quit (sh.loop);
+  evd_loop_free (sh.loop);
+  g_assert_true (sh.order_ok);
+  g_assert_true (sh.thread_ok);
+}
+
+typedef struct {
+  EvdLoop *loop;
+  gint runs;
+  gint depth;               /* > 0 while a task runs */
+  gboolean nested;          /* a task ran inside another */
+} Chain;
+
+static void
+on_chain (gpointer data)
+{
+  Chain *c = data;
+
+  c->nested |= c->depth > 0;
+  c->depth++;
+  if (++c->runs < 100)
+    evd_loop_post (c->loop, on_chain, c);  /* runs later, not inside this one */
+  c->depth--;
+}
+
+static void
+test_self_post_runs_later_and_free_runs_leftovers (void)
+{
+  Chain c = { 0 };
+
+  c.loop = evd_loop_new (1, NULL);
+  g_assert_true (evd_loop_start (c.loop, NULL));
+  evd_loop_post (c.loop, on_chain, &c);
+  wait_for (&c.runs, 100);
+  g_assert_false (c.nested);
+  evd_loop_quit (c.loop);
+  /* Posted to a stopped loop: runs (once) when the loop is freed, even if it posts again. */
+  c.runs = 95;
+  evd_loop_post (c.loop, on_chain, &c);
+  evd_loop_free (c.loop);
+  g_assert_cmpint (c.runs, ==, 100);
+}
+
+static void
+on_quit (gpointer data)
+{
+  evd_loop_quit (data);
+}
+
+static void
+test_run_here (void)
+{
+  EvdLoop *loop = evd_loop_new (0, NULL);
+
+  /* A loop not started belongs to the thread that made it. */
+  g_assert_true (evd_loop_is_current (loop));
+  evd_loop_post (loop, on_quit, loop);
+  evd_loop_run_here (loop);  /* returns once the posted quit ran */
+  evd_loop_free (loop);
+}
+
+int
+main (int argc, char **argv)
+{
+  evthread_use_pthreads ();
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/loop/posts-from-many-threads", test_posts_from_many_threads);
+  g_test_add_func ("/loop/self-post-and-leftovers", test_self_post_runs_later_and_free_runs_leftovers);
+  g_test_add_func ("/loop/run-here", test_run_here);
+  return g_test_run ();
+}
