@@ -164,6 +164,17 @@ class SqliteTest(h.EvdalTestCase):
             self.assertLess((time.monotonic() - t0) * 1000, 150, 'ping and nap waited for SQLite')
             self.assertEqual(c.recv_fetch().results['k'].table.rows[0][0].int_value, 3000000)
 
+    def test_stored_text_that_is_not_utf8_is_an_error(self):
+        with self.server() as srv:
+            db = sqlite3.connect(self.db)
+            db.execute("INSERT INTO t (id, s) VALUES (9, CAST(x'41ff42' AS TEXT))")
+            db.commit()
+            db.close()
+            r = self.one(srv, 'row', id=V(int_value=9))
+            self.assertEqual(r.error.kind, EK.BACKEND, r)
+            self.assertIn('UTF-8', r.error.message)
+            self.assertIn('column s', r.error.message)
+
     def test_invalid_utf8_param(self):
         with self.server() as srv:
             sock = srv.raw_socket()
