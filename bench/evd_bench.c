@@ -508,6 +508,11 @@ evd_bench_parse (int *argc, char ***argv, EvdBenchOptions *o)
     g_printerr ("evdal-bench: %s\n", error->message);
     return FALSE;
   }
+  /* String defaults after parsing: GOption would overwrite them without freeing. */
+  if (o->host == NULL)
+    o->host = g_strdup ("127.0.0.1");
+  if (o->method == NULL)
+    o->method = g_strdup ("fetch");
   if (o->connections < 1 || o->threads < 1 || o->pipeline < 1 ||
       o->pipeline > EVD_BENCH_MAX_PIPELINE || o->duration <= 0 || o->idle < 0) {
     g_printerr ("evdal-bench: connections, threads, duration must be positive; pipeline 1..%d\n",
@@ -524,9 +529,8 @@ evd_bench_parse (int *argc, char ***argv, EvdBenchOptions *o)
 int
 main (int argc, char **argv)
 {
-  EvdBench b = { .o = { .host = g_strdup ("127.0.0.1"), .port = 9090, .connections = 64,
-                        .threads = 1, .pipeline = 1, .duration = 10, .requests = -1,
-                        .warmup = 1, .method = g_strdup ("fetch") } };
+  EvdBench b = { .o = { .port = 9090, .connections = 64, .threads = 1, .pipeline = 1,
+                        .duration = 10, .requests = -1, .warmup = 1 } };
   g_autoptr (GError) error = NULL;
   g_autoptr (ThriftStruct) args = NULL;
   g_autofree EvdBenchThread *threads = NULL;
@@ -594,5 +598,11 @@ main (int argc, char **argv)
   }
   g_array_unref (b.random_at);
   g_byte_array_unref (b.request);
+  g_free (b.o.host);
+  g_free (b.o.unix_path);
+  g_free (b.o.method);
+  g_free (b.o.label);
+  g_free (b.o.random);
+  g_strfreev (b.o.calls);
   return done > 0 ? 0 : 1;
 }

@@ -184,6 +184,10 @@ main (int argc, char **argv)
   g_test_add_func ("/sample/lookups-use-indexes", test_lookups_use_indexes);
   g_test_add_func ("/sample/bad-path", test_bad_path);
   rc = g_test_run ();
-  g_spawn_command_line_sync (g_strdup_printf ("rm -rf %s", dir), NULL, NULL, NULL, NULL);
+  {
+    g_autofree char *rm = g_strdup_printf ("rm -rf %s", dir);
+    g_spawn_command_line_sync (rm, NULL, NULL, NULL, NULL);
+  }
+  g_free (dir);
   return rc;
 }
