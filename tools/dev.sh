@@ -43,9 +43,8 @@ build_into() {  # build_into DIR [cmake args...]  (CC picks the compiler)
   cmake --build "$dir" -j "$JOBS"
 }
 
-run_tests() {  # run_tests DIR [ctest args...]
-  local dir=$1; shift
-  ctest --test-dir "$dir" --output-on-failure -j "$JOBS" -LE long "$@"
+run_tests() {  # run_tests DIR LABELS_TO_EXCLUDE
+  ctest --test-dir "$1" --output-on-failure -j "$JOBS" -LE "$2"
 }
 
 case "${1:-}" in
@@ -58,10 +57,10 @@ case "${1:-}" in
   test)
     deps
     build_into build
-    run_tests build
+    run_tests build long
     echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer"
     build_into build-asan -DEVDAL_SANITIZE=ON
-    run_tests build-asan -LE "long|valgrind"
+    run_tests build-asan "long|valgrind"
     echo "== fuzzing smoke runs (libFuzzer)"
     CC=clang build_into build-fuzz -DEVDAL_FUZZ=ON
     ctest --test-dir build-fuzz --output-on-failure -L fuzz ;;
