@@ -3,7 +3,7 @@
  *
  *   [lookup broken]
  *   backend = fault
- *   mode = fail        # fail | hang | double | late | thread | context
+ *   mode = fail        # fail | hang | double | late | thread | context | stall
  *   delay_ms = 10      # for double, late and thread; a call's int param delay_ms overrides
  *   required_param = user_id   # optional: an int param every call must give
  *
@@ -12,6 +12,8 @@
  * double: answers after delay_ms, then answers again (the second must be ignored).
  * late:   ignores cancel, and answers after delay_ms even when cancelled long before.
  * thread: answers from a thread of its own after delay_ms (a worker pool's path).
+ * stall:  blocks the loop for delay_ms inside start(), as a badly written backend would,
+ *         then answers: what stall_warn_ms and max_queue_ms are there to catch.
  * context: answers at once with the request context it was handed (request_id, principal,
  *         trace, ms left to the deadline, attributes as "k=v;..."), to show what reaches a
  *         backend.
@@ -23,11 +25,11 @@
 #include "evd_backend.h"
 
 typedef enum {
-  FAULT_FAIL, FAULT_HANG, FAULT_DOUBLE, FAULT_LATE, FAULT_THREAD, FAULT_CONTEXT
+  FAULT_FAIL, FAULT_HANG, FAULT_DOUBLE, FAULT_LATE, FAULT_THREAD, FAULT_CONTEXT, FAULT_STALL
 } EvdFaultMode;
 
 static const char *const evd_fault_modes[] = {
-  "fail", "hang", "double", "late", "thread", "context"
+  "fail", "hang", "double", "late", "thread", "context", "stall"
 };
 
 typedef struct {
@@ -55,7 +57,7 @@ evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
       break;
   if (i == G_N_ELEMENTS (evd_fault_modes)) {
     evd_config_problem (cfg, spec->group, "mode", "\"%s\" is not fail, hang, double, late, "
-                        "thread or context", mode);
+                        "thread, context or stall", mode);
     g_free (f);
     return NULL;
   }
@@ -158,6 +160,11 @@ evd_fault_start (gpointer backend, EvdBackendCall *call)
   case FAULT_CONTEXT:
     g_free (fc);
     evd_backend_call_return (call, evd_fault_context_table (call));
+    return;
+  case FAULT_STALL:
+    g_usleep ((gulong) fc->delay_ms * 1000);  /* on the loop thread: the whole point */
+    g_free (fc);
+    evd_backend_call_return (call, evd_fault_table ("stalled"));
     return;
   case FAULT_THREAD:
     g_thread_unref (g_thread_new ("evdal-fault", evd_fault_thread, fc));

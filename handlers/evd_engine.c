@@ -511,6 +511,18 @@ evd_engine_invalid (EvdCall *rpc, const char *format, ...)
   evd_engine_reply_error (rpc, x, NULL);
 }
 
+/* Answers Overloaded at once (the message is consumed). */
+static void
+evd_engine_overloaded (EvdCall *rpc, char *message)
+{
+  evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
+
+  x->message = message;
+  x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
+  x->__isset_message = x->__isset_retry_after_ms = TRUE;
+  evd_engine_reply_error (rpc, NULL, x);
+}
+
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
 static evdalLookupError *
 evd_engine_check_params (EvdLookup *l, GHashTable *params)
@@ -707,13 +719,18 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     evd_engine_invalid (rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
     return FALSE;
   }
+  if (engine->sc->max_queue_ms > 0 &&
+      evd_loop_lag_us (evd_call_loop (rpc)) > engine->sc->max_queue_ms * (gint64) 1000) {
+    evd_engine_overloaded (rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms before "
+                                                 "they are read (max_queue_ms %d)",
+                                                 evd_loop_lag_us (evd_call_loop (rpc)) / 1000,
+                                                 engine->sc->max_queue_ms));
+    return FALSE;
+  }
   if (g_atomic_int_add (&engine->counters->inflight, 1) >= engine->sc->max_inflight) {
-    evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
     g_atomic_int_add (&engine->counters->inflight, -1);
-    x->message = g_strdup_printf ("max_inflight (%d) fetches in flight", engine->sc->max_inflight);
-    x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
-    x->__isset_message = x->__isset_retry_after_ms = TRUE;
-    evd_engine_reply_error (rpc, NULL, x);
+    evd_engine_overloaded (rpc, g_strdup_printf ("max_inflight (%d) fetches in flight",
+                                                 engine->sc->max_inflight));
     return FALSE;
   }
   return TRUE;

@@ -320,6 +320,11 @@ evd_config_read_server (EvdConfig *cfg)
   s->max_pipeline = (int) evd_config_int (cfg, g, "max_pipeline", 128, 1, 100000);
   s->max_output_bytes = (int) evd_config_int (cfg, g, "max_output_bytes", 4 << 20, 4096,
                                               1 << 30);
+  /* A request that waited this long before the loop could read it is better refused at once
+   * (the client retries elsewhere) than served late on top of a backlog. */
+  s->max_queue_ms = (int) evd_config_int (cfg, g, "max_queue_ms", 500, 0, 60000);
+  /* A loop callback is meant to take microseconds; 100 ms is a blocked loop. */
+  s->stall_warn_ms = (int) evd_config_int (cfg, g, "stall_warn_ms", 100, 0, 60000);
   if (*s->listen == '\0')
     evd_config_problem (cfg, g, "listen", "is empty");
 }

@@ -33,6 +33,8 @@ typedef struct {
   int shutdown_timeout_ms;
   int max_pipeline;        /* requests in flight on one connection before it is not read */
   int max_output_bytes;    /* unsent reply bytes on one connection before it is not read */
+  int max_queue_ms;        /* a loop this far behind answers new fetches Overloaded; 0 = off */
+  int stall_warn_ms;       /* a loop callback that runs longer is logged; 0 = off */
 } EvdServerConfig;
 
 typedef struct _EvdConfig EvdConfig;

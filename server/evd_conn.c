@@ -350,7 +350,9 @@ evd_conn_on_read (struct bufferevent *bev, void *arg)
 
   (void) bev;
   c->last_active_us = g_get_monotonic_time ();
+  evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
   evd_conn_process (c);
+  evd_loop_watch_end (c->host->loop);
 }
 
 static void

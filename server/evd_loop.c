@@ -26,6 +26,15 @@ struct _EvdLoop {
 
   gpointer codec;
   GDestroyNotify free_codec;
+
+  /* Watching (this loop's thread only). */
+  struct event *beat;
+  gint64 next_beat_us;
+  gint64 lag_us;
+  gint64 stall_warn_us;      /* 0: not watched */
+  gint64 watch_since_us;     /* start of the watched callback, or 0 */
+  const char *watch_what;
+  char watch_who[80];
 };
 
 /* Runs the tasks queued so far. Tasks posted while these run wait for the next wakeup, so a
@@ -42,10 +51,12 @@ evd_loop_drain (EvdLoop *loop)
   loop->wakeup_pending = FALSE;
   g_mutex_unlock (&loop->lock);
 
+  evd_loop_watch_begin (loop, "running tasks handed over by other threads", NULL);
   for (guint i = 0; i < batch->len; i++) {
     EvdLoopTask *t = &g_array_index (batch, EvdLoopTask, i);
     t->fn (t->data);
   }
+  evd_loop_watch_end (loop);
   g_array_set_size (batch, 0);
 
   g_mutex_lock (&loop->lock);
@@ -155,6 +166,8 @@ evd_loop_free (EvdLoop *loop)
   evd_loop_run_pending (loop);
   if (loop->free_codec != NULL && loop->codec != NULL)
     loop->free_codec (loop->codec);
+  if (loop->beat != NULL)
+    event_free (loop->beat);
   event_free (loop->wakeup);
   event_base_free (loop->base);
   g_array_unref (loop->queue);
@@ -195,6 +208,65 @@ evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data)
   /* One wakeup per batch: posts that find one pending ride along with it. */
   if (wake)
     event_active (loop->wakeup, 0, 0);
+}
+
+/* ---- Watching. ---- */
+
+static void
+evd_loop_on_beat (evutil_socket_t fd, short what, void *arg)
+{
+  EvdLoop *loop = arg;
+  gint64 now = g_get_monotonic_time ();
+
+  (void) fd;
+  (void) what;
+  loop->lag_us = MAX (now - loop->next_beat_us, 0);
+  loop->next_beat_us = now + EVD_LOOP_BEAT_MS * 1000;
+}
+
+void
+evd_loop_watch (EvdLoop *loop, int stall_warn_ms)
+{
+  struct timeval tv = { 0, EVD_LOOP_BEAT_MS * 1000 };
+
+  loop->stall_warn_us = stall_warn_ms * (gint64) 1000;
+  loop->next_beat_us = g_get_monotonic_time () + EVD_LOOP_BEAT_MS * 1000;
+  loop->beat = event_new (loop->base, -1, EV_PERSIST, evd_loop_on_beat, loop);
+  event_add (loop->beat, &tv);
+}
+
+gint64
+evd_loop_lag_us (EvdLoop *loop)
+{
+  /* An overdue beat means the loop is behind now, even before the timer gets to say so. */
+  if (loop->beat == NULL)
+    return 0;
+  return MAX (loop->lag_us, g_get_monotonic_time () - loop->next_beat_us);
+}
+
+void
+evd_loop_watch_begin (EvdLoop *loop, const char *what, const char *who)
+{
+  if (loop->stall_warn_us == 0 || loop->watch_since_us != 0)
+    return;  /* not watched, or already inside a watched callback */
+  loop->watch_since_us = g_get_monotonic_time ();
+  loop->watch_what = what;
+  g_strlcpy (loop->watch_who, who ? who : "", sizeof loop->watch_who);
+}
+
+void
+evd_loop_watch_end (EvdLoop *loop)
+{
+  gint64 took;
+
+  if (loop->watch_since_us == 0)
+    return;
+  took = g_get_monotonic_time () - loop->watch_since_us;
+  loop->watch_since_us = 0;
+  if (took > loop->stall_warn_us)
+    g_warning ("loop %u stalled for %" G_GINT64_FORMAT " ms %s%s%s: every connection on it "
+               "waited", loop->index, took / 1000, loop->watch_what,
+               loop->watch_who[0] ? " " : "", loop->watch_who);
 }
 
 gpointer *

@@ -39,6 +39,20 @@ gboolean evd_loop_is_current (EvdLoop *loop);
 /* Runs fn(data) on the loop's thread, later, in posting order. Safe from any thread. */
 void evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data);
 
+/* ---- Watching the loop (its own thread only). ----
+ *
+ * A heartbeat timer fires every EVD_LOOP_BEAT_MS and measures how late it fires: the loop's
+ * lag, the time a request that arrives now waits before the loop reads it. Callbacks that can
+ * run long are bracketed by watch_begin/watch_end: one that takes more than stall_warn_ms is
+ * logged with what it was doing. */
+#define EVD_LOOP_BEAT_MS 10
+
+void evd_loop_watch (EvdLoop *loop, int stall_warn_ms);
+gint64 evd_loop_lag_us (EvdLoop *loop);
+/* `what` is a static description; `who` (may be NULL) is copied. */
+void evd_loop_watch_begin (EvdLoop *loop, const char *what, const char *who);
+void evd_loop_watch_end (EvdLoop *loop);
+
 /* A slot the RPC layer keeps its per-loop codec in (evd_rpc owns and frees it). */
 gpointer *evd_loop_codec_slot (EvdLoop *loop);
 void evd_loop_set_codec_free (EvdLoop *loop, GDestroyNotify free_codec);

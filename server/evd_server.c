@@ -261,6 +261,7 @@ evd_server_run (EvdServer *s)
   g_autoptr (GError) error = NULL;
 
   for (guint i = 0; i < s->n_loops; i++) {
+    evd_loop_watch (s->loops[i], s->sc->stall_warn_ms);
     if (!evd_loop_start (s->loops[i], &error)) {
       g_critical ("cannot start IO loop %u: %s", i, error->message);
       return 1;

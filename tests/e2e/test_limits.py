@@ -137,6 +137,28 @@ class LimitsTest(h.EvdalTestCase):
             self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: write timeout'))
             self.assertPong(good)
 
+    def test_stalled_loop_is_logged_and_its_backlog_refused(self):
+        hog = h.NAP_LOOKUP + '\n[lookup hog]\nbackend = fault\nmode = stall\ndelay_ms = 400\n'
+        with h.Server(h.config(lookups=hog, io_threads=1, stall_warn_ms=100,
+                               max_queue_ms=150)) as srv:
+            a, ta = h.client(srv)
+            self.addCleanup(ta.close)
+            b, tb = h.client(srv)
+            self.addCleanup(tb.close)
+            a.send_fetch(h.fetch_request({'h': h.ttypes.LookupCall(lookup='hog')}))
+            time.sleep(0.1)  # the loop is now blocked inside the hog's start()
+            t0 = time.monotonic()
+            with self.assertRaises(h.ttypes.Overloaded) as cm:
+                b.fetch(h.fetch_request({'n': h.nap_call(1)}))
+            self.assertIn('max_queue_ms', cm.exception.message)
+            self.assertGreater(cm.exception.retry_after_ms, 0)
+            self.assertLess(time.monotonic() - t0, 0.6)
+            self.assertEqual(a.recv_fetch().results['h'].table.rows[0][0].text_value, 'stalled')
+            self.assertTrue(srv.wait_log(r'loop 1 stalled for [34]\d\d ms reading requests from '
+                                         r'127\.0\.0\.1:\d+'))
+            time.sleep(0.05)  # caught up: served again
+            self.assertEqual(h.slept_ms(b.fetch(h.fetch_request({'n': h.nap_call(1)})).results['n']), 1)
+
 
 if __name__ == '__main__':
     unittest.main()
