@@ -72,15 +72,17 @@ evd_loop_on_wakeup (evutil_socket_t fd, short what, void *arg)
   evd_loop_drain (arg);
 }
 
-/* libevent 2.1 measures time with CLOCK_MONOTONIC_COARSE unless asked not to: timers then
- * fire up to a jiffy (4 ms) early, and a deadline or a 140 ms nap must not. */
+/* libevent 2.1 measures time with CLOCK_MONOTONIC_COARSE unless asked not to, and adds a
+ * timer to the time cached when the loop iteration began: either way timers fire early (a
+ * jiffy, or however long the iteration has run), and a deadline or a 140 ms nap must not.
+ * Reading the clock for each timer added costs a vDSO call. */
 static struct event_base *
 evd_loop_new_base (void)
 {
   struct event_config *cfg = event_config_new ();
   struct event_base *base;
 
-  event_config_set_flag (cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+  event_config_set_flag (cfg, EVENT_BASE_FLAG_PRECISE_TIMER | EVENT_BASE_FLAG_NO_CACHE_TIME);
   base = event_base_new_with_config (cfg);
   event_config_free (cfg);
   return base;
