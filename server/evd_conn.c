@@ -455,7 +455,8 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
   evd_conn_format_addr (addr, addr_len, c->peer, sizeof c->peer);
   if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)
     setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);  /* replies are small */
-  c->bev = bufferevent_socket_new (base, fd, BEV_OPT_CLOSE_ON_FREE);
+  c->bev = host->tls ? evd_tls_accept (host->tls, base, fd)
+                     : bufferevent_socket_new (base, fd, BEV_OPT_CLOSE_ON_FREE);
   c->timer = evtimer_new (base, evd_conn_on_timer, c);
   c->last_active_us = g_get_monotonic_time ();
   bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);

@@ -21,6 +21,7 @@
 #include "evd_log.h"
 #include "evd_loop.h"
 #include "evd_rpc.h"
+#include "evd_tls.h"
 
 G_BEGIN_DECLS
 
@@ -31,6 +32,7 @@ typedef struct {
   const EvdService *service;
   const EvdServerConfig *config;
   struct timeval write_timeout;  /* config->write_timeout_ms, as libevent wants it */
+  EvdTls *tls;                   /* NULL: plain TCP */
   gint *n_connections;       /* all loops' connections, atomic */
   GQueue conns;              /* this loop's connections (EvdConn *) */
   gboolean draining;

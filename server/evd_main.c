@@ -120,6 +120,7 @@ main (int argc, char **argv)
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
+  EvdTls *tls;
   EvdReload reload;
 
   if (!evd_main_parse (&argc, &argv, &o))
@@ -137,17 +138,20 @@ main (int argc, char **argv)
   if (o.listen != NULL)
     evd_config_override_listen (cfg, o.listen);
   service = evd_data_access_new (cfg);
+  tls = evd_tls_new (cfg);
   if (!evd_config_check (cfg, &error)) {
     g_printerr ("%s\n", error->message);
+    evd_tls_free (tls);
     return 1;
   }
   if (o.check_config) {
     printf ("%s: OK\n", o.config);
+    evd_tls_free (tls);
     return 0;
   }
   signal (SIGPIPE, SIG_IGN);
   evd_main_raise_fd_limit ();
-  server = evd_server_new (cfg, evd_data_access_service (service), &error);
+  server = evd_server_new (cfg, evd_data_access_service (service), g_steal_pointer (&tls), &error);
   if (server == NULL) {
     g_printerr ("evdal: %s\n", error->message);
     return 1;

@@ -16,6 +16,7 @@ struct _EvdServer {
 
   EvdLoop *main;
   EvdListener *listener;
+  EvdTls *tls;
   struct event *on_sigterm;
   struct event *on_sigint;
   struct event *on_sighup;
@@ -215,6 +216,7 @@ evd_server_make_loops (EvdServer *s, GError **error)
     h->loop = s->loops[i];
     h->service = s->service;
     h->config = s->sc;
+    h->tls = s->tls;
     h->write_timeout.tv_sec = s->sc->write_timeout_ms / 1000;
     h->write_timeout.tv_usec = (s->sc->write_timeout_ms % 1000) * 1000;
     h->n_connections = &s->n_connections;
@@ -226,7 +228,7 @@ evd_server_make_loops (EvdServer *s, GError **error)
 }
 
 EvdServer *
-evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error)
+evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, GError **error)
 {
   g_autoptr (EvdServer) s = g_new0 (EvdServer, 1);
   static gsize threads_ready;
@@ -239,6 +241,7 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error)
   s->cfg = cfg;
   s->sc = evd_config_server (cfg);
   s->service = service;
+  s->tls = tls;
   s->main = evd_loop_new (0, error);
   if (s->main == NULL || !evd_server_make_loops (s, error))
     return NULL;
@@ -267,8 +270,8 @@ evd_server_run (EvdServer *s)
       return 1;
     }
   }
-  g_message ("listening on %s (%u IO loops, evdal %s)", evd_listener_address (s->listener),
-             s->n_loops, EVDAL_VERSION);
+  g_message ("listening on %s (%u IO loops, %s, evdal %s)", evd_listener_address (s->listener),
+             s->n_loops, s->tls ? "TLS" : "plain TCP", EVDAL_VERSION);
   evd_loop_run_here (s->main);
   g_message ("shut down cleanly");
   return 0;
@@ -288,6 +291,7 @@ evd_server_free (EvdServer *s)
   }
   g_free (s->loops);
   g_free (s->hosts);
+  evd_tls_free (s->tls);
   g_clear_pointer (&s->on_sigterm, event_free);
   g_clear_pointer (&s->on_sigint, event_free);
   g_clear_pointer (&s->on_sighup, event_free);

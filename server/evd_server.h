@@ -12,14 +12,16 @@
 
 #include "evd_config.h"
 #include "evd_rpc.h"
+#include "evd_tls.h"
 
 G_BEGIN_DECLS
 
 typedef struct _EvdServer EvdServer;
 
 /* Binds the listener and makes the loops; nothing runs yet. `cfg` and `service` must outlive
- * the server. */
-EvdServer *evd_server_new (EvdConfig *cfg, const EvdService *service, GError **error);
+ * the server; it takes `tls` (NULL: plain TCP). */
+EvdServer *evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls,
+                           GError **error);
 /* Runs until shut down; returns the process exit code. */
 int evd_server_run (EvdServer *server);
 void evd_server_free (EvdServer *server);

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
   libglib2.0-dev libevent-dev libsqlite3-dev sqlite3
-  libthrift-c-glib-dev thrift-compiler python3 python3-thrift
+  libthrift-c-glib-dev thrift-compiler python3 python3-thrift libssl-dev openssl
 )
 JOBS=$(nproc 2>/dev/null || echo 2)
 
