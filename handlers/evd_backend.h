@@ -83,6 +83,9 @@ typedef struct {
    * worker thread shared may be freed now, since cancel() can no longer be called. */
   void (*release) (gpointer backend, EvdBackendCall *call);
   void (*close) (gpointer backend);
+  /* Optional: writes the metrics of what setup() made (evd_metrics' text format helpers),
+   * whole families; called when /metrics is scraped, from the admin thread. */
+  void (*collect) (gpointer shared, GString *out);
 } EvdBackendClass;
 
 /* The kinds built in, by name; NULL when unknown. */

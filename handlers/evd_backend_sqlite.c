@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "evd_backend.h"
+#include "evd_metrics.h"
 #include "evd_sqlite.h"
 
 typedef struct {
@@ -94,6 +95,39 @@ evd_sqlite_teardown (gpointer shared)
   g_hash_table_unref (sh->pools);
   g_hash_table_unref (sh->names);
   g_free (sh);
+}
+
+/* Per database: workers, how many are busy, the queue, and busy time (utilisation is
+ * rate(evdal_sqlite_busy_seconds_total) / evdal_sqlite_workers). */
+static void
+evd_sqlite_collect (gpointer shared, GString *out)
+{
+  EvdSqliteShared *sh = shared;
+  static const struct {
+    const char *name, *type, *help;
+  } families[] = {
+    { "evdal_sqlite_workers", "gauge", "Worker threads of each database." },
+    { "evdal_sqlite_workers_busy", "gauge", "Workers running a statement now." },
+    { "evdal_sqlite_queue_depth", "gauge", "Statements waiting for a worker." },
+    { "evdal_sqlite_busy_seconds_total", "counter", "Time workers spent running statements." },
+    { "evdal_sqlite_statements_total", "counter", "Statements run." },
+  };
+
+  for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
+    GHashTableIter it;
+    gpointer name, pool;
+
+    evd_metrics_family (out, families[f].name, families[f].type, families[f].help);
+    g_hash_table_iter_init (&it, sh->pools);
+    while (g_hash_table_iter_next (&it, &name, &pool)) {
+      double v = f == 0 ? evd_sqlite_pool_workers (pool)
+               : f == 1 ? evd_sqlite_pool_busy (pool)
+               : f == 2 ? evd_sqlite_pool_queued (pool)
+               : f == 3 ? evd_sqlite_pool_busy_us (pool) / 1e6
+                        : (double) evd_sqlite_pool_jobs (pool);
+      evd_metrics_sample (out, families[f].name, v, "database", (const char *) name, NULL);
+    }
+  }
 }
 
 /* ---- [lookup NAME] ---- */
@@ -209,4 +243,5 @@ const EvdBackendClass evd_backend_sqlite_class = {
   .cancel = evd_sqlite_cancel,
   .release = evd_sqlite_release,
   .close = evd_sqlite_lookup_close,
+  .collect = evd_sqlite_collect,
 };

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "evd_log.h"
 #include "evdal_data_access.h"
 
 /* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
@@ -258,6 +259,8 @@ evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error)
   slot->error = error ? g_object_ref (error) : NULL;
   if (slot->table == NULL && slot->error == NULL)
     slot->error = evd_error_new (EVDAL_ERROR_KIND_BACKEND, "backend returned nothing");
+  evd_lookup_stats_record (evd_lookup_stats (slot->lookup), slot->error ? slot->error->kind : 0,
+                           slot->end_us - slot->start_us);
   if (slot->timer != NULL)
     event_del (slot->timer);
   evd_slot_stop (slot);
@@ -265,8 +268,9 @@ evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error)
   if (f->rpc == NULL)
     return;
   if (slot->error != NULL) {
-    g_debug ("[%s] %s (%s): %s", f->ctx.request_id, evd_lookup_spec (slot->lookup)->name,
-             toString_ErrorKind (slot->error->kind), slot->error->message);
+    evd_log_event (G_LOG_LEVEL_DEBUG, f->ctx.request_id, evd_lookup_spec (slot->lookup)->name,
+                   NULL, "%s (%s): %s", evd_lookup_spec (slot->lookup)->name,
+                   toString_ErrorKind (slot->error->kind), slot->error->message);
     if (slot->critical) {
       evd_fetch_finish (f, slot->keys->pdata[0], slot->error);
       return;
@@ -439,19 +443,106 @@ evd_fetch_response (EvdFetch *f, const char *failed_key, evdalLookupError *faile
   return r;
 }
 
+/* The lookup a call of the request names (NULL if none). */
+static const char *
+evd_fetch_key_lookup (EvdFetch *f, const char *key)
+{
+  evdalLookupCall *call = f->request->calls ? g_hash_table_lookup (f->request->calls, key) : NULL;
+
+  return call != NULL ? call->lookup : NULL;
+}
+
+/* Metrics of an ending fetch: its outcome and time, and every call answered with an error. */
+static void
+evd_fetch_count (EvdFetch *f, evdalLookupError *failed, gboolean cancelled)
+{
+  EvdMetrics *m = f->engine->counters->metrics;
+  GHashTableIter it;
+  gpointer value;
+
+  if (m == NULL)
+    return;
+  if (cancelled) {
+    evd_metrics_request (m, EVD_METHOD_FETCH, EVD_OUTCOME_CANCELLED);
+    return;
+  }
+  evd_metrics_request (m, EVD_METHOD_FETCH, failed ? EVD_OUTCOME_FAILED : EVD_OUTCOME_OK);
+  evd_metrics_fetch_latency (m, g_get_monotonic_time () - f->ctx.start_us);
+  if (failed != NULL) {
+    evd_metrics_call_error (m, failed->kind);
+    return;
+  }
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    for (guint k = 0; s->error != NULL && k < s->keys->len; k++)
+      evd_metrics_call_error (m, s->error->kind);
+  }
+  g_hash_table_iter_init (&it, f->early);
+  while (g_hash_table_iter_next (&it, NULL, &value))
+    evd_metrics_call_error (m, ((evdalLookupError *) value)->kind);
+}
+
+static int
+evd_trace_span_order (gconstpointer a, gconstpointer b)
+{
+  const EvdTraceSpan *x = a, *y = b;
+
+  if (x->start_us != y->start_us)
+    return x->start_us < y->start_us ? -1 : 1;
+  return g_strcmp0 (x->key, y->key);
+}
+
+/* A traced fetch leaves its spans for /traces, once every slot has ended. */
+static void
+evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
+{
+  gint64 now = g_get_monotonic_time ();
+  EvdTrace *t = evd_trace_new (f->ctx.request_id, f->ctx.principal,
+                               g_get_real_time () - (now - f->ctx.start_us));
+  GHashTableIter it;
+  gpointer key, value;
+
+  t->duration_us = now - f->ctx.start_us;
+  t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
+             : failed_key ? g_strdup_printf ("failed: critical call %s", failed_key)
+                          : g_strdup ("ok");
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    const EvdLookupSpec *spec = evd_lookup_spec (s->lookup);
+    for (guint k = 0; k < s->keys->len; k++)
+      evd_trace_add_span (t, s->keys->pdata[k], spec->name, spec->backend_name,
+                          s->start_us - f->ctx.start_us, s->end_us - f->ctx.start_us,
+                          s->error ? s->error->kind : 0, s->error ? s->error->message : NULL);
+  }
+  g_hash_table_iter_init (&it, f->early);
+  while (g_hash_table_iter_next (&it, &key, &value)) {
+    evdalLookupError *e = value;
+    const char *lookup = evd_fetch_key_lookup (f, key);
+    evd_trace_add_span (t, key, lookup ? lookup : "?", "none", 0, 0, e->kind, e->message);
+  }
+  g_array_sort (t->spans, evd_trace_span_order);
+  evd_trace_store_add (f->engine->counters->traces, t);
+}
+
 /* The one place a fetch ends: answer (unless the client left), stop every slot still going. */
 static void
 evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
 {
   EvdCall *rpc = f->rpc;
 
+  EvdEngineCounters *counters = f->engine->counters;
+  gboolean cancelled;
+
   if (rpc == NULL)
     return;
   f->rpc = NULL;
-  g_atomic_int_add (&f->engine->counters->inflight, -1);
-  if (failed_key != NULL && !evd_call_is_cancelled (rpc))
-    g_message ("[%s] fetch failed: critical call %s: %s", f->ctx.request_id, failed_key,
-               failed->message);
+  cancelled = evd_call_is_cancelled (rpc);
+  g_atomic_int_add (&counters->inflight, -1);
+  if (failed_key != NULL && !cancelled)
+    evd_log_event (G_LOG_LEVEL_MESSAGE, f->ctx.request_id, evd_fetch_key_lookup (f, failed_key),
+                   evd_call_peer (rpc), "fetch failed: critical call %s: %s", failed_key,
+                   failed->message);
+  evd_fetch_count (f, failed, cancelled);
   evd_call_reply (rpc, THRIFT_STRUCT (evd_fetch_response (f, failed_key, failed)));
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
@@ -462,6 +553,8 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
     e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED, "cancelled: the request ended");
     evd_slot_finish (s, NULL, e);
   }
+  if (f->ctx.trace)
+    evd_fetch_keep_trace (f, failed_key, cancelled);
   evd_fetch_unref (f);  /* the answer's reference */
 }
 
@@ -474,14 +567,16 @@ evd_fetch_on_rpc_cancel (EvdCall *call, gpointer data)
                                                   "the client went away");
 
   (void) call;
-  g_debug ("[%s] client went away; cancelling", f->ctx.request_id);
+  evd_log_event (G_LOG_LEVEL_DEBUG, f->ctx.request_id, NULL, evd_call_peer (call),
+                 "client went away; cancelling");
   evd_fetch_finish (f, "(client gone)", e);
 }
 
 /* ---- Admission and validation. ---- */
 
 static void
-evd_engine_reply_error (EvdCall *rpc, evdalInvalidRequest *invalid, evdalOverloaded *overloaded)
+evd_engine_reply_error (EvdEngine *engine, EvdCall *rpc, evdalInvalidRequest *invalid,
+                        evdalOverloaded *overloaded)
 {
   evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
 
@@ -492,14 +587,17 @@ evd_engine_reply_error (EvdCall *rpc, evdalInvalidRequest *invalid, evdalOverloa
     r->overloaded = overloaded;
     r->__isset_overloaded = TRUE;
   }
+  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH,
+                       invalid != NULL ? EVD_OUTCOME_INVALID : EVD_OUTCOME_OVERLOADED);
   evd_call_reply (rpc, THRIFT_STRUCT (r));
 }
 
 static void
-evd_engine_invalid (EvdCall *rpc, const char *format, ...) G_GNUC_PRINTF (2, 3);
+evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
+  G_GNUC_PRINTF (3, 4);
 
 static void
-evd_engine_invalid (EvdCall *rpc, const char *format, ...)
+evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
 {
   evdalInvalidRequest *x = g_object_new (EVDAL_TYPE_INVALID_REQUEST, NULL);
   va_list ap;
@@ -508,19 +606,19 @@ evd_engine_invalid (EvdCall *rpc, const char *format, ...)
   x->message = g_strdup_vprintf (format, ap);
   x->__isset_message = TRUE;
   va_end (ap);
-  evd_engine_reply_error (rpc, x, NULL);
+  evd_engine_reply_error (engine, rpc, x, NULL);
 }
 
 /* Answers Overloaded at once (the message is consumed). */
 static void
-evd_engine_overloaded (EvdCall *rpc, char *message)
+evd_engine_overloaded (EvdEngine *engine, EvdCall *rpc, char *message)
 {
   evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
 
   x->message = message;
   x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
   x->__isset_message = x->__isset_retry_after_ms = TRUE;
-  evd_engine_reply_error (rpc, NULL, x);
+  evd_engine_reply_error (engine, rpc, NULL, x);
 }
 
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
@@ -708,20 +806,20 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
   evdalRequestContext *c = request->__isset_context ? request->context : NULL;
 
   if (n == 0) {
-    evd_engine_invalid (rpc, "no calls: FetchRequest.calls is empty");
+    evd_engine_invalid (engine, rpc, "no calls: FetchRequest.calls is empty");
     return FALSE;
   }
   if (n > (guint) engine->sc->max_calls) {
-    evd_engine_invalid (rpc, "%u calls, more than max_calls (%d)", n, engine->sc->max_calls);
+    evd_engine_invalid (engine, rpc, "%u calls, more than max_calls (%d)", n, engine->sc->max_calls);
     return FALSE;
   }
   if (c != NULL && c->__isset_deadline_ms && c->deadline_ms <= 0) {
-    evd_engine_invalid (rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
+    evd_engine_invalid (engine, rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
     return FALSE;
   }
   if (engine->sc->max_queue_ms > 0 &&
       evd_loop_lag_us (evd_call_loop (rpc)) > engine->sc->max_queue_ms * (gint64) 1000) {
-    evd_engine_overloaded (rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms before "
+    evd_engine_overloaded (engine, rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms before "
                                                  "they are read (max_queue_ms %d)",
                                                  evd_loop_lag_us (evd_call_loop (rpc)) / 1000,
                                                  engine->sc->max_queue_ms));
@@ -729,7 +827,7 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
   }
   if (g_atomic_int_add (&engine->counters->inflight, 1) >= engine->sc->max_inflight) {
     g_atomic_int_add (&engine->counters->inflight, -1);
-    evd_engine_overloaded (rpc, g_strdup_printf ("max_inflight (%d) fetches in flight",
+    evd_engine_overloaded (engine, rpc, g_strdup_printf ("max_inflight (%d) fetches in flight",
                                                  engine->sc->max_inflight));
     return FALSE;
   }
@@ -793,6 +891,10 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
   e->sc = evd_config_server (cfg);
   e->counters = counters;
   e->lookups = evd_lookup_set_new (cfg);
+  for (guint i = 0; i < evd_lookup_set_size (e->lookups); i++) {
+    EvdLookup *l = evd_lookup_set_nth (e->lookups, i);
+    evd_lookup_set_stats (l, evd_metrics_lookup (counters->metrics, evd_lookup_spec (l)->name));
+  }
   return e;
 }
 

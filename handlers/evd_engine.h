@@ -16,7 +16,9 @@
 
 #include "evd_config.h"
 #include "evd_lookup.h"
+#include "evd_metrics.h"
 #include "evd_rpc.h"
+#include "evd_trace.h"
 
 G_BEGIN_DECLS
 
@@ -30,6 +32,8 @@ typedef struct {
   gint outstanding;           /* atomic: backend calls started and not yet completed */
   guint64 next_id;            /* atomic: for request ids the caller did not give */
   char id_prefix[9];          /* random per process, so ids differ across instances */
+  EvdMetrics *metrics;        /* where requests and calls are counted; may be NULL */
+  EvdTraceStore *traces;      /* where traced requests are kept; may be NULL */
 } EvdEngineCounters;
 
 void evd_engine_counters_init (EvdEngineCounters *counters);

@@ -22,6 +22,7 @@ struct _EvdLookup {
   GMutex lock;
   int running;
   GQueue waiting;       /* EvdWaiter *, oldest first */
+  EvdLookupStats *stats;
 };
 
 struct _EvdLookupSet {
@@ -267,4 +268,54 @@ evd_lookup_release (EvdLookup *l)
     evd_loop_post (next->loop, next->run, next->data);
     g_free (next);
   }
+}
+
+void
+evd_lookup_set_stats (EvdLookup *l, EvdLookupStats *stats)
+{
+  l->stats = stats;
+}
+
+EvdLookupStats *
+evd_lookup_stats (EvdLookup *l)
+{
+  return l->stats;
+}
+
+void
+evd_lookup_set_collect (EvdLookupSet *set, GString *out)
+{
+  GHashTableIter it;
+  gpointer klass, shared;
+
+  evd_metrics_family (out, "evdal_lookup_running", "gauge",
+                      "Calls running now, of each lookup with a max_concurrent.");
+  for (guint i = 0; i < set->lookups->len; i++) {
+    EvdLookup *l = set->lookups->pdata[i];
+    int running;
+
+    if (l->max_concurrent == 0)
+      continue;  /* unbounded: nothing is counted, so that the lock is never taken */
+    g_mutex_lock (&l->lock);
+    running = l->running;
+    g_mutex_unlock (&l->lock);
+    evd_metrics_sample (out, "evdal_lookup_running", running, "lookup", l->spec.name, NULL);
+  }
+  evd_metrics_family (out, "evdal_lookup_queue_depth", "gauge",
+                      "Calls waiting for a place, of each lookup with a max_concurrent.");
+  for (guint i = 0; i < set->lookups->len; i++) {
+    EvdLookup *l = set->lookups->pdata[i];
+    guint queued;
+
+    if (l->max_concurrent == 0)
+      continue;
+    g_mutex_lock (&l->lock);
+    queued = g_queue_get_length (&l->waiting);
+    g_mutex_unlock (&l->lock);
+    evd_metrics_sample (out, "evdal_lookup_queue_depth", queued, "lookup", l->spec.name, NULL);
+  }
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL && ((const EvdBackendClass *) klass)->collect != NULL)
+      ((const EvdBackendClass *) klass)->collect (shared, out);
 }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include "evd_backend.h"
+#include "evd_metrics.h"
 
 G_BEGIN_DECLS
 
@@ -33,6 +34,13 @@ const char *evd_lookup_description (EvdLookup *l);
 const EvdParamSpec *evd_lookup_param (EvdLookup *l, const char *name);
 /* "a, b, c" for messages. Free with g_free. */
 char *evd_lookup_param_names (EvdLookup *l);
+/* Where this lookup's executions are counted (NULL: nowhere). Set once, before serving. */
+void evd_lookup_set_stats (EvdLookup *l, EvdLookupStats *stats);
+EvdLookupStats *evd_lookup_stats (EvdLookup *l);
+
+/* Gauges of the set (each bulkhead's running and queued calls) and of what the backends
+ * share (their collect hooks), for /metrics. Any thread. */
+void evd_lookup_set_collect (EvdLookupSet *set, GString *out);
 
 /* ---- The bulkhead (max_concurrent, max_queue). ---- */
 

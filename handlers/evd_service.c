@@ -48,9 +48,10 @@ evd_service_ping (EvdCall *call, ThriftStruct *args, gpointer data)
   evdalDataAccessPingResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_PING_RESULT, NULL);
 
   (void) args;
-  (void) data;
   r->success = g_strdup ("pong");
   r->__isset_success = TRUE;
+  evd_metrics_request (((EvdDataAccess *) data)->counters.metrics, EVD_METHOD_PING,
+                       EVD_OUTCOME_OK);
   evd_call_reply (call, THRIFT_STRUCT (r));
 }
 
@@ -81,6 +82,8 @@ evd_service_lookups (EvdCall *call, ThriftStruct *args, gpointer data)
   for (guint i = 0; i < evd_lookup_set_size (set); i++)
     g_ptr_array_add (r->success, evd_service_lookup_info (evd_lookup_set_nth (set, i)));
   r->__isset_success = TRUE;
+  evd_metrics_request (((EvdDataAccess *) data)->counters.metrics, EVD_METHOD_LOOKUPS,
+                       EVD_OUTCOME_OK);
   evd_call_reply (call, THRIFT_STRUCT (r));
 }
 
@@ -99,8 +102,78 @@ evd_service_pending (gpointer data)
   return (guint) g_atomic_int_get (&da->counters.outstanding);
 }
 
+/* The current engine, with a reference (any thread). */
+static EvdEngine *
+evd_service_current (EvdDataAccess *da)
+{
+  EvdEngine *engine;
+
+  g_mutex_lock (&da->lock);
+  engine = evd_engine_ref (da->current);
+  g_mutex_unlock (&da->lock);
+  return engine;
+}
+
+static void
+evd_service_collect (GString *out, gpointer data)
+{
+  EvdDataAccess *da = data;
+  g_autoptr (EvdEngine) engine = evd_service_current (da);
+
+  evd_metrics_family (out, "evdal_inflight_requests", "gauge",
+                      "Fetches admitted and not yet answered (max_inflight bounds it).");
+  evd_metrics_sample (out, "evdal_inflight_requests", g_atomic_int_get (&da->counters.inflight),
+                      NULL);
+  evd_metrics_family (out, "evdal_backend_calls_outstanding", "gauge",
+                      "Backend calls started and not yet completed.");
+  evd_metrics_sample (out, "evdal_backend_calls_outstanding",
+                      g_atomic_int_get (&da->counters.outstanding), NULL);
+  evd_metrics_family (out, "evdal_lookups", "gauge", "Lookups configured.");
+  evd_metrics_sample (out, "evdal_lookups", evd_lookup_set_size (evd_engine_lookups (engine)),
+                      NULL);
+  evd_lookup_set_collect (evd_engine_lookups (engine), out);
+}
+
+void
+evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
+{
+  g_autoptr (EvdEngine) engine = evd_service_current (da);
+  EvdLookupSet *set = evd_engine_lookups (engine);
+
+  g_string_append (out, "[");
+  for (guint i = 0; i < evd_lookup_set_size (set); i++) {
+    EvdLookup *l = evd_lookup_set_nth (set, i);
+    const EvdLookupSpec *spec = evd_lookup_spec (l);
+    EvdLookupStats *stats = evd_lookup_stats (l);
+
+    g_string_append (out, i ? ",\n {\"name\": " : "\n {\"name\": ");
+    evd_json_string (out, spec->name);
+    g_string_append (out, ", \"backend\": ");
+    evd_json_string (out, spec->backend_name);
+    g_string_append (out, ", \"params\": [");
+    for (guint p = 0; p < spec->params->len; p++) {
+      const EvdParamSpec *ps = &g_array_index (spec->params, EvdParamSpec, p);
+      g_string_append (out, p ? ", " : "");
+      evd_json_string (out, ps->name);
+    }
+    g_string_append_printf (out, "], \"timeout_ms\": %d, \"description\": ",
+                            evd_lookup_timeout_ms (l));
+    evd_json_string (out, evd_lookup_description (l) ? evd_lookup_description (l) : "");
+    if (stats != NULL) {
+      guint64 calls = 0;
+      for (guint o = 0; o < EVD_CALL_OUTCOME_N; o++)
+        calls += __atomic_load_n (&stats->calls[o], __ATOMIC_RELAXED);
+      g_string_append_printf (out, ", \"calls\": %" G_GUINT64_FORMAT ", \"errors\": %"
+                              G_GUINT64_FORMAT, calls,
+                              calls - __atomic_load_n (&stats->calls[0], __ATOMIC_RELAXED));
+    }
+    g_string_append (out, "}");
+  }
+  g_string_append (out, "\n]\n");
+}
+
 EvdDataAccess *
-evd_data_access_new (EvdConfig *cfg)
+evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces)
 {
   EvdDataAccess *da = g_new0 (EvdDataAccess, 1);
 
@@ -116,8 +189,12 @@ evd_data_access_new (EvdConfig *cfg)
   da->service.pending = evd_service_pending;
   da->service.args_schema = evd_wire_schema_args;
   evd_engine_counters_init (&da->counters);
+  da->counters.metrics = metrics;
+  da->counters.traces = traces;
+  da->service.metrics = metrics;
   g_mutex_init (&da->lock);
   da->current = evd_engine_new (cfg, &da->counters);
+  evd_metrics_add_collector (metrics, evd_service_collect, da);
   return da;
 }
 
@@ -126,6 +203,7 @@ evd_data_access_free (EvdDataAccess *da)
 {
   if (da == NULL)
     return;
+  evd_metrics_remove_collector (da->counters.metrics, evd_service_collect, da);
   for (guint i = 0; i < EVD_SERVICE_MAX_LOOPS; i++)
     evd_engine_unref (da->loops[i].engine);
   evd_engine_unref (da->current);
@@ -172,8 +250,10 @@ evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GErro
   g_autoptr (EvdEngine) next = evd_engine_new (cfg, &da->counters);
   EvdEngine *old;
 
-  if (!evd_config_check (cfg, error))
+  if (!evd_config_check (cfg, error)) {
+    evd_metrics_reload (da->counters.metrics, FALSE);
     return FALSE;  /* `next` goes, with what it had opened; the current engine stays */
+  }
   if (summary != NULL)
     *summary = evd_service_diff (evd_engine_lookups (da->current), evd_engine_lookups (next));
   g_mutex_lock (&da->lock);
@@ -182,5 +262,6 @@ evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GErro
   g_atomic_int_inc (&da->generation);
   g_mutex_unlock (&da->lock);
   evd_engine_unref (old);
+  evd_metrics_reload (da->counters.metrics, TRUE);
   return TRUE;
 }

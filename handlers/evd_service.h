@@ -18,8 +18,10 @@ G_BEGIN_DECLS
 
 typedef struct _EvdDataAccess EvdDataAccess;
 
-/* Builds the service and its lookups from the config; problems are recorded in cfg. */
-EvdDataAccess *evd_data_access_new (EvdConfig *cfg);
+/* Builds the service and its lookups from the config; problems are recorded in cfg. It counts
+ * into `metrics` and keeps traced requests in `traces` (either may be NULL); both must outlive
+ * it. */
+EvdDataAccess *evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces);
 void evd_data_access_free (EvdDataAccess *da);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdDataAccess, evd_data_access_free)
 
@@ -30,5 +32,8 @@ const EvdService *evd_data_access_service (EvdDataAccess *da);
  * changed: "3 lookups; added: a; removed: b". */
 gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary,
                                  GError **error);
+
+/* /lookups: every lookup with its backend, params, timeout and how often it ran. */
+void evd_data_access_lookups_json (EvdDataAccess *da, GString *out);
 
 G_END_DECLS

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evd_log.h"
+
 struct _EvdConfig {
   gint refs;
   char *path;            /* as given, for messages */
@@ -287,6 +289,44 @@ evd_config_groups_of_kind (EvdConfig *cfg, const char *kind)
 
 /* ---- The [server] group. ---- */
 
+/* The admin port's shared secret lives in a file of its own, so that the config can be
+ * world-readable and the secret not (systemd's LoadCredential= can provide it). */
+static void
+evd_config_read_secret (EvdConfig *cfg, const char *g)
+{
+  g_autofree char *file = evd_config_string (cfg, g, "admin_secret_file", NULL);
+  g_autofree char *path = NULL;
+  g_autofree char *data = NULL;
+  g_autoptr (GError) error = NULL;
+
+  if (file == NULL)
+    return;
+  path = evd_config_resolve_path (cfg, file);
+  if (!g_file_get_contents (path, &data, NULL, &error)) {
+    evd_config_problem (cfg, g, "admin_secret_file", "%s", error->message);
+    return;
+  }
+  g_strstrip (data);
+  if (strlen (data) < 16) {
+    evd_config_problem (cfg, g, "admin_secret_file", "%s: the secret must have at least 16 "
+                        "characters", path);
+    return;
+  }
+  cfg->server.admin_secret = g_steal_pointer (&data);
+}
+
+static void
+evd_config_read_log_level (EvdConfig *cfg, const char *g)
+{
+  g_autofree char *name = evd_config_string (cfg, g, "log_level", "info");
+
+  if (!evd_log_parse_level (name, &cfg->server.log_level)) {
+    evd_config_problem (cfg, g, "log_level", "\"%s\": expected debug, info, notice, warning "
+                        "or error", name);
+    cfg->server.log_level = G_LOG_LEVEL_INFO;
+  }
+}
+
 static void
 evd_config_read_server (EvdConfig *cfg)
 {
@@ -296,6 +336,8 @@ evd_config_read_server (EvdConfig *cfg)
   g_hash_table_add (cfg->used, g_strdup (g));
   s->listen = evd_config_string (cfg, g, "listen", "127.0.0.1:9090");
   s->admin_listen = evd_config_string (cfg, g, "admin_listen", "");
+  evd_config_read_secret (cfg, g);
+  evd_config_read_log_level (cfg, g);
   s->io_threads = (int) evd_config_int (cfg, g, "io_threads", 0, 0, 256);
   s->workers = (int) evd_config_int (cfg, g, "workers", 4, 1, 1024);
   /* Each connection costs a descriptor and a few KiB; the process raises its descriptor
@@ -392,6 +434,9 @@ evd_config_unref (EvdConfig *cfg)
   g_ptr_array_unref (cfg->group_order);
   g_free (cfg->server.listen);
   g_free (cfg->server.admin_listen);
+  if (cfg->server.admin_secret != NULL)
+    memset (cfg->server.admin_secret, 0, strlen (cfg->server.admin_secret));
+  g_free (cfg->server.admin_secret);
   g_free (cfg);
 }
 

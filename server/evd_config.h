@@ -19,7 +19,9 @@ G_BEGIN_DECLS
 /* The [server] group. Every limit has a reason next to its default in evd_config.c. */
 typedef struct {
   char *listen;
-  char *admin_listen;
+  char *admin_listen;      /* "" = no admin endpoint */
+  char *admin_secret;      /* read from admin_secret_file; NULL = no check */
+  GLogLevelFlags log_level;
   int io_threads;          /* 0 = one per core */
   int workers;
   int max_connections;

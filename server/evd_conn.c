@@ -33,6 +33,7 @@ struct _EvdConn {
   char peer[80];
   EvdConnState state;
   gboolean read_paused;
+  gboolean last_one;            /* draining: read one more request, then close */
 
   gboolean detected;
   EvdWireFormat fmt;
@@ -89,7 +90,7 @@ evd_conn_close (EvdConn *c, const char *why)
     return;
   c->state = EVD_CONN_CLOSED;
   if (why != NULL)
-    g_debug ("%s: connection closed: %s", c->peer, why);
+    evd_log_event (G_LOG_LEVEL_DEBUG, NULL, NULL, c->peer, "connection closed: %s", why);
   event_free (c->timer);
   bufferevent_free (c->bev);
   c->bev = NULL;
@@ -111,8 +112,7 @@ evd_conn_close (EvdConn *c, const char *why)
 static void
 evd_conn_reject (EvdConn *c, const char *what, const char *why)
 {
-  evd_log_limited (&c->host->log_limit, "%s: %s: %s; closing the connection", c->peer, what,
-                   why);
+  evd_log_limited (&c->host->log_limit, c->peer, "%s: %s; closing the connection", what, why);
   evd_conn_close (c, NULL);
 }
 
@@ -186,11 +186,15 @@ evd_conn_dispatch (EvdConn *c, const EvdWireScanner *scan, const guint8 *data, g
                                    body_ok);
 
   if (!body_ok)
-    evd_log_limited (&c->host->log_limit, "%s: malformed arguments of %.*s: %s", c->peer,
+    evd_log_limited (&c->host->log_limit, c->peer, "malformed arguments of %.*s: %s",
                      (int) MIN (scan->name_len, 64), (const char *) scan->name, scan->reason);
   evd_call_set_peer (call, c->peer);
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
+  if (c->last_one) {
+    c->state = EVD_CONN_CLOSING;
+    bufferevent_disable (c->bev, EV_READ);
+  }
   evd_call_start (call, evd_conn_on_call_done, c);
 }
 
@@ -442,6 +446,17 @@ evd_conn_format_addr (const struct sockaddr *addr, socklen_t len, char *out, gsi
   }
 }
 
+/* Whether the client has sent bytes we have not handled: a request it sent before it could
+ * know that the server is shutting down. */
+static gboolean
+evd_conn_has_input (EvdConn *c)
+{
+  char b;
+
+  return evbuffer_get_length (bufferevent_get_input (c->bev)) > 0 ||
+         recv (bufferevent_getfd (c->bev), &b, 1, MSG_PEEK | MSG_DONTWAIT) == 1;
+}
+
 void
 evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr,
               socklen_t addr_len)
@@ -466,8 +481,13 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
   g_queue_push_tail (&host->conns, c);
   c->link = host->conns.tail;
   if (host->draining) {
-    evd_conn_close (c, "server is shutting down");
-    return;
+    /* Accepted just before the listener closed. If its request is already here, it gets
+     * its answer (a restart under socket activation must lose nothing); otherwise it goes. */
+    if (!evd_conn_has_input (c)) {
+      evd_conn_close (c, "server is shutting down");
+      return;
+    }
+    c->last_one = TRUE;
   }
   bufferevent_enable (c->bev, EV_READ | EV_WRITE);
   evd_conn_arm_timer (c, evd_conn_timer_period_us (cfg));
@@ -488,6 +508,12 @@ evd_conn_host_drain (EvdConnHost *host)
     l = l->next;  /* closing removes c's link */
     if (c->state != EVD_CONN_OPEN)
       continue;
+    if (evd_conn_has_input (c)) {
+      /* A request (or part of one) is on its way: answer it, then close. The read timeout
+       * and the grace period bound the wait for the rest of it. */
+      c->last_one = TRUE;
+      continue;
+    }
     c->state = EVD_CONN_CLOSING;
     bufferevent_disable (c->bev, EV_READ);
     if (evd_conn_idle (c))

@@ -212,6 +212,40 @@ evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd, EvdAccept
   return l;
 }
 
+evutil_socket_t
+evd_listener_bind (const char *address, char **bound, GError **error)
+{
+  struct sockaddr_storage ss;
+  socklen_t len = 0;
+  g_autofree char *unix_path = NULL;
+  evutil_socket_t fd;
+  int err;
+  char buf[128];
+
+  if (!evd_listener_parse (address, &ss, &len, &unix_path, error))
+    return -1;
+  fd = socket (ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && (evutil_make_listen_socket_reuseable (fd) < 0 ||
+                  bind (fd, (struct sockaddr *) &ss, len) < 0 ||
+                  listen (fd, EVD_LISTEN_BACKLOG) < 0)) {
+    err = errno;
+    close (fd);
+    errno = err;
+    fd = -1;
+  }
+  if (fd < 0) {
+    err = errno;
+    g_set_error (error, G_IO_ERROR, g_io_error_from_errno (err), "cannot listen on %s: %s",
+                 address, g_strerror (err));
+    return -1;
+  }
+  len = sizeof ss;
+  getsockname (fd, (struct sockaddr *) &ss, &len);
+  evd_conn_format_addr ((struct sockaddr *) &ss, len, buf, sizeof buf);
+  *bound = g_strdup (buf);
+  return fd;
+}
+
 const char *
 evd_listener_address (EvdListener *l)
 {

@@ -23,6 +23,9 @@ EvdListener *evd_listener_new (struct event_base *base, const char *address,
 /* Makes a listener from a socket that is already listening (inherited, e.g. systemd). */
 EvdListener *evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd,
                                        EvdAcceptFunc accept_fn, gpointer data, GError **error);
+/* A listening socket on `address` for another acceptor (the admin's evhttp); `bound` gets
+ * the address really bound. -1 on failure. */
+evutil_socket_t evd_listener_bind (const char *address, char **bound, GError **error);
 const char *evd_listener_address (EvdListener *l);
 /* Stops accepting and closes the socket (removing a unix socket file it created). */
 void evd_listener_free (EvdListener *l);

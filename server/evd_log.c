@@ -1,17 +1,20 @@
 /* evd_log: log writer and rate limiter (see evd_log.h). */
 #include "evd_log.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <unistd.h>
 
 static gboolean evd_log_is_verbose;
+/* The least severe level written: messages of a higher GLogLevelFlags bit are dropped. */
+static GLogLevelFlags evd_log_max = G_LOG_LEVEL_INFO;
 
 static GLogWriterOutput
 evd_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
 {
   (void) data;
   /* Info messages (start-up, listening...) are part of an operator's view; debug is opt-in. */
-  if ((level & G_LOG_LEVEL_DEBUG) && !evd_log_is_verbose)
+  if ((level & G_LOG_LEVEL_MASK) > evd_log_max)
     return G_LOG_WRITER_HANDLED;
   if (g_log_writer_is_journald (fileno (stderr)) &&
       g_log_writer_journald (level, fields, n_fields, NULL) == G_LOG_WRITER_HANDLED)
@@ -23,7 +26,82 @@ void
 evd_log_init (gboolean verbose)
 {
   evd_log_is_verbose = verbose;
+  evd_log_max = verbose ? G_LOG_LEVEL_DEBUG : G_LOG_LEVEL_INFO;
   g_log_set_writer_func (evd_log_writer, NULL, NULL);
+}
+
+static const struct {
+  const char *name;
+  GLogLevelFlags level;
+} evd_log_levels[] = {
+  { "debug", G_LOG_LEVEL_DEBUG }, { "info", G_LOG_LEVEL_INFO },
+  { "notice", G_LOG_LEVEL_MESSAGE }, { "warning", G_LOG_LEVEL_WARNING },
+  { "error", G_LOG_LEVEL_CRITICAL },
+};
+
+gboolean
+evd_log_parse_level (const char *name, GLogLevelFlags *level)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (evd_log_levels); i++)
+    if (g_ascii_strcasecmp (name, evd_log_levels[i].name) == 0) {
+      *level = evd_log_levels[i].level;
+      return TRUE;
+    }
+  return FALSE;
+}
+
+void
+evd_log_set_level (GLogLevelFlags level)
+{
+  /* --verbose wins over the file: it is what someone debugging asked for just now. */
+  if (!evd_log_is_verbose)
+    evd_log_max = level;
+}
+
+/* syslog(3) priorities, as the journal wants them. */
+static const char *
+evd_log_priority (GLogLevelFlags level)
+{
+  if (level & (G_LOG_LEVEL_ERROR | G_LOG_LEVEL_CRITICAL))
+    return "3";
+  if (level & G_LOG_LEVEL_WARNING)
+    return "4";
+  if (level & G_LOG_LEVEL_MESSAGE)
+    return "5";
+  if (level & G_LOG_LEVEL_INFO)
+    return "6";
+  return "7";
+}
+
+void
+evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
+               const char *peer, const char *format, ...)
+{
+  g_autofree char *text = NULL;
+  g_autofree char *message = NULL;
+  GLogField fields[7];
+  gsize n = 0;
+  va_list ap;
+
+  if ((level & G_LOG_LEVEL_MASK) > evd_log_max)
+    return;
+  va_start (ap, format);
+  text = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  /* The terminal shows MESSAGE only, so it carries the ids too; the journal gets each as a
+   * field of its own (journalctl REQUEST_ID=... finds a request's every line). */
+  message = g_strdup_printf ("%s%s%s%s%s%s", request_id ? "[" : "", request_id ? request_id : "",
+                             request_id ? "] " : "", peer ? peer : "", peer ? ": " : "", text);
+  fields[n++] = (GLogField) { "MESSAGE", message, -1 };
+  fields[n++] = (GLogField) { "PRIORITY", evd_log_priority (level), -1 };
+  fields[n++] = (GLogField) { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 };
+  if (request_id != NULL)
+    fields[n++] = (GLogField) { "REQUEST_ID", request_id, -1 };
+  if (lookup != NULL)
+    fields[n++] = (GLogField) { "LOOKUP", lookup, -1 };
+  if (peer != NULL)
+    fields[n++] = (GLogField) { "PEER", peer, -1 };
+  g_log_structured_array (level, fields, n);
 }
 
 gboolean
@@ -33,7 +111,7 @@ evd_log_verbose (void)
 }
 
 void
-evd_log_limited (EvdLogLimit *limit, const char *format, ...)
+evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
 {
   gint64 now = g_get_monotonic_time ();
   g_autofree char *message = NULL;
@@ -52,9 +130,10 @@ evd_log_limited (EvdLogLimit *limit, const char *format, ...)
   message = g_strdup_vprintf (format, ap);
   va_end (ap);
   if (limit->suppressed > 0) {
-    g_warning ("%s (and %u similar messages suppressed)", message, limit->suppressed);
+    evd_log_event (G_LOG_LEVEL_WARNING, NULL, NULL, peer,
+                   "%s (and %u similar messages suppressed)", message, limit->suppressed);
     limit->suppressed = 0;
   } else {
-    g_warning ("%s", message);
+    evd_log_event (G_LOG_LEVEL_WARNING, NULL, NULL, peer, "%s", message);
   }
 }

@@ -14,6 +14,14 @@ G_BEGIN_DECLS
 /* Installs the writer; `verbose` also shows debug messages. */
 void evd_log_init (gboolean verbose);
 gboolean evd_log_verbose (void);
+/* The config's log_level: debug, info, notice, warning or error. */
+gboolean evd_log_parse_level (const char *name, GLogLevelFlags *level);
+void evd_log_set_level (GLogLevelFlags level);
+
+/* A message about one request, lookup or peer (each may be NULL): in the journal they are
+ * the fields REQUEST_ID, LOOKUP and PEER; on a terminal, a "[id] peer: " prefix. */
+void evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
+                    const char *peer, const char *format, ...) G_GNUC_PRINTF (5, 6);
 
 /* At most EVD_LOG_LIMIT_BURST messages per second per limiter; the rest are counted and the
  * count is reported with the next message let through. One limiter per loop and purpose:
@@ -26,7 +34,8 @@ typedef struct {
   guint suppressed;
 } EvdLogLimit;
 
-/* Logs a warning unless the limiter says no. */
-void evd_log_limited (EvdLogLimit *limit, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* Logs a warning about `peer` (may be NULL) unless the limiter says no. */
+void evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
+  G_GNUC_PRINTF (3, 4);
 
 G_END_DECLS

@@ -222,8 +222,9 @@ evd_loop_on_beat (evutil_socket_t fd, short what, void *arg)
 
   (void) fd;
   (void) what;
-  loop->lag_us = MAX (now - loop->next_beat_us, 0);
-  loop->next_beat_us = now + EVD_LOOP_BEAT_MS * 1000;
+  /* Atomic stores: the main thread reads both for /metrics and the systemd watchdog. */
+  __atomic_store_n (&loop->lag_us, MAX (now - loop->next_beat_us, 0), __ATOMIC_RELAXED);
+  __atomic_store_n (&loop->next_beat_us, now + EVD_LOOP_BEAT_MS * 1000, __ATOMIC_RELAXED);
 }
 
 void
@@ -243,7 +244,8 @@ evd_loop_lag_us (EvdLoop *loop)
   /* An overdue beat means the loop is behind now, even before the timer gets to say so. */
   if (loop->beat == NULL)
     return 0;
-  return MAX (loop->lag_us, g_get_monotonic_time () - loop->next_beat_us);
+  return MAX (__atomic_load_n (&loop->lag_us, __ATOMIC_RELAXED),
+              g_get_monotonic_time () - __atomic_load_n (&loop->next_beat_us, __ATOMIC_RELAXED));
 }
 
 void

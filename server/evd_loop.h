@@ -48,6 +48,8 @@ void evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data);
 #define EVD_LOOP_BEAT_MS 10
 
 void evd_loop_watch (EvdLoop *loop, int stall_warn_ms);
+/* How far behind the loop is now: also what a loop stuck in one callback has been stuck for,
+ * since its beat is overdue by that much. Any thread (the watchdog and /metrics read it). */
 gint64 evd_loop_lag_us (EvdLoop *loop);
 /* `what` is a static description; `who` (may be NULL) is copied. */
 void evd_loop_watch_begin (EvdLoop *loop, const char *what, const char *who);

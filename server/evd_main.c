@@ -7,6 +7,10 @@
 #include "evd_log.h"
 #include "evd_server.h"
 #include "evd_service.h"
+#include "evd_systemd.h"
+
+/* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
+#define EVD_MAIN_TRACES_KEPT 20
 
 typedef struct {
   char *config;
@@ -71,9 +75,12 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
       a->idle_timeout_ms != b->idle_timeout_ms || a->read_timeout_ms != b->read_timeout_ms ||
       a->write_timeout_ms != b->write_timeout_ms || a->max_pipeline != b->max_pipeline ||
       a->max_output_bytes != b->max_output_bytes ||
-      a->shutdown_timeout_ms != b->shutdown_timeout_ms)
-    g_warning ("reload: [server] listen, io_threads and connection limits changed; they take "
-               "effect at the next restart (deadline_ms, max_calls and max_inflight apply now)");
+      a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
+      g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
+      g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
+    g_warning ("reload: [server] listen, admin, io_threads and connection limits changed; they "
+               "take effect at the next restart (deadline_ms, max_calls, max_inflight and "
+               "log_level apply now)");
 }
 
 /* SIGHUP: the lookups of the file as it is now, or, if it has problems, the old ones kept. */
@@ -96,6 +103,7 @@ evd_main_reload (gpointer data)
     return;
   }
   evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
+  evd_log_set_level (evd_config_server (cfg)->log_level);
   g_message ("reloaded %s: %s", r->options->config, summary);
 }
 
@@ -112,16 +120,46 @@ evd_main_raise_fd_limit (void)
   }
 }
 
+static void
+evd_main_lookups_json (gpointer data, GString *out)
+{
+  evd_data_access_lookups_json (data, out);
+}
+
+/* The admin endpoint, when admin_listen is set or systemd passed an "admin" socket. */
+static gboolean
+evd_main_start_admin (EvdServer *server, EvdConfig *cfg, EvdDataAccess *service,
+                      EvdMetrics *metrics, EvdTraceStore *traces, int fd, GError **error)
+{
+  const EvdServerConfig *sc = evd_config_server (cfg);
+  EvdAdminPages pages = { metrics, traces, evd_main_lookups_json, service, sc->admin_secret };
+  EvdAdmin *admin;
+
+  if (fd < 0 && *sc->admin_listen == '\0')
+    return TRUE;
+  admin = evd_admin_new (evd_server_main_base (server), sc->admin_listen, fd, &pages, error);
+  if (admin == NULL)
+    return FALSE;
+  g_message ("admin on http://%s/ (/health /metrics /lookups /traces)%s",
+             evd_admin_address (admin), sc->admin_secret ? "; secret required" : "");
+  evd_server_set_admin (server, admin);
+  return TRUE;
+}
+
 int
 main (int argc, char **argv)
 {
   g_auto (EvdOptions) o = { 0 };
+  /* Declared first so that they are freed last: the service and server count into them. */
+  g_autoptr (EvdMetrics) metrics = evd_metrics_new ();
+  g_autoptr (EvdTraceStore) traces = evd_trace_store_new (EVD_MAIN_TRACES_KEPT);
   g_autoptr (EvdConfig) cfg = NULL;
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
   EvdTls *tls;
   EvdReload reload;
+  EvdSystemdSockets sockets;
 
   if (!evd_main_parse (&argc, &argv, &o))
     return 2;
@@ -137,7 +175,8 @@ main (int argc, char **argv)
   }
   if (o.listen != NULL)
     evd_config_override_listen (cfg, o.listen);
-  service = evd_data_access_new (cfg);
+  evd_log_set_level (evd_config_server (cfg)->log_level);
+  service = evd_data_access_new (cfg, metrics, traces);
   tls = evd_tls_new (cfg);
   if (!evd_config_check (cfg, &error)) {
     g_printerr ("%s\n", error->message);
@@ -151,8 +190,17 @@ main (int argc, char **argv)
   }
   signal (SIGPIPE, SIG_IGN);
   evd_main_raise_fd_limit ();
-  server = evd_server_new (cfg, evd_data_access_service (service), g_steal_pointer (&tls), &error);
-  if (server == NULL) {
+  if (!evd_systemd_sockets (&sockets, &error)) {
+    g_printerr ("evdal: %s\n", error->message);
+    evd_tls_free (tls);
+    return 1;
+  }
+  if (sockets.thrift >= 0)
+    g_message ("serving the socket systemd passed (descriptor %d), not listen=", sockets.thrift);
+  server = evd_server_new (cfg, evd_data_access_service (service), g_steal_pointer (&tls),
+                           sockets.thrift, &error);
+  if (server == NULL ||
+      !evd_main_start_admin (server, cfg, service, metrics, traces, sockets.admin, &error)) {
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }

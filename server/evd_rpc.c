@@ -18,6 +18,7 @@ struct _EvdCall {
   EvdWireFormat fmt;
   gint64 read_us;
   const char *peer;            /* borrowed from the connection */
+  EvdMetrics *metrics;         /* the service's */
 
   /* a failure found while preparing, sent by evd_call_start */
   ThriftApplicationExceptionError early_kind;
@@ -225,6 +226,7 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
   call->type = scan->type;
   call->read_us = g_get_monotonic_time ();
   call->service_data = service->data;
+  call->metrics = service->metrics;
   call->method = evd_rpc_resolve (call, service, full);
   if (call->type != EVD_MSG_CALL && call->type != EVD_MSG_ONEWAY) {
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_INVALID_MESSAGE_TYPE,
@@ -352,6 +354,9 @@ evd_call_complete_here (gpointer data)
     evd_call_free (call);
   } else {
     call->completed = TRUE;
+    if (c->result == NULL)
+      evd_metrics_request (call->metrics, evd_metrics_method (call->method ? call->method->name : NULL),
+                           EVD_OUTCOME_APP_ERROR);
     if (call->type != EVD_MSG_ONEWAY)
       evd_call_encode (call, c);
     call->done (call, call->owner);

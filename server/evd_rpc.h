@@ -20,6 +20,7 @@
 #pragma once
 
 #include "evd_loop.h"
+#include "evd_metrics.h"
 #include "evd_thrift.h"
 #include "evd_wire.h"
 
@@ -48,6 +49,9 @@ typedef struct {
   /* The IDL's schema of each method's args, checked by the validation walk before c_glib
    * decodes (see evd_wire.h). NULL: no check. */
   EvdWireSchemaFn args_schema;
+  /* Where TApplicationExceptions are counted (the handlers count their own outcomes); may be
+   * NULL. */
+  EvdMetrics *metrics;
 } EvdService;
 
 /* ---- For the connection. ---- */

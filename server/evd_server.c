@@ -8,6 +8,7 @@
 
 #include "evd_conn.h"
 #include "evd_listener.h"
+#include "evd_systemd.h"
 
 struct _EvdServer {
   EvdConfig *cfg;
@@ -33,6 +34,10 @@ struct _EvdServer {
   guint n_drained;
 
   gint n_connections;    /* atomic: shared with every loop's connections */
+  guint64 accepted;      /* main loop only, like the admin that reads them */
+  guint64 refused;
+  EvdAdmin *admin;
+  EvdSystemdWatchdog *watchdog;
   gboolean stopping;
   gboolean grace_over;
 };
@@ -65,12 +70,14 @@ evd_server_on_accept (evutil_socket_t fd, struct sockaddr *addr, int addr_len, g
   if (g_atomic_int_add (&s->n_connections, 1) >= s->sc->max_connections) {
     char peer[80];
     g_atomic_int_dec_and_test (&s->n_connections);
+    s->refused++;
     evd_conn_format_addr (addr, (socklen_t) addr_len, peer, sizeof peer);
     evutil_closesocket (fd);
-    evd_log_limited (&s->accept_limit, "%s: refused: max_connections (%d) reached", peer,
+    evd_log_limited (&s->accept_limit, peer, "refused: max_connections (%d) reached",
                      s->sc->max_connections);
     return;
   }
+  s->accepted++;
   h = g_new (EvdHandover, 1);
   h->host = &s->hosts[s->next_loop++ % s->n_loops];
   h->fd = fd;
@@ -171,6 +178,9 @@ evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
     _exit (1);
   }
   s->stopping = TRUE;
+  evd_systemd_notify ("STOPPING=1\nSTATUS=Draining: finishing requests in flight (%d ms at "
+                      "most)", s->sc->shutdown_timeout_ms);
+  evd_admin_set_draining (s->admin);
   g_message ("%s: shutting down; no new connections, finishing requests in flight",
              strsignal ((int) sig));
   g_clear_pointer (&s->listener, evd_listener_free);
@@ -189,7 +199,9 @@ evd_server_on_sighup (evutil_socket_t sig, short what, void *arg)
   (void) what;
   if (s->stopping || s->reload == NULL)
     return;
+  evd_systemd_notify ("RELOADING=1\nSTATUS=Reloading the configuration");
   s->reload (s->reload_data);
+  evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
 }
 
 void
@@ -227,8 +239,36 @@ evd_server_make_loops (EvdServer *s, GError **error)
   return TRUE;
 }
 
+/* Gauges of the server for /metrics (on the main loop, like accepting). */
+static void
+evd_server_collect (GString *out, gpointer data)
+{
+  EvdServer *s = data;
+
+  evd_metrics_family (out, "evdal_connections", "gauge", "Client connections open.");
+  evd_metrics_sample (out, "evdal_connections", g_atomic_int_get (&s->n_connections), NULL);
+  evd_metrics_family (out, "evdal_connections_accepted_total", "counter",
+                      "Connections accepted.");
+  evd_metrics_sample (out, "evdal_connections_accepted_total", (double) s->accepted, NULL);
+  evd_metrics_family (out, "evdal_connections_refused_total", "counter",
+                      "Connections closed at once: max_connections was reached.");
+  evd_metrics_sample (out, "evdal_connections_refused_total", (double) s->refused, NULL);
+  evd_metrics_family (out, "evdal_loop_lag_seconds", "gauge",
+                      "How late each IO loop's 10 ms heartbeat runs: the wait before a "
+                      "request is read.");
+  for (guint i = 0; i < s->n_loops; i++) {
+    char id[16];
+    g_snprintf (id, sizeof id, "%u", evd_loop_index (s->loops[i]));
+    evd_metrics_sample (out, "evdal_loop_lag_seconds", evd_loop_lag_us (s->loops[i]) / 1e6,
+                        "loop", id, NULL);
+  }
+  evd_metrics_family (out, "evdal_io_loops", "gauge", "IO loops (threads serving connections).");
+  evd_metrics_sample (out, "evdal_io_loops", s->n_loops, NULL);
+}
+
 EvdServer *
-evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, GError **error)
+evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, int listen_fd,
+                GError **error)
 {
   g_autoptr (EvdServer) s = g_new0 (EvdServer, 1);
   static gsize threads_ready;
@@ -245,10 +285,15 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, GError *
   s->main = evd_loop_new (0, error);
   if (s->main == NULL || !evd_server_make_loops (s, error))
     return NULL;
-  s->listener = evd_listener_new (evd_loop_base (s->main), s->sc->listen, evd_server_on_accept,
-                                  s, error);
+  if (listen_fd >= 0)
+    s->listener = evd_listener_new_from_fd (evd_loop_base (s->main), listen_fd,
+                                            evd_server_on_accept, s, error);
+  else
+    s->listener = evd_listener_new (evd_loop_base (s->main), s->sc->listen,
+                                    evd_server_on_accept, s, error);
   if (s->listener == NULL)
     return NULL;
+  evd_metrics_add_collector (service->metrics, evd_server_collect, s);
   s->on_sigterm = evsignal_new (evd_loop_base (s->main), SIGTERM, evd_server_on_signal, s);
   s->on_sigint = evsignal_new (evd_loop_base (s->main), SIGINT, evd_server_on_signal, s);
   s->on_sighup = evsignal_new (evd_loop_base (s->main), SIGHUP, evd_server_on_sighup, s);
@@ -272,6 +317,8 @@ evd_server_run (EvdServer *s)
   }
   g_message ("listening on %s (%u IO loops, %s, evdal %s)", evd_listener_address (s->listener),
              s->n_loops, s->tls ? "TLS" : "plain TCP", EVDAL_VERSION);
+  s->watchdog = evd_systemd_watchdog_new (evd_loop_base (s->main), s->loops, s->n_loops);
+  evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
   evd_loop_run_here (s->main);
   g_message ("shut down cleanly");
   return 0;
@@ -282,6 +329,9 @@ evd_server_free (EvdServer *s)
 {
   if (s == NULL)
     return;
+  evd_metrics_remove_collector (s->service->metrics, evd_server_collect, s);
+  g_clear_pointer (&s->watchdog, evd_systemd_watchdog_free);
+  g_clear_pointer (&s->admin, evd_admin_free);
   g_clear_pointer (&s->listener, evd_listener_free);
   for (guint i = 0; s->loops != NULL && i < s->n_loops; i++) {
     if (s->loops[i] == NULL)
@@ -299,6 +349,19 @@ evd_server_free (EvdServer *s)
   g_clear_pointer (&s->settle_timer, event_free);
   g_clear_pointer (&s->main, evd_loop_free);
   g_free (s);
+}
+
+void
+evd_server_set_admin (EvdServer *s, EvdAdmin *admin)
+{
+  g_clear_pointer (&s->admin, evd_admin_free);
+  s->admin = admin;
+}
+
+struct event_base *
+evd_server_main_base (EvdServer *s)
+{
+  return evd_loop_base (s->main);
 }
 
 const char *

@@ -10,6 +10,7 @@
  */
 #pragma once
 
+#include "evd_admin.h"
 #include "evd_config.h"
 #include "evd_rpc.h"
 #include "evd_tls.h"
@@ -18,10 +19,12 @@ G_BEGIN_DECLS
 
 typedef struct _EvdServer EvdServer;
 
-/* Binds the listener and makes the loops; nothing runs yet. `cfg` and `service` must outlive
- * the server; it takes `tls` (NULL: plain TCP). */
+/* Binds the listener (or accepts on `listen_fd`, a listening socket systemd passed, when it
+ * is not -1) and makes the loops; nothing runs yet. `cfg` and `service` must outlive the
+ * server; it takes `tls` (NULL: plain TCP). Under systemd it notifies READY, RELOADING and
+ * STOPPING, and pings the watchdog while every IO loop runs (evd_systemd). */
 EvdServer *evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls,
-                           GError **error);
+                           int listen_fd, GError **error);
 /* Runs until shut down; returns the process exit code. */
 int evd_server_run (EvdServer *server);
 void evd_server_free (EvdServer *server);
@@ -30,6 +33,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdServer, evd_server_free)
 /* What SIGHUP does (on the main thread): reload the configuration. */
 typedef void (*EvdReloadFunc) (gpointer data);
 void evd_server_set_reload (EvdServer *server, EvdReloadFunc fn, gpointer data);
+
+/* The admin endpoint runs on the main loop; the server takes it, tells it when draining
+ * starts, and frees it. */
+struct event_base *evd_server_main_base (EvdServer *server);
+void evd_server_set_admin (EvdServer *server, EvdAdmin *admin);
 
 const char *evd_server_address (EvdServer *server);
 guint evd_server_n_loops (EvdServer *server);

@@ -24,6 +24,8 @@ struct _EvdSqlitePool {
   GAsyncQueue *queue;          /* EvdSqliteJob *; the pool itself means "stop" */
   GPtrArray *workers;          /* EvdSqliteWorker * */
   gint busy;                   /* atomic */
+  guint64 busy_us;             /* atomic */
+  guint64 jobs;                /* atomic */
 };
 
 G_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
@@ -171,6 +173,8 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
                  g_atomic_int_get (&job->cancelled) ? "cancelled before it ran"
                                                     : "deadline passed before it ran");
   } else {
+    gint64 start = g_get_monotonic_time ();
+
     g_atomic_int_inc (&w->pool->busy);
     w->current = job;
     table = evd_sqlite_run (w, job, &error);
@@ -178,6 +182,9 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
     sqlite3_reset (st);
     sqlite3_clear_bindings (st);
     g_atomic_int_add (&w->pool->busy, -1);
+    __atomic_fetch_add (&w->pool->busy_us, (guint64) (g_get_monotonic_time () - start),
+                        __ATOMIC_RELAXED);
+    __atomic_fetch_add (&w->pool->jobs, 1, __ATOMIC_RELAXED);
   }
   job->done (job, table, error);
 }
@@ -375,4 +382,22 @@ guint
 evd_sqlite_pool_busy (EvdSqlitePool *pool)
 {
   return (guint) g_atomic_int_get (&pool->busy);
+}
+
+guint
+evd_sqlite_pool_workers (EvdSqlitePool *pool)
+{
+  return pool->workers->len;
+}
+
+guint64
+evd_sqlite_pool_busy_us (EvdSqlitePool *pool)
+{
+  return __atomic_load_n (&pool->busy_us, __ATOMIC_RELAXED);
+}
+
+guint64
+evd_sqlite_pool_jobs (EvdSqlitePool *pool)
+{
+  return __atomic_load_n (&pool->jobs, __ATOMIC_RELAXED);
 }

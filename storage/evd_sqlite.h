@@ -66,5 +66,10 @@ void evd_sqlite_job_cancel (EvdSqliteJob *job);
 /* Jobs waiting for a worker, and workers running one: for metrics and tests. */
 guint evd_sqlite_pool_queued (EvdSqlitePool *pool);
 guint evd_sqlite_pool_busy (EvdSqlitePool *pool);
+guint evd_sqlite_pool_workers (EvdSqlitePool *pool);
+/* Time the workers have spent running statements, summed (utilisation = its rate / workers),
+ * and the statements run. */
+guint64 evd_sqlite_pool_busy_us (EvdSqlitePool *pool);
+guint64 evd_sqlite_pool_jobs (EvdSqlitePool *pool);
 
 G_END_DECLS

@@ -18,6 +18,8 @@ PACKAGES=(
   build-essential cmake pkg-config clang libclang-rt-14-dev valgrind
   libglib2.0-dev libevent-dev libsqlite3-dev sqlite3
   libthrift-c-glib-dev thrift-compiler python3 python3-thrift libssl-dev openssl
+  g++ libthrift-dev libboost-dev libsystemd-dev gnuplot-nox
+  python3-prometheus-client python3-pil chromium systemd
 )
 JOBS=$(nproc 2>/dev/null || echo 2)
 

@@ -51,6 +51,7 @@ SERVICE_NAME = 'DataAccess'
 # TSocket logs every refused connect; the tests that expect refusals say so themselves.
 logging.getLogger('thrift.transport.TSocket').setLevel(logging.CRITICAL)
 LISTEN_RE = re.compile(r'listening on (\S+)')
+ADMIN_RE = re.compile(r'admin on http://(\S+?)/')
 
 # The [server] keys most tests start from (every value the contract's sample would accept).
 SERVER_DEFAULTS = {
@@ -121,6 +122,7 @@ class Server:
         self.proc = None
         self.returncode = None
         self.address = self.host = self.port = self.unix_path = None
+        self.admin_address = None
         self._log = None
 
     # -- life cycle --
@@ -141,6 +143,8 @@ class Server:
             if m:
                 self.address = m.group(1).rstrip('.,;')
                 self.host, self.port, self.unix_path = parse_address(self.address)
+                m = ADMIN_RE.search(self.log_text())
+                self.admin_address = m.group(1) if m else None
                 return self
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
@@ -214,6 +218,18 @@ class Server:
             self.returncode = 'killed: no exit within %.0f s of signal %d' % (timeout, signum)
             return None
         return rc
+
+    def admin_get(self, path, headers=None, method='GET', timeout=10.0):
+        """An HTTP request to the admin endpoint: (status, headers dict, body str)."""
+        import http.client
+        host, port, _ = parse_address(self.admin_address)
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        try:
+            conn.request(method, path, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, dict(r.getheaders()), r.read().decode('utf-8')
+        finally:
+            conn.close()
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:

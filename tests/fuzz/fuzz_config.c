@@ -20,7 +20,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   if (g_strstr_len ((const char *) data, (gssize) size, "database") != NULL)
     return 0;
   cfg = evd_config_load_data ((const char *) data, size, "fuzz.conf", "/nonexistent");
-  service = evd_data_access_new (cfg);
+  service = evd_data_access_new (cfg, NULL, NULL);
   if (!evd_config_check (cfg, &error) && (error == NULL || error->message[0] == '\0'))
     __builtin_trap ();  /* a failed check must say why */
   return 0;

@@ -101,7 +101,7 @@ LLVMFuzzerInitialize (int *argc, char ***argv)
   g_log_set_always_fatal (G_LOG_LEVEL_CRITICAL);  /* a critical is a bug the fuzzer found */
   g_log_set_writer_func (fuzz_quiet, NULL, NULL);
   loop = evd_loop_new (1, NULL);
-  service = evd_data_access_new (g_steal_pointer (&cfg));  /* lives as long as the process */
+  service = evd_data_access_new (g_steal_pointer (&cfg), NULL, NULL);  /* lives as long as the process */
   return 0;
 }
 

@@ -96,7 +96,9 @@ test_handler_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
 
 static TestState state;
 static EvdMethod methods[4];
-static EvdService service = { "DataAccess", methods, G_N_ELEMENTS (methods), &state, NULL, NULL };
+static EvdService service = {
+  .name = "DataAccess", .methods = methods, .n_methods = G_N_ELEMENTS (methods), .data = &state,
+};
 static EvdLoop *loop;
 
 /* ---- Building requests with c_glib. ---- */

@@ -1,0 +1,61 @@
+/* evd_trace: the traced requests kept for /traces (the slowest and the most recent ones), and
+ * their rendering as an HTML page with an SVG waterfall, or as JSON for other tools.
+ *
+ * A fetch whose context asks for a trace returns its spans to the caller (LookupResult.span)
+ * and, when it ends, leaves an EvdTrace here: request id, principal, when it started, how
+ * long it took, how it ended, and one span per call (key, lookup, backend, start, end, error).
+ * The store keeps the `keep` most recent and the `keep` slowest; a trace in both lists is
+ * shared. Adding takes the store's lock once per traced request; untraced requests never
+ * touch it.
+ */
+#pragma once
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef struct {
+  char *key;                 /* the call's key in the request */
+  char *lookup;
+  char *backend;             /* "kind:instance", "none" for a call refused before running */
+  gint64 start_us;           /* since the request was read */
+  gint64 end_us;
+  int error_kind;            /* 0: rows; else the IDL's ErrorKind */
+  char *error;               /* its message, NULL on success */
+} EvdTraceSpan;
+
+typedef struct {
+  char *request_id;
+  char *principal;           /* may be NULL */
+  gint64 wall_us;            /* real time the request was read */
+  gint64 duration_us;
+  char *outcome;             /* "ok", "failed: critical call KEY", "cancelled" */
+  GArray *spans;             /* EvdTraceSpan, in start order */
+} EvdTrace;
+
+EvdTrace *evd_trace_new (const char *request_id, const char *principal, gint64 wall_us);
+void evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char *backend,
+                         gint64 start_us, gint64 end_us, int error_kind, const char *error);
+void evd_trace_free (EvdTrace *t);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdTrace, evd_trace_free)
+
+typedef struct _EvdTraceStore EvdTraceStore;
+
+EvdTraceStore *evd_trace_store_new (guint keep);
+void evd_trace_store_free (EvdTraceStore *store);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdTraceStore, evd_trace_store_free)
+
+/* Takes the trace. Any thread; NULL store: the trace is freed. */
+void evd_trace_store_add (EvdTraceStore *store, EvdTrace *trace);
+guint64 evd_trace_store_count (EvdTraceStore *store);
+
+/* The /traces page: both lists, each trace a waterfall. */
+void evd_trace_store_html (EvdTraceStore *store, GString *out);
+/* {"slowest": [...], "recent": [...]}, each trace with its spans. */
+void evd_trace_store_json (EvdTraceStore *store, GString *out);
+
+/* JSON string literal of `s` (UTF-8 kept, controls escaped; bytes that are not UTF-8 become
+ * U+FFFD). Shared with the admin's other JSON pages. */
+void evd_json_string (GString *out, const char *s);
+
+G_END_DECLS
