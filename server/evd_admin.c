@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "evd_conn.h"
 #include "evd_listener.h"
 
 struct _EvdAdmin {
@@ -128,7 +129,13 @@ evd_admin_new (struct event_base *base, const char *address, int fd,
     if (fd < 0)
       return NULL;
   } else {
-    a->address = g_strdup_printf ("descriptor %d", fd);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char buf[128];
+
+    getsockname (fd, (struct sockaddr *) &ss, &len);
+    evd_conn_format_addr ((struct sockaddr *) &ss, len, buf, sizeof buf);
+    a->address = g_strdup (buf);
     evutil_make_socket_nonblocking (fd);
   }
   a->http = evhttp_new (base);

@@ -1,16 +1,45 @@
 #!/usr/bin/env bash
-# tests/install_test.sh BUILD_DIR: `cmake --install` lays out the binary, the IDL and the
-# sample config under a fresh prefix, and the installed binary accepts the installed config.
+# tests/install_test.sh BUILD_DIR: `cmake --install` lays out the binaries, the IDL, the sample
+# config and the systemd units under a fresh prefix; the installed binary accepts the installed
+# config; the units pass `systemd-analyze verify` and score "OK" (<= 2.0) in
+# `systemd-analyze security`.
 set -euo pipefail
 build=$1
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for f in bin/evdal bin/evdal-mkdb share/evdal/evdal.thrift share/evdal/schema.sql etc/evdal/evdal.conf; do
+for f in bin/evdal bin/evdal-mkdb share/evdal/evdal.thrift share/evdal/schema.sql \
+         share/evdal/evdal.conf etc/evdal/evdal.conf share/doc/evdal/README.md \
+         lib/systemd/system/evdal.service lib/systemd/system/evdal.socket \
+         lib/systemd/system/evdal-admin.socket; do
   [ -f "$prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
 "$prefix/bin/evdal" --version | grep -q '^evdal '
-# The installed config reads sample.db beside it: the installed evdal-mkdb makes it.
-"$prefix/bin/evdal-mkdb" --users 1000 "$prefix/etc/evdal/sample.db" >/dev/null
-"$prefix/bin/evdal" --config "$prefix/etc/evdal/evdal.conf" --check-config
+
+# The installed config reads the database from the unit's state directory.
+grep -q '^path = /var/lib/evdal/sample.db$' "$prefix/etc/evdal/evdal.conf" ||
+  { echo "installed config does not read /var/lib/evdal/sample.db"; exit 1; }
+"$prefix/bin/evdal-mkdb" --users 1000 "$prefix/sample.db" >/dev/null
+sed "s|^path = /var/lib/evdal/sample.db$|path = $prefix/sample.db|" "$prefix/etc/evdal/evdal.conf" \
+  > "$prefix/check.conf"
+"$prefix/bin/evdal" --config "$prefix/check.conf" --check-config
+
+# The unit runs the installed binaries.
+unit=$prefix/lib/systemd/system/evdal.service
+grep -q "^ExecStart=$prefix/bin/evdal --config" "$unit" || { echo "ExecStart does not run $prefix/bin/evdal"; exit 1; }
+if command -v systemd-analyze >/dev/null; then
+  out=$(systemd-analyze verify "$unit" "$prefix/lib/systemd/system/evdal.socket" \
+        "$prefix/lib/systemd/system/evdal-admin.socket" 2>&1) || { echo "$out"; exit 1; }
+  # verify prints nothing for clean units (warnings included).
+  [ -z "$out" ] || { echo "systemd-analyze verify is not clean:"; echo "$out"; exit 1; }
+  score=$(systemd-analyze security --offline=yes "$unit" 2>&1 |
+          sed -n 's/.*Overall exposure level for evdal.service: \([0-9.]*\).*/\1/p')
+  [ -n "$score" ] || { echo "no exposure score"; systemd-analyze security --offline=yes "$unit"; exit 1; }
+  awk -v s="$score" 'BEGIN { exit !(s <= 2.0) }' ||
+    { echo "exposure $score is above 2.0"; exit 1; }
+  echo "units verified; exposure $score"
+else
+  echo "systemd-analyze not installed: units not checked (tools/dev.sh deps installs it)"
+  exit 1
+fi
 echo "install layout OK under $prefix"
