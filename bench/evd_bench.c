@@ -49,6 +49,7 @@ typedef struct {
   gboolean json;
   char *label;
   char *random;
+  double rate;                  /* open loop: requests per second offered, whatever the replies */
 } EvdBenchOptions;
 
 typedef struct {
@@ -85,7 +86,14 @@ struct _EvdBenchThread {
   gint64 quota;                  /* -n: requests this thread may still send (< 0: no limit) */
   gint64 pending_replies;
   EvdHist hist;
+  EvdHist ok_hist;               /* answered with a result, not Overloaded or an error */
   guint64 outcomes[OUT_N];
+  struct event *rate_timer;      /* --rate: sends what is due every millisecond */
+  double rate_per_us;
+  gint64 rate_start_us;
+  guint64 rate_sent;
+  guint64 rate_skipped;          /* due while every connection had its pipeline full */
+  guint next_conn;
   guint64 conn_errors;
   struct event *stop_timer;
   GRand *rand;
@@ -228,8 +236,16 @@ evd_bench_on_reply (EvdBenchConn *c, const EvdWireScanner *s, const guint8 *msg,
 
   t->pending_replies--;
   if (now >= t->b->record_from_us && now <= t->b->end_us) {
+    EvdBenchOutcome o = evd_bench_classify (s, msg, len, t->b->o.method);
     evd_hist_add (&t->hist, now - sent);
-    t->outcomes[evd_bench_classify (s, msg, len, t->b->o.method)]++;
+    if (o == OUT_OK)
+      evd_hist_add (&t->ok_hist, now - sent);
+    t->outcomes[o]++;
+  }
+  if (t->rate_timer != NULL) {
+    if (now >= t->b->end_us && t->pending_replies == 0)
+      event_base_loopexit (t->base, NULL);
+    return;  /* open loop: the timer sends, replies do not */
   }
   if (now < t->b->end_us && t->quota != 0)
     evd_bench_send (c);
@@ -338,7 +354,8 @@ evd_bench_on_event (struct bufferevent *bev, short what, void *arg)
   if (what & BEV_EVENT_CONNECTED) {
     if (c->t->b->addr.ss_family != AF_UNIX)
       setsockopt (bufferevent_getfd (bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    for (int i = 0; !c->idle && i < c->t->b->o.pipeline && c->t->quota != 0; i++)
+    for (int i = 0; !c->idle && c->t->rate_timer == NULL && i < c->t->b->o.pipeline &&
+                    c->t->quota != 0; i++)
       evd_bench_send (c);
     return;
   }
@@ -384,6 +401,42 @@ evd_bench_on_stop (evutil_socket_t fd, short what, void *arg)
   event_base_loopexit (((EvdBenchThread *) arg)->base, NULL);
 }
 
+/* --rate: the requests due since the start go out now, each on the next connection with room
+ * in its pipeline; latency counts from the send, so a slow server cannot slow the offer. */
+static void
+evd_bench_on_rate (evutil_socket_t fd, short what, void *arg)
+{
+  EvdBenchThread *t = arg;
+  gint64 now = g_get_monotonic_time ();
+  guint64 due;
+  guint n_busy = t->conns->len - (guint) t->n_idle;
+
+  (void) fd;
+  (void) what;
+  if (now >= t->b->end_us) {
+    event_del (t->rate_timer);
+    if (t->pending_replies == 0)
+      event_base_loopexit (t->base, NULL);
+    return;
+  }
+  due = (guint64) ((now - t->rate_start_us) * t->rate_per_us);
+  while (t->rate_sent + t->rate_skipped < due) {
+    gboolean sent = FALSE;
+    for (guint tries = 0; tries < n_busy && !sent; tries++) {
+      EvdBenchConn *c = t->conns->pdata[t->n_idle + t->next_conn++ % n_busy];
+      if (c->head - c->tail < (guint) t->b->o.pipeline &&
+          (bufferevent_get_enabled (c->bev) & EV_WRITE)) {
+        evd_bench_send (c);
+        sent = TRUE;
+      }
+    }
+    if (sent)
+      t->rate_sent++;
+    else
+      t->rate_skipped++;
+  }
+}
+
 static gpointer
 evd_bench_thread (gpointer data)
 {
@@ -398,6 +451,13 @@ evd_bench_thread (gpointer data)
     evd_bench_connect (t, FALSE);
   t->stop_timer = evtimer_new (t->base, evd_bench_on_stop, t);
   evtimer_add (t->stop_timer, &tv);
+  if (t->b->o.rate > 0) {
+    struct timeval ms = { 0, 1000 };
+    t->rate_per_us = t->b->o.rate / t->b->o.threads / 1e6;
+    t->rate_start_us = g_get_monotonic_time ();
+    t->rate_timer = event_new (t->base, -1, EV_PERSIST, evd_bench_on_rate, t);
+    evtimer_add (t->rate_timer, &ms);
+  }
   event_base_dispatch (t->base);
   return NULL;
 }
@@ -433,12 +493,14 @@ evd_bench_resolve (EvdBench *b, GError **error)
 static void
 evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
 {
-  EvdHist all = { 0 };
-  guint64 out[OUT_N] = { 0 }, conn_errors = 0, errors;
+  EvdHist all = { 0 }, ok = { 0 };
+  guint64 out[OUT_N] = { 0 }, conn_errors = 0, errors, skipped = 0;
   double rps;
 
   for (int i = 0; i < b->o.threads; i++) {
     evd_hist_merge (&all, &threads[i].hist);
+    evd_hist_merge (&ok, &threads[i].ok_hist);
+    skipped += threads[i].rate_skipped;
     for (int k = 0; k < OUT_N; k++)
       out[k] += threads[i].outcomes[k];
     conn_errors += threads[i].conn_errors;
@@ -462,16 +524,23 @@ evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
             evd_hist_quantile (&all, 0.5) / 1e3, evd_hist_quantile (&all, 0.9) / 1e3,
             evd_hist_quantile (&all, 0.99) / 1e3, evd_hist_quantile (&all, 0.999) / 1e3,
             all.max_us / 1e3);
+    if (b->o.rate > 0)
+      printf ("  open loop at %.0f req/s offered: ok %.0f req/s, p99 of ok %.3f ms; %"
+              G_GUINT64_FORMAT " not sent (every pipeline full)\n", b->o.rate,
+              seconds > 0 ? ok.total / seconds : 0, evd_hist_quantile (&ok, 0.99) / 1e3, skipped);
     printf ("RESULT ");
   }
   printf ("{\"label\": \"%s\", \"connections\": %d, \"threads\": %d, \"requests\": %" G_GUINT64_FORMAT
           ", \"errors\": %" G_GUINT64_FORMAT ", \"overloaded\": %" G_GUINT64_FORMAT
           ", \"seconds\": %.3f, \"rps\": %.1f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f"
-          ", \"p999_ms\": %.3f, \"max_ms\": %.3f}\n",
+          ", \"p999_ms\": %.3f, \"max_ms\": %.3f, \"ok_rps\": %.1f, \"ok_p50_ms\": %.3f"
+          ", \"ok_p99_ms\": %.3f, \"offered_rps\": %.1f, \"not_sent\": %" G_GUINT64_FORMAT "}\n",
           b->o.label ? b->o.label : b->o.method, b->o.connections, b->o.threads, all.total,
           errors, out[OUT_OVERLOADED], seconds, rps, evd_hist_quantile (&all, 0.5) / 1e3,
           evd_hist_quantile (&all, 0.9) / 1e3, evd_hist_quantile (&all, 0.99) / 1e3,
-          evd_hist_quantile (&all, 0.999) / 1e3, all.max_us / 1e3);
+          evd_hist_quantile (&all, 0.999) / 1e3, all.max_us / 1e3,
+          seconds > 0 ? ok.total / seconds : 0, evd_hist_quantile (&ok, 0.5) / 1e3,
+          evd_hist_quantile (&ok, 0.99) / 1e3, b->o.rate, skipped);
 }
 
 static gboolean
@@ -498,6 +567,9 @@ evd_bench_parse (int *argc, char ***argv, EvdBenchOptions *o)
     { "label", 'l', 0, G_OPTION_ARG_STRING, &o->label, "Name of the run in the result", "TEXT" },
     { "random", 'r', 0, G_OPTION_ARG_STRING, &o->random,
       "Params given as @random take a random int in LO..HI per request (binary only)", "LO:HI" },
+    { "rate", 'R', 0, G_OPTION_ARG_DOUBLE, &o->rate,
+      "Open loop: offer R requests/s whatever the replies (up to --pipeline per connection)",
+      "R" },
     { NULL, 0, 0, 0, NULL, NULL, NULL },
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- load generator for evdal");
@@ -593,6 +665,8 @@ main (int argc, char **argv)
   for (int i = 0; i < b.o.threads; i++) {
     g_ptr_array_unref (threads[i].conns);
     event_free (threads[i].stop_timer);
+    if (threads[i].rate_timer != NULL)
+      event_free (threads[i].rate_timer);
     event_base_free (threads[i].base);
     g_rand_free (threads[i].rand);
   }

@@ -817,12 +817,8 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     evd_engine_invalid (engine, rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
     return FALSE;
   }
-  if (engine->sc->max_queue_ms > 0 &&
-      evd_loop_lag_us (evd_call_loop (rpc)) > engine->sc->max_queue_ms * (gint64) 1000) {
-    evd_engine_overloaded (engine, rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms before "
-                                                 "they are read (max_queue_ms %d)",
-                                                 evd_loop_lag_us (evd_call_loop (rpc)) / 1000,
-                                                 engine->sc->max_queue_ms));
+  if (evd_engine_lagging (engine, evd_call_loop (rpc))) {
+    evd_engine_shed (engine, rpc);
     return FALSE;
   }
   if (g_atomic_int_add (&engine->counters->inflight, 1) >= engine->sc->max_inflight) {
@@ -832,6 +828,22 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     return FALSE;
   }
   return TRUE;
+}
+
+gboolean
+evd_engine_lagging (EvdEngine *engine, EvdLoop *loop)
+{
+  return engine->sc->max_queue_ms > 0 &&
+         evd_loop_lag_us (loop) > engine->sc->max_queue_ms * (gint64) 1000;
+}
+
+void
+evd_engine_shed (EvdEngine *engine, EvdCall *rpc)
+{
+  evd_engine_overloaded (engine, rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms "
+                                                       "before they are read (max_queue_ms %d)",
+                                                       evd_loop_lag_us (evd_call_loop (rpc)) / 1000,
+                                                       engine->sc->max_queue_ms));
 }
 
 void

@@ -53,4 +53,9 @@ EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
  * declared exception). Takes its own reference to the request. */
 void evd_engine_fetch (EvdEngine *engine, EvdCall *call, evdalFetchRequest *request);
 
+/* Whether `loop` is further behind than max_queue_ms: fetches arriving now are refused. */
+gboolean evd_engine_lagging (EvdEngine *engine, EvdLoop *loop);
+/* Completes a fetch with Overloaded at once (its args were never decoded). */
+void evd_engine_shed (EvdEngine *engine, EvdCall *call);
+
 G_END_DECLS

@@ -22,6 +22,8 @@ struct _EvdDataAccess {
   EvdLoopEngine loops[EVD_SERVICE_MAX_LOOPS];
 };
 
+static EvdEngine *evd_service_current (EvdDataAccess *da);
+
 /* The engine this loop's requests use: the loop's own reference, refreshed after a reload. */
 static EvdEngine *
 evd_service_engine (EvdDataAccess *da, EvdCall *call)
@@ -92,6 +94,29 @@ evd_service_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
 {
   evd_engine_fetch (evd_service_engine (data, call), call,
                     EVDAL_DATA_ACCESS_FETCH_ARGS (args)->request);
+}
+
+static void
+evd_service_fetch_shed (EvdCall *call, ThriftStruct *args, gpointer data)
+{
+  (void) args;
+  evd_engine_shed (evd_service_engine (data, call), call);
+}
+
+/* Asked before a fetch's args are decoded, on the loop that read it. The loop's own engine
+ * reference is used when it has one (no lock); a loop that has not served yet asks the
+ * current engine. */
+static gboolean
+evd_service_overloaded (gpointer data, EvdLoop *loop)
+{
+  EvdDataAccess *da = data;
+  EvdLoopEngine *le = &da->loops[MIN (evd_loop_index (loop), EVD_SERVICE_MAX_LOOPS - 1)];
+  g_autoptr (EvdEngine) engine = NULL;
+
+  if (le->engine != NULL)
+    return evd_engine_lagging (le->engine, loop);
+  engine = evd_service_current (da);
+  return evd_engine_lagging (engine, loop);
 }
 
 static guint
@@ -178,15 +203,18 @@ evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces)
   EvdDataAccess *da = g_new0 (EvdDataAccess, 1);
 
   /* GTypes are known only at run time, so the table is filled here. */
-  da->methods[0] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, evd_service_fetch };
+  da->methods[0] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, evd_service_fetch,
+                                 evd_service_fetch_shed };
   da->methods[1] = (EvdMethod) { "lookups", EVDAL_TYPE_DATA_ACCESS_LOOKUPS_ARGS,
-                                 evd_service_lookups };
-  da->methods[2] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, evd_service_ping };
+                                 evd_service_lookups, NULL };
+  da->methods[2] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, evd_service_ping,
+                                 NULL };
   da->service.name = "DataAccess";
   da->service.methods = da->methods;
   da->service.n_methods = G_N_ELEMENTS (da->methods);
   da->service.data = da;
   da->service.pending = evd_service_pending;
+  da->service.overloaded = evd_service_overloaded;
   da->service.args_schema = evd_wire_schema_args;
   evd_engine_counters_init (&da->counters);
   da->counters.metrics = metrics;

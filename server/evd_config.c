@@ -172,9 +172,11 @@ evd_config_raw (EvdConfig *cfg, const char *group, const char *key)
   value = g_key_file_get_value (cfg->kf, group, key, NULL);
   if (value == NULL)
     return NULL;
-  /* A comment may follow a value after blanks: "delay_ms = 100   # default". */
+  /* A comment may follow a value after blanks: "delay_ms = 100   # default". GKeyFile has
+   * already dropped the blanks after '=', so a value that starts with '#' is all comment:
+   * "admin_listen =   # off" is empty. */
   for (char *p = value; *p; p++) {
-    if (*p == '#' && p > value && (p[-1] == ' ' || p[-1] == '\t')) {
+    if (*p == '#' && (p == value || p[-1] == ' ' || p[-1] == '\t')) {
       *p = '\0';
       break;
     }

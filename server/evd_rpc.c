@@ -29,6 +29,7 @@ struct _EvdCall {
   EvdCancelFunc cancel_fn;
   gpointer cancel_data;
   GByteArray *reply;
+  gboolean shed;               /* refused before decoding: the method's shed handler answers */
   gboolean completed;          /* the handler has completed it */
   gboolean abandoned;          /* the owner left; free on completion */
 };
@@ -241,6 +242,11 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
                               g_strdup (scan->reason));
     return call;
   }
+  if (call->method->shed != NULL && service->overloaded != NULL &&
+      service->overloaded (service->data, loop)) {
+    call->shed = TRUE;
+    return call;
+  }
   call->args = evd_rpc_decode_args (loop, fmt, call->method->args_type, data + scan->body_offset,
                                     scan->msg_len - scan->body_offset, &error);
   if (call->args == NULL)
@@ -255,6 +261,10 @@ evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner)
 {
   call->done = done;
   call->owner = owner;
+  if (call->shed) {
+    call->method->shed (call, NULL, call->service_data);
+    return;
+  }
   if (call->args == NULL) {
     g_autofree char *message = g_steal_pointer (&call->early_message);
     evd_call_fail (call, call->early_kind, message ? message : "no such method");

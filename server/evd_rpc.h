@@ -36,6 +36,9 @@ typedef struct {
   const char *name;
   GType args_type;     /* generated *Args struct */
   EvdMethodHandler handler;
+  /* Optional: answers a call the service refused before its args were decoded (see
+   * EvdService.overloaded), with args NULL: typically a declared Overloaded exception. */
+  EvdMethodHandler shed;
 } EvdMethod;
 
 typedef struct {
@@ -49,6 +52,10 @@ typedef struct {
   /* The IDL's schema of each method's args, checked by the validation walk before c_glib
    * decodes (see evd_wire.h). NULL: no check. */
   EvdWireSchemaFn args_schema;
+  /* Optional: asked for each call of a method with a `shed` handler, before its args are
+   * decoded. TRUE sheds it: under overload, decoding what will be refused anyway is the work
+   * that keeps the loop behind, so refusing must cost less than serving. */
+  gboolean (*overloaded) (gpointer data, EvdLoop *loop);
   /* Where TApplicationExceptions are counted (the handlers count their own outcomes); may be
    * NULL. */
   EvdMetrics *metrics;

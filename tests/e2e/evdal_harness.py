@@ -219,6 +219,14 @@ class Server:
             return None
         return rc
 
+    def peak_rss_mib(self):
+        """The server's peak resident memory so far (VmHWM), in MiB."""
+        with open('/proc/%d/status' % self.proc.pid) as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) / 1024.0
+        raise AssertionError('no VmHWM for %d' % self.proc.pid)
+
     def admin_get(self, path, headers=None, method='GET', timeout=10.0):
         """An HTTP request to the admin endpoint: (status, headers dict, body str)."""
         import http.client

@@ -4,6 +4,7 @@ disturb a well-behaved client on another connection."""
 import os
 import random
 import struct
+import sys
 import time
 import unittest
 
@@ -130,14 +131,27 @@ CASES = [
 ]
 
 
+# Well above what the server needs (about 10 MiB idle, plus buffers of max_frame_bytes while a
+# frame is read), far below what a leak or an unbounded buffer per claimed length would reach.
+PEAK_RSS_LIMIT_MIB = 64
+
+
 class HostileTest(h.EvdalTestCase):
     def setUp(self):
         self.server = h.Server(h.config(max_frame_bytes=MAX_FRAME))
         self.server.__enter__()
         self.addCleanup(self.server.__exit__, None, None, None)
+        self.addCleanup(self.check_memory)
         # The well-behaved client is connected before any hostile input arrives.
         self.good, self.good_t = h.client(self.server)
         self.addCleanup(self.good_t.close)
+
+    def check_memory(self):
+        """Memory stays bounded whatever a client sends: the peak, not just the end state."""
+        if self.server.alive():
+            peak = self.server.peak_rss_mib()
+            sys.stderr.write('%s: peak RSS %.1f MiB\n' % (self.id(), peak))
+            self.assertLess(peak, PEAK_RSS_LIMIT_MIB)
 
     def good_traffic(self, when):
         try:

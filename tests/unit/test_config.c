@@ -70,6 +70,17 @@ test_values_and_comments (void)
   g_assert_cmpstr (evd_config_server (cfg)->listen, ==, "/run/evdal.sock");
 }
 
+/* Only a comment after '=': the value is empty, not the comment. */
+static void
+test_value_that_is_only_a_comment (void)
+{
+  g_autoptr (EvdConfig) cfg = load ("[server]\n"
+                                    "admin_listen =    # no admin endpoint\n");
+
+  g_assert_null (problems (cfg));
+  g_assert_cmpstr (evd_config_server (cfg)->admin_listen, ==, "");
+}
+
 static void
 test_every_problem_with_its_line (void)
 {
@@ -178,6 +189,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/config/defaults", test_defaults);
   g_test_add_func ("/config/values-and-comments", test_values_and_comments);
+  g_test_add_func ("/config/value-only-a-comment", test_value_that_is_only_a_comment);
   g_test_add_func ("/config/every-problem-with-its-line", test_every_problem_with_its_line);
   g_test_add_func ("/config/syntax-problems", test_syntax_problems);
   g_test_add_func ("/config/groups-and-getters", test_groups_and_getters);

@@ -17,6 +17,8 @@
 typedef struct {
   gint handled;         /* handler runs */
   gint cancelled;       /* cancel hook runs */
+  gint shed;            /* shed handler runs */
+  gint overloaded;      /* what the service says when asked */
   EvdCall *held;        /* a call the "hold" method keeps open */
 } TestState;
 
@@ -94,10 +96,33 @@ test_handler_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
   evd_call_reply (call, THRIFT_STRUCT (r));
 }
 
+/* Refused before decoding: args must be NULL. Answers a request id of "shed". */
+static void
+test_handler_shed (EvdCall *call, ThriftStruct *args, gpointer data)
+{
+  TestState *st = data;
+  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+
+  g_assert_null (args);
+  g_atomic_int_inc (&st->shed);
+  r->success->request_id = g_strdup ("shed");
+  r->success->__isset_request_id = TRUE;
+  r->__isset_success = TRUE;
+  evd_call_reply (call, THRIFT_STRUCT (r));
+}
+
+static gboolean
+test_overloaded (gpointer data, EvdLoop *l)
+{
+  (void) l;
+  return g_atomic_int_get (&((TestState *) data)->overloaded);
+}
+
 static TestState state;
 static EvdMethod methods[4];
 static EvdService service = {
   .name = "DataAccess", .methods = methods, .n_methods = G_N_ELEMENTS (methods), .data = &state,
+  .overloaded = test_overloaded,
 };
 static EvdLoop *loop;
 
@@ -402,8 +427,25 @@ test_fetch_args_decode (void)
   p = test_open_reply (run, &name, &type, &seqid);
   g_assert_cmpint (type, ==, T_REPLY);
   g_assert_cmpint (thrift_struct_read (THRIFT_STRUCT (r), p, NULL), >, 0);
-  g_assert_cmpstr (r->success->request_id, ==, "3");
+  g_assert_cmpstr (r->success->request_id, ==, g_atomic_int_get (&state.overloaded) ? "shed"
+                                                                                  : "3");
   test_run_free (run);
+}
+
+/* A service that says it is overloaded has its fetches answered by the shed handler, with
+ * the args never decoded; ping, which has none, is still served. */
+static void
+test_overloaded_service_sheds_before_decoding (void)
+{
+  gint handled = g_atomic_int_get (&state.handled), shed = g_atomic_int_get (&state.shed);
+
+  g_atomic_int_set (&state.overloaded, TRUE);
+  test_fetch_args_decode ();
+  g_assert_cmpint (g_atomic_int_get (&state.shed), ==, shed + 1);
+  g_assert_cmpint (g_atomic_int_get (&state.handled), ==, handled);
+  test_ping_every_format ();
+  g_assert_cmpint (g_atomic_int_get (&state.shed), ==, shed + 1);
+  g_atomic_int_set (&state.overloaded, FALSE);
 }
 
 /* A fetch whose request field has the wrong type: c_glib skips it, so it decodes to an empty
@@ -433,10 +475,12 @@ main (int argc, char **argv)
 
   evthread_use_pthreads ();
   g_test_init (&argc, &argv, NULL);
-  methods[0] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_ping };
-  methods[1] = (EvdMethod) { "later", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_later };
-  methods[2] = (EvdMethod) { "hold", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_hold };
-  methods[3] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, test_handler_fetch };
+  methods[0] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_ping, NULL };
+  methods[1] = (EvdMethod) { "later", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_later,
+                             NULL };
+  methods[2] = (EvdMethod) { "hold", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_hold, NULL };
+  methods[3] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, test_handler_fetch,
+                             test_handler_shed };
   loop = evd_loop_new (1, &error);
   g_assert_no_error (error);
   g_assert_true (evd_loop_start (loop, &error));
@@ -449,6 +493,8 @@ main (int argc, char **argv)
   g_test_add_func ("/rpc/abandoned-call", test_abandoned_call_is_cancelled_and_dropped);
   g_test_add_func ("/rpc/fetch-args-decode", test_fetch_args_decode);
   g_test_add_func ("/rpc/bad-body-protocol-error", test_bad_body_gets_protocol_error);
+  g_test_add_func ("/rpc/overloaded-sheds-before-decoding",
+                   test_overloaded_service_sheds_before_decoding);
   rc = g_test_run ();
   evd_loop_quit (loop);
   evd_loop_free (loop);
