@@ -8,7 +8,7 @@ build=$1
 prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for f in bin/evdal bin/evdal-mkdb share/evdal/evdal.thrift share/evdal/schema.sql \
+for f in bin/evdal bin/evdal-mkdb bin/evdal-cli share/evdal/evdal.thrift share/evdal/schema.sql \
          share/evdal/evdal.conf etc/evdal/evdal.conf share/doc/evdal/README.md \
          lib/systemd/system/evdal.service lib/systemd/system/evdal.socket \
          lib/systemd/system/evdal-admin.socket; do
