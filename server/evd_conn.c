@@ -13,6 +13,11 @@
  * amortise the callback, few enough that a pipelining client cannot starve its neighbours. */
 #define EVD_CONN_READ_BUDGET 16
 
+/* Draining, a connection that never sent a request may still be a client that connected just
+ * before the listener closed and is about to send one: it gets this long to do so. Short,
+ * because an idle pooled connection holds the shutdown for as long. */
+#define EVD_CONN_DRAIN_FIRST_REQUEST_MS 250
+
 typedef enum {
   EVD_CONN_OPEN,
   EVD_CONN_CLOSING,  /* answer what was read, read nothing more, then close */
@@ -34,6 +39,8 @@ struct _EvdConn {
   EvdConnState state;
   gboolean read_paused;
   gboolean last_one;            /* draining: read one more request, then close */
+  gint64 drain_until_us;        /* draining, fresh: closed if no request began by then */
+  guint64 n_requests;           /* requests read */
 
   gboolean detected;
   EvdWireFormat fmt;
@@ -46,6 +53,7 @@ struct _EvdConn {
 };
 
 static void evd_conn_process (EvdConn *c);
+static void evd_conn_drain_one (EvdConn *c);
 
 /* Tells the host's owner, once, that a draining host has no connection left. */
 static void
@@ -191,6 +199,7 @@ evd_conn_dispatch (EvdConn *c, const EvdWireScanner *scan, const guint8 *data, g
   evd_call_set_peer (call, c->peer);
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
+  c->n_requests++;
   if (c->last_one) {
     c->state = EVD_CONN_CLOSING;
     bufferevent_disable (c->bev, EV_READ);
@@ -404,6 +413,14 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
 
   (void) fd;
   (void) what;
+  if (c->drain_until_us != 0 && c->n_requests == 0 && c->partial_since_us == 0 &&
+      evbuffer_get_length (bufferevent_get_input (c->bev)) == 0) {
+    if (now >= c->drain_until_us) {
+      evd_conn_close (c, "server is shutting down");
+      return;
+    }
+    read_left = c->drain_until_us - now;
+  }
   if (c->partial_since_us != 0) {
     read_left = c->partial_since_us + cfg->read_timeout_ms * (gint64) 1000 - now;
     if (read_left <= 0) {
@@ -480,21 +497,37 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
   bufferevent_set_timeouts (c->bev, NULL, &host->write_timeout);
   g_queue_push_tail (&host->conns, c);
   c->link = host->conns.tail;
-  if (host->draining) {
-    /* Accepted just before the listener closed. If its request is already here, it gets
-     * its answer (a restart under socket activation must lose nothing); otherwise it goes. */
-    if (!evd_conn_has_input (c)) {
-      evd_conn_close (c, "server is shutting down");
-      return;
-    }
-    c->last_one = TRUE;
-  }
   bufferevent_enable (c->bev, EV_READ | EV_WRITE);
   evd_conn_arm_timer (c, evd_conn_timer_period_us (cfg));
+  if (host->draining)
+    evd_conn_drain_one (c);  /* accepted just before the listener closed */
   g_debug ("%s: connection accepted on loop %u", c->peer, evd_loop_index (host->loop));
 }
 
 /* ---- Shutdown. ---- */
+
+/* Shutdown reaches an open connection. A request already sent (or begun) is answered, then the
+ * connection closes; so is the first request of a connection that has sent none yet, if it
+ * begins within EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose
+ * nothing a client sent. Anything else stops being read and closes once its replies are out. */
+static void
+evd_conn_drain_one (EvdConn *c)
+{
+  if (evd_conn_has_input (c)) {
+    c->last_one = TRUE;  /* the read timeout and the grace period bound the rest */
+    return;
+  }
+  if (c->n_requests == 0) {
+    c->last_one = TRUE;
+    c->drain_until_us = g_get_monotonic_time () + EVD_CONN_DRAIN_FIRST_REQUEST_MS * 1000;
+    evd_conn_arm_timer (c, EVD_CONN_DRAIN_FIRST_REQUEST_MS * 1000);
+    return;
+  }
+  c->state = EVD_CONN_CLOSING;
+  bufferevent_disable (c->bev, EV_READ);
+  if (evd_conn_idle (c))
+    evd_conn_close (c, "server is shutting down");
+}
 
 void
 evd_conn_host_drain (EvdConnHost *host)
@@ -506,18 +539,8 @@ evd_conn_host_drain (EvdConnHost *host)
     EvdConn *c = l->data;
 
     l = l->next;  /* closing removes c's link */
-    if (c->state != EVD_CONN_OPEN)
-      continue;
-    if (evd_conn_has_input (c)) {
-      /* A request (or part of one) is on its way: answer it, then close. The read timeout
-       * and the grace period bound the wait for the rest of it. */
-      c->last_one = TRUE;
-      continue;
-    }
-    c->state = EVD_CONN_CLOSING;
-    bufferevent_disable (c->bev, EV_READ);
-    if (evd_conn_idle (c))
-      evd_conn_close (c, "server is shutting down");
+    if (c->state == EVD_CONN_OPEN)
+      evd_conn_drain_one (c);
   }
   evd_conn_host_check_drained (host);
 }

@@ -45,6 +45,10 @@ database = main
 sql = SELECT i, r, s, b, n FROM t WHERE id = :id
 description = One row of t
 
+[lookup by_text]
+database = main
+sql = SELECT id FROM t WHERE s = :s
+
 [lookup echo]
 database = main
 sql = SELECT :v AS v, typeof(:v) AS type
@@ -116,6 +120,20 @@ class SqliteTest(h.EvdalTestCase):
                 (v, t), = self.one(srv, 'echo', v=value).table.rows
                 self.assertEqual(t.text_value, sqltype)
                 self.assertEqual(getattr(v, field), expect)
+
+    def test_params_are_data_never_sql(self):
+        """Client values are bound, never spliced: SQL in a param is just text."""
+        attacks = ["plain' OR '1'='1", "1; DROP TABLE t; --", "x'); DELETE FROM t; --",
+                   "' UNION SELECT i, r, s, b, n FROM t --"]
+        with self.server() as srv:
+            for attack in attacks:
+                (v, t), = self.one(srv, 'echo', v=V(text_value=attack)).table.rows
+                self.assertEqual((v.text_value, t.text_value), (attack, 'text'))
+                self.assertEqual(self.one(srv, 'by_text', s=V(text_value=attack)).table.rows, [])
+            self.assertEqual(len(self.one(srv, 'by_text', s=V(text_value='plain')).table.rows), 1)
+        db = sqlite3.connect(self.db)
+        self.assertEqual(db.execute('SELECT count(*) FROM t').fetchone()[0], 3)
+        db.close()
 
     def test_zero_rows_max_rows_and_params(self):
         with self.server() as srv:

@@ -272,22 +272,38 @@ test_reply_ping (TestRun *run, gint32 want_seqid)
   return g_strdup (r->success);
 }
 
+/* Reads the TApplicationException { 1: string message, 2: i32 type } field by field: c_glib's
+ * ThriftApplicationException leaks on finalize, and the sanitizer run would blame the test. */
 static void
 test_reply_exception (TestRun *run, const char *want_name, gint32 want_seqid, gint32 want_kind)
 {
   g_autofree char *name = NULL;
+  g_autofree char *message = NULL;
+  g_autofree char *field = NULL;
   ThriftMessageType type;
-  gint32 seqid;
+  ThriftType ftype;
+  gint16 fid;
+  gint32 seqid, kind = -1;
   g_autoptr (ThriftProtocol) p = test_open_reply (run, &name, &type, &seqid);
-  g_autoptr (ThriftApplicationException) x = g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION,
-                                                           NULL);
 
   g_assert_cmpstr (name, ==, want_name);
   g_assert_cmpint (type, ==, T_EXCEPTION);
   g_assert_cmpint (seqid, ==, want_seqid);
-  g_assert_cmpint (thrift_struct_read (THRIFT_STRUCT (x), p, NULL), >, 0);
-  g_assert_cmpint (x->type, ==, want_kind);
-  g_assert_nonnull (x->message);
+  g_assert_cmpint (thrift_protocol_read_struct_begin (p, &field, NULL), >=, 0);
+  for (;;) {
+    g_assert_cmpint (thrift_protocol_read_field_begin (p, NULL, &ftype, &fid, NULL), >=, 0);
+    if (ftype == T_STOP)
+      break;
+    if (fid == 1 && ftype == T_STRING)
+      g_assert_cmpint (thrift_protocol_read_string (p, &message, NULL), >, 0);
+    else if (fid == 2 && ftype == T_I32)
+      g_assert_cmpint (thrift_protocol_read_i32 (p, &kind, NULL), >, 0);
+    else
+      g_assert_cmpint (thrift_protocol_skip (p, ftype, NULL), >=, 0);
+    thrift_protocol_read_field_end (p, NULL);
+  }
+  g_assert_cmpint (kind, ==, want_kind);
+  g_assert_nonnull (message);
 }
 
 /* ---- Tests. ---- */
