@@ -73,6 +73,7 @@ typedef struct {
   guint head, tail;              /* ring of send times: replies come back in order */
   EvdWireScanner *scan;          /* an unframed reply being received */
   gboolean idle;
+  gboolean open;                 /* connected, and not closed since */
 } EvdBenchConn;
 
 typedef enum { OUT_OK, OUT_DECLARED, OUT_OVERLOADED, OUT_APP_ERROR, OUT_N } EvdBenchOutcome;
@@ -352,6 +353,7 @@ evd_bench_on_event (struct bufferevent *bev, short what, void *arg)
   int one = 1;
 
   if (what & BEV_EVENT_CONNECTED) {
+    c->open = TRUE;
     if (c->t->b->addr.ss_family != AF_UNIX)
       setsockopt (bufferevent_getfd (bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     for (int i = 0; !c->idle && c->t->rate_timer == NULL && i < c->t->b->o.pipeline &&
@@ -365,6 +367,7 @@ evd_bench_on_event (struct bufferevent *bev, short what, void *arg)
                   : "failed", g_strerror (EVUTIL_SOCKET_ERROR ()));
     c->t->pending_replies -= (gint64) (c->head - c->tail);
     c->head = c->tail;
+    c->open = FALSE;
     bufferevent_disable (bev, EV_READ | EV_WRITE);
   }
 }
@@ -494,7 +497,7 @@ static void
 evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
 {
   EvdHist all = { 0 }, ok = { 0 };
-  guint64 out[OUT_N] = { 0 }, conn_errors = 0, errors, skipped = 0;
+  guint64 out[OUT_N] = { 0 }, conn_errors = 0, errors, skipped = 0, idle_open = 0;
   double rps;
 
   for (int i = 0; i < b->o.threads; i++) {
@@ -504,6 +507,10 @@ evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
     for (int k = 0; k < OUT_N; k++)
       out[k] += threads[i].outcomes[k];
     conn_errors += threads[i].conn_errors;
+    /* --idle: how many are still held at the end, so that a run whose server refused or
+     * dropped them does not pass for one with them. */
+    for (int k = 0; k < threads[i].n_idle; k++)
+      idle_open += ((EvdBenchConn *) threads[i].conns->pdata[k])->open;
   }
   errors = out[OUT_DECLARED] + out[OUT_APP_ERROR] + conn_errors;
   rps = seconds > 0 ? all.total / seconds : 0;
@@ -516,6 +523,9 @@ evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
       printf ("  %u params random in %" G_GINT64_FORMAT "..%" G_GINT64_FORMAT " per request\n",
               b->random_at->len, b->random_lo, b->random_hi);
     printf ("  %" G_GUINT64_FORMAT " requests in %.2f s: %.0f req/s\n", all.total, seconds, rps);
+    if (b->o.idle > 0)
+      printf ("  idle connections still open at the end: %" G_GUINT64_FORMAT " of %d\n",
+              idle_open, b->o.idle);
     printf ("  ok %" G_GUINT64_FORMAT ", overloaded %" G_GUINT64_FORMAT ", declared exceptions %"
             G_GUINT64_FORMAT ", application errors %" G_GUINT64_FORMAT ", connection errors %"
             G_GUINT64_FORMAT "\n", out[OUT_OK], out[OUT_OVERLOADED], out[OUT_DECLARED],
@@ -534,13 +544,14 @@ evd_bench_report (EvdBench *b, EvdBenchThread *threads, double seconds)
           ", \"errors\": %" G_GUINT64_FORMAT ", \"overloaded\": %" G_GUINT64_FORMAT
           ", \"seconds\": %.3f, \"rps\": %.1f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f"
           ", \"p999_ms\": %.3f, \"max_ms\": %.3f, \"ok_rps\": %.1f, \"ok_p50_ms\": %.3f"
-          ", \"ok_p99_ms\": %.3f, \"offered_rps\": %.1f, \"not_sent\": %" G_GUINT64_FORMAT "}\n",
+          ", \"ok_p99_ms\": %.3f, \"offered_rps\": %.1f, \"not_sent\": %" G_GUINT64_FORMAT
+          ", \"idle\": %d, \"idle_open\": %" G_GUINT64_FORMAT "}\n",
           b->o.label ? b->o.label : b->o.method, b->o.connections, b->o.threads, all.total,
           errors, out[OUT_OVERLOADED], seconds, rps, evd_hist_quantile (&all, 0.5) / 1e3,
           evd_hist_quantile (&all, 0.9) / 1e3, evd_hist_quantile (&all, 0.99) / 1e3,
           evd_hist_quantile (&all, 0.999) / 1e3, all.max_us / 1e3,
           seconds > 0 ? ok.total / seconds : 0, evd_hist_quantile (&ok, 0.5) / 1e3,
-          evd_hist_quantile (&ok, 0.99) / 1e3, b->o.rate, skipped);
+          evd_hist_quantile (&ok, 0.99) / 1e3, b->o.rate, skipped, b->o.idle, idle_open);
 }
 
 static gboolean

@@ -1,0 +1,473 @@
+#!/usr/bin/python3
+"""evdal against the C++ TNonblockingServer peer, side by side: the harness of docs/BENCHMARKS.md.
+
+    /usr/bin/python3 bench/harness.py [--build build] [--rounds 5] [--seconds 3]
+                                      [--only NAME ...] [--out docs/BENCHMARKS.md]
+
+Starts evdal and evdal-peer-cpp on the same configuration (deploy/evdal.conf, the sample
+database) on loopback ports, then, for every scenario, runs `evdal-bench` against evdal, then
+against the peer, then evdal again... (A B A B) for --rounds rounds after one warm-up run each.
+It writes the results between the "harness" markers of --out (the rest of the file is kept):
+the machine, every command, medians with min-max, the evdal/peer ratios, the goals of issue 5
+and whether this run met them, and PNG plots (gnuplot) of throughput and p99 against the
+number of connections. The raw results go to bench-results.json next to the plots.
+
+Scenarios (the fetch each runs is its `evdal-bench --call` list):
+  ping, static7        ping / seven delay_ms=0 calls, at 1, 16, 64 and 256 connections
+  fanout10ms           seven 10 ms calls, at 100 and 1,000 connections
+  sqlite7              the seven-lookup page for random users, 64 connections; also the bare
+                       SQLite C API doing the same statements (evdal-sqlite-bare)
+  c10k                 static7 on 64 busy connections, with and without 10,000 idle ones held
+                       open; both servers are restarted for each round, so that the RSS
+                       growth between the two runs is the idle connections' alone
+  article              seven calls of 20..140 ms from one connection
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BEGIN = '<!-- harness:begin (bench/harness.py writes from here to the end marker) -->'
+END = '<!-- harness:end -->'
+PAGE = ['user', 'account', 'recent_orders', 'unread_notifications', 'permissions',
+        'recommended_products']
+IDLE = 10000
+
+
+def naps(*ms):
+    return [a for d in ms for a in ('--call', 'nap:delay_ms=%d' % d)]
+
+
+def page_args():
+    args = ['--random', '1:100000']
+    for lookup in PAGE:
+        args += ['--call', '%s:user_id=@random' % lookup]
+    return args + ['--call', 'feature_flags']
+
+
+class Scenario:
+    def __init__(self, name, family, conns, args, threads=1, idle=0, what=''):
+        self.name, self.family, self.conns, self.args = name, family, conns, args
+        self.threads, self.idle, self.what = threads, idle, what
+
+    def bench_argv(self, build, port, seconds, warmup):
+        return ([os.path.join(build, 'evdal-bench'), '--port', str(port), '-c', str(self.conns),
+                 '--threads', str(self.threads), '-d', str(seconds), '-w', str(warmup), '--json']
+                + (['--idle', str(self.idle)] if self.idle else []) + self.args)
+
+
+def scenarios():
+    out = []
+    for c in (1, 16, 64, 256):
+        out.append(Scenario('ping-%d' % c, 'ping', c, ['--method', 'ping'],
+                            threads=2 if c >= 64 else 1, what='ping()'))
+    for c in (1, 16, 64, 256):
+        out.append(Scenario('static7-%d' % c, 'static7', c, naps(0, 0, 0, 0, 0, 0, 0),
+                            threads=2 if c >= 64 else 1, what='fetch of 7 x nap delay_ms=0'))
+    for c in (100, 1000):
+        out.append(Scenario('fanout10ms-%d' % c, 'fanout10ms', c, naps(*[10] * 7), threads=2,
+                            what='fetch of 7 x nap delay_ms=10'))
+    out.append(Scenario('sqlite7-64', 'sqlite7', 64, page_args(), threads=2,
+                        what='the 7-lookup page (6 SQLite + 1 static), random user'))
+    out.append(Scenario('c10k-base', 'c10k', 64, naps(0, 0, 0, 0, 0, 0, 0), threads=2,
+                        what='static7, 64 busy connections, no idle ones'))
+    out.append(Scenario('c10k-idle', 'c10k', 64, naps(0, 0, 0, 0, 0, 0, 0), threads=2,
+                        idle=IDLE, what='static7, 64 busy + %d idle connections' % IDLE))
+    out.append(Scenario('article-1', 'article', 1, naps(20, 40, 60, 80, 100, 120, 140),
+                        what='fetch of 7 naps of 20, 40, ..., 140 ms'))
+    return out
+
+
+# ---- The servers ----
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    try:
+        with open('/proc/%d/status' % pid) as f:
+            for line in f:
+                if line.startswith('VmRSS:'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Server:
+    """One server process on a loopback port; restartable."""
+
+    def __init__(self, name, argv_fn, log_dir):
+        self.name, self.argv_fn, self.log_dir = name, argv_fn, log_dir
+        self.proc, self.port, self.argv = None, None, None
+
+    def start(self):
+        self.port = free_port()
+        self.argv = self.argv_fn(self.port)
+        log = open(os.path.join(self.log_dir, '%s.log' % self.name), 'a')
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit('%s exited at start-up (%d): see %s' % (self.name, self.proc.returncode,
+                                                                 self.log_dir))
+            try:
+                socket.create_connection(('127.0.0.1', self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit('%s did not listen within 30 s' % self.name)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+
+def show(argv):
+    """A command as the report prints it: paths relative to the repository."""
+    return shlex.join(os.path.relpath(a, ROOT) if a.startswith(ROOT + '/') else str(a)
+                      for a in argv)
+
+
+def run_bench(build, server, sc, seconds, warmup):
+    """One evdal-bench run; returns its JSON result plus the server's peak RSS (KiB) during it
+    and its RSS just before."""
+    argv = sc.bench_argv(build, server.port, seconds, warmup)
+    before = rss_kib(server.proc.pid)
+    peak = [before]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.02):
+            peak[0] = max(peak[0], rss_kib(server.proc.pid))
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + warmup + 120)
+    finally:
+        done.set()
+        t.join()
+    if p.returncode != 0 or not p.stdout.strip():
+        sys.exit('%s failed against %s (%d):\n%s\n%s' % (shlex.join(argv), server.name,
+                                                        p.returncode, p.stdout, p.stderr))
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    r['rss_before_kib'], r['rss_peak_kib'] = before, peak[0]
+    return r
+
+
+# ---- Statistics and the report ----
+
+def med(xs):
+    return statistics.median(xs) if xs else float('nan')
+
+
+def fmt(x, digits=0):
+    if x != x:
+        return 'n/a'
+    if digits == 0:
+        return '{:,.0f}'.format(x)
+    return '{:,.{}f}'.format(x, digits)
+
+
+def cell(xs, digits=0):
+    return '%s (%s-%s)' % (fmt(med(xs), digits), fmt(min(xs), digits), fmt(max(xs), digits))
+
+
+def machine():
+    cpu = 'unknown CPU'
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    cpu = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+
+    def pkg(name):
+        p = subprocess.run(['dpkg-query', '-W', '-f', '${Version}', name], capture_output=True,
+                           text=True)
+        return p.stdout.strip() or '?'
+    return ('%d cores (%s), %.0f GiB, Linux %s; libthrift-c-glib %s, libthrift (C++) %s, '
+            'libevent %s, SQLite %s' % (os.cpu_count(), cpu, mem, platform.release(),
+                                        pkg('libthrift-c-glib0'), pkg('libthrift-0.17.0'),
+                                        pkg('libevent-2.1-7:amd64'), pkg('libsqlite3-0:amd64')))
+
+
+def plot(results, out_dir, family_list, metric, ylabel, png):
+    """gnuplot, log-log: one line per (scenario family, server) against connections."""
+    data = os.path.join(out_dir, png.replace('.png', '.dat'))
+    blocks, titles = [], []
+    for fam in family_list:
+        for server in ('evdal', 'peer'):
+            rows = []
+            for name, r in results.items():
+                if r['family'] == fam:
+                    rows.append((r['conns'], med([x[metric] for x in r[server]])))
+            blocks.append('\n'.join('%d %g' % row for row in sorted(rows)))
+            titles.append('%s %s' % (fam, 'evdal' if server == 'evdal' else 'C++ peer'))
+    with open(data, 'w') as f:
+        f.write('\n\n\n'.join(blocks) + '\n')
+    plots = ', '.join('"%s" index %d using 1:2 with linespoints lw 2 title "%s"' %
+                      (data, i, t) for i, t in enumerate(titles))
+    script = ('set terminal pngcairo size 900,540 font "sans,11"\n'
+              'set output "%s"\nset logscale xy\nset grid\nset key outside right\n'
+              'set xlabel "connections"\nset ylabel "%s"\nplot %s\n'
+              % (os.path.join(out_dir, png), ylabel, plots))
+    p = subprocess.run(['gnuplot'], input=script, text=True, capture_output=True)
+    if p.returncode != 0:
+        sys.exit('gnuplot failed: %s' % p.stderr)
+    os.unlink(data)
+
+
+def report(args, results, bare, commands, started, elapsed):
+    ev = lambda name, k: [x[k] for x in results[name]['evdal']] if name in results else []
+    pe = lambda name, k: [x[k] for x in results[name]['peer']] if name in results else []
+
+    def ratio(name, k='rps'):
+        return med(ev(name, k)) / med(pe(name, k)) if name in results else float('nan')
+
+    lines = [BEGIN, '',
+             '## Side by side with the C++ TNonblockingServer (run of %s)' % started, '',
+             'Machine: %s. Load generator and both servers share these cores; all traffic is on '
+             'loopback.' % machine(), '',
+             'Command: `/usr/bin/python3 bench/harness.py --build %s --rounds %d --seconds %g%s` '
+             '(%.0f min). Each cell is the median of %d rounds (min-max in brackets), evdal '
+             'and the peer measured in alternation (A B A B ...) after one warm-up run each. '
+             'Ratio: evdal / peer, of the medians.' %
+             (os.path.relpath(args.build, ROOT), args.rounds, args.seconds,
+              ''.join(' --only ' + o for o in args.only or []), elapsed / 60, args.rounds), '',
+             '| scenario | conns | evdal req/s | peer req/s | ratio | evdal p99 ms | peer p99 ms |',
+             '| --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+    for name, r in results.items():
+        lines.append('| %s | %s | %s | %s | **%.2fx** | %s | %s |' % (
+            r['family'] + (' + %s idle' % fmt(r['idle']) if r['idle'] else ''),
+            fmt(r['conns']), cell(ev(name, 'rps')), cell(pe(name, 'rps')), ratio(name),
+            cell(ev(name, 'p99_ms'), 1), cell(pe(name, 'p99_ms'), 1)))
+    if bare:
+        lines += ['', 'The bare SQLite C API doing the same six statements for random users, one '
+                  'thread per core (`%s`): %s pages/s.' % (bare['command'], cell(bare['rps']))]
+    errs = [(n, s, sum(x['errors'] for x in r[s])) for n, r in results.items()
+            for s in ('evdal', 'peer')]
+    errs = ['%s on %s: %d' % e for e in errs if e[2]]
+    lines += ['', 'Errors (declared exceptions, application errors, connection errors) over all '
+              'measured rounds: %s.' % ('; '.join(errs) if errs else 'none')]
+
+    # c10k: RSS per idle connection, from the same round's two runs on fresh servers.
+    goals = []
+    if 'c10k-idle' in results:
+        per = {}
+        for s in ('evdal', 'peer'):
+            per[s] = [(i['rss_peak_kib'] - b['rss_peak_kib']) * 1024 / max(i['idle_open'], 1)
+                      for b, i in zip(results['c10k-base'][s], results['c10k-idle'][s])]
+        held = {s: min(x['idle_open'] for x in results['c10k-idle'][s]) for s in per}
+        keep = {s: med(ev('c10k-idle', 'rps') if s == 'evdal' else pe('c10k-idle', 'rps')) /
+                med(ev('c10k-base', 'rps') if s == 'evdal' else pe('c10k-base', 'rps'))
+                for s in per}
+        lines += ['', 'c10k: RSS per idle connection (peak RSS of the run with the idle '
+                  'connections, less that of the run without, on a freshly started server, '
+                  'divided by the idle connections still open at the end): evdal %s bytes, '
+                  'peer %s bytes. Idle connections held, fewest in a round: evdal %s, peer %s. '
+                  'Throughput with them, against without: evdal %.0f%%, peer %.0f%%.' %
+                  (cell(per['evdal']), cell(per['peer']), fmt(held['evdal']), fmt(held['peer']),
+                   100 * keep['evdal'], 100 * keep['peer'])]
+        goals.append(('c10k: at most 4 KiB of RSS per idle connection',
+                      '%s bytes' % fmt(med(per['evdal'])), med(per['evdal']) <= 4096
+                      and held['evdal'] == IDLE))
+        goals.append(('c10k: throughput with the idle ones at least 90% of without',
+                      '%.0f%%' % (100 * keep['evdal']), keep['evdal'] >= 0.9))
+
+    for fam in ('ping', 'static7'):
+        names = [n for n, r in results.items() if r['family'] == fam]
+        if names:
+            worst = min(ratio(n) for n in names)
+            p99 = all(med(ev(n, 'p99_ms')) <= med(pe(n, 'p99_ms')) for n in names)
+            goals.append(('%s: at least 2x the peer\'s throughput at every connection count, '
+                          'p99 no worse' % fam, 'lowest ratio %.2fx; p99 %s' %
+                          (worst, 'no worse at every count' if p99 else 'worse somewhere'),
+                          worst >= 2 and p99))
+    if 'fanout10ms-1000' in results:
+        goals.append(('fanout10ms at 1,000 connections: at least 20x the peer',
+                      '%.1fx' % ratio('fanout10ms-1000'), ratio('fanout10ms-1000') >= 20))
+    if 'sqlite7-64' in results:
+        goals.append(('sqlite7: at least 1.5x the peer', '%.2fx' % ratio('sqlite7-64'),
+                      ratio('sqlite7-64') >= 1.5))
+        if bare:
+            b = med(ev('sqlite7-64', 'rps')) / med(bare['rps'])
+            goals.append(('sqlite7: within 2x of the bare SQLite C API',
+                          'evdal does %.2f of bare SQLite\'s pages/s' % b, b >= 0.5))
+    if 'article-1' in results:
+        m = med(ev('article-1', 'p50_ms'))
+        goals.append(('article: median within 2 ms of 140 ms', '%.1f ms' % m, abs(m - 140) <= 2))
+    lines += ['', '### Issue 5\'s goals, by this run', '', '| goal | measured | met |',
+              '| --- | --- | --- |']
+    lines += ['| %s | %s | %s |' % (g, m, 'yes' if ok else '**no**') for g, m, ok in goals]
+
+    plots = []
+    fams = [f for f in ('ping', 'static7', 'fanout10ms') if any(r['family'] == f
+                                                               for r in results.values())]
+    if fams:
+        plot(results, args.plots, fams, 'rps', 'requests/s', 'throughput.png')
+        plot(results, args.plots, fams, 'p99_ms', 'p99 latency (ms)', 'p99.png')
+        rel = os.path.relpath(args.plots, os.path.dirname(os.path.abspath(args.out)))
+        plots = ['', '![throughput against connections](%s/throughput.png)' % rel, '',
+                 '![p99 against connections](%s/p99.png)' % rel]
+    lines += plots
+    lines += ['', '<details><summary>Every command of this run</summary>', '', '```sh']
+    lines += commands
+    lines += ['```', '', '</details>', '', END]
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(path, block):
+    text = ''
+    if os.path.exists(path):
+        with open(path) as f:
+            text = f.read()
+    if BEGIN in text and END in text:
+        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END) + 1:]
+    else:
+        text = text.rstrip('\n') + ('\n\n' if text else '') + block
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
+    ap.add_argument('--rounds', type=int, default=5)
+    ap.add_argument('--seconds', type=float, default=3)
+    ap.add_argument('--warmup', type=float, default=0.5, help='unmeasured seconds of each run')
+    ap.add_argument('--only', action='append', help='scenario names or families (repeatable)')
+    ap.add_argument('--out', default=os.path.join(ROOT, 'docs', 'BENCHMARKS.md'))
+    ap.add_argument('--plots', help='folder of the PNGs and raw results (default: bench/ '
+                    'next to --out)')
+    ap.add_argument('--config', default=os.path.join(ROOT, 'deploy', 'evdal.conf'))
+    ap.add_argument('--peer-args', default='', help='extra evdal-peer-cpp options')
+    args = ap.parse_args()
+    args.build = os.path.abspath(args.build)
+    args.plots = args.plots or os.path.join(os.path.dirname(os.path.abspath(args.out)), 'bench')
+    os.makedirs(args.plots, exist_ok=True)
+    chosen = [s for s in scenarios() if not args.only or s.name in args.only
+              or s.family in args.only]
+    if any(s.family == 'c10k' for s in chosen):  # the pair belongs together
+        chosen = [s for s in chosen if s.family != 'c10k'] + \
+                 [s for s in scenarios() if s.family == 'c10k']
+    if not chosen:
+        sys.exit('no scenario matches --only')
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by both servers
+    if hard < IDLE + 1000 and any(s.idle for s in chosen):
+        sys.exit('c10k needs %d descriptors; the hard limit is %d' % (IDLE + 1000, hard))
+
+    db = os.path.join(os.path.dirname(os.path.abspath(args.config)), 'sample.db')
+    if not os.path.exists(db):
+        subprocess.run([os.path.join(args.build, 'evdal-mkdb'), db], check=True,
+                       stdout=subprocess.DEVNULL)
+    tmp = tempfile.mkdtemp(prefix='evdal-harness-')
+    # The sample config as it is, but no admin port (one may be in use) and room for c10k.
+    conf = os.path.join(tmp, 'evdal.conf')
+    with open(args.config) as f, open(conf, 'w') as out:
+        for line in f:
+            key = line.split('=', 1)[0].strip()
+            if key == 'admin_listen':
+                line = 'admin_listen =\n'
+            elif key == 'max_connections':
+                line = 'max_connections = %d\n' % (IDLE + 1000)
+            elif key == 'path' and 'sample.db' in line:
+                line = 'path = %s\n' % db
+            out.write(line)
+    evdal = Server('evdal', lambda port: [os.path.join(args.build, 'evdal'), '--config', conf,
+                                          '--listen', '127.0.0.1:%d' % port], tmp)
+    peer = Server('peer', lambda port: [os.path.join(args.build, 'evdal-peer-cpp'), '--config',
+                                        conf, '--listen', '127.0.0.1:%d' % port]
+                  + shlex.split(args.peer_args), tmp)
+    servers = (evdal, peer)
+    started = datetime.date.today().isoformat()
+    t0 = time.monotonic()
+    results, commands = {}, []
+    try:
+        for s in servers:
+            s.start()
+        commands += ['# %s config: the sample one with admin_listen off and max_connections %d'
+                     % (tmp, IDLE + 1000), show(evdal.argv), show(peer.argv)]
+        for sc in chosen:
+            results[sc.name] = {'family': sc.family, 'conns': sc.conns, 'idle': sc.idle,
+                                'evdal': [], 'peer': []}
+        plain = [sc for sc in chosen if sc.family != 'c10k']
+        c10k = [sc for sc in chosen if sc.family == 'c10k']
+        for sc in plain:
+            commands.append(show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup)))
+            for s in servers:
+                run_bench(args.build, s, sc, 1, 0)  # warm-up
+            for rnd in range(args.rounds):
+                for s in servers:
+                    results[sc.name][s.name].append(run_bench(args.build, s, sc, args.seconds,
+                                                              args.warmup))
+            print('%-18s evdal %s req/s, peer %s req/s' % (
+                sc.name, fmt(med([x['rps'] for x in results[sc.name]['evdal']])),
+                fmt(med([x['rps'] for x in results[sc.name]['peer']]))), file=sys.stderr)
+        if c10k:
+            commands += [show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup))
+                         for sc in c10k]
+            commands.append('# c10k: each round restarts both servers, then runs both commands')
+            for rnd in range(args.rounds):
+                for s in servers:
+                    s.restart()
+                    run_bench(args.build, s, c10k[0], 1, 0)  # warm-up, without idle ones
+                    for sc in c10k:
+                        results[sc.name][s.name].append(run_bench(args.build, s, sc,
+                                                                  args.seconds, args.warmup))
+            print('c10k               done', file=sys.stderr)
+    finally:
+        for s in servers:
+            s.stop()
+    bare = None
+    if any(sc.family == 'sqlite7' for sc in chosen):
+        argv = [os.path.join(args.build, 'evdal-sqlite-bare'), '--config', conf, '-d',
+                str(args.seconds)]
+        rps = []
+        for _ in range(args.rounds):
+            p = subprocess.run(argv, capture_output=True, text=True, check=True)
+            last = p.stdout.strip().splitlines()[-1]
+            rps.append(json.loads(last[last.index('{'):])['rps'])
+        bare = {'command': show(argv), 'rps': rps}
+        commands.append(bare['command'])
+    with open(os.path.join(args.plots, 'bench-results.json'), 'w') as f:
+        json.dump({'date': started, 'machine': machine(), 'results': results, 'bare': bare},
+                  f, indent=1)
+    write_report(args.out, report(args, results, bare, commands, started,
+                                  time.monotonic() - t0))
+    print('wrote %s and %s' % (args.out, args.plots), file=sys.stderr)
+
+
+if __name__ == '__main__':
+    main()
