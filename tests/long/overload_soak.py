@@ -65,6 +65,10 @@ def main():
         if port is None:
             raise SystemExit('evdal did not start:\n' + text)
 
+        # The peak is measured before and after the overload, and the admitted throughput is
+        # compared with their mean: this machine's speed drifts by more than the 10% under
+        # test from one minute to the next (shared cores), and a single measurement before
+        # would credit or blame the server for the drift.
         peak = bench(port, '-c', '64', '-d', '10', '-w', '2')
         offered = 2 * peak['rps']
         rss = []
@@ -83,15 +87,18 @@ def main():
                      '-w', '2')
         stop.set()
         sampler.join()
+        peak_after = bench(port, '-c', '64', '-d', '10', '-w', '2')
         with open('/proc/%d/status' % server.pid) as f:
             hwm = [int(l.split()[1]) for l in f if l.startswith('VmHWM:')][0]
     finally:
         server.terminate()
         server.wait(30)
+    peak_rps = (peak['rps'] + peak_after['rps']) / 2
     result = {
-        'peak_rps': peak['rps'], 'peak_p99_ms': peak['p99_ms'],
+        'peak_rps': peak_rps, 'peak_before_rps': peak['rps'], 'peak_after_rps': peak_after['rps'],
+        'peak_p99_ms': peak['p99_ms'],
         'offered_rps': offered, 'seconds': seconds,
-        'admitted_rps': over['ok_rps'], 'admitted_ratio': over['ok_rps'] / peak['rps'],
+        'admitted_rps': over['ok_rps'], 'admitted_ratio': over['ok_rps'] / peak_rps,
         'admitted_p50_ms': over['ok_p50_ms'], 'admitted_p99_ms': over['ok_p99_ms'],
         'overloaded': over['overloaded'], 'errors': over['errors'], 'not_sent': over['not_sent'],
         'rss_max_kib_sampled': max(rss), 'vmhwm_kib': hwm, 'server_exit': server.returncode,
@@ -100,7 +107,7 @@ def main():
     failures = []
     if result['admitted_ratio'] < 0.9:
         failures.append('admitted throughput %.0f is below 90%% of the peak %.0f'
-                        % (over['ok_rps'], peak['rps']))
+                        % (over['ok_rps'], peak_rps))
     if over['ok_p99_ms'] > 250:
         failures.append('p99 of admitted requests %.1f ms is not bounded (> 250 ms)'
                         % over['ok_p99_ms'])
