@@ -359,6 +359,27 @@ def write_report(path, block):
         f.write(text)
 
 
+def prepare_config(config, build):
+    """The sample config as it is, in a temp folder, but with no admin port (one may be in
+    use), room for c10k, and the database by absolute path (made first if missing)."""
+    db = os.path.join(os.path.dirname(os.path.abspath(config)), 'sample.db')
+    if not os.path.exists(db):
+        subprocess.run([os.path.join(build, 'evdal-mkdb'), db], check=True,
+                       stdout=subprocess.DEVNULL)
+    conf = os.path.join(tempfile.mkdtemp(prefix='evdal-harness-'), 'evdal.conf')
+    with open(config) as f, open(conf, 'w') as out:
+        for line in f:
+            key = line.split('=', 1)[0].strip()
+            if key == 'admin_listen':
+                line = 'admin_listen =\n'
+            elif key == 'max_connections':
+                line = 'max_connections = %d\n' % (IDLE + 1000)
+            elif key == 'path' and 'sample.db' in line:
+                line = 'path = %s\n' % db
+            out.write(line)
+    return conf
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
@@ -388,23 +409,8 @@ def main():
     if hard < IDLE + 1000 and any(s.idle for s in chosen):
         sys.exit('c10k needs %d descriptors; the hard limit is %d' % (IDLE + 1000, hard))
 
-    db = os.path.join(os.path.dirname(os.path.abspath(args.config)), 'sample.db')
-    if not os.path.exists(db):
-        subprocess.run([os.path.join(args.build, 'evdal-mkdb'), db], check=True,
-                       stdout=subprocess.DEVNULL)
-    tmp = tempfile.mkdtemp(prefix='evdal-harness-')
-    # The sample config as it is, but no admin port (one may be in use) and room for c10k.
-    conf = os.path.join(tmp, 'evdal.conf')
-    with open(args.config) as f, open(conf, 'w') as out:
-        for line in f:
-            key = line.split('=', 1)[0].strip()
-            if key == 'admin_listen':
-                line = 'admin_listen =\n'
-            elif key == 'max_connections':
-                line = 'max_connections = %d\n' % (IDLE + 1000)
-            elif key == 'path' and 'sample.db' in line:
-                line = 'path = %s\n' % db
-            out.write(line)
+    conf = prepare_config(args.config, args.build)
+    tmp = os.path.dirname(conf)
     evdal = Server('evdal', lambda port: [os.path.join(args.build, 'evdal'), '--config', conf,
                                           '--listen', '127.0.0.1:%d' % port], tmp)
     peer = Server('peer', lambda port: [os.path.join(args.build, 'evdal-peer-cpp'), '--config',

@@ -27,8 +27,8 @@ using apache::thrift::concurrency::ThreadManager;
 
 namespace {
 
-// The defaults are the best of the tuning runs on 2 cores (docs/BENCHMARKS.md, "Tuning the
-// peer", has the table and the command).
+// The defaults are a compromise of the tuning runs on 2 cores: few handlers suit short calls,
+// many suit sleeping ones (bench/tune_peer.py; docs/BENCHMARKS.md has the table).
 struct Options {
   std::string config, listen;
   int io_threads = 2;

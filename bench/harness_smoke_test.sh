@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# bench/harness_smoke_test.sh BUILD_DIR OUT_DIR: bench/harness.py end to end, in seconds: two
+# scenarios, two short rounds, against the real evdal and C++ peer. The report must have both
+# servers' figures and ratios, the goals table, the commands and the two plots.
+set -euo pipefail
+build=$1 out=$2
+rm -rf "$out"
+mkdir -p "$out"
+printf '# Benchmarks\n\nHand-written text that the harness must keep.\n' >"$out/BENCHMARKS.md"
+/usr/bin/python3 "$(dirname "$0")/harness.py" --build "$build" --rounds 2 --seconds 0.3 \
+  --warmup 0.1 --only ping-1 --only article --out "$out/BENCHMARKS.md"
+cat "$out/BENCHMARKS.md"
+grep -q 'Hand-written text that the harness must keep' "$out/BENCHMARKS.md"
+grep -Eq '^\| ping \| 1 \| [0-9,]+ \([0-9,]+-[0-9,]+\) \| [0-9,]+ \([0-9,]+-[0-9,]+\) \| \*\*[0-9.]+x\*\*' "$out/BENCHMARKS.md"
+grep -Eq '^\| article \| 1 \| ' "$out/BENCHMARKS.md"
+grep -q '^| article: median within 2 ms of 140 ms | 1[34][0-9]\.[0-9] ms | ' "$out/BENCHMARKS.md"
+grep -q 'build/evdal-bench --port PORT -c 1' "$out/BENCHMARKS.md" ||
+  grep -q 'evdal-bench --port PORT -c 1' "$out/BENCHMARKS.md"
+for png in throughput p99; do
+  head -c 8 "$out/bench/$png.png" | od -An -tx1 | grep -q '89 50 4e 47'
+done
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; assert len(r["ping-1"]["evdal"]) == 2 and len(r["ping-1"]["peer"]) == 2, r' "$out/bench/bench-results.json"
+# A second run replaces its own section, it does not append another.
+/usr/bin/python3 "$(dirname "$0")/harness.py" --build "$build" --rounds 1 --seconds 0.2 \
+  --warmup 0.1 --only ping-1 --out "$out/BENCHMARKS.md" 2>/dev/null
+test "$(grep -c 'harness:begin' "$out/BENCHMARKS.md")" = 1
+grep -q 'Hand-written text that the harness must keep' "$out/BENCHMARKS.md"
+echo "harness smoke: ok"
