@@ -79,6 +79,23 @@ def config(extra='', lookups=NAP_LOOKUP, **server):
     return '\n'.join(lines) + '\n\n' + lookups + ('\n' + extra if extra else '')
 
 
+def sample_db(prefix='evdal-db-'):
+    """The sample database: deploy/sample.db (CTest's sample_db fixture builds it), or else one
+    built with evdal-mkdb into a temp folder removed with the module, so that a test that
+    needs it also runs alone. Skips the module when neither is possible."""
+    path = os.path.join(EVDAL_SOURCE_DIR, 'deploy', 'sample.db')
+    if os.path.exists(path):
+        return path
+    mkdb = os.path.join(os.path.dirname(EVDAL_BIN), 'evdal-mkdb')
+    if not os.access(mkdb, os.X_OK):
+        raise unittest.SkipTest('no deploy/sample.db and no evdal-mkdb beside EVDAL_BIN')
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    unittest.addModuleCleanup(shutil.rmtree, tmp, True)
+    path = os.path.join(tmp, 'sample.db')
+    subprocess.run([mkdb, path], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    return path
+
+
 def parse_address(addr):
     """'127.0.0.1:PORT' / '[::1]:PORT' / 'unix:/path' -> (host, port, unix_path)."""
     addr = addr.rstrip('.,;')

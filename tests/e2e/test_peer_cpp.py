@@ -9,9 +9,7 @@ invalid requests, the bulkhead, and a clean exit on SIGTERM.
 """
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 import unittest
 
@@ -21,7 +19,6 @@ from evdal_harness import ttypes
 EK = ttypes.ErrorKind
 PEER_BIN = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-peer-cpp')
 CONF = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal.conf')
-SAMPLE_DB = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'sample.db')
 PAGE = ['user', 'account', 'recent_orders', 'unread_notifications', 'permissions',
         'recommended_products']
 
@@ -49,21 +46,11 @@ DB = None
 
 
 def setUpModule():
-    """The sample database: deploy/sample.db (CTest's sample_db fixture builds it), or else one
-    built here with evdal-mkdb into a temp folder, so that the test also runs alone."""
+    """The sample database (evdal_harness.sample_db)."""
     global DB
     if not os.access(PEER_BIN, os.X_OK):
         raise unittest.SkipTest('%s not built (configure with -DEVDAL_PEERS=ON)' % PEER_BIN)
-    if os.path.exists(SAMPLE_DB):
-        DB = SAMPLE_DB
-        return
-    mkdb = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-mkdb')
-    if not os.access(mkdb, os.X_OK):
-        raise unittest.SkipTest('no deploy/sample.db and no evdal-mkdb beside EVDAL_BIN')
-    tmp = tempfile.mkdtemp(prefix='evdal-peer-db-')
-    unittest.addModuleCleanup(shutil.rmtree, tmp, True)
-    DB = os.path.join(tmp, 'sample.db')
-    subprocess.run([mkdb, DB], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    DB = h.sample_db('evdal-peer-db-')
 
 
 def config_text():

@@ -30,7 +30,6 @@ import evdal_harness as h
 
 APP = os.path.join(h.EVDAL_SOURCE_DIR, 'examples', 'python-frontend', 'app.py')
 CONF = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal.conf')
-SAMPLE_DB = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'sample.db')
 SCHEMA = os.path.join(h.EVDAL_SOURCE_DIR, 'storage', 'schema.sql')
 SQL_LOOKUPS = ('user', 'account', 'recent_orders', 'unread_notifications', 'permissions',
                'recommended_products')
@@ -39,19 +38,9 @@ DB = None
 
 
 def setUpModule():
-    """The sample database: deploy/sample.db (CTest's sample_db fixture builds it), or else one
-    built here with evdal-mkdb into a temp folder, so that the test also runs alone."""
+    """The sample database (evdal_harness.sample_db)."""
     global DB
-    if os.path.exists(SAMPLE_DB):
-        DB = SAMPLE_DB
-        return
-    mkdb = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-mkdb')
-    if not os.access(mkdb, os.X_OK):
-        raise unittest.SkipTest('no deploy/sample.db and no evdal-mkdb beside EVDAL_BIN')
-    tmp = tempfile.mkdtemp(prefix='evdal-frontend-db-')
-    unittest.addModuleCleanup(shutil.rmtree, tmp, True)
-    DB = os.path.join(tmp, 'sample.db')
-    subprocess.run([mkdb, DB], check=True, timeout=600, stdout=subprocess.DEVNULL)
+    DB = h.sample_db('evdal-frontend-db-')
 
 
 def conf_text():
