@@ -69,6 +69,22 @@ delay_ms = 100
 description = Sleeps, then answers
 """
 
+# The fault backend's three plain behaviours: every call fails, never completes, or answers
+# with the request context it was handed.
+FAULT_LOOKUPS = """
+[lookup broken]
+backend = fault
+mode = fail
+
+[lookup stuck]
+backend = fault
+mode = hang
+
+[lookup ctx]
+backend = fault
+mode = context
+"""
+
 
 def config(extra='', lookups=NAP_LOOKUP, **server):
     """A configuration: [server] with SERVER_DEFAULTS updated by `server` (a value of None drops

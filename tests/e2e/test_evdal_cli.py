@@ -40,18 +40,7 @@ row.1 = checkout, 1
 row.2 = dark_mode, 0
 description = Feature flags
 
-[lookup broken]
-backend = fault
-mode = fail
-
-[lookup stuck]
-backend = fault
-mode = hang
-
-[lookup ctx]
-backend = fault
-mode = context
-
+""" + h.FAULT_LOOKUPS + """
 [database odd]
 path = @TMPDIR@/odd.db
 workers = 2

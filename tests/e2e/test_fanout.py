@@ -18,18 +18,7 @@ columns = flag, enabled
 row.1 = checkout, 1
 row.2 = "dark, mode", 0
 
-[lookup broken]
-backend = fault
-mode = fail
-
-[lookup stuck]
-backend = fault
-mode = hang
-
-[lookup ctx]
-backend = fault
-mode = context
-
+""" + h.FAULT_LOOKUPS + """
 [lookup needs_user]
 backend = fault
 mode = context
