@@ -18,6 +18,7 @@ struct _EvdEngine {
   const EvdServerConfig *sc;  /* in cfg */
   EvdLookupSet *lookups;
   EvdEngineCounters *counters;
+  EvdRpcCanned *shed_reply;   /* fetch's Overloaded for max_queue_ms, encoded once */
 };
 
 typedef struct _EvdFetch EvdFetch;
@@ -609,16 +610,22 @@ evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
   evd_engine_reply_error (engine, rpc, x, NULL);
 }
 
-/* Answers Overloaded at once (the message is consumed). */
-static void
-evd_engine_overloaded (EvdEngine *engine, EvdCall *rpc, char *message)
+static evdalOverloaded *
+evd_engine_overloaded_new (char *message)
 {
   evdalOverloaded *x = g_object_new (EVDAL_TYPE_OVERLOADED, NULL);
 
   x->message = message;
   x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
   x->__isset_message = x->__isset_retry_after_ms = TRUE;
-  evd_engine_reply_error (engine, rpc, NULL, x);
+  return x;
+}
+
+/* Answers Overloaded at once (the message is consumed). */
+static void
+evd_engine_overloaded (EvdEngine *engine, EvdCall *rpc, char *message)
+{
+  evd_engine_reply_error (engine, rpc, NULL, evd_engine_overloaded_new (message));
 }
 
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
@@ -837,13 +844,31 @@ evd_engine_lagging (EvdEngine *engine, EvdLoop *loop)
          evd_loop_lag_us (loop) > engine->sc->max_queue_ms * (gint64) 1000;
 }
 
+/* Sheds are the one reply that must cost next to nothing (see evd_rpc_shed): the same
+ * canned bytes every time, the lag itself being in the metrics, not in the message. */
 void
 evd_engine_shed (EvdEngine *engine, EvdCall *rpc)
 {
-  evd_engine_overloaded (engine, rpc, g_strdup_printf ("requests wait %" G_GINT64_FORMAT " ms "
-                                                       "before they are read (max_queue_ms %d)",
-                                                       evd_loop_lag_us (evd_call_loop (rpc)) / 1000,
-                                                       engine->sc->max_queue_ms));
+  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH, EVD_OUTCOME_OVERLOADED);
+  evd_call_reply_canned (rpc, engine->shed_reply);
+}
+
+static EvdRpcCanned *
+evd_engine_shed_reply_new (const EvdServerConfig *sc)
+{
+  g_autoptr (evdalDataAccessFetchResult) r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT,
+                                                           NULL);
+  g_autoptr (GError) error = NULL;
+  EvdRpcCanned *canned;
+
+  r->overloaded = evd_engine_overloaded_new (
+    g_strdup_printf ("requests wait longer than max_queue_ms (%d ms) before they are read",
+                     sc->max_queue_ms));
+  r->__isset_overloaded = TRUE;
+  canned = evd_rpc_canned_new (THRIFT_STRUCT (r), &error);
+  if (canned == NULL)
+    g_error ("the Overloaded reply does not encode: %s", error->message);  /* a bug: abort */
+  return canned;
 }
 
 void
@@ -902,6 +927,7 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
   e->cfg = evd_config_ref (cfg);
   e->sc = evd_config_server (cfg);
   e->counters = counters;
+  e->shed_reply = evd_engine_shed_reply_new (e->sc);
   e->lookups = evd_lookup_set_new (cfg);
   for (guint i = 0; i < evd_lookup_set_size (e->lookups); i++) {
     EvdLookup *l = evd_lookup_set_nth (e->lookups, i);
@@ -923,6 +949,7 @@ evd_engine_unref (EvdEngine *engine)
   if (engine == NULL || !g_atomic_int_dec_and_test (&engine->refs))
     return;
   evd_lookup_set_free (engine->lookups);
+  evd_rpc_canned_free (engine->shed_reply);
   evd_config_unref (engine->cfg);
   g_free (engine);
 }

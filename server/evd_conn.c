@@ -187,15 +187,20 @@ evd_conn_on_call_done (EvdCall *call, gpointer owner)
 
 /* ---- Requests. ---- */
 
-static void
-evd_conn_dispatch (EvdConn *c, const EvdWireScanner *scan, const guint8 *data, gboolean body_ok)
+/* The call of a message read in full; st says whether its body is well-formed. */
+static EvdCall *
+evd_conn_prepare (EvdConn *c, const EvdWireScanner *scan, const guint8 *data, EvdWireStatus st)
 {
-  EvdCall *call = evd_rpc_prepare (c->host->service, c->host->loop, c->fmt, scan, data,
-                                   body_ok);
-
-  if (!body_ok)
+  if (st != EVD_WIRE_OK)
     evd_log_limited (&c->host->log_limit, c->peer, "malformed arguments of %.*s: %s",
                      (int) MIN (scan->name_len, 64), (const char *) scan->name, scan->reason);
+  return evd_rpc_prepare (c->host->service, c->host->loop, c->fmt, scan, data,
+                          st == EVD_WIRE_OK);
+}
+
+static void
+evd_conn_dispatch (EvdConn *c, EvdCall *call)
+{
   evd_call_set_peer (call, c->peer);
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
@@ -236,6 +241,7 @@ evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
   gint32 n;
   guint8 *data;
   EvdWireStatus st;
+  EvdCall *call;
 
   if (evbuffer_get_length (in) < 4)
     return EVD_STEP_WAIT;
@@ -253,20 +259,28 @@ evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
   data = evbuffer_pullup (in, 4 + (gssize) n) + 4;
   evd_wire_scanner_init (&scan, c->fmt.proto, (gsize) n, EVD_WIRE_MAX_DEPTH);
   scan.schema_for = c->host->service->args_schema;
-  st = evd_wire_scanner_feed (&scan, data, (gsize) n);
-  if (st == EVD_WIRE_NEED_MORE) {
-    st = scan.header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
-    scan.reason = "the message is longer than its frame";
-  } else if (st == EVD_WIRE_OK && scan.msg_len != (gsize) n) {
-    st = EVD_WIRE_BAD_BODY;
-    scan.reason = "the frame holds bytes after the message";
-  }
-  if (st == EVD_WIRE_BAD_HEADER) {
-    evd_conn_reject (c, "bad message header", scan.reason);
+  st = evd_wire_scanner_header (&scan, data, (gsize) n);
+  if (st != EVD_WIRE_OK) {
+    evd_conn_reject (c, "bad message header", st == EVD_WIRE_NEED_MORE
+                     ? "the message header is longer than its frame" : scan.reason);
     return EVD_STEP_STOP;
   }
-  /* The frame tells where the next message starts, so a bad body costs only this call. */
-  evd_conn_dispatch (c, &scan, data, st == EVD_WIRE_OK);
+  /* The frame says where the message ends: a call to shed is refused on its header alone,
+   * without walking its body. */
+  call = evd_rpc_shed (c->host->service, c->host->loop, c->fmt, &scan);
+  if (call == NULL) {
+    st = evd_wire_scanner_feed (&scan, data, (gsize) n);
+    if (st == EVD_WIRE_NEED_MORE) {
+      st = EVD_WIRE_BAD_BODY;
+      scan.reason = "the message is longer than its frame";
+    } else if (st == EVD_WIRE_OK && scan.msg_len != (gsize) n) {
+      st = EVD_WIRE_BAD_BODY;
+      scan.reason = "the frame holds bytes after the message";
+    }
+    /* The frame tells where the next message starts, so a bad body costs only this call. */
+    call = evd_conn_prepare (c, &scan, data, st);
+  }
+  evd_conn_dispatch (c, call);
   if (c->state != EVD_CONN_CLOSED)
     evbuffer_drain (in, 4 + (gsize) n);
   return EVD_STEP_MESSAGE;
@@ -278,6 +292,7 @@ evd_conn_next_unframed (EvdConn *c, struct evbuffer *in)
   gsize len = evbuffer_get_length (in);
   EvdWireStatus st;
   guint8 *data;
+  EvdCall *call;
 
   if (c->scan == NULL) {
     c->scan = g_new (EvdWireScanner, 1);
@@ -295,7 +310,11 @@ evd_conn_next_unframed (EvdConn *c, struct evbuffer *in)
     evd_conn_reject (c, "bad message header", c->scan->reason);
     return EVD_STEP_STOP;
   }
-  evd_conn_dispatch (c, c->scan, data, st == EVD_WIRE_OK);
+  /* Unframed, the body had to be walked to find where the message ends; shedding still
+   * saves decoding it. */
+  call = st == EVD_WIRE_OK ? evd_rpc_shed (c->host->service, c->host->loop, c->fmt, c->scan)
+                           : NULL;
+  evd_conn_dispatch (c, call ? call : evd_conn_prepare (c, c->scan, data, st));
   if (c->state == EVD_CONN_CLOSED)
     return EVD_STEP_STOP;
   if (st == EVD_WIRE_BAD_BODY) {

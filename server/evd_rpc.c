@@ -106,27 +106,31 @@ evd_rpc_codec_reset (EvdRpcCodec *c, EvdProto proto)
 
 /* ---- Encoding. ---- */
 
-static gboolean
-evd_rpc_write_message (ThriftProtocol *p, const char *name, guint8 type, gint32 seqid,
-                       ThriftStruct *body, GError **error)
-{
-  return thrift_protocol_write_message_begin (p, name, type, seqid, error) >= 0 &&
-         thrift_struct_write (body, p, error) >= 0 &&
-         thrift_protocol_write_message_end (p, error) >= 0;
-}
+/* Writes a message's body (a result struct, an exception) with the protocol. */
+typedef gboolean (*EvdRpcBodyWriter) (ThriftProtocol *p, gconstpointer body, GError **error);
 
 static gboolean
-evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8 type,
-                     gint32 seqid, ThriftStruct *result, GByteArray *out, GError **error)
+evd_rpc_write_struct (ThriftProtocol *p, gconstpointer body, GError **error)
 {
+  return thrift_struct_write (THRIFT_STRUCT (body), p, error) >= 0;
+}
+
+/* One message, framed when fmt says so, appended to out; out is left as it was on failure. */
+static gboolean
+evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8 type,
+                     gint32 seqid, EvdRpcBodyWriter write, gconstpointer body, GByteArray *out,
+                     GError **error)
+{
+  ThriftProtocol *p = evd_rpc_codec_protocol (c, fmt.proto);
   guint start = out->len;
   gboolean ok;
 
   if (fmt.framed)
     g_byte_array_set_size (out, start + 4);  /* the length, patched below */
   evd_transport_set_output (c->transport, out);
-  ok = evd_rpc_write_message (evd_rpc_codec_protocol (c, fmt.proto), name, type, seqid,
-                              result, error);
+  ok = thrift_protocol_write_message_begin (p, name, type, seqid, error) >= 0 &&
+       write (p, body, error) &&
+       thrift_protocol_write_message_end (p, error) >= 0;
   evd_transport_set_output (c->transport, NULL);
   if (!ok) {
     g_byte_array_set_size (out, start);
@@ -149,11 +153,58 @@ evd_rpc_encode (EvdLoop *loop, EvdWireFormat fmt, const char *name, guint8 type,
 
   if (loop == NULL)
     own = evd_rpc_codec_new ();
-  ok = evd_rpc_encode_with (own ? own : evd_rpc_codec (loop), fmt, name, type, seqid, result,
-                            out, error);
+  ok = evd_rpc_encode_with (own ? own : evd_rpc_codec (loop), fmt, name, type, seqid,
+                            evd_rpc_write_struct, result, out, error);
   if (own != NULL)
     evd_rpc_codec_free (own);
   return ok;
+}
+
+/* ---- Canned replies: a result struct encoded once per protocol. ---- */
+
+struct _EvdRpcCanned {
+  GBytes *body[EVD_PROTO_COMPACT + 1];  /* indexed by EvdProto */
+};
+
+EvdRpcCanned *
+evd_rpc_canned_new (ThriftStruct *result, GError **error)
+{
+  g_autoptr (EvdRpcCanned) canned = g_new0 (EvdRpcCanned, 1);
+  EvdRpcCodec *c = evd_rpc_codec_new ();
+  static const EvdProto protos[] = { EVD_PROTO_BINARY, EVD_PROTO_COMPACT };
+  gboolean ok = TRUE;
+
+  for (guint i = 0; ok && i < G_N_ELEMENTS (protos); i++) {
+    GByteArray *out = g_byte_array_new ();
+
+    evd_transport_set_output (c->transport, out);
+    ok = thrift_struct_write (result, evd_rpc_codec_protocol (c, protos[i]), error) >= 0;
+    evd_transport_set_output (c->transport, NULL);
+    canned->body[protos[i]] = g_byte_array_free_to_bytes (out);
+  }
+  evd_rpc_codec_free (c);
+  return ok ? g_steal_pointer (&canned) : NULL;
+}
+
+void
+evd_rpc_canned_free (EvdRpcCanned *canned)
+{
+  if (canned == NULL)
+    return;
+  for (guint i = 0; i < G_N_ELEMENTS (canned->body); i++)
+    g_clear_pointer (&canned->body[i], g_bytes_unref);
+  g_free (canned);
+}
+
+/* The struct was written by c_glib when the canned reply was made: copying its bytes after
+ * the message header gives exactly what writing it again would. */
+static gboolean
+evd_rpc_write_canned (ThriftProtocol *p, gconstpointer body, GError **error)
+{
+  gsize len;
+  gconstpointer data = g_bytes_get_data ((GBytes *) body, &len);
+
+  return thrift_transport_write (p->transport, (gpointer) data, (guint32) len, error);
 }
 
 /* ---- Preparing a call. ---- */
@@ -213,13 +264,13 @@ evd_rpc_decode_args (EvdLoop *loop, EvdWireFormat fmt, GType type, const guint8 
   return THRIFT_STRUCT (g_steal_pointer (&args));
 }
 
-EvdCall *
-evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
-                 const EvdWireScanner *scan, const guint8 *data, gboolean body_ok)
+/* A call with what its header says: method, name, seqid, type, or an early error. */
+static EvdCall *
+evd_rpc_call_new (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+                  const EvdWireScanner *scan)
 {
   EvdCall *call = g_new0 (EvdCall, 1);
-  g_autofree char *full = g_strndup ((const char *) data + (scan->name - data), scan->name_len);
-  g_autoptr (GError) error = NULL;
+  g_autofree char *full = g_strndup ((const char *) scan->name, scan->name_len);
 
   call->loop = loop;
   call->fmt = fmt;
@@ -235,16 +286,60 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
     call->type = EVD_MSG_CALL;
     call->method = NULL;
   }
+  return call;
+}
+
+/* The method a header names, without allocating: for the shed check of every message. */
+static const EvdMethod *
+evd_rpc_peek_method (const EvdService *service, const EvdWireScanner *scan)
+{
+  const char *name = (const char *) scan->name;
+  gsize len = scan->name_len;
+  const char *colon = memchr (name, ':', len);
+
+  if (colon != NULL) {
+    if ((gsize) (colon - name) != strlen (service->name) ||
+        memcmp (name, service->name, (gsize) (colon - name)) != 0)
+      return NULL;
+    len -= (gsize) (colon + 1 - name);
+    name = colon + 1;
+  }
+  for (guint i = 0; i < service->n_methods; i++)
+    if (strlen (service->methods[i].name) == len &&
+        memcmp (service->methods[i].name, name, len) == 0)
+      return &service->methods[i];
+  return NULL;
+}
+
+EvdCall *
+evd_rpc_shed (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+              const EvdWireScanner *scan)
+{
+  const EvdMethod *m;
+  EvdCall *call;
+
+  if (service->overloaded == NULL || !service->overloaded (service->data, loop))
+    return NULL;
+  m = evd_rpc_peek_method (service, scan);
+  if (m == NULL || m->shed == NULL || scan->type != EVD_MSG_CALL)
+    return NULL;
+  call = evd_rpc_call_new (service, loop, fmt, scan);
+  call->shed = TRUE;
+  return call;
+}
+
+EvdCall *
+evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+                 const EvdWireScanner *scan, const guint8 *data, gboolean body_ok)
+{
+  EvdCall *call = evd_rpc_call_new (service, loop, fmt, scan);
+  g_autoptr (GError) error = NULL;
+
   if (call->method == NULL)
     return call;
   if (!body_ok) {
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR,
                               g_strdup (scan->reason));
-    return call;
-  }
-  if (call->method->shed != NULL && service->overloaded != NULL &&
-      service->overloaded (service->data, loop)) {
-    call->shed = TRUE;
     return call;
   }
   call->args = evd_rpc_decode_args (loop, fmt, call->method->args_type, data + scan->body_offset,
@@ -275,10 +370,12 @@ evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner)
 
 /* ---- Completion. ---- */
 
-/* A completion: the method's result struct, or a TApplicationException's kind and message. */
+/* A completion: the method's result struct (or a canned one), or a TApplicationException's
+ * kind and message. */
 typedef struct {
   EvdCall *call;
   ThriftStruct *result;
+  const EvdRpcCanned *canned;  /* instead of result: already encoded */
   ThriftApplicationExceptionError kind;
   char *message;
 } EvdCallCompletion;
@@ -301,60 +398,53 @@ evd_rpc_write_app_exception (ThriftProtocol *p, ThriftApplicationExceptionError 
          thrift_protocol_write_struct_end (p, error) >= 0;
 }
 
-static gboolean
-evd_call_encode_exception (EvdCall *call, ThriftApplicationExceptionError kind,
-                           const char *message, GError **error)
-{
-  EvdRpcCodec *c = evd_rpc_codec (call->loop);
-  ThriftProtocol *p = evd_rpc_codec_protocol (c, call->fmt.proto);
-  GByteArray *out = call->reply;
-  gboolean ok;
+typedef struct {
+  ThriftApplicationExceptionError kind;
+  const char *message;
+} EvdRpcAppException;
 
-  if (call->fmt.framed)
-    g_byte_array_set_size (out, 4);
-  evd_transport_set_output (c->transport, out);
-  ok = thrift_protocol_write_message_begin (p, call->name, T_EXCEPTION, call->seqid,
-                                            error) >= 0 &&
-       evd_rpc_write_app_exception (p, kind, message, error) &&
-       thrift_protocol_write_message_end (p, error) >= 0;
-  evd_transport_set_output (c->transport, NULL);
-  if (!ok) {
-    evd_rpc_codec_reset (c, call->fmt.proto);
-    return FALSE;
-  }
-  if (call->fmt.framed) {
-    guint32 n = GUINT32_TO_BE (out->len - 4);
-    memcpy (out->data, &n, 4);
-  }
-  return TRUE;
+static gboolean
+evd_rpc_write_app_exception_body (ThriftProtocol *p, gconstpointer body, GError **error)
+{
+  const EvdRpcAppException *x = body;
+
+  return evd_rpc_write_app_exception (p, x->kind, x->message, error);
 }
 
 static void
 evd_call_encode (EvdCall *call, EvdCallCompletion *c)
 {
+  EvdRpcCodec *codec = evd_rpc_codec (call->loop);
+  EvdRpcAppException x = { c->kind, c->message };
   g_autoptr (GError) error = NULL;
 
   call->reply = g_byte_array_sized_new (256);
-  if (c->result != NULL) {
-    if (evd_rpc_encode (call->loop, call->fmt, call->name, EVD_MSG_REPLY, call->seqid,
-                        c->result, call->reply, &error))
+  if (c->canned != NULL) {
+    if (evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_REPLY, call->seqid,
+                             evd_rpc_write_canned, c->canned->body[call->fmt.proto],
+                             call->reply, &error))
       return;
-    /* Our own result does not encode: a bug, but the client must still get an answer. */
-    g_critical ("reply to %s does not encode: %s", call->name, error->message);
-    g_byte_array_set_size (call->reply, 0);
-    evd_call_encode_exception (call, THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR,
-                               error->message, NULL);
+  } else if (c->result != NULL) {
+    if (evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_REPLY, call->seqid,
+                             evd_rpc_write_struct, c->result, call->reply, &error))
+      return;
+  } else {
+    if (!evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_EXCEPTION, call->seqid,
+                              evd_rpc_write_app_exception_body, &x, call->reply, &error))
+      g_critical ("exception for %s does not encode: %s", call->name, error->message);
     return;
   }
-  if (!evd_call_encode_exception (call, c->kind, c->message, &error))
-    g_critical ("exception for %s does not encode: %s", call->name, error->message);
+  /* Our own result does not encode: a bug, but the client must still get an answer. */
+  g_critical ("reply to %s does not encode: %s", call->name, error->message);
+  x = (EvdRpcAppException) { THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR, error->message };
+  evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_EXCEPTION, call->seqid,
+                       evd_rpc_write_app_exception_body, &x, call->reply, NULL);
 }
 
 /* On the loop: encode, then tell the owner (or just free, if the owner left). */
 static void
-evd_call_complete_here (gpointer data)
+evd_call_finish (EvdCallCompletion *c)
 {
-  EvdCallCompletion *c = data;
   EvdCall *call = c->call;
 
   if (call->completed) {
@@ -364,7 +454,7 @@ evd_call_complete_here (gpointer data)
     evd_call_free (call);
   } else {
     call->completed = TRUE;
-    if (c->result == NULL)
+    if (c->result == NULL && c->canned == NULL)
       evd_metrics_request (call->metrics, evd_metrics_method (call->method ? call->method->name : NULL),
                            EVD_OUTCOME_APP_ERROR);
     if (call->type != EVD_MSG_ONEWAY)
@@ -373,7 +463,13 @@ evd_call_complete_here (gpointer data)
   }
   g_clear_object (&c->result);
   g_free (c->message);
-  g_free (c);
+}
+
+static void
+evd_call_complete_here (gpointer data)
+{
+  evd_call_finish (data);
+  g_free (data);
 }
 
 static void
@@ -382,7 +478,7 @@ evd_call_complete (EvdCall *call, ThriftStruct *result, ThriftApplicationExcepti
 {
   EvdCallCompletion *c = g_new (EvdCallCompletion, 1);
 
-  *c = (EvdCallCompletion) { call, result, kind, g_strdup (message) };
+  *c = (EvdCallCompletion) { call, result, NULL, kind, g_strdup (message) };
   if (evd_loop_is_current (call->loop))
     evd_call_complete_here (c);
   else
@@ -393,6 +489,17 @@ void
 evd_call_reply (EvdCall *call, ThriftStruct *result)
 {
   evd_call_complete (call, result, 0, NULL);
+}
+
+void
+evd_call_reply_canned (EvdCall *call, const EvdRpcCanned *canned)
+{
+  EvdCallCompletion c = { call, NULL, canned, 0, NULL };
+
+  /* On the loop only, so the canned reply is used before this returns and need not be
+   * referenced: what makes it cheaper than building a result is that nothing is allocated. */
+  g_return_if_fail (evd_loop_is_current (call->loop));
+  evd_call_finish (&c);
 }
 
 void

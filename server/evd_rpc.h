@@ -63,6 +63,14 @@ typedef struct {
 
 /* ---- For the connection. ---- */
 
+/* From the message header alone (scan->header_ok, the body not walked yet): when the
+ * service says it is overloaded and the method has a shed handler, a call that handler will
+ * answer, its args never walked nor decoded; else NULL, and the message is to be read in full
+ * and handed to evd_rpc_prepare(). Refusing must cost far less than serving, or shedding
+ * cannot keep an overloaded server's throughput up. */
+EvdCall *evd_rpc_shed (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
+                       const EvdWireScanner *scan);
+
 /* Decodes the message data[0..scan->msg_len) and prepares its call. When !body_ok (the
  * scanner said BAD_BODY) only the header is used. Never fails: a message that does not decode
  * gives a call that will complete with PROTOCOL_ERROR, an unknown method one that will
@@ -86,6 +94,15 @@ void evd_call_free (EvdCall *call);
 
 /* Completes with the method's *Result struct (consumed: the call takes the reference). */
 void evd_call_reply (EvdCall *call, ThriftStruct *result);
+/* A result that never changes (a shed call's Overloaded), encoded once in each protocol by
+ * c_glib itself, so that answering with it allocates and builds nothing. */
+typedef struct _EvdRpcCanned EvdRpcCanned;
+EvdRpcCanned *evd_rpc_canned_new (ThriftStruct *result, GError **error);
+void evd_rpc_canned_free (EvdRpcCanned *canned);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdRpcCanned, evd_rpc_canned_free)
+/* Completes with a canned *Result, byte for byte what evd_call_reply() of the struct it was
+ * made from would send. On the call's loop only (the canned reply is not referenced). */
+void evd_call_reply_canned (EvdCall *call, const EvdRpcCanned *canned);
 /* Completes with a TApplicationException. */
 void evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *message);
 /* Runs `fn` on the call's loop if the call is cancelled before it completes. */

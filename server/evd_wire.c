@@ -801,7 +801,8 @@ evd_wire_name_offset (const EvdWireScanner *s)
 void
 evd_wire_scanner_init (EvdWireScanner *s, EvdProto proto, gsize max_len, guint max_depth)
 {
-  memset (s, 0, sizeof *s);
+  /* Not the stack: 2 KiB per message, and every frame is cleared when it is pushed. */
+  memset (s, 0, G_STRUCT_OFFSET (EvdWireScanner, stack));
   s->proto = proto;
   s->max_len = max_len;
   /* The args struct itself needs one level; the stack has room for EVD_WIRE_MAX_DEPTH. */
@@ -809,26 +810,37 @@ evd_wire_scanner_init (EvdWireScanner *s, EvdProto proto, gsize max_len, guint m
 }
 
 EvdWireStatus
-evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
+evd_wire_scanner_header (EvdWireScanner *s, const guint8 *data, gsize len)
 {
-  const EvdWireOps *ops = evd_wire_ops (s);
   EvdWireStatus st;
 
   g_return_val_if_fail (s->proto == EVD_PROTO_BINARY || s->proto == EVD_PROTO_COMPACT,
                         EVD_WIRE_BAD_HEADER);
   /* A verdict is final: the same bytes would give it again. */
   if (s->reason != NULL)
-    return s->header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
+    return s->header_ok ? EVD_WIRE_OK : EVD_WIRE_BAD_HEADER;
   if (!s->header_ok) {
-    if ((st = ops->header (s, data, len)) != EVD_WIRE_OK)
+    if ((st = evd_wire_ops (s)->header (s, data, len)) != EVD_WIRE_OK)
       return st;
     evd_wire_bind_schema (s, data + evd_wire_name_offset (s));
   }
   /* The buffer may have moved since the header was read. */
   s->name = data + evd_wire_name_offset (s);
+  return EVD_WIRE_OK;
+}
+
+EvdWireStatus
+evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
+{
+  EvdWireStatus st;
+
+  if (s->reason != NULL)
+    return s->header_ok ? EVD_WIRE_BAD_BODY : EVD_WIRE_BAD_HEADER;
+  if ((st = evd_wire_scanner_header (s, data, len)) != EVD_WIRE_OK)
+    return st;
   if (s->msg_len != 0)
     return EVD_WIRE_OK;
   /* Should len ever shrink below pos, every token reader's first bounds check says
    * NEED_MORE: nothing is read past len. */
-  return evd_wire_walk (s, ops, data, len);
+  return evd_wire_walk (s, evd_wire_ops (s), data, len);
 }

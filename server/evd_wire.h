@@ -152,4 +152,10 @@ void evd_wire_scanner_init (EvdWireScanner *s, EvdProto proto, gsize max_len, gu
  * be allowed. */
 EvdWireStatus evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len);
 
+/* Reads only the message header (name, type, seqid, body_offset), so that a caller can
+ * decide from it alone (to shed a call under overload, say) before the body is walked;
+ * evd_wire_scanner_feed() then goes on from there. OK once the header is read, even if the
+ * body has since been found bad; NEED_MORE or BAD_HEADER as for feed. */
+EvdWireStatus evd_wire_scanner_header (EvdWireScanner *s, const guint8 *data, gsize len);
+
 G_END_DECLS

@@ -96,19 +96,19 @@ test_handler_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
   evd_call_reply (call, THRIFT_STRUCT (r));
 }
 
-/* Refused before decoding: args must be NULL. Answers a request id of "shed". */
+/* What a shed fetch answers: a request id of "shed", canned (made in main). */
+static evdalDataAccessFetchResult *shed_result;
+static EvdRpcCanned *shed_canned;
+
+/* Refused before decoding: args must be NULL. */
 static void
 test_handler_shed (EvdCall *call, ThriftStruct *args, gpointer data)
 {
   TestState *st = data;
-  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
 
   g_assert_null (args);
   g_atomic_int_inc (&st->shed);
-  r->success->request_id = g_strdup ("shed");
-  r->success->__isset_request_id = TRUE;
-  r->__isset_success = TRUE;
-  evd_call_reply (call, THRIFT_STRUCT (r));
+  evd_call_reply_canned (call, shed_canned);
 }
 
 static gboolean
@@ -192,11 +192,21 @@ test_start_on_loop (gpointer data)
   EvdWireStatus st;
   EvdCall *call;
 
+  /* As evd_conn does: framed, a call may be shed on its header alone; unframed, the body
+   * is walked first (to find its end), then it may still be shed before it is decoded. */
   evd_wire_scanner_init (&scan, run->fmt.proto, run->msg->len, EVD_WIRE_MAX_DEPTH);
-  st = evd_wire_scanner_feed (&scan, run->msg->data, run->msg->len);
-  g_assert_true (scan.header_ok);
-  g_assert_cmpint (st == EVD_WIRE_OK, ==, run->body_ok_expected);
-  call = evd_rpc_prepare (&service, loop, run->fmt, &scan, run->msg->data, st == EVD_WIRE_OK);
+  g_assert_cmpint (evd_wire_scanner_header (&scan, run->msg->data, run->msg->len), ==,
+                   EVD_WIRE_OK);
+  call = run->fmt.framed ? evd_rpc_shed (&service, loop, run->fmt, &scan) : NULL;
+  if (call == NULL) {
+    st = evd_wire_scanner_feed (&scan, run->msg->data, run->msg->len);
+    g_assert_cmpint (st == EVD_WIRE_OK, ==, run->body_ok_expected);
+    if (st == EVD_WIRE_OK)
+      call = evd_rpc_shed (&service, loop, run->fmt, &scan);
+    if (call == NULL)
+      call = evd_rpc_prepare (&service, loop, run->fmt, &scan, run->msg->data,
+                              st == EVD_WIRE_OK);
+  }
   evd_call_start (call, test_on_done, run);
   g_atomic_int_set (&run->started, TRUE);
 }
@@ -415,19 +425,12 @@ test_abandoned_call_is_cancelled_and_dropped (void)
   test_run_free (run);
 }
 
-static void
-test_fetch_args_decode (void)
+/* A fetch request with three calls, as c_glib's client would send it. */
+static GByteArray *
+test_encode_fetch (EvdProto proto, gint32 seqid)
 {
   g_autoptr (evdalDataAccessFetchArgs) args = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS,
                                                             NULL);
-  EvdWireFormat fmt = { FALSE, EVD_PROTO_BINARY };
-  TestRun *run;
-  g_autofree char *name = NULL;
-  ThriftMessageType type;
-  gint32 seqid;
-  g_autoptr (ThriftProtocol) p = NULL;
-  g_autoptr (evdalDataAccessFetchResult) r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT,
-                                                           NULL);
 
   for (int i = 0; i < 3; i++) {
     evdalLookupCall *c = g_object_new (EVDAL_TYPE_LOOKUP_CALL, NULL);
@@ -437,8 +440,22 @@ test_fetch_args_decode (void)
   }
   args->request->__isset_calls = TRUE;
   args->__isset_request = TRUE;
-  run = test_run (fmt, test_encode_call (EVD_PROTO_BINARY, "fetch", T_CALL, 12,
-                                         THRIFT_STRUCT (args)), TRUE);
+  return test_encode_call (proto, "fetch", T_CALL, seqid, THRIFT_STRUCT (args));
+}
+
+static void
+test_fetch_args_decode (void)
+{
+  EvdWireFormat fmt = { FALSE, EVD_PROTO_BINARY };
+  TestRun *run;
+  g_autofree char *name = NULL;
+  ThriftMessageType type;
+  gint32 seqid;
+  g_autoptr (ThriftProtocol) p = NULL;
+  g_autoptr (evdalDataAccessFetchResult) r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT,
+                                                           NULL);
+
+  run = test_run (fmt, test_encode_fetch (EVD_PROTO_BINARY, 12), TRUE);
   test_wait (&run->done, 1);
   p = test_open_reply (run, &name, &type, &seqid);
   g_assert_cmpint (type, ==, T_REPLY);
@@ -462,6 +479,64 @@ test_overloaded_service_sheds_before_decoding (void)
   test_ping_every_format ();
   g_assert_cmpint (g_atomic_int_get (&state.shed), ==, shed + 1);
   g_atomic_int_set (&state.overloaded, FALSE);
+}
+
+/* A canned reply is byte for byte what c_glib writes for the struct it was made from, in
+ * every protocol and transport. */
+static void
+test_canned_reply_is_what_c_glib_writes (void)
+{
+  g_atomic_int_set (&state.overloaded, TRUE);
+  for (int framed = 0; framed < 2; framed++) {
+    for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+      EvdWireFormat fmt = { framed, proto };
+      gint32 seqid = 300 + framed * 1000 + proto;
+      TestRun *run = test_run (fmt, test_encode_fetch (proto, seqid), TRUE);
+      g_autoptr (GByteArray) want = test_encode_call (proto, "fetch", T_REPLY, seqid,
+                                                      THRIFT_STRUCT (shed_result));
+
+      if (framed) {
+        guint32 be = GUINT32_TO_BE (want->len);
+        g_byte_array_prepend (want, (const guint8 *) &be, 4);
+      }
+      test_wait (&run->done, 1);
+      g_assert_nonnull (run->reply);
+      g_assert_cmpmem (run->reply->data, run->reply->len, want->data, want->len);
+      test_run_free (run);
+    }
+  }
+  g_atomic_int_set (&state.overloaded, FALSE);
+}
+
+/* Framed, the shed decision needs nothing but the header: a shed fetch whose body is garbage
+ * is still answered by the shed handler (its body is never walked). Unframed, the body must be
+ * walked to find where the next message starts, so the garbage is a PROTOCOL_ERROR. */
+static void
+test_framed_shed_reads_only_the_header (void)
+{
+  for (int framed = 0; framed < 2; framed++) {
+    EvdWireFormat fmt = { framed, EVD_PROTO_BINARY };
+    GByteArray *msg = test_encode_fetch (EVD_PROTO_BINARY, 77);
+    static const guint8 liar[] = { 11, 0, 1, 0x40, 0, 0, 0, 'x', 0 };
+    gint shed = g_atomic_int_get (&state.shed);
+    TestRun *run;
+
+    /* The args struct becomes a string field claiming 1 GiB. */
+    g_byte_array_set_size (msg, 4 + 4 + 5 + 4);  /* version, name length, "fetch", seqid */
+    g_byte_array_append (msg, liar, sizeof liar);
+    g_atomic_int_set (&state.overloaded, TRUE);
+    run = test_run (fmt, msg, FALSE);
+    test_wait (&run->done, 1);
+    g_atomic_int_set (&state.overloaded, FALSE);
+    if (framed) {
+      g_assert_cmpint (g_atomic_int_get (&state.shed), ==, shed + 1);
+      g_assert_nonnull (run->reply);
+    } else {
+      g_assert_cmpint (g_atomic_int_get (&state.shed), ==, shed);
+      test_reply_exception (run, "fetch", 77, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR);
+    }
+    test_run_free (run);
+  }
 }
 
 /* A fetch whose request field has the wrong type: c_glib skips it, so it decodes to an empty
@@ -497,6 +572,12 @@ main (int argc, char **argv)
   methods[2] = (EvdMethod) { "hold", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_hold, NULL };
   methods[3] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, test_handler_fetch,
                              test_handler_shed };
+  shed_result = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+  shed_result->success->request_id = g_strdup ("shed");
+  shed_result->success->__isset_request_id = TRUE;
+  shed_result->__isset_success = TRUE;
+  shed_canned = evd_rpc_canned_new (THRIFT_STRUCT (shed_result), &error);
+  g_assert_no_error (error);
   loop = evd_loop_new (1, &error);
   g_assert_no_error (error);
   g_assert_true (evd_loop_start (loop, &error));
@@ -511,8 +592,14 @@ main (int argc, char **argv)
   g_test_add_func ("/rpc/bad-body-protocol-error", test_bad_body_gets_protocol_error);
   g_test_add_func ("/rpc/overloaded-sheds-before-decoding",
                    test_overloaded_service_sheds_before_decoding);
+  g_test_add_func ("/rpc/canned-reply-is-what-c_glib-writes",
+                   test_canned_reply_is_what_c_glib_writes);
+  g_test_add_func ("/rpc/framed-shed-reads-only-the-header",
+                   test_framed_shed_reads_only_the_header);
   rc = g_test_run ();
   evd_loop_quit (loop);
   evd_loop_free (loop);
+  evd_rpc_canned_free (shed_canned);
+  g_object_unref (shed_result);
   return rc;
 }
