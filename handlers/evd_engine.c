@@ -18,7 +18,8 @@ struct _EvdEngine {
   const EvdServerConfig *sc;  /* in cfg */
   EvdLookupSet *lookups;
   EvdEngineCounters *counters;
-  EvdRpcCanned *shed_reply;   /* fetch's Overloaded for max_queue_ms, encoded once */
+  /* fetch's Overloaded replies, encoded once: one says max_queue_ms, one max_inflight */
+  EvdRpcCanned *shed_queue, *shed_inflight;
 };
 
 typedef struct _EvdFetch EvdFetch;
@@ -576,30 +577,13 @@ evd_fetch_on_rpc_cancel (EvdCall *call, gpointer data)
 /* ---- Admission and validation. ---- */
 
 static void
-evd_engine_reply_error (EvdEngine *engine, EvdCall *rpc, evdalInvalidRequest *invalid,
-                        evdalOverloaded *overloaded)
-{
-  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
-
-  if (invalid != NULL) {
-    r->invalid = invalid;
-    r->__isset_invalid = TRUE;
-  } else {
-    r->overloaded = overloaded;
-    r->__isset_overloaded = TRUE;
-  }
-  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH,
-                       invalid != NULL ? EVD_OUTCOME_INVALID : EVD_OUTCOME_OVERLOADED);
-  evd_call_reply (rpc, THRIFT_STRUCT (r));
-}
-
-static void
 evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 
 static void
 evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
 {
+  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
   evdalInvalidRequest *x = g_object_new (EVDAL_TYPE_INVALID_REQUEST, NULL);
   va_list ap;
 
@@ -607,7 +591,10 @@ evd_engine_invalid (EvdEngine *engine, EvdCall *rpc, const char *format, ...)
   x->message = g_strdup_vprintf (format, ap);
   x->__isset_message = TRUE;
   va_end (ap);
-  evd_engine_reply_error (engine, rpc, x, NULL);
+  r->invalid = x;
+  r->__isset_invalid = TRUE;
+  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH, EVD_OUTCOME_INVALID);
+  evd_call_reply (rpc, THRIFT_STRUCT (r));
 }
 
 static evdalOverloaded *
@@ -619,13 +606,6 @@ evd_engine_overloaded_new (char *message)
   x->retry_after_ms = EVD_ENGINE_RETRY_AFTER_MS;
   x->__isset_message = x->__isset_retry_after_ms = TRUE;
   return x;
-}
-
-/* Answers Overloaded at once (the message is consumed). */
-static void
-evd_engine_overloaded (EvdEngine *engine, EvdCall *rpc, char *message)
-{
-  evd_engine_reply_error (engine, rpc, NULL, evd_engine_overloaded_new (message));
 }
 
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
@@ -805,6 +785,8 @@ evd_engine_make_context (EvdEngine *engine, EvdFetch *f, evdalRequestContext *c,
   }
 }
 
+static void evd_engine_refuse (EvdEngine *engine, EvdCall *rpc, const EvdRpcCanned *reply);
+
 /* Refuses what must not start at all; TRUE when the fetch may go on. */
 static gboolean
 evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
@@ -824,14 +806,15 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     evd_engine_invalid (engine, rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
     return FALSE;
   }
+  /* Checked again after decoding: the shed check before it (evd_engine_busy) is advisory,
+   * and this increment is what actually bounds the count. */
   if (evd_engine_lagging (engine, evd_call_loop (rpc))) {
-    evd_engine_shed (engine, rpc);
+    evd_engine_refuse (engine, rpc, engine->shed_queue);
     return FALSE;
   }
   if (g_atomic_int_add (&engine->counters->inflight, 1) >= engine->sc->max_inflight) {
     g_atomic_int_add (&engine->counters->inflight, -1);
-    evd_engine_overloaded (engine, rpc, g_strdup_printf ("max_inflight (%d) fetches in flight",
-                                                 engine->sc->max_inflight));
+    evd_engine_refuse (engine, rpc, engine->shed_inflight);
     return FALSE;
   }
   return TRUE;
@@ -844,26 +827,40 @@ evd_engine_lagging (EvdEngine *engine, EvdLoop *loop)
          evd_loop_lag_us (loop) > engine->sc->max_queue_ms * (gint64) 1000;
 }
 
-/* Sheds are the one reply that must cost next to nothing (see evd_rpc_shed): the same
- * canned bytes every time, the lag itself being in the metrics, not in the message. */
+gboolean
+evd_engine_busy (EvdEngine *engine, EvdLoop *loop)
+{
+  return evd_engine_lagging (engine, loop) ||
+         g_atomic_int_get (&engine->counters->inflight) >= engine->sc->max_inflight;
+}
+
+/* Refusals are the one reply that must cost next to nothing (see evd_rpc_shed): the same
+ * canned bytes every time, the figures themselves (lag, fetches in flight) being in the
+ * metrics, not in the message. */
+static void
+evd_engine_refuse (EvdEngine *engine, EvdCall *rpc, const EvdRpcCanned *reply)
+{
+  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH, EVD_OUTCOME_OVERLOADED);
+  evd_call_reply_canned (rpc, reply);
+}
+
 void
 evd_engine_shed (EvdEngine *engine, EvdCall *rpc)
 {
-  evd_metrics_request (engine->counters->metrics, EVD_METHOD_FETCH, EVD_OUTCOME_OVERLOADED);
-  evd_call_reply_canned (rpc, engine->shed_reply);
+  evd_engine_refuse (engine, rpc, evd_engine_lagging (engine, evd_call_loop (rpc))
+                                  ? engine->shed_queue : engine->shed_inflight);
 }
 
+/* The Overloaded reply that says `message` (consumed), canned. */
 static EvdRpcCanned *
-evd_engine_shed_reply_new (const EvdServerConfig *sc)
+evd_engine_shed_reply_new (char *message)
 {
   g_autoptr (evdalDataAccessFetchResult) r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT,
                                                            NULL);
   g_autoptr (GError) error = NULL;
   EvdRpcCanned *canned;
 
-  r->overloaded = evd_engine_overloaded_new (
-    g_strdup_printf ("requests wait longer than max_queue_ms (%d ms) before they are read",
-                     sc->max_queue_ms));
+  r->overloaded = evd_engine_overloaded_new (message);
   r->__isset_overloaded = TRUE;
   canned = evd_rpc_canned_new (THRIFT_STRUCT (r), &error);
   if (canned == NULL)
@@ -927,7 +924,11 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
   e->cfg = evd_config_ref (cfg);
   e->sc = evd_config_server (cfg);
   e->counters = counters;
-  e->shed_reply = evd_engine_shed_reply_new (e->sc);
+  e->shed_queue = evd_engine_shed_reply_new (
+    g_strdup_printf ("requests wait longer than max_queue_ms (%d ms) before they are read",
+                     e->sc->max_queue_ms));
+  e->shed_inflight = evd_engine_shed_reply_new (
+    g_strdup_printf ("max_inflight (%d) fetches in flight", e->sc->max_inflight));
   e->lookups = evd_lookup_set_new (cfg);
   for (guint i = 0; i < evd_lookup_set_size (e->lookups); i++) {
     EvdLookup *l = evd_lookup_set_nth (e->lookups, i);
@@ -949,7 +950,8 @@ evd_engine_unref (EvdEngine *engine)
   if (engine == NULL || !g_atomic_int_dec_and_test (&engine->refs))
     return;
   evd_lookup_set_free (engine->lookups);
-  evd_rpc_canned_free (engine->shed_reply);
+  evd_rpc_canned_free (engine->shed_queue);
+  evd_rpc_canned_free (engine->shed_inflight);
   evd_config_unref (engine->cfg);
   g_free (engine);
 }

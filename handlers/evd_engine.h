@@ -55,6 +55,9 @@ void evd_engine_fetch (EvdEngine *engine, EvdCall *call, evdalFetchRequest *requ
 
 /* Whether `loop` is further behind than max_queue_ms: fetches arriving now are refused. */
 gboolean evd_engine_lagging (EvdEngine *engine, EvdLoop *loop);
+/* Lagging, or max_inflight fetches in flight: a fetch read now would be refused, so it is
+ * shed before its args are decoded. */
+gboolean evd_engine_busy (EvdEngine *engine, EvdLoop *loop);
 /* Completes a fetch with Overloaded at once (its args were never decoded). */
 void evd_engine_shed (EvdEngine *engine, EvdCall *call);
 

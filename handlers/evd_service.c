@@ -114,9 +114,9 @@ evd_service_overloaded (gpointer data, EvdLoop *loop)
   g_autoptr (EvdEngine) engine = NULL;
 
   if (le->engine != NULL)
-    return evd_engine_lagging (le->engine, loop);
+    return evd_engine_busy (le->engine, loop);
   engine = evd_service_current (da);
-  return evd_engine_lagging (engine, loop);
+  return evd_engine_busy (engine, loop);
 }
 
 static guint

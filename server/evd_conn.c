@@ -7,11 +7,15 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 /* Messages handled per read callback before the loop serves other connections: enough to
  * amortise the callback, few enough that a pipelining client cannot starve its neighbours. */
 #define EVD_CONN_READ_BUDGET 16
+
+/* Replies handed to one sendmsg() at most. */
+#define EVD_CONN_SEND_BATCH 32
 
 /* Draining, a connection that never sent a request may still be a client that connected just
  * before the listener closed and is about to send one: it gets this long to do so. Short,
@@ -38,6 +42,7 @@ struct _EvdConn {
   char peer[80];
   EvdConnState state;
   gboolean read_paused;
+  gboolean processing;          /* in evd_conn_process: replies wait for its end to be sent */
   gboolean last_one;            /* draining: read one more request, then close */
   gint64 drain_until_us;        /* draining, fresh: closed if no request began by then */
   guint64 n_requests;           /* requests read */
@@ -124,10 +129,12 @@ evd_conn_reject (EvdConn *c, const char *what, const char *why)
   evd_conn_close (c, NULL);
 }
 
+/* No call running, no reply waiting to be sent. */
 static gboolean
 evd_conn_idle (EvdConn *c)
 {
-  return c->n_pending == 0 && evbuffer_get_length (bufferevent_get_output (c->bev)) == 0;
+  return g_queue_is_empty (&c->calls) &&
+         evbuffer_get_length (bufferevent_get_output (c->bev)) == 0;
 }
 
 /* ---- Replies. ---- */
@@ -153,21 +160,74 @@ evd_conn_maybe_resume (EvdConn *c)
     bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
-/* Sends every reply at the head of the queue that is ready: replies leave in request order. */
+/* Sends replies straight to the socket; what the socket does not take now (or an error,
+ * which the bufferevent then meets and reports) goes to the bufferevent's output. */
+static void
+evd_conn_send (EvdConn *c, struct iovec *iov, EvdCall **calls, guint n)
+{
+  struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n };
+  struct evbuffer *out = bufferevent_get_output (c->bev);
+  ssize_t r = sendmsg (bufferevent_getfd (c->bev), &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  gsize sent = r > 0 ? (gsize) r : 0;
+
+  for (guint i = 0; i < n; i++) {
+    gsize len = iov[i].iov_len;
+
+    if (sent < len)
+      evbuffer_add (out, (const guint8 *) iov[i].iov_base + sent, len - sent);
+    sent = sent > len ? sent - len : 0;
+    evd_call_free (calls[i]);
+  }
+}
+
+/* Sends every reply at the head of the queue that is ready: replies leave in request order.
+ * On plain TCP, when nothing is queued in the bufferevent, they are written at once rather
+ * than through it: a bufferevent write costs two epoll_ctl calls (enable, then disable
+ * EV_WRITE) and a loop turn, which at one reply per write is as much as the write itself. */
 static void
 evd_conn_flush (EvdConn *c)
 {
   struct evbuffer *out = bufferevent_get_output (c->bev);
+  gboolean direct = c->host->tls == NULL && evbuffer_get_length (out) == 0;
+  struct iovec iov[EVD_CONN_SEND_BATCH];
+  EvdCall *batch[EVD_CONN_SEND_BATCH];
+  guint n = 0;
   EvdCall *call;
 
+  if (c->processing)
+    return;  /* evd_conn_process flushes once at its end: one write for all it answered */
   while ((call = g_queue_peek_head (&c->calls)) != NULL && evd_call_is_done (call)) {
     GByteArray *reply = evd_call_reply_bytes (call);
 
     g_queue_pop_head (&c->calls);
-    if (reply != NULL)
+    if (reply == NULL || reply->len == 0) {
+      evd_call_free (call);
+    } else if (!direct) {
       evbuffer_add (out, reply->data, reply->len);
-    evd_call_free (call);
+      evd_call_free (call);
+    } else {
+      iov[n] = (struct iovec) { reply->data, reply->len };
+      batch[n++] = call;
+      if (n == EVD_CONN_SEND_BATCH) {
+        evd_conn_send (c, iov, batch, n);
+        n = 0;
+        direct = evbuffer_get_length (out) == 0;
+      }
+    }
   }
+  if (n > 0)
+    evd_conn_send (c, iov, batch, n);
+}
+
+/* After replies were completed or sent: close a closing connection that is done, or read a
+ * paused one again. */
+static void
+evd_conn_after_replies (EvdConn *c)
+{
+  if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
+    evd_conn_close (c, "closing after its last reply");
+  else
+    evd_conn_maybe_resume (c);
 }
 
 static void
@@ -178,11 +238,10 @@ evd_conn_on_call_done (EvdCall *call, gpointer owner)
   (void) call;
   c->n_pending--;
   c->last_active_us = g_get_monotonic_time ();
+  if (c->processing)
+    return;  /* evd_conn_process sends and decides at its end */
   evd_conn_flush (c);
-  if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
-    evd_conn_close (c, "closing after its last reply");
-  else
-    evd_conn_maybe_resume (c);
+  evd_conn_after_replies (c);
 }
 
 /* ---- Requests. ---- */
@@ -342,7 +401,7 @@ evd_conn_next (EvdConn *c, struct evbuffer *in)
 }
 
 static void
-evd_conn_process (EvdConn *c)
+evd_conn_process_input (EvdConn *c)
 {
   struct evbuffer *in;
 
@@ -373,6 +432,19 @@ evd_conn_process (EvdConn *c)
     bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
+/* Handles what was read; replies completed meanwhile go out together at the end. */
+static void
+evd_conn_process (EvdConn *c)
+{
+  c->processing = TRUE;
+  evd_conn_process_input (c);
+  c->processing = FALSE;
+  if (c->state == EVD_CONN_CLOSED)
+    return;
+  evd_conn_flush (c);
+  evd_conn_after_replies (c);
+}
+
 /* ---- Callbacks. ---- */
 
 static void
@@ -390,13 +462,8 @@ evd_conn_on_read (struct bufferevent *bev, void *arg)
 static void
 evd_conn_on_write (struct bufferevent *bev, void *arg)
 {
-  EvdConn *c = arg;
-
   (void) bev;
-  if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
-    evd_conn_close (c, "closing after its last reply");
-  else
-    evd_conn_maybe_resume (c);
+  evd_conn_after_replies (arg);
 }
 
 static void
