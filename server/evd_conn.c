@@ -194,8 +194,6 @@ evd_conn_flush (EvdConn *c)
   guint n = 0;
   EvdCall *call;
 
-  if (c->processing)
-    return;  /* evd_conn_process flushes once at its end: one write for all it answered */
   while ((call = g_queue_peek_head (&c->calls)) != NULL && evd_call_is_done (call)) {
     GByteArray *reply = evd_call_reply_bytes (call);
 
@@ -239,7 +237,7 @@ evd_conn_on_call_done (EvdCall *call, gpointer owner)
   c->n_pending--;
   c->last_active_us = g_get_monotonic_time ();
   if (c->processing)
-    return;  /* evd_conn_process sends and decides at its end */
+    return;  /* evd_conn_process flushes once at its end: one write for all it answered */
   evd_conn_flush (c);
   evd_conn_after_replies (c);
 }

@@ -217,34 +217,65 @@ evd_call_set_early_error (EvdCall *call, ThriftApplicationExceptionError kind, c
   call->early_message = message;
 }
 
+/* A message name is "method" or "Service:method", read as a C string (up to its first NUL).
+ * Gives the method part; FALSE when the prefix names another service. The shed check and the
+ * call's resolution both go through here, so they cannot disagree on what a name means. */
+static gboolean
+evd_rpc_split_name (const EvdService *service, const EvdWireScanner *scan, const char **method,
+                    gsize *method_len)
+{
+  const char *name = (const char *) scan->name;
+  gsize len = strnlen (name, scan->name_len);
+  const char *colon = memchr (name, ':', len);
+
+  *method = colon ? colon + 1 : name;
+  *method_len = len - (gsize) (*method - name);
+  return colon == NULL || ((gsize) (colon - name) == strlen (service->name) &&
+                           memcmp (name, service->name, (gsize) (colon - name)) == 0);
+}
+
 static const EvdMethod *
-evd_rpc_find_method (const EvdService *service, const char *name)
+evd_rpc_find_method (const EvdService *service, const char *name, gsize len)
 {
   for (guint i = 0; i < service->n_methods; i++)
-    if (strcmp (service->methods[i].name, name) == 0)
+    if (strlen (service->methods[i].name) == len &&
+        memcmp (service->methods[i].name, name, len) == 0)
       return &service->methods[i];
   return NULL;
 }
 
-/* Resolves "method" or "Service:method"; sets the call's name or its early error. */
+/* The method a header names, without allocating: for the shed check of every message. */
 static const EvdMethod *
-evd_rpc_resolve (EvdCall *call, const EvdService *service, const char *full)
+evd_rpc_peek_method (const EvdService *service, const EvdWireScanner *scan)
 {
-  const char *colon = strchr (full, ':');
-  const char *method = colon ? colon + 1 : full;
+  const char *method;
+  gsize len;
+
+  if (!evd_rpc_split_name (service, scan, &method, &len))
+    return NULL;
+  return evd_rpc_find_method (service, method, len);
+}
+
+/* Resolves the header's name; sets the call's name or its early error. */
+static const EvdMethod *
+evd_rpc_resolve (EvdCall *call, const EvdService *service, const EvdWireScanner *scan)
+{
+  const char *method;
+  gsize len;
+  gboolean ours = evd_rpc_split_name (service, scan, &method, &len);
   const EvdMethod *m;
 
-  call->name = g_strdup (method);
-  if (colon != NULL && (strlen (service->name) != (gsize) (colon - full) ||
-                        strncmp (service->name, full, (gsize) (colon - full)) != 0)) {
+  call->name = g_strndup (method, len);
+  if (!ours) {
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD,
-                              g_strdup_printf ("unknown service in \"%s\"", full));
+                              g_strdup_printf ("unknown service in \"%.*s\"",
+                                               (int) scan->name_len, (const char *) scan->name));
     return NULL;
   }
-  m = evd_rpc_find_method (service, method);
+  m = evd_rpc_find_method (service, method, len);
   if (m == NULL)
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD,
-                              g_strdup_printf ("unknown method \"%s\"", method));
+                              g_strdup_printf ("unknown method \"%s\"", call->name));
   return m;
 }
 
@@ -270,7 +301,6 @@ evd_rpc_call_new (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
                   const EvdWireScanner *scan)
 {
   EvdCall *call = g_new0 (EvdCall, 1);
-  g_autofree char *full = g_strndup ((const char *) scan->name, scan->name_len);
 
   call->loop = loop;
   call->fmt = fmt;
@@ -279,7 +309,7 @@ evd_rpc_call_new (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
   call->read_us = g_get_monotonic_time ();
   call->service_data = service->data;
   call->metrics = service->metrics;
-  call->method = evd_rpc_resolve (call, service, full);
+  call->method = evd_rpc_resolve (call, service, scan);
   if (call->type != EVD_MSG_CALL && call->type != EVD_MSG_ONEWAY) {
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_INVALID_MESSAGE_TYPE,
                               g_strdup_printf ("message type %u is not a call", call->type));
@@ -287,28 +317,6 @@ evd_rpc_call_new (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
     call->method = NULL;
   }
   return call;
-}
-
-/* The method a header names, without allocating: for the shed check of every message. */
-static const EvdMethod *
-evd_rpc_peek_method (const EvdService *service, const EvdWireScanner *scan)
-{
-  const char *name = (const char *) scan->name;
-  gsize len = scan->name_len;
-  const char *colon = memchr (name, ':', len);
-
-  if (colon != NULL) {
-    if ((gsize) (colon - name) != strlen (service->name) ||
-        memcmp (name, service->name, (gsize) (colon - name)) != 0)
-      return NULL;
-    len -= (gsize) (colon + 1 - name);
-    name = colon + 1;
-  }
-  for (guint i = 0; i < service->n_methods; i++)
-    if (strlen (service->methods[i].name) == len &&
-        memcmp (service->methods[i].name, name, len) == 0)
-      return &service->methods[i];
-  return NULL;
 }
 
 EvdCall *
