@@ -43,81 +43,7 @@ evd_backend_kinds (void)
   return g_string_free (s, FALSE);
 }
 
-/* ---- Tables and values. ---- */
-
-evdalTable *
-evd_table_new (const char *const *columns)
-{
-  evdalTable *t = g_object_new (EVDAL_TYPE_TABLE, NULL);
-
-  for (guint i = 0; columns[i] != NULL; i++)
-    g_ptr_array_add (t->columns, g_strdup (columns[i]));
-  t->__isset_columns = TRUE;
-  t->__isset_rows = TRUE;
-  return t;
-}
-
-void
-evd_table_add_row (evdalTable *table, evdalValue **values)
-{
-  GPtrArray *row = g_ptr_array_new_full (table->columns->len, g_object_unref);
-
-  for (guint i = 0; i < table->columns->len; i++)
-    g_ptr_array_add (row, values[i]);
-  g_ptr_array_add (table->rows, row);
-}
-
-evdalValue *
-evd_value_new_int (gint64 v)
-{
-  evdalValue *x = g_object_new (EVDAL_TYPE_VALUE, NULL);
-
-  x->int_value = v;
-  x->__isset_int_value = TRUE;
-  return x;
-}
-
-evdalValue *
-evd_value_new_real (double v)
-{
-  evdalValue *x = g_object_new (EVDAL_TYPE_VALUE, NULL);
-
-  x->real_value = v;
-  x->__isset_real_value = TRUE;
-  return x;
-}
-
-evdalValue *
-evd_value_new_text (const char *v)
-{
-  evdalValue *x = g_object_new (EVDAL_TYPE_VALUE, NULL);
-
-  x->text_value = g_strdup (v);
-  x->__isset_text_value = TRUE;
-  return x;
-}
-
-evdalValue *
-evd_value_new_blob (const guint8 *data, gsize len)
-{
-  evdalValue *x = g_object_new (EVDAL_TYPE_VALUE, NULL);
-
-  if (x->blob_value == NULL)
-    x->blob_value = g_byte_array_new ();
-  g_byte_array_append (x->blob_value, data, (guint) len);
-  x->__isset_blob_value = TRUE;
-  return x;
-}
-
-evdalValue *
-evd_value_new_null (void)
-{
-  evdalValue *x = g_object_new (EVDAL_TYPE_VALUE, NULL);
-
-  x->null_value = TRUE;
-  x->__isset_null_value = TRUE;
-  return x;
-}
+/* ---- Params. ---- */
 
 EvdValueKind
 evd_value_kind (const evdalValue *v)
@@ -146,17 +72,5 @@ evd_value_kind_name (EvdValueKind kind)
   case EVD_VALUE_TEXT: return "text";
   case EVD_VALUE_BLOB: return "blob";
   default: return "malformed (not exactly one field set)";
-  }
-}
-
-evdalValue *
-evd_value_copy (const evdalValue *v)
-{
-  switch (evd_value_kind (v)) {
-  case EVD_VALUE_INT: return evd_value_new_int (v->int_value);
-  case EVD_VALUE_REAL: return evd_value_new_real (v->real_value);
-  case EVD_VALUE_TEXT: return evd_value_new_text (v->text_value);
-  case EVD_VALUE_BLOB: return evd_value_new_blob (v->blob_value->data, v->blob_value->len);
-  default: return evd_value_new_null ();
   }
 }

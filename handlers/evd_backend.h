@@ -27,6 +27,7 @@
 
 #include "evd_config.h"
 #include "evd_loop.h"
+#include "evd_rows.h"
 #include "evd_thrift.h"
 
 G_BEGIN_DECLS
@@ -107,31 +108,13 @@ gint64 evd_backend_call_deadline_us (EvdBackendCall *call);
 /* A slot for the backend's own per-call state. */
 gpointer *evd_backend_call_data (EvdBackendCall *call);
 
-/* Completes with rows (the table is consumed). Any thread. */
-void evd_backend_call_return (EvdBackendCall *call, evdalTable *table);
+/* Completes with rows (the reference is consumed). Any thread. */
+void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 /* Completes with an error. Any thread. */
 void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 
-/* ---- Helpers for building results. ---- */
-
-evdalTable *evd_table_new (const char *const *columns);
-/* Appends a row; takes ownership of the values (exactly one per column). */
-void evd_table_add_row (evdalTable *table, evdalValue **values);
-evdalValue *evd_value_new_int (gint64 v);
-evdalValue *evd_value_new_real (double v);
-evdalValue *evd_value_new_text (const char *v);
-evdalValue *evd_value_new_blob (const guint8 *data, gsize len);
-evdalValue *evd_value_new_null (void);
-evdalValue *evd_value_copy (const evdalValue *v);
-typedef enum {
-  EVD_VALUE_INVALID = -1,   /* no field or several fields set: a malformed union */
-  EVD_VALUE_NULL,
-  EVD_VALUE_INT,
-  EVD_VALUE_REAL,
-  EVD_VALUE_TEXT,
-  EVD_VALUE_BLOB,
-} EvdValueKind;
+/* ---- Params (c_glib's decoded Values). ---- */
 
 EvdValueKind evd_value_kind (const evdalValue *v);
 const char *evd_value_kind_name (EvdValueKind kind);

@@ -48,15 +48,14 @@ evd_delay_on_timer (evutil_socket_t fd, short what, void *arg)
 {
   EvdBackendCall *call = arg;
   EvdDelayCall *dc = *evd_backend_call_data (call);
-  static const char *const columns[] = { "slept_ms", NULL };
-  evdalTable *table = evd_table_new (columns);
-  evdalValue *row[] = { evd_value_new_int (dc->ms) };
+  static const char *const columns[] = { "slept_ms" };
+  EvdRows *rows = evd_rows_new (1, columns);
 
   (void) fd;
   (void) what;
-  evd_table_add_row (table, row);
+  evd_rows_add_int (rows, dc->ms);
   evd_delay_call_free (call);
-  evd_backend_call_return (call, table);
+  evd_backend_call_return (call, rows);
 }
 
 static void

@@ -72,14 +72,13 @@ evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   return f;
 }
 
-static evdalTable *
+static EvdRows *
 evd_fault_table (const char *what)
 {
-  static const char *const columns[] = { "answer", NULL };
-  evdalTable *t = evd_table_new (columns);
-  evdalValue *row[] = { evd_value_new_text (what) };
+  static const char *const columns[] = { "answer" };
+  EvdRows *t = evd_rows_new (1, columns);
 
-  evd_table_add_row (t, row);
+  evd_rows_add_text (t, what, -1);
   return t;
 }
 
@@ -102,28 +101,29 @@ evd_fault_on_timer (evutil_socket_t fd, short what, void *arg)
   g_free (fc);
 }
 
-static evdalTable *
+static EvdRows *
 evd_fault_context_table (EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
   static const char *const columns[] = {
-    "request_id", "principal", "trace", "deadline_left_ms", "attributes", NULL
+    "request_id", "principal", "trace", "deadline_left_ms", "attributes"
   };
-  evdalTable *t = evd_table_new (columns);
+  EvdRows *t = evd_rows_new (G_N_ELEMENTS (columns), columns);
   g_autoptr (GString) attrs = g_string_new (NULL);
   g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
                                         (GCompareFunc) strcmp);
-  evdalValue *row[5];
 
   for (GList *k = keys; k != NULL; k = k->next)
     g_string_append_printf (attrs, "%s=%s;", (char *) k->data,
                             (char *) g_hash_table_lookup (ctx->attributes, k->data));
-  row[0] = evd_value_new_text (ctx->request_id);
-  row[1] = ctx->principal ? evd_value_new_text (ctx->principal) : evd_value_new_null ();
-  row[2] = evd_value_new_int (ctx->trace);
-  row[3] = evd_value_new_int ((ctx->deadline_us - g_get_monotonic_time ()) / 1000);
-  row[4] = evd_value_new_text (attrs->str);
-  evd_table_add_row (t, row);
+  evd_rows_add_text (t, ctx->request_id, -1);
+  if (ctx->principal != NULL)
+    evd_rows_add_text (t, ctx->principal, -1);
+  else
+    evd_rows_add_null (t);
+  evd_rows_add_int (t, ctx->trace);
+  evd_rows_add_int (t, (ctx->deadline_us - g_get_monotonic_time ()) / 1000);
+  evd_rows_add_text (t, attrs->str, (gssize) attrs->len);
   return t;
 }
 

@@ -178,12 +178,12 @@ evd_sqlite_lookup_close (gpointer backend)
 
 /* On the worker thread. */
 static void
-evd_sqlite_on_done (EvdSqliteJob *job, evdalTable *table, GError *error)
+evd_sqlite_on_done (EvdSqliteJob *job, EvdRows *rows, GError *error)
 {
   EvdSqliteCall *sc = (EvdSqliteCall *) job;
 
-  if (table != NULL) {
-    evd_backend_call_return (sc->call, g_object_ref (table));
+  if (rows != NULL) {
+    evd_backend_call_return (sc->call, rows);
     return;
   }
   switch (error->code) {

@@ -10,7 +10,7 @@
  * Rows are the keys starting with "row", in file order. Values are comma-separated: an
  * integer is an int, a decimal number a real, `null` a NULL, and anything else text (put it
  * in double quotes to keep commas or surrounding blanks; \" and \\ escape inside quotes).
- * The table is built once and shared by every call (GObject references are atomic and
+ * The table is built once and shared by every call (its reference count is atomic and
  * nothing writes to it), so a static lookup costs no allocation per call.
  */
 #include <stdlib.h>
@@ -19,7 +19,7 @@
 #include "evd_backend.h"
 
 typedef struct {
-  evdalTable *table;
+  EvdRows *rows;            /* one table, shared by every call */
 } EvdStatic;
 
 /* Reads one quoted field starting after its opening quote; *p ends past the closing one. */
@@ -80,47 +80,52 @@ evd_static_split (const char *line, GPtrArray **quoted)
   return g_steal_pointer (&fields);
 }
 
-static evdalValue *
-evd_static_value (const char *text, gboolean quoted)
+/* A quoted field is text; unquoted, null, an integer, a real, or else text. */
+static void
+evd_static_add_value (EvdRows *t, const char *text, gboolean quoted)
 {
   char *end;
   gint64 i;
   double d;
 
-  if (quoted)
-    return evd_value_new_text (text);
-  if (strcmp (text, "null") == 0)
-    return evd_value_new_null ();
+  if (quoted) {
+    evd_rows_add_text (t, text, -1);
+    return;
+  }
+  if (strcmp (text, "null") == 0) {
+    evd_rows_add_null (t);
+    return;
+  }
   i = g_ascii_strtoll (text, &end, 10);
-  if (*text != '\0' && *end == '\0')
-    return evd_value_new_int (i);
+  if (*text != '\0' && *end == '\0') {
+    evd_rows_add_int (t, i);
+    return;
+  }
   d = g_ascii_strtod (text, &end);
   if (*text != '\0' && *end == '\0')
-    return evd_value_new_real (d);
-  return evd_value_new_text (text);
+    evd_rows_add_real (t, d);
+  else
+    evd_rows_add_text (t, text, -1);
 }
 
 static gboolean
-evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, evdalTable *t)
+evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, EvdRows *t)
 {
   g_autofree char *line = evd_config_string (cfg, group, key, "");
   g_autoptr (GPtrArray) quoted = NULL;
   g_autoptr (GPtrArray) fields = evd_static_split (line, &quoted);
-  g_autofree evdalValue **values = NULL;
 
   if (fields == NULL) {
     evd_config_problem (cfg, group, key, "unterminated quote");
     return FALSE;
   }
-  if (fields->len != t->columns->len) {
+  if (fields->len != evd_rows_n_columns (t)) {
     evd_config_problem (cfg, group, key, "%u values for %u columns", fields->len,
-                        t->columns->len);
+                        evd_rows_n_columns (t));
     return FALSE;
   }
-  values = g_new (evdalValue *, fields->len);
   for (guint i = 0; i < fields->len; i++)
-    values[i] = evd_static_value (fields->pdata[i], GPOINTER_TO_INT (quoted->pdata[i]));
-  evd_table_add_row (t, values);
+    evd_static_add_value (t, fields->pdata[i], GPOINTER_TO_INT (quoted->pdata[i]));
   return TRUE;
 }
 
@@ -140,15 +145,14 @@ evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
       evd_config_problem (cfg, spec->group, "columns", "expected a comma-separated list");
     return NULL;
   }
-  g_ptr_array_add (names, NULL);
   s = g_new0 (EvdStatic, 1);
-  s->table = evd_table_new ((const char *const *) names->pdata);
+  s->rows = evd_rows_new (names->len, (const char *const *) names->pdata);
   keys = evd_config_keys (cfg, spec->group);
   for (guint i = 0; keys[i] != NULL; i++)
     if (g_str_has_prefix (keys[i], "row"))
-      ok &= evd_static_add_row (cfg, spec->group, keys[i], s->table);
+      ok &= evd_static_add_row (cfg, spec->group, keys[i], s->rows);
   if (!ok) {
-    g_object_unref (s->table);
+    evd_rows_unref (s->rows);
     g_free (s);
     return NULL;
   }
@@ -160,7 +164,7 @@ evd_static_start (gpointer backend, EvdBackendCall *call)
 {
   EvdStatic *s = backend;
 
-  evd_backend_call_return (call, g_object_ref (s->table));
+  evd_backend_call_return (call, evd_rows_ref (s->rows));
 }
 
 static void
@@ -175,7 +179,7 @@ evd_static_close (gpointer backend)
 {
   EvdStatic *s = backend;
 
-  g_object_unref (s->table);
+  evd_rows_unref (s->rows);
   g_free (s);
 }
 

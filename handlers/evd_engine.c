@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "evd_log.h"
+#include "evd_response.h"
 #include "evdal_data_access.h"
 
 /* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
@@ -38,7 +39,7 @@ struct _EvdSlot {
   struct event *timer;
   gint64 start_us, end_us;
   gboolean done;
-  evdalTable *table;          /* outcome: exactly one of these */
+  EvdRows *rows;              /* outcome: exactly one of these */
   evdalLookupError *error;
 };
 
@@ -66,7 +67,7 @@ struct _EvdBackendCall {
 };
 
 static void evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed);
-static void evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error);
+static void evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error);
 
 static evdalLookupError *
 evd_error_new (evdalErrorKind kind, const char *format, ...) G_GNUC_PRINTF (2, 3);
@@ -99,7 +100,7 @@ evd_fetch_unref (EvdFetch *f)
     g_ptr_array_unref (s->keys);
     g_clear_pointer (&s->params, g_hash_table_unref);
     g_clear_pointer (&s->timer, event_free);
-    g_clear_object (&s->table);
+    g_clear_pointer (&s->rows, evd_rows_unref);
     g_clear_object (&s->error);
     g_free (s);
   }
@@ -126,7 +127,7 @@ evd_bcall_unref (EvdBackendCall *b)
 
 typedef struct {
   EvdBackendCall *call;
-  evdalTable *table;
+  EvdRows *rows;
   evdalLookupError *error;
 } EvdCompletion;
 
@@ -152,23 +153,23 @@ evd_bcall_complete_here (gpointer data)
       k->release (evd_lookup_backend (b->lookup), b);
     evd_lookup_release (b->lookup);
     if (b->slot != NULL)
-      evd_slot_finish (b->slot, c->table, c->error);
+      evd_slot_finish (b->slot, c->rows, c->error);
     /* The backend's reference goes one loop turn later: a buggy backend that completes again
      * at once (in the same callback, or posting twice from its thread) then finds the call
      * alive and already completed, and is ignored. */
     evd_loop_post (b->fetch->loop, evd_bcall_on_backend_done, b);
   }
-  g_clear_object (&c->table);
+  g_clear_pointer (&c->rows, evd_rows_unref);
   g_clear_object (&c->error);
   g_free (c);
 }
 
 static void
-evd_bcall_complete (EvdBackendCall *b, evdalTable *table, evdalLookupError *error)
+evd_bcall_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error)
 {
   EvdCompletion *c = g_new (EvdCompletion, 1);
 
-  *c = (EvdCompletion) { b, table, error };
+  *c = (EvdCompletion) { b, rows, error };
   if (evd_loop_is_current (b->fetch->loop))
     evd_bcall_complete_here (c);
   else
@@ -176,9 +177,9 @@ evd_bcall_complete (EvdBackendCall *b, evdalTable *table, evdalLookupError *erro
 }
 
 void
-evd_backend_call_return (EvdBackendCall *call, evdalTable *table)
+evd_backend_call_return (EvdBackendCall *call, EvdRows *rows)
 {
-  evd_bcall_complete (call, table, NULL);
+  evd_bcall_complete (call, rows, NULL);
 }
 
 void
@@ -249,7 +250,7 @@ evd_slot_stop (EvdSlot *slot)
 }
 
 static void
-evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error)
+evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
 {
   EvdFetch *f = slot->fetch;
 
@@ -257,9 +258,9 @@ evd_slot_finish (EvdSlot *slot, evdalTable *table, evdalLookupError *error)
     return;
   slot->done = TRUE;
   slot->end_us = g_get_monotonic_time ();
-  slot->table = table ? g_object_ref (table) : NULL;
+  slot->rows = rows ? evd_rows_ref (rows) : NULL;
   slot->error = error ? g_object_ref (error) : NULL;
-  if (slot->table == NULL && slot->error == NULL)
+  if (slot->rows == NULL && slot->error == NULL)
     slot->error = evd_error_new (EVDAL_ERROR_KIND_BACKEND, "backend returned nothing");
   evd_lookup_stats_record (evd_lookup_stats (slot->lookup), slot->error ? slot->error->kind : 0,
                            slot->end_us - slot->start_us);
@@ -366,83 +367,93 @@ evd_slot_launch (EvdSlot *slot)
 
 /* ---- Answering. ---- */
 
-static evdalSpan *
-evd_fetch_span (EvdFetch *f, gint64 start_us, gint64 end_us, const char *backend)
+/* What a fetch's success reply is written from: one entry per call key, borrowing from the
+ * fetch (its slots, its early errors), used before evd_fetch_answer returns. */
+typedef struct {
+  EvdFetch *fetch;
+  GArray *results;            /* EvdResponseResult */
+  GArray *spans;              /* EvdResponseSpan, one per slot then per early error */
+} EvdFetchReply;
+
+static void
+evd_fetch_add_span (EvdFetch *f, EvdFetchReply *r, gint64 start_us, gint64 end_us,
+                    const char *backend)
 {
-  evdalSpan *span = g_object_new (EVDAL_TYPE_SPAN, NULL);
+  EvdResponseSpan span;
 
-  span->start_us = MAX (start_us - f->ctx.start_us, 0);
-  span->end_us = MAX (end_us - f->ctx.start_us, span->start_us);
-  span->backend = g_strdup (backend);
-  span->__isset_start_us = span->__isset_end_us = span->__isset_backend = TRUE;
-  return span;
-}
-
-static evdalLookupResult *
-evd_fetch_result (EvdFetch *f, evdalTable *table, evdalLookupError *error, evdalSpan *span)
-{
-  evdalLookupResult *r = g_object_new (EVDAL_TYPE_LOOKUP_RESULT, NULL);
-
-  if (table != NULL) {
-    g_object_unref (r->table);
-    r->table = g_object_ref (table);
-    r->__isset_table = TRUE;
-  } else {
-    g_object_unref (r->error);
-    r->error = g_object_ref (error);
-    r->__isset_error = TRUE;
-  }
-  if (f->ctx.trace) {
-    g_object_unref (r->span);
-    r->span = g_object_ref (span);
-    r->__isset_span = TRUE;
-  }
-  return r;
+  span.start_us = MAX (start_us - f->ctx.start_us, 0);
+  span.end_us = MAX (end_us - f->ctx.start_us, span.start_us);
+  span.backend = backend;
+  g_array_append_val (r->spans, span);
 }
 
 static void
-evd_fetch_fill_results (EvdFetch *f, GHashTable *results)
+evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
 {
+  const EvdFetchReply *r = data;
+  const EvdFetch *f = r->fetch;
+
+  evd_response_write (w, f->ctx.request_id, (const EvdResponseResult *) r->results->data,
+                      r->results->len, MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
+}
+
+/* Answers with every call's result: written straight into the reply (evd_response), no
+ * GObject made. The spans live in r->spans, which is sized first so it never moves while
+ * results point into it. */
+static void
+evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
+{
+  guint n_early = g_hash_table_size (f->early), n_spans = f->slots->len + n_early;
+  EvdFetchReply r = { f, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseResult), n_spans),
+                      g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), n_spans) };
+  gint64 now = g_get_monotonic_time ();
   GHashTableIter it;
   gpointer key, value;
-  gint64 now = g_get_monotonic_time ();
 
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
-    g_autoptr (evdalSpan) span = evd_fetch_span (f, s->start_us, s->done ? s->end_us : now,
-                                                 evd_lookup_spec (s->lookup)->backend_name);
-    for (guint k = 0; k < s->keys->len; k++)
-      g_hash_table_insert (results, g_strdup (s->keys->pdata[k]),
-                           evd_fetch_result (f, s->table, s->error, span));
+
+    evd_fetch_add_span (f, &r, s->start_us, s->done ? s->end_us : now,
+                        evd_lookup_spec (s->lookup)->backend_name);
+    for (guint k = 0; k < s->keys->len; k++) {
+      EvdResponseResult res = {
+        .key = s->keys->pdata[k],
+        .rows = s->rows,
+        .error_kind = s->error ? s->error->kind : 0,
+        .error_message = s->error ? s->error->message : NULL,
+        .span = f->ctx.trace ? &g_array_index (r.spans, EvdResponseSpan, i) : NULL,
+      };
+      g_array_append_val (r.results, res);
+    }
   }
   g_hash_table_iter_init (&it, f->early);
   while (g_hash_table_iter_next (&it, &key, &value)) {
-    g_autoptr (evdalSpan) span = evd_fetch_span (f, f->ctx.start_us, f->ctx.start_us, "none");
-    g_hash_table_insert (results, g_strdup (key), evd_fetch_result (f, NULL, value, span));
+    evdalLookupError *e = value;
+    EvdResponseResult res = { .key = key, .error_kind = e->kind, .error_message = e->message };
+
+    evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none");
+    res.span = f->ctx.trace ? &g_array_index (r.spans, EvdResponseSpan, r.spans->len - 1)
+                            : NULL;
+    g_array_append_val (r.results, res);
   }
+  evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
+  g_array_unref (r.results);
+  g_array_unref (r.spans);
 }
 
-static evdalDataAccessFetchResult *
-evd_fetch_response (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
+/* A critical call failed: the declared LookupFailed, through c_glib (a rare path). */
+static void
+evd_fetch_reply_failed (EvdCall *rpc, const char *failed_key, evdalLookupError *failed)
 {
   evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
 
-  if (failed_key != NULL) {
-    r->failed = g_object_new (EVDAL_TYPE_LOOKUP_FAILED, NULL);
-    r->failed->call = g_strdup (failed_key);
-    g_object_unref (r->failed->error);
-    r->failed->error = g_object_ref (failed);
-    r->failed->__isset_call = r->failed->__isset_error = TRUE;
-    r->__isset_failed = TRUE;
-    return r;
-  }
-  evd_fetch_fill_results (f, r->success->results);
-  r->success->request_id = g_strdup (f->ctx.request_id);
-  r->success->server_us = MAX (g_get_monotonic_time () - f->ctx.start_us, 1);
-  r->success->__isset_request_id = r->success->__isset_results = TRUE;
-  r->success->__isset_server_us = TRUE;
-  r->__isset_success = TRUE;
-  return r;
+  r->failed = g_object_new (EVDAL_TYPE_LOOKUP_FAILED, NULL);
+  r->failed->call = g_strdup (failed_key);
+  g_object_unref (r->failed->error);
+  r->failed->error = g_object_ref (failed);
+  r->failed->__isset_call = r->failed->__isset_error = TRUE;
+  r->__isset_failed = TRUE;
+  evd_call_reply (rpc, THRIFT_STRUCT (r));
 }
 
 /* The lookup a call of the request names (NULL if none). */
@@ -545,7 +556,10 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
                    evd_call_peer (rpc), "fetch failed: critical call %s: %s", failed_key,
                    failed->message);
   evd_fetch_count (f, failed, cancelled);
-  evd_call_reply (rpc, THRIFT_STRUCT (evd_fetch_response (f, failed_key, failed)));
+  if (failed_key != NULL)
+    evd_fetch_reply_failed (rpc, failed_key, failed);
+  else
+    evd_fetch_reply_success (f, rpc);
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
     g_autoptr (evdalLookupError) e = NULL;

@@ -384,6 +384,8 @@ typedef struct {
   EvdCall *call;
   ThriftStruct *result;
   const EvdRpcCanned *canned;  /* instead of result: already encoded */
+  EvdRpcWriteFunc write;       /* instead of result: writes it by hand */
+  gconstpointer write_data;
   ThriftApplicationExceptionError kind;
   char *message;
 } EvdCallCompletion;
@@ -419,6 +421,24 @@ evd_rpc_write_app_exception_body (ThriftProtocol *p, gconstpointer body, GError 
   return evd_rpc_write_app_exception (p, x->kind, x->message, error);
 }
 
+/* The whole message by hand: the header as c_glib's protocols write it, then the result. */
+static void
+evd_call_encode_written (EvdCall *call, EvdCallCompletion *c)
+{
+  EvdWriter w;
+  guint start = call->reply->len;
+
+  if (call->fmt.framed)
+    g_byte_array_set_size (call->reply, start + 4);  /* the length, patched below */
+  evd_writer_init (&w, call->reply, call->fmt.proto);
+  evd_writer_message_begin (&w, call->name, EVD_MSG_REPLY, call->seqid);
+  c->write (&w, c->write_data);
+  if (call->fmt.framed) {
+    guint32 n = GUINT32_TO_BE (call->reply->len - start - 4);
+    memcpy (call->reply->data + start, &n, 4);
+  }
+}
+
 static void
 evd_call_encode (EvdCall *call, EvdCallCompletion *c)
 {
@@ -427,7 +447,10 @@ evd_call_encode (EvdCall *call, EvdCallCompletion *c)
   g_autoptr (GError) error = NULL;
 
   call->reply = g_byte_array_sized_new (256);
-  if (c->canned != NULL) {
+  if (c->write != NULL) {
+    evd_call_encode_written (call, c);
+    return;
+  } else if (c->canned != NULL) {
     if (evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_REPLY, call->seqid,
                              evd_rpc_write_canned, c->canned->body[call->fmt.proto],
                              call->reply, &error))
@@ -462,7 +485,7 @@ evd_call_finish (EvdCallCompletion *c)
     evd_call_free (call);
   } else {
     call->completed = TRUE;
-    if (c->result == NULL && c->canned == NULL)
+    if (c->result == NULL && c->canned == NULL && c->write == NULL)
       evd_metrics_request (call->metrics, evd_metrics_method (call->method ? call->method->name : NULL),
                            EVD_OUTCOME_APP_ERROR);
     if (call->type != EVD_MSG_ONEWAY)
@@ -486,7 +509,7 @@ evd_call_complete (EvdCall *call, ThriftStruct *result, ThriftApplicationExcepti
 {
   EvdCallCompletion *c = g_new (EvdCallCompletion, 1);
 
-  *c = (EvdCallCompletion) { call, result, NULL, kind, g_strdup (message) };
+  *c = (EvdCallCompletion) { call, result, NULL, NULL, NULL, kind, g_strdup (message) };
   if (evd_loop_is_current (call->loop))
     evd_call_complete_here (c);
   else
@@ -502,10 +525,20 @@ evd_call_reply (EvdCall *call, ThriftStruct *result)
 void
 evd_call_reply_canned (EvdCall *call, const EvdRpcCanned *canned)
 {
-  EvdCallCompletion c = { call, NULL, canned, 0, NULL };
+  EvdCallCompletion c = { call, NULL, canned, NULL, NULL, 0, NULL };
 
   /* On the loop only, so the canned reply is used before this returns and need not be
    * referenced: what makes it cheaper than building a result is that nothing is allocated. */
+  g_return_if_fail (evd_loop_is_current (call->loop));
+  evd_call_finish (&c);
+}
+
+void
+evd_call_reply_write (EvdCall *call, EvdRpcWriteFunc write, gconstpointer data)
+{
+  EvdCallCompletion c = { call, NULL, NULL, write, data, 0, NULL };
+
+  /* On the loop only: what `write` reads belongs to the caller, used before this returns. */
   g_return_if_fail (evd_loop_is_current (call->loop));
   evd_call_finish (&c);
 }

@@ -23,6 +23,7 @@
 #include "evd_metrics.h"
 #include "evd_thrift.h"
 #include "evd_wire.h"
+#include "evd_writer.h"
 
 G_BEGIN_DECLS
 
@@ -103,6 +104,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdRpcCanned, evd_rpc_canned_free)
 /* Completes with a canned *Result, byte for byte what evd_call_reply() of the struct it was
  * made from would send. On the call's loop only (the canned reply is not referenced). */
 void evd_call_reply_canned (EvdCall *call, const EvdRpcCanned *canned);
+/* Completes with a *Result struct written by `write` with evd_writer, in the call's protocol,
+ * before this returns: for the replies on every request's path, which c_glib's GObjects make
+ * costly (see evd_writer.h). On the call's loop only. */
+typedef void (*EvdRpcWriteFunc) (EvdWriter *w, gconstpointer data);
+void evd_call_reply_write (EvdCall *call, EvdRpcWriteFunc write, gconstpointer data);
 /* Completes with a TApplicationException. */
 void evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *message);
 /* Runs `fn` on the call's loop if the call is cancelled before it completes. */

@@ -32,61 +32,57 @@ G_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
 
 /* ---- Rows. ---- */
 
-static evdalValue *
-evd_sqlite_column (sqlite3_stmt *st, int i, GError **error)
+/* Straight from SQLite's buffers into the table's arena: no value object, no copy between. */
+static gboolean
+evd_sqlite_add_column (EvdRows *rows, sqlite3_stmt *st, int i, GError **error)
 {
   switch (sqlite3_column_type (st, i)) {
   case SQLITE_INTEGER:
-    return evd_value_new_int (sqlite3_column_int64 (st, i));
+    evd_rows_add_int (rows, sqlite3_column_int64 (st, i));
+    return TRUE;
   case SQLITE_FLOAT:
-    return evd_value_new_real (sqlite3_column_double (st, i));
+    evd_rows_add_real (rows, sqlite3_column_double (st, i));
+    return TRUE;
   case SQLITE_TEXT: {
     const char *text = (const char *) sqlite3_column_text (st, i);
     int len = sqlite3_column_bytes (st, i);
     if (!g_utf8_validate_len (text, (gsize) len, NULL)) {
       g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_FAILED,
                    "column %s holds text that is not valid UTF-8", sqlite3_column_name (st, i));
-      return NULL;
+      return FALSE;
     }
-    evdalValue *v = evd_value_new_text ("");
-    g_free (v->text_value);
-    v->text_value = g_strndup (text, (gsize) len);
-    return v;
+    evd_rows_add_text (rows, text, len);
+    return TRUE;
   }
   case SQLITE_BLOB:
-    return evd_value_new_blob (sqlite3_column_blob (st, i), (gsize) sqlite3_column_bytes (st, i));
+    evd_rows_add_blob (rows, sqlite3_column_blob (st, i), (gsize) sqlite3_column_bytes (st, i));
+    return TRUE;
   default:
-    return evd_value_new_null ();
+    evd_rows_add_null (rows);
+    return TRUE;
   }
 }
 
 static gboolean
-evd_sqlite_add_row (evdalTable *t, sqlite3_stmt *st, GError **error)
+evd_sqlite_add_row (EvdRows *rows, sqlite3_stmt *st, GError **error)
 {
   int n = sqlite3_column_count (st);
-  g_autofree evdalValue **row = g_new (evdalValue *, n);
 
-  for (int i = 0; i < n; i++) {
-    row[i] = evd_sqlite_column (st, i, error);
-    if (row[i] == NULL) {
-      for (int k = 0; k < i; k++)
-        g_object_unref (row[k]);
+  for (int i = 0; i < n; i++)
+    if (!evd_sqlite_add_column (rows, st, i, error))
       return FALSE;
-    }
-  }
-  evd_table_add_row (t, row);
   return TRUE;
 }
 
-static evdalTable *
-evd_sqlite_new_table (sqlite3_stmt *st)
+static EvdRows *
+evd_sqlite_new_rows (sqlite3_stmt *st)
 {
   int n = sqlite3_column_count (st);
-  g_autofree const char **names = g_new0 (const char *, n + 1);
+  const char **names = g_newa (const char *, n);
 
   for (int i = 0; i < n; i++)
     names[i] = sqlite3_column_name (st, i);
-  return evd_table_new (names);
+  return evd_rows_new ((guint) n, names);
 }
 
 /* ---- Running a job. ---- */
@@ -135,11 +131,11 @@ evd_sqlite_step_error (EvdSqliteWorker *w, EvdSqliteJob *job, int rc, GError **e
                  sqlite3_errmsg (w->db), sqlite3_errstr (rc));
 }
 
-static evdalTable *
+static EvdRows *
 evd_sqlite_run (EvdSqliteWorker *w, EvdSqliteJob *job, GError **error)
 {
   sqlite3_stmt *st = w->stmts->pdata[job->stmt];
-  g_autoptr (evdalTable) t = evd_sqlite_new_table (st);
+  g_autoptr (EvdRows) t = evd_sqlite_new_rows (st);
   int rc, rows = 0;
 
   if (!evd_sqlite_bind_all (w, st, job->params, error))
@@ -164,7 +160,7 @@ static void
 evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (evdalTable) table = NULL;
+  g_autoptr (EvdRows) rows = NULL;
   sqlite3_stmt *st = w->stmts->pdata[job->stmt];
 
   if (g_atomic_int_get (&job->cancelled) || g_get_monotonic_time () >= job->deadline_us) {
@@ -177,7 +173,7 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
 
     g_atomic_int_inc (&w->pool->busy);
     w->current = job;
-    table = evd_sqlite_run (w, job, &error);
+    rows = evd_sqlite_run (w, job, &error);
     w->current = NULL;
     sqlite3_reset (st);
     sqlite3_clear_bindings (st);
@@ -186,7 +182,7 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
                         __ATOMIC_RELAXED);
     __atomic_fetch_add (&w->pool->jobs, 1, __ATOMIC_RELAXED);
   }
-  job->done (job, table, error);
+  job->done (job, g_steal_pointer (&rows), error);
 }
 
 /* Called by SQLite every EVD_SQLITE_PROGRESS_OPS instructions: non-zero interrupts. */

@@ -17,6 +17,7 @@
  */
 #pragma once
 
+#include "evd_rows.h"
 #include "evd_thrift.h"
 
 G_BEGIN_DECLS
@@ -24,7 +25,8 @@ G_BEGIN_DECLS
 typedef struct _EvdSqlitePool EvdSqlitePool;
 typedef struct _EvdSqliteJob EvdSqliteJob;
 
-typedef void (*EvdSqliteDone) (EvdSqliteJob *job, evdalTable *table, GError *error);
+/* Exactly one of rows (a reference handed over) and error. */
+typedef void (*EvdSqliteDone) (EvdSqliteJob *job, EvdRows *rows, GError *error);
 
 struct _EvdSqliteJob {
   int stmt;                 /* from evd_sqlite_pool_prepare */

@@ -1,0 +1,187 @@
+/* evd_rows: a lookup's rows in plain C, and their Table encoding (see evd_rows.h). */
+#include "evd_rows.h"
+
+#include <string.h>
+
+struct _EvdRows {
+  gint refs;                /* atomic */
+  guint n_columns;
+  /* The column names come first (as text cells), then the rows' cells, row after row. */
+  EvdCell *cells;
+  guint n_cells, cells_cap;
+  guint8 *arena;            /* bytes of every name, text and blob; texts end with a NUL */
+  gsize arena_len, arena_cap;
+};
+
+static EvdCell *
+evd_rows_next_cell (EvdRows *r)
+{
+  if (r->n_cells == r->cells_cap) {
+    r->cells_cap = MAX (r->cells_cap * 2, 16);
+    r->cells = g_renew (EvdCell, r->cells, r->cells_cap);
+  }
+  return &r->cells[r->n_cells++];
+}
+
+/* Copies len bytes (and a NUL when asked) into the arena; gives their offset. */
+static gsize
+evd_rows_keep (EvdRows *r, const void *data, gsize len, gboolean nul)
+{
+  gsize at = r->arena_len, need = at + len + (nul ? 1 : 0);
+
+  if (need > r->arena_cap) {
+    r->arena_cap = MAX (need, MAX (r->arena_cap * 2, 256));
+    r->arena = g_realloc (r->arena, r->arena_cap);
+  }
+  if (len > 0)
+    memcpy (r->arena + at, data, len);
+  if (nul)
+    r->arena[at + len] = 0;
+  r->arena_len = need;
+  return at;
+}
+
+EvdRows *
+evd_rows_new (guint n_columns, const char *const *columns)
+{
+  EvdRows *r = g_new0 (EvdRows, 1);
+
+  r->refs = 1;
+  r->n_columns = n_columns;
+  for (guint i = 0; i < n_columns; i++)
+    evd_rows_add_text (r, columns[i], -1);
+  return r;
+}
+
+EvdRows *
+evd_rows_ref (EvdRows *rows)
+{
+  g_atomic_int_inc (&rows->refs);
+  return rows;
+}
+
+void
+evd_rows_unref (EvdRows *rows)
+{
+  if (rows == NULL || !g_atomic_int_dec_and_test (&rows->refs))
+    return;
+  g_free (rows->cells);
+  g_free (rows->arena);
+  g_free (rows);
+}
+
+void
+evd_rows_add_null (EvdRows *rows)
+{
+  *evd_rows_next_cell (rows) = (EvdCell) { .kind = EVD_VALUE_NULL };
+}
+
+void
+evd_rows_add_int (EvdRows *rows, gint64 v)
+{
+  *evd_rows_next_cell (rows) = (EvdCell) { .kind = EVD_VALUE_INT, .v.i = v };
+}
+
+void
+evd_rows_add_real (EvdRows *rows, double v)
+{
+  *evd_rows_next_cell (rows) = (EvdCell) { .kind = EVD_VALUE_REAL, .v.r = v };
+}
+
+void
+evd_rows_add_text (EvdRows *rows, const char *text, gssize len)
+{
+  gsize n = len < 0 ? strlen (text) : (gsize) len;
+  gsize off = evd_rows_keep (rows, text, n, TRUE);
+
+  *evd_rows_next_cell (rows) = (EvdCell) { .kind = EVD_VALUE_TEXT, .len = (guint32) n,
+                                           .v.off = off };
+}
+
+void
+evd_rows_add_blob (EvdRows *rows, const void *data, gsize len)
+{
+  gsize off = evd_rows_keep (rows, data, len, FALSE);
+
+  *evd_rows_next_cell (rows) = (EvdCell) { .kind = EVD_VALUE_BLOB, .len = (guint32) len,
+                                           .v.off = off };
+}
+
+guint
+evd_rows_n_columns (const EvdRows *rows)
+{
+  return rows->n_columns;
+}
+
+const char *
+evd_rows_column (const EvdRows *rows, guint col)
+{
+  g_return_val_if_fail (col < rows->n_columns, NULL);
+  return (const char *) rows->arena + rows->cells[col].v.off;
+}
+
+guint
+evd_rows_n_rows (const EvdRows *rows)
+{
+  return rows->n_columns ? (rows->n_cells - rows->n_columns) / rows->n_columns : 0;
+}
+
+const EvdCell *
+evd_rows_cell (const EvdRows *rows, guint row, guint col)
+{
+  g_return_val_if_fail (row < evd_rows_n_rows (rows) && col < rows->n_columns, NULL);
+  return &rows->cells[rows->n_columns * (row + 1) + col];
+}
+
+const guint8 *
+evd_rows_cell_data (const EvdRows *rows, const EvdCell *cell)
+{
+  return rows->arena + cell->v.off;
+}
+
+/* Value is a union: exactly one field, 1 null_value (bool, always true here), 2 int_value,
+ * 3 real_value, 4 text_value, 5 blob_value. */
+static void
+evd_rows_write_value (const EvdRows *rows, const EvdCell *c, EvdWriter *w)
+{
+  evd_writer_struct_begin (w);
+  switch (c->kind) {
+  case EVD_VALUE_INT:
+    evd_writer_field_begin (w, EVD_WIRE_T_I64, 2);
+    evd_writer_i64 (w, c->v.i);
+    break;
+  case EVD_VALUE_REAL:
+    evd_writer_field_begin (w, EVD_WIRE_T_DOUBLE, 3);
+    evd_writer_double (w, c->v.r);
+    break;
+  case EVD_VALUE_TEXT:
+  case EVD_VALUE_BLOB:
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, c->kind == EVD_VALUE_TEXT ? 4 : 5);
+    evd_writer_binary (w, rows->arena + c->v.off, c->len);
+    break;
+  default:
+    evd_writer_field_bool (w, 1, TRUE);
+  }
+  evd_writer_struct_end (w);
+}
+
+void
+evd_rows_write (const EvdRows *rows, EvdWriter *w)
+{
+  guint n_rows = evd_rows_n_rows (rows);
+  const EvdCell *c = rows->cells;
+
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 1);
+  evd_writer_list_begin (w, EVD_WIRE_T_STRING, rows->n_columns);
+  for (guint i = 0; i < rows->n_columns; i++, c++)
+    evd_writer_binary (w, rows->arena + c->v.off, c->len);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 2);
+  evd_writer_list_begin (w, EVD_WIRE_T_LIST, n_rows);
+  for (guint r = 0; r < n_rows; r++) {
+    evd_writer_list_begin (w, EVD_WIRE_T_STRUCT, rows->n_columns);
+    for (guint i = 0; i < rows->n_columns; i++, c++)
+      evd_rows_write_value (rows, c, w);
+  }
+  evd_writer_struct_end (w);
+}

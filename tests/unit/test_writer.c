@@ -1,0 +1,476 @@
+/* Unit tests of evd_writer, evd_rows and evd_response: the hand-written encoder writes what
+ * c_glib's TBinaryProtocol and TCompactProtocol write, byte for byte, token by token and for
+ * whole fetch replies, and c_glib decodes a hand-written reply into the same response. */
+#include <math.h>
+#include <string.h>
+
+#include "evd_response.h"
+#include "evd_thrift.h"
+#include "evd_transport.h"
+#include "evd_writer.h"
+
+#include <thrift/c_glib/protocol/thrift_binary_protocol.h>
+#include <thrift/c_glib/protocol/thrift_compact_protocol.h>
+
+static const EvdProto protos[] = { EVD_PROTO_BINARY, EVD_PROTO_COMPACT };
+
+static const char *
+proto_name (EvdProto proto)
+{
+  return proto == EVD_PROTO_BINARY ? "binary" : "compact";
+}
+
+/* A c_glib protocol writing into `out`. */
+typedef struct {
+  ThriftTransport *t;
+  ThriftProtocol *p;
+} Glib;
+
+static Glib
+glib_new (EvdProto proto, GByteArray *out)
+{
+  Glib g;
+
+  g.t = THRIFT_TRANSPORT (evd_transport_new ());
+  g.p = g_object_new (proto == EVD_PROTO_COMPACT ? THRIFT_TYPE_COMPACT_PROTOCOL
+                                                 : THRIFT_TYPE_BINARY_PROTOCOL,
+                      "transport", g.t, NULL);
+  evd_transport_set_output (EVD_TRANSPORT (g.t), out);
+  return g;
+}
+
+static void
+glib_free (Glib *g)
+{
+  evd_transport_set_output (EVD_TRANSPORT (g->t), NULL);
+  g_object_unref (g->p);
+  g_object_unref (g->t);
+}
+
+static void
+assert_same_bytes (const char *what, EvdProto proto, GByteArray *ours, GByteArray *theirs)
+{
+  if (ours->len != theirs->len || memcmp (ours->data, theirs->data, ours->len) != 0) {
+    g_autofree char *a = g_strdup_printf ("%s (%s): evd_writer wrote %u bytes, c_glib %u",
+                                          what, proto_name (proto), ours->len, theirs->len);
+    g_test_message ("%s", a);
+  }
+  g_assert_cmpmem (ours->data, ours->len, theirs->data, theirs->len);
+}
+
+/* ---- Tokens. ---- */
+
+static const gint32 i32s[] = { 0, 1, -1, 63, -64, 64, 127, 128, 300, -300, G_MAXINT32, G_MININT32 };
+static const gint64 i64s[] = { 0, 1, -1, 1LL << 35, -(1LL << 35), 1234567890123LL, G_MAXINT64,
+                               G_MININT64 };
+static const double doubles[] = { 0.0, -0.0, 1.5, -2.25, 1e300, 5e-324, 3.141592653589793 };
+static guint8 bytes[] = { 'a', 0, 'b' };
+static const char *const strings[] = { "", "a", "fetch", "DataAccess:fetch", "h\xc3\xa9llo \xe2\x82\xac" };
+
+/* One struct with every kind of field, nested structs, the field ids that test compact's
+ * short and long forms (0 first, deltas of 1, 15 and 16, a smaller id after a larger one),
+ * and lists and maps on both sides of compact's short size. */
+static void
+write_tokens_glib (ThriftProtocol *p, gint32 seqid)
+{
+  g_assert_cmpint (thrift_protocol_write_message_begin (p, "fetch", T_REPLY, seqid, NULL), >, 0);
+  thrift_protocol_write_struct_begin (p, "S", NULL);
+  thrift_protocol_write_field_begin (p, "f", T_STRUCT, 0, NULL);
+  thrift_protocol_write_struct_begin (p, "T", NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (i32s); i++) {
+    thrift_protocol_write_field_begin (p, "f", T_I32, (gint16) (1 + i), NULL);
+    thrift_protocol_write_i32 (p, i32s[i], NULL);
+    thrift_protocol_write_field_end (p, NULL);
+  }
+  thrift_protocol_write_field_begin (p, "f", T_BOOL, 28, NULL);  /* delta 16 */
+  thrift_protocol_write_bool (p, TRUE, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_BOOL, 29, NULL);
+  thrift_protocol_write_bool (p, FALSE, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_LIST, 44, NULL);  /* delta 15 */
+  thrift_protocol_write_list_begin (p, T_I64, G_N_ELEMENTS (i64s), NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (i64s); i++)
+    thrift_protocol_write_i64 (p, i64s[i], NULL);
+  thrift_protocol_write_list_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_LIST, 3, NULL);   /* backwards */
+  thrift_protocol_write_list_begin (p, T_DOUBLE, G_N_ELEMENTS (doubles), NULL);
+  for (guint i = 0; i < G_N_ELEMENTS (doubles); i++)
+    thrift_protocol_write_double (p, doubles[i], NULL);
+  thrift_protocol_write_list_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_LIST, 4, NULL);
+  thrift_protocol_write_list_begin (p, T_STRING, 15, NULL);      /* compact's long size */
+  for (guint i = 0; i < 15; i++)
+    thrift_protocol_write_string (p, strings[i % G_N_ELEMENTS (strings)], NULL);
+  thrift_protocol_write_list_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_MAP, 5, NULL);
+  thrift_protocol_write_map_begin (p, T_STRING, T_STRUCT, 0, NULL);
+  thrift_protocol_write_map_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_MAP, 6, NULL);
+  thrift_protocol_write_map_begin (p, T_STRING, T_STRUCT, 300, NULL);
+  for (guint i = 0; i < 300; i++) {
+    g_autofree char *key = g_strdup_printf ("k%u", i);
+    thrift_protocol_write_string (p, key, NULL);
+    thrift_protocol_write_struct_begin (p, "V", NULL);
+    thrift_protocol_write_field_begin (p, "b", T_STRING, 5, NULL);
+    thrift_protocol_write_binary (p, bytes, i % 4, NULL);
+    thrift_protocol_write_field_end (p, NULL);
+    thrift_protocol_write_field_stop (p, NULL);
+    thrift_protocol_write_struct_end (p, NULL);
+  }
+  thrift_protocol_write_map_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "f", T_STRING, 7, NULL);
+  thrift_protocol_write_string (p, NULL, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_stop (p, NULL);
+  thrift_protocol_write_struct_end (p, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_begin (p, "g", T_BOOL, 1, NULL);  /* after the nested struct */
+  thrift_protocol_write_bool (p, TRUE, NULL);
+  thrift_protocol_write_field_end (p, NULL);
+  thrift_protocol_write_field_stop (p, NULL);
+  thrift_protocol_write_struct_end (p, NULL);
+  thrift_protocol_write_message_end (p, NULL);
+}
+
+static void
+write_tokens_ours (EvdWriter *w, gint32 seqid)
+{
+  evd_writer_message_begin (w, "fetch", EVD_MSG_REPLY, seqid);
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, 0);
+  evd_writer_struct_begin (w);
+  for (guint i = 0; i < G_N_ELEMENTS (i32s); i++) {
+    evd_writer_field_begin (w, EVD_WIRE_T_I32, (gint16) (1 + i));
+    evd_writer_i32 (w, i32s[i]);
+  }
+  evd_writer_field_bool (w, 28, TRUE);
+  evd_writer_field_bool (w, 29, FALSE);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 44);
+  evd_writer_list_begin (w, EVD_WIRE_T_I64, G_N_ELEMENTS (i64s));
+  for (guint i = 0; i < G_N_ELEMENTS (i64s); i++)
+    evd_writer_i64 (w, i64s[i]);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 3);
+  evd_writer_list_begin (w, EVD_WIRE_T_DOUBLE, G_N_ELEMENTS (doubles));
+  for (guint i = 0; i < G_N_ELEMENTS (doubles); i++)
+    evd_writer_double (w, doubles[i]);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 4);
+  evd_writer_list_begin (w, EVD_WIRE_T_STRING, 15);
+  for (guint i = 0; i < 15; i++)
+    evd_writer_string (w, strings[i % G_N_ELEMENTS (strings)]);
+  evd_writer_field_begin (w, EVD_WIRE_T_MAP, 5);
+  evd_writer_map_begin (w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 0);
+  evd_writer_field_begin (w, EVD_WIRE_T_MAP, 6);
+  evd_writer_map_begin (w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 300);
+  for (guint i = 0; i < 300; i++) {
+    g_autofree char *key = g_strdup_printf ("k%u", i);
+    evd_writer_string (w, key);
+    evd_writer_struct_begin (w);
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, 5);
+    evd_writer_binary (w, bytes, i % 4);
+    evd_writer_struct_end (w);
+  }
+  evd_writer_field_begin (w, EVD_WIRE_T_STRING, 7);
+  evd_writer_string (w, NULL);
+  evd_writer_struct_end (w);
+  evd_writer_field_bool (w, 1, TRUE);
+  evd_writer_struct_end (w);
+}
+
+static void
+test_tokens_match_c_glib (void)
+{
+  static const gint32 seqids[] = { 0, 1, 127, 128, -1, G_MAXINT32, G_MININT32 };
+
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    for (guint k = 0; k < G_N_ELEMENTS (seqids); k++) {
+      g_autoptr (GByteArray) ours = g_byte_array_new ();
+      g_autoptr (GByteArray) theirs = g_byte_array_new ();
+      Glib g = glib_new (protos[i], theirs);
+      EvdWriter w;
+
+      write_tokens_glib (g.p, seqids[k]);
+      glib_free (&g);
+      evd_writer_init (&w, ours, protos[i]);
+      write_tokens_ours (&w, seqids[k]);
+      g_assert_cmpuint (w.depth, ==, 0);
+      assert_same_bytes ("tokens", protos[i], ours, theirs);
+    }
+  }
+}
+
+/* ---- Rows and replies. ---- */
+
+static evdalValue *
+glib_value (EvdValueKind kind, gint64 i, double r, const char *text, gsize len)
+{
+  evdalValue *v = g_object_new (EVDAL_TYPE_VALUE, NULL);
+
+  switch (kind) {
+  case EVD_VALUE_INT:
+    v->int_value = i;
+    v->__isset_int_value = TRUE;
+    break;
+  case EVD_VALUE_REAL:
+    v->real_value = r;
+    v->__isset_real_value = TRUE;
+    break;
+  case EVD_VALUE_TEXT:
+    v->text_value = g_strdup (text);
+    v->__isset_text_value = TRUE;
+    break;
+  case EVD_VALUE_BLOB:
+    if (v->blob_value == NULL)
+      v->blob_value = g_byte_array_new ();
+    g_byte_array_append (v->blob_value, (const guint8 *) text, (guint) len);
+    v->__isset_blob_value = TRUE;
+    break;
+  default:
+    v->null_value = TRUE;
+    v->__isset_null_value = TRUE;
+  }
+  return v;
+}
+
+/* The same table built both ways: n_rows rows of (id int, name text, score real, photo blob,
+ * note null-or-text), with negative, large and unicode values. */
+static void
+make_table (guint n_rows, EvdRows **ours, evdalTable **theirs)
+{
+  static const char *const columns[] = { "id", "name", "score", "photo", "note" };
+  evdalTable *t = g_object_new (EVDAL_TYPE_TABLE, NULL);
+
+  *ours = evd_rows_new (G_N_ELEMENTS (columns), columns);
+  for (guint i = 0; i < G_N_ELEMENTS (columns); i++)
+    g_ptr_array_add (t->columns, g_strdup (columns[i]));
+  t->__isset_columns = t->__isset_rows = TRUE;
+  for (guint r = 0; r < n_rows; r++) {
+    GPtrArray *row = g_ptr_array_new_with_free_func (g_object_unref);
+    gint64 id = (r % 2 ? -1 : 1) * ((gint64) r << (r % 40));
+    double score = r * 0.25 - 3.0;
+    g_autofree char *name = g_strdup_printf ("user %u \xc3\xa9", r);
+    const char blob[] = { 0, 1, (char) 0xff, 'x' };
+
+    g_ptr_array_add (row, glib_value (EVD_VALUE_INT, id, 0, NULL, 0));
+    evd_rows_add_int (*ours, id);
+    g_ptr_array_add (row, glib_value (EVD_VALUE_TEXT, 0, 0, name, 0));
+    evd_rows_add_text (*ours, name, -1);
+    g_ptr_array_add (row, glib_value (EVD_VALUE_REAL, 0, score, NULL, 0));
+    evd_rows_add_real (*ours, score);
+    g_ptr_array_add (row, glib_value (EVD_VALUE_BLOB, 0, 0, blob, r % 5));
+    evd_rows_add_blob (*ours, blob, r % 5);
+    if (r % 3 == 0) {
+      g_ptr_array_add (row, glib_value (EVD_VALUE_NULL, 0, 0, NULL, 0));
+      evd_rows_add_null (*ours);
+    } else {
+      g_ptr_array_add (row, glib_value (EVD_VALUE_TEXT, 0, 0, "", 0));
+      evd_rows_add_text (*ours, "", 0);
+    }
+    g_ptr_array_add (t->rows, row);
+  }
+  *theirs = t;
+}
+
+static void
+test_rows_match_c_glib_table (void)
+{
+  static const guint sizes[] = { 0, 1, 14, 15, 200 };
+
+  for (guint s = 0; s < G_N_ELEMENTS (sizes); s++) {
+    g_autoptr (EvdRows) rows = NULL;
+    g_autoptr (evdalTable) table = NULL;
+
+    make_table (sizes[s], &rows, &table);
+    g_assert_cmpuint (evd_rows_n_rows (rows), ==, sizes[s]);
+    for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+      g_autoptr (GByteArray) ours = g_byte_array_new ();
+      g_autoptr (GByteArray) theirs = g_byte_array_new ();
+      Glib g = glib_new (protos[i], theirs);
+      EvdWriter w;
+
+      g_assert_cmpint (thrift_struct_write (THRIFT_STRUCT (table), g.p, NULL), >, 0);
+      glib_free (&g);
+      evd_writer_init (&w, ours, protos[i]);
+      evd_rows_write (rows, &w);
+      assert_same_bytes ("table", protos[i], ours, theirs);
+    }
+  }
+}
+
+/* A fetch reply c_glib would write for one result: rows or an error, traced or not. */
+static evdalDataAccessFetchResult *
+glib_reply (const char *request_id, const char *key, evdalTable *table, evdalErrorKind kind,
+            const char *message, const EvdResponseSpan *span, gint64 server_us)
+{
+  evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+  evdalLookupResult *lr = g_object_new (EVDAL_TYPE_LOOKUP_RESULT, NULL);
+
+  if (table != NULL) {
+    g_object_unref (lr->table);
+    lr->table = g_object_ref (table);
+    lr->__isset_table = TRUE;
+  } else {
+    lr->error->kind = kind;
+    lr->error->message = g_strdup (message);
+    lr->error->__isset_kind = lr->error->__isset_message = TRUE;
+    lr->__isset_error = TRUE;
+  }
+  if (span != NULL) {
+    lr->span->start_us = span->start_us;
+    lr->span->end_us = span->end_us;
+    lr->span->backend = g_strdup (span->backend);
+    lr->span->__isset_start_us = lr->span->__isset_end_us = lr->span->__isset_backend = TRUE;
+    lr->__isset_span = TRUE;
+  }
+  g_hash_table_insert (r->success->results, g_strdup (key), lr);
+  r->success->request_id = g_strdup (request_id);
+  r->success->server_us = server_us;
+  r->success->__isset_request_id = r->success->__isset_results = TRUE;
+  r->success->__isset_server_us = TRUE;
+  r->__isset_success = TRUE;
+  return r;
+}
+
+static void
+test_one_result_reply_matches_c_glib (void)
+{
+  EvdResponseSpan span = { 12, 3456789, "sqlite:main" };
+  g_autoptr (EvdRows) rows = NULL;
+  g_autoptr (evdalTable) table = NULL;
+
+  make_table (20, &rows, &table);
+  for (guint c = 0; c < 4; c++) {
+    gboolean with_rows = c % 2 == 0, traced = c >= 2;
+    EvdResponseResult res = {
+      .key = "recent_orders",
+      .rows = with_rows ? rows : NULL,
+      .error_kind = EVDAL_ERROR_KIND_TIMEOUT,
+      .error_message = "lookup recent_orders timed out after 300 ms",
+      .span = traced ? &span : NULL,
+    };
+    g_autoptr (evdalDataAccessFetchResult) want = glib_reply (
+      "req-\xc3\xa9-1", res.key, with_rows ? table : NULL, res.error_kind, res.error_message,
+      res.span, 987654321);
+
+    for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+      g_autoptr (GByteArray) ours = g_byte_array_new ();
+      g_autoptr (GByteArray) theirs = g_byte_array_new ();
+      Glib g = glib_new (protos[i], theirs);
+      EvdWriter w;
+
+      g_assert_cmpint (thrift_struct_write (THRIFT_STRUCT (want), g.p, NULL), >, 0);
+      glib_free (&g);
+      evd_writer_init (&w, ours, protos[i]);
+      evd_response_write (&w, "req-\xc3\xa9-1", &res, 1, 987654321);
+      assert_same_bytes (with_rows ? "reply with rows" : "reply with an error", protos[i], ours,
+                         theirs);
+    }
+  }
+}
+
+/* Several results: c_glib orders a map by its hash table, so the bytes differ in order only;
+ * decoding ours with c_glib must give every result back. */
+static void
+test_many_results_decode_with_c_glib (void)
+{
+  EvdResponseSpan span = { 5, 50, "delay" };
+  g_autoptr (EvdRows) rows = NULL;
+  g_autoptr (evdalTable) table = NULL;
+  EvdResponseResult res[40];
+  char keys[40][16];
+
+  make_table (3, &rows, &table);
+  for (guint k = 0; k < G_N_ELEMENTS (res); k++) {
+    g_snprintf (keys[k], sizeof keys[k], "call%u", k);
+    res[k] = (EvdResponseResult) {
+      .key = keys[k],
+      .rows = k % 3 ? rows : NULL,
+      .error_kind = EVDAL_ERROR_KIND_BACKEND,
+      .error_message = "boom",
+      .span = &span,
+    };
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    g_autoptr (GByteArray) ours = g_byte_array_new ();
+    g_autoptr (ThriftTransport) t = THRIFT_TRANSPORT (evd_transport_new ());
+    g_autoptr (ThriftProtocol) p = g_object_new (
+      protos[i] == EVD_PROTO_COMPACT ? THRIFT_TYPE_COMPACT_PROTOCOL : THRIFT_TYPE_BINARY_PROTOCOL,
+      "transport", t, NULL);
+    g_autoptr (evdalDataAccessFetchResult) got = g_object_new (
+      EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+    g_autoptr (GError) error = NULL;
+    EvdWriter w;
+
+    evd_writer_init (&w, ours, protos[i]);
+    evd_response_write (&w, "r", res, G_N_ELEMENTS (res), 77);
+    evd_transport_set_input (EVD_TRANSPORT (t), ours->data, ours->len);
+    g_assert_cmpint (thrift_struct_read (THRIFT_STRUCT (got), p, &error), ==, (gint32) ours->len);
+    g_assert_no_error (error);
+    g_assert_true (got->__isset_success);
+    g_assert_cmpstr (got->success->request_id, ==, "r");
+    g_assert_cmpint (got->success->server_us, ==, 77);
+    g_assert_cmpuint (g_hash_table_size (got->success->results), ==, G_N_ELEMENTS (res));
+    for (guint k = 0; k < G_N_ELEMENTS (res); k++) {
+      evdalLookupResult *lr = g_hash_table_lookup (got->success->results, keys[k]);
+
+      g_assert_nonnull (lr);
+      g_assert_true (lr->__isset_span);
+      g_assert_cmpint (lr->span->end_us, ==, 50);
+      g_assert_cmpstr (lr->span->backend, ==, "delay");
+      if (res[k].rows != NULL) {
+        g_assert_true (lr->__isset_table && !lr->__isset_error);
+        g_assert_cmpuint (lr->table->rows->len, ==, 3);
+        g_assert_cmpstr (g_ptr_array_index (lr->table->columns, 1), ==, "name");
+      } else {
+        g_assert_true (lr->__isset_error && !lr->__isset_table);
+        g_assert_cmpint (lr->error->kind, ==, EVDAL_ERROR_KIND_BACKEND);
+        g_assert_cmpstr (lr->error->message, ==, "boom");
+      }
+    }
+  }
+}
+
+/* Text is kept whole, NUL bytes included (c_glib's evdalValue, a C string, would stop at the
+ * first), and cells read back as written. */
+static void
+test_rows_keep_what_they_are_given (void)
+{
+  static const char *const columns[] = { "a", "b" };
+  g_autoptr (EvdRows) rows = evd_rows_new (2, columns);
+  const EvdCell *c;
+
+  evd_rows_add_text (rows, "x\0y", 3);
+  evd_rows_add_real (rows, -0.5);
+  evd_rows_add_null (rows);   /* a row not yet complete is not counted */
+  g_assert_cmpuint (evd_rows_n_rows (rows), ==, 1);
+  evd_rows_add_int (rows, G_MININT64);
+  g_assert_cmpuint (evd_rows_n_rows (rows), ==, 2);
+  g_assert_cmpstr (evd_rows_column (rows, 1), ==, "b");
+  c = evd_rows_cell (rows, 0, 0);
+  g_assert_cmpint (c->kind, ==, EVD_VALUE_TEXT);
+  g_assert_cmpmem (evd_rows_cell_data (rows, c), c->len, "x\0y", 3);
+  g_assert_cmpfloat (evd_rows_cell (rows, 0, 1)->v.r, ==, -0.5);
+  g_assert_cmpint (evd_rows_cell (rows, 1, 0)->kind, ==, EVD_VALUE_NULL);
+  g_assert_cmpint (evd_rows_cell (rows, 1, 1)->v.i, ==, G_MININT64);
+  g_assert_true (evd_rows_ref (rows) == rows);
+  evd_rows_unref (rows);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/writer/tokens-match-c_glib", test_tokens_match_c_glib);
+  g_test_add_func ("/writer/rows-match-c_glib-table", test_rows_match_c_glib_table);
+  g_test_add_func ("/writer/one-result-reply-matches-c_glib",
+                   test_one_result_reply_matches_c_glib);
+  g_test_add_func ("/writer/many-results-decode-with-c_glib",
+                   test_many_results_decode_with_c_glib);
+  g_test_add_func ("/writer/rows-keep-what-they-are-given", test_rows_keep_what_they_are_given);
+  return g_test_run ();
+}
