@@ -21,7 +21,17 @@ typedef struct {
 
 struct _EvdSqlitePool {
   char *path;
-  GAsyncQueue *queue;          /* EvdSqliteJob *; the pool itself means "stop" */
+  /* The queue. A loop that submits wakes at most one idle worker, and only when no wakeup
+   * is already on its way; a worker that takes a job and sees more waiting wakes the next.
+   * So a fetch that submits six statements costs its loop one futex wake, not six: the
+   * wakeups that spread the work over the workers are made by the workers themselves. */
+  GMutex lock;
+  GCond cond;
+  GQueue waiting;              /* EvdSqliteJob *, in submission order */
+  guint idle;                  /* workers waiting on cond */
+  gboolean waking;             /* signalled, and the woken worker has not taken the lock yet */
+  gboolean stopping;           /* the workers exit once waiting is empty */
+  gint queued;                 /* atomic mirror of waiting.length, for metrics */
   GPtrArray *workers;          /* EvdSqliteWorker * */
   gint busy;                   /* atomic */
   guint64 busy_us;             /* atomic */
@@ -196,14 +206,49 @@ evd_sqlite_on_progress (void *arg)
                          g_get_monotonic_time () >= job->deadline_us);
 }
 
+/* Signals one idle worker unless one is already being woken; under the lock. TRUE when the
+ * caller must g_cond_signal once it has unlocked. */
+static gboolean
+evd_sqlite_want_wake (EvdSqlitePool *pool)
+{
+  if (pool->idle == 0 || pool->waking || g_queue_is_empty (&pool->waiting))
+    return FALSE;
+  pool->waking = TRUE;
+  return TRUE;
+}
+
+/* The next job, waiting for one; NULL once the pool stops and the queue is empty. */
+static EvdSqliteJob *
+evd_sqlite_take (EvdSqlitePool *pool)
+{
+  EvdSqliteJob *job;
+  gboolean wake;
+
+  g_mutex_lock (&pool->lock);
+  while (g_queue_is_empty (&pool->waiting) && !pool->stopping) {
+    pool->idle++;
+    g_cond_wait (&pool->cond, &pool->lock);
+    pool->idle--;
+    pool->waking = FALSE;  /* the wakeup (or a spurious one) has landed */
+  }
+  job = g_queue_pop_head (&pool->waiting);
+  if (job != NULL)
+    g_atomic_int_add (&pool->queued, -1);
+  wake = evd_sqlite_want_wake (pool);
+  g_mutex_unlock (&pool->lock);
+  if (wake)
+    g_cond_signal (&pool->cond);
+  return job;
+}
+
 static gpointer
 evd_sqlite_worker_main (gpointer data)
 {
   EvdSqliteWorker *w = data;
-  gpointer item;
+  EvdSqliteJob *job;
 
-  while ((item = g_async_queue_pop (w->pool->queue)) != w->pool)
-    evd_sqlite_serve (w, item);
+  while ((job = evd_sqlite_take (w->pool)) != NULL)
+    evd_sqlite_serve (w, job);
   return NULL;
 }
 
@@ -249,7 +294,9 @@ evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError 
   g_autoptr (EvdSqlitePool) pool = g_new0 (EvdSqlitePool, 1);
 
   pool->path = g_strdup (path);
-  pool->queue = g_async_queue_new ();
+  g_mutex_init (&pool->lock);
+  g_cond_init (&pool->cond);
+  g_queue_init (&pool->waiting);
   pool->workers = g_ptr_array_new ();
   for (int i = 0; i < workers; i++) {
     EvdSqliteWorker *w = g_new0 (EvdSqliteWorker, 1);
@@ -274,8 +321,10 @@ evd_sqlite_pool_free (EvdSqlitePool *pool)
 {
   if (pool == NULL)
     return;
-  for (guint i = 0; i < pool->workers->len; i++)
-    g_async_queue_push (pool->queue, pool);
+  g_mutex_lock (&pool->lock);
+  pool->stopping = TRUE;
+  g_cond_broadcast (&pool->cond);
+  g_mutex_unlock (&pool->lock);
   for (guint i = 0; i < pool->workers->len; i++) {
     EvdSqliteWorker *w = pool->workers->pdata[i];
 
@@ -286,7 +335,8 @@ evd_sqlite_pool_free (EvdSqlitePool *pool)
     g_free (w);
   }
   g_ptr_array_unref (pool->workers);
-  g_async_queue_unref (pool->queue);
+  g_mutex_clear (&pool->lock);
+  g_cond_clear (&pool->cond);
   g_free (pool->path);
   g_free (pool);
 }
@@ -359,7 +409,15 @@ evd_sqlite_pool_prepare (EvdSqlitePool *pool, const char *sql, GPtrArray **param
 void
 evd_sqlite_pool_submit (EvdSqlitePool *pool, EvdSqliteJob *job)
 {
-  g_async_queue_push (pool->queue, job);
+  gboolean wake;
+
+  g_mutex_lock (&pool->lock);
+  g_queue_push_tail (&pool->waiting, job);
+  g_atomic_int_inc (&pool->queued);
+  wake = evd_sqlite_want_wake (pool);
+  g_mutex_unlock (&pool->lock);
+  if (wake)
+    g_cond_signal (&pool->cond);
 }
 
 void
@@ -371,7 +429,7 @@ evd_sqlite_job_cancel (EvdSqliteJob *job)
 guint
 evd_sqlite_pool_queued (EvdSqlitePool *pool)
 {
-  return (guint) MAX (g_async_queue_length (pool->queue), 0);
+  return (guint) MAX (g_atomic_int_get (&pool->queued), 0);
 }
 
 guint

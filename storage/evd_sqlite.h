@@ -5,7 +5,9 @@
  * opens the database read-only (SQLITE_OPEN_READONLY and PRAGMA query_only), prepares every
  * registered statement once, and reuses it. Jobs wait in one queue per pool (its lock is
  * shared by that pool's workers and by the loops handing work over: never by all loops
- * together for anything else).
+ * together for anything else). A submitting loop wakes at most one worker; workers wake
+ * each other for the rest (see evd_sqlite.c), so the loop's cost does not grow with the
+ * statements a fetch runs.
  *
  * The life of a job. evd_sqlite_pool_submit() queues it; a worker binds its params by name,
  * steps the statement and builds the rows, then calls job->done from the worker thread,
