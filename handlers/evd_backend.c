@@ -45,23 +45,6 @@ evd_backend_kinds (void)
 
 /* ---- Params. ---- */
 
-EvdValueKind
-evd_value_kind (const evdalValue *v)
-{
-  int n = v->__isset_null_value + v->__isset_int_value + v->__isset_real_value +
-          v->__isset_text_value + v->__isset_blob_value;
-
-  if (n != 1)
-    return EVD_VALUE_INVALID;
-  if (v->__isset_null_value)
-    return EVD_VALUE_NULL;
-  if (v->__isset_int_value)
-    return EVD_VALUE_INT;
-  if (v->__isset_real_value)
-    return EVD_VALUE_REAL;
-  return v->__isset_text_value ? EVD_VALUE_TEXT : EVD_VALUE_BLOB;
-}
-
 const char *
 evd_value_kind_name (EvdValueKind kind)
 {

@@ -27,6 +27,7 @@
 
 #include "evd_config.h"
 #include "evd_loop.h"
+#include "evd_request.h"
 #include "evd_rows.h"
 #include "evd_thrift.h"
 
@@ -99,8 +100,10 @@ char *evd_backend_kinds (void);
 /* ---- The call handle, for backends. ---- */
 
 const EvdRequestContext *evd_backend_call_context (EvdBackendCall *call);
-/* The call's params as checked against the spec: char * -> evdalValue *. */
-GHashTable *evd_backend_call_params (EvdBackendCall *call);
+/* A param of the call, as checked against the spec; NULL when the call did not give it. */
+const EvdValue *evd_backend_call_param (EvdBackendCall *call, const char *name);
+/* All of them (distinct names). Valid until the call is completed. */
+const EvdParam *evd_backend_call_params (EvdBackendCall *call, guint *n_params);
 /* The loop the request lives on: timers and sockets of the call belong there. */
 EvdLoop *evd_backend_call_loop (EvdBackendCall *call);
 /* Monotonic time by which this call must be answered. */
@@ -114,9 +117,8 @@ void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 
-/* ---- Params (c_glib's decoded Values). ---- */
+/* ---- Params. ---- */
 
-EvdValueKind evd_value_kind (const evdalValue *v);
 const char *evd_value_kind_name (EvdValueKind kind);
 
 G_END_DECLS

@@ -63,14 +63,16 @@ evd_delay_start (gpointer backend, EvdBackendCall *call)
 {
   EvdDelay *d = backend;
   EvdDelayCall *dc = g_new0 (EvdDelayCall, 1);
-  evdalValue *v = g_hash_table_lookup (evd_backend_call_params (call), "delay_ms");
+  const EvdValue *v = evd_backend_call_param (call, "delay_ms");
   struct timeval tv;
 
-  dc->ms = v && v->__isset_int_value ? v->int_value : d->default_ms;
+  dc->ms = v && v->kind == EVD_VALUE_INT ? v->i : d->default_ms;
   if (dc->ms < 0 || dc->ms > EVD_DELAY_MAX_MS) {
+    gint64 ms = dc->ms;
+
     g_free (dc);
     evd_backend_call_fail (call, EVDAL_ERROR_KIND_BAD_PARAMS,
-                           "param delay_ms: %" G_GINT64_FORMAT " is outside 0..%d", v->int_value,
+                           "param delay_ms: %" G_GINT64_FORMAT " is outside 0..%d", ms,
                            EVD_DELAY_MAX_MS);
     return;
   }

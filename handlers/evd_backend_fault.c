@@ -143,12 +143,12 @@ evd_fault_start (gpointer backend, EvdBackendCall *call)
 {
   EvdFault *f = backend;
   EvdFaultCall *fc = g_new0 (EvdFaultCall, 1);
-  evdalValue *v = g_hash_table_lookup (evd_backend_call_params (call), "delay_ms");
+  const EvdValue *v = evd_backend_call_param (call, "delay_ms");
   struct timeval tv;
 
   fc->call = call;
   fc->mode = f->mode;
-  fc->delay_ms = v && v->__isset_int_value ? CLAMP (v->int_value, 0, 60000) : f->delay_ms;
+  fc->delay_ms = v && v->kind == EVD_VALUE_INT ? CLAMP (v->i, 0, 60000) : f->delay_ms;
   switch (f->mode) {
   case FAULT_FAIL:
     g_free (fc);

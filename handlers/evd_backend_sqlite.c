@@ -38,7 +38,6 @@ typedef struct {
 typedef struct {
   EvdSqliteJob job;
   EvdBackendCall *call;
-  GHashTable *params;
 } EvdSqliteCall;
 
 /* ---- [database NAME] ---- */
@@ -204,9 +203,8 @@ evd_sqlite_start (gpointer backend, EvdBackendCall *call)
   EvdSqliteCall *sc = g_new0 (EvdSqliteCall, 1);
 
   sc->call = call;
-  sc->params = g_hash_table_ref (evd_backend_call_params (call));
   sc->job.stmt = l->stmt;
-  sc->job.params = sc->params;
+  sc->job.params = evd_backend_call_params (call, &sc->job.n_params);
   sc->job.max_rows = l->max_rows;
   sc->job.deadline_us = evd_backend_call_deadline_us (call);
   sc->job.done = evd_sqlite_on_done;
@@ -230,7 +228,6 @@ evd_sqlite_release (gpointer backend, EvdBackendCall *call)
 
   (void) backend;
   *evd_backend_call_data (call) = NULL;
-  g_hash_table_unref (sc->params);
   g_free (sc);
 }
 

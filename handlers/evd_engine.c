@@ -31,7 +31,8 @@ struct _EvdSlot {
   EvdFetch *fetch;
   EvdLookup *lookup;
   GPtrArray *keys;            /* char *, the calls' keys */
-  GHashTable *params;         /* the first call's params (ref), NULL when none were given */
+  const EvdParam *params;     /* the first call's params, in the request */
+  guint n_params;
   gboolean critical;          /* any of its calls is */
   gint64 deadline_us;
   EvdBackendCall *bcall;      /* while the backend has it */
@@ -49,7 +50,7 @@ struct _EvdFetch {
   EvdCall *rpc;               /* NULL once answered */
   EvdLoop *loop;
   EvdRequestContext ctx;
-  evdalFetchRequest *request; /* ref: the calls' keys and params live in it */
+  EvdFetchRequest *request;   /* ref: the calls' keys and params live in it */
   GPtrArray *slots;           /* EvdSlot * */
   GHashTable *early;          /* key -> evdalLookupError *: calls refused before running */
   guint pending;              /* slots not done */
@@ -60,7 +61,8 @@ struct _EvdBackendCall {
   EvdSlot *slot;              /* NULL once the slot stopped waiting for it */
   EvdFetch *fetch;            /* a ref: the context must outlive every backend call */
   EvdLookup *lookup;
-  GHashTable *params;
+  const EvdParam *params;     /* in the request, which the fetch holds */
+  guint n_params;
   gint64 deadline_us;
   gpointer data;
   gboolean completed;
@@ -98,7 +100,6 @@ evd_fetch_unref (EvdFetch *f)
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
     g_ptr_array_unref (s->keys);
-    g_clear_pointer (&s->params, g_hash_table_unref);
     g_clear_pointer (&s->timer, event_free);
     g_clear_pointer (&s->rows, evd_rows_unref);
     g_clear_object (&s->error);
@@ -106,7 +107,7 @@ evd_fetch_unref (EvdFetch *f)
   }
   g_ptr_array_unref (f->slots);
   g_hash_table_unref (f->early);
-  g_object_unref (f->request);
+  evd_request_unref (f->request);
   g_free (f->ctx.request_id);
   g_free (f->ctx.principal);
   g_hash_table_unref (f->ctx.attributes);
@@ -120,7 +121,6 @@ evd_bcall_unref (EvdBackendCall *b)
 {
   if (--b->refs > 0)
     return;
-  g_clear_pointer (&b->params, g_hash_table_unref);
   evd_fetch_unref (b->fetch);
   g_free (b);
 }
@@ -200,9 +200,16 @@ evd_backend_call_context (EvdBackendCall *call)
   return &call->fetch->ctx;
 }
 
-GHashTable *
-evd_backend_call_params (EvdBackendCall *call)
+const EvdValue *
+evd_backend_call_param (EvdBackendCall *call, const char *name)
 {
+  return evd_request_param (call->params, call->n_params, name);
+}
+
+const EvdParam *
+evd_backend_call_params (EvdBackendCall *call, guint *n_params)
+{
+  *n_params = call->n_params;
   return call->params;
 }
 
@@ -310,8 +317,8 @@ evd_slot_start (EvdSlot *slot)
   b->fetch = f;
   f->refs++;
   b->lookup = slot->lookup;
-  b->params = slot->params ? g_hash_table_ref (slot->params)
-                           : g_hash_table_new (g_str_hash, g_str_equal);
+  b->params = slot->params;
+  b->n_params = slot->n_params;
   b->deadline_us = slot->deadline_us;
   slot->bcall = b;
   g_atomic_int_inc (&f->engine->counters->outstanding);
@@ -460,7 +467,7 @@ evd_fetch_reply_failed (EvdCall *rpc, const char *failed_key, evdalLookupError *
 static const char *
 evd_fetch_key_lookup (EvdFetch *f, const char *key)
 {
-  evdalLookupCall *call = f->request->calls ? g_hash_table_lookup (f->request->calls, key) : NULL;
+  const EvdFetchCall *call = evd_request_call (f->request, key);
 
   return call != NULL ? call->lookup : NULL;
 }
@@ -624,126 +631,123 @@ evd_engine_overloaded_new (char *message)
 
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
 static evdalLookupError *
-evd_engine_check_params (EvdLookup *l, GHashTable *params)
+evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
 {
   const EvdLookupSpec *spec = evd_lookup_spec (l);
   static const EvdValueKind wanted[] = {
     [EVD_PARAM_INT] = EVD_VALUE_INT, [EVD_PARAM_REAL] = EVD_VALUE_REAL,
     [EVD_PARAM_TEXT] = EVD_VALUE_TEXT, [EVD_PARAM_BLOB] = EVD_VALUE_BLOB,
   };
-  GHashTableIter it;
-  gpointer name, value;
 
-  g_hash_table_iter_init (&it, params);
-  while (g_hash_table_iter_next (&it, &name, &value)) {
+  for (guint i = 0; i < call->n_params; i++) {
+    const char *name = call->params[i].name;
+    const EvdValue *v = &call->params[i].value;
     const EvdParamSpec *p = evd_lookup_param (l, name);
-    EvdValueKind kind = evd_value_kind (value);
 
     if (p == NULL) {
       g_autofree char *names = evd_lookup_param_names (l);
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
-                            "it (it takes: %s)", (char *) name, spec->name, names);
+                            "it (it takes: %s)", name, spec->name, names);
     }
-    if (kind == EVD_VALUE_TEXT && !g_utf8_validate (((evdalValue *) value)->text_value, -1, NULL))
+    if (v->kind == EVD_VALUE_TEXT && !g_utf8_validate_len (v->data, v->len, NULL))
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
-                            (char *) name);
-    if (kind == EVD_VALUE_INVALID ||
-        (p->type != EVD_PARAM_ANY && kind != EVD_VALUE_NULL && kind != wanted[p->type]) ||
-        (p->type != EVD_PARAM_ANY && kind == EVD_VALUE_NULL && p->required))
+                            name);
+    if (v->kind == EVD_VALUE_INVALID ||
+        (p->type != EVD_PARAM_ANY && v->kind != EVD_VALUE_NULL && v->kind != wanted[p->type]) ||
+        (p->type != EVD_PARAM_ANY && v->kind == EVD_VALUE_NULL && p->required))
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: expected %s, got %s",
-                            (char *) name, p->type == EVD_PARAM_ANY ? "a value"
-                            : evd_value_kind_name (wanted[p->type]), evd_value_kind_name (kind));
+                            name, p->type == EVD_PARAM_ANY ? "a value"
+                            : evd_value_kind_name (wanted[p->type]), evd_value_kind_name (v->kind));
   }
   for (guint i = 0; i < spec->params->len; i++) {
     const EvdParamSpec *p = &g_array_index (spec->params, EvdParamSpec, i);
-    if (p->required && !g_hash_table_contains (params, p->name))
+    if (p->required && evd_request_param (call->params, call->n_params, p->name) == NULL)
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: required by lookup %s",
                             p->name, spec->name);
   }
   return NULL;
 }
 
-/* Canonical text of (lookup, deadline, params) for spotting duplicate calls. Every piece is
- * length-prefixed, so no two different calls can share a key. */
-static char *
-evd_engine_dedup_key (const char *lookup, gint64 deadline_us, GHashTable *params)
+static gboolean
+evd_engine_same_value (const EvdValue *a, const EvdValue *b)
 {
-  GString *s = g_string_new (NULL);
-  g_autoptr (GList) names = params ? g_hash_table_get_keys (params) : NULL;
-
-  g_string_append_printf (s, "%zu:%s|%" G_GINT64_FORMAT, strlen (lookup), lookup, deadline_us);
-  names = g_list_sort (names, (GCompareFunc) strcmp);
-  for (GList *n = names; n != NULL; n = n->next) {
-    const evdalValue *v = g_hash_table_lookup (params, n->data);
-    g_string_append_printf (s, "|%zu:%s=%d:", strlen (n->data), (char *) n->data,
-                            evd_value_kind (v));
-    switch (evd_value_kind (v)) {
-    case EVD_VALUE_INT: g_string_append_printf (s, "%" G_GINT64_FORMAT, v->int_value); break;
-    case EVD_VALUE_REAL: g_string_append_printf (s, "%a", v->real_value); break;
-    case EVD_VALUE_TEXT:
-      g_string_append_printf (s, "%zu:%s", strlen (v->text_value), v->text_value);
-      break;
-    case EVD_VALUE_BLOB:
-      g_string_append_printf (s, "%u:", v->blob_value->len);
-      g_string_append_len (s, (const char *) v->blob_value->data, v->blob_value->len);
-      break;
-    default: break;
-    }
+  if (a->kind != b->kind)
+    return FALSE;
+  switch (a->kind) {
+  case EVD_VALUE_INT: return a->i == b->i;
+  case EVD_VALUE_REAL: return memcmp (&a->r, &b->r, sizeof a->r) == 0;  /* bits: NaN, -0.0 */
+  case EVD_VALUE_TEXT:
+  case EVD_VALUE_BLOB: return a->len == b->len && memcmp (a->data, b->data, a->len) == 0;
+  default: return TRUE;
   }
-  return g_string_free (s, FALSE);
+}
+
+/* The slot already planned for the same lookup, time budget and params, if any: calls that
+ * name it run once and share its result. Params have distinct names (evd_request), so equal
+ * counts and every one of ours found equal in theirs means the same set. A fetch has at most
+ * max_calls slots: comparing with each costs less than building and hashing a key per call. */
+static EvdSlot *
+evd_engine_find_slot (EvdFetch *f, EvdLookup *l, gint64 deadline_us, const EvdFetchCall *call)
+{
+  for (guint i = 0; i < f->slots->len; i++) {
+    EvdSlot *s = f->slots->pdata[i];
+    gboolean same = s->lookup == l && s->deadline_us == deadline_us &&
+                    s->n_params == call->n_params;
+
+    for (guint k = 0; same && k < call->n_params; k++) {
+      const EvdValue *theirs = evd_request_param (s->params, s->n_params, call->params[k].name);
+      same = theirs != NULL && evd_engine_same_value (theirs, &call->params[k].value);
+    }
+    if (same)
+      return s;
+  }
+  return NULL;
 }
 
 static gint64
-evd_engine_call_deadline (EvdFetch *f, EvdLookup *l, const evdalLookupCall *call)
+evd_engine_call_deadline (EvdFetch *f, EvdLookup *l, const EvdFetchCall *call)
 {
   gint64 deadline = f->ctx.deadline_us;
 
   if (evd_lookup_timeout_ms (l) > 0)
     deadline = MIN (deadline, f->ctx.start_us + evd_lookup_timeout_ms (l) * (gint64) 1000);
-  if (call->__isset_timeout_ms)
+  if (call->has_timeout)
     deadline = MIN (deadline, f->ctx.start_us + call->timeout_ms * (gint64) 1000);
   return deadline;
 }
 
 /* Resolves one call to a slot (new or shared), or to an early error. */
 static evdalLookupError *
-evd_engine_plan_call (EvdFetch *f, GHashTable *by_key, const char *key,
-                      const evdalLookupCall *call)
+evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
 {
-  EvdLookup *l = call->lookup ? evd_lookup_set_find (f->engine->lookups, call->lookup) : NULL;
-  GHashTable *params = call->__isset_params ? call->params : NULL;
-  g_autofree char *dedup = NULL;
+  EvdLookup *l = evd_lookup_set_find (f->engine->lookups, call->lookup);
   evdalLookupError *e;
   EvdSlot *slot;
+  gint64 deadline;
 
   if (l == NULL)
     return evd_error_new (EVDAL_ERROR_KIND_UNKNOWN_LOOKUP, "no lookup named \"%s\"",
-                          call->lookup ? call->lookup : "");
-  if (call->__isset_timeout_ms && call->timeout_ms <= 0)
+                          call->lookup);
+  if (call->has_timeout && call->timeout_ms <= 0)
     return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "timeout_ms must be positive, got %d",
                           call->timeout_ms);
-  if (params == NULL) {
-    g_autoptr (GHashTable) none = g_hash_table_new (g_str_hash, g_str_equal);
-    e = evd_engine_check_params (l, none);  /* are any params required? */
-  } else {
-    e = evd_engine_check_params (l, params);
-  }
+  e = evd_engine_check_params (l, call);
   if (e != NULL)
     return e;
-  dedup = evd_engine_dedup_key (call->lookup, evd_engine_call_deadline (f, l, call), params);
-  slot = g_hash_table_lookup (by_key, dedup);
+  deadline = evd_engine_call_deadline (f, l, call);
+  slot = evd_engine_find_slot (f, l, deadline, call);
   if (slot == NULL) {
     slot = g_new0 (EvdSlot, 1);
     slot->fetch = f;
     slot->lookup = l;
-    slot->keys = g_ptr_array_new_with_free_func (g_free);
-    slot->params = params ? g_hash_table_ref (params) : NULL;
-    slot->deadline_us = evd_engine_call_deadline (f, l, call);
+    slot->keys = g_ptr_array_new ();
+    slot->params = call->params;
+    slot->n_params = call->n_params;
+    slot->deadline_us = deadline;
     g_ptr_array_add (f->slots, slot);
-    g_hash_table_insert (by_key, g_steal_pointer (&dedup), slot);
   }
-  g_ptr_array_add (slot->keys, g_strdup (key));
-  slot->critical |= call->__isset_critical && call->critical;
+  g_ptr_array_add (slot->keys, (gpointer) call->key);  /* the request holds the keys */
+  slot->critical |= call->critical;
   return NULL;
 }
 
@@ -751,21 +755,17 @@ evd_engine_plan_call (EvdFetch *f, GHashTable *by_key, const char *key,
 static const char *
 evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
 {
-  g_autoptr (GHashTable) by_key = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  GHashTableIter it;
-  gpointer key, value;
   const char *critical_key = NULL;
 
-  g_hash_table_iter_init (&it, f->request->calls);
-  while (g_hash_table_iter_next (&it, &key, &value)) {
-    evdalLookupCall *call = value;
-    evdalLookupError *e = evd_engine_plan_call (f, by_key, key, call);
+  for (guint i = 0; i < f->request->n_calls; i++) {
+    const EvdFetchCall *call = &f->request->calls[i];
+    evdalLookupError *e = evd_engine_plan_call (f, call);
 
     if (e == NULL)
       continue;
-    g_hash_table_insert (f->early, g_strdup (key), e);
-    if (call->__isset_critical && call->critical && critical_key == NULL) {
-      critical_key = key;
+    g_hash_table_insert (f->early, (gpointer) call->key, e);
+    if (call->critical && critical_key == NULL) {
+      critical_key = call->key;
       *critical_error = e;
     }
   }
@@ -773,40 +773,35 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
 }
 
 static void
-evd_engine_make_context (EvdEngine *engine, EvdFetch *f, evdalRequestContext *c, gint64 start)
+evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *req,
+                         gint64 start)
 {
-  gboolean has = c != NULL;
-  int deadline_ms = has && c->__isset_deadline_ms ? c->deadline_ms : engine->sc->deadline_ms;
+  int deadline_ms = req->has_deadline ? req->deadline_ms : engine->sc->deadline_ms;
 
   f->ctx.start_us = start;
   f->ctx.deadline_us = start + deadline_ms * (gint64) 1000;
-  f->ctx.trace = has && c->__isset_trace && c->trace;
-  f->ctx.principal = has && c->__isset_principal ? g_strdup (c->principal) : NULL;
-  if (has && c->__isset_request_id && c->request_id != NULL && *c->request_id != '\0')
-    f->ctx.request_id = g_strdup (c->request_id);
+  f->ctx.trace = req->trace;
+  f->ctx.principal = g_strdup (req->principal);
+  if (req->request_id != NULL && *req->request_id != '\0')
+    f->ctx.request_id = g_strdup (req->request_id);
   else
     f->ctx.request_id = g_strdup_printf ("%s-%012" G_GINT64_MODIFIER "x",
                                          engine->counters->id_prefix,
                                          (guint64) __atomic_fetch_add (&engine->counters->next_id,
                                                                        1, __ATOMIC_RELAXED));
   f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
-  if (has && c->__isset_attributes && c->attributes != NULL) {
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init (&it, c->attributes);
-    while (g_hash_table_iter_next (&it, &k, &v))
-      g_hash_table_insert (f->ctx.attributes, g_strdup (k), g_strdup (v));
-  }
+  for (guint i = 0; i < req->n_attributes; i++)
+    g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
+                         g_strdup (req->attributes[i].value));
 }
 
 static void evd_engine_refuse (EvdEngine *engine, EvdCall *rpc, const EvdRpcCanned *reply);
 
 /* Refuses what must not start at all; TRUE when the fetch may go on. */
 static gboolean
-evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
+evd_engine_admit (EvdEngine *engine, EvdCall *rpc, const EvdFetchRequest *request)
 {
-  guint n = request->calls ? g_hash_table_size (request->calls) : 0;
-  evdalRequestContext *c = request->__isset_context ? request->context : NULL;
+  guint n = request->n_calls;
 
   if (n == 0) {
     evd_engine_invalid (engine, rpc, "no calls: FetchRequest.calls is empty");
@@ -816,8 +811,9 @@ evd_engine_admit (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
     evd_engine_invalid (engine, rpc, "%u calls, more than max_calls (%d)", n, engine->sc->max_calls);
     return FALSE;
   }
-  if (c != NULL && c->__isset_deadline_ms && c->deadline_ms <= 0) {
-    evd_engine_invalid (engine, rpc, "context.deadline_ms must be positive, got %d", c->deadline_ms);
+  if (request->has_deadline && request->deadline_ms <= 0) {
+    evd_engine_invalid (engine, rpc, "context.deadline_ms must be positive, got %d",
+                        request->deadline_ms);
     return FALSE;
   }
   /* Checked again after decoding: the shed check before it (evd_engine_busy) is advisory,
@@ -883,7 +879,7 @@ evd_engine_shed_reply_new (char *message)
 }
 
 void
-evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
+evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, EvdFetchRequest *request)
 {
   EvdFetch *f;
   evdalLookupError *critical_error = NULL;
@@ -896,11 +892,10 @@ evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, evdalFetchRequest *request)
   f->engine = evd_engine_ref (engine);
   f->rpc = rpc;
   f->loop = evd_call_loop (rpc);
-  f->request = g_object_ref (request);
+  f->request = evd_request_ref (request);
   f->slots = g_ptr_array_new ();
-  f->early = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_object_unref);
-  evd_engine_make_context (engine, f, request->__isset_context ? request->context : NULL,
-                           evd_call_read_us (rpc));
+  f->early = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_object_unref);
+  evd_engine_make_context (engine, f, request, evd_call_read_us (rpc));
   evd_call_on_cancel (rpc, evd_fetch_on_rpc_cancel, f);
   critical_key = evd_engine_plan (f, &critical_error);
   f->pending = f->slots->len;

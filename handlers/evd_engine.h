@@ -17,6 +17,7 @@
 #include "evd_config.h"
 #include "evd_lookup.h"
 #include "evd_metrics.h"
+#include "evd_request.h"
 #include "evd_rpc.h"
 #include "evd_trace.h"
 
@@ -51,7 +52,7 @@ EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
 
 /* Runs `request` and completes `call` with a DataAccessFetchResult (the response or a
  * declared exception). Takes its own reference to the request. */
-void evd_engine_fetch (EvdEngine *engine, EvdCall *call, evdalFetchRequest *request);
+void evd_engine_fetch (EvdEngine *engine, EvdCall *call, EvdFetchRequest *request);
 
 /* Whether `loop` is further behind than max_queue_ms: fetches arriving now are refused. */
 gboolean evd_engine_lagging (EvdEngine *engine, EvdLoop *loop);

@@ -45,7 +45,7 @@ evd_service_engine (EvdDataAccess *da, EvdCall *call)
 }
 
 static void
-evd_service_ping (EvdCall *call, ThriftStruct *args, gpointer data)
+evd_service_ping (EvdCall *call, gpointer args, gpointer data)
 {
   evdalDataAccessPingResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_PING_RESULT, NULL);
 
@@ -75,7 +75,7 @@ evd_service_lookup_info (EvdLookup *l)
 }
 
 static void
-evd_service_lookups (EvdCall *call, ThriftStruct *args, gpointer data)
+evd_service_lookups (EvdCall *call, gpointer args, gpointer data)
 {
   EvdLookupSet *set = evd_engine_lookups (evd_service_engine (data, call));
   evdalDataAccessLookupsResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_LOOKUPS_RESULT, NULL);
@@ -90,14 +90,26 @@ evd_service_lookups (EvdCall *call, ThriftStruct *args, gpointer data)
 }
 
 static void
-evd_service_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
+evd_service_fetch (EvdCall *call, gpointer args, gpointer data)
 {
-  evd_engine_fetch (evd_service_engine (data, call), call,
-                    EVDAL_DATA_ACCESS_FETCH_ARGS (args)->request);
+  evd_engine_fetch (evd_service_engine (data, call), call, args);
+}
+
+/* fetch's args are decoded by hand into plain C (evd_request), not by c_glib. */
+static gpointer
+evd_service_fetch_decode (EvdProto proto, const guint8 *body, gsize len, GError **error)
+{
+  return evd_request_decode (proto, body, len, error);
 }
 
 static void
-evd_service_fetch_shed (EvdCall *call, ThriftStruct *args, gpointer data)
+evd_service_fetch_free (gpointer args)
+{
+  evd_request_unref (args);
+}
+
+static void
+evd_service_fetch_shed (EvdCall *call, gpointer args, gpointer data)
 {
   (void) args;
   evd_engine_shed (evd_service_engine (data, call), call);
@@ -203,12 +215,17 @@ evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces)
   EvdDataAccess *da = g_new0 (EvdDataAccess, 1);
 
   /* GTypes are known only at run time, so the table is filled here. */
-  da->methods[0] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, evd_service_fetch,
-                                 evd_service_fetch_shed };
-  da->methods[1] = (EvdMethod) { "lookups", EVDAL_TYPE_DATA_ACCESS_LOOKUPS_ARGS,
-                                 evd_service_lookups, NULL };
-  da->methods[2] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, evd_service_ping,
-                                 NULL };
+  da->methods[0] = (EvdMethod) {
+    .name = "fetch", .handler = evd_service_fetch, .shed = evd_service_fetch_shed,
+    .decode = evd_service_fetch_decode, .free_args = evd_service_fetch_free,
+  };
+  da->methods[1] = (EvdMethod) {
+    .name = "lookups", .args_type = EVDAL_TYPE_DATA_ACCESS_LOOKUPS_ARGS,
+    .handler = evd_service_lookups,
+  };
+  da->methods[2] = (EvdMethod) {
+    .name = "ping", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS, .handler = evd_service_ping,
+  };
   da->service.name = "DataAccess";
   da->service.methods = da->methods;
   da->service.n_methods = G_N_ELEMENTS (da->methods);

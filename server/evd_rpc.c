@@ -11,7 +11,7 @@ struct _EvdCall {
   EvdLoop *loop;
   const EvdMethod *method;
   gpointer service_data;
-  ThriftStruct *args;          /* decoded; NULL when the call failed before its handler */
+  gpointer args;               /* decoded; NULL when the call failed before its handler */
   char *name;                  /* method name without a service prefix, for the reply */
   gint32 seqid;
   guint8 type;                 /* EVD_MSG_CALL or EVD_MSG_ONEWAY */
@@ -279,12 +279,16 @@ evd_rpc_resolve (EvdCall *call, const EvdService *service, const EvdWireScanner 
   return m;
 }
 
-static ThriftStruct *
-evd_rpc_decode_args (EvdLoop *loop, EvdWireFormat fmt, GType type, const guint8 *body,
+static gpointer
+evd_rpc_decode_args (EvdLoop *loop, EvdWireFormat fmt, const EvdMethod *m, const guint8 *body,
                      gsize len, GError **error)
 {
   EvdRpcCodec *c = evd_rpc_codec (loop);
-  g_autoptr (GObject) args = g_object_new (type, NULL);
+  g_autoptr (GObject) args = NULL;
+
+  if (m->decode != NULL)
+    return m->decode (fmt.proto, body, len, error);
+  args = g_object_new (m->args_type, NULL);
 
   evd_transport_set_input (c->transport, body, len);
   if (thrift_struct_read (THRIFT_STRUCT (args), evd_rpc_codec_protocol (c, fmt.proto),
@@ -292,7 +296,7 @@ evd_rpc_decode_args (EvdLoop *loop, EvdWireFormat fmt, GType type, const guint8 
     evd_rpc_codec_reset (c, fmt.proto);
     return NULL;
   }
-  return THRIFT_STRUCT (g_steal_pointer (&args));
+  return g_steal_pointer (&args);
 }
 
 /* A call with what its header says: method, name, seqid, type, or an early error. */
@@ -350,7 +354,7 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
                               g_strdup (scan->reason));
     return call;
   }
-  call->args = evd_rpc_decode_args (loop, fmt, call->method->args_type, data + scan->body_offset,
+  call->args = evd_rpc_decode_args (loop, fmt, call->method, data + scan->body_offset,
                                     scan->msg_len - scan->body_offset, &error);
   if (call->args == NULL)
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR,
@@ -581,7 +585,12 @@ evd_call_free (EvdCall *call)
 {
   if (call == NULL)
     return;
-  g_clear_object (&call->args);
+  if (call->args != NULL) {
+    if (call->method->free_args != NULL)
+      call->method->free_args (call->args);
+    else
+      g_object_unref (call->args);
+  }
   if (call->reply != NULL)
     g_byte_array_unref (call->reply);
   g_free (call->name);

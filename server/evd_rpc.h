@@ -28,7 +28,8 @@
 G_BEGIN_DECLS
 
 typedef struct _EvdCall EvdCall;
-typedef void (*EvdMethodHandler) (EvdCall *call, ThriftStruct *args, gpointer service_data);
+/* `args` is the method's decoded args: a c_glib *Args struct, or what its `decode` made. */
+typedef void (*EvdMethodHandler) (EvdCall *call, gpointer args, gpointer service_data);
 typedef void (*EvdCancelFunc) (EvdCall *call, gpointer data);
 /* What the connection does with a finished call: runs on the call's loop. */
 typedef void (*EvdCallDoneFunc) (EvdCall *call, gpointer owner);
@@ -40,6 +41,11 @@ typedef struct {
   /* Optional: answers a call the service refused before its args were decoded (see
    * EvdService.overloaded), with args NULL: typically a declared Overloaded exception. */
   EvdMethodHandler shed;
+  /* Optional: decodes the args struct by hand instead of c_glib (args_type is then unused),
+   * for the methods on every request's path; NULL with an error when it does not decode.
+   * What it returns is freed with free_args. */
+  gpointer (*decode) (EvdProto proto, const guint8 *body, gsize len, GError **error);
+  GDestroyNotify free_args;
 } EvdMethod;
 
 typedef struct {

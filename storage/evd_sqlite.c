@@ -97,28 +97,29 @@ evd_sqlite_new_rows (sqlite3_stmt *st)
 
 /* ---- Running a job. ---- */
 
+/* Values are bound SQLITE_STATIC: they live in the request, which outlives the job, and the
+ * bindings are cleared when the statement is reset after it. */
 static int
-evd_sqlite_bind (sqlite3_stmt *st, int i, const evdalValue *v)
+evd_sqlite_bind (sqlite3_stmt *st, int i, const EvdValue *v)
 {
-  switch (evd_value_kind (v)) {
-  case EVD_VALUE_INT: return sqlite3_bind_int64 (st, i, v->int_value);
-  case EVD_VALUE_REAL: return sqlite3_bind_double (st, i, v->real_value);
-  case EVD_VALUE_TEXT: return sqlite3_bind_text (st, i, v->text_value, -1, SQLITE_TRANSIENT);
-  case EVD_VALUE_BLOB:
-    return sqlite3_bind_blob64 (st, i, v->blob_value->data, v->blob_value->len,
-                                SQLITE_TRANSIENT);
+  switch (v->kind) {
+  case EVD_VALUE_INT: return sqlite3_bind_int64 (st, i, v->i);
+  case EVD_VALUE_REAL: return sqlite3_bind_double (st, i, v->r);
+  case EVD_VALUE_TEXT: return sqlite3_bind_text (st, i, v->data, (int) v->len, SQLITE_STATIC);
+  case EVD_VALUE_BLOB: return sqlite3_bind_blob64 (st, i, v->data, v->len, SQLITE_STATIC);
   default: return sqlite3_bind_null (st, i);
   }
 }
 
 static gboolean
-evd_sqlite_bind_all (EvdSqliteWorker *w, sqlite3_stmt *st, GHashTable *params, GError **error)
+evd_sqlite_bind_all (EvdSqliteWorker *w, sqlite3_stmt *st, const EvdSqliteJob *job,
+                     GError **error)
 {
   int n = sqlite3_bind_parameter_count (st);
 
   for (int i = 1; i <= n; i++) {
     const char *name = sqlite3_bind_parameter_name (st, i);
-    evdalValue *v = name ? g_hash_table_lookup (params, name + 1) : NULL;
+    const EvdValue *v = name ? evd_request_param (job->params, job->n_params, name + 1) : NULL;
 
     /* The engine checked every required param; an absent one binds NULL. */
     if ((v ? evd_sqlite_bind (st, i, v) : sqlite3_bind_null (st, i)) != SQLITE_OK) {
@@ -148,7 +149,7 @@ evd_sqlite_run (EvdSqliteWorker *w, EvdSqliteJob *job, GError **error)
   g_autoptr (EvdRows) t = evd_sqlite_new_rows (st);
   int rc, rows = 0;
 
-  if (!evd_sqlite_bind_all (w, st, job->params, error))
+  if (!evd_sqlite_bind_all (w, st, job, error))
     return NULL;
   while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
     if (rows++ == job->max_rows) {

@@ -19,6 +19,7 @@
  */
 #pragma once
 
+#include "evd_request.h"
 #include "evd_rows.h"
 #include "evd_thrift.h"
 
@@ -32,7 +33,8 @@ typedef void (*EvdSqliteDone) (EvdSqliteJob *job, EvdRows *rows, GError *error);
 
 struct _EvdSqliteJob {
   int stmt;                 /* from evd_sqlite_pool_prepare */
-  GHashTable *params;       /* char * -> evdalValue *, borrowed until done */
+  const EvdParam *params;   /* borrowed until done */
+  guint n_params;
   int max_rows;
   gint64 deadline_us;       /* monotonic; the statement is interrupted past it */
   gint cancelled;           /* atomic */

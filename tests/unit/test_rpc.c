@@ -23,7 +23,7 @@ typedef struct {
 } TestState;
 
 static void
-test_handler_ping (EvdCall *call, ThriftStruct *args, gpointer data)
+test_handler_ping (EvdCall *call, gpointer args, gpointer data)
 {
   TestState *st = data;
   evdalDataAccessPingResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_PING_RESULT, NULL);
@@ -50,7 +50,7 @@ test_reply_later (gpointer data)
 
 /* Completes from a thread that is not the loop's. */
 static void
-test_handler_later (EvdCall *call, ThriftStruct *args, gpointer data)
+test_handler_later (EvdCall *call, gpointer args, gpointer data)
 {
   TestState *st = data;
 
@@ -71,7 +71,7 @@ test_on_cancel (EvdCall *call, gpointer data)
 
 /* Keeps the call open until cancelled. */
 static void
-test_handler_hold (EvdCall *call, ThriftStruct *args, gpointer data)
+test_handler_hold (EvdCall *call, gpointer args, gpointer data)
 {
   TestState *st = data;
 
@@ -83,7 +83,7 @@ test_handler_hold (EvdCall *call, ThriftStruct *args, gpointer data)
 
 /* Replies with the number of calls in the request, to prove the args decoded. */
 static void
-test_handler_fetch (EvdCall *call, ThriftStruct *args, gpointer data)
+test_handler_fetch (EvdCall *call, gpointer args, gpointer data)
 {
   TestState *st = data;
   evdalDataAccessFetchResult *r = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
@@ -102,7 +102,7 @@ static EvdRpcCanned *shed_canned;
 
 /* Refused before decoding: args must be NULL. */
 static void
-test_handler_shed (EvdCall *call, ThriftStruct *args, gpointer data)
+test_handler_shed (EvdCall *call, gpointer args, gpointer data)
 {
   TestState *st = data;
 
@@ -566,12 +566,14 @@ main (int argc, char **argv)
 
   evthread_use_pthreads ();
   g_test_init (&argc, &argv, NULL);
-  methods[0] = (EvdMethod) { "ping", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_ping, NULL };
-  methods[1] = (EvdMethod) { "later", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_later,
-                             NULL };
-  methods[2] = (EvdMethod) { "hold", EVDAL_TYPE_DATA_ACCESS_PING_ARGS, test_handler_hold, NULL };
-  methods[3] = (EvdMethod) { "fetch", EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS, test_handler_fetch,
-                             test_handler_shed };
+  methods[0] = (EvdMethod) { .name = "ping", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS,
+                             .handler = test_handler_ping };
+  methods[1] = (EvdMethod) { .name = "later", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS,
+                             .handler = test_handler_later };
+  methods[2] = (EvdMethod) { .name = "hold", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS,
+                             .handler = test_handler_hold };
+  methods[3] = (EvdMethod) { .name = "fetch", .args_type = EVDAL_TYPE_DATA_ACCESS_FETCH_ARGS,
+                             .handler = test_handler_fetch, .shed = test_handler_shed };
   shed_result = g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
   shed_result->success->request_id = g_strdup ("shed");
   shed_result->success->__isset_request_id = TRUE;

@@ -1,0 +1,636 @@
+/* evd_request: DataAccess.fetch's args decoded by hand into plain C (see evd_request.h). */
+#include "evd_request.h"
+
+#include <string.h>
+
+#include "evd_wire.h"
+
+G_DEFINE_QUARK (evd-request-error-quark, evd_request_error)
+
+/* ---- Reading the wire. ---- */
+
+typedef struct {
+  const guint8 *p, *end;
+  EvdProto proto;
+  gint16 last_fid;          /* compact: the previous field id of the struct being read */
+  gboolean bool_pending;    /* compact: a bool field whose value came in its header */
+  gboolean bool_value;
+  const char *bad;          /* the first problem found; reading stops there */
+  guint depth;
+} EvdReader;
+
+static gboolean
+evd_reader_fail (EvdReader *r, const char *why)
+{
+  if (r->bad == NULL)
+    r->bad = why;
+  r->p = r->end;
+  return FALSE;
+}
+
+static gboolean
+evd_reader_take (EvdReader *r, gsize n, const guint8 **out)
+{
+  if ((gsize) (r->end - r->p) < n)
+    return evd_reader_fail (r, "the message ends inside a value");
+  *out = r->p;
+  r->p += n;
+  return TRUE;
+}
+
+static guint8
+evd_reader_byte (EvdReader *r)
+{
+  const guint8 *b;
+
+  return evd_reader_take (r, 1, &b) ? *b : 0;
+}
+
+static guint64
+evd_reader_varint (EvdReader *r)
+{
+  guint64 v = 0;
+
+  for (guint shift = 0; shift < 70; shift += 7) {
+    guint8 b = evd_reader_byte (r);
+    v |= (guint64) (b & 0x7f) << shift;
+    if ((b & 0x80) == 0 || r->bad)
+      return v;
+  }
+  evd_reader_fail (r, "a varint longer than ten bytes");
+  return 0;
+}
+
+static guint32
+evd_reader_be32 (EvdReader *r)
+{
+  const guint8 *b;
+
+  if (!evd_reader_take (r, 4, &b))
+    return 0;
+  return ((guint32) b[0] << 24) | ((guint32) b[1] << 16) | ((guint32) b[2] << 8) | b[3];
+}
+
+static gint32
+evd_reader_i32 (EvdReader *r)
+{
+  if (r->proto == EVD_PROTO_BINARY)
+    return (gint32) evd_reader_be32 (r);
+  guint32 z = (guint32) evd_reader_varint (r);
+  return (gint32) ((z >> 1) ^ (guint32) -(gint32) (z & 1));
+}
+
+static gint64
+evd_reader_i64 (EvdReader *r)
+{
+  if (r->proto == EVD_PROTO_BINARY) {
+    guint64 hi = evd_reader_be32 (r);
+    return (gint64) ((hi << 32) | evd_reader_be32 (r));
+  }
+  guint64 z = evd_reader_varint (r);
+  return (gint64) ((z >> 1) ^ -(z & 1));
+}
+
+static double
+evd_reader_double (EvdReader *r)
+{
+  const guint8 *b;
+  guint64 bits = 0;
+  double d;
+
+  if (evd_reader_take (r, 8, &b)) {
+    for (guint i = 0; i < 8; i++)  /* binary is big-endian, compact little-endian */
+      bits |= (guint64) b[r->proto == EVD_PROTO_BINARY ? i : 7 - i] << (8 * (7 - i));
+  }
+  memcpy (&d, &bits, 8);
+  return d;
+}
+
+static gboolean
+evd_reader_bool (EvdReader *r)
+{
+  if (r->bool_pending) {
+    r->bool_pending = FALSE;
+    return r->bool_value;
+  }
+  /* Binary writes 1 or 0; compact writes a bool outside a field header as its type code,
+   * 1 for true. */
+  return evd_reader_byte (r) == 1;
+}
+
+/* A string's or binary's bytes (in the message). */
+static gboolean
+evd_reader_binary (EvdReader *r, const guint8 **data, guint32 *len)
+{
+  gint64 n = r->proto == EVD_PROTO_BINARY ? (gint32) evd_reader_be32 (r)
+                                          : (gint64) (guint32) evd_reader_varint (r);
+
+  if (n < 0)
+    return evd_reader_fail (r, "a negative length");
+  *len = (guint32) n;
+  return evd_reader_take (r, (gsize) n, data);
+}
+
+/* Compact's type codes, as the binary protocol's. */
+static guint8
+evd_reader_ttype (EvdReader *r, guint8 ctype)
+{
+  static const guint8 map[] = {
+    0, EVD_WIRE_T_BOOL, EVD_WIRE_T_BOOL, EVD_WIRE_T_BYTE, EVD_WIRE_T_I16, EVD_WIRE_T_I32,
+    EVD_WIRE_T_I64, EVD_WIRE_T_DOUBLE, EVD_WIRE_T_STRING, EVD_WIRE_T_LIST, EVD_WIRE_T_SET,
+    EVD_WIRE_T_MAP, EVD_WIRE_T_STRUCT,
+  };
+
+  if (ctype >= G_N_ELEMENTS (map) || map[ctype] == 0) {
+    evd_reader_fail (r, "an unknown compact type");
+    return 0;
+  }
+  return map[ctype];
+}
+
+/* The next field's type and id; FALSE at the struct's stop (or on a problem). */
+static gboolean
+evd_reader_field (EvdReader *r, guint8 *ttype, gint16 *id)
+{
+  guint8 b = evd_reader_byte (r);
+
+  if (b == 0 || r->bad)
+    return FALSE;
+  if (r->proto == EVD_PROTO_BINARY) {
+    const guint8 *p;
+    *ttype = b;
+    if (!evd_reader_take (r, 2, &p))
+      return FALSE;
+    *id = (gint16) ((p[0] << 8) | p[1]);
+    return TRUE;
+  }
+  /* Compact: the id is a delta in the high nibble, or a zigzag varint after the byte; a
+   * bool field carries its value in the type (1 true, 2 false). */
+  if (b >> 4)
+    *id = (gint16) (r->last_fid + (b >> 4));
+  else
+    *id = (gint16) evd_reader_i32 (r);
+  r->last_fid = *id;
+  *ttype = evd_reader_ttype (r, b & 0x0f);
+  if (*ttype == EVD_WIRE_T_BOOL) {
+    r->bool_pending = TRUE;
+    r->bool_value = (b & 0x0f) == 1;
+  }
+  return !r->bad;
+}
+
+static gboolean evd_reader_skip (EvdReader *r, guint8 ttype);
+
+/* Containers: element types and count; compact's short and long forms. */
+static guint32
+evd_reader_list (EvdReader *r, guint8 *elem)
+{
+  if (r->proto == EVD_PROTO_BINARY) {
+    gint32 n;
+    *elem = evd_reader_byte (r);
+    n = (gint32) evd_reader_be32 (r);
+    if (n < 0)
+      evd_reader_fail (r, "a negative size");
+    return r->bad ? 0 : (guint32) n;
+  }
+  guint8 b = evd_reader_byte (r);
+  guint32 n = b >> 4;
+  *elem = evd_reader_ttype (r, b & 0x0f);
+  if (n == 15)
+    n = (guint32) evd_reader_varint (r);
+  return r->bad ? 0 : n;
+}
+
+static guint32
+evd_reader_map (EvdReader *r, guint8 *key, guint8 *value)
+{
+  if (r->proto == EVD_PROTO_BINARY) {
+    gint32 n;
+    *key = evd_reader_byte (r);
+    *value = evd_reader_byte (r);
+    n = (gint32) evd_reader_be32 (r);
+    if (n < 0)
+      evd_reader_fail (r, "a negative size");
+    return r->bad ? 0 : (guint32) n;
+  }
+  guint32 n = (guint32) evd_reader_varint (r);
+  if (n > 0) {
+    guint8 b = evd_reader_byte (r);
+    *key = evd_reader_ttype (r, b >> 4);
+    *value = evd_reader_ttype (r, b & 0x0f);
+  }
+  return r->bad ? 0 : n;
+}
+
+/* Entering and leaving a struct: compact's field ids are relative within each. */
+static gboolean
+evd_reader_enter (EvdReader *r, gint16 *saved)
+{
+  if (++r->depth > EVD_WIRE_MAX_DEPTH)
+    return evd_reader_fail (r, "nested too deep");
+  *saved = r->last_fid;
+  r->last_fid = 0;
+  return TRUE;
+}
+
+static void
+evd_reader_leave (EvdReader *r, gint16 saved)
+{
+  r->depth--;
+  r->last_fid = saved;
+}
+
+static gboolean
+evd_reader_skip (EvdReader *r, guint8 ttype)
+{
+  const guint8 *data;
+  guint32 len, n;
+  guint8 a = 0, b = 0;
+  gint16 saved, id;
+
+  switch (ttype) {
+  case EVD_WIRE_T_BOOL: evd_reader_bool (r); break;
+  case EVD_WIRE_T_BYTE: evd_reader_byte (r); break;
+  case EVD_WIRE_T_I16:
+  case EVD_WIRE_T_I32: evd_reader_i32 (r); break;
+  case EVD_WIRE_T_I64: evd_reader_i64 (r); break;
+  case EVD_WIRE_T_DOUBLE: evd_reader_double (r); break;
+  case EVD_WIRE_T_STRING: evd_reader_binary (r, &data, &len); break;
+  case EVD_WIRE_T_STRUCT:
+    if (!evd_reader_enter (r, &saved))
+      return FALSE;
+    while (evd_reader_field (r, &a, &id))
+      evd_reader_skip (r, a);
+    evd_reader_leave (r, saved);
+    break;
+  case EVD_WIRE_T_LIST:
+  case EVD_WIRE_T_SET:
+    n = evd_reader_list (r, &a);
+    if (++r->depth > EVD_WIRE_MAX_DEPTH)
+      return evd_reader_fail (r, "nested too deep");
+    for (guint32 i = 0; i < n && !r->bad; i++)
+      evd_reader_skip (r, a);
+    r->depth--;
+    break;
+  case EVD_WIRE_T_MAP:
+    n = evd_reader_map (r, &a, &b);
+    if (++r->depth > EVD_WIRE_MAX_DEPTH)
+      return evd_reader_fail (r, "nested too deep");
+    for (guint32 i = 0; i < n && !r->bad; i++) {
+      evd_reader_skip (r, a);
+      evd_reader_skip (r, b);
+    }
+    r->depth--;
+    break;
+  default:
+    return evd_reader_fail (r, "an unknown type");
+  }
+  return !r->bad;
+}
+
+/* ---- Decoding a FetchRequest. ---- */
+
+typedef struct {
+  EvdReader r;
+  EvdFetchRequest *req;
+} EvdDecoder;
+
+/* A string of the request, kept in its chunk; read as a C string, as c_glib does. */
+static const char *
+evd_decoder_string (EvdDecoder *d)
+{
+  const guint8 *data;
+  guint32 len;
+
+  if (!evd_reader_binary (&d->r, &data, &len))
+    return "";
+  return g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
+}
+
+static gint
+evd_request_cmp_param (gconstpointer a, gconstpointer b, gpointer unused)
+{
+  (void) unused;
+  return strcmp (((const EvdParam *) a)->name, ((const EvdParam *) b)->name);
+}
+
+static gint
+evd_request_cmp_call (gconstpointer a, gconstpointer b, gpointer unused)
+{
+  (void) unused;
+  return strcmp (((const EvdFetchCall *) a)->key, ((const EvdFetchCall *) b)->key);
+}
+
+static gint
+evd_request_cmp_attr (gconstpointer a, gconstpointer b, gpointer unused)
+{
+  (void) unused;
+  return strcmp (((const EvdAttribute *) a)->key, ((const EvdAttribute *) b)->key);
+}
+
+/* A map's entries arr[start..) with a key given twice keep its last value, as a hash table
+ * filled in wire order does. A stable sort by key, then the last of each run of equal keys:
+ * O(n log n), so a map of a million copies of one key costs no quadratic time. The order
+ * left is the keys' (a map has none). Keys are first in each element type. */
+static void
+evd_request_dedupe (GArray *arr, guint start, GCompareDataFunc cmp)
+{
+  guint n = arr->len - start, esize = g_array_get_element_size (arr), kept = 0;
+  guint8 *base = (guint8 *) arr->data + (gsize) start * esize;
+
+  if (n < 2)
+    return;
+  g_qsort_with_data (base, (gint) n, esize, cmp, NULL);
+  for (guint i = 0; i < n; i++) {
+    if (i + 1 < n && cmp (base + (gsize) i * esize, base + (gsize) (i + 1) * esize, NULL) == 0)
+      continue;  /* a later one has the same key */
+    if (kept != i)
+      memcpy (base + (gsize) kept * esize, base + (gsize) i * esize, esize);
+    kept++;
+  }
+  g_array_set_size (arr, start + kept);
+}
+
+/* Value: a union; which fields came decides its kind (c_glib sets one isset per field). */
+static void
+evd_decoder_value (EvdDecoder *d, EvdValue *v)
+{
+  EvdReader *r = &d->r;
+  guint seen = 0, fields = 0;
+  gint16 saved, id;
+  guint8 t;
+
+  memset (v, 0, sizeof *v);
+  v->kind = EVD_VALUE_INVALID;
+  if (!evd_reader_enter (r, &saved))
+    return;
+  while (evd_reader_field (r, &t, &id)) {
+    if (id == 1 && t == EVD_WIRE_T_BOOL) {
+      evd_reader_bool (r);
+      v->kind = EVD_VALUE_NULL;
+    } else if (id == 2 && t == EVD_WIRE_T_I64) {
+      v->i = evd_reader_i64 (r);
+      v->kind = EVD_VALUE_INT;
+    } else if (id == 3 && t == EVD_WIRE_T_DOUBLE) {
+      v->r = evd_reader_double (r);
+      v->kind = EVD_VALUE_REAL;
+    } else if ((id == 4 || id == 5) && t == EVD_WIRE_T_STRING) {
+      const guint8 *data;
+      guint32 len;
+
+      if (!evd_reader_binary (r, &data, &len))
+        break;
+      v->data = g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
+      v->len = id == 4 ? (guint32) strlen (v->data) : len;  /* text is a C string */
+      v->kind = id == 4 ? EVD_VALUE_TEXT : EVD_VALUE_BLOB;
+    } else {
+      evd_reader_skip (r, t);
+      continue;
+    }
+    if ((seen & (1u << id)) == 0)
+      fields++;
+    seen |= 1u << id;
+  }
+  evd_reader_leave (r, saved);
+  if (fields != 1)
+    v->kind = EVD_VALUE_INVALID;
+}
+
+static void
+evd_decoder_params (EvdDecoder *d, EvdFetchCall *call)
+{
+  EvdReader *r = &d->r;
+  GArray *params = d->req->param_store;
+  guint8 kt = 0, vt = 0;
+  guint32 n = evd_reader_map (r, &kt, &vt);
+
+  /* A map of other types is read past, as c_glib does with a field it cannot use. */
+  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRUCT)) {
+    for (guint32 i = 0; i < n && !r->bad; i++) {
+      evd_reader_skip (r, kt);
+      evd_reader_skip (r, vt);
+    }
+    return;
+  }
+  call->first_param = params->len;
+  for (guint32 i = 0; i < n && !r->bad; i++) {
+    EvdParam p;
+
+    p.name = evd_decoder_string (d);
+    evd_decoder_value (d, &p.value);
+    g_array_append_val (params, p);
+  }
+  evd_request_dedupe (params, call->first_param, evd_request_cmp_param);
+  call->n_params = params->len - call->first_param;
+}
+
+/* LookupCall { 1: string lookup, 2: optional map<string, Value> params,
+ * 3: optional i32 timeout_ms, 4: optional bool critical } */
+static void
+evd_decoder_call (EvdDecoder *d, EvdFetchCall *call)
+{
+  EvdReader *r = &d->r;
+  gint16 saved, id;
+  guint8 t;
+
+  if (!evd_reader_enter (r, &saved))
+    return;
+  while (evd_reader_field (r, &t, &id)) {
+    if (id == 1 && t == EVD_WIRE_T_STRING) {
+      call->lookup = evd_decoder_string (d);
+    } else if (id == 2 && t == EVD_WIRE_T_MAP) {
+      /* A second params field replaces the first, as in c_glib. */
+      g_array_set_size (d->req->param_store, call->n_params ? call->first_param
+                                                             : d->req->param_store->len);
+      call->n_params = 0;
+      evd_decoder_params (d, call);
+    } else if (id == 3 && t == EVD_WIRE_T_I32) {
+      call->timeout_ms = evd_reader_i32 (r);
+      call->has_timeout = TRUE;
+    } else if (id == 4 && t == EVD_WIRE_T_BOOL) {
+      call->critical = evd_reader_bool (r);
+    } else {
+      evd_reader_skip (r, t);
+    }
+  }
+  evd_reader_leave (r, saved);
+}
+
+static void
+evd_decoder_calls (EvdDecoder *d)
+{
+  EvdReader *r = &d->r;
+  GArray *calls = d->req->call_store;
+  guint8 kt = 0, vt = 0;
+  guint32 n = evd_reader_map (r, &kt, &vt);
+
+  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRUCT)) {
+    for (guint32 i = 0; i < n && !r->bad; i++) {
+      evd_reader_skip (r, kt);
+      evd_reader_skip (r, vt);
+    }
+    return;
+  }
+  g_array_set_size (calls, 0);  /* a second calls field replaces the first */
+  for (guint32 i = 0; i < n && !r->bad; i++) {
+    EvdFetchCall call = { .lookup = "" };
+
+    call.key = evd_decoder_string (d);
+    evd_decoder_call (d, &call);
+    g_array_append_val (calls, call);
+  }
+  evd_request_dedupe (calls, 0, evd_request_cmp_call);
+}
+
+static void
+evd_decoder_attributes (EvdDecoder *d)
+{
+  EvdReader *r = &d->r;
+  GArray *attrs = d->req->attr_store;
+  guint8 kt = 0, vt = 0;
+  guint32 n = evd_reader_map (r, &kt, &vt);
+
+  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRING)) {
+    for (guint32 i = 0; i < n && !r->bad; i++) {
+      evd_reader_skip (r, kt);
+      evd_reader_skip (r, vt);
+    }
+    return;
+  }
+  g_array_set_size (attrs, 0);
+  for (guint32 i = 0; i < n && !r->bad; i++) {
+    EvdAttribute a;
+
+    a.key = evd_decoder_string (d);
+    a.value = evd_decoder_string (d);
+    g_array_append_val (attrs, a);
+  }
+  evd_request_dedupe (attrs, 0, evd_request_cmp_attr);
+}
+
+/* RequestContext { 1: request_id, 2: principal, 3: i32 deadline_ms, 4: bool trace,
+ * 5: map<string, string> attributes }, all optional. */
+static void
+evd_decoder_context (EvdDecoder *d)
+{
+  EvdReader *r = &d->r;
+  EvdFetchRequest *req = d->req;
+  gint16 saved, id;
+  guint8 t;
+
+  if (!evd_reader_enter (r, &saved))
+    return;
+  while (evd_reader_field (r, &t, &id)) {
+    if (id == 1 && t == EVD_WIRE_T_STRING)
+      req->request_id = evd_decoder_string (d);
+    else if (id == 2 && t == EVD_WIRE_T_STRING)
+      req->principal = evd_decoder_string (d);
+    else if (id == 3 && t == EVD_WIRE_T_I32)
+      req->deadline_ms = evd_reader_i32 (r), req->has_deadline = TRUE;
+    else if (id == 4 && t == EVD_WIRE_T_BOOL)
+      req->trace = evd_reader_bool (r);
+    else if (id == 5 && t == EVD_WIRE_T_MAP)
+      evd_decoder_attributes (d);
+    else
+      evd_reader_skip (r, t);
+  }
+  evd_reader_leave (r, saved);
+}
+
+/* FetchRequest { 1: optional RequestContext context, 2: map<string, LookupCall> calls } */
+static void
+evd_decoder_request (EvdDecoder *d)
+{
+  EvdReader *r = &d->r;
+  gint16 saved, id;
+  guint8 t;
+
+  if (!evd_reader_enter (r, &saved))
+    return;
+  while (evd_reader_field (r, &t, &id)) {
+    if (id == 1 && t == EVD_WIRE_T_STRUCT)
+      evd_decoder_context (d);
+    else if (id == 2 && t == EVD_WIRE_T_MAP)
+      evd_decoder_calls (d);
+    else
+      evd_reader_skip (r, t);
+  }
+  evd_reader_leave (r, saved);
+}
+
+EvdFetchRequest *
+evd_request_decode (EvdProto proto, const guint8 *body, gsize len, GError **error)
+{
+  g_autoptr (EvdFetchRequest) req = g_new0 (EvdFetchRequest, 1);
+  EvdDecoder d = { .r = { .p = body, .end = body + len, .proto = proto }, .req = req };
+  gint16 saved, id;
+  guint8 t;
+
+  req->refs = 1;
+  /* Every string of the request fits in one block: no more bytes than the body, plus NULs. */
+  req->strings = g_string_chunk_new (MIN (2 * len + 64, 1 << 20));
+  req->call_store = g_array_new (FALSE, FALSE, sizeof (EvdFetchCall));
+  req->param_store = g_array_new (FALSE, FALSE, sizeof (EvdParam));
+  req->attr_store = g_array_new (FALSE, FALSE, sizeof (EvdAttribute));
+  /* DataAccess_fetch_args { 1: FetchRequest request } */
+  if (evd_reader_enter (&d.r, &saved)) {
+    while (evd_reader_field (&d.r, &t, &id)) {
+      if (id == 1 && t == EVD_WIRE_T_STRUCT)
+        evd_decoder_request (&d);
+      else
+        evd_reader_skip (&d.r, t);
+    }
+    evd_reader_leave (&d.r, saved);
+  }
+  if (d.r.bad != NULL) {
+    g_set_error_literal (error, evd_request_error_quark (), 0, d.r.bad);
+    return NULL;
+  }
+  /* The arrays are complete: point the calls at their params. */
+  for (guint i = 0; i < req->call_store->len; i++) {
+    EvdFetchCall *c = &g_array_index (req->call_store, EvdFetchCall, i);
+    c->params = c->n_params ? &g_array_index (req->param_store, EvdParam, c->first_param) : NULL;
+  }
+  req->calls = (const EvdFetchCall *) req->call_store->data;
+  req->n_calls = req->call_store->len;
+  req->attributes = (const EvdAttribute *) req->attr_store->data;
+  req->n_attributes = req->attr_store->len;
+  return g_steal_pointer (&req);
+}
+
+EvdFetchRequest *
+evd_request_ref (EvdFetchRequest *request)
+{
+  g_atomic_int_inc (&request->refs);
+  return request;
+}
+
+void
+evd_request_unref (EvdFetchRequest *request)
+{
+  if (request == NULL || !g_atomic_int_dec_and_test (&request->refs))
+    return;
+  g_string_chunk_free (request->strings);
+  g_array_unref (request->call_store);
+  g_array_unref (request->param_store);
+  g_array_unref (request->attr_store);
+  g_free (request);
+}
+
+const EvdValue *
+evd_request_param (const EvdParam *params, guint n_params, const char *name)
+{
+  for (guint i = 0; i < n_params; i++)
+    if (strcmp (params[i].name, name) == 0)
+      return &params[i].value;
+  return NULL;
+}
+
+const EvdFetchCall *
+evd_request_call (const EvdFetchRequest *request, const char *key)
+{
+  for (guint i = 0; i < request->n_calls; i++)
+    if (strcmp (request->calls[i].key, key) == 0)
+      return &request->calls[i];
+  return NULL;
+}
