@@ -331,15 +331,16 @@ evd_request_cmp_attr (gconstpointer a, gconstpointer b, gpointer unused)
 /* A map's entries arr[start..) with a key given twice keep its last value, as a hash table
  * filled in wire order does. A stable sort by key, then the last of each run of equal keys:
  * O(n log n), so a map of a million copies of one key costs no quadratic time. The order
- * left is the keys' (a map has none). Keys are first in each element type. */
+ * left is the keys' (a map has none). */
 static void
 evd_request_dedupe (GArray *arr, guint start, GCompareDataFunc cmp)
 {
   guint n = arr->len - start, esize = g_array_get_element_size (arr), kept = 0;
-  guint8 *base = (guint8 *) arr->data + (gsize) start * esize;
+  guint8 *base;
 
   if (n < 2)
     return;
+  base = (guint8 *) arr->data + (gsize) start * esize;
   g_qsort_with_data (base, (gint) n, esize, cmp, NULL);
   for (guint i = 0; i < n; i++) {
     if (i + 1 < n && cmp (base + (gsize) i * esize, base + (gsize) (i + 1) * esize, NULL) == 0)
@@ -349,6 +350,24 @@ evd_request_dedupe (GArray *arr, guint start, GCompareDataFunc cmp)
     kept++;
   }
   g_array_set_size (arr, start + kept);
+}
+
+/* A map<string, value_ttype>'s size. A map of other types is read past and counts as empty,
+ * as c_glib's generated code makes of a field it cannot use. */
+static guint32
+evd_decoder_map (EvdDecoder *d, guint8 value_ttype)
+{
+  EvdReader *r = &d->r;
+  guint8 kt = 0, vt = 0;
+  guint32 n = evd_reader_map (r, &kt, &vt);
+
+  if (n == 0 || (kt == EVD_WIRE_T_STRING && vt == value_ttype))
+    return n;
+  for (guint32 i = 0; i < n && !r->bad; i++) {
+    evd_reader_skip (r, kt);
+    evd_reader_skip (r, vt);
+  }
+  return 0;
 }
 
 /* Value: a union; which fields came decides its kind (c_glib sets one isset per field). */
@@ -401,17 +420,8 @@ evd_decoder_params (EvdDecoder *d, EvdFetchCall *call)
 {
   EvdReader *r = &d->r;
   GArray *params = d->req->param_store;
-  guint8 kt = 0, vt = 0;
-  guint32 n = evd_reader_map (r, &kt, &vt);
+  guint32 n = evd_decoder_map (d, EVD_WIRE_T_STRUCT);
 
-  /* A map of other types is read past, as c_glib does with a field it cannot use. */
-  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRUCT)) {
-    for (guint32 i = 0; i < n && !r->bad; i++) {
-      evd_reader_skip (r, kt);
-      evd_reader_skip (r, vt);
-    }
-    return;
-  }
   call->first_param = params->len;
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdParam p;
@@ -461,16 +471,10 @@ evd_decoder_calls (EvdDecoder *d)
 {
   EvdReader *r = &d->r;
   GArray *calls = d->req->call_store;
-  guint8 kt = 0, vt = 0;
-  guint32 n = evd_reader_map (r, &kt, &vt);
+  guint32 n = evd_decoder_map (d, EVD_WIRE_T_STRUCT);
 
-  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRUCT)) {
-    for (guint32 i = 0; i < n && !r->bad; i++) {
-      evd_reader_skip (r, kt);
-      evd_reader_skip (r, vt);
-    }
+  if (r->bad)
     return;
-  }
   g_array_set_size (calls, 0);  /* a second calls field replaces the first */
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdFetchCall call = { .lookup = "" };
@@ -487,16 +491,10 @@ evd_decoder_attributes (EvdDecoder *d)
 {
   EvdReader *r = &d->r;
   GArray *attrs = d->req->attr_store;
-  guint8 kt = 0, vt = 0;
-  guint32 n = evd_reader_map (r, &kt, &vt);
+  guint32 n = evd_decoder_map (d, EVD_WIRE_T_STRING);
 
-  if (n > 0 && (kt != EVD_WIRE_T_STRING || vt != EVD_WIRE_T_STRING)) {
-    for (guint32 i = 0; i < n && !r->bad; i++) {
-      evd_reader_skip (r, kt);
-      evd_reader_skip (r, vt);
-    }
+  if (r->bad)
     return;
-  }
   g_array_set_size (attrs, 0);
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdAttribute a;

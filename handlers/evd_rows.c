@@ -29,7 +29,7 @@ evd_rows_keep (EvdRows *r, const void *data, gsize len, gboolean nul)
 {
   gsize at = r->arena_len, need = at + len + (nul ? 1 : 0);
 
-  if (need > r->arena_cap) {
+  if (need > r->arena_cap || r->arena == NULL) {
     r->arena_cap = MAX (need, MAX (r->arena_cap * 2, 256));
     r->arena = g_realloc (r->arena, r->arena_cap);
   }

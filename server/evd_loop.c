@@ -166,6 +166,10 @@ evd_loop_free (EvdLoop *loop)
    * task may post again (a cancelled call completing), hence the loop. */
   loop->tid = pthread_self ();
   evd_loop_run_pending (loop);
+  /* libevent's deferred callbacks still queued (a bufferevent's last release, an OpenSSL
+   * session's teardown) run now: freeing the base would drop them and what they hold. */
+  event_base_loop (loop->base, EVLOOP_NONBLOCK);
+  evd_loop_run_pending (loop);
   if (loop->free_codec != NULL && loop->codec != NULL)
     loop->free_codec (loop->codec);
   if (loop->beat != NULL)
