@@ -131,21 +131,15 @@ evd_reader_binary (EvdReader *r, const guint8 **data, guint32 *len)
   return evd_reader_take (r, (gsize) n, data);
 }
 
-/* Compact's type codes, as the binary protocol's. */
+/* A compact type nibble as the binary protocol's type code (the scanner's table). */
 static guint8
-evd_reader_ttype (EvdReader *r, guint8 ctype)
+evd_reader_ttype (EvdReader *r, guint8 nibble)
 {
-  static const guint8 map[] = {
-    0, EVD_WIRE_T_BOOL, EVD_WIRE_T_BOOL, EVD_WIRE_T_BYTE, EVD_WIRE_T_I16, EVD_WIRE_T_I32,
-    EVD_WIRE_T_I64, EVD_WIRE_T_DOUBLE, EVD_WIRE_T_STRING, EVD_WIRE_T_LIST, EVD_WIRE_T_SET,
-    EVD_WIRE_T_MAP, EVD_WIRE_T_STRUCT,
-  };
+  guint8 t = evd_wire_compact_type (nibble);
 
-  if (ctype >= G_N_ELEMENTS (map) || map[ctype] == 0) {
+  if (t == 0)
     evd_reader_fail (r, "an unknown compact type");
-    return 0;
-  }
-  return map[ctype];
+  return t;
 }
 
 /* The next field's type and id; FALSE at the struct's stop (or on a problem). */

@@ -485,6 +485,12 @@ static const guint8 evd_wire_compact_ttype[16] = {
   EVD_T_STRUCT, 0,           0,            0,
 };
 
+guint8
+evd_wire_compact_type (guint8 nibble)
+{
+  return nibble < G_N_ELEMENTS (evd_wire_compact_ttype) ? evd_wire_compact_ttype[nibble] : 0;
+}
+
 #define EVD_COMPACT_BOOL_TRUE 1
 #define EVD_COMPACT_BOOL_FALSE 2
 

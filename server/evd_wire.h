@@ -83,6 +83,10 @@ enum {
   EVD_WIRE_T_LIST = 15,
 };
 
+/* A compact type nibble as the binary protocol's type code (EVD_WIRE_T_*; both bool codes
+ * are bool); 0 for a nibble that is not a value type. */
+guint8 evd_wire_compact_type (guint8 nibble);
+
 typedef struct _EvdWireSchema EvdWireSchema;
 
 typedef struct {
