@@ -115,6 +115,26 @@ evd_rpc_write_struct (ThriftProtocol *p, gconstpointer body, GError **error)
   return thrift_struct_write (THRIFT_STRUCT (body), p, error) >= 0;
 }
 
+/* A framed message starts with its length, patched in once the message is written. */
+static guint
+evd_rpc_frame_open (GByteArray *out, gboolean framed)
+{
+  guint start = out->len;
+
+  if (framed)
+    g_byte_array_set_size (out, start + 4);
+  return start;
+}
+
+static void
+evd_rpc_frame_close (GByteArray *out, gboolean framed, guint start)
+{
+  if (framed) {
+    guint32 n = GUINT32_TO_BE (out->len - start - 4);
+    memcpy (out->data + start, &n, 4);
+  }
+}
+
 /* One message, framed when fmt says so, appended to out; out is left as it was on failure. */
 static gboolean
 evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8 type,
@@ -122,11 +142,9 @@ evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8
                      GError **error)
 {
   ThriftProtocol *p = evd_rpc_codec_protocol (c, fmt.proto);
-  guint start = out->len;
+  guint start = evd_rpc_frame_open (out, fmt.framed);
   gboolean ok;
 
-  if (fmt.framed)
-    g_byte_array_set_size (out, start + 4);  /* the length, patched below */
   evd_transport_set_output (c->transport, out);
   ok = thrift_protocol_write_message_begin (p, name, type, seqid, error) >= 0 &&
        write (p, body, error) &&
@@ -137,10 +155,7 @@ evd_rpc_encode_with (EvdRpcCodec *c, EvdWireFormat fmt, const char *name, guint8
     evd_rpc_codec_reset (c, fmt.proto);
     return FALSE;
   }
-  if (fmt.framed) {
-    guint32 n = GUINT32_TO_BE (out->len - start - 4);
-    memcpy (out->data + start, &n, 4);
-  }
+  evd_rpc_frame_close (out, fmt.framed, start);
   return TRUE;
 }
 
@@ -430,17 +445,12 @@ static void
 evd_call_encode_written (EvdCall *call, EvdCallCompletion *c)
 {
   EvdWriter w;
-  guint start = call->reply->len;
+  guint start = evd_rpc_frame_open (call->reply, call->fmt.framed);
 
-  if (call->fmt.framed)
-    g_byte_array_set_size (call->reply, start + 4);  /* the length, patched below */
   evd_writer_init (&w, call->reply, call->fmt.proto);
   evd_writer_message_begin (&w, call->name, EVD_MSG_REPLY, call->seqid);
   c->write (&w, c->write_data);
-  if (call->fmt.framed) {
-    guint32 n = GUINT32_TO_BE (call->reply->len - start - 4);
-    memcpy (call->reply->data + start, &n, 4);
-  }
+  evd_rpc_frame_close (call->reply, call->fmt.framed, start);
 }
 
 static void
