@@ -375,23 +375,28 @@ evd_slot_launch (EvdSlot *slot)
 /* ---- Answering. ---- */
 
 /* What a fetch's success reply is written from: one entry per call key, borrowing from the
- * fetch (its slots, its early errors), used before evd_fetch_answer returns. */
+ * fetch (its slots, its early errors), used before evd_fetch_reply_success returns. */
 typedef struct {
   EvdFetch *fetch;
   GArray *results;            /* EvdResponseResult */
-  GArray *spans;              /* EvdResponseSpan, one per slot then per early error */
+  GArray *spans;              /* EvdResponseSpan, when traced: one per slot, then per early error */
 } EvdFetchReply;
 
-static void
+/* A traced request's span, kept in r->spans (sized up front, so it never moves while results
+ * point into it); NULL when the request is not traced. */
+static const EvdResponseSpan *
 evd_fetch_add_span (EvdFetch *f, EvdFetchReply *r, gint64 start_us, gint64 end_us,
                     const char *backend)
 {
   EvdResponseSpan span;
 
+  if (!f->ctx.trace)
+    return NULL;
   span.start_us = MAX (start_us - f->ctx.start_us, 0);
   span.end_us = MAX (end_us - f->ctx.start_us, span.start_us);
   span.backend = backend;
   g_array_append_val (r->spans, span);
+  return &g_array_index (r->spans, EvdResponseSpan, r->spans->len - 1);
 }
 
 static void
@@ -405,30 +410,32 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
 }
 
 /* Answers with every call's result: written straight into the reply (evd_response), no
- * GObject made. The spans live in r->spans, which is sized first so it never moves while
- * results point into it. */
+ * GObject made. */
 static void
 evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
 {
-  guint n_early = g_hash_table_size (f->early), n_spans = f->slots->len + n_early;
-  EvdFetchReply r = { f, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseResult), n_spans),
-                      g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), n_spans) };
+  guint n_early = g_hash_table_size (f->early), n = f->slots->len + n_early;
+  EvdFetchReply r = {
+    f, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseResult), n),
+    g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
+  };
   gint64 now = g_get_monotonic_time ();
   GHashTableIter it;
   gpointer key, value;
 
   for (guint i = 0; i < f->slots->len; i++) {
     EvdSlot *s = f->slots->pdata[i];
+    const EvdResponseSpan *span = evd_fetch_add_span (f, &r, s->start_us,
+                                                      s->done ? s->end_us : now,
+                                                      evd_lookup_spec (s->lookup)->backend_name);
 
-    evd_fetch_add_span (f, &r, s->start_us, s->done ? s->end_us : now,
-                        evd_lookup_spec (s->lookup)->backend_name);
     for (guint k = 0; k < s->keys->len; k++) {
       EvdResponseResult res = {
         .key = s->keys->pdata[k],
         .rows = s->rows,
         .error_kind = s->error ? s->error->kind : 0,
         .error_message = s->error ? s->error->message : NULL,
-        .span = f->ctx.trace ? &g_array_index (r.spans, EvdResponseSpan, i) : NULL,
+        .span = span,
       };
       g_array_append_val (r.results, res);
     }
@@ -436,11 +443,12 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   g_hash_table_iter_init (&it, f->early);
   while (g_hash_table_iter_next (&it, &key, &value)) {
     evdalLookupError *e = value;
-    EvdResponseResult res = { .key = key, .error_kind = e->kind, .error_message = e->message };
-
-    evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none");
-    res.span = f->ctx.trace ? &g_array_index (r.spans, EvdResponseSpan, r.spans->len - 1)
-                            : NULL;
+    EvdResponseResult res = {
+      .key = key,
+      .error_kind = e->kind,
+      .error_message = e->message,
+      .span = evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none"),
+    };
     g_array_append_val (r.results, res);
   }
   evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
