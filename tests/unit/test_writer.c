@@ -47,6 +47,18 @@ glib_free (Glib *g)
   g_object_unref (g->t);
 }
 
+/* What c_glib writes for a whole struct. */
+static GByteArray *
+glib_write (EvdProto proto, gpointer thrift_struct)
+{
+  GByteArray *out = g_byte_array_new ();
+  Glib g = glib_new (proto, out);
+
+  g_assert_cmpint (thrift_struct_write (THRIFT_STRUCT (thrift_struct), g.p, NULL), >, 0);
+  glib_free (&g);
+  return out;
+}
+
 static void
 assert_same_bytes (const char *what, EvdProto proto, GByteArray *ours, GByteArray *theirs)
 {
@@ -289,12 +301,9 @@ test_rows_match_c_glib_table (void)
     g_assert_cmpuint (evd_rows_n_rows (rows), ==, sizes[s]);
     for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
       g_autoptr (GByteArray) ours = g_byte_array_new ();
-      g_autoptr (GByteArray) theirs = g_byte_array_new ();
-      Glib g = glib_new (protos[i], theirs);
+      g_autoptr (GByteArray) theirs = glib_write (protos[i], table);
       EvdWriter w;
 
-      g_assert_cmpint (thrift_struct_write (THRIFT_STRUCT (table), g.p, NULL), >, 0);
-      glib_free (&g);
       evd_writer_init (&w, ours, protos[i]);
       evd_rows_write (rows, &w);
       assert_same_bytes ("table", protos[i], ours, theirs);
@@ -359,12 +368,9 @@ test_one_result_reply_matches_c_glib (void)
 
     for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
       g_autoptr (GByteArray) ours = g_byte_array_new ();
-      g_autoptr (GByteArray) theirs = g_byte_array_new ();
-      Glib g = glib_new (protos[i], theirs);
+      g_autoptr (GByteArray) theirs = glib_write (protos[i], want);
       EvdWriter w;
 
-      g_assert_cmpint (thrift_struct_write (THRIFT_STRUCT (want), g.p, NULL), >, 0);
-      glib_free (&g);
       evd_writer_init (&w, ours, protos[i]);
       evd_response_write (&w, "req-\xc3\xa9-1", &res, 1, 987654321);
       assert_same_bytes (with_rows ? "reply with rows" : "reply with an error", protos[i], ours,
