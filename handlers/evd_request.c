@@ -443,9 +443,10 @@ evd_decoder_call (EvdDecoder *d, EvdFetchCall *call)
     if (id == 1 && t == EVD_WIRE_T_STRING) {
       call->lookup = evd_decoder_string (d);
     } else if (id == 2 && t == EVD_WIRE_T_MAP) {
-      /* A second params field replaces the first, as in c_glib. */
-      g_array_set_size (d->req->param_store, call->n_params ? call->first_param
-                                                             : d->req->param_store->len);
+      /* A second params field replaces the first, as in c_glib: this call's params are the
+       * last ones in the store. */
+      if (call->n_params > 0)
+        g_array_set_size (d->req->param_store, call->first_param);
       call->n_params = 0;
       evd_decoder_params (d, call);
     } else if (id == 3 && t == EVD_WIRE_T_I32) {

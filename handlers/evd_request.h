@@ -4,7 +4,7 @@
  * c_glib decodes a FetchRequest into a GObject per struct and per Value and a GHashTable per
  * map, about twenty objects for a page of seven calls, and the teardown of those objects was
  * the largest single cost of a fetch on the IO loop (docs/BENCHMARKS.md). Here a request is
- * three allocations: the struct, one array of calls and params, and one string chunk.
+ * a struct, three arrays (calls, params, attributes) and one string chunk.
  *
  * It decodes what c_glib's generated code would, with the same meaning: a field whose wire
  * type is not the declared one is skipped; in a map a key given twice keeps its last value;
