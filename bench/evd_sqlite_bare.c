@@ -80,6 +80,9 @@ evd_bare_thread (gpointer data)
   if (sqlite3_open_v2 (t->db_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) !=
       SQLITE_OK)
     g_error ("cannot open %s", t->db_path);
+  /* As evdal's pool does: threads opening a WAL database at once may find another one
+   * rebuilding its shared index, which is a short wait, not an error. */
+  sqlite3_busy_timeout (db, 1000);
   for (guint i = 0; i < t->sql->len; i++) {
     sqlite3_stmt *st;
     if (sqlite3_prepare_v3 (db, t->sql->pdata[i], -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) !=
@@ -174,6 +177,8 @@ main (int argc, char **argv)
     g_printerr ("%s\n", error ? error->message : "--config is required");
     return 2;
   }
+  /* As evdal's SQLite pool does before its first connection. */
+  sqlite3_config (SQLITE_CONFIG_MEMSTATUS, 0);
   sql = evd_bare_load (config, only, &db_path);
   users = evd_bare_count_users (db_path);
   t = g_new0 (EvdBareThread, threads);

@@ -35,6 +35,7 @@ typedef struct {
   EvdTls *tls;                   /* NULL: plain TCP */
   gint *n_connections;       /* all loops' connections, atomic */
   GQueue conns;              /* this loop's connections (EvdConn *) */
+  GQueue unflushed;          /* connections with replies to send when this loop pass ends */
   gboolean draining;
   gboolean drained;          /* on_drained has run */
   EvdLogLimit log_limit;

@@ -24,6 +24,11 @@ struct _EvdLoop {
   struct event *wakeup;
   gboolean wakeup_pending;
 
+  /* Tasks for the end of this pass (this loop's thread only). */
+  GArray *pass_end;    /* EvdLoopTask */
+  GArray *pass_end_spare;
+  struct event *pass_end_ev;
+
   gpointer codec;
   GDestroyNotify free_codec;
 
@@ -72,6 +77,34 @@ evd_loop_on_wakeup (evutil_socket_t fd, short what, void *arg)
   evd_loop_drain (arg);
 }
 
+/* Runs the pass-end tasks queued so far, and those they queue. Two arrays swapped, as the
+ * post queue does: this runs every pass, and allocates nothing. */
+static void
+evd_loop_run_pass_end (EvdLoop *loop)
+{
+  while (loop->pass_end->len > 0) {
+    GArray *batch = loop->pass_end;
+
+    loop->pass_end = loop->pass_end_spare;
+    for (guint i = 0; i < batch->len; i++) {
+      EvdLoopTask *t = &g_array_index (batch, EvdLoopTask, i);
+      t->fn (t->data);
+    }
+    g_array_set_size (batch, 0);
+    loop->pass_end_spare = batch;
+  }
+}
+
+/* libevent appends an event made active to the queue it is running, so this runs after every
+ * callback that was ready before the first task was queued, in the same pass. */
+static void
+evd_loop_on_pass_end (evutil_socket_t fd, short what, void *arg)
+{
+  (void) fd;
+  (void) what;
+  evd_loop_run_pass_end (arg);
+}
+
 /* libevent 2.1 measures time with CLOCK_MONOTONIC_COARSE unless asked not to, and adds a
  * timer to the time cached when the loop iteration began: either way timers fire early (a
  * jiffy, or however long the iteration has run), and a deadline or a 140 ms nap must not.
@@ -107,6 +140,9 @@ evd_loop_new (guint index, GError **error)
   loop->queue = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
   loop->spare = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
   loop->wakeup = event_new (loop->base, -1, 0, evd_loop_on_wakeup, loop);
+  loop->pass_end = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
+  loop->pass_end_spare = g_array_new (FALSE, FALSE, sizeof (EvdLoopTask));
+  loop->pass_end_ev = event_new (loop->base, -1, 0, evd_loop_on_pass_end, loop);
   return loop;
 }
 
@@ -145,8 +181,11 @@ void
 evd_loop_run_pending (EvdLoop *loop)
 {
   g_return_if_fail (evd_loop_is_current (loop));
-  while (loop->queue->len > 0)
-    evd_loop_drain (loop);
+  while (loop->queue->len > 0 || loop->pass_end->len > 0) {
+    while (loop->queue->len > 0)
+      evd_loop_drain (loop);
+    evd_loop_run_pass_end (loop);
+  }
 }
 
 void
@@ -175,7 +214,10 @@ evd_loop_free (EvdLoop *loop)
   if (loop->beat != NULL)
     event_free (loop->beat);
   event_free (loop->wakeup);
+  event_free (loop->pass_end_ev);
   event_base_free (loop->base);
+  g_array_unref (loop->pass_end);
+  g_array_unref (loop->pass_end_spare);
   g_array_unref (loop->queue);
   g_array_unref (loop->spare);
   g_mutex_clear (&loop->lock);
@@ -214,6 +256,17 @@ evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data)
   /* One wakeup per batch: posts that find one pending ride along with it. */
   if (wake)
     event_active (loop->wakeup, 0, 0);
+}
+
+void
+evd_loop_at_pass_end (EvdLoop *loop, EvdLoopFunc fn, gpointer data)
+{
+  EvdLoopTask t = { fn, data };
+
+  g_return_if_fail (evd_loop_is_current (loop));
+  if (loop->pass_end->len == 0)
+    event_active (loop->pass_end_ev, 0, 0);
+  g_array_append_val (loop->pass_end, t);
 }
 
 /* ---- Watching. ---- */

@@ -24,8 +24,8 @@ EvdLoop *evd_loop_new (guint index, GError **error);
 gboolean evd_loop_start (EvdLoop *loop, GError **error);
 /* Runs the loop on the calling thread until evd_loop_quit() (the main loop does this). */
 void evd_loop_run_here (EvdLoop *loop);
-/* Runs what is queued, on the calling thread, which must be the loop's (a loop not started,
- * driven by a test or a fuzzer). */
+/* Runs what is queued (posts and pass-end tasks, until none is left), on the calling thread,
+ * which must be the loop's (a loop not started, driven by a test or a fuzzer). */
 void evd_loop_run_pending (EvdLoop *loop);
 /* Asks the loop to stop after this iteration (any thread). */
 void evd_loop_quit (EvdLoop *loop);
@@ -38,6 +38,11 @@ guint evd_loop_index (EvdLoop *loop);
 gboolean evd_loop_is_current (EvdLoop *loop);
 /* Runs fn(data) on the loop's thread, later, in posting order. Safe from any thread. */
 void evd_loop_post (EvdLoop *loop, EvdLoopFunc fn, gpointer data);
+/* Runs fn(data) once the callbacks this loop pass has already made ready have run: still in
+ * this pass, after the other sockets and timers that woke it (the loop's own thread only).
+ * Work that many callbacks of one pass each want done, like sending a connection's replies,
+ * is then done once for all of them. A loop freed first runs them as it frees. */
+void evd_loop_at_pass_end (EvdLoop *loop, EvdLoopFunc fn, gpointer data);
 
 /* ---- Watching the loop (its own thread only). ----
  *

@@ -233,6 +233,7 @@ evd_server_make_loops (EvdServer *s, GError **error)
     h->write_timeout.tv_usec = (s->sc->write_timeout_ms % 1000) * 1000;
     h->n_connections = &s->n_connections;
     g_queue_init (&h->conns);
+    g_queue_init (&h->unflushed);
     h->on_drained = evd_server_on_host_drained;
     h->on_drained_data = s;
   }

@@ -289,10 +289,30 @@ evd_sqlite_finalize (gpointer stmt)
   sqlite3_finalize (stmt);
 }
 
+/* SQLite's allocation statistics (sqlite3_memory_used) take one process-wide mutex around
+ * every sqlite3_malloc and sqlite3_free; with several workers stepping at once that mutex
+ * was the commonest futex wait in the process. evdal never reads those statistics. The
+ * setting only applies before SQLite initialises: a process that used SQLite before its
+ * first pool keeps them (and works the same, a little slower). */
+static void
+evd_sqlite_configure_library (void)
+{
+  static gsize once = 0;
+
+  if (g_once_init_enter (&once)) {
+    if (sqlite3_config (SQLITE_CONFIG_MEMSTATUS, 0) != SQLITE_OK)
+      g_debug ("SQLite was initialised before the first pool: allocation statistics stay on");
+    g_once_init_leave (&once, 1);
+  }
+}
+
 EvdSqlitePool *
 evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError **error)
 {
-  g_autoptr (EvdSqlitePool) pool = g_new0 (EvdSqlitePool, 1);
+  g_autoptr (EvdSqlitePool) pool = NULL;
+
+  evd_sqlite_configure_library ();
+  pool = g_new0 (EvdSqlitePool, 1);
 
   pool->path = g_strdup (path);
   g_mutex_init (&pool->lock);
