@@ -135,6 +135,62 @@ test_run_here (void)
   evd_loop_free (loop);
 }
 
+typedef struct {
+  EvdLoop *loop;
+  GString *order;
+} Pass;
+
+static void
+on_second_pass_end (gpointer data)
+{
+  g_string_append (((Pass *) data)->order, "U");
+}
+
+static void
+on_pass_end (gpointer data)
+{
+  Pass *p = data;
+
+  g_string_append (p->order, "T");
+  evd_loop_at_pass_end (p->loop, on_second_pass_end, p);  /* queued by a task: still runs */
+}
+
+static void
+on_ready (evutil_socket_t fd, short what, void *arg)
+{
+  Pass *p = arg;
+
+  (void) what;
+  g_string_append_printf (p->order, "%d", (int) fd);
+  /* Two callbacks of the pass ask for the same task: it runs twice, once they all have run. */
+  if (fd != 2)
+    evd_loop_at_pass_end (p->loop, on_pass_end, p);
+}
+
+/* A pass-end task runs after every callback that was ready when it was queued, in that
+ * same pass; tasks it queues run after it; a loop freed with tasks left runs them. */
+static void
+test_pass_end (void)
+{
+  Pass p = { evd_loop_new (0, NULL), g_string_new (NULL) };
+  struct event *ev[3];
+
+  for (int i = 0; i < 3; i++) {
+    ev[i] = event_new (evd_loop_base (p.loop), i + 1, 0, on_ready, &p);
+    event_active (ev[i], EV_READ, 0);
+  }
+  event_base_loop (evd_loop_base (p.loop), EVLOOP_ONCE);
+  g_assert_cmpstr (p.order->str, ==, "123TTUU");
+
+  g_string_truncate (p.order, 0);
+  evd_loop_at_pass_end (p.loop, on_pass_end, &p);
+  for (int i = 0; i < 3; i++)
+    event_free (ev[i]);
+  evd_loop_free (p.loop);
+  g_assert_cmpstr (p.order->str, ==, "TU");
+  g_string_free (p.order, TRUE);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -143,5 +199,6 @@ main (int argc, char **argv)
   g_test_add_func ("/loop/posts-from-many-threads", test_posts_from_many_threads);
   g_test_add_func ("/loop/self-post-and-leftovers", test_self_post_runs_later_and_free_runs_leftovers);
   g_test_add_func ("/loop/run-here", test_run_here);
+  g_test_add_func ("/loop/pass-end", test_pass_end);
   return g_test_run ();
 }
