@@ -44,6 +44,23 @@ PAGE = ['user', 'account', 'recent_orders', 'unread_notifications', 'permissions
         'recommended_products']
 IDLE = 10000
 
+# Each server runs with the thread counts that served it best on this machine, where the load
+# generator takes about one of the two cores (docs/BENCHMARKS.md, "Tuning both servers").
+# evdal: one IO loop. Two loops plus the load generator's thread are three busy threads on two
+# cores, and a loop that loses its core for a scheduler slice holds its connections' replies:
+# ping at 16 connections had a p99 of 2-3 ms with two loops, 0.3-0.4 ms with one, at the
+# same or higher throughput; static7, fanout10ms and sqlite7 were level.
+EVDAL_SET = {'io_threads': '1'}
+# The peer: the best of bench/tune_peer.py's table for each scenario family (ping, c10k and the
+# article use static7's and fanout10ms's best: the same short or sleeping calls).
+_SHORT = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
+_SLEEPY = ['--io-threads', '2', '--workers', '256', '--lookup-threads', '1024']
+PEER_TUNED = {
+    'ping': _SHORT, 'static7': _SHORT, 'c10k': _SHORT,
+    'fanout10ms': _SLEEPY, 'article': _SLEEPY,
+    'sqlite7': ['--io-threads', '1', '--workers', '16', '--lookup-threads', '64'],
+}
+
 
 def naps(*ms):
     return [a for d in ms for a in ('--call', 'nap:delay_ms=%d' % d)]
@@ -111,13 +128,14 @@ def rss_kib(pid):
 class Server:
     """One server process on a loopback port; restartable."""
 
-    def __init__(self, name, argv_fn, log_dir):
+    def __init__(self, name, argv_fn, log_dir, tuned=None):
         self.name, self.argv_fn, self.log_dir = name, argv_fn, log_dir
-        self.proc, self.port, self.argv = None, None, None
+        self.tuned = tuned or {}  # scenario family -> extra options
+        self.proc, self.port, self.argv, self.extra = None, None, None, []
 
     def start(self):
         self.port = free_port()
-        self.argv = self.argv_fn(self.port)
+        self.argv = self.argv_fn(self.port) + self.extra
         log = open(os.path.join(self.log_dir, '%s.log' % self.name), 'a')
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -146,6 +164,15 @@ class Server:
     def restart(self):
         self.stop()
         self.start()
+
+    def tune_for(self, family):
+        """Restarts the server with its options for this family if they differ; True then."""
+        extra = self.tuned.get(family, [])
+        if extra == self.extra and self.proc is not None:
+            return False
+        self.extra = extra
+        self.restart()
+        return True
 
 
 def show(argv):
@@ -261,7 +288,9 @@ def report(args, results, bare, commands, started, elapsed):
              'Command: `/usr/bin/python3 bench/harness.py --build %s --rounds %d --seconds %g%s` '
              '(%.0f min). Each cell is the median of %d rounds (min-max in brackets), evdal '
              'and the peer measured in alternation (A B A B ...) after one warm-up run each. '
-             'Ratio: evdal / peer, of the medians.' %
+             'Ratio: evdal / peer, of the medians. Each server runs with its best thread counts '
+             'for this machine (evdal: one IO loop; the peer: the best of its tuning table for '
+             'each scenario; the commands below say which).' %
              (os.path.relpath(args.build, ROOT), args.rounds, args.seconds,
               ''.join(' --only ' + o for o in args.only or []), elapsed / 60, args.rounds), '',
              '| scenario | conns | evdal req/s | peer req/s | ratio | evdal p99 ms | peer p99 ms |',
@@ -359,18 +388,24 @@ def write_report(path, block):
         f.write(text)
 
 
-def prepare_config(config, build):
+def prepare_config(config, build, server_set=None):
     """The sample config as it is, in a temp folder, but with no admin port (one may be in
-    use), room for c10k, and the database by absolute path (made first if missing)."""
+    use), room for c10k, the database by absolute path (made first if missing), and the
+    [server] keys of server_set changed."""
     db = os.path.join(os.path.dirname(os.path.abspath(config)), 'sample.db')
     if not os.path.exists(db):
         subprocess.run([os.path.join(build, 'evdal-mkdb'), db], check=True,
                        stdout=subprocess.DEVNULL)
     conf = os.path.join(tempfile.mkdtemp(prefix='evdal-harness-'), 'evdal.conf')
+    section = None
     with open(config) as f, open(conf, 'w') as out:
         for line in f:
             key = line.split('=', 1)[0].strip()
-            if key == 'admin_listen':
+            if line.startswith('['):
+                section = line.strip()
+            if section == '[server]' and key in (server_set or {}):
+                line = '%s = %s\n' % (key, server_set[key])
+            elif key == 'admin_listen':
                 line = 'admin_listen =\n'
             elif key == 'max_connections':
                 line = 'max_connections = %d\n' % (IDLE + 1000)
@@ -409,28 +444,31 @@ def main():
     if hard < IDLE + 1000 and any(s.idle for s in chosen):
         sys.exit('c10k needs %d descriptors; the hard limit is %d' % (IDLE + 1000, hard))
 
-    conf = prepare_config(args.config, args.build)
+    conf = prepare_config(args.config, args.build, EVDAL_SET)
     tmp = os.path.dirname(conf)
     evdal = Server('evdal', lambda port: [os.path.join(args.build, 'evdal'), '--config', conf,
                                           '--listen', '127.0.0.1:%d' % port], tmp)
     peer = Server('peer', lambda port: [os.path.join(args.build, 'evdal-peer-cpp'), '--config',
                                         conf, '--listen', '127.0.0.1:%d' % port]
-                  + shlex.split(args.peer_args), tmp)
+                  + shlex.split(args.peer_args), tmp, PEER_TUNED)
     servers = (evdal, peer)
     started = datetime.date.today().isoformat()
     t0 = time.monotonic()
     results, commands = {}, []
     try:
-        for s in servers:
-            s.start()
-        commands += ['# %s config: the sample one with admin_listen off and max_connections %d'
-                     % (tmp, IDLE + 1000), show(evdal.argv), show(peer.argv)]
+        evdal.start()
+        commands += ['# %s config: the sample one with admin_listen off, max_connections %d, %s'
+                     % (tmp, IDLE + 1000, ', '.join('%s = %s' % kv for kv in EVDAL_SET.items())),
+                     show(evdal.argv)]
         for sc in chosen:
             results[sc.name] = {'family': sc.family, 'conns': sc.conns, 'idle': sc.idle,
                                 'evdal': [], 'peer': []}
         plain = [sc for sc in chosen if sc.family != 'c10k']
         c10k = [sc for sc in chosen if sc.family == 'c10k']
         for sc in plain:
+            if peer.tune_for(sc.family):
+                commands.append('# the peer, from here on:')
+                commands.append(show(peer.argv))
             commands.append(show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup)))
             for s in servers:
                 run_bench(args.build, s, sc, 1, 0)  # warm-up
@@ -442,6 +480,8 @@ def main():
                 sc.name, fmt(med([x['rps'] for x in results[sc.name]['evdal']])),
                 fmt(med([x['rps'] for x in results[sc.name]['peer']]))), file=sys.stderr)
         if c10k:
+            if peer.tune_for('c10k'):
+                commands += ['# the peer, from here on:', show(peer.argv)]
             commands += [show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup))
                          for sc in c10k]
             commands.append('# c10k: each round restarts both servers, then runs both commands')
