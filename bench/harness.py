@@ -44,22 +44,20 @@ PAGE = ['user', 'account', 'recent_orders', 'unread_notifications', 'permissions
         'recommended_products']
 IDLE = 10000
 
-# Each server runs with the thread counts that served it best on this machine, where the load
-# generator takes about one of the two cores (docs/BENCHMARKS.md, "Tuning both servers").
-# evdal: one IO loop. Two loops plus the load generator's thread are three busy threads on two
-# cores, and a loop that loses its core for a scheduler slice holds its connections' replies:
-# ping at 16 connections had a p99 of 2-3 ms with two loops, 0.3-0.4 ms with one, at the
-# same or higher throughput; static7, fanout10ms and sqlite7 were level.
-EVDAL_SET = {'io_threads': '1'}
-# The peer: the best of bench/tune_peer.py's table for each scenario family (ping, c10k and the
-# article use static7's and fanout10ms's best: the same short or sleeping calls).
-_SHORT = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
-_SLEEPY = ['--io-threads', '2', '--workers', '256', '--lookup-threads', '1024']
-PEER_TUNED = {
-    'ping': _SHORT, 'static7': _SHORT, 'c10k': _SHORT,
-    'fanout10ms': _SLEEPY, 'article': _SLEEPY,
-    'sqlite7': ['--io-threads', '1', '--workers', '16', '--lookup-threads', '64'],
-}
+# Each server runs each scenario family with the thread counts that served it best on this
+# machine, where the load generator takes about one of the two cores: `bench/tune.py evdal` and
+# `bench/tune.py peer` measure them, docs/BENCHMARKS.md ("Tuning both servers") has the tables.
+# A family not named runs with the server's defaults: evdal one IO loop per core, the peer
+# 2 IO threads, 64 handlers and 256 lookup threads.
+# evdal, ping: one IO loop. Two loops plus the load generator's thread are three busy threads on
+# two cores, and a loop that loses its core for a scheduler slice holds its connections'
+# replies: ping's p99 at 16 connections is 2-4 ms with two loops, under 1 ms with one. The
+# other families gain 10-20% of throughput from the second loop, with a p99 far below the
+# peer's either way.
+EVDAL_TUNED = {'ping': {'io_threads': '1'}}
+# The peer: few handler threads for short calls (less switching on two cores).
+_FEW = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
+PEER_TUNED = {'static7': _FEW, 'c10k': _FEW, 'sqlite7': _FEW}
 
 
 def naps(*ms):
@@ -129,13 +127,15 @@ class Server:
     """One server process on a loopback port; restartable."""
 
     def __init__(self, name, argv_fn, log_dir, tuned=None):
+        """argv_fn(port, setting) gives the command; tuned maps a scenario family to its
+        setting (a family not in it gets None: the server's defaults)."""
         self.name, self.argv_fn, self.log_dir = name, argv_fn, log_dir
-        self.tuned = tuned or {}  # scenario family -> extra options
-        self.proc, self.port, self.argv, self.extra = None, None, None, []
+        self.tuned = tuned or {}
+        self.proc, self.port, self.argv, self.setting = None, None, None, None
 
     def start(self):
         self.port = free_port()
-        self.argv = self.argv_fn(self.port) + self.extra
+        self.argv = self.argv_fn(self.port, self.setting)
         log = open(os.path.join(self.log_dir, '%s.log' % self.name), 'a')
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
@@ -166,11 +166,12 @@ class Server:
         self.start()
 
     def tune_for(self, family):
-        """Restarts the server with its options for this family if they differ; True then."""
-        extra = self.tuned.get(family, [])
-        if extra == self.extra and self.proc is not None:
+        """(Re)starts the server with its setting for this family unless it already runs
+        with it; True if it did."""
+        setting = self.tuned.get(family)
+        if setting == self.setting and self.proc is not None:
             return False
-        self.extra = extra
+        self.setting = setting
         self.restart()
         return True
 
@@ -288,9 +289,8 @@ def report(args, results, bare, commands, started, elapsed):
              'Command: `/usr/bin/python3 bench/harness.py --build %s --rounds %d --seconds %g%s` '
              '(%.0f min). Each cell is the median of %d rounds (min-max in brackets), evdal '
              'and the peer measured in alternation (A B A B ...) after one warm-up run each. '
-             'Ratio: evdal / peer, of the medians. Each server runs with its best thread counts '
-             'for this machine (evdal: one IO loop; the peer: the best of its tuning table for '
-             'each scenario; the commands below say which).' %
+             'Ratio: evdal / peer, of the medians. Each server runs each scenario with its best '
+             'thread counts for this machine (`bench/tune.py`; the commands below say which).' %
              (os.path.relpath(args.build, ROOT), args.rounds, args.seconds,
               ''.join(' --only ' + o for o in args.only or []), elapsed / 60, args.rounds), '',
              '| scenario | conns | evdal req/s | peer req/s | ratio | evdal p99 ms | peer p99 ms |',
@@ -444,31 +444,47 @@ def main():
     if hard < IDLE + 1000 and any(s.idle for s in chosen):
         sys.exit('c10k needs %d descriptors; the hard limit is %d' % (IDLE + 1000, hard))
 
-    conf = prepare_config(args.config, args.build, EVDAL_SET)
+    conf = prepare_config(args.config, args.build)
     tmp = os.path.dirname(conf)
-    evdal = Server('evdal', lambda port: [os.path.join(args.build, 'evdal'), '--config', conf,
-                                          '--listen', '127.0.0.1:%d' % port], tmp)
-    peer = Server('peer', lambda port: [os.path.join(args.build, 'evdal-peer-cpp'), '--config',
-                                        conf, '--listen', '127.0.0.1:%d' % port]
-                  + shlex.split(args.peer_args), tmp, PEER_TUNED)
+    confs = {(): conf}  # evdal's config for each setting of its [server] keys
+
+    def evdal_argv(port, setting):
+        key = tuple(sorted((setting or {}).items()))
+        if key not in confs:
+            confs[key] = prepare_config(args.config, args.build, dict(key))
+        return [os.path.join(args.build, 'evdal'), '--config', confs[key],
+                '--listen', '127.0.0.1:%d' % port]
+
+    evdal = Server('evdal', evdal_argv, tmp, EVDAL_TUNED)
+    peer = Server('peer', lambda port, setting: [os.path.join(args.build, 'evdal-peer-cpp'),
+                                                 '--config', conf, '--listen',
+                                                 '127.0.0.1:%d' % port]
+                  + (setting or []) + shlex.split(args.peer_args), tmp, PEER_TUNED)
     servers = (evdal, peer)
     started = datetime.date.today().isoformat()
     t0 = time.monotonic()
     results, commands = {}, []
     try:
-        evdal.start()
-        commands += ['# %s config: the sample one with admin_listen off, max_connections %d, %s'
-                     % (tmp, IDLE + 1000, ', '.join('%s = %s' % kv for kv in EVDAL_SET.items())),
-                     show(evdal.argv)]
+        commands.append('# %s config: the sample one with admin_listen off and max_connections '
+                        '%d; evdal\'s other configs differ from it in the [server] keys shown'
+                        % (tmp, IDLE + 1000))
+
+        def tune(family):
+            for s in servers:
+                if s.tune_for(family):
+                    shown = (', '.join('%s = %s' % kv for kv in s.setting.items())
+                             if isinstance(s.setting, dict) else 'its defaults'
+                             if s.setting is None else ' '.join(s.setting))
+                    commands.extend(['# %s, from here on (%s):' % (s.name, shown),
+                                     show(s.argv)])
+
         for sc in chosen:
             results[sc.name] = {'family': sc.family, 'conns': sc.conns, 'idle': sc.idle,
                                 'evdal': [], 'peer': []}
         plain = [sc for sc in chosen if sc.family != 'c10k']
         c10k = [sc for sc in chosen if sc.family == 'c10k']
         for sc in plain:
-            if peer.tune_for(sc.family):
-                commands.append('# the peer, from here on:')
-                commands.append(show(peer.argv))
+            tune(sc.family)
             commands.append(show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup)))
             for s in servers:
                 run_bench(args.build, s, sc, 1, 0)  # warm-up
@@ -480,8 +496,7 @@ def main():
                 sc.name, fmt(med([x['rps'] for x in results[sc.name]['evdal']])),
                 fmt(med([x['rps'] for x in results[sc.name]['peer']]))), file=sys.stderr)
         if c10k:
-            if peer.tune_for('c10k'):
-                commands += ['# the peer, from here on:', show(peer.argv)]
+            tune('c10k')
             commands += [show(sc.bench_argv(args.build, 'PORT', args.seconds, args.warmup))
                          for sc in c10k]
             commands.append('# c10k: each round restarts both servers, then runs both commands')
