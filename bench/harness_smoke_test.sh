@@ -16,6 +16,13 @@ grep -Eq '^\| article \| 1 \| ' "$out/BENCHMARKS.md"
 grep -q '^| article: median within 2 ms of 140 ms | 1[34][0-9]\.[0-9] ms | ' "$out/BENCHMARKS.md"
 grep -q 'build/evdal-bench --port PORT -c 1' "$out/BENCHMARKS.md" ||
   grep -q 'evdal-bench --port PORT -c 1' "$out/BENCHMARKS.md"
+# Each server runs each family with its own setting: evdal one loop for ping, its defaults for
+# the article (so it was restarted between them), and the config it ran ping with says so.
+grep -q '^# evdal, from here on (io_threads = 1):$' "$out/BENCHMARKS.md"
+grep -q '^# evdal, from here on (its defaults):$' "$out/BENCHMARKS.md"
+conf=$(grep -A1 '^# evdal, from here on (io_threads = 1):$' "$out/BENCHMARKS.md" | tail -1 |
+  sed -E 's/.*--config ([^ ]+).*/\1/')
+grep -q '^io_threads = 1$' "$conf"
 for png in throughput p99; do
   head -c 8 "$out/bench/$png.png" | od -An -tx1 | grep -q '89 50 4e 47'
 done
