@@ -23,6 +23,9 @@ grep -q '^# evdal, from here on (its defaults):$' "$out/BENCHMARKS.md"
 conf=$(grep -A1 '^# evdal, from here on (io_threads = 1):$' "$out/BENCHMARKS.md" | tail -1 |
   sed -E 's/.*--config ([^ ]+).*/\1/')
 grep -q '^io_threads = 1$' "$conf"
+# Seven naps of a fetch go to seven distinct lookups (identical calls would be merged into one).
+grep -q -- '--call nap1:delay_ms=20 .*--call nap7:delay_ms=140' "$out/BENCHMARKS.md"
+for i in 1 2 3 4 5 6 7; do grep -q "^\[lookup nap$i\]$" "$conf"; done
 for png in throughput p99; do
   head -c 8 "$out/bench/$png.png" | od -An -tx1 | grep -q '89 50 4e 47'
 done
