@@ -2,7 +2,8 @@
 # tests/install_test.sh BUILD_DIR: `cmake --install` lays out the binaries, the IDL, the sample
 # config and the systemd units under a fresh prefix; the installed binary accepts the installed
 # config; the units pass `systemd-analyze verify` and score "OK" (<= 2.0) in
-# `systemd-analyze security`.
+# `systemd-analyze security`. Then, with DESTDIR, the prefix /usr puts the config in /etc/evdal
+# (where the unit's ConfigurationDirectory= is), and a second install keeps an edited config.
 set -euo pipefail
 build=$1
 prefix=$(mktemp -d)
@@ -42,4 +43,27 @@ else
   echo "systemd-analyze not installed: units not checked (tools/dev.sh deps installs it)"
   exit 1
 fi
-echo "install layout OK under $prefix"
+
+# The prefix /usr (a distribution's, and the .deb's): the config goes to /etc/evdal, which the
+# unit reads, not /usr/etc/evdal. DESTDIR keeps it all inside a temp folder.
+root=$prefix/destdir
+DESTDIR=$root cmake --install "$build" --prefix /usr >/dev/null
+for f in usr/bin/evdal usr/bin/evdal-cli etc/evdal/evdal.conf usr/share/evdal/evdal.conf \
+         usr/lib/systemd/system/evdal.service; do
+  [ -f "$root/$f" ] || { echo "missing after DESTDIR install with prefix /usr: /$f"; exit 1; }
+done
+[ ! -e "$root/usr/etc" ] || { echo "the prefix /usr installed a /usr/etc"; exit 1; }
+grep -q '^path = /var/lib/evdal/sample.db$' "$root/etc/evdal/evdal.conf" ||
+  { echo "/etc/evdal/evdal.conf is not the sample config"; exit 1; }
+grep -q '^ExecStart=/usr/bin/evdal --config ${CONFIGURATION_DIRECTORY}/evdal.conf$' \
+  "$root/usr/lib/systemd/system/evdal.service" || { echo "the unit does not run /usr/bin/evdal"; exit 1; }
+grep -q '^# The configuration is /etc/evdal/evdal.conf;' "$root/usr/lib/systemd/system/evdal.service" ||
+  { echo "the unit's comment names another config path"; exit 1; }
+# An operator's edits survive a reinstall; the new sample goes beside them.
+echo '# edited by the operator' >> "$root/etc/evdal/evdal.conf"
+DESTDIR=$root cmake --install "$build" --prefix /usr >/dev/null
+tail -n 1 "$root/etc/evdal/evdal.conf" | grep -q '^# edited by the operator$' ||
+  { echo "a reinstall replaced the edited /etc/evdal/evdal.conf"; exit 1; }
+grep -q '^path = /var/lib/evdal/sample.db$' "$root/etc/evdal/evdal.conf.new" ||
+  { echo "no evdal.conf.new beside the edited config"; exit 1; }
+echo "install layout OK under $prefix, and with DESTDIR and the prefix /usr"
