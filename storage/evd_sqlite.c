@@ -11,12 +11,19 @@
  * while costing nothing measurable. */
 #define EVD_SQLITE_PROGRESS_OPS 1000
 
+/* The longest nap of the busy handler between two tries at a lock: short enough that a
+ * cancelled or timed-out job frees its worker within a few milliseconds, long enough that a
+ * reader waiting out a writer's transaction wakes a few hundred times a second at most. */
+#define EVD_SQLITE_BUSY_MAX_NAP_US 4000
+
 typedef struct {
   EvdSqlitePool *pool;
   GThread *thread;
   sqlite3 *db;
   GPtrArray *stmts;            /* sqlite3_stmt *, by statement id */
-  EvdSqliteJob *current;       /* read by the progress handler, on this thread only */
+  EvdSqliteJob *current;       /* read by the progress and busy handlers, on this thread only */
+  gint64 busy_since_us;        /* when the busy handler was first called for this lock */
+  gboolean busy_interrupted;   /* the busy handler gave up for the job, not the timeout */
 } EvdSqliteWorker;
 
 struct _EvdSqlitePool {
@@ -33,6 +40,7 @@ struct _EvdSqlitePool {
   gboolean stopping;           /* the workers exit once waiting is empty */
   gint queued;                 /* atomic mirror of waiting.length, for metrics */
   GPtrArray *workers;          /* EvdSqliteWorker * */
+  int busy_timeout_ms;         /* how long a statement waits for a lock in all */
   gint busy;                   /* atomic */
   guint64 busy_us;             /* atomic */
   guint64 jobs;                /* atomic */
@@ -41,6 +49,23 @@ struct _EvdSqlitePool {
 G_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
 
 /* ---- Rows. ---- */
+
+/* Valid UTF-8, NUL (U+0000) included: g_utf8_validate_len() stops at a NUL byte and calls
+ * it invalid, so validate the pieces between NULs. A NUL cut in the middle of a sequence
+ * still fails, since the piece before it ends in an incomplete character. */
+static gboolean
+evd_sqlite_utf8_valid (const char *text, gsize len)
+{
+  const char *end;
+
+  while (!g_utf8_validate_len (text, len, &end)) {
+    if (*end != '\0')
+      return FALSE;
+    len -= (gsize) (end - text) + 1;
+    text = end + 1;
+  }
+  return TRUE;
+}
 
 /* Straight from SQLite's buffers into the table's arena: no value object, no copy between. */
 static gboolean
@@ -56,7 +81,7 @@ evd_sqlite_add_column (EvdRows *rows, sqlite3_stmt *st, int i, GError **error)
   case SQLITE_TEXT: {
     const char *text = (const char *) sqlite3_column_text (st, i);
     int len = sqlite3_column_bytes (st, i);
-    if (!g_utf8_validate_len (text, (gsize) len, NULL)) {
+    if (!evd_sqlite_utf8_valid (text, (gsize) len)) {
       g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_FAILED,
                    "column %s holds text that is not valid UTF-8", sqlite3_column_name (st, i));
       return FALSE;
@@ -134,7 +159,7 @@ evd_sqlite_bind_all (EvdSqliteWorker *w, sqlite3_stmt *st, const EvdSqliteJob *j
 static void
 evd_sqlite_step_error (EvdSqliteWorker *w, EvdSqliteJob *job, int rc, GError **error)
 {
-  if (rc == SQLITE_INTERRUPT)
+  if (rc == SQLITE_INTERRUPT || ((rc & 0xff) == SQLITE_BUSY && w->busy_interrupted))
     g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_INTERRUPTED, "%s",
                  g_atomic_int_get (&job->cancelled) ? "cancelled" : "deadline passed");
   else
@@ -184,6 +209,7 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
 
     g_atomic_int_inc (&w->pool->busy);
     w->current = job;
+    w->busy_interrupted = FALSE;
     rows = evd_sqlite_run (w, job, &error);
     w->current = NULL;
     sqlite3_reset (st);
@@ -196,15 +222,51 @@ evd_sqlite_serve (EvdSqliteWorker *w, EvdSqliteJob *job)
   job->done (job, g_steal_pointer (&rows), error);
 }
 
+/* The job on this worker is over (cancelled or past its deadline), or there is none. */
+static gboolean
+evd_sqlite_job_over (const EvdSqliteJob *job)
+{
+  return job != NULL && (g_atomic_int_get (&job->cancelled) ||
+                         g_get_monotonic_time () >= job->deadline_us);
+}
+
+/* Called by SQLite when a lock it needs is held by another connection (a writer in
+ * rollback-journal mode, a WAL index being rebuilt): non-zero tries again. SQLite's own
+ * sqlite3_busy_timeout() sleeps in naps of up to 100 ms and never looks at the job, and the
+ * progress handler does not run while it sleeps, so a call that timed out or was cancelled
+ * kept its worker for up to busy_timeout_ms. This one naps a few milliseconds at a time and
+ * gives up as soon as the job is over (the statement then fails as interrupted, see
+ * evd_sqlite_step_error) or busy_timeout_ms has passed since the first try (SQLITE_BUSY, a
+ * BACKEND error). `count` is 0 on the first call for each lock SQLite waits for. */
+static int
+evd_sqlite_on_busy (void *arg, int count)
+{
+  EvdSqliteWorker *w = arg;
+  gint64 now = g_get_monotonic_time ();
+  gint64 left_us;
+
+  if (count == 0)
+    w->busy_since_us = now;
+  if (evd_sqlite_job_over (w->current)) {
+    w->busy_interrupted = TRUE;
+    return 0;
+  }
+  left_us = w->busy_since_us + (gint64) w->pool->busy_timeout_ms * 1000 - now;
+  if (left_us <= 0)
+    return 0;
+  /* 1, 2, 4, 4, 4... ms: a lock held for a moment is retaken at once. */
+  g_usleep ((gulong) MIN (left_us, MIN ((gint64) 1000 << MIN (count, 2),
+                                        EVD_SQLITE_BUSY_MAX_NAP_US)));
+  return 1;
+}
+
 /* Called by SQLite every EVD_SQLITE_PROGRESS_OPS instructions: non-zero interrupts. */
 static int
 evd_sqlite_on_progress (void *arg)
 {
   EvdSqliteWorker *w = arg;
-  EvdSqliteJob *job = w->current;
 
-  return job != NULL && (g_atomic_int_get (&job->cancelled) ||
-                         g_get_monotonic_time () >= job->deadline_us);
+  return evd_sqlite_job_over (w->current);
 }
 
 /* Signals one idle worker unless one is already being woken; under the lock. TRUE when the
@@ -256,7 +318,7 @@ evd_sqlite_worker_main (gpointer data)
 /* ---- Connections. ---- */
 
 static sqlite3 *
-evd_sqlite_open (const char *path, int busy_timeout_ms, GError **error)
+evd_sqlite_open (EvdSqliteWorker *w, const char *path, GError **error)
 {
   sqlite3 *db = NULL;
   int rc;
@@ -269,7 +331,7 @@ evd_sqlite_open (const char *path, int busy_timeout_ms, GError **error)
   /* NOMUTEX: each connection is used by its own worker thread only. */
   rc = sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
   if (rc == SQLITE_OK) {
-    sqlite3_busy_timeout (db, busy_timeout_ms);
+    sqlite3_busy_handler (db, evd_sqlite_on_busy, w);
     /* Touch the schema now: a file that is not a database fails here, at start-up. */
     rc = sqlite3_exec (db, "PRAGMA query_only = ON; SELECT count(*) FROM sqlite_schema;",
                        NULL, NULL, NULL);
@@ -315,6 +377,7 @@ evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError 
   pool = g_new0 (EvdSqlitePool, 1);
 
   pool->path = g_strdup (path);
+  pool->busy_timeout_ms = MAX (busy_timeout_ms, 0);
   g_mutex_init (&pool->lock);
   g_cond_init (&pool->cond);
   g_queue_init (&pool->waiting);
@@ -325,7 +388,7 @@ evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError 
     w->pool = pool;
     w->stmts = g_ptr_array_new_with_free_func (evd_sqlite_finalize);
     g_ptr_array_add (pool->workers, w);
-    w->db = evd_sqlite_open (path, busy_timeout_ms, error);
+    w->db = evd_sqlite_open (w, path, error);
     if (w->db == NULL)
       return NULL;
     sqlite3_progress_handler (w->db, EVD_SQLITE_PROGRESS_OPS, evd_sqlite_on_progress, w);

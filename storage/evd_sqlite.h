@@ -14,7 +14,8 @@
  * exactly once, with a table or an error. evd_sqlite_job_cancel() (any thread) makes a queued
  * job complete at once with EVD_SQLITE_ERROR_INTERRUPTED when a worker reaches it, and
  * interrupts a running one through a progress handler, which also stops a statement that
- * outlives the job's deadline; either way the worker is free again at once. The submitter
+ * outlives the job's deadline; a statement waiting for a lock (busy) looks at both every few
+ * milliseconds too. Either way the worker is free again at once. The submitter
  * frees the job after done has run.
  */
 #pragma once
@@ -53,7 +54,8 @@ typedef enum {
 } EvdSqliteError;
 
 /* Opens `workers` read-only connections to `path` and starts their threads. Fails with the
- * path when the file is missing or is not a database. */
+ * path when the file is missing or is not a database. A statement that finds the database
+ * locked retries for up to `busy_timeout_ms` in all, then fails (EVD_SQLITE_ERROR_FAILED). */
 EvdSqlitePool *evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms,
                                     GError **error);
 /* Stops the workers once the queue is empty, closes the connections. */

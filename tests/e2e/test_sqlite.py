@@ -66,6 +66,14 @@ timeout_ms = 200
 [lookup sleepy]
 database = main
 sql = WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < :n) SELECT count(*) AS n FROM c
+
+[lookup endless]
+database = main
+sql = WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c
+
+[lookup query_only]
+database = main
+sql = SELECT query_only FROM pragma_query_only
 """
 
 
@@ -75,19 +83,26 @@ class SqliteTest(h.EvdalTestCase):
         self.addCleanup(self.dir.cleanup)
         self.db = os.path.join(self.dir.name, 'test.db')
 
-    def server(self, workers=2, busy=1000, wal=True, extra=''):
+    def server(self, workers=2, busy=1000, wal=True, extra='', **server_keys):
         make_db(self.db, wal=wal)
         return h.Server(h.config(lookups=LOOKUPS.format(db=self.db, workers=workers, busy=busy),
-                                 extra=extra))
+                                 extra=extra, **server_keys))
 
     def fetch(self, srv, calls, **ctx):
         c, t = h.client(srv)
         self.addCleanup(t.close)
         return c.fetch(h.fetch_request(calls, **ctx))
 
-    def one(self, srv, lookup, **params):
-        r = self.fetch(srv, {'k': ttypes.LookupCall(lookup=lookup, params=params or None)})
+    def one(self, srv, lookup, timeout_ms=None, **params):
+        r = self.fetch(srv, {'k': ttypes.LookupCall(lookup=lookup, params=params or None,
+                                                    timeout_ms=timeout_ms)})
         return r.results['k']
+
+    def timed(self, srv, lookup, timeout_ms=None, **params):
+        """One call: (its result, the ms it took)."""
+        t0 = time.monotonic()
+        r = self.one(srv, lookup, timeout_ms=timeout_ms, **params)
+        return r, (time.monotonic() - t0) * 1000
 
     def test_values_round_trip(self):
         with self.server() as srv:
@@ -193,6 +208,27 @@ class SqliteTest(h.EvdalTestCase):
             self.assertIn('UTF-8', r.error.message)
             self.assertIn('column s', r.error.message)
 
+    def test_stored_text_with_nul_round_trips(self):
+        """U+0000 is valid UTF-8: text holding it comes back whole, not as an error."""
+        with self.server() as srv:
+            db = sqlite3.connect(self.db)
+            db.execute("INSERT INTO t (id, s) VALUES (9, CAST(x'610062' AS TEXT))")
+            db.execute("INSERT INTO t (id, s) VALUES (10, CAST(x'00c3a900' AS TEXT))")
+            db.execute("INSERT INTO t (id, s) VALUES (11, CAST(x'4100ff' AS TEXT))")
+            db.execute("INSERT INTO t (id, s) VALUES (12, CAST(x'41c300' AS TEXT))")
+            db.commit()
+            db.close()
+            r = self.one(srv, 'row', id=V(int_value=9))
+            self.assertIsNone(r.error, r)
+            self.assertEqual(r.table.rows[0][2].text_value, 'a\x00b')
+            self.assertEqual(self.one(srv, 'row', id=V(int_value=10)).table.rows[0][2].text_value,
+                             '\x00é\x00')
+            # Invalid bytes after a NUL, and a character cut by one, are still refused.
+            for bad in (11, 12):
+                r = self.one(srv, 'row', id=V(int_value=bad))
+                self.assertEqual(r.error.kind, EK.BACKEND, (bad, r))
+                self.assertIn('UTF-8', r.error.message)
+
     def test_invalid_utf8_param(self):
         with self.server() as srv:
             sock = srv.raw_socket()
@@ -233,6 +269,57 @@ class SqliteTest(h.EvdalTestCase):
                     self.assertEqual(r.error.kind, EK.BACKEND, r)
                     self.assertIn('locked', r.error.message)
             os.unlink(self.db)
+
+
+    def test_a_call_waiting_for_a_lock_frees_its_worker_when_it_times_out(self):
+        """A statement waiting for a writer's lock gives its worker back when its call times
+        out, not after busy_timeout_ms: the only worker then answers a statement that needs
+        no lock while the writer still holds it."""
+        with self.server(workers=1, busy=5000, wal=False) as srv:
+            db = sqlite3.connect(self.db, isolation_level=None, check_same_thread=False)
+            self.addCleanup(db.close)
+            db.execute('BEGIN EXCLUSIVE')
+            try:
+                r, ms = self.timed(srv, 'row', timeout_ms=100, id=V(int_value=1))
+                self.assertEqual(r.error.kind, EK.TIMEOUT, r)
+                self.assertLess(ms, 1000)
+                # echo reads no table, so it takes no lock: it waits only for the worker,
+                # which SQLite's own busy_timeout kept for the whole 5 s.
+                r, ms = self.timed(srv, 'echo', timeout_ms=3000, v=V(int_value=5))
+                self.assertIsNone(r.error, r)
+                self.assertEqual(r.table.rows[0][0].int_value, 5)
+                self.assertLess(ms, 1500)
+            finally:
+                db.execute('ROLLBACK')
+            r, ms = self.timed(srv, 'row', timeout_ms=3000, id=V(int_value=1))
+            self.assertIsNone(r.error, r)
+            self.assertEqual(r.table.rows[0][0].int_value, 42)
+            self.assertLess(ms, 1500)
+
+    def test_a_cancelled_statement_frees_its_worker(self):
+        """A critical call that fails cancels a running statement (not its 30 s budget): the
+        only worker is free again at once."""
+        with self.server(workers=1, extra=h.FAULT_LOOKUPS, deadline_ms=60000) as srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+            calls = {'must': ttypes.LookupCall(lookup='stuck', timeout_ms=300, critical=True),
+                     'q': ttypes.LookupCall(lookup='endless', timeout_ms=30000)}
+            t0 = time.monotonic()
+            with self.assertRaises(ttypes.LookupFailed) as cm:
+                c.fetch(h.fetch_request(calls))
+            self.assertEqual(cm.exception.call, 'must')
+            self.assertEqual(cm.exception.error.kind, EK.TIMEOUT)
+            self.assertLess((time.monotonic() - t0) * 1000, 2000)
+            r, ms = self.timed(srv, 'row', timeout_ms=5000, id=V(int_value=1))
+            self.assertIsNone(r.error, r)  # a worker kept by the statement: TIMEOUT
+            self.assertEqual(r.table.rows[0][0].int_value, 42)
+            self.assertLess(ms, 2000)
+
+    def test_connections_are_read_only(self):
+        with self.server() as srv:
+            # (tests/unit/test_sqlite_pool.c checks every connection of a pool.)
+            (v,), = self.one(srv, 'query_only').table.rows
+            self.assertEqual(v.int_value, 1)
 
 
 class SqliteStartupTest(h.EvdalTestCase):
