@@ -40,9 +40,9 @@ evd_static_quoted (const char **p, GString *out)
 }
 
 /* Splits a comma-separated line. `quoted` tells, per field, whether it was in quotes.
- * NULL on a malformed line (an unterminated quote, text after a closing quote). */
+ * NULL on a malformed line, *why saying what is wrong with it (for the config problem). */
 static GPtrArray *
-evd_static_split (const char *line, GPtrArray **quoted)
+evd_static_split (const char *line, GPtrArray **quoted, const char **why)
 {
   g_autoptr (GPtrArray) fields = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GPtrArray) flags = g_ptr_array_new ();
@@ -59,6 +59,7 @@ evd_static_split (const char *line, GPtrArray **quoted)
       p++;
       if (!evd_static_quoted (&p, field)) {
         g_string_free (field, TRUE);
+        *why = "unterminated quote";
         return NULL;
       }
       while (*p == ' ' || *p == '\t')
@@ -72,8 +73,10 @@ evd_static_split (const char *line, GPtrArray **quoted)
     g_ptr_array_add (flags, GINT_TO_POINTER (is_quoted));
     if (*p == '\0')
       break;
-    if (*p != ',')
+    if (*p != ',') {
+      *why = "text after a closing quote";
       return NULL;
+    }
     p++;
   }
   *quoted = g_steal_pointer (&flags);
@@ -113,10 +116,11 @@ evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, EvdRows 
 {
   g_autofree char *line = evd_config_string (cfg, group, key, "");
   g_autoptr (GPtrArray) quoted = NULL;
-  g_autoptr (GPtrArray) fields = evd_static_split (line, &quoted);
+  const char *why = NULL;
+  g_autoptr (GPtrArray) fields = evd_static_split (line, &quoted, &why);
 
   if (fields == NULL) {
-    evd_config_problem (cfg, group, key, "unterminated quote");
+    evd_config_problem (cfg, group, key, "%s", why);
     return FALSE;
   }
   if (fields->len != evd_rows_n_columns (t)) {
@@ -135,19 +139,21 @@ evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   (void) shared;
   g_autofree char *columns = evd_config_require (cfg, spec->group, "columns");
   g_autoptr (GPtrArray) quoted = NULL;
-  g_autoptr (GPtrArray) names = columns ? evd_static_split (columns, &quoted) : NULL;
-  g_auto (GStrv) keys = NULL;
+  const char *why = NULL;
+  g_autoptr (GPtrArray) names = columns ? evd_static_split (columns, &quoted, &why) : NULL;
+  /* Read (marked used) even when the columns are wrong: the rows are then not also
+   * reported as unknown keys, which would hide the one real problem among false ones. */
+  g_auto (GStrv) keys = evd_config_keys (cfg, spec->group);
   EvdStatic *s;
   gboolean ok = TRUE;
 
-  if (names == NULL || names->len == 0) {
+  if (names == NULL) {
     if (columns != NULL)
-      evd_config_problem (cfg, spec->group, "columns", "expected a comma-separated list");
+      evd_config_problem (cfg, spec->group, "columns", "%s", why);
     return NULL;
   }
   s = g_new0 (EvdStatic, 1);
   s->rows = evd_rows_new (names->len, (const char *const *) names->pdata);
-  keys = evd_config_keys (cfg, spec->group);
   for (guint i = 0; keys[i] != NULL; i++)
     if (g_str_has_prefix (keys[i], "row"))
       ok &= evd_static_add_row (cfg, spec->group, keys[i], s->rows);

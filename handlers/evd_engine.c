@@ -13,6 +13,11 @@
  * frontend retrying once still answers its own user in time. */
 #define EVD_ENGINE_RETRY_AFTER_MS 50
 
+/* Calls refused before they run (bad params, unknown lookup) are what a broken or hostile
+ * client sends at will, so their warnings go through a limiter; one per loop, as evd_log asks,
+ * and each loop is one thread, so a thread-local one needs no lock. */
+static _Thread_local EvdLogLimit evd_engine_refusal_limit;
+
 struct _EvdEngine {
   gint refs;                  /* atomic */
   EvdConfig *cfg;
@@ -33,7 +38,7 @@ struct _EvdSlot {
   GPtrArray *keys;            /* char *, the calls' keys */
   const EvdParam *params;     /* the first call's params, in the request */
   guint n_params;
-  gboolean critical;          /* any of its calls is */
+  const char *critical_key;   /* the first of its calls that is critical, or NULL */
   gint64 deadline_us;
   EvdBackendCall *bcall;      /* while the backend has it */
   gboolean queued;            /* waiting for a place in the lookup's bulkhead */
@@ -144,6 +149,9 @@ evd_bcall_complete_here (gpointer data)
   EvdCompletion *c = data;
   EvdBackendCall *b = c->call;
 
+  /* Everything below (the slot, the fetch, the bulkhead's place) belongs to the request's
+   * loop; a completion anywhere else is a hand-off bug in evd_bcall_complete. */
+  g_assert (evd_loop_is_current (b->fetch->loop));
   if (!b->completed) {
     const EvdBackendClass *k = evd_lookup_class (b->lookup);
 
@@ -281,8 +289,10 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
     evd_log_event (G_LOG_LEVEL_DEBUG, f->ctx.request_id, evd_lookup_spec (slot->lookup)->name,
                    NULL, "%s (%s): %s", evd_lookup_spec (slot->lookup)->name,
                    toString_ErrorKind (slot->error->kind), slot->error->message);
-    if (slot->critical) {
-      evd_fetch_finish (f, slot->keys->pdata[0], slot->error);
+    if (slot->critical_key != NULL) {
+      /* Named after a call that asked for it: an identical non-critical call sharing the
+       * slot may come first in keys. */
+      evd_fetch_finish (f, slot->critical_key, slot->error);
       return;
     }
   }
@@ -691,9 +701,11 @@ evd_engine_same_value (const EvdValue *a, const EvdValue *b)
 }
 
 /* The slot already planned for the same lookup, time budget and params, if any: calls that
- * name it run once and share its result. Params have distinct names (evd_request), so equal
- * counts and every one of ours found equal in theirs means the same set. A fetch has at most
- * max_calls slots: comparing with each costs less than building and hashing a key per call. */
+ * name it run once and share its result. The budget counts: one run serving two budgets would
+ * let the shorter one's TIMEOUT answer for the longer (LookupCall in the IDL tells frontends).
+ * Params have distinct names (evd_request), so equal counts and every one of ours found equal
+ * in theirs means the same set, in any order. A fetch has at most max_calls slots: comparing
+ * with each costs less than building and hashing a key per call. */
 static EvdSlot *
 evd_engine_find_slot (EvdFetch *f, EvdLookup *l, gint64 deadline_us, const EvdFetchCall *call)
 {
@@ -755,7 +767,8 @@ evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
     g_ptr_array_add (f->slots, slot);
   }
   g_ptr_array_add (slot->keys, (gpointer) call->key);  /* the request holds the keys */
-  slot->critical |= call->critical;
+  if (call->critical && slot->critical_key == NULL)
+    slot->critical_key = call->key;
   return NULL;
 }
 
@@ -772,6 +785,8 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
     if (e == NULL)
       continue;
     g_hash_table_insert (f->early, (gpointer) call->key, e);
+    evd_log_limited (&evd_engine_refusal_limit, evd_call_peer (f->rpc),
+                     "[%s] call %s refused: %s", f->ctx.request_id, call->key, e->message);
     if (call->critical && critical_key == NULL) {
       critical_key = call->key;
       *critical_error = e;

@@ -52,7 +52,14 @@ struct RequestContext {
   5: optional map<string, string> attributes
 }
 
-/** One lookup to run as part of a fetch. */
+/**
+ * One lookup to run as part of a fetch.
+ *
+ * Calls of one fetch that name the same lookup with the same params (same names and values,
+ * in any order) and the same time budget run once and share one result. A different
+ * timeout_ms that gives a different budget makes a separate run: one run cannot serve two
+ * budgets without one call's timeout deciding the other's result.
+ */
 struct LookupCall {
   /** Name of a lookup configured on the server (see lookups()). */
   1: string lookup
@@ -60,7 +67,7 @@ struct LookupCall {
   2: optional map<string, Value> params
   /** Time budget of this call in milliseconds; the smallest of this, the lookup's and the request's wins. */
   3: optional i32 timeout_ms
-  /** When true, a failure of this call fails the whole fetch with LookupFailed. */
+  /** When true, a failure of this call fails the whole fetch with LookupFailed, naming this call. */
   4: optional bool critical
 }
 
@@ -112,7 +119,11 @@ struct LookupResult {
 struct FetchRequest {
   /** Request-scoped state; optional. */
   1: optional RequestContext context
-  /** The calls, keyed by a name of the caller's choosing; results use the same keys. */
+  /**
+   * The calls, keyed by a name of the caller's choosing; results use the same keys. Identical
+   * calls (same lookup, params and time budget; see LookupCall) run once, and each key gets
+   * the shared result.
+   */
   2: map<string, LookupCall> calls
 }
 

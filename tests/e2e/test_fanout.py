@@ -2,6 +2,10 @@
 deadlines, critical calls, tracing, request ids, admission, bulkheads and deduplication, all
 through the generated Python client against the real server."""
 import collections
+import os
+import re
+import shutil
+import tempfile
 import threading
 import time
 import unittest
@@ -29,6 +33,11 @@ backend = delay
 delay_ms = 300
 timeout_ms = 50
 
+[lookup stuck_short]
+backend = fault
+mode = hang
+timeout_ms = 100
+
 [lookup double]
 backend = fault
 mode = double
@@ -53,6 +62,14 @@ max_queue = 1
 [lookup single]
 backend = delay
 delay_ms = 150
+max_concurrent = 1
+max_queue = 0
+
+[lookup pair]
+backend = fault
+mode = thread
+delay_ms = 20
+required_param = user_id
 max_concurrent = 1
 max_queue = 0
 """
@@ -130,7 +147,8 @@ class FanoutTest(h.EvdalTestCase):
         self.assertEqual(h.slept_ms(r.results['fast']), 10)
         self.assertGreaterEqual(ms, 95)
         self.assertLess(ms, 600, 'the reply waited for the stuck call')
-        self.server.wait_log(r'\[deadline-call\] fault backend: call cancelled', timeout=3)
+        self.assertTrue(self.server.wait_log(r'\[deadline-call\] fault backend: call cancelled',
+                                             timeout=3), 'the stuck call was not cancelled')
 
     def test_lookup_timeout(self):
         r, ms = self.fetch({'s': call('short')})
@@ -147,6 +165,12 @@ class FanoutTest(h.EvdalTestCase):
         self.assertGreaterEqual(ms, 1900)
         self.assertLess(ms, 3000)
 
+    def test_call_timeout_cannot_extend_the_lookups(self):
+        """A call's timeout_ms larger than its lookup's does not lengthen it: the smaller wins."""
+        r, ms = self.fetch({'s': call('stuck_short', timeout_ms=1000)})
+        self.assertError(r.results['s'], EK.TIMEOUT, 'after 100 ms')
+        self.assertLess(ms, 700, 'the call waited for its own timeout_ms, not the lookup\'s')
+
     def test_smallest_budget_wins(self):
         r, ms = self.fetch({'n': call('nap', delay_ms=500, timeout_ms=1000)}, deadline_ms=120)
         self.assertError(r.results['n'], EK.TIMEOUT)
@@ -159,14 +183,35 @@ class FanoutTest(h.EvdalTestCase):
         t0 = time.monotonic()
         with self.assertRaises(ttypes.LookupFailed) as cm:
             c.fetch(h.fetch_request({'must': call('broken', critical=True),
-                                     'other': call('stuck')}, request_id='crit-1'))
+                                     'other': call('stuck')}))
         self.assertLess((time.monotonic() - t0) * 1000, 500)
         self.assertEqual(cm.exception.call, 'must')
         self.assertEqual(cm.exception.error.kind, EK.BACKEND)
-        self.server.wait_log(r'\[crit-1\] fault backend: call cancelled', timeout=3)
+        # `broken` fails inside start(): a call planned after it may end before it started,
+        # with no cancel to make. One that fails later finds the other call running, and
+        # the backend's cancel must stop it.
+        t0 = time.monotonic()
+        with self.assertRaises(ttypes.LookupFailed) as cm:
+            c.fetch(h.fetch_request({'must': call('short', critical=True),
+                                     'other': call('stuck')}, request_id='crit-1'))
+        self.assertLess((time.monotonic() - t0) * 1000, 500)
+        self.assertEqual((cm.exception.call, cm.exception.error.kind), ('must', EK.TIMEOUT))
+        self.assertTrue(self.server.wait_log(r'\[crit-1\] fault backend: call cancelled',
+                                             timeout=3), 'the other call was not cancelled')
         # A non-critical failure does not.
         r, _ = self.fetch({'may': call('broken'), 'ok': call('nap', delay_ms=1)})
         self.assertError(r.results['may'], EK.BACKEND)
+
+    def test_critical_failure_names_the_critical_call(self):
+        """Identical calls share one run; when it fails, LookupFailed names the call that was
+        critical, whichever of them comes first (the server orders calls by key)."""
+        c = self.client()
+        for critical in ('a', 'b'):
+            calls = {k: call('broken', critical=k == critical or None) for k in ('a', 'b')}
+            with self.assertRaises(ttypes.LookupFailed) as cm:
+                c.fetch(h.fetch_request(calls))
+            self.assertEqual(cm.exception.call, critical)
+            self.assertEqual(cm.exception.error.kind, EK.BACKEND)
 
     def test_critical_timeout_and_unknown(self):
         c = self.client()
@@ -176,6 +221,48 @@ class FanoutTest(h.EvdalTestCase):
         with self.assertRaises(ttypes.LookupFailed) as cm:
             c.fetch(h.fetch_request({'k': call('missing', critical=True), 'n': call('nap')}))
         self.assertEqual((cm.exception.call, cm.exception.error.kind), ('k', EK.UNKNOWN_LOOKUP))
+
+    # ---- duplicate calls ----
+    # `single` and `pair` admit one call at a time and queue none: two calls that ran
+    # separately make one of them OVERLOADED, two that ran once share the result.
+
+    def assertRuns(self, calls, runs):
+        r, _ = self.fetch(calls, trace=True)
+        overloaded = sorted(k for k, x in r.results.items()
+                            if x.error is not None and x.error.kind == EK.OVERLOADED)
+        self.assertEqual(len(overloaded), runs - 1, r.results)
+        ok = [x for k, x in r.results.items() if k not in overloaded]
+        for x in ok:
+            self.assertIsNone(x.error, x)
+        self.assertEqual(len({(x.span.start_us, x.span.end_us) for x in ok}), 1, ok)
+        return r
+
+    def test_duplicates_with_params_in_another_order_run_once(self):
+        r = self.assertRuns({'a': call('pair', user_id=7, delay_ms=20),
+                             'b': call('pair', delay_ms=20, user_id=7)}, runs=1)
+        self.assertEqual(r.results['a'].table.rows[0][0].text_value, 'from a thread')
+
+    def test_duplicates_compare_every_param(self):
+        # One param in three differs, first or last: a run of its own.
+        self.assertRuns({'a': call('pair', user_id=7, delay_ms=20),
+                         'b': call('pair', user_id=8, delay_ms=20)}, runs=2)
+        self.assertRuns({'a': call('pair', user_id=7, delay_ms=20),
+                         'b': call('pair', delay_ms=21, user_id=7)}, runs=2)
+        # Three identical calls among them, in any param order, are still one run.
+        self.assertRuns({'a': call('pair', user_id=7, delay_ms=20),
+                         'b': call('pair', delay_ms=20, user_id=7),
+                         'c': call('pair', user_id=7, delay_ms=20, timeout_ms=None)}, runs=1)
+
+    def test_duplicates_with_another_timeout_run_twice(self):
+        """The time budget is part of what makes calls identical: sharing one run would let
+        one call's timeout decide the other's result (see LookupCall in the IDL)."""
+        self.assertRuns({'a': call('single', delay_ms=20, timeout_ms=1000),
+                         'b': call('single', delay_ms=20, timeout_ms=900)}, runs=2)
+        self.assertRuns({'a': call('single', delay_ms=20, timeout_ms=1000),
+                         'b': call('single', delay_ms=20, timeout_ms=1000)}, runs=1)
+        # No timeout_ms and one equal to the request's deadline give the same budget.
+        self.assertRuns({'a': call('single', delay_ms=20),
+                         'b': call('single', delay_ms=20, timeout_ms=2000)}, runs=1)
 
     # ---- invalid requests ----
 
@@ -348,6 +435,77 @@ class AdmissionTest(h.EvdalTestCase):
                                     'exited before the worker of the closed client finished')
             self.assertEqual(waiting.recv_fetch().results['t'].table.rows[0][0].text_value,
                              'from a thread')
+
+
+class BackendConfigTest(h.EvdalTestCase):
+    """Bad delay and static sections stop start-up, naming the file, the line and the key."""
+
+    # (name, lookup section, line of the fault counting from the section's header, key,
+    #  words of the message). Each runs as the only lookup of a file: [server] takes lines 1-2.
+    CASES = [
+        ('no_columns', '[lookup flags]\nbackend = static\nrow.1 = a, 1\n', 0, 'columns',
+         ['required']),
+        ('short_row', '[lookup flags]\nbackend = static\ncolumns = flag, on\nrow.1 = a, 1\n'
+         'row.2 = b\n', 4, 'row.2', ['1 values for 2 columns']),
+        ('long_row', '[lookup flags]\nbackend = static\ncolumns = flag, on\n'
+         'row.1 = a, 1, x\n', 3, 'row.1', ['3 values for 2 columns']),
+        ('open_quote', '[lookup flags]\nbackend = static\ncolumns = flag, on\n'
+         'row.1 = "a, 1\n', 3, 'row.1', ['unterminated quote']),
+        ('after_quote', '[lookup flags]\nbackend = static\ncolumns = flag, on\n'
+         'row.1 = "a" b, 1\n', 3, 'row.1', ['text after a closing quote']),
+        ('open_quote_columns', '[lookup flags]\nbackend = static\ncolumns = "flag, on\n', 2,
+         'columns', ['unterminated quote']),
+        ('delay_too_long', '[lookup nap]\nbackend = delay\ndelay_ms = 3600001\n', 2,
+         'delay_ms', ['3600001', 'out of range']),
+        ('delay_negative', '[lookup nap]\nbackend = delay\ndelay_ms = -5\n', 2, 'delay_ms',
+         ['-5', 'out of range']),
+        ('delay_not_int', '[lookup nap]\nbackend = delay\ndelay_ms = 1.5\n', 2, 'delay_ms',
+         ['not an integer']),
+    ]
+
+    def setUp(self):
+        self.tmpdir = tempfile.mkdtemp(prefix='evdal-e2e-cfg-')
+        self.addCleanup(shutil.rmtree, self.tmpdir, True)
+
+    def write(self, name, section):
+        path = os.path.join(self.tmpdir, name + '.conf')
+        with open(path, 'w') as f:
+            f.write('[server]\nlisten = 127.0.0.1:0\n' + section)
+        return path
+
+    def assertNamesTheFault(self, r, path, section, line, key, words):
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 1, out)
+        self.assertNotIn('listening on', out)
+        group = section.split('\n', 1)[0].strip('[]')
+        rx = re.compile(r'^%s:%d: \[%s\] %s: (.*)$' % (re.escape(path), 3 + line,
+                                                       re.escape(group), re.escape(key)), re.M)
+        m = rx.search(r.stderr)
+        self.assertIsNotNone(m, 'expected %s in:\n%s' % (rx.pattern, r.stderr))
+        for w in words:
+            self.assertIn(w, m.group(1))
+        # The fault is the only problem reported (no unread row keys blamed besides it).
+        problems = [l for l in r.stderr.splitlines() if l.startswith(path + ':')]
+        self.assertEqual(len(problems), 1, r.stderr)
+
+    def test_check_config_names_file_line_and_key(self):
+        for name, section, line, key, words in self.CASES:
+            with self.subTest(name):
+                path = self.write(name, section)
+                r = h.run_evdal(['--config', path, '--check-config'])
+                self.assertNamesTheFault(r, path, section, line, key, words)
+
+    def test_start_fails_the_same_way(self):
+        for name, section, line, key, words in (self.CASES[1], self.CASES[-2]):
+            with self.subTest(name):
+                path = self.write(name, section)
+                r = h.run_evdal(['--config', path])
+                self.assertNamesTheFault(r, path, section, line, key, words)
+
+    def test_good_sections_pass(self):
+        path = self.write('good', LOOKUPS)
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
 if __name__ == '__main__':
