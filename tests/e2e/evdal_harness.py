@@ -53,6 +53,14 @@ logging.getLogger('thrift.transport.TSocket').setLevel(logging.CRITICAL)
 LISTEN_RE = re.compile(r'listening on (\S+)')
 ADMIN_RE = re.compile(r'admin on http://(\S+?)/')
 
+# Every server a test stops must have stayed under this peak RSS (VmHWM, read just before the
+# stop): memory bounded under every case, hostile or not. The server itself needs about 10 MiB;
+# the bound is generous so that only a leak or an unbounded buffer trips it. A test with its own
+# bound passes Server(max_rss_mib=...); None turns the check off.
+MAX_RSS_MIB = 128
+# ASan keeps freed memory in quarantine and shadows the rest: peak RSS means little there.
+SANITIZED = os.environ.get('EVDAL_SANITIZE') == '1'
+
 # The [server] keys most tests start from (every value the contract's sample would accept).
 SERVER_DEFAULTS = {
     'listen': '127.0.0.1:0',
@@ -138,11 +146,13 @@ class Server:
     The configuration is written to a fresh temp folder ('@TMPDIR@' in it is replaced by that
     folder's path), the server's stdout and stderr go to a log file there, and start-up waits
     for the "listening on ADDR" line. On leaving the block the server gets SIGTERM (if it still
-    runs) and must exit 0; otherwise the test fails with the tail of the log.
+    runs) and must exit 0, and its peak RSS read just before any stop() must be under
+    max_rss_mib (MAX_RSS_MIB unless given; not checked under a wrapper such as valgrind, nor
+    under ASan); otherwise the test fails with the tail of the log.
     """
 
     def __init__(self, config_text, extra_args=(), env=None, wrapper=None, start_timeout=None,
-                 stop_timeout=None):
+                 stop_timeout=None, max_rss_mib=MAX_RSS_MIB):
         self.tmpdir = tempfile.mkdtemp(prefix='evdal-e2e-')
         self.config_path = os.path.join(self.tmpdir, 'evdal.conf')
         self.log_path = os.path.join(self.tmpdir, 'evdal.log')
@@ -154,6 +164,8 @@ class Server:
         self.stop_timeout = stop_timeout or (120.0 if self.wrapper else 15.0)
         self.proc = None
         self.returncode = None
+        self.max_rss_mib = max_rss_mib
+        self.peak_rss_at_stop = None  # MiB, read by stop() before it signals
         self.address = self.host = self.port = self.unix_path = None
         self.admin_address = None
         self._log = None
@@ -205,6 +217,8 @@ class Server:
             if exc_type is None and rc != 0:
                 raise ServerError('evdal exited with %r (expected 0); log tail:\n%s'
                                   % (rc, self.log_tail()))
+            if exc_type is None:
+                self.check_peak_rss()
             if exc_type is not None:
                 sys.stderr.write('\n--- evdal log tail (%s) ---\n%s\n' % (self.log_path,
                                                                           self.log_tail()))
@@ -242,8 +256,10 @@ class Server:
         return self.returncode
 
     def stop(self, timeout=15.0, signum=signal.SIGTERM):
-        """Sends `signum`, waits up to `timeout` s; returns the exit code (None: had to kill)."""
+        """Sends `signum`, waits up to `timeout` s; returns the exit code (None: had to kill).
+        Reads the peak RSS first, which leaving the `with` block then checks."""
         if self.proc.poll() is None:
+            self._record_peak_rss()
             self.proc.send_signal(signum)
         rc = self.wait(timeout)
         if rc is None:
@@ -259,6 +275,22 @@ class Server:
                 if line.startswith('VmHWM:'):
                     return int(line.split()[1]) / 1024.0
         raise AssertionError('no VmHWM for %d' % self.proc.pid)
+
+    def _record_peak_rss(self):
+        try:
+            self.peak_rss_at_stop = self.peak_rss_mib()
+        except (OSError, AssertionError, ValueError):  # exited meanwhile: nothing to read
+            pass
+
+    def check_peak_rss(self):
+        """Fails when the peak RSS read at the last stop() is over max_rss_mib."""
+        if (self.max_rss_mib is None or self.wrapper or SANITIZED or
+                self.peak_rss_at_stop is None):
+            return
+        if self.peak_rss_at_stop > self.max_rss_mib:
+            raise ServerError('evdal peak RSS (VmHWM) %.1f MiB, over the bound of %s MiB; log '
+                              'tail:\n%s' % (self.peak_rss_at_stop, self.max_rss_mib,
+                                             self.log_tail()))
 
     def admin_get(self, path, headers=None, method='GET', timeout=10.0):
         """An HTTP request to the admin endpoint: (status, headers dict, body str)."""

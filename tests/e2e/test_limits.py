@@ -72,7 +72,7 @@ class LimitsTest(h.EvdalTestCase):
             self.assertTrue(closed)
             self.assertGreaterEqual(time.monotonic() - t0, 0.25)
             self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: read timeout'))
-            self.assertPong(good)
+            self.assertNapFetch(good, [5, 10])
 
     def test_client_that_does_not_read_is_not_read(self):
         """Thousands of pipelined requests, no replies read: the server stops reading that
@@ -106,7 +106,7 @@ class LimitsTest(h.EvdalTestCase):
             grown = rss_kib(srv.pid) - before
             if os.environ.get('EVDAL_SANITIZE') != '1':  # ASan's quarantine keeps freed memory
                 self.assertLess(grown, 32 * 1024, 'server grew by %d KiB' % grown)
-            self.assertPong(good)  # the loop serves others meanwhile
+            self.assertNapFetch(good, [5, 10])  # the loop serves others meanwhile
             # Now read: every complete request sent gets its reply, in order.
             complete = sent // len(h.ping_bytes(0))
             greedy.setblocking(True)
@@ -114,7 +114,7 @@ class LimitsTest(h.EvdalTestCase):
                 r = h.read_reply(greedy, timeout=10)
                 self.assertEqual((r.seqid, r.result.success), (i % 1000, 'pong'))
             greedy.close()
-            self.assertPong(good)
+            self.assertNapFetch(good, [5, 10])
 
     def test_client_that_never_reads_is_closed_after_write_timeout(self):
         with h.Server(h.config(max_output_bytes=65536, write_timeout_ms=500, io_threads=1)) as srv:
@@ -135,7 +135,34 @@ class LimitsTest(h.EvdalTestCase):
                     closed = True
             self.assertTrue(closed, 'a client that never reads stayed connected')
             self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: write timeout'))
-            self.assertPong(good)
+            self.assertNapFetch(good, [5, 10])
+
+    def test_max_inflight_refuses_a_kept_alive_connection_at_once(self):
+        """Admission is per request, not per connection: a connection already served once is
+        refused like a new one when max_inflight is reached, at once, and kept: served again
+        once there is room. (A server that sheds only at accept time lets old connections
+        drown it.)"""
+        with h.Server(h.config(max_inflight=2, io_threads=1)) as srv:
+            old, t = h.client(srv)
+            self.addCleanup(t.close)
+            self.assertNapFetch(old, [1])       # served: from now on a kept-alive connection
+            busy = []
+            for _ in range(2):                  # then others fill max_inflight
+                c, tc = h.client(srv)
+                self.addCleanup(tc.close)
+                c.send_fetch(h.fetch_request({'n': h.nap_call(600)}))
+                busy.append(c)
+            time.sleep(0.15)  # both are read and in flight
+            t0 = time.monotonic()
+            with self.assertRaises(h.ttypes.Overloaded) as cm:
+                old.fetch(h.fetch_request({'n': h.nap_call(1)}))
+            elapsed = time.monotonic() - t0
+            self.assertLess(elapsed, 0.3, 'Overloaded took %.0f ms, not at once' % (elapsed * 1000))
+            self.assertGreater(cm.exception.retry_after_ms, 0)
+            self.assertIn('max_inflight', cm.exception.message)
+            for c in busy:
+                self.assertEqual(h.slept_ms(c.recv_fetch().results['n']), 600)
+            self.assertNapFetch(old, [5, 10])    # the same connection, admitted again
 
     def test_stalled_loop_is_logged_and_its_backlog_refused(self):
         hog = h.NAP_LOOKUP + '\n[lookup hog]\nbackend = fault\nmode = stall\ndelay_ms = 400\n'

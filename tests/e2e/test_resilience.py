@@ -1,7 +1,9 @@
 """Hardening (issue 6): what the server survives with its other clients served: a second
-SIGTERM, a database deleted or replaced under it, every SQLite worker busy, and a burst of
-connections far beyond max_connections."""
+SIGTERM, a database deleted or replaced under it, every SQLite worker busy, a burst of
+connections far beyond max_connections, and calls with bad params (logged with the peer and
+the reason, rate-limited)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,6 +16,7 @@ import evdal_harness as h
 from evdal_harness import ttypes
 
 V = ttypes.Value
+EVD_LOG_LIMIT_BURST = 10  # server/evd_log.h: lines per second per loop and purpose
 EK = ttypes.ErrorKind
 
 DB_LOOKUPS = h.NAP_LOOKUP + """
@@ -138,10 +141,48 @@ class ResilienceTest(h.EvdalTestCase):
                 for s in socks:
                     s.close()
             time.sleep(0.5)
-            self.assertPong(good)
+            self.assertNapFetch(good, [5, 10])
             fresh, t2 = h.client(srv)
             self.addCleanup(t2.close)
-            self.assertPong(fresh)
+            self.assertNapFetch(fresh, [5, 10])
+
+    def test_bad_params_are_logged_with_peer_and_reason_rate_limited(self):
+        """A Value union with two fields set and invalid UTF-8 in a text param: each call gets
+        BAD_PARAMS, and the server logs a warning naming the client's address, the request, the
+        call and the reason; a flood of them is rate-limited. A good fetch is served after."""
+        with h.Server(h.config(io_threads=1)) as srv:
+            sock = srv.raw_socket()
+            peer = '127.0.0.1:%d' % sock.getsockname()[1]
+            two = ttypes.LookupCall(lookup='nap', params={'delay_ms': V(int_value=1, text_value='1')})
+            utf = ttypes.LookupCall(lookup='nap', params={'delay_ms': V(text_value='x')})
+            msg = h.fetch_bytes(1, h.fetch_request({'two': two, 'utf': utf, 'ok': h.nap_call(1)},
+                                                   request_id='bad-1'))
+            self.assertEqual(msg.count(b'\x00\x00\x00\x01x'), 1)
+            h.send_all(sock, msg.replace(b'\x00\x00\x00\x01x', b'\x00\x00\x00\x01\xff'))
+            r = h.read_reply(sock).result.success.results
+            self.assertEqual(r['two'].error.kind, EK.BAD_PARAMS, r)
+            self.assertEqual(r['utf'].error.kind, EK.BAD_PARAMS, r)
+            self.assertIn('UTF-8', r['utf'].error.message)
+            self.assertEqual(h.slept_ms(r['ok']), 1)
+            p = re.escape(peer)
+            self.assertTrue(srv.wait_log(p + r': \[bad-1\] call two refused: '
+                                             r'param delay_ms'), srv.log_tail())
+            self.assertTrue(srv.wait_log(p + r': \[bad-1\] call utf refused: '
+                                             r'param delay_ms: text is not valid UTF-8'),
+                            srv.log_tail())
+            # A flood: 200 bad calls in well under a second give about a burst of lines.
+            flood = h.fetch_bytes(2, h.fetch_request({'two': two}, request_id='flood'))
+            h.send_all(sock, flood * 200)
+            for _ in range(200):
+                self.assertEqual(h.read_reply(sock).result.success.results['two'].error.kind,
+                                 EK.BAD_PARAMS)
+            logged = srv.log_text().count('[flood] call two refused')
+            self.assertGreater(logged, 0)
+            self.assertLessEqual(logged, 3 * EVD_LOG_LIMIT_BURST, logged)
+            sock.close()
+            good, t = h.client(srv)
+            self.addCleanup(t.close)
+            self.assertNapFetch(good, [5, 10])
 
 
 if __name__ == '__main__':
