@@ -251,6 +251,123 @@ class AdminTest(unittest.TestCase):
             self.assertEqual(server.wait(10), 0)
 
 
+SLOW_LOOKUPS = h.NAP_LOOKUP + """
+[lookup endless]
+database = slow
+sql = WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c
+max_concurrent = 16
+
+[database slow]
+path = @TMPDIR@/people.db
+workers = 2
+"""
+
+
+def wait_metrics(server, check, timeout=10.0, what='metrics'):
+    """Scrapes until check(samples) is true; returns those samples."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, s = metrics(server)
+        if check(s):
+            return s
+        if time.monotonic() > deadline:
+            raise AssertionError('%s never seen; last scrape: %r' % (
+                what, {k: v for k, v in s.items() if 'sqlite' in k[0] or 'connections' in k[0]}))
+        time.sleep(0.02)
+
+
+class WorkerMetricsTest(unittest.TestCase):
+    """The values of the SQLite pool's gauges and counters, and of the connection counters,
+    against load this test makes: statements that never end by themselves (each stopped at
+    its call's timeout) on a database of two workers."""
+
+    def test_sqlite_workers_busy_queue_and_busy_seconds(self):
+        calls, timeout_ms = 5, 1500
+        with AdminServer(h.config(lookups=SLOW_LOOKUPS, admin_listen='127.0.0.1:0',
+                                  workers=8)) as server:
+            _, s = metrics(server)
+            db = {'database': 'slow'}
+            self.assertEqual(value(s, 'evdal_sqlite_workers', **db), 2)
+            self.assertEqual(value(s, 'evdal_sqlite_workers_busy', **db), 0)
+            self.assertEqual(value(s, 'evdal_sqlite_queue_depth', **db), 0)
+            self.assertEqual(value(s, 'evdal_sqlite_busy_seconds_total', **db), 0)
+            results = []
+
+            def one():
+                c, t = h.client(server)
+                try:
+                    r = c.fetch(h.fetch_request({'e': ttypes.LookupCall(
+                        lookup='endless', timeout_ms=timeout_ms)}))
+                    results.append(r.results['e'].error.kind)
+                finally:
+                    t.close()
+            threads = [threading.Thread(target=one) for _ in range(calls)]
+            t0 = time.monotonic()
+            for th in threads:
+                th.start()
+            # Both workers run a statement; the other three wait for one.
+            s = wait_metrics(server, lambda s: (
+                value(s, 'evdal_sqlite_workers_busy', **db),
+                value(s, 'evdal_sqlite_queue_depth', **db)) == (2, calls - 2),
+                what='2 busy workers and %d queued statements' % (calls - 2))
+            self.assertLess(time.monotonic() - t0, timeout_ms / 1000 * 0.9,
+                            'the load was seen too late to mean anything')
+            mid = value(s, 'evdal_sqlite_busy_seconds_total', **db)
+            for th in threads:
+                th.join(30)
+            self.assertEqual(results, [EK.TIMEOUT] * calls)
+            # Idle again; the busy time is that of the two statements that ran (each until its
+            # call's timeout stopped it), the queued ones timed out without a worker.
+            s = wait_metrics(server, lambda s: (
+                value(s, 'evdal_sqlite_workers_busy', **db),
+                value(s, 'evdal_sqlite_queue_depth', **db)) == (0, 0), what='idle workers')
+            busy = value(s, 'evdal_sqlite_busy_seconds_total', **db)
+            self.assertGreater(busy, mid)
+            self.assertGreater(busy, 2 * timeout_ms / 1000 * 0.8)
+            self.assertLess(busy, calls * timeout_ms / 1000 + 5)
+            # A counter: it only goes up.
+            _, s = metrics(server)
+            self.assertEqual(value(s, 'evdal_sqlite_busy_seconds_total', **db), busy)
+
+    def test_connections_accepted_and_refused(self):
+        with AdminServer(admin_config(max_connections=3)) as server:
+            _, s = metrics(server)
+            self.assertEqual(value(s, 'evdal_connections_accepted_total'), 0)
+            self.assertEqual(value(s, 'evdal_connections_refused_total'), 0)
+            held = [h.client(server) for _ in range(3)]
+            try:
+                for c, _ in held:
+                    self.assertEqual(c.ping(), 'pong')
+                # Two more: over max_connections, closed at once.
+                for _ in range(2):
+                    sock = server.raw_socket()
+                    try:
+                        h.send_all(sock, h.ping_bytes(1))
+                        closed, replies = h.wait_closed(sock, timeout=5)
+                        self.assertTrue(closed)
+                        self.assertEqual(replies, [])
+                    finally:
+                        sock.close()
+                s = wait_metrics(server, lambda s: value(
+                    s, 'evdal_connections_refused_total') == 2, what='2 refused connections')
+                self.assertEqual(value(s, 'evdal_connections_accepted_total'), 3)
+                self.assertEqual(value(s, 'evdal_connections'), 3)
+            finally:
+                for _, t in held:
+                    t.close()
+            wait_metrics(server, lambda s: value(s, 'evdal_connections') == 0,
+                         what='no open connection')
+            # A place is free again: accepted, not refused.
+            c, t = h.client(server)
+            try:
+                self.assertEqual(c.ping(), 'pong')
+            finally:
+                t.close()
+            _, s = metrics(server)
+            self.assertEqual(value(s, 'evdal_connections_accepted_total'), 4)
+            self.assertEqual(value(s, 'evdal_connections_refused_total'), 2)
+
+
 class SecretTest(unittest.TestCase):
 
     def test_secret_guards_everything_but_health(self):
