@@ -329,19 +329,21 @@ evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
 {
   const EvdServerConfig *cfg = c->host->config;
   EvdWireScanner scan;
-  guint32 be;
-  gint32 n;
+  guint8 head[4];
+  gint32 n = 0;
+  const char *reason = NULL;
   guint8 *data;
   EvdWireStatus st;
   EvdCall *call;
+  ev_ssize_t have = evbuffer_copyout (in, head, sizeof head);
 
-  if (evbuffer_get_length (in) < 4)
+  /* Checked before anything of the declared size is allocated or awaited. */
+  st = evd_wire_frame_length (head, have > 0 ? (gsize) have : 0, cfg->max_frame_bytes, &n,
+                              &reason);
+  if (st == EVD_WIRE_NEED_MORE)
     return EVD_STEP_WAIT;
-  evbuffer_copyout (in, &be, 4);
-  n = (gint32) GUINT32_FROM_BE (be);
-  /* Checked before anything of that size is allocated or awaited. */
-  if (n <= 0 || n > cfg->max_frame_bytes) {
-    g_autofree char *why = g_strdup_printf ("frame length %d is outside 1..%d", n,
+  if (st != EVD_WIRE_OK) {
+    g_autofree char *why = g_strdup_printf ("%s (length %d, max_frame_bytes %d)", reason, n,
                                             cfg->max_frame_bytes);
     evd_conn_reject (c, "bad frame", why);
     return EVD_STEP_STOP;
@@ -361,15 +363,9 @@ evd_conn_next_framed (EvdConn *c, struct evbuffer *in)
    * without walking its body. */
   call = evd_rpc_shed (c->host->service, c->host->loop, c->fmt, &scan);
   if (call == NULL) {
-    st = evd_wire_scanner_feed (&scan, data, (gsize) n);
-    if (st == EVD_WIRE_NEED_MORE) {
-      st = EVD_WIRE_BAD_BODY;
-      scan.reason = "the message is longer than its frame";
-    } else if (st == EVD_WIRE_OK && scan.msg_len != (gsize) n) {
-      st = EVD_WIRE_BAD_BODY;
-      scan.reason = "the frame holds bytes after the message";
-    }
-    /* The frame tells where the next message starts, so a bad body costs only this call. */
+    /* BAD_BODY (the message overruns its frame, or leaves bytes in it) costs only this call:
+     * the frame tells where the next message starts. */
+    st = evd_wire_scanner_frame (&scan, data, (gsize) n);
     call = evd_conn_prepare (c, &scan, data, st);
   }
   evd_conn_dispatch (c, call);

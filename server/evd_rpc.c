@@ -5,6 +5,7 @@
 #include <thrift/c_glib/protocol/thrift_binary_protocol.h>
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 
+#include "evd_log.h"
 #include "evd_transport.h"
 
 struct _EvdCall {
@@ -23,6 +24,7 @@ struct _EvdCall {
   /* a failure found while preparing, sent by evd_call_start */
   ThriftApplicationExceptionError early_kind;
   char *early_message;
+  gboolean log_early;          /* a refusal nobody logged yet (the connection logs bad bodies) */
 
   EvdCallDoneFunc done;
   gpointer owner;
@@ -40,6 +42,9 @@ typedef struct {
   EvdTransport *transport;
   ThriftProtocol *binary;
   ThriftProtocol *compact;
+  /* Calls refused before their handler (unknown method or service, undecodable args): a
+   * client can send those at will, so their log lines are rate-limited, per loop. */
+  EvdLogLimit refusals;
 } EvdRpcCodec;
 
 static ThriftProtocol *
@@ -227,6 +232,7 @@ evd_rpc_write_canned (ThriftProtocol *p, gconstpointer body, GError **error)
 static void
 evd_call_set_early_error (EvdCall *call, ThriftApplicationExceptionError kind, char *message)
 {
+  call->log_early = TRUE;
   call->early_kind = kind;
   g_free (call->early_message);
   call->early_message = message;
@@ -367,6 +373,7 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
   if (!body_ok) {
     evd_call_set_early_error (call, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR,
                               g_strdup (scan->reason));
+    call->log_early = FALSE;  /* the connection logged the walk's verdict */
     return call;
   }
   call->args = evd_rpc_decode_args (loop, fmt, call->method, data + scan->body_offset,
@@ -376,6 +383,37 @@ evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireFormat fmt,
                               g_strdup_printf ("arguments of %s do not decode: %s", call->name,
                                                error->message));
   return call;
+}
+
+/* The TApplicationException kinds a call can be refused with before its handler runs. */
+static const char *
+evd_rpc_refusal_name (ThriftApplicationExceptionError kind)
+{
+  switch (kind) {
+  case THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD:
+    return "UNKNOWN_METHOD";
+  case THRIFT_APPLICATION_EXCEPTION_ERROR_INVALID_MESSAGE_TYPE:
+    return "INVALID_MESSAGE_TYPE";
+  case THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR:
+    return "PROTOCOL_ERROR";
+  default:
+    return "refused";
+  }
+}
+
+/* A refusal is logged once, here, where the peer is known (evd_call_start runs after the
+ * connection set it). The message quotes what the client sent, so bytes that would break a
+ * terminal line (control characters, a newline that forges a second line) are shown as '?'. */
+static void
+evd_rpc_log_refusal (EvdCall *call, const char *message)
+{
+  g_autofree char *safe = g_strndup (message ? message : "no such method", 200);
+
+  for (char *p = safe; *p != '\0'; p++)
+    if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)
+      *p = '?';
+  evd_log_limited (&evd_rpc_codec (call->loop)->refusals, evd_call_peer (call), "%s: %s",
+                   evd_rpc_refusal_name (call->early_kind), safe);
 }
 
 void
@@ -389,6 +427,9 @@ evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner)
   }
   if (call->args == NULL) {
     g_autofree char *message = g_steal_pointer (&call->early_message);
+
+    if (call->log_early)
+      evd_rpc_log_refusal (call, message);
     evd_call_fail (call, call->early_kind, message ? message : "no such method");
     return;
   }

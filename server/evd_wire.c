@@ -850,3 +850,38 @@ evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsize len)
    * NEED_MORE: nothing is read past len. */
   return evd_wire_walk (s, evd_wire_ops (s), data, len);
 }
+
+/* ---- Framing. ---- */
+
+EvdWireStatus
+evd_wire_frame_length (const guint8 *data, gsize len, gint32 max_frame, gint32 *frame_len,
+                       const char **reason)
+{
+  gint32 n;
+
+  if (len < 4)
+    return EVD_WIRE_NEED_MORE;
+  n = (gint32) evd_wire_be32 (data);
+  *frame_len = n;
+  if (n < 0)
+    return evd_wire_detect_bad (reason, "the frame length is negative");
+  if (n == 0)
+    return evd_wire_detect_bad (reason, "the frame is empty");
+  if (n > max_frame)
+    return evd_wire_detect_bad (reason, "the frame is longer than max_frame_bytes");
+  return EVD_WIRE_OK;
+}
+
+EvdWireStatus
+evd_wire_scanner_frame (EvdWireScanner *s, const guint8 *data, gsize frame_len)
+{
+  EvdWireStatus st = evd_wire_scanner_feed (s, data, frame_len);
+
+  /* Bytes short of max_len (= frame_len) are NEED_MORE to the walk; here none will come. */
+  if (st == EVD_WIRE_NEED_MORE)
+    return evd_wire_fail (s, s->header_ok ? "the message is longer than its frame"
+                                          : "the message header is longer than its frame");
+  if (st == EVD_WIRE_OK && s->msg_len != frame_len)
+    return evd_wire_fail (s, "the frame holds bytes after the message");
+  return st;
+}

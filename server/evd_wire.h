@@ -55,6 +55,16 @@ enum {
 EvdWireStatus evd_wire_detect (const guint8 *data, gsize len, EvdWireFormat *fmt,
                                const char **reason);
 
+/* ---- Framing: the framed transport's 4-byte big-endian length, then exactly one message. */
+
+/* Reads the length that starts a frame, from data[0..len). NEED_MORE with fewer than 4
+ * bytes. BAD_HEADER when the length is outside 1..max_frame (zero, negative read as a signed
+ * int32, or over the limit), with *reason a static string; OK otherwise. *frame_len gets the
+ * declared length (signed, for the log) whenever 4 bytes are there. Nothing of the declared
+ * size may be awaited or allocated before this said OK: that is the whole point of the limit. */
+EvdWireStatus evd_wire_frame_length (const guint8 *data, gsize len, gint32 max_frame,
+                                     gint32 *frame_len, const char **reason);
+
 /* Deepest nesting of structs and containers a message may have; the args struct of a call is
  * depth 1. evdal's deepest real message is about 6; 64 leaves room for any sane IDL while
  * bounding the stack of the scanner and of c_glib's recursive decoders. */
@@ -161,5 +171,13 @@ EvdWireStatus evd_wire_scanner_feed (EvdWireScanner *s, const guint8 *data, gsiz
  * evd_wire_scanner_feed() then goes on from there. OK once the header is read, even if the
  * body has since been found bad; NEED_MORE or BAD_HEADER as for feed. */
 EvdWireStatus evd_wire_scanner_header (EvdWireScanner *s, const guint8 *data, gsize len);
+
+/* Walks the message that must fill a whole frame: data[0..frame_len) is the frame's payload,
+ * all of it present, and the scanner was initialised with max_len = frame_len (its header may
+ * already have been read with evd_wire_scanner_header). Never NEED_MORE: a header that does
+ * not fit in the frame is BAD_HEADER; a body that would need more bytes than the frame, or a
+ * message that ends before the frame does (bytes after it, which no client writes), is
+ * BAD_BODY. A framed BAD_BODY costs only its call: the frame says where the next one starts. */
+EvdWireStatus evd_wire_scanner_frame (EvdWireScanner *s, const guint8 *data, gsize frame_len);
 
 G_END_DECLS

@@ -1,4 +1,4 @@
-"""The command line: --version, --check-config on good and bad files, start-up refusing a bad
+"""The command line: --help, --version, --check-config on good and bad files, start-up refusing a bad
 configuration, --listen overriding the configuration."""
 import os
 import re
@@ -81,6 +81,15 @@ class CliTest(h.EvdalTestCase):
         self.assertEqual(r.returncode, 0, out)
         self.assertIn('evdal', out)
         self.assertRegex(out, r'\d+\.\d+')
+
+    def test_help(self):
+        r = h.run_evdal(['--help'])
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, out)
+        for option in ('--config', '--listen', '--check-config', '--version'):
+            self.assertRegex(r.stdout, r'(?m)^\s+(-\w, )?%s\b' % re.escape(option),
+                             'no %s in --help:\n%s' % (option, out))
+        self.assertNotIn('listening on', out)
 
     def test_check_config_sample(self):
         path = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal.conf')

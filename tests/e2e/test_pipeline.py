@@ -1,10 +1,14 @@
-"""Hand-made messages on a raw socket: pipelining and reply order, oneway calls, unknown
-methods and services, undecodable arguments."""
+"""Hand-made messages on a raw socket: pipelining (calls in flight together, replies in
+order), a closed connection cancelling its calls, a request arriving in many pieces, oneway
+calls, unknown methods and services, undecodable arguments."""
+import random
+import re
 import socket
 import time
 import unittest
 
 from thrift.Thrift import TApplicationException, TMessageType, TType
+from thrift.transport import TSocket, TTransport
 
 import evdal_harness as h
 from evdal_harness import DataAccess
@@ -14,10 +18,36 @@ def nap_request(delay_ms, key='n'):
     return h.fetch_request({key: h.nap_call(delay_ms)})
 
 
+def metric(server, name):
+    """One unlabelled sample of the admin endpoint's /metrics, as a float (None: absent)."""
+    status, _, body = server.admin_get('/metrics')
+    if status != 200:
+        raise AssertionError('/metrics answered %d: %s' % (status, body))
+    m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
+    return float(m.group(1)) if m else None
+
+
+def read_unframed_reply(sock, protocol, method):
+    """One unframed reply read straight off the socket with Thrift's own protocol."""
+    ts = TSocket.TSocket()
+    ts.setHandle(sock)
+    p = h.make_protocol(TTransport.TBufferedTransport(ts), protocol)
+    name, mtype, seqid = p.readMessageBegin()
+    if mtype == TMessageType.EXCEPTION:
+        x = TApplicationException()
+        x.read(p)
+        return h.Reply(name, mtype, seqid, exc=x)
+    result = getattr(DataAccess, method + '_result')()
+    result.read(p)
+    p.readMessageEnd()
+    return h.Reply(name, mtype, seqid, result=result)
+
+
 class PipelineTest(h.EvdalTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = h.Server(h.config())
+        cls.server = h.Server(h.config(lookups=h.NAP_LOOKUP + h.FAULT_LOOKUPS,
+                                       admin_listen='127.0.0.1:0'))
         cls.server.__enter__()
         cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
@@ -30,6 +60,12 @@ class PipelineTest(h.EvdalTestCase):
         self.assertEqual(reply.mtype, TMessageType.REPLY, reply)
         self.assertEqual(reply.seqid, seqid, reply)
         self.assertEqual(reply.result.success, 'pong', reply)
+
+    def assertLogged(self, s, reason):
+        """The server logged `reason` (a regex) about the peer that `s` is."""
+        peer = r'127\.0\.0\.1:%d: ' % s.getsockname()[1]
+        self.assertTrue(self.server.wait_log(peer + reason, 2.0),
+                        'no log line "%s%s":\n%s' % (peer, reason, self.server.log_tail()))
 
     def assertStillWorks(self, s, seqid=9000):
         s.sendall(h.ping_bytes(seqid))
@@ -57,6 +93,106 @@ class PipelineTest(h.EvdalTestCase):
         self.assertPingReply(second, 102)
         self.assertPingReply(third, 103)
         self.assertStillWorks(s)
+
+    def test_pipelined_fetches_run_together(self):
+        """Three 300 ms naps in one write on one connection are in flight together: all three
+        replies, in request order, within 600 ms. One at a time they would take 900 ms."""
+        s = self.sock()
+        batch = b''.join(h.fetch_bytes(110 + i, nap_request(300)) for i in range(3))
+        t0 = time.monotonic()
+        s.sendall(batch)
+        replies = [h.read_reply(s) for _ in range(3)]
+        elapsed = time.monotonic() - t0
+        self.assertEqual([r.seqid for r in replies], [110, 111, 112], replies)
+        for r in replies:
+            self.assertEqual(r.mtype, TMessageType.REPLY, r)
+            self.assertEqual(h.slept_ms(r.result.success.results['n']), 300)
+        self.assertGreaterEqual(elapsed, 0.29)
+        self.assertLess(elapsed, 0.6, 'three pipelined 300 ms naps took %.0f ms: run one at '
+                        'a time' % (elapsed * 1000))
+
+    def test_closing_cancels_calls_in_flight(self):
+        """A client that leaves with a call in flight: the call is cancelled (the fault
+        backend logs it) long before its 5 s deadline, nothing stays in flight, and the
+        server serves on."""
+        rid = 'cancel-on-close-%d' % random.randrange(1 << 30)
+        cancelled = r'\[%s\] fault backend: call cancelled' % re.escape(rid)
+        s = self.server.raw_socket()
+        try:
+            s.sendall(h.fetch_bytes(801, h.fetch_request(
+                {'s': h.ttypes.LookupCall(lookup='stuck')}, request_id=rid)))
+            deadline = time.monotonic() + 5
+            while metric(self.server, 'evdal_inflight_requests') != 1:
+                self.assertLess(time.monotonic(), deadline, 'the stuck fetch never started')
+                time.sleep(0.02)
+            self.assertIsNone(self.server.wait_log(cancelled, 0.2),
+                              'cancelled while its client was still there')
+        finally:
+            s.close()
+        t0 = time.monotonic()
+        self.assertTrue(self.server.wait_log(cancelled, 2.0),
+                        'no cancellation within 2 s of the close:\n' + self.server.log_tail())
+        self.assertLess(time.monotonic() - t0, 2.0)
+        deadline = time.monotonic() + 2
+        while metric(self.server, 'evdal_inflight_requests') != 0:
+            self.assertLess(time.monotonic(), deadline, 'the cancelled fetch stayed in flight')
+            time.sleep(0.02)
+        c, t = h.client(self.server)
+        self.addCleanup(t.close)
+        self.assertNapFetch(c, [10, 20])
+
+    def test_request_in_many_pieces(self):
+        """A fetch whose context carries a 96 KiB attribute, sent in pieces of 1 to 7 bytes
+        at both ends and of a few KiB in between (each its own read): the lookup that echoes
+        the context gets it byte for byte, over both transports and protocols."""
+        rnd = random.Random(20261202)
+        alphabet = 'abcxyz0189 =;:/\\"\'\t\u00e9\u20ac\u4e2d\U0001f600'
+        value = ''.join(rnd.choice(alphabet) for _ in range(96 * 1024))
+        self.assertGreaterEqual(len(value.encode('utf-8')), 64 * 1024)
+        for framed in (True, False):
+            for protocol in ('binary', 'compact'):
+                with self.subTest(framed=framed, protocol=protocol):
+                    rid = 'pieces-%s-%s' % ('framed' if framed else 'unframed', protocol)
+                    req = h.fetch_request({'c': h.ttypes.LookupCall(lookup='ctx')},
+                                          request_id=rid, attributes={'big': value})
+                    data = h.fetch_bytes(901, req, protocol=protocol, framed=framed)
+                    s = self.sock()
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self.send_in_pieces(s, data, rnd)
+                    if framed:
+                        r = h.read_reply(s, timeout=10, protocol=protocol)
+                    else:
+                        s.settimeout(10)
+                        r = read_unframed_reply(s, protocol, 'fetch')
+                    self.assertEqual((r.mtype, r.seqid), (TMessageType.REPLY, 901), r.exc)
+                    res = r.result.success
+                    self.assertEqual(res.request_id, rid)
+                    table = res.results['c'].table
+                    self.assertIsNotNone(table, res.results['c'].error)
+                    row = dict(zip(table.columns, table.rows[0]))
+                    echoed = row['attributes'].text_value
+                    self.assertEqual(len(echoed), len('big=;') + len(value))
+                    self.assertTrue(echoed.encode('utf-8') ==
+                                    ('big=%s;' % value).encode('utf-8'),
+                                    'the attribute came back changed')
+
+    @staticmethod
+    def send_in_pieces(s, data, rnd):
+        """Tiny pieces for the first and last 150 bytes (the header, the start and end of
+        the long string), pieces of 1-8 KiB in between; a pause after each, so that each is
+        a read of its own. About a second at most."""
+        small = 150
+        pos = 0
+        while pos < len(data):
+            if pos < small or pos >= len(data) - small:
+                n = rnd.randint(1, 7)
+                pause = 0.001
+            else:
+                n = min(rnd.randint(1024, 8192), len(data) - small - pos)
+                pause = 0.005
+            s.sendall(data[pos:pos + n])
+            pos += n
+            time.sleep(pause)
 
     def test_many_pipelined_pings_and_fetches(self):
         s = self.sock()
@@ -124,6 +260,7 @@ class PipelineTest(h.EvdalTestCase):
         r = h.read_reply(s)
         self.assertEqual((r.mtype, r.seqid), (TMessageType.EXCEPTION, 301), r)
         self.assertEqual(r.exc.type, TApplicationException.UNKNOWN_METHOD, r)
+        self.assertLogged(s, r'UNKNOWN_METHOD: unknown method "frobnicate"')
         self.assertStillWorks(s)
 
     def test_unknown_method_compact_unframed(self):
@@ -149,10 +286,12 @@ class PipelineTest(h.EvdalTestCase):
         r = h.read_reply(s)
         self.assertEqual((r.mtype, r.seqid), (TMessageType.EXCEPTION, 402), r)
         self.assertEqual(r.exc.type, TApplicationException.UNKNOWN_METHOD, r)
+        self.assertLogged(s, r'UNKNOWN_METHOD: unknown service in "Nope:ping"')
         s.sendall(h.call_bytes('DataAccess:nosuch', 403, DataAccess.ping_args()))
         r = h.read_reply(s)
         self.assertEqual((r.mtype, r.seqid), (TMessageType.EXCEPTION, 403), r)
         self.assertEqual(r.exc.type, TApplicationException.UNKNOWN_METHOD, r)
+        self.assertLogged(s, r'UNKNOWN_METHOD: unknown method "nosuch"')
         self.assertStillWorks(s)
 
     def test_wrong_field_type(self):

@@ -1,6 +1,7 @@
 """Every transport and protocol the contract promises, on one port: the three methods behave the
 same whichever a client speaks. Also IPv6 and unix-socket listening."""
 import os
+import re
 import time
 import unittest
 
@@ -134,6 +135,37 @@ class AllVariantsAtOnceTest(h.EvdalTestCase):
             for c in clients:
                 self.assertEqual(h.slept_ms(c.recv_fetch().results['x']), 50)
                 self.assertEqual(c.ping(), 'pong')
+
+
+def scrape(server, name):
+    """One unlabelled sample of the admin endpoint's /metrics (None: absent)."""
+    status, _, body = server.admin_get('/metrics')
+    if status != 200:
+        raise AssertionError('/metrics answered %d: %s' % (status, body))
+    m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
+    return float(m.group(1)) if m else None
+
+
+class IoThreadsTest(h.EvdalTestCase):
+    def test_zero_means_one_loop_per_core(self):
+        """io_threads = 0: one IO loop per core this process may run on (GLib counts the CPUs
+        of the affinity mask, as os.sched_getaffinity does; os.cpu_count() counts them all)."""
+        cores = len(os.sched_getaffinity(0))
+        with h.Server(h.config(io_threads=0, admin_listen='127.0.0.1:0')) as server:
+            self.assertIsNotNone(server.admin_address, server.log_tail())
+            self.assertEqual(scrape(server, 'evdal_io_loops'), cores)
+            self.assertIn('(%d IO loop%s' % (cores, '' if cores == 1 else 's'),
+                          server.log_text())
+            # Connections land on every loop in turn; each serves.
+            clients = []
+            for _ in range(cores + 1):
+                c, t = h.client(server)
+                self.addCleanup(t.close)
+                clients.append(c)
+            for c in clients:
+                self.assertNapFetch(c, [10])
+        with h.Server(h.config(io_threads=3, admin_listen='127.0.0.1:0')) as server:
+            self.assertEqual(scrape(server, 'evdal_io_loops'), 3)
 
 
 class ListenTest(h.EvdalTestCase):

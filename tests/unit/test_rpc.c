@@ -9,8 +9,59 @@
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 #include <thrift/c_glib/transport/thrift_memory_buffer.h>
 
+#include "evd_log.h"
 #include "evd_rpc.h"
 #include "evd_transport.h"
+
+/* ---- Log lines: the warnings evd_rpc writes (from the loop thread), captured. ---- */
+
+#define TEST_PEER "10.1.2.3:4567"
+
+static GMutex warnings_lock;
+static GPtrArray *warnings;  /* char *: MESSAGE of each warning of the "evdal" domain */
+
+static GLogWriterOutput
+test_capture_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields,
+                     gpointer data)
+{
+  const char *message = NULL, *peer = NULL;
+
+  if (!(level & G_LOG_LEVEL_WARNING))
+    return g_log_writer_default (level, fields, n_fields, data);
+  for (gsize i = 0; i < n_fields; i++) {
+    if (strcmp (fields[i].key, "MESSAGE") == 0)
+      message = fields[i].value;
+    else if (strcmp (fields[i].key, "PEER") == 0)
+      peer = fields[i].value;
+  }
+  /* A client-provoked line always says which peer provoked it, in the journal too. */
+  g_assert_cmpstr (peer, ==, TEST_PEER);
+  g_mutex_lock (&warnings_lock);
+  g_ptr_array_add (warnings, g_strdup (message));
+  g_mutex_unlock (&warnings_lock);
+  return G_LOG_WRITER_HANDLED;
+}
+
+static guint
+test_warnings (void)
+{
+  guint n;
+
+  g_mutex_lock (&warnings_lock);
+  n = warnings->len;
+  g_mutex_unlock (&warnings_lock);
+  return n;
+}
+
+/* The warning logged since `before` (exactly one). */
+static void
+test_assert_warned (guint before, const char *want)
+{
+  g_mutex_lock (&warnings_lock);
+  g_assert_cmpuint (warnings->len, ==, before + 1);
+  g_assert_cmpstr (warnings->pdata[before], ==, want);
+  g_mutex_unlock (&warnings_lock);
+}
 
 /* ---- A test service. ---- */
 
@@ -207,6 +258,7 @@ test_start_on_loop (gpointer data)
       call = evd_rpc_prepare (&service, loop, run->fmt, &scan, run->msg->data,
                               st == EVD_WIRE_OK);
   }
+  evd_call_set_peer (call, TEST_PEER);  /* as evd_conn does before it starts a call */
   evd_call_start (call, test_on_done, run);
   g_atomic_int_set (&run->started, TRUE);
 }
@@ -340,6 +392,7 @@ static void
 test_multiplexed (void)
 {
   EvdWireFormat fmt = { TRUE, EVD_PROTO_BINARY };
+  guint before = test_warnings ();
   TestRun *run = test_run (fmt, test_encode_ping (EVD_PROTO_BINARY, "DataAccess:ping", T_CALL,
                                                   5), TRUE);
   g_autofree char *answer = NULL;
@@ -348,11 +401,14 @@ test_multiplexed (void)
   /* The reply names the method alone, as multiplexing clients expect. */
   answer = test_reply_ping (run, 5);
   g_assert_cmpstr (answer, ==, "pong");
+  g_assert_cmpuint (test_warnings (), ==, before);  /* a call served logs nothing */
   test_run_free (run);
 
+  before = test_warnings ();
   run = test_run (fmt, test_encode_ping (EVD_PROTO_BINARY, "Other:ping", T_CALL, 6), TRUE);
   test_wait (&run->done, 1);
   test_reply_exception (run, "ping", 6, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD);
+  test_assert_warned (before, TEST_PEER ": UNKNOWN_METHOD: unknown service in \"Other:ping\"");
   test_run_free (run);
 }
 
@@ -361,11 +417,23 @@ test_unknown_method (void)
 {
   EvdWireFormat fmt = { FALSE, EVD_PROTO_COMPACT };
   gint before = g_atomic_int_get (&state.handled);
+  guint warned = test_warnings ();
   TestRun *run = test_run (fmt, test_encode_ping (EVD_PROTO_COMPACT, "nope", T_CALL, 9), TRUE);
 
   test_wait (&run->done, 1);
   test_reply_exception (run, "nope", 9, THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD);
   g_assert_cmpint (g_atomic_int_get (&state.handled), ==, before);
+  test_assert_warned (warned, TEST_PEER ": UNKNOWN_METHOD: unknown method \"nope\"");
+  test_run_free (run);
+
+  /* The name is the client's: a newline in it must not forge a second log line. */
+  warned = test_warnings ();
+  run = test_run (fmt, test_encode_ping (EVD_PROTO_COMPACT, "no\nsuch\x1b[2J", T_CALL, 10),
+                  TRUE);
+  test_wait (&run->done, 1);
+  test_reply_exception (run, "no\nsuch\x1b[2J", 10,
+                        THRIFT_APPLICATION_EXCEPTION_ERROR_UNKNOWN_METHOD);
+  test_assert_warned (warned, TEST_PEER ": UNKNOWN_METHOD: unknown method \"no?such?[2J\"");
   test_run_free (run);
 }
 
@@ -549,12 +617,15 @@ test_bad_body_gets_protocol_error (void)
   /* Replace the empty args struct (a STOP byte) with a string field claiming 1 GiB. */
   static const guint8 liar[] = { 11, 0, 1, 0x40, 0, 0, 0, 'x', 0 };
   TestRun *run;
+  guint warned = test_warnings ();
 
   g_byte_array_set_size (msg, msg->len - 1);
   g_byte_array_append (msg, liar, sizeof liar);
   run = test_run (fmt, msg, FALSE);
   test_wait (&run->done, 1);
   test_reply_exception (run, "ping", 21, THRIFT_APPLICATION_EXCEPTION_ERROR_PROTOCOL_ERROR);
+  /* The walk's verdict is the connection's to log (with the walk's reason), not logged twice. */
+  g_assert_cmpuint (test_warnings (), ==, warned);
   test_run_free (run);
 }
 
@@ -566,6 +637,8 @@ main (int argc, char **argv)
 
   evthread_use_pthreads ();
   g_test_init (&argc, &argv, NULL);
+  warnings = g_ptr_array_new_with_free_func (g_free);
+  g_log_set_writer_func (test_capture_writer, NULL, NULL);
   methods[0] = (EvdMethod) { .name = "ping", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS,
                              .handler = test_handler_ping };
   methods[1] = (EvdMethod) { .name = "later", .args_type = EVDAL_TYPE_DATA_ACCESS_PING_ARGS,
@@ -603,5 +676,6 @@ main (int argc, char **argv)
   evd_loop_free (loop);
   evd_rpc_canned_free (shed_canned);
   g_object_unref (shed_result);
+  g_ptr_array_unref (warnings);
   return rc;
 }

@@ -532,6 +532,112 @@ test_scan_trailing_bytes (void)
   }
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Framing */
+
+static EvdWireStatus
+frame_length (guint32 declared, gint32 max, gint32 *n, const char **reason)
+{
+  guint8 b[4] = { declared >> 24, declared >> 16, declared >> 8, declared };
+
+  *n = 12345;
+  *reason = NULL;
+  return evd_wire_frame_length (b, sizeof b, max, n, reason);
+}
+
+/* The length is judged before anything of its size is awaited: 1..max pass, everything else
+ * (0, every negative int32, max + 1 and beyond) is refused with a reason. */
+static void
+test_frame_length (void)
+{
+  static const guint8 some[4] = { 0, 0, 0, 9 };
+  const gint32 max = 1 << 20;
+  const char *reason;
+  gint32 n;
+
+  for (gsize len = 0; len < 4; len++) {
+    n = 12345;
+    g_assert_cmpint (evd_wire_frame_length (some, len, max, &n, &reason), ==,
+                     EVD_WIRE_NEED_MORE);
+    g_assert_cmpint (n, ==, 12345);
+  }
+  g_assert_cmpint (frame_length (1, max, &n, &reason), ==, EVD_WIRE_OK);
+  g_assert_cmpint (n, ==, 1);
+  g_assert_cmpint (frame_length (max, max, &n, &reason), ==, EVD_WIRE_OK);
+  g_assert_cmpint (n, ==, max);
+  g_assert_cmpint (frame_length (G_MAXINT32, G_MAXINT32, &n, &reason), ==, EVD_WIRE_OK);
+  g_assert_cmpint (n, ==, G_MAXINT32);
+
+  g_assert_cmpint (frame_length (0, max, &n, &reason), ==, EVD_WIRE_BAD_HEADER);
+  g_assert_cmpint (n, ==, 0);
+  g_assert_cmpstr (reason, ==, "the frame is empty");
+  g_assert_cmpint (frame_length ((guint32) max + 1, max, &n, &reason), ==, EVD_WIRE_BAD_HEADER);
+  g_assert_cmpint (n, ==, max + 1);
+  g_assert_cmpstr (reason, ==, "the frame is longer than max_frame_bytes");
+  g_assert_cmpint (frame_length (G_MAXINT32, max, &n, &reason), ==, EVD_WIRE_BAD_HEADER);
+  g_assert_cmpint (n, ==, G_MAXINT32);
+  static const guint32 negative[] = { 0xffffffffu, 0xfffffffbu, 0x80000000u, 0x80000001u };
+  for (guint i = 0; i < G_N_ELEMENTS (negative); i++) {
+    g_assert_cmpint (frame_length (negative[i], max, &n, &reason), ==, EVD_WIRE_BAD_HEADER);
+    g_assert_cmpint (n, ==, (gint32) negative[i]);
+    g_assert_cmpint (n, <, 0);
+    g_assert_cmpstr (reason, ==, "the frame length is negative");
+  }
+}
+
+/* A frame holds exactly one message: one that fills it is OK; bytes after the message are
+ * BAD_BODY (the header is known, so the call can be answered); a message cut by its frame is
+ * never NEED_MORE, since no more bytes will come: BAD_HEADER inside the header, else
+ * BAD_BODY. The same whether the header was read first (the connection's path) or not. */
+static void
+test_frame_exact (void)
+{
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    GByteArray *msg = write_message (proto, "fetch", 3, write_fetch_body);
+    gsize len = msg->len;
+    gsize body_offset;
+    EvdWireScanner s;
+
+    for (int header_first = 0; header_first < 2; header_first++) {
+      evd_wire_scanner_init (&s, proto, len, EVD_WIRE_MAX_DEPTH);
+      if (header_first)
+        g_assert_cmpint (evd_wire_scanner_header (&s, msg->data, len), ==, EVD_WIRE_OK);
+      g_assert_cmpint (evd_wire_scanner_frame (&s, msg->data, len), ==, EVD_WIRE_OK);
+      g_assert_cmpuint (s.msg_len, ==, len);
+    }
+    body_offset = s.body_offset;
+
+    for (gsize extra = 1; extra <= 9; extra += 4) {
+      g_byte_array_set_size (msg, len + extra);
+      memset (msg->data + len, 0, extra);
+      for (int header_first = 0; header_first < 2; header_first++) {
+        evd_wire_scanner_init (&s, proto, len + extra, EVD_WIRE_MAX_DEPTH);
+        if (header_first)
+          g_assert_cmpint (evd_wire_scanner_header (&s, msg->data, len + extra), ==, EVD_WIRE_OK);
+        g_assert_cmpint (evd_wire_scanner_frame (&s, msg->data, len + extra), ==,
+                         EVD_WIRE_BAD_BODY);
+        g_assert_true (s.header_ok);
+        g_assert_cmpint (s.seqid, ==, 3);
+        g_assert_cmpstr (s.reason, ==, "the frame holds bytes after the message");
+        /* The verdict sticks. */
+        g_assert_cmpint (evd_wire_scanner_feed (&s, msg->data, len + extra), ==,
+                         EVD_WIRE_BAD_BODY);
+      }
+    }
+    g_byte_array_set_size (msg, len);
+
+    for (gsize cut = 1; cut < len; cut++) {
+      EvdWireStatus st;
+
+      evd_wire_scanner_init (&s, proto, cut, EVD_WIRE_MAX_DEPTH);
+      st = evd_wire_scanner_frame (&s, msg->data, cut);
+      g_assert_cmpint (st, ==, cut < body_offset ? EVD_WIRE_BAD_HEADER : EVD_WIRE_BAD_BODY);
+      g_assert_nonnull (s.reason);
+    }
+    g_byte_array_unref (msg);
+  }
+}
+
 /* One more byte per call: every prefix asks for more, pos and need never go back, need never
  * overshoots the real end, and the end is the same as in one go. */
 static void
@@ -1265,6 +1371,8 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/detect/real-messages", test_detect_real_messages);
   g_test_add_func ("/wire/scan/whole", test_scan_whole);
   g_test_add_func ("/wire/scan/trailing-bytes", test_scan_trailing_bytes);
+  g_test_add_func ("/wire/frame/length", test_frame_length);
+  g_test_add_func ("/wire/frame/exact", test_frame_exact);
   g_test_add_func ("/wire/scan/bytewise", test_scan_bytewise);
   g_test_add_func ("/wire/scan/moving-buffer", test_scan_moving_buffer);
   g_test_add_func ("/wire/scan/verdict-sticks", test_scan_verdict_sticks);
