@@ -1,11 +1,18 @@
-"""/traces in a real browser (issue 7): headless Chromium (Debian's chromium) loads the page of
+"""/traces (issue 7). In a real browser: headless Chromium (Debian's chromium) loads the page of
 a live server, and the test checks the DOM Chromium built (one bar per call, escaped names)
-and the pixels it painted (each bar as wide as its call was long, in its outcome's colour)."""
+and the pixels it painted (each bar as wide as its call was long, in its outcome's colour).
+Without one: which traces /traces.json and the page's two sections keep, and in what order
+(slowest first, most recent first, at most the server's 20 of each)."""
+import json
 import os
+import random
+import re
 import shutil
 import subprocess
 import tempfile
 import unittest
+
+import html as htmlmod
 
 import evdal_harness as h
 from evdal_harness import ttypes
@@ -125,6 +132,80 @@ class TracesInBrowserTest(unittest.TestCase):
             # All bars of one waterfall start at its left edge (every call starts at once).
             self.assertLess(abs(first[0][1] - first[1][1]), 3, blue)
             self.assertLess(abs(amber[0][1] - first[0][1]), 3, (amber, blue))
+
+
+KEPT = 20   # EVD_MAIN_TRACES_KEPT in server/evd_main.c
+
+
+def section_ids(page, section):
+    """The data-request-id of each trace in the page's section (slowest or recent), in order."""
+    start = page.index('<h2 id="%s">' % section)
+    end = page.find('<h2 id=', start + 1)
+    part = page[start:end if end >= 0 else len(page)]
+    return [htmlmod.unescape(x) for x in re.findall(r'<section class="trace" data-request-id="([^"]*)"',
+                                                    part)]
+
+
+class TracesOrderTest(unittest.TestCase):
+    """25 traced fetches of known lengths: 5 short ones first, then 20 longer ones in a random
+    order. The 20 kept as most recent are the last 20 sent, newest first; the 20 kept as
+    slowest are the 20 long ones, slowest first (the short ones were kept until longer ones
+    pushed them out)."""
+
+    def fetch(self, c, rid, delay_ms):
+        c.fetch(h.fetch_request({'n': h.nap_call(delay_ms)}, request_id=rid, trace=True))
+
+    def traces(self, server):
+        status, _, body = server.admin_get('/traces.json')
+        self.assertEqual(status, 200)
+        return json.loads(body)
+
+    def test_slowest_and_most_recent_are_ordered_and_bounded(self):
+        short = [('short-%d' % i, 1 + i) for i in range(5)]              # 1..5 ms
+        long_ = [('long-%02d' % i, 40 + 8 * i) for i in range(KEPT)]    # 40..192 ms
+        random.Random(7).shuffle(long_)
+        sent = short + long_
+        delay = dict(sent)
+        with h.Server(h.config(admin_listen='127.0.0.1:0')) as server:
+            c, t = h.client(server)
+            try:
+                for rid, ms in short:
+                    self.fetch(c, rid, ms)
+                # While there are fewer than KEPT, every trace is in both lists.
+                tr = self.traces(server)
+                self.assertEqual([x['request_id'] for x in tr['recent']],
+                                 [rid for rid, _ in reversed(short)])
+                self.assertEqual(sorted(x['request_id'] for x in tr['slowest']),
+                                 sorted(rid for rid, _ in short))
+                for rid, ms in long_:
+                    self.fetch(c, rid, ms)
+            finally:
+                t.close()
+            tr = self.traces(server)
+            status, _, page = server.admin_get('/traces')
+            self.assertEqual(status, 200)
+        self.assertEqual(tr['traced_total'], len(sent))
+        # Most recent first; the oldest five are gone.
+        recent = [x['request_id'] for x in tr['recent']]
+        self.assertEqual(recent, [rid for rid, _ in reversed(sent)][:KEPT])
+        self.assertEqual(len(recent), KEPT)
+        # Slowest first, by the server's own measure; the five short ones were pushed out.
+        slowest = [x['request_id'] for x in tr['slowest']]
+        durations = [x['duration_us'] for x in tr['slowest']]
+        self.assertEqual(durations, sorted(durations, reverse=True))
+        self.assertEqual(sorted(slowest), sorted(rid for rid, _ in long_))
+        for x in tr['slowest']:
+            self.assertGreaterEqual(x['duration_us'], delay[x['request_id']] * 1000 * 0.95)
+        # Calls 8 ms apart: the server's order is the order of their lengths, give or take
+        # a neighbour when scheduling noise is larger than the gap.
+        ranks = [sorted(delay.values(), reverse=True).index(delay[rid]) for rid in slowest]
+        for i, r in enumerate(ranks):
+            self.assertLessEqual(abs(r - i), 1, (slowest, [delay[x] for x in slowest]))
+        self.assertEqual(slowest[0], max(long_, key=lambda x: x[1])[0])
+        # The page shows the same two lists in the same order.
+        self.assertEqual(section_ids(page, 'slowest'), slowest)
+        self.assertEqual(section_ids(page, 'recent'), recent)
+        self.assertLess(page.index('<h2 id="slowest">'), page.index('<h2 id="recent">'))
 
 
 if __name__ == '__main__':
