@@ -54,13 +54,15 @@ def conf_sql():
     return {name: cp['lookup ' + name]['sql'] for name in SQL_LOOKUPS}, cp
 
 
-def server_config(db, replace=None):
+def server_config(db, replace=None, admin=False):
     """deploy/evdal.conf on an ephemeral port and on `db`; `replace` maps a lookup name to the
-    body that replaces its [lookup NAME] group (up to its first blank line)."""
+    body that replaces its [lookup NAME] group (up to its first blank line). The admin HTTP
+    port is an ephemeral one with `admin`, else there is none."""
     text = conf_text()
     for pattern, line in ((r'^listen\s*=.*$', 'listen = 127.0.0.1:0'),
                           (r'^path\s*=\s*sample\.db\b.*$', 'path = ' + db),
-                          (r'^admin_listen\s*=.*\n', '')):   # no admin HTTP port
+                          (r'^admin_listen\s*=.*\n',
+                           'admin_listen = 127.0.0.1:0\n' if admin else '')):
         text, n = re.subn(pattern, lambda m: line, text, flags=re.M)
         assert n == 1, '%s: %d lines match %r' % (CONF, n, pattern)
     for name, body in (replace or {}).items():
@@ -193,8 +195,8 @@ def day(epoch):
 
 class FrontendTestCase(h.EvdalTestCase):
     @classmethod
-    def start_server(cls, db, replace=None, extra_args=()):
-        server = h.Server(server_config(db, replace), extra_args=extra_args)
+    def start_server(cls, db, replace=None, extra_args=(), admin=False):
+        server = h.Server(server_config(db, replace, admin), extra_args=extra_args)
         server.__enter__()
         cls.addClassCleanup(server.__exit__, None, None, None)
         return server
@@ -301,8 +303,32 @@ class PageTest(FrontendTestCase):
     @classmethod
     def setUpClass(cls):
         cls.open_db(DB)
-        cls.server = cls.start_server(DB)
+        cls.server = cls.start_server(DB, admin=True)
         cls.app = cls.start_app(cls.server)
+
+    def requests_total(self):
+        """evdal_requests_total from the server's /metrics: {(method, outcome): count}."""
+        from prometheus_client.parser import text_string_to_metric_families
+        status, _, body = self.server.admin_get('/metrics')
+        self.assertEqual(status, 200, body)
+        out = collections.Counter()
+        for family in text_string_to_metric_families(body):
+            for x in family.samples:
+                if x.name == 'evdal_requests_total':
+                    out[(x.labels['method'], x.labels['outcome'])] += int(x.value)
+        return out
+
+    def test_one_page_is_one_fetch(self):
+        """Each page is one evdal call: one fetch (ok), and no other method (ping, lookups)."""
+        self.assertIsNotNone(self.server.admin_address, self.server.log_tail())
+        for user_id in (1, self.busy_user()):
+            with self.subTest(user_id=user_id):
+                before = self.requests_total()
+                _, _, page = self.get_page(self.app, user_id)
+                self.assertEqual(page.notices, {})
+                after = self.requests_total()
+                self.assertEqual(after - before, collections.Counter({('fetch', 'ok'): 1}),
+                                 (before, after))
 
     def users(self):
         """Users whose pages cover the cases: orders, unread notifications and an avatar; a
