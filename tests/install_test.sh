@@ -57,8 +57,6 @@ grep -q '^path = /var/lib/evdal/sample.db$' "$root/etc/evdal/evdal.conf" ||
   { echo "/etc/evdal/evdal.conf is not the sample config"; exit 1; }
 grep -q '^ExecStart=/usr/bin/evdal --config ${CONFIGURATION_DIRECTORY}/evdal.conf$' \
   "$root/usr/lib/systemd/system/evdal.service" || { echo "the unit does not run /usr/bin/evdal"; exit 1; }
-grep -q '^# The configuration is /etc/evdal/evdal.conf;' "$root/usr/lib/systemd/system/evdal.service" ||
-  { echo "the unit's comment names another config path"; exit 1; }
 # An operator's edits survive a reinstall; the new sample goes beside them.
 echo '# edited by the operator' >> "$root/etc/evdal/evdal.conf"
 DESTDIR=$root cmake --install "$build" --prefix /usr >/dev/null

@@ -6,6 +6,7 @@
 # root (dpkg --root): only unpacked, never configured, so no script runs and nothing outside
 # that root changes.
 set -euo pipefail
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND"' ERR
 build=$(cd "$1" && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -36,10 +37,11 @@ grep -q '^path = /var/lib/evdal/sample.db$' "$tmp/x/etc/evdal/evdal.conf" ||
 # Depends: the package of every shared library the binaries need (found with dpkg -S).
 depends=$(dpkg-deb -f "$deb" Depends)
 echo "Depends: $depends"
+ldconfig -p > "$tmp/ldcache"   # read from a file: awk's early exit would break a pipe (pipefail)
 for bin in evdal evdal-cli evdal-mkdb; do
   for lib in $(readelf -d "$tmp/x/usr/bin/$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'); do
-    path=$(ldconfig -p | awk -v l="$lib" '$1 == l && /x86-64|x86_64|AArch64|64bit/ {print $NF; exit}')
-    [ -n "$path" ] || path=$(ldconfig -p | awk -v l="$lib" '$1 == l {print $NF; exit}')
+    path=$(awk -v l="$lib" '$1 == l && /x86-64|x86_64|AArch64|64bit/ {print $NF; exit}' "$tmp/ldcache")
+    [ -n "$path" ] || path=$(awk -v l="$lib" '$1 == l {print $NF; exit}' "$tmp/ldcache")
     [ -n "$path" ] || fail "$bin needs $lib, which ldconfig does not know"
     pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null || dpkg -S "$path" 2>/dev/null) ||
       fail "no package owns $path ($lib)"

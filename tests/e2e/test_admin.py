@@ -282,7 +282,7 @@ class WorkerMetricsTest(unittest.TestCase):
     its call's timeout) on a database of two workers."""
 
     def test_sqlite_workers_busy_queue_and_busy_seconds(self):
-        calls, timeout_ms = 5, 1500
+        calls, timeout_ms = 5, 2500
         with AdminServer(h.config(lookups=SLOW_LOOKUPS, admin_listen='127.0.0.1:0',
                                   workers=8)) as server:
             _, s = metrics(server)
