@@ -3,8 +3,9 @@ a SIGHUP reload; and, under a journald (a fake one, in a private mount namespace
 entries in the journal's native protocol with REQUEST_ID, LOOKUP and PEER fields.
 
 Levels used here, from the code: "listening on" is a notice (g_message, printed at start-up by
-every server at the default level, info), "connection accepted" and a failed call's
-"LOOKUP (KIND): message" are debug lines, "reload refused" is a warning."""
+every server at the default level, info), the fault backend's "call cancelled" (a call that
+timed out is cancelled) an info line, "connection accepted" and a failed call's
+"LOOKUP (KIND): message" debug lines, and "reload refused" a warning."""
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ from thrift.transport import TSocket, TTransport
 
 LOOKUPS = h.NAP_LOOKUP + h.FAULT_LOOKUPS
 ACCEPTED = 'connection accepted on loop'
+CANCELLED = 'fault backend: call cancelled'
 
 
 def conf(log_level, **server):
@@ -107,11 +109,22 @@ class LevelTest(unittest.TestCase):
         with server:
             one_connection(server)
             time_out_one(server, 'lvl-info')
-            time.sleep(0.3)
+            self.assertTrue(server.wait_log(r'\[lvl-info\] ' + re.escape(CANCELLED), 5),
+                            server.log_tail())
             text = self.stopped_log(server)
         self.assertIn('listening on', text)
         self.assertNotIn(ACCEPTED, text)
         self.assertNotRegex(text, timed_out_re('lvl-info'))
+
+    def test_notice_hides_info_lines(self):
+        server = h.Server(conf('notice'))
+        with server:
+            time_out_one(server, 'lvl-notice')
+            time.sleep(0.5)
+            text = self.stopped_log(server)
+        self.assertIn('listening on', text)
+        self.assertNotIn(CANCELLED, text)
+        self.assertNotIn('lvl-notice', text)
 
     def test_debug_in_the_file_shows_debug_lines(self):
         server = h.Server(conf('debug'))
