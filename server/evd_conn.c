@@ -39,6 +39,7 @@ struct _EvdConn {
   GList *link;                  /* in host->conns */
   struct bufferevent *bev;
   struct event *timer;
+  struct event *more;           /* read budget spent: resumes after the next poll (lazy) */
   char peer[80];
   EvdConnState state;
   gboolean read_paused;
@@ -59,6 +60,7 @@ struct _EvdConn {
 };
 
 static void evd_conn_process (EvdConn *c);
+static void evd_conn_on_more (evutil_socket_t fd, short what, void *arg);
 static void evd_conn_drain_one (EvdConn *c);
 
 /* Tells the host's owner, once, that a draining host has no connection left. */
@@ -109,6 +111,7 @@ evd_conn_close (EvdConn *c, const char *why)
     g_queue_unlink (&host->unflushed, &c->unflushed_link);
   c->unflushed = FALSE;
   event_free (c->timer);
+  g_clear_pointer (&c->more, event_free);
   bufferevent_free (c->bev);
   c->bev = NULL;
   g_atomic_int_dec_and_test (host->n_connections);
@@ -456,9 +459,20 @@ evd_conn_process_input (EvdConn *c)
       return;
     }
   }
-  /* Budget spent with bytes left: come back after the other connections had their turn. */
-  if (c->state == EVD_CONN_OPEN)
-    bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+  /* Budget spent with messages left: come back after the other connections had their turn.
+   * A zero timeout fires only after the loop's next poll, whose ready sockets run first; a
+   * deferred bufferevent callback would run again in this same pass (libevent runs up to 32
+   * of those per pass), letting one pipelining client take the loop for a whole 4 KiB read.
+   * The socket is not read meanwhile: the rest waits in the kernel, where TCP's window holds
+   * the client back, rather than piling up here faster than its turns take it. */
+  if (c->state == EVD_CONN_OPEN) {
+    static const struct timeval now = { 0, 0 };
+
+    if (c->more == NULL)
+      c->more = evtimer_new (evd_loop_base (c->host->loop), evd_conn_on_more, c);
+    bufferevent_disable (c->bev, EV_READ);
+    evtimer_add (c->more, &now);
+  }
 }
 
 /* Handles what was read; what it answered goes out at the pass's end, with the rest. */
@@ -478,6 +492,25 @@ evd_conn_on_read (struct bufferevent *bev, void *arg)
 
   (void) bev;
   c->last_active_us = g_get_monotonic_time ();
+  evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
+  evd_conn_process (c);
+  evd_loop_watch_end (c->host->loop);
+}
+
+/* The rest of what a connection sent, once the loop has polled the others. */
+static void
+evd_conn_on_more (evutil_socket_t fd, short what, void *arg)
+{
+  EvdConn *c = arg;
+
+  (void) fd;
+  (void) what;
+  if (c->state != EVD_CONN_OPEN || c->read_paused)
+    return;  /* paused for back-pressure: resuming reads and handles the input again */
+  bufferevent_enable (c->bev, EV_READ);
+  /* The replies that the other connections' turns of this pass made leave before this one
+   * takes its turn, not at the pass's end after it. */
+  evd_conn_host_flush (c->host);
   evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
   evd_conn_process (c);
   evd_loop_watch_end (c->host->loop);

@@ -3,6 +3,7 @@ idle_timeout_ms, read_timeout_ms, and back-pressure on a client that does not re
 replies (max_pipeline, max_output_bytes). Each holds while a good client keeps being served."""
 import os
 import socket
+import threading
 import time
 import unittest
 
@@ -185,6 +186,47 @@ class LimitsTest(h.EvdalTestCase):
                                          r'127\.0\.0\.1:\d+'))
             time.sleep(0.05)  # caught up: served again
             self.assertEqual(h.slept_ms(b.fetch(h.fetch_request({'n': h.nap_call(1)})).results['n']), 1)
+
+    def test_one_pipelining_client_does_not_starve_the_others_on_its_loop(self):
+        # One loop; client A sends 400 fetches at once, each blocking the loop for 3 ms (the
+        # fault backend's stall mode), and reads its replies on a thread. A connection gets
+        # EVD_CONN_READ_BUDGET (16) requests read per turn, then waits for the loop's next
+        # poll, so B's pings wait for a few turns of A (tens of ms), not for A's whole read
+        # (about 150 requests in a 4 KiB read: 450 ms) nor for all of A's 1.2 s.
+        stall = '[lookup stall]\nbackend = fault\nmode = stall\ndelay_ms = 3\n'
+        n = 400
+        with h.Server(h.config(stall, io_threads=1, max_queue_ms=0, stall_warn_ms=0,
+                               max_pipeline=1000)) as srv:
+            a = srv.raw_socket(timeout=30)
+            b = srv.raw_socket()
+            h.send_all(b, h.ping_bytes(1, protocol='compact'))
+            h.read_reply(b, protocol='compact')
+            req = h.fetch_request({'s': h.nap_call(lookup='stall')})
+            batch = b''.join(h.fetch_bytes(i, req, protocol='compact') for i in range(n))
+            got = []
+
+            def read_a():
+                for _ in range(n):
+                    got.append(h.read_reply(a, timeout=30, protocol='compact', method='fetch'))
+
+            reader = threading.Thread(target=read_a)
+            reader.start()
+            h.send_all(a, batch)
+            waits = []
+            for _ in range(5):
+                t0 = time.monotonic()
+                h.send_all(b, h.ping_bytes(2, protocol='compact'))
+                self.assertEqual(h.read_reply(b, protocol='compact').result.success, 'pong')
+                waits.append(time.monotonic() - t0)
+            backlog_left = reader.is_alive()  # so B was measured behind A's backlog
+            reader.join(60)
+            self.assertEqual(len(got), n)
+            self.assertTrue(all(r.result.success is not None for r in got))
+            self.assertLess(max(waits), 0.2, 'B waited %s ms behind A' %
+                            [round(w * 1000) for w in waits])
+            self.assertTrue(backlog_left, 'A was done before B finished: nothing was measured')
+            a.close()
+            b.close()
 
 
 if __name__ == '__main__':
