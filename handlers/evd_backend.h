@@ -1,10 +1,11 @@
 /* evd_backend: the interface every kind of lookup implements (delay, static, sqlite, and a
  * user's own C module), and the handle of one call in flight.
  *
- * A backend kind is an EvdBackendClass: a name and four hooks. open() reads the lookup's own
- * [lookup NAME] keys (reporting problems through evd_config_problem, which names the file,
- * line and key) and declares the params the lookup takes; the engine reads the keys common to
- * every lookup (backend, timeout_ms, max_concurrent, max_queue, description) itself.
+ * A backend kind is an EvdBackendClass: a name, open/start/cancel/close, and optional hooks for
+ * state shared by its lookups and for metrics. open() reads the lookup's own [lookup NAME]
+ * keys (reporting problems through evd_config_problem, which names the file, line and key)
+ * and declares the params the lookup takes; the engine reads the keys common to every lookup
+ * (backend, timeout_ms, max_concurrent, max_queue, description) itself.
  *
  * The life of a call. The engine checks the params against the lookup's declaration, then
  * calls start() on the request's loop with an EvdBackendCall. The backend completes the call
