@@ -13,11 +13,6 @@
  * frontend retrying once still answers its own user in time. */
 #define EVD_ENGINE_RETRY_AFTER_MS 50
 
-/* Calls refused before they run (bad params, unknown lookup) are what a broken or hostile
- * client sends at will, so their warnings go through a limiter; one per loop, as evd_log asks,
- * and each loop is one thread, so a thread-local one needs no lock. */
-static _Thread_local EvdLogLimit evd_engine_refusal_limit;
-
 struct _EvdEngine {
   gint refs;                  /* atomic */
   EvdConfig *cfg;
@@ -785,8 +780,9 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
     if (e == NULL)
       continue;
     g_hash_table_insert (f->early, (gpointer) call->key, e);
-    evd_log_limited (&evd_engine_refusal_limit, evd_call_peer (f->rpc),
-                     "[%s] call %s refused: %s", f->ctx.request_id, call->key, e->message);
+    /* What a broken or hostile client sends at will: rate-limited, per loop. */
+    evd_call_log_refusal (f->rpc, "[%s] call %s refused: %s", f->ctx.request_id, call->key,
+                          e->message);
     if (call->critical && critical_key == NULL) {
       critical_key = call->key;
       *critical_error = e;

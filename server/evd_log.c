@@ -129,6 +129,9 @@ evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
   va_start (ap, format);
   message = g_strdup_vprintf (format, ap);
   va_end (ap);
+  for (char *p = message; *p != '\0'; p++)
+    if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)
+      *p = '?';
   if (limit->suppressed > 0) {
     evd_log_event (G_LOG_LEVEL_WARNING, NULL, NULL, peer,
                    "%s (and %u similar messages suppressed)", message, limit->suppressed);

@@ -34,7 +34,9 @@ typedef struct {
   guint suppressed;
 } EvdLogLimit;
 
-/* Logs a warning about `peer` (may be NULL) unless the limiter says no. */
+/* Logs a warning about `peer` (may be NULL) unless the limiter says no. Such messages quote
+ * what a client sent, so control characters in them (a newline would forge a second line on
+ * a terminal) are written as '?'. */
 void evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 

@@ -42,8 +42,8 @@ typedef struct {
   EvdTransport *transport;
   ThriftProtocol *binary;
   ThriftProtocol *compact;
-  /* Calls refused before their handler (unknown method or service, undecodable args): a
-   * client can send those at will, so their log lines are rate-limited, per loop. */
+  /* Calls refused (unknown method or service, undecodable args, and the engine's refused
+   * lookups): a client can send those at will, so their log lines are rate-limited, per loop. */
   EvdLogLimit refusals;
 } EvdRpcCodec;
 
@@ -401,19 +401,25 @@ evd_rpc_refusal_name (ThriftApplicationExceptionError kind)
   }
 }
 
+void
+evd_call_log_refusal (EvdCall *call, const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  evd_log_limited (&evd_rpc_codec (call->loop)->refusals, evd_call_peer (call), "%s", message);
+}
+
 /* A refusal is logged once, here, where the peer is known (evd_call_start runs after the
- * connection set it). The message quotes what the client sent, so bytes that would break a
- * terminal line (control characters, a newline that forges a second line) are shown as '?'. */
+ * connection set it); the message quotes the client's method name, cut short. */
 static void
 evd_rpc_log_refusal (EvdCall *call, const char *message)
 {
-  g_autofree char *safe = g_strndup (message ? message : "no such method", 200);
-
-  for (char *p = safe; *p != '\0'; p++)
-    if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)
-      *p = '?';
-  evd_log_limited (&evd_rpc_codec (call->loop)->refusals, evd_call_peer (call), "%s: %s",
-                   evd_rpc_refusal_name (call->early_kind), safe);
+  evd_call_log_refusal (call, "%s: %.200s", evd_rpc_refusal_name (call->early_kind),
+                        message ? message : "no such method");
 }
 
 void

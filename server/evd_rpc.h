@@ -127,6 +127,10 @@ gint64 evd_call_read_us (EvdCall *call);
 /* The peer, for log lines ("127.0.0.1:51234", "unix"). Valid during the call. */
 const char *evd_call_peer (EvdCall *call);
 void evd_call_set_peer (EvdCall *call, const char *peer);
+/* Logs that (part of) a client's call was refused: a warning naming the call's peer, through
+ * its loop's limiter for refusals (evd_log_limited), so a client cannot flood the log. On the
+ * call's loop only. */
+void evd_call_log_refusal (EvdCall *call, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
 /* ---- Encoding, exposed for tests and tools. ---- */
 

@@ -111,6 +111,10 @@ test_limiter (void)
   g_assert_cmpuint (limit.suppressed, ==, 0);
   evd_log_limited (&limit, NULL, "no peer");
   g_assert_cmpstr (field (EVD_LOG_LIMIT_BURST + 1, "MESSAGE"), ==, "no peer");
+  /* What a client sent cannot forge a second line. */
+  evd_log_limited (&limit, NULL, "method %s", "ping\n2026-12-02 evdal: all good\x1b[0m\x7f");
+  g_assert_cmpstr (field (EVD_LOG_LIMIT_BURST + 2, "MESSAGE"), ==,
+                   "method ping?2026-12-02 evdal: all good?[0m?");
 }
 
 /* The real writer, on a terminal (stderr is a pipe here, not journald): one readable line. */
