@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include "evd_bench_hist.h"
@@ -320,29 +321,46 @@ evd_bench_on_read (struct bufferevent *bev, void *arg)
 
 /* ---- Connections. ---- */
 
+/* Straight to the socket when nothing waits before it. Through the bufferevent, a request
+ * costs two epoll_ctl calls (EV_WRITE on, then off) and a loop turn before its write: at one
+ * connection that was more of the measured round trip than the server's own system calls.
+ * What the socket does not take now (or an error, which the bufferevent then meets and
+ * reports) goes to the bufferevent. */
+static void
+evd_bench_write (EvdBenchConn *c, const guint8 *data, gsize len)
+{
+  struct evbuffer *out = bufferevent_get_output (c->bev);
+  ssize_t r = 0;
+
+  if (c->open && evbuffer_get_length (out) == 0)
+    r = send (bufferevent_getfd (c->bev), data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (r < 0)
+    r = 0;
+  if ((gsize) r < len)
+    evbuffer_add (out, data + r, len - (gsize) r);
+}
+
 static void
 evd_bench_send (EvdBenchConn *c)
 {
   EvdBenchThread *t = c->t;
   EvdBench *b = t->b;
-  struct evbuffer *out = bufferevent_get_output (c->bev);
 
   if (t->quota > 0)
     t->quota--;
   c->sent_at[c->head++ % EVD_BENCH_MAX_PIPELINE] = g_get_monotonic_time ();
   t->pending_replies++;
   if (b->random_at->len == 0) {
-    evbuffer_add (out, b->request->data, b->request->len);
+    evd_bench_write (c, b->request->data, b->request->len);
     return;
   }
   {
-    guint8 *copy = g_memdup2 (b->request->data, b->request->len);
+    g_autofree guint8 *copy = g_memdup2 (b->request->data, b->request->len);
     guint64 v = GUINT64_TO_BE ((guint64) g_rand_int_range (t->rand, (gint32) b->random_lo,
                                                            (gint32) b->random_hi + 1));
     for (guint i = 0; i < b->random_at->len; i++)
       memcpy (copy + g_array_index (b->random_at, gsize, i), &v, 8);
-    evbuffer_add (out, copy, b->request->len);
-    g_free (copy);
+    evd_bench_write (c, copy, b->request->len);
   }
 }
 

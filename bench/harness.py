@@ -44,7 +44,7 @@ PAGE = ['user', 'account', 'recent_orders', 'unread_notifications', 'permissions
         'recommended_products']
 IDLE = 10000
 
-# Each server runs each scenario family with the thread counts that served it best on this
+# Each server runs each scenario family with the settings that served it best on this
 # machine, where the load generator takes about one of the two cores: `bench/tune.py evdal` and
 # `bench/tune.py peer` measure them, docs/BENCHMARKS.md ("Tuning both servers") has the tables.
 # A family not named runs with the server's defaults: evdal one IO loop per core, the peer
@@ -53,8 +53,11 @@ IDLE = 10000
 # two cores, and a loop that loses its core for a scheduler slice holds its connections'
 # replies: ping's p99 at 16 connections is 2-4 ms with two loops, under 1 ms with one. The
 # other families gain 10-20% of throughput from the second loop, with a p99 far below the
-# peer's either way.
-EVDAL_TUNED = {'ping': {'io_threads': '1'}}
+# peer's either way. And busy polling for 50 us after work: at one connection a request waits
+# for nothing but the wake-up of the sleeping loop thread, which this VM's halting idle CPUs
+# make longer than the request's own work (ping-1 about 2.2x faster with it; no gain, or
+# a loss within noise, for the families busy enough never to sleep).
+EVDAL_TUNED = {'ping': {'io_threads': '1', 'busy_poll_us': '50'}}
 # The peer: few handler threads for short calls (less switching on two cores).
 _FEW = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
 PEER_TUNED = {'static7': _FEW, 'c10k': _FEW, 'sqlite7': _FEW}
@@ -406,7 +409,7 @@ def write_report(path, block):
 def prepare_config(config, build, server_set=None):
     """The sample config as it is, in a temp folder, but with no admin port (one may be in
     use), room for c10k, the database by absolute path (made first if missing), and the
-    [server] keys of server_set changed."""
+    [server] keys of server_set set (changed where the sample has them, else added)."""
     db = os.path.join(os.path.dirname(os.path.abspath(config)), 'sample.db')
     if not os.path.exists(db):
         subprocess.run([os.path.join(build, 'evdal-mkdb'), db], check=True,
@@ -418,9 +421,11 @@ def prepare_config(config, build, server_set=None):
             key = line.split('=', 1)[0].strip()
             if line.startswith('['):
                 section = line.strip()
-            if section == '[server]' and key in (server_set or {}):
-                line = '%s = %s\n' % (key, server_set[key])
-            elif key == 'admin_listen':
+                if section == '[server]':  # every key of server_set, first; skipped below
+                    line += ''.join('%s = %s\n' % kv for kv in (server_set or {}).items())
+            elif section == '[server]' and key in (server_set or {}):
+                continue
+            if key == 'admin_listen':
                 line = 'admin_listen =\n'
             elif key == 'max_connections':
                 line = 'max_connections = %d\n' % (IDLE + 1000)

@@ -7,7 +7,8 @@
 peer: for each combination of --io-threads and --workers (handler threads; the delay pool gets
 --lookup-threads = 4 x workers, enough for every handler's seven calls at once), starts
 evdal-peer-cpp on the sample config. evdal: the same for io_threads = 1 and 2 (one loop per
-core is the default; here the load generator shares the cores). Each setting is measured on
+core is the default; here the load generator shares the cores), each with busy_poll_us = 0
+(the default) and 50. Each setting is measured on
 the scenarios that thread counts matter for, with evdal-bench, and a markdown table is
 printed: req/s and p99 in ms per cell, the best req/s of each column in bold.
 bench/harness.py's EVDAL_TUNED and PEER_TUNED hold the choices; docs/BENCHMARKS.md the tables.
@@ -22,9 +23,10 @@ import harness  # noqa: E402  (same folder)
 SETTINGS = {
     'peer': [['--io-threads', str(io), '--workers', str(w), '--lookup-threads', str(4 * w)]
              for io, w in [(1, 16), (1, 64), (2, 16), (2, 64), (2, 256), (2, 1024)]],
-    'evdal': [{'io_threads': '1'}, {'io_threads': '2'}],
+    'evdal': [{'io_threads': io, 'busy_poll_us': bp} for io in ('1', '2') for bp in ('0', '50')],
 }
-SCENARIOS = ['ping-1', 'ping-16', 'ping-64', 'static7-64', 'fanout10ms-1000', 'sqlite7-64']
+SCENARIOS = ['ping-1', 'ping-16', 'ping-64', 'static7-1', 'static7-64', 'fanout10ms-1000',
+             'sqlite7-64']
 
 
 def server_for(which, build, setting):

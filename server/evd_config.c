@@ -341,6 +341,7 @@ evd_config_read_server (EvdConfig *cfg)
   evd_config_read_secret (cfg, g);
   evd_config_read_log_level (cfg, g);
   s->io_threads = (int) evd_config_int (cfg, g, "io_threads", 0, 0, 256);
+  s->busy_poll_us = (int) evd_config_int (cfg, g, "busy_poll_us", 0, 0, 10000);
   s->workers = (int) evd_config_int (cfg, g, "workers", 4, 1, 1024);
   /* Each connection costs a descriptor and a few KiB; the process raises its descriptor
    * limit to the hard limit at start, so this is the knob that protects memory. */

@@ -23,6 +23,7 @@ typedef struct {
   char *admin_secret;      /* read from admin_secret_file; NULL = no check */
   GLogLevelFlags log_level;
   int io_threads;          /* 0 = one per core */
+  int busy_poll_us;        /* IO loops poll this long after work before sleeping; 0 = never */
   int workers;
   int max_connections;
   int max_frame_bytes;

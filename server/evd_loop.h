@@ -20,6 +20,11 @@ typedef void (*EvdLoopFunc) (gpointer data);
 
 /* Creates the loop's event base; call evthread_use_pthreads() once before the first. */
 EvdLoop *evd_loop_new (guint index, GError **error);
+/* Busy polling (before evd_loop_start): after a pass that did work, the loop polls without
+ * blocking for busy_poll_us before it blocks again, so a request arriving meanwhile is read
+ * without waking a sleeping thread. Costs up to that much CPU per quiet spell; 0 (the
+ * default) never polls. */
+void evd_loop_set_busy_poll (EvdLoop *loop, int busy_poll_us);
 /* Starts the loop's thread; it runs until evd_loop_quit(). */
 gboolean evd_loop_start (EvdLoop *loop, GError **error);
 /* Runs the loop on the calling thread until evd_loop_quit() (the main loop does this). */

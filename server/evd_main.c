@@ -71,16 +71,16 @@ static void
 evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
 {
   if (g_strcmp0 (a->listen, b->listen) != 0 || a->io_threads != b->io_threads ||
-      a->max_connections != b->max_connections || a->max_frame_bytes != b->max_frame_bytes ||
-      a->idle_timeout_ms != b->idle_timeout_ms || a->read_timeout_ms != b->read_timeout_ms ||
-      a->write_timeout_ms != b->write_timeout_ms || a->max_pipeline != b->max_pipeline ||
-      a->max_output_bytes != b->max_output_bytes ||
+      a->busy_poll_us != b->busy_poll_us || a->max_connections != b->max_connections ||
+      a->max_frame_bytes != b->max_frame_bytes || a->idle_timeout_ms != b->idle_timeout_ms ||
+      a->read_timeout_ms != b->read_timeout_ms || a->write_timeout_ms != b->write_timeout_ms ||
+      a->max_pipeline != b->max_pipeline || a->max_output_bytes != b->max_output_bytes ||
       a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
       g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
       g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
-    g_warning ("reload: [server] listen, admin, io_threads and connection limits changed; they "
-               "take effect at the next restart (deadline_ms, max_calls, max_inflight and "
-               "log_level apply now)");
+    g_warning ("reload: [server] listen, admin, io_threads, busy_poll_us and connection limits "
+               "changed; they take effect at the next restart (deadline_ms, max_calls, "
+               "max_inflight and log_level apply now)");
 }
 
 /* SIGHUP: the lookups of the file as it is now, or, if it has problems, the old ones kept. */

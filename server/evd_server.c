@@ -225,6 +225,7 @@ evd_server_make_loops (EvdServer *s, GError **error)
     s->loops[i] = evd_loop_new (i + 1, error);
     if (s->loops[i] == NULL)
       return FALSE;
+    evd_loop_set_busy_poll (s->loops[i], s->sc->busy_poll_us);
     h->loop = s->loops[i];
     h->service = s->service;
     h->config = s->sc;

@@ -41,6 +41,7 @@ test_defaults (void)
   g_assert_null (problems (cfg));
   g_assert_cmpstr (s->listen, ==, "127.0.0.1:9090");
   g_assert_cmpint (s->io_threads, ==, 0);
+  g_assert_cmpint (s->busy_poll_us, ==, 0);
   g_assert_cmpint (s->max_connections, ==, 10000);
   g_assert_cmpint (s->max_frame_bytes, ==, 16777216);
   g_assert_cmpint (s->max_calls, ==, 64);
@@ -58,7 +59,8 @@ test_values_and_comments (void)
                                     "listen = [::1]:7000\n"
                                     "deadline_ms = 250   # inline comment\n"
                                     "admin_listen = a#b\n"
-                                    "io_threads=3\n");
+                                    "io_threads=3\n"
+                                    "busy_poll_us = 50\n");
   const EvdServerConfig *s = evd_config_server (cfg);
 
   g_assert_null (problems (cfg));
@@ -66,6 +68,7 @@ test_values_and_comments (void)
   g_assert_cmpint (s->deadline_ms, ==, 250);
   g_assert_cmpstr (s->admin_listen, ==, "a#b");  /* '#' without a blank before is text */
   g_assert_cmpint (s->io_threads, ==, 3);
+  g_assert_cmpint (s->busy_poll_us, ==, 50);
   evd_config_override_listen (cfg, "/run/evdal.sock");
   g_assert_cmpstr (evd_config_server (cfg)->listen, ==, "/run/evdal.sock");
 }

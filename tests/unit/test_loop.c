@@ -1,8 +1,9 @@
 /* test_loop: the cross-thread hand-off of server/evd_loop.c: every posted function runs
  * exactly once, on the loop's thread, in posting order per poster; what is posted after the
- * loop stopped runs when it is freed. */
+ * loop stopped runs when it is freed; pass-end tasks; busy polling. */
 #include <event2/thread.h>
 #include <pthread.h>
+#include <time.h>
 
 #include "evd_loop.h"
 
@@ -191,6 +192,92 @@ test_pass_end (void)
   g_string_free (p.order, TRUE);
 }
 
+/* ---- Busy polling. ---- */
+
+typedef struct {
+  EvdLoop *loop;
+  clockid_t cpu;           /* the loop thread's CPU clock */
+  gint ready;              /* atomic */
+} Poll;
+
+static void
+on_nothing (gpointer data)
+{
+  (void) data;
+}
+
+/* Work, as the poller counts it: a task that queues a pass-end task (a reply to send). */
+static void
+on_work (gpointer data)
+{
+  Poll *p = data;
+
+  pthread_getcpuclockid (pthread_self (), &p->cpu);
+  evd_loop_at_pass_end (p->loop, on_nothing, NULL);
+  g_atomic_int_set (&p->ready, 1);
+}
+
+static gint64
+cpu_us (clockid_t clock)
+{
+  struct timespec ts;
+
+  g_assert_cmpint (clock_gettime (clock, &ts), ==, 0);
+  return ts.tv_sec * G_USEC_PER_SEC + ts.tv_nsec / 1000;
+}
+
+/* How much CPU the loop's thread uses over `ms` from now. */
+static gint64
+cpu_used_us (Poll *p, int ms)
+{
+  gint64 before = cpu_us (p->cpu);
+
+  g_usleep (ms * 1000);
+  return cpu_us (p->cpu) - before;
+}
+
+static void
+start_and_work (Poll *p, int busy_poll_us)
+{
+  p->loop = evd_loop_new (1, NULL);
+  evd_loop_set_busy_poll (p->loop, busy_poll_us);
+  g_assert_true (evd_loop_start (p->loop, NULL));
+  evd_loop_post (p->loop, on_work, p);
+  for (int i = 0; i < 1000 && !g_atomic_int_get (&p->ready); i++)
+    g_usleep (1000);
+  g_assert_true (g_atomic_int_get (&p->ready));
+}
+
+/* After work, a polling loop keeps its thread running for busy_poll_us, then sleeps; one that
+ * does not poll sleeps at once; quitting stops either. CPU time of the loop's thread tells
+ * (bounds far from the expected values: this runs beside other tests on two cores). */
+static void
+test_busy_poll (void)
+{
+  Poll p = { 0 };
+  Poll q = { 0 };
+  gint64 t0;
+
+  start_and_work (&p, 300 * 1000);
+  g_assert_cmpint (cpu_used_us (&p, 100), >, 20 * 1000);   /* polling: ~100 ms */
+  g_usleep (300 * 1000);                                    /* past busy_poll_us */
+  g_assert_cmpint (cpu_used_us (&p, 200), <, 20 * 1000);   /* asleep: ~0 */
+  evd_loop_post (p.loop, on_work, &p);                      /* work again: polls again */
+  g_usleep (20 * 1000);
+  g_assert_cmpint (cpu_used_us (&p, 100), >, 20 * 1000);
+  t0 = g_get_monotonic_time ();
+  evd_loop_quit (p.loop);                                   /* quits while polling */
+  evd_loop_free (p.loop);
+  g_assert_cmpint (g_get_monotonic_time () - t0, <, G_USEC_PER_SEC);
+
+  start_and_work (&q, 0);
+  g_assert_cmpint (cpu_used_us (&q, 200), <, 20 * 1000);
+  t0 = g_get_monotonic_time ();
+  evd_loop_quit (q.loop);                                   /* quits while asleep */
+  evd_loop_free (q.loop);
+  g_assert_cmpint (g_get_monotonic_time () - t0, <, G_USEC_PER_SEC);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -200,5 +287,6 @@ main (int argc, char **argv)
   g_test_add_func ("/loop/self-post-and-leftovers", test_self_post_runs_later_and_free_runs_leftovers);
   g_test_add_func ("/loop/run-here", test_run_here);
   g_test_add_func ("/loop/pass-end", test_pass_end);
+  g_test_add_func ("/loop/busy-poll", test_busy_poll);
   return g_test_run ();
 }
