@@ -58,9 +58,15 @@ IDLE = 10000
 # make longer than the request's own work (ping-1 about 2.2x faster with it; no gain, or
 # a loss within noise, for the families busy enough never to sleep).
 EVDAL_TUNED = {'ping': {'io_threads': '1', 'busy_poll_us': '50'}}
-# The peer: few handler threads for short calls (less switching on two cores).
-_FEW = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
-PEER_TUNED = {'static7': _FEW, 'c10k': _FEW, 'sqlite7': _FEW}
+# The peer: few handler threads for short calls (less switching on two cores), one IO thread
+# where its handlers are the busier side; for fanout10ms, 128 handlers and 512 lookup threads:
+# a fetch holds a handler and seven lookup threads for 10 ms, and more threads than that
+# lose to switching (bench/tune.py peer, in docs/BENCHMARKS.md).
+_FEW2 = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
+_FEW1 = ['--io-threads', '1', '--workers', '16', '--lookup-threads', '64']
+_WAITING = ['--io-threads', '2', '--workers', '128', '--lookup-threads', '512']
+PEER_TUNED = {'ping': _FEW2, 'static7': _FEW1, 'c10k': _FEW1, 'sqlite7': _FEW1,
+              'fanout10ms': _WAITING}
 
 
 # Both servers merge identical calls of one fetch (same lookup, params and budget) into one
@@ -307,7 +313,8 @@ def report(args, results, bare, commands, started, elapsed):
              '(%.0f min). Each cell is the median of %d rounds (min-max in brackets), evdal '
              'and the peer measured in alternation (A B A B ...) after one warm-up run each. '
              'Ratio: evdal / peer, of the medians. Each server runs each scenario with its best '
-             'thread counts for this machine (`bench/tune.py`; the commands below say which).' %
+             'settings for this machine (thread counts, busy polling: `bench/tune.py`; the '
+             'commands below say which).' %
              (os.path.relpath(args.build, ROOT), args.rounds, args.seconds,
               ''.join(' --only ' + o for o in args.only or []), elapsed / 60, args.rounds), '',
              '| scenario | conns | evdal req/s | peer req/s | ratio | evdal p99 ms | peer p99 ms |',

@@ -22,7 +22,7 @@ import harness  # noqa: E402  (same folder)
 
 SETTINGS = {
     'peer': [['--io-threads', str(io), '--workers', str(w), '--lookup-threads', str(4 * w)]
-             for io, w in [(1, 16), (1, 64), (2, 16), (2, 64), (2, 256), (2, 1024)]],
+             for io, w in [(1, 16), (1, 64), (2, 16), (2, 64), (2, 128), (2, 256), (2, 1024)]],
     'evdal': [{'io_threads': io, 'busy_poll_us': bp} for io in ('1', '2') for bp in ('0', '50')],
 }
 SCENARIOS = ['ping-1', 'ping-16', 'ping-64', 'static7-1', 'static7-64', 'fanout10ms-1000',
