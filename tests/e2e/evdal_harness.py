@@ -23,7 +23,7 @@ import tempfile
 import time
 import unittest
 
-from thrift.Thrift import TApplicationException, TMessageType
+from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.protocol import TBinaryProtocol, TCompactProtocol, TMultiplexedProtocol
 from thrift.transport import TSocket, TTransport
 
@@ -304,6 +304,14 @@ class Server:
         finally:
             conn.close()
 
+    def metric(self, name):
+        """One unlabelled sample of the admin endpoint's /metrics, as a float (None: absent)."""
+        status, _, body = self.admin_get('/metrics')
+        if status != 200:
+            raise AssertionError('/metrics answered %d: %s' % (status, body))
+        m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
+        return float(m.group(1)) if m else None
+
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
@@ -419,6 +427,18 @@ def encode_message(name, seqid, args=None, mtype=TMessageType.CALL, protocol='bi
         p.writeStructEnd()
     p.writeMessageEnd()
     return buf.getvalue()
+
+
+def wrong_field_type_fetch(seqid):
+    """A framed fetch whose field 1 (a FetchRequest struct) is sent as an i32."""
+    def write_args(p):
+        p.writeStructBegin('fetch_args')
+        p.writeFieldBegin('request', TType.I32, 1)
+        p.writeI32(12345)
+        p.writeFieldEnd()
+        p.writeFieldStop()
+        p.writeStructEnd()
+    return frame(encode_message('fetch', seqid, write_args=write_args))
 
 
 def frame(payload):

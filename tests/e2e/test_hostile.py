@@ -118,14 +118,7 @@ def ping_msg(seqid=1):
 
 def fetch_with_wrong_field_type():
     """fetch's field 1 (a FetchRequest struct) sent as an i32."""
-    def args(p):
-        p.writeStructBegin('fetch_args')
-        p.writeFieldBegin('request', TType.I32, 1)
-        p.writeI32(12345)
-        p.writeFieldEnd()
-        p.writeFieldStop()
-        p.writeStructEnd()
-    return h.frame(h.encode_message('fetch', 19, write_args=args))
+    return h.wrong_field_type_fetch(19)
 
 
 # What the server does with each case (issue 2 and 6, docs/ARCHITECTURE.md "A request's path"):

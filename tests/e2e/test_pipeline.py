@@ -18,15 +18,6 @@ def nap_request(delay_ms, key='n'):
     return h.fetch_request({key: h.nap_call(delay_ms)})
 
 
-def metric(server, name):
-    """One unlabelled sample of the admin endpoint's /metrics, as a float (None: absent)."""
-    status, _, body = server.admin_get('/metrics')
-    if status != 200:
-        raise AssertionError('/metrics answered %d: %s' % (status, body))
-    m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
-    return float(m.group(1)) if m else None
-
-
 def read_unframed_reply(sock, protocol, method):
     """One unframed reply read straight off the socket with Thrift's own protocol."""
     ts = TSocket.TSocket()
@@ -122,7 +113,7 @@ class PipelineTest(h.EvdalTestCase):
             s.sendall(h.fetch_bytes(801, h.fetch_request(
                 {'s': h.ttypes.LookupCall(lookup='stuck')}, request_id=rid)))
             deadline = time.monotonic() + 5
-            while metric(self.server, 'evdal_inflight_requests') != 1:
+            while self.server.metric('evdal_inflight_requests') != 1:
                 self.assertLess(time.monotonic(), deadline, 'the stuck fetch never started')
                 time.sleep(0.02)
             self.assertIsNone(self.server.wait_log(cancelled, 0.2),
@@ -134,7 +125,7 @@ class PipelineTest(h.EvdalTestCase):
                         'no cancellation within 2 s of the close:\n' + self.server.log_tail())
         self.assertLess(time.monotonic() - t0, 2.0)
         deadline = time.monotonic() + 2
-        while metric(self.server, 'evdal_inflight_requests') != 0:
+        while self.server.metric('evdal_inflight_requests') != 0:
             self.assertLess(time.monotonic(), deadline, 'the cancelled fetch stayed in flight')
             time.sleep(0.02)
         c, t = h.client(self.server)
@@ -296,15 +287,8 @@ class PipelineTest(h.EvdalTestCase):
 
     def test_wrong_field_type(self):
         """fetch's field 1 sent as an i32 instead of a FetchRequest struct."""
-        def write_args(p):
-            p.writeStructBegin('fetch_args')
-            p.writeFieldBegin('request', TType.I32, 1)
-            p.writeI32(12345)
-            p.writeFieldEnd()
-            p.writeFieldStop()
-            p.writeStructEnd()
         s = self.sock()
-        s.sendall(h.frame(h.encode_message('fetch', 501, write_args=write_args)))
+        s.sendall(h.wrong_field_type_fetch(501))
         r = h.read_reply(s)
         self.assertEqual(r.seqid, 501, r)
         if r.mtype == TMessageType.EXCEPTION:

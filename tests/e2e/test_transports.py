@@ -1,7 +1,6 @@
 """Every transport and protocol the contract promises, on one port: the three methods behave the
 same whichever a client speaks. Also IPv6 and unix-socket listening."""
 import os
-import re
 import time
 import unittest
 
@@ -137,15 +136,6 @@ class AllVariantsAtOnceTest(h.EvdalTestCase):
                 self.assertEqual(c.ping(), 'pong')
 
 
-def scrape(server, name):
-    """One unlabelled sample of the admin endpoint's /metrics (None: absent)."""
-    status, _, body = server.admin_get('/metrics')
-    if status != 200:
-        raise AssertionError('/metrics answered %d: %s' % (status, body))
-    m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
-    return float(m.group(1)) if m else None
-
-
 class IoThreadsTest(h.EvdalTestCase):
     def test_zero_means_one_loop_per_core(self):
         """io_threads = 0: one IO loop per core this process may run on (GLib counts the CPUs
@@ -153,7 +143,7 @@ class IoThreadsTest(h.EvdalTestCase):
         cores = len(os.sched_getaffinity(0))
         with h.Server(h.config(io_threads=0, admin_listen='127.0.0.1:0')) as server:
             self.assertIsNotNone(server.admin_address, server.log_tail())
-            self.assertEqual(scrape(server, 'evdal_io_loops'), cores)
+            self.assertEqual(server.metric('evdal_io_loops'), cores)
             self.assertIn('(%d IO loop%s' % (cores, '' if cores == 1 else 's'),
                           server.log_text())
             # Connections land on every loop in turn; each serves.
@@ -165,7 +155,7 @@ class IoThreadsTest(h.EvdalTestCase):
             for c in clients:
                 self.assertNapFetch(c, [10])
         with h.Server(h.config(io_threads=3, admin_listen='127.0.0.1:0')) as server:
-            self.assertEqual(scrape(server, 'evdal_io_loops'), 3)
+            self.assertEqual(server.metric('evdal_io_loops'), 3)
 
 
 class ListenTest(h.EvdalTestCase):
