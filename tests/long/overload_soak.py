@@ -44,11 +44,9 @@ max_inflight = 256
 max_pipeline = 1024
 deadline_ms = 1000
 
-[lookup nap]
-backend = delay
-delay_ms = 0
-"""
-CALLS = sum((['--call', 'nap:delay_ms=0'] for _ in range(7)), [])
+""" + ''.join('\n[lookup nap%d]\nbackend = delay\ndelay_ms = 0\n' % i for i in range(1, 8))
+# Seven distinct lookups: seven calls of one lookup with the same params would run once.
+CALLS = sum((['--call', 'nap%d:delay_ms=0' % i] for i in range(1, 8)), [])
 PEAK_SECONDS = 10
 
 
