@@ -55,19 +55,32 @@ fuzz_stream (const guint8 *data, gsize len, guint step)
   if (evd_wire_detect (data, len, &fmt, NULL) != EVD_WIRE_OK)
     return;
   if (fmt.framed) {
-    guint32 n = ((guint32) data[0] << 24) | ((guint32) data[1] << 16) | ((guint32) data[2] << 8) |
-                data[3];
-    if (n == 0 || n > len - 4 || n > max)
+    /* The connection's own check of the length, then a frame that is all there. */
+    gint32 n;
+    const char *reason;
+
+    if (evd_wire_frame_length (data, len, (gint32) max, &n, &reason) != EVD_WIRE_OK ||
+        (gsize) n > len - 4)
       return;
     data += 4;
-    len = n;
-    max = n;
+    len = (gsize) n;
+    max = len;
   }
   evd_wire_scanner_init (&s, fmt.proto, max, EVD_WIRE_MAX_DEPTH);
   s.schema_for = evd_wire_schema_args;
   st = evd_wire_scanner_feed (&s, data, len);
   if (fuzz_scan_pieces (fmt.proto, data, len, max, step) != st)
     __builtin_trap ();
+  if (fmt.framed) {
+    /* And the connection's walk of a frame: its header, then a message that must fill it. */
+    evd_wire_scanner_init (&s, fmt.proto, max, EVD_WIRE_MAX_DEPTH);
+    s.schema_for = evd_wire_schema_args;
+    if (evd_wire_scanner_header (&s, data, len) != EVD_WIRE_OK)
+      return;
+    st = evd_wire_scanner_frame (&s, data, len);
+    if (st == EVD_WIRE_NEED_MORE)
+      __builtin_trap ();  /* a frame is all there: the walk must decide */
+  }
   if (st == EVD_WIRE_OK || (st == EVD_WIRE_BAD_BODY && s.header_ok)) {
     msg_len = st == EVD_WIRE_OK ? s.msg_len : 0;
     if (msg_len <= len)
