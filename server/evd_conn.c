@@ -475,12 +475,15 @@ evd_conn_process_input (EvdConn *c)
   }
 }
 
-/* Handles what was read; what it answered goes out at the pass's end, with the rest. */
+/* Handles what was read, as one watched turn of the loop; what it answered goes out at the
+ * pass's end, with the rest. */
 static void
 evd_conn_process (EvdConn *c)
 {
+  evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
   evd_conn_process_input (c);
   evd_conn_flush_later (c);
+  evd_loop_watch_end (c->host->loop);
 }
 
 /* ---- Callbacks. ---- */
@@ -492,9 +495,7 @@ evd_conn_on_read (struct bufferevent *bev, void *arg)
 
   (void) bev;
   c->last_active_us = g_get_monotonic_time ();
-  evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
   evd_conn_process (c);
-  evd_loop_watch_end (c->host->loop);
 }
 
 /* The rest of what a connection sent, once the loop has polled the others. */
@@ -511,9 +512,7 @@ evd_conn_on_more (evutil_socket_t fd, short what, void *arg)
   /* The replies that the other connections' turns of this pass made leave before this one
    * takes its turn, not at the pass's end after it. */
   evd_conn_host_flush (c->host);
-  evd_loop_watch_begin (c->host->loop, "reading requests from", c->peer);
   evd_conn_process (c);
-  evd_loop_watch_end (c->host->loop);
 }
 
 static void
