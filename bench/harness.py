@@ -13,7 +13,8 @@ and whether this run met them, and PNG plots (gnuplot) of throughput and p99 aga
 number of connections. The raw results go to bench-results.json next to the plots.
 
 Scenarios (the fetch each runs is its `evdal-bench --call` list):
-  ping, static7        ping / seven delay_ms=0 calls (seven distinct delay lookups), at 1, 16, 64 and 256 connections
+  ping, static7        ping / seven delay_ms=0 calls (to seven distinct delay lookups), at
+                       1, 16, 64 and 256 connections
   fanout10ms           seven 10 ms calls, at 100 and 1,000 connections
   sqlite7              the seven-lookup page for random users, 64 connections; also the bare
                        SQLite C API doing the same statements (evdal-sqlite-bare)
@@ -441,8 +442,7 @@ def prepare_config(config, build, server_set=None):
             out.write(line)
         for i in range(1, NAPS + 1):
             out.write('\n[lookup nap%d]\nbackend = delay\ndelay_ms = 0\n'
-                      'description = The nap lookup, the %s of seven distinct ones\n'
-                      % (i, '1st 2nd 3rd 4th 5th 6th 7th'.split()[i - 1]))
+                      'description = One of the seven naps of a fetch\n' % i)
     return conf
 
 
