@@ -276,6 +276,8 @@ class PeerTest(h.EvdalTestCase):
             self.assertEqual(kinds, [0, EK.OVERLOADED], server)
             r = self.client(server).fetch(h.fetch_request(
                 {'a': call('single', delay_ms=20), 'b': call('single', delay_ms=20)}))
+            # The first fetch's place must be free once it is answered: no race with release.
+            self.assertEqual([x.error for x in r.results.values()], [None, None], server)
             self.assertEqual([h.slept_ms(x) for x in r.results.values()], [20, 20])
 
 

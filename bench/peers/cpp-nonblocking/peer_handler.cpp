@@ -218,8 +218,8 @@ void Handler::submit(std::shared_ptr<Job> job) {
   } catch (const apache::thrift::TException& e) {  // the pool is stopping
     evdal::LookupResult r;
     set_error(r, evdal::ErrorKind::BACKEND, std::string("lookup pool: ") + e.what());
-    complete(*job, std::move(r));
     release(*job->lookup);
+    complete(*job, std::move(r));
   }
 }
 
@@ -235,8 +235,10 @@ void Handler::run(const std::shared_ptr<Job>& job) {
       set_error(r, evdal::ErrorKind::BACKEND, e.what());
     }
   }
-  complete(*job, std::move(r));
+  // The place is given back before the answer can leave: a client that sends its next fetch
+  // as soon as this one is answered must find the place free (evdal orders it the same way).
   release(*job->lookup);
+  complete(*job, std::move(r));
 }
 
 // A running call of `l` ended: its place goes straight to the next waiting call, if any.
