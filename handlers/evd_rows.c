@@ -11,14 +11,32 @@ struct _EvdRows {
   guint n_cells, cells_cap;
   guint8 *arena;            /* bytes of every name, text and blob; texts end with a NUL */
   gsize arena_len, arena_cap;
+  /* cells and arena start out in `block`, right after the struct (the cells, then the
+   * arena); each moves to an allocation of its own when it outgrows its room there. */
+  gboolean cells_apart, arena_apart;
+  EvdCell block[];
 };
+
+/* Room made when the maker gave no hint: the column names and a row or so more. */
+#define EVD_ROWS_DEFAULT_CELLS 16
+#define EVD_ROWS_DEFAULT_ARENA 256
 
 static EvdCell *
 evd_rows_next_cell (EvdRows *r)
 {
   if (r->n_cells == r->cells_cap) {
-    r->cells_cap = MAX (r->cells_cap * 2, 16);
-    r->cells = g_renew (EvdCell, r->cells, r->cells_cap);
+    guint cap = MAX (r->cells_cap * 2, 16);
+
+    if (r->cells_apart) {
+      r->cells = g_renew (EvdCell, r->cells, cap);
+    } else {
+      EvdCell *cells = g_new (EvdCell, cap);
+
+      memcpy (cells, r->cells, r->n_cells * sizeof (EvdCell));
+      r->cells = cells;
+      r->cells_apart = TRUE;
+    }
+    r->cells_cap = cap;
   }
   return &r->cells[r->n_cells++];
 }
@@ -29,9 +47,19 @@ evd_rows_keep (EvdRows *r, const void *data, gsize len, gboolean nul)
 {
   gsize at = r->arena_len, need = at + len + (nul ? 1 : 0);
 
-  if (need > r->arena_cap || r->arena == NULL) {
-    r->arena_cap = MAX (need, MAX (r->arena_cap * 2, 256));
-    r->arena = g_realloc (r->arena, r->arena_cap);
+  if (need > r->arena_cap) {
+    gsize cap = MAX (need, MAX (r->arena_cap * 2, 256));
+
+    if (r->arena_apart) {
+      r->arena = g_realloc (r->arena, cap);
+    } else {
+      guint8 *arena = g_malloc (cap);
+
+      memcpy (arena, r->arena, at);
+      r->arena = arena;
+      r->arena_apart = TRUE;
+    }
+    r->arena_cap = cap;
   }
   if (len > 0)
     memcpy (r->arena + at, data, len);
@@ -44,13 +72,47 @@ evd_rows_keep (EvdRows *r, const void *data, gsize len, gboolean nul)
 EvdRows *
 evd_rows_new (guint n_columns, const char *const *columns)
 {
-  EvdRows *r = g_new0 (EvdRows, 1);
+  return evd_rows_new_sized (n_columns, columns, 0, 0);
+}
 
-  r->refs = 1;
-  r->n_columns = n_columns;
+EvdRows *
+evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hint,
+                    gsize arena_hint)
+{
+  gsize cells = cells_hint, arena = arena_hint, total;
+  EvdRows *r;
+
+  if (cells == 0)
+    cells = n_columns + EVD_ROWS_DEFAULT_CELLS;
+  if (arena == 0) {
+    arena = EVD_ROWS_DEFAULT_ARENA;
+    for (guint i = 0; i < n_columns; i++)
+      arena += strlen (columns[i]) + 1;
+  }
+  /* Past EVD_ROWS_BLOCK_MAX both shrink in proportion (each is cut to it first, so that the
+   * product below cannot overflow). */
+  cells = MIN (cells, EVD_ROWS_BLOCK_MAX / sizeof (EvdCell));
+  arena = MIN (arena, EVD_ROWS_BLOCK_MAX);
+  total = cells * sizeof (EvdCell) + arena;
+  if (total > EVD_ROWS_BLOCK_MAX) {
+    cells = cells * EVD_ROWS_BLOCK_MAX / total;
+    arena = arena * EVD_ROWS_BLOCK_MAX / total;
+  }
+
+  r = g_malloc (sizeof (EvdRows) + cells * sizeof (EvdCell) + arena);
+  *r = (EvdRows) { .refs = 1, .n_columns = n_columns,
+                   .cells = r->block, .cells_cap = (guint) cells,
+                   .arena = (guint8 *) (r->block + cells), .arena_cap = arena };
   for (guint i = 0; i < n_columns; i++)
     evd_rows_add_text (r, columns[i], -1);
   return r;
+}
+
+void
+evd_rows_size (const EvdRows *rows, guint *cells, gsize *arena_bytes)
+{
+  *cells = rows->n_cells;
+  *arena_bytes = rows->arena_len;
 }
 
 EvdRows *
@@ -65,8 +127,10 @@ evd_rows_unref (EvdRows *rows)
 {
   if (rows == NULL || !g_atomic_int_dec_and_test (&rows->refs))
     return;
-  g_free (rows->cells);
-  g_free (rows->arena);
+  if (rows->cells_apart)
+    g_free (rows->cells);
+  if (rows->arena_apart)
+    g_free (rows->arena);
   g_free (rows);
 }
 

@@ -2,10 +2,13 @@
  *
  * A backend builds an EvdRows (on any thread: a SQLite worker fills one per statement), hands
  * it to the engine, and the engine writes it into the fetch reply with evd_rows_write(). No
- * GObject is made per value: a table is three allocations (the struct, its cells, one arena
- * for every column name, text and blob), where c_glib's evdalTable made one GObject per
- * value and one GPtrArray per row, each made and freed through GLib's global locks that the
- * IO loops and the SQLite workers then contended for.
+ * GObject is made per value: a table is one allocation when its maker knew roughly how big
+ * it would be (evd_rows_new_sized: the struct, its cells and one arena for every column name,
+ * text and blob in a single block), and grows its cells or arena apart only past that, where
+ * c_glib's evdalTable made one GObject per value and one GPtrArray per row, each made and
+ * freed through GLib's global locks that the IO loops and the SQLite workers then contended
+ * for. One block matters doubly because a table made on a SQLite worker is freed on an IO
+ * loop: glibc then frees each piece into the worker's arena under its lock.
  *
  * Cells are added in row order: after the column names, every n_columns cells make a row.
  * An EvdRows is immutable once handed over, and reference counted (atomically), so that one
@@ -41,8 +44,22 @@ typedef struct {
 
 typedef struct _EvdRows EvdRows;
 
+/* The largest block evd_rows_new_sized() makes from its hints: a table past it (hundreds of
+ * rows) grows apart like any vector, and its per-row cost dwarfs the few reallocations; a
+ * block this size stays below glibc's mmap threshold, so it is never a system call. */
+#define EVD_ROWS_BLOCK_MAX (64 * 1024)
+
 /* A table with these column names and no rows yet. */
 EvdRows *evd_rows_new (guint n_columns, const char *const *columns);
+/* The same, in one allocation with room for `cells_hint` cells (the column names count as
+ * cells) and `arena_hint` bytes of names, texts (each with a NUL) and blobs; 0 for either
+ * gives the column names and a little more. A hint too small only costs a separate
+ * allocation past it; hints are cut at EVD_ROWS_BLOCK_MAX bytes together, so that a huge
+ * hint does not make a huge block for a small table. evd_rows_size() gives a table's hints. */
+EvdRows *evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hint,
+                             gsize arena_hint);
+/* The hints that would have made `rows` in one block: its cells and arena bytes so far. */
+void evd_rows_size (const EvdRows *rows, guint *cells, gsize *arena_bytes);
 EvdRows *evd_rows_ref (EvdRows *rows);
 void evd_rows_unref (EvdRows *rows);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdRows, evd_rows_unref)

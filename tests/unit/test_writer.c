@@ -250,14 +250,16 @@ glib_value (EvdValueKind kind, gint64 i, double r, const char *text, gsize len)
 }
 
 /* The same table built both ways: n_rows rows of (id int, name text, score real, photo blob,
- * note null-or-text), with negative, large and unicode values. */
+ * note null-or-text), with negative, large and unicode values; ours made with these hints
+ * (evd_rows_new_sized). */
 static void
-make_table (guint n_rows, EvdRows **ours, evdalTable **theirs)
+make_table_sized (guint n_rows, guint cells_hint, gsize arena_hint, EvdRows **ours,
+                  evdalTable **theirs)
 {
   static const char *const columns[] = { "id", "name", "score", "photo", "note" };
   evdalTable *t = g_object_new (EVDAL_TYPE_TABLE, NULL);
 
-  *ours = evd_rows_new (G_N_ELEMENTS (columns), columns);
+  *ours = evd_rows_new_sized (G_N_ELEMENTS (columns), columns, cells_hint, arena_hint);
   for (guint i = 0; i < G_N_ELEMENTS (columns); i++)
     g_ptr_array_add (t->columns, g_strdup (columns[i]));
   t->__isset_columns = t->__isset_rows = TRUE;
@@ -289,6 +291,12 @@ make_table (guint n_rows, EvdRows **ours, evdalTable **theirs)
 }
 
 static void
+make_table (guint n_rows, EvdRows **ours, evdalTable **theirs)
+{
+  make_table_sized (n_rows, 0, 0, ours, theirs);
+}
+
+static void
 test_rows_match_c_glib_table (void)
 {
   static const guint sizes[] = { 0, 1, 14, 15, 200 };
@@ -307,6 +315,64 @@ test_rows_match_c_glib_table (void)
       evd_writer_init (&w, ours, protos[i]);
       evd_rows_write (rows, &w);
       assert_same_bytes ("table", protos[i], ours, theirs);
+    }
+  }
+}
+
+static GByteArray *
+rows_bytes (const EvdRows *rows, EvdProto proto)
+{
+  GByteArray *out = g_byte_array_new ();
+  EvdWriter w;
+
+  evd_writer_init (&w, out, proto);
+  evd_rows_write (rows, &w);
+  return out;
+}
+
+/* A table made in one block from hints holds and writes exactly what one made without them
+ * does, whether the hints were too small (its cells, its arena or both grow out of the block
+ * into their own allocations, which must carry over what the block held), exact, too large,
+ * or absurd (cut at EVD_ROWS_BLOCK_MAX). ASan checks the block's bounds and what is freed. */
+static void
+test_rows_hints_change_nothing (void)
+{
+  static const guint sizes[] = { 0, 1, 14, 15, 200, 3000 };
+
+  for (guint s = 0; s < G_N_ELEMENTS (sizes); s++) {
+    g_autoptr (EvdRows) plain = NULL;
+    g_autoptr (evdalTable) table = NULL;
+    guint cells;
+    gsize arena;
+
+    make_table (sizes[s], &plain, &table);
+    evd_rows_size (plain, &cells, &arena);
+    g_assert_cmpuint (cells, ==, 5 * (sizes[s] + 1));
+    {
+      const struct { guint cells; gsize arena; } hints[] = {
+        { 1, 1 }, { cells - 1, arena - 1 }, { cells, 1 }, { 1, arena }, { cells, arena },
+        { cells * 3, arena * 3 }, { G_MAXUINT, G_MAXSIZE },
+      };
+
+      for (guint h = 0; h < G_N_ELEMENTS (hints); h++) {
+        g_autoptr (EvdRows) hinted = NULL;
+        g_autoptr (evdalTable) unused = NULL;
+        guint hinted_cells;
+        gsize hinted_arena;
+
+        make_table_sized (sizes[s], hints[h].cells, hints[h].arena, &hinted, &unused);
+        evd_rows_size (hinted, &hinted_cells, &hinted_arena);
+        g_assert_cmpuint (hinted_cells, ==, cells);
+        g_assert_cmpuint (hinted_arena, ==, arena);
+        g_assert_cmpuint (evd_rows_n_rows (hinted), ==, sizes[s]);
+        g_assert_cmpstr (evd_rows_column (hinted, 4), ==, "note");
+        for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+          g_autoptr (GByteArray) want = rows_bytes (plain, protos[i]);
+          g_autoptr (GByteArray) got = rows_bytes (hinted, protos[i]);
+
+          assert_same_bytes ("hinted table", protos[i], got, want);
+        }
+      }
     }
   }
 }
@@ -478,5 +544,6 @@ main (int argc, char **argv)
   g_test_add_func ("/writer/many-results-decode-with-c_glib",
                    test_many_results_decode_with_c_glib);
   g_test_add_func ("/writer/rows-keep-what-they-are-given", test_rows_keep_what_they_are_given);
+  g_test_add_func ("/writer/rows-hints-change-nothing", test_rows_hints_change_nothing);
   return g_test_run ();
 }
