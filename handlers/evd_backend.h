@@ -37,8 +37,8 @@ G_BEGIN_DECLS
 /* The request-scoped state every lookup of a fetch sees. Immutable while the request runs,
  * so worker threads may read it. */
 typedef struct {
-  char *request_id;
-  char *principal;          /* NULL when the caller gave none */
+  const char *request_id;
+  const char *principal;    /* NULL when the caller gave none */
   gint64 start_us;          /* monotonic time the request was read */
   gint64 deadline_us;       /* monotonic time the whole fetch must answer by */
   gboolean trace;

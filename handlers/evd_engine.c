@@ -21,41 +21,21 @@ struct _EvdEngine {
   EvdEngineCounters *counters;
   /* fetch's Overloaded replies, encoded once: one says max_queue_ms, one max_inflight */
   EvdRpcCanned *shed_queue, *shed_inflight;
+  GHashTable *no_attributes;  /* the context's attributes of every fetch that sends none */
 };
 
 typedef struct _EvdFetch EvdFetch;
 typedef struct _EvdSlot EvdSlot;
 
-/* One execution of one lookup; the keys of every call it serves. */
-struct _EvdSlot {
-  EvdFetch *fetch;
-  EvdLookup *lookup;
-  GPtrArray *keys;            /* char *, the calls' keys */
-  const EvdParam *params;     /* the first call's params, in the request */
-  guint n_params;
-  const char *critical_key;   /* the first of its calls that is critical, or NULL */
-  gint64 deadline_us;
-  EvdBackendCall *bcall;      /* while the backend has it */
-  gboolean queued;            /* waiting for a place in the lookup's bulkhead */
-  struct event *timer;
-  gint64 start_us, end_us;
-  gboolean done;
-  EvdRows *rows;              /* outcome: exactly one of these */
+/* A backend's answer on its way to the request's loop. */
+typedef struct {
+  EvdBackendCall *call;
+  EvdRows *rows;
   evdalLookupError *error;
-};
+} EvdCompletion;
 
-struct _EvdFetch {
-  guint refs;                 /* 1 until answered, +1 per backend call not completed */
-  EvdEngine *engine;
-  EvdCall *rpc;               /* NULL once answered */
-  EvdLoop *loop;
-  EvdRequestContext ctx;
-  EvdFetchRequest *request;   /* ref: the calls' keys and params live in it */
-  GPtrArray *slots;           /* EvdSlot * */
-  GHashTable *early;          /* key -> evdalLookupError *: calls refused before running */
-  guint pending;              /* slots not done */
-};
-
+/* A slot's run on its backend. It lives inside its slot, so inside the fetch's block, and
+ * holds a reference on the fetch: the memory stays until the backend lets go of it too. */
 struct _EvdBackendCall {
   guint refs;                 /* the slot's and the backend's */
   EvdSlot *slot;              /* NULL once the slot stopped waiting for it */
@@ -66,6 +46,54 @@ struct _EvdBackendCall {
   gint64 deadline_us;
   gpointer data;
   gboolean completed;
+  /* The first completion travels in here, so that a backend's thread (a SQLite worker)
+   * allocates nothing that the loop must free: glibc makes a free from another thread
+   * take that thread's arena lock. Set by whichever thread completes; a buggy second
+   * completion gets memory of its own. */
+  gint first_taken;           /* atomic */
+  EvdCompletion first;
+};
+
+/* One execution of one lookup; the calls it serves are those planned onto it. */
+struct _EvdSlot {
+  EvdFetch *fetch;
+  EvdLookup *lookup;
+  const EvdParam *params;     /* the first call's params, in the request */
+  guint n_params;
+  const char *critical_key;   /* the first of its calls that is critical, or NULL */
+  gint64 deadline_us;
+  EvdBackendCall *bcall;      /* &call while the backend has it, else NULL */
+  gboolean queued;            /* waiting for a place in the lookup's bulkhead */
+  gint64 start_us, end_us;
+  gboolean done;
+  EvdRows *rows;              /* outcome: exactly one of these */
+  evdalLookupError *error;
+  EvdBackendCall call;
+};
+
+/* What became of one call of the request. */
+typedef struct {
+  EvdSlot *slot;              /* the slot that runs it, or NULL: */
+  evdalLookupError *early;    /* why it was refused before running */
+} EvdCallPlan;
+
+/* A fetch is one allocation: this struct, then its slots (at most one per call), then a
+ * plan per call. Every slot has the same deadline unless lookups or calls set shorter ones,
+ * so one timer, due at the earliest deadline of the slots still running, serves them all. */
+struct _EvdFetch {
+  guint refs;                 /* 1 until answered, +1 per backend call not completed */
+  EvdEngine *engine;
+  EvdCall *rpc;               /* NULL once answered */
+  EvdLoop *loop;
+  EvdRequestContext ctx;
+  EvdFetchRequest *request;   /* ref: the calls' keys and params live in it */
+  EvdSlot *slots;
+  guint n_slots;
+  guint pending;              /* slots not done */
+  EvdCallPlan *plans;         /* by the request's call index */
+  struct event *timer;        /* made when the first slot starts */
+  gint64 timer_due_us;        /* when it is due; 0 when not armed */
+  char id[32];                /* the request id evdal made, when the client sent none */
 };
 
 static void evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed);
@@ -91,45 +119,49 @@ evd_error_new (evdalErrorKind kind, const char *format, ...)
 
 /* ---- Fetch life. ---- */
 
+static EvdFetch *
+evd_fetch_new (guint n_calls)
+{
+  gsize plans_at = sizeof (EvdFetch) + n_calls * sizeof (EvdSlot);
+  EvdFetch *f;
+
+  /* Each part starts where the one before ends, aligned as it needs. */
+  G_STATIC_ASSERT (sizeof (EvdFetch) % G_ALIGNOF (EvdSlot) == 0);
+  G_STATIC_ASSERT (sizeof (EvdSlot) % G_ALIGNOF (EvdCallPlan) == 0);
+  f = g_malloc0 (plans_at + n_calls * sizeof (EvdCallPlan));
+  f->slots = (EvdSlot *) (f + 1);
+  f->plans = (EvdCallPlan *) ((char *) f + plans_at);
+  return f;
+}
+
 static void
 evd_fetch_unref (EvdFetch *f)
 {
   if (--f->refs > 0)
     return;
   evd_engine_unref (f->engine);
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
-    g_ptr_array_unref (s->keys);
-    g_clear_pointer (&s->timer, event_free);
-    g_clear_pointer (&s->rows, evd_rows_unref);
-    g_clear_object (&s->error);
-    g_free (s);
+  for (guint i = 0; i < f->n_slots; i++) {
+    g_clear_pointer (&f->slots[i].rows, evd_rows_unref);
+    g_clear_object (&f->slots[i].error);
   }
-  g_ptr_array_unref (f->slots);
-  g_hash_table_unref (f->early);
+  for (guint i = 0; i < f->request->n_calls; i++)
+    g_clear_object (&f->plans[i].early);
+  g_clear_pointer (&f->timer, event_free);
   evd_request_unref (f->request);
-  g_free (f->ctx.request_id);
-  g_free (f->ctx.principal);
   g_hash_table_unref (f->ctx.attributes);
   g_free (f);
 }
 
 /* ---- Backend calls. ---- */
 
+/* The last reference gives back the fetch's, which holds the call's memory. */
 static void
 evd_bcall_unref (EvdBackendCall *b)
 {
   if (--b->refs > 0)
     return;
   evd_fetch_unref (b->fetch);
-  g_free (b);
 }
-
-typedef struct {
-  EvdBackendCall *call;
-  EvdRows *rows;
-  evdalLookupError *error;
-} EvdCompletion;
 
 static void
 evd_bcall_on_backend_done (gpointer data)
@@ -164,13 +196,15 @@ evd_bcall_complete_here (gpointer data)
   }
   g_clear_pointer (&c->rows, evd_rows_unref);
   g_clear_object (&c->error);
-  g_free (c);
+  if (c != &c->call->first)
+    g_free (c);
 }
 
 static void
 evd_bcall_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error)
 {
-  EvdCompletion *c = g_new (EvdCompletion, 1);
+  EvdCompletion *c = g_atomic_int_compare_and_exchange (&b->first_taken, FALSE, TRUE)
+                     ? &b->first : g_new (EvdCompletion, 1);
 
   *c = (EvdCompletion) { b, rows, error };
   if (evd_loop_is_current (b->fetch->loop))
@@ -274,8 +308,6 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
     slot->error = evd_error_new (EVDAL_ERROR_KIND_BACKEND, "backend returned nothing");
   evd_lookup_stats_record (evd_lookup_stats (slot->lookup), slot->error ? slot->error->kind : 0,
                            slot->end_us - slot->start_us);
-  if (slot->timer != NULL)
-    event_del (slot->timer);
   evd_slot_stop (slot);
   f->pending--;
   if (f->rpc == NULL)
@@ -286,7 +318,7 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
                    toString_ErrorKind (slot->error->kind), slot->error->message);
     if (slot->critical_key != NULL) {
       /* Named after a call that asked for it: an identical non-critical call sharing the
-       * slot may come first in keys. */
+       * slot may come first in the request. */
       evd_fetch_finish (f, slot->critical_key, slot->error);
       return;
     }
@@ -296,13 +328,10 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
 }
 
 static void
-evd_slot_on_timeout (evutil_socket_t fd, short what, void *arg)
+evd_slot_time_out (EvdSlot *slot)
 {
-  EvdSlot *slot = arg;
   g_autoptr (evdalLookupError) e = NULL;
 
-  (void) fd;
-  (void) what;
   e = evd_error_new (EVDAL_ERROR_KIND_TIMEOUT, "lookup %s timed out after %" G_GINT64_FORMAT
                      " ms%s", evd_lookup_spec (slot->lookup)->name,
                      (slot->deadline_us - slot->fetch->ctx.start_us) / 1000,
@@ -310,21 +339,66 @@ evd_slot_on_timeout (evutil_socket_t fd, short what, void *arg)
   evd_slot_finish (slot, NULL, e);
 }
 
+static void evd_fetch_on_deadline (evutil_socket_t fd, short what, void *arg);
+
+/* Makes the fetch's timer due at `due_us` unless it is due sooner already. */
+static void
+evd_fetch_arm (EvdFetch *f, gint64 due_us)
+{
+  gint64 left;
+  struct timeval tv;
+
+  if (f->timer_due_us != 0 && f->timer_due_us <= due_us)
+    return;
+  if (f->timer == NULL)
+    f->timer = evtimer_new (evd_loop_base (f->loop), evd_fetch_on_deadline, f);
+  left = MAX (due_us - g_get_monotonic_time (), 0);
+  tv.tv_sec = left / G_USEC_PER_SEC;
+  tv.tv_usec = left % G_USEC_PER_SEC;
+  evtimer_add (f->timer, &tv);  /* a pending timer moves */
+  f->timer_due_us = due_us;
+}
+
+/* Times out every slot whose deadline has come, and waits for the next one. libevent may
+ * fire a little early (it counts from the time it cached for the loop pass in which the
+ * timer was set): a slot not yet due is then waited for again. */
+static void
+evd_fetch_on_deadline (evutil_socket_t fd, short what, void *arg)
+{
+  EvdFetch *f = arg;
+  gint64 now = g_get_monotonic_time (), next = G_MAXINT64;
+
+  (void) fd;
+  (void) what;
+  f->timer_due_us = 0;
+  f->refs++;  /* a critical call's timeout ends the fetch */
+  for (guint i = 0; i < f->n_slots; i++) {
+    EvdSlot *s = &f->slots[i];
+
+    if (s->done)
+      continue;
+    if (s->deadline_us <= now)
+      evd_slot_time_out (s);
+    else
+      next = MIN (next, s->deadline_us);
+  }
+  if (f->rpc != NULL && next != G_MAXINT64)
+    evd_fetch_arm (f, next);
+  evd_fetch_unref (f);
+}
+
 static void
 evd_slot_start (EvdSlot *slot)
 {
   EvdFetch *f = slot->fetch;
-  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+  EvdBackendCall *b = &slot->call;
   const EvdBackendClass *k = evd_lookup_class (slot->lookup);
 
-  b->refs = 2;
-  b->slot = slot;
-  b->fetch = f;
+  *b = (EvdBackendCall) {
+    .refs = 2, .slot = slot, .fetch = f, .lookup = slot->lookup, .params = slot->params,
+    .n_params = slot->n_params, .deadline_us = slot->deadline_us,
+  };
   f->refs++;
-  b->lookup = slot->lookup;
-  b->params = slot->params;
-  b->n_params = slot->n_params;
-  b->deadline_us = slot->deadline_us;
   slot->bcall = b;
   g_atomic_int_inc (&f->engine->counters->outstanding);
   k->start (evd_lookup_backend (slot->lookup), b);
@@ -351,13 +425,8 @@ static void
 evd_slot_launch (EvdSlot *slot)
 {
   EvdFetch *f = slot->fetch;
-  struct timeval tv;
-  gint64 left = MAX (slot->deadline_us - g_get_monotonic_time (), 0);
 
-  slot->timer = evtimer_new (evd_loop_base (f->loop), evd_slot_on_timeout, slot);
-  tv.tv_sec = left / G_USEC_PER_SEC;
-  tv.tv_usec = left % G_USEC_PER_SEC;
-  evtimer_add (slot->timer, &tv);
+  evd_fetch_arm (f, slot->deadline_us);
   slot->start_us = g_get_monotonic_time ();
   switch (evd_lookup_admit (slot->lookup, f->loop, evd_slot_on_turn, slot)) {
   case EVD_ADMIT_RUN:
@@ -379,12 +448,13 @@ evd_slot_launch (EvdSlot *slot)
 
 /* ---- Answering. ---- */
 
-/* What a fetch's success reply is written from: one entry per call key, borrowing from the
+/* What a fetch's success reply is written from: one entry per call, borrowing from the
  * fetch (its slots, its early errors), used before evd_fetch_reply_success returns. */
 typedef struct {
   EvdFetch *fetch;
-  GArray *results;            /* EvdResponseResult */
-  GArray *spans;              /* EvdResponseSpan, when traced: one per slot, then per early error */
+  EvdResponseResult *results; /* one per call */
+  guint n_results;
+  GArray *spans;              /* EvdResponseSpan, when traced: one per slot or early error */
 } EvdFetchReply;
 
 /* A traced request's span, kept in r->spans (sized up front, so it never moves while results
@@ -410,8 +480,8 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
   const EvdFetchReply *r = data;
   const EvdFetch *f = r->fetch;
 
-  evd_response_write (w, f->ctx.request_id, (const EvdResponseResult *) r->results->data,
-                      r->results->len, MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
+  evd_response_write (w, f->ctx.request_id, r->results, r->n_results,
+                      MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
 }
 
 /* Answers with every call's result: written straight into the reply (evd_response), no
@@ -419,45 +489,37 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
 static void
 evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
 {
-  guint n_early = g_hash_table_size (f->early), n = f->slots->len + n_early;
+  guint n = f->request->n_calls;
+  g_autofree EvdResponseResult *results = g_new0 (EvdResponseResult, n);
+  /* A slot's span, shared by the calls it serves: made when the first of them is. */
+  g_autofree const EvdResponseSpan **slot_spans = f->ctx.trace ? g_new0 (const EvdResponseSpan *,
+                                                                         f->n_slots) : NULL;
   EvdFetchReply r = {
-    f, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseResult), n),
-    g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
+    f, results, n, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
   };
   gint64 now = g_get_monotonic_time ();
-  GHashTableIter it;
-  gpointer key, value;
 
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
-    const EvdResponseSpan *span = evd_fetch_add_span (f, &r, s->start_us,
-                                                      s->done ? s->end_us : now,
-                                                      evd_lookup_spec (s->lookup)->backend_name);
+  for (guint i = 0; i < n; i++) {
+    const EvdSlot *s = f->plans[i].slot;
+    const evdalLookupError *e = s != NULL ? s->error : f->plans[i].early;
 
-    for (guint k = 0; k < s->keys->len; k++) {
-      EvdResponseResult res = {
-        .key = s->keys->pdata[k],
-        .rows = s->rows,
-        .error_kind = s->error ? s->error->kind : 0,
-        .error_message = s->error ? s->error->message : NULL,
-        .span = span,
-      };
-      g_array_append_val (r.results, res);
+    results[i].key = f->request->calls[i].key;
+    results[i].error_kind = e ? e->kind : 0;
+    results[i].error_message = e ? e->message : NULL;
+    if (s == NULL) {
+      results[i].span = evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none");
+      continue;
+    }
+    results[i].rows = s->rows;
+    if (f->ctx.trace) {
+      guint at = (guint) (s - f->slots);
+      if (slot_spans[at] == NULL)
+        slot_spans[at] = evd_fetch_add_span (f, &r, s->start_us, s->done ? s->end_us : now,
+                                             evd_lookup_spec (s->lookup)->backend_name);
+      results[i].span = slot_spans[at];
     }
   }
-  g_hash_table_iter_init (&it, f->early);
-  while (g_hash_table_iter_next (&it, &key, &value)) {
-    evdalLookupError *e = value;
-    EvdResponseResult res = {
-      .key = key,
-      .error_kind = e->kind,
-      .error_message = e->message,
-      .span = evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none"),
-    };
-    g_array_append_val (r.results, res);
-  }
   evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
-  g_array_unref (r.results);
   g_array_unref (r.spans);
 }
 
@@ -490,8 +552,6 @@ static void
 evd_fetch_count (EvdFetch *f, evdalLookupError *failed, gboolean cancelled)
 {
   EvdMetrics *m = f->engine->counters->metrics;
-  GHashTableIter it;
-  gpointer value;
 
   if (m == NULL)
     return;
@@ -505,14 +565,12 @@ evd_fetch_count (EvdFetch *f, evdalLookupError *failed, gboolean cancelled)
     evd_metrics_call_error (m, failed->kind);
     return;
   }
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
-    for (guint k = 0; s->error != NULL && k < s->keys->len; k++)
-      evd_metrics_call_error (m, s->error->kind);
+  for (guint i = 0; i < f->request->n_calls; i++) {
+    const EvdCallPlan *p = &f->plans[i];
+    const evdalLookupError *e = p->slot != NULL ? p->slot->error : p->early;
+    if (e != NULL)
+      evd_metrics_call_error (m, e->kind);
   }
-  g_hash_table_iter_init (&it, f->early);
-  while (g_hash_table_iter_next (&it, NULL, &value))
-    evd_metrics_call_error (m, ((evdalLookupError *) value)->kind);
 }
 
 static int
@@ -532,26 +590,23 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   gint64 now = g_get_monotonic_time ();
   EvdTrace *t = evd_trace_new (f->ctx.request_id, f->ctx.principal,
                                g_get_real_time () - (now - f->ctx.start_us));
-  GHashTableIter it;
-  gpointer key, value;
 
   t->duration_us = now - f->ctx.start_us;
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
              : failed_key ? g_strdup_printf ("failed: critical call %s", failed_key)
                           : g_strdup ("ok");
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
-    const EvdLookupSpec *spec = evd_lookup_spec (s->lookup);
-    for (guint k = 0; k < s->keys->len; k++)
-      evd_trace_add_span (t, s->keys->pdata[k], spec->name, spec->backend_name,
+  for (guint i = 0; i < f->request->n_calls; i++) {
+    const EvdFetchCall *call = &f->request->calls[i];
+    const EvdSlot *s = f->plans[i].slot;
+    const evdalLookupError *e = f->plans[i].early;
+
+    if (s != NULL)
+      evd_trace_add_span (t, call->key, evd_lookup_spec (s->lookup)->name,
+                          evd_lookup_spec (s->lookup)->backend_name,
                           s->start_us - f->ctx.start_us, s->end_us - f->ctx.start_us,
                           s->error ? s->error->kind : 0, s->error ? s->error->message : NULL);
-  }
-  g_hash_table_iter_init (&it, f->early);
-  while (g_hash_table_iter_next (&it, &key, &value)) {
-    evdalLookupError *e = value;
-    const char *lookup = evd_fetch_key_lookup (f, key);
-    evd_trace_add_span (t, key, lookup ? lookup : "?", "none", 0, 0, e->kind, e->message);
+    else
+      evd_trace_add_span (t, call->key, call->lookup, "none", 0, 0, e->kind, e->message);
   }
   g_array_sort (t->spans, evd_trace_span_order);
   evd_trace_store_add (f->engine->counters->traces, t);
@@ -580,8 +635,8 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
     evd_fetch_reply_failed (rpc, failed_key, failed);
   else
     evd_fetch_reply_success (f, rpc);
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
+  for (guint i = 0; i < f->n_slots; i++) {
+    EvdSlot *s = &f->slots[i];
     g_autoptr (evdalLookupError) e = NULL;
 
     if (s->done)
@@ -589,6 +644,9 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
     e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED, "cancelled: the request ended");
     evd_slot_finish (s, NULL, e);
   }
+  if (f->timer != NULL)
+    event_del (f->timer);
+  f->timer_due_us = 0;
   if (f->ctx.trace)
     evd_fetch_keep_trace (f, failed_key, cancelled);
   evd_fetch_unref (f);  /* the answer's reference */
@@ -704,8 +762,8 @@ evd_engine_same_value (const EvdValue *a, const EvdValue *b)
 static EvdSlot *
 evd_engine_find_slot (EvdFetch *f, EvdLookup *l, gint64 deadline_us, const EvdFetchCall *call)
 {
-  for (guint i = 0; i < f->slots->len; i++) {
-    EvdSlot *s = f->slots->pdata[i];
+  for (guint i = 0; i < f->n_slots; i++) {
+    EvdSlot *s = &f->slots[i];
     gboolean same = s->lookup == l && s->deadline_us == deadline_us &&
                     s->n_params == call->n_params;
 
@@ -752,16 +810,14 @@ evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
   deadline = evd_engine_call_deadline (f, l, call);
   slot = evd_engine_find_slot (f, l, deadline, call);
   if (slot == NULL) {
-    slot = g_new0 (EvdSlot, 1);
+    slot = &f->slots[f->n_slots++];  /* zeroed, and never more than one per call */
     slot->fetch = f;
     slot->lookup = l;
-    slot->keys = g_ptr_array_new ();
     slot->params = call->params;
     slot->n_params = call->n_params;
     slot->deadline_us = deadline;
-    g_ptr_array_add (f->slots, slot);
   }
-  g_ptr_array_add (slot->keys, (gpointer) call->key);  /* the request holds the keys */
+  f->plans[call - f->request->calls].slot = slot;
   if (call->critical && slot->critical_key == NULL)
     slot->critical_key = call->key;
   return NULL;
@@ -779,7 +835,7 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
 
     if (e == NULL)
       continue;
-    g_hash_table_insert (f->early, (gpointer) call->key, e);
+    f->plans[i].early = e;
     /* What a broken or hostile client sends at will: rate-limited, per loop. */
     evd_call_log_refusal (f->rpc, "[%s] call %s refused: %s", f->ctx.request_id, call->key,
                           e->message);
@@ -800,14 +856,19 @@ evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *
   f->ctx.start_us = start;
   f->ctx.deadline_us = start + deadline_ms * (gint64) 1000;
   f->ctx.trace = req->trace;
-  f->ctx.principal = g_strdup (req->principal);
-  if (req->request_id != NULL && *req->request_id != '\0')
-    f->ctx.request_id = g_strdup (req->request_id);
-  else
-    f->ctx.request_id = g_strdup_printf ("%s-%012" G_GINT64_MODIFIER "x",
-                                         engine->counters->id_prefix,
-                                         (guint64) __atomic_fetch_add (&engine->counters->next_id,
-                                                                       1, __ATOMIC_RELAXED));
+  f->ctx.principal = req->principal;  /* the request outlives the fetch's context */
+  if (req->request_id != NULL && *req->request_id != '\0') {
+    f->ctx.request_id = req->request_id;
+  } else {
+    g_snprintf (f->id, sizeof f->id, "%s-%012" G_GINT64_MODIFIER "x",
+                engine->counters->id_prefix,
+                (guint64) __atomic_fetch_add (&engine->counters->next_id, 1, __ATOMIC_RELAXED));
+    f->ctx.request_id = f->id;
+  }
+  if (req->n_attributes == 0) {
+    f->ctx.attributes = g_hash_table_ref (engine->no_attributes);
+    return;
+  }
   f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < req->n_attributes; i++)
     g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
@@ -906,18 +967,16 @@ evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, EvdFetchRequest *request)
 
   if (!evd_engine_admit (engine, rpc, request))
     return;
-  f = g_new0 (EvdFetch, 1);
+  f = evd_fetch_new (request->n_calls);
   f->refs = 2;  /* the answer's, and this function's while it starts the slots */
   f->engine = evd_engine_ref (engine);
   f->rpc = rpc;
   f->loop = evd_call_loop (rpc);
   f->request = evd_request_ref (request);
-  f->slots = g_ptr_array_new ();
-  f->early = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, g_object_unref);
   evd_engine_make_context (engine, f, request, evd_call_read_us (rpc));
   evd_call_on_cancel (rpc, evd_fetch_on_rpc_cancel, f);
   critical_key = evd_engine_plan (f, &critical_error);
-  f->pending = f->slots->len;
+  f->pending = f->n_slots;
   if (critical_key != NULL) {
     evd_fetch_finish (f, critical_key, critical_error);
   } else if (f->pending == 0) {
@@ -925,8 +984,8 @@ evd_engine_fetch (EvdEngine *engine, EvdCall *rpc, EvdFetchRequest *request)
   } else {
     /* A slot may finish the whole fetch while later ones start (a critical failure): those
      * are then already done, cancelled by the finish. */
-    for (guint i = 0; i < f->slots->len; i++) {
-      EvdSlot *s = f->slots->pdata[i];
+    for (guint i = 0; i < f->n_slots; i++) {
+      EvdSlot *s = &f->slots[i];
       if (!s->done)
         evd_slot_launch (s);
     }
@@ -957,6 +1016,7 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
                      e->sc->max_queue_ms));
   e->shed_inflight = evd_engine_shed_reply_new (
     g_strdup_printf ("max_inflight (%d) fetches in flight", e->sc->max_inflight));
+  e->no_attributes = g_hash_table_new (g_str_hash, g_str_equal);
   e->lookups = evd_lookup_set_new (cfg);
   for (guint i = 0; i < evd_lookup_set_size (e->lookups); i++) {
     EvdLookup *l = evd_lookup_set_nth (e->lookups, i);
@@ -980,6 +1040,7 @@ evd_engine_unref (EvdEngine *engine)
   evd_lookup_set_free (engine->lookups);
   evd_rpc_canned_free (engine->shed_queue);
   evd_rpc_canned_free (engine->shed_inflight);
+  g_hash_table_unref (engine->no_attributes);
   evd_config_unref (engine->cfg);
   g_free (engine);
 }
