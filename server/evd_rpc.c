@@ -38,6 +38,24 @@ struct _EvdCall {
 
 /* ---- The per-loop codec: one transport and a protocol of each kind, reused. ---- */
 
+/* A reply buffer starts at the size of its method's recent replies on this loop, so that a
+ * fetch reply of a few KiB is allocated once instead of growing from 256 bytes by 3 or 4
+ * reallocations while its tables are written. The remembered size is the largest recent
+ * reply: a larger one raises it at once, a smaller one lets it down by 1/16, so a method
+ * whose replies vary keeps room for its recent largest. It is capped at
+ * EVD_RPC_REPLY_HINT_MAX, so that one huge reply does not make every later one allocate as
+ * much (a reply past it grows as before). A loop remembers EVD_RPC_REPLY_METHODS methods (a
+ * service has a few; an unknown method's errors count as one, method NULL); others start at
+ * EVD_RPC_REPLY_MIN. */
+#define EVD_RPC_REPLY_MIN 256
+#define EVD_RPC_REPLY_HINT_MAX (64 * 1024)
+#define EVD_RPC_REPLY_METHODS 8
+
+typedef struct {
+  const EvdMethod *method;
+  guint bytes;                 /* 0: the slot is free */
+} EvdRpcReplySize;
+
 typedef struct {
   EvdTransport *transport;
   ThriftProtocol *binary;
@@ -45,6 +63,7 @@ typedef struct {
   /* Calls refused (unknown method or service, undecodable args, and the engine's refused
    * lookups): a client can send those at will, so their log lines are rate-limited, per loop. */
   EvdLogLimit refusals;
+  EvdRpcReplySize reply_sizes[EVD_RPC_REPLY_METHODS];
 } EvdRpcCodec;
 
 static ThriftProtocol *
@@ -500,14 +519,28 @@ evd_call_encode_written (EvdCall *call, EvdCallCompletion *c)
   evd_rpc_frame_close (call->reply, call->fmt.framed, start);
 }
 
-static void
-evd_call_encode (EvdCall *call, EvdCallCompletion *c)
+/* The method's remembered reply size on this loop (a free slot is taken), or NULL when the
+ * loop already remembers EVD_RPC_REPLY_METHODS others. */
+static EvdRpcReplySize *
+evd_rpc_reply_size (EvdRpcCodec *codec, const EvdMethod *method)
 {
-  EvdRpcCodec *codec = evd_rpc_codec (call->loop);
+  for (guint i = 0; i < EVD_RPC_REPLY_METHODS; i++) {
+    EvdRpcReplySize *s = &codec->reply_sizes[i];
+
+    if (s->bytes == 0)
+      s->method = method;
+    if (s->method == method)
+      return s;
+  }
+  return NULL;
+}
+
+static void
+evd_call_encode_into (EvdRpcCodec *codec, EvdCall *call, EvdCallCompletion *c)
+{
   EvdRpcAppException x = { c->kind, c->message };
   g_autoptr (GError) error = NULL;
 
-  call->reply = g_byte_array_sized_new (256);
   if (c->write != NULL) {
     evd_call_encode_written (call, c);
     return;
@@ -531,6 +564,19 @@ evd_call_encode (EvdCall *call, EvdCallCompletion *c)
   x = (EvdRpcAppException) { THRIFT_APPLICATION_EXCEPTION_ERROR_INTERNAL_ERROR, error->message };
   evd_rpc_encode_with (codec, call->fmt, call->name, EVD_MSG_EXCEPTION, call->seqid,
                        evd_rpc_write_app_exception_body, &x, call->reply, NULL);
+}
+
+static void
+evd_call_encode (EvdCall *call, EvdCallCompletion *c)
+{
+  EvdRpcCodec *codec = evd_rpc_codec (call->loop);
+  EvdRpcReplySize *size = evd_rpc_reply_size (codec, call->method);
+
+  call->reply = g_byte_array_sized_new (MAX (size ? size->bytes : 0, EVD_RPC_REPLY_MIN));
+  evd_call_encode_into (codec, call, c);
+  if (size != NULL)
+    size->bytes = MIN (MAX (call->reply->len, size->bytes - size->bytes / 16),
+                       EVD_RPC_REPLY_HINT_MAX);
 }
 
 /* On the loop: encode, then tell the owner (or just free, if the owner left). */
