@@ -346,6 +346,16 @@ evd_request_dedupe (GArray *arr, guint start, GCompareDataFunc cmp)
   g_array_set_size (arr, start + kept);
 }
 
+/* The entries of a map of n that the bytes left can hold: each takes 2 bytes at least (a
+ * string key's length and a struct's stop, or a string value's length, in compact), so a
+ * size the bytes cannot back does not size an allocation. The decoder still reads n, and
+ * fails where the bytes run out. */
+static guint
+evd_decoder_room (const EvdDecoder *d, guint32 n)
+{
+  return (guint) MIN ((gsize) n, (gsize) (d->r.end - d->r.p) / 2);
+}
+
 /* A map<string, value_ttype>'s size. A map of other types is read past and counts as empty,
  * as c_glib's generated code makes of a field it cannot use. */
 static guint32
@@ -470,6 +480,15 @@ evd_decoder_calls (EvdDecoder *d)
 
   if (r->bad)
     return;
+  if (calls == NULL) {
+    guint room = evd_decoder_room (d, n);
+
+    /* Sized from the map's count before any call is read, so they are not regrown one by
+     * one; the params get room for one per call, the common shape (a lookup by its key).
+     * A request without calls allocates neither. */
+    calls = d->req->call_store = g_array_sized_new (FALSE, FALSE, sizeof (EvdFetchCall), room);
+    d->req->param_store = g_array_sized_new (FALSE, FALSE, sizeof (EvdParam), room);
+  }
   g_array_set_size (calls, 0);  /* a second calls field replaces the first */
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdFetchCall call = { .lookup = "" };
@@ -490,6 +509,9 @@ evd_decoder_attributes (EvdDecoder *d)
 
   if (r->bad)
     return;
+  if (attrs == NULL)
+    attrs = d->req->attr_store = g_array_sized_new (FALSE, FALSE, sizeof (EvdAttribute),
+                                                    evd_decoder_room (d, n));
   g_array_set_size (attrs, 0);
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdAttribute a;
@@ -562,9 +584,8 @@ evd_request_decode (EvdProto proto, const guint8 *body, gsize len, GError **erro
   req->refs = 1;
   /* Every string of the request fits in one block: no more bytes than the body, plus NULs. */
   req->strings = g_string_chunk_new (MIN (2 * len + 64, 1 << 20));
-  req->call_store = g_array_new (FALSE, FALSE, sizeof (EvdFetchCall));
-  req->param_store = g_array_new (FALSE, FALSE, sizeof (EvdParam));
-  req->attr_store = g_array_new (FALSE, FALSE, sizeof (EvdAttribute));
+  /* The arrays are made where their map's size is read (evd_decoder_calls and
+   * evd_decoder_attributes), sized for it. */
   /* DataAccess_fetch_args { 1: FetchRequest request } */
   if (evd_reader_enter (&d.r, &saved)) {
     while (evd_reader_field (&d.r, &t, &id)) {
@@ -580,14 +601,19 @@ evd_request_decode (EvdProto proto, const guint8 *body, gsize len, GError **erro
     return NULL;
   }
   /* The arrays are complete: point the calls at their params. */
-  for (guint i = 0; i < req->call_store->len; i++) {
-    EvdFetchCall *c = &g_array_index (req->call_store, EvdFetchCall, i);
-    c->params = c->n_params ? &g_array_index (req->param_store, EvdParam, c->first_param) : NULL;
+  if (req->call_store != NULL) {
+    for (guint i = 0; i < req->call_store->len; i++) {
+      EvdFetchCall *c = &g_array_index (req->call_store, EvdFetchCall, i);
+      c->params = c->n_params ? &g_array_index (req->param_store, EvdParam, c->first_param)
+                              : NULL;
+    }
+    req->calls = (const EvdFetchCall *) req->call_store->data;
+    req->n_calls = req->call_store->len;
   }
-  req->calls = (const EvdFetchCall *) req->call_store->data;
-  req->n_calls = req->call_store->len;
-  req->attributes = (const EvdAttribute *) req->attr_store->data;
-  req->n_attributes = req->attr_store->len;
+  if (req->attr_store != NULL) {
+    req->attributes = (const EvdAttribute *) req->attr_store->data;
+    req->n_attributes = req->attr_store->len;
+  }
   return g_steal_pointer (&req);
 }
 
@@ -604,9 +630,9 @@ evd_request_unref (EvdFetchRequest *request)
   if (request == NULL || !g_atomic_int_dec_and_test (&request->refs))
     return;
   g_string_chunk_free (request->strings);
-  g_array_unref (request->call_store);
-  g_array_unref (request->param_store);
-  g_array_unref (request->attr_store);
+  g_clear_pointer (&request->call_store, g_array_unref);
+  g_clear_pointer (&request->param_store, g_array_unref);
+  g_clear_pointer (&request->attr_store, g_array_unref);
   g_free (request);
 }
 

@@ -67,7 +67,7 @@ struct _EvdFetchRequest {
   guint n_calls;
   /* private */
   GStringChunk *strings;
-  GArray *call_store, *param_store, *attr_store;
+  GArray *call_store, *param_store, *attr_store;  /* NULL until their map is read */
 };
 
 GQuark evd_request_error_quark (void);

@@ -271,6 +271,125 @@ test_odd_input_means_what_c_glib_makes_of_it (void)
   }
 }
 
+/* A call { lookup: "l<k>", params: { p: <k> } } keyed "c<k>". */
+static void
+write_call (EvdWriter *w, int k)
+{
+  g_autofree char *key = g_strdup_printf ("c%d", k);
+  g_autofree char *lookup = g_strdup_printf ("l%d", k);
+
+  evd_writer_string (w, key);
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_STRING, 1);
+  evd_writer_string (w, lookup);
+  evd_writer_field_begin (w, EVD_WIRE_T_MAP, 2);
+  evd_writer_map_begin (w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 1);
+  evd_writer_string (w, "p");
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_I64, 2);
+  evd_writer_i64 (w, k);
+  evd_writer_struct_end (w);
+  evd_writer_struct_end (w);
+}
+
+/* The arrays are sized from the first calls map's count: a second calls field (which
+ * replaces the first, as in c_glib) with more calls and params grows them and reads right;
+ * a request without calls or attributes has none. */
+static void
+test_second_calls_field_outgrows_the_first (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    g_autoptr (GByteArray) bytes = g_byte_array_new ();
+    g_autoptr (GByteArray) empty = g_byte_array_new ();
+    g_autoptr (GError) error = NULL;
+    g_autoptr (EvdFetchRequest) got = NULL;
+    g_autoptr (EvdFetchRequest) none = NULL;
+    EvdWriter w;
+
+    evd_writer_init (&w, bytes, protos[i]);
+    evd_writer_struct_begin (&w);                       /* args */
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+    evd_writer_struct_begin (&w);                       /* FetchRequest */
+    evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+    evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 1);
+    write_call (&w, 100);
+    evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+    evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 40);
+    for (int k = 0; k < 40; k++)
+      write_call (&w, k);
+    evd_writer_struct_end (&w);
+    evd_writer_struct_end (&w);
+
+    got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (got->n_calls, ==, 40);
+    g_assert_null (evd_request_call (got, "c100"));
+    for (int k = 0; k < 40; k++) {
+      g_autofree char *key = g_strdup_printf ("c%d", k);
+      g_autofree char *lookup = g_strdup_printf ("l%d", k);
+      const EvdFetchCall *call = evd_request_call (got, key);
+
+      g_assert_nonnull (call);
+      g_assert_cmpstr (call->lookup, ==, lookup);
+      g_assert_cmpuint (call->n_params, ==, 1);
+      g_assert_cmpstr (call->params[0].name, ==, "p");
+      g_assert_cmpint (call->params[0].value.i, ==, k);
+    }
+    g_assert_cmpuint (got->n_attributes, ==, 0);
+
+    evd_writer_init (&w, empty, protos[i]);
+    evd_writer_struct_begin (&w);                       /* args */
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+    evd_writer_struct_begin (&w);                       /* FetchRequest without calls */
+    evd_writer_struct_end (&w);
+    evd_writer_struct_end (&w);
+    none = evd_request_decode (protos[i], empty->data, empty->len, &error);
+    g_assert_no_error (error);
+    g_assert_cmpuint (none->n_calls, ==, 0);
+    g_assert_cmpuint (none->n_attributes, ==, 0);
+    g_assert_null (evd_request_call (none, "c0"));
+  }
+}
+
+/* A map's count sizes the arrays before its entries are read, so a count the bytes cannot
+ * back (2^31 - 1 calls or attributes in a few bytes) must neither allocate for it nor crash:
+ * the request fails as short. */
+static void
+test_map_size_beyond_the_bytes_fails_cleanly (void)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    for (int attrs = 0; attrs < 2; attrs++) {
+      g_autoptr (GByteArray) bytes = g_byte_array_new ();
+      g_autoptr (GError) error = NULL;
+      EvdFetchRequest *got;
+      EvdWriter w;
+
+      evd_writer_init (&w, bytes, protos[i]);
+      evd_writer_struct_begin (&w);                     /* args */
+      evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+      evd_writer_struct_begin (&w);                     /* FetchRequest */
+      if (attrs) {
+        evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+        evd_writer_struct_begin (&w);                   /* RequestContext */
+        evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 5);
+        evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRING, G_MAXINT32);
+        evd_writer_string (&w, "k");
+        evd_writer_string (&w, "v");
+      } else {
+        evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+        evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, G_MAXINT32);
+        write_call (&w, 1);
+      }
+      evd_writer_struct_end (&w);
+      evd_writer_struct_end (&w);
+
+      got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
+      g_assert_null (got);
+      g_assert_nonnull (error);
+    }
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -279,5 +398,9 @@ main (int argc, char **argv)
   g_test_add_func ("/request/truncated-input-fails-cleanly", test_truncated_input_fails_cleanly);
   g_test_add_func ("/request/odd-input-means-what-c_glib-makes-of-it",
                    test_odd_input_means_what_c_glib_makes_of_it);
+  g_test_add_func ("/request/second-calls-field-outgrows-the-first",
+                   test_second_calls_field_outgrows_the_first);
+  g_test_add_func ("/request/map-size-beyond-the-bytes-fails-cleanly",
+                   test_map_size_beyond_the_bytes_fails_cleanly);
   return g_test_run ();
 }
