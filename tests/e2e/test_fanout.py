@@ -154,16 +154,16 @@ class FanoutTest(h.EvdalTestCase):
         """Each call times out at its own deadline, whatever order the calls come in: the
         fetch's one timer moves earlier for a later call with a shorter budget ('a' after
         'b'), and is set again for the next deadline after each one passes."""
-        r, ms = self.fetch({'b': call('stuck', timeout_ms=300), 'a': call('stuck', timeout_ms=100),
-                            'c': call('nap', delay_ms=200)}, trace=True)
+        r, ms = self.fetch({'b': call('stuck', timeout_ms=600), 'a': call('stuck', timeout_ms=100),
+                            'c': call('nap', delay_ms=350)}, trace=True)
         self.assertError(r.results['a'], EK.TIMEOUT, 'after 100 ms')
-        self.assertError(r.results['b'], EK.TIMEOUT, 'after 300 ms')
-        self.assertEqual(h.slept_ms(r.results['c']), 200)
+        self.assertError(r.results['b'], EK.TIMEOUT, 'after 600 ms')
+        self.assertEqual(h.slept_ms(r.results['c']), 350)
         ends = {k: r.results[k].span.end_us / 1000 for k in 'abc'}
-        self.assertTrue(100 <= ends['a'] < 180, ends)
+        self.assertTrue(100 <= ends['a'] < 350, ends)
         self.assertTrue(ends['a'] < ends['c'] < ends['b'], ends)
-        self.assertTrue(300 <= ends['b'] < 800, ends)
-        self.assertLess(ms, 900, 'b waited for the request deadline (2 s), not its own 300 ms')
+        self.assertTrue(600 <= ends['b'] < 1600, ends)
+        self.assertLess(ms, 1900, 'b waited for the request deadline (2 s), not its own 600 ms')
 
     def test_lookup_timeout(self):
         r, ms = self.fetch({'s': call('short')})
