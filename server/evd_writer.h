@@ -26,6 +26,7 @@ G_BEGIN_DECLS
 
 typedef struct {
   GByteArray *out;
+  guint cap;                               /* bytes of out known to be allocated */
   EvdProto proto;
   guint depth;
   gint16 last_fid;                         /* compact: previous field id of this struct */

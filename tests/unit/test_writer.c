@@ -319,6 +319,41 @@ test_rows_match_c_glib_table (void)
   }
 }
 
+/* The writer moves the array's length itself within room it asked GLib for: bytes that were
+ * in the array before it started, and bytes others append between its calls (even past the
+ * room it knows of), must stay where they are, and its own must follow them. */
+static void
+test_appends_around_the_writer (void)
+{
+  g_autoptr (GByteArray) out = g_byte_array_new ();
+  static const guint8 head[] = { 1, 2, 3 };
+  guint8 filler[1000];
+  EvdWriter w;
+
+  memset (filler, 0xab, sizeof filler);
+  g_byte_array_append (out, head, sizeof head);
+  evd_writer_init (&w, out, EVD_PROTO_BINARY);
+  evd_writer_i32 (&w, 0x01020304);
+  g_byte_array_append (out, filler, 10);            /* within the writer's room */
+  evd_writer_i32 (&w, 0x05060708);
+  g_byte_array_append (out, filler, sizeof filler); /* far past it */
+  evd_writer_i64 (&w, 0x1112131415161718);
+  for (guint i = 0; i < 500; i++)                  /* many small writes: the room grows */
+    evd_writer_i32 (&w, (gint32) i);
+
+  g_assert_cmpuint (out->len, ==, 3 + 4 + 10 + 4 + sizeof filler + 8 + 500 * 4);
+  g_assert_cmpmem (out->data, 3, head, 3);
+  g_assert_cmpmem (out->data + 3, 4, "\x01\x02\x03\x04", 4);
+  g_assert_cmpmem (out->data + 7, 10, filler, 10);
+  g_assert_cmpmem (out->data + 17, 4, "\x05\x06\x07\x08", 4);
+  g_assert_cmpmem (out->data + 21, sizeof filler, filler, sizeof filler);
+  g_assert_cmpmem (out->data + 21 + sizeof filler, 8, "\x11\x12\x13\x14\x15\x16\x17\x18", 8);
+  for (guint i = 0; i < 500; i++) {
+    guint32 v = GUINT32_TO_BE (i);
+    g_assert_cmpmem (out->data + 29 + sizeof filler + 4 * i, 4, &v, 4);
+  }
+}
+
 static GByteArray *
 rows_bytes (const EvdRows *rows, EvdProto proto)
 {
@@ -545,5 +580,6 @@ main (int argc, char **argv)
                    test_many_results_decode_with_c_glib);
   g_test_add_func ("/writer/rows-keep-what-they-are-given", test_rows_keep_what_they_are_given);
   g_test_add_func ("/writer/rows-hints-change-nothing", test_rows_hints_change_nothing);
+  g_test_add_func ("/writer/appends-around-the-writer", test_appends_around_the_writer);
   return g_test_run ();
 }
