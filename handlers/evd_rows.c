@@ -21,21 +21,26 @@ struct _EvdRows {
 #define EVD_ROWS_DEFAULT_CELLS 16
 #define EVD_ROWS_DEFAULT_ARENA 256
 
+/* Storage (the cells or the arena) that outgrew its room, `used` bytes of it in use, moved to
+ * `size` bytes: out of the block into an allocation of its own the first time, then by
+ * reallocation. */
+static gpointer
+evd_rows_regrow (gpointer mem, gboolean *apart, gsize used, gsize size)
+{
+  if (*apart)
+    return g_realloc (mem, size);
+  *apart = TRUE;
+  return memcpy (g_malloc (size), mem, used);
+}
+
 static EvdCell *
 evd_rows_next_cell (EvdRows *r)
 {
   if (r->n_cells == r->cells_cap) {
     guint cap = MAX (r->cells_cap * 2, 16);
 
-    if (r->cells_apart) {
-      r->cells = g_renew (EvdCell, r->cells, cap);
-    } else {
-      EvdCell *cells = g_new (EvdCell, cap);
-
-      memcpy (cells, r->cells, r->n_cells * sizeof (EvdCell));
-      r->cells = cells;
-      r->cells_apart = TRUE;
-    }
+    r->cells = evd_rows_regrow (r->cells, &r->cells_apart, r->n_cells * sizeof (EvdCell),
+                                cap * sizeof (EvdCell));
     r->cells_cap = cap;
   }
   return &r->cells[r->n_cells++];
@@ -50,15 +55,7 @@ evd_rows_keep (EvdRows *r, const void *data, gsize len, gboolean nul)
   if (need > r->arena_cap) {
     gsize cap = MAX (need, MAX (r->arena_cap * 2, 256));
 
-    if (r->arena_apart) {
-      r->arena = g_realloc (r->arena, cap);
-    } else {
-      guint8 *arena = g_malloc (cap);
-
-      memcpy (arena, r->arena, at);
-      r->arena = arena;
-      r->arena_apart = TRUE;
-    }
+    r->arena = evd_rows_regrow (r->arena, &r->arena_apart, at, cap);
     r->arena_cap = cap;
   }
   if (len > 0)
