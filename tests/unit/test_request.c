@@ -205,6 +205,24 @@ test_truncated_input_fails_cleanly (void)
   }
 }
 
+/* Starts fetch's args { 1: FetchRequest { ... } } in `out`; the caller writes the request's
+ * fields, then end_fetch_request closes both structs. */
+static void
+begin_fetch_request (EvdWriter *w, GByteArray *out, EvdProto proto)
+{
+  evd_writer_init (w, out, proto);
+  evd_writer_struct_begin (w);                          /* args */
+  evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, 1);
+  evd_writer_struct_begin (w);                          /* FetchRequest */
+}
+
+static void
+end_fetch_request (EvdWriter *w)
+{
+  evd_writer_struct_end (w);
+  evd_writer_struct_end (w);
+}
+
 /* What c_glib's hash tables and issets make of odd but well-formed input: a union with two
  * fields is malformed, a key given twice keeps its last value, a field of another type is
  * skipped. Written with evd_writer, since c_glib cannot write duplicates. */
@@ -218,10 +236,7 @@ test_odd_input_means_what_c_glib_makes_of_it (void)
     const EvdFetchCall *call;
     EvdWriter w;
 
-    evd_writer_init (&w, bytes, protos[i]);
-    evd_writer_struct_begin (&w);                       /* args */
-    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
-    evd_writer_struct_begin (&w);                       /* FetchRequest */
+    begin_fetch_request (&w, bytes, protos[i]);
     evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
     evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 3);
     for (int k = 0; k < 3; k++) {
@@ -252,8 +267,7 @@ test_odd_input_means_what_c_glib_makes_of_it (void)
       evd_writer_struct_end (&w);
       evd_writer_struct_end (&w);
     }
-    evd_writer_struct_end (&w);
-    evd_writer_struct_end (&w);
+    end_fetch_request (&w);
 
     got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
     g_assert_no_error (error);
@@ -306,10 +320,7 @@ test_second_calls_field_outgrows_the_first (void)
     g_autoptr (EvdFetchRequest) none = NULL;
     EvdWriter w;
 
-    evd_writer_init (&w, bytes, protos[i]);
-    evd_writer_struct_begin (&w);                       /* args */
-    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
-    evd_writer_struct_begin (&w);                       /* FetchRequest */
+    begin_fetch_request (&w, bytes, protos[i]);
     evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
     evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 1);
     write_call (&w, 100);
@@ -317,8 +328,7 @@ test_second_calls_field_outgrows_the_first (void)
     evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 40);
     for (int k = 0; k < 40; k++)
       write_call (&w, k);
-    evd_writer_struct_end (&w);
-    evd_writer_struct_end (&w);
+    end_fetch_request (&w);
 
     got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
     g_assert_no_error (error);
@@ -337,12 +347,8 @@ test_second_calls_field_outgrows_the_first (void)
     }
     g_assert_cmpuint (got->n_attributes, ==, 0);
 
-    evd_writer_init (&w, empty, protos[i]);
-    evd_writer_struct_begin (&w);                       /* args */
-    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
-    evd_writer_struct_begin (&w);                       /* FetchRequest without calls */
-    evd_writer_struct_end (&w);
-    evd_writer_struct_end (&w);
+    begin_fetch_request (&w, empty, protos[i]);  /* without calls */
+    end_fetch_request (&w);
     none = evd_request_decode (protos[i], empty->data, empty->len, &error);
     g_assert_no_error (error);
     g_assert_cmpuint (none->n_calls, ==, 0);
@@ -364,10 +370,7 @@ test_map_size_beyond_the_bytes_fails_cleanly (void)
       EvdFetchRequest *got;
       EvdWriter w;
 
-      evd_writer_init (&w, bytes, protos[i]);
-      evd_writer_struct_begin (&w);                     /* args */
-      evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
-      evd_writer_struct_begin (&w);                     /* FetchRequest */
+      begin_fetch_request (&w, bytes, protos[i]);
       if (attrs) {
         evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
         evd_writer_struct_begin (&w);                   /* RequestContext */
@@ -380,8 +383,7 @@ test_map_size_beyond_the_bytes_fails_cleanly (void)
         evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, G_MAXINT32);
         write_call (&w, 1);
       }
-      evd_writer_struct_end (&w);
-      evd_writer_struct_end (&w);
+      end_fetch_request (&w);
 
       got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
       g_assert_null (got);
