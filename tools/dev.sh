@@ -20,6 +20,8 @@ PACKAGES=(
   libthrift-c-glib-dev thrift-compiler python3 python3-thrift libssl-dev openssl
   g++ libthrift-dev libboost-dev libsystemd-dev gnuplot-nox
   python3-prometheus-client python3-pil chromium systemd
+  libpq-dev postgresql-15 redis-server libhiredis-dev libcurl4-openssl-dev libjson-glib-dev
+  haproxy
 )
 JOBS=$(nproc 2>/dev/null || echo 2)
 
