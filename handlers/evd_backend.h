@@ -79,6 +79,11 @@ typedef struct {
    * once at start-up, before any open(); the result is handed to open(). */
   gpointer (*setup) (EvdConfig *cfg);
   void (*teardown) (gpointer shared);
+  /* Optional: called on each IO loop's thread when the lookups of this config start serving
+   * there (start-up, and each reload that makes a new generation), before any call of theirs
+   * on that loop: a backend with connections per loop (evd_loop_local) opens them now, not
+   * at the first call. `shared` is what setup() made. */
+  void (*attach) (gpointer shared, EvdLoop *loop);
   gpointer (*open) (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec);
   void (*start) (gpointer backend, EvdBackendCall *call);
   void (*cancel) (gpointer backend, EvdBackendCall *call);

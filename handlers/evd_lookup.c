@@ -283,6 +283,18 @@ evd_lookup_stats (EvdLookup *l)
 }
 
 void
+evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop)
+{
+  GHashTableIter it;
+  gpointer klass, shared;
+
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL && ((const EvdBackendClass *) klass)->attach != NULL)
+      ((const EvdBackendClass *) klass)->attach (shared, loop);
+}
+
+void
 evd_lookup_set_collect (EvdLookupSet *set, GString *out)
 {
   GHashTableIter it;

@@ -305,6 +305,15 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, int list
   return g_steal_pointer (&s);
 }
 
+/* The first task a loop runs, before any connection is handed to it (they are posted after). */
+static void
+evd_server_on_loop_started (gpointer data)
+{
+  EvdConnHost *h = data;
+
+  h->service->loop_started (h->service->data, h->loop);
+}
+
 int
 evd_server_run (EvdServer *s)
 {
@@ -312,6 +321,8 @@ evd_server_run (EvdServer *s)
 
   for (guint i = 0; i < s->n_loops; i++) {
     evd_loop_watch (s->loops[i], s->sc->stall_warn_ms);
+    if (s->service->loop_started != NULL)
+      evd_loop_post (s->loops[i], evd_server_on_loop_started, &s->hosts[i]);
     if (!evd_loop_start (s->loops[i], &error)) {
       g_critical ("cannot start IO loop %u: %s", i, error->message);
       return 1;
