@@ -6,7 +6,7 @@
 #include "evd_config.h"
 #include "evd_log.h"
 #include "evd_server.h"
-#include "evd_service.h"
+#include "evd_data_access.h"
 #include "evd_systemd.h"
 
 /* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
