@@ -42,18 +42,3 @@ evd_backend_kinds (void)
     g_string_append_printf (s, "%s%s", i ? ", " : "", evd_backend_classes[i]->kind);
   return g_string_free (s, FALSE);
 }
-
-/* ---- Params. ---- */
-
-const char *
-evd_value_kind_name (EvdValueKind kind)
-{
-  switch (kind) {
-  case EVD_VALUE_NULL: return "null";
-  case EVD_VALUE_INT: return "int";
-  case EVD_VALUE_REAL: return "real";
-  case EVD_VALUE_TEXT: return "text";
-  case EVD_VALUE_BLOB: return "blob";
-  default: return "malformed (not exactly one field set)";
-  }
-}

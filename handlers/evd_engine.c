@@ -240,7 +240,7 @@ evd_backend_call_context (EvdBackendCall *call)
 const EvdValue *
 evd_backend_call_param (EvdBackendCall *call, const char *name)
 {
-  return evd_request_param (call->params, call->n_params, name);
+  return evd_value_find_param (call->params, call->n_params, name);
 }
 
 const EvdParam *
@@ -732,7 +732,7 @@ evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
   }
   for (guint i = 0; i < spec->params->len; i++) {
     const EvdParamSpec *p = &g_array_index (spec->params, EvdParamSpec, i);
-    if (p->required && evd_request_param (call->params, call->n_params, p->name) == NULL)
+    if (p->required && evd_value_find_param (call->params, call->n_params, p->name) == NULL)
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: required by lookup %s",
                             p->name, spec->name);
   }
@@ -768,7 +768,7 @@ evd_engine_find_slot (EvdFetch *f, EvdLookup *l, gint64 deadline_us, const EvdFe
                     s->n_params == call->n_params;
 
     for (guint k = 0; same && k < call->n_params; k++) {
-      const EvdValue *theirs = evd_request_param (s->params, s->n_params, call->params[k].name);
+      const EvdValue *theirs = evd_value_find_param (s->params, s->n_params, call->params[k].name);
       same = theirs != NULL && evd_engine_same_value (theirs, &call->params[k].value);
     }
     if (same)
