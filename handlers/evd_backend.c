@@ -42,3 +42,37 @@ evd_backend_kinds (void)
     g_string_append_printf (s, "%s%s", i ? ", " : "", evd_backend_classes[i]->kind);
   return g_string_free (s, FALSE);
 }
+
+/* ---- Sections a lookup names: [database NAME], [upstream NAME]. ---- */
+
+/* The backend of a section that does not say: a database is SQLite, an upstream HTTP. */
+static const char *
+evd_backend_section_fallback (const char *section)
+{
+  return strcmp (section, "upstream") == 0 ? "http" : "sqlite";
+}
+
+char *
+evd_backend_section_kind (EvdConfig *cfg, const char *group)
+{
+  g_autofree char *section = g_strndup (group, strcspn (group, " "));
+
+  return evd_config_string (cfg, group, "backend", evd_backend_section_fallback (section));
+}
+
+char **
+evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind)
+{
+  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, section);
+  GPtrArray *mine = g_ptr_array_new ();
+
+  for (guint i = 0; groups[i] != NULL; i++) {
+    g_autofree char *k = evd_backend_section_kind (cfg, groups[i]);
+
+    if (strcmp (k, kind) == 0)
+      g_ptr_array_add (mine, g_strdup (groups[i]));
+  }
+  g_ptr_array_add (mine, NULL);
+  return (char **) g_ptr_array_free (mine, FALSE);
+}
+

@@ -78,6 +78,11 @@ typedef struct {
    * once at start-up, before any open(); the result is handed to open(). */
   gpointer (*setup) (EvdConfig *cfg);
   void (*teardown) (gpointer shared);
+  /* Optional: called on each IO loop's thread when the lookups of this config start serving
+   * there (start-up, and each reload that makes a new generation), before any call of theirs
+   * on that loop: a backend with connections per loop (evd_loop_local) opens them now, not
+   * at the first call. `shared` is what setup() made. */
+  void (*attach) (gpointer shared, EvdLoop *loop);
   gpointer (*open) (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec);
   void (*start) (gpointer backend, EvdBackendCall *call);
   void (*cancel) (gpointer backend, EvdBackendCall *call);
@@ -96,6 +101,17 @@ const EvdBackendClass *evd_backend_find (const char *kind);
 const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
+
+/* ---- Sections shared by lookups: [database NAME] and [upstream NAME]. ----
+ * A lookup names one (`database = NAME`, `upstream = NAME`) instead of saying `backend =`;
+ * the section's own `backend =` then says which kind serves it (a database is sqlite and an
+ * upstream http when it does not say). Each kind's setup() reads the sections that are its. */
+
+/* The backend kind of a section group ("database shop"). Free with g_free. */
+char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
+/* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
+ * Free with g_strfreev. */
+char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
 
 /* ---- The call handle, for backends. ---- */
 

@@ -46,8 +46,7 @@ static void
 evd_backend_sqlite_open_database (EvdBackendSqliteShared *sh, EvdConfig *cfg, const char *group)
 {
   const char *name = group + strlen ("database ");
-  g_autofree char *kind = evd_config_string (cfg, group, "backend", "sqlite");
-  g_autofree char *path = evd_config_require (cfg, group, "path");
+  g_autofree char *path = NULL;
   g_autofree char *full = NULL;
   int workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers,
                                       1, 1024);
@@ -55,10 +54,7 @@ evd_backend_sqlite_open_database (EvdBackendSqliteShared *sh, EvdConfig *cfg, co
   g_autoptr (GError) error = NULL;
   EvdSqlitePool *pool;
 
-  if (strcmp (kind, "sqlite") != 0) {
-    evd_config_problem (cfg, group, "backend", "\"%s\": only sqlite databases exist", kind);
-    return;
-  }
+  path = evd_config_require (cfg, group, "path");
   if (path == NULL)
     return;
   full = evd_config_resolve_path (cfg, path);
@@ -74,7 +70,7 @@ static gpointer
 evd_backend_sqlite_setup (EvdConfig *cfg)
 {
   EvdBackendSqliteShared *sh = g_new0 (EvdBackendSqliteShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "database", "sqlite");
 
   sh->pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                      (GDestroyNotify) evd_sqlite_pool_free);

@@ -1069,3 +1069,9 @@ evd_engine_lookups (EvdEngine *engine)
 {
   return engine->lookups;
 }
+
+void
+evd_engine_attach (EvdEngine *engine, EvdLoop *loop)
+{
+  evd_lookup_set_attach (engine->lookups, loop);
+}

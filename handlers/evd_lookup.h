@@ -38,6 +38,10 @@ char *evd_lookup_param_names (EvdLookup *l);
 void evd_lookup_set_stats (EvdLookup *l, EvdMetricsLookup *stats);
 EvdMetricsLookup *evd_lookup_stats (EvdLookup *l);
 
+/* Runs each backend kind's attach hook for `loop` (on that loop's thread): the set starts
+ * serving there. */
+void evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop);
+
 /* Gauges of the set (each bulkhead's running and queued calls) and of what the backends
  * share (their collect hooks), for /metrics. Any thread. */
 void evd_lookup_set_collect (EvdLookupSet *set, GString *out);
