@@ -455,6 +455,8 @@ typedef struct {
   EvdResponseResult *results; /* one per call */
   guint n_results;
   GArray *spans;              /* EvdResponseSpan, when traced: one per slot or early error */
+  gsize limit;                /* the whole reply's bytes at most (evd_call_reply_limit) */
+  guint *n_cut;               /* out: calls failed because their rows did not fit */
 } EvdFetchReply;
 
 /* A traced request's span, kept in r->spans (sized up front, so it never moves while results
@@ -480,6 +482,9 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
   const EvdFetchReply *r = data;
   const EvdFetch *f = r->fetch;
 
+  if (r->limit != G_MAXSIZE)
+    *r->n_cut = evd_response_fit (w->proto, r->limit > w->out->len ? r->limit - w->out->len : 0,
+                                  f->ctx.request_id, r->results, r->n_results);
   evd_response_write (w, f->ctx.request_id, r->results, r->n_results,
                       MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
 }
@@ -494,8 +499,10 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   /* A slot's span, shared by the calls it serves: made when the first of them is. */
   g_autofree const EvdResponseSpan **slot_spans = f->ctx.trace ? g_new0 (const EvdResponseSpan *,
                                                                          f->n_slots) : NULL;
+  guint n_cut = 0;
   EvdFetchReply r = {
     f, results, n, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
+    evd_call_reply_limit (rpc), &n_cut,
   };
   gint64 now = g_get_monotonic_time ();
 
@@ -521,6 +528,11 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   }
   evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
   g_array_unref (r.spans);
+  /* Only a call with an owner has a limit, and the call is freed when its owner sends it,
+   * after this pass: it is still there. */
+  if (n_cut > 0)
+    evd_call_log_refusal (rpc, "reply too large: %u of %u calls failed to keep it within %"
+                          G_GSIZE_FORMAT " bytes", n_cut, n, r.limit);
 }
 
 /* A critical call failed: the declared LookupFailed, through c_glib (a rare path). */
