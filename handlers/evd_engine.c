@@ -603,9 +603,11 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   EvdTrace *t = evd_trace_new (f->ctx.request_id, f->ctx.principal,
                                g_get_real_time () - (now - f->ctx.start_us));
 
+  g_autofree char *key = evd_trace_cut (failed_key);
+
   t->duration_us = now - f->ctx.start_us;
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
-             : failed_key ? g_strdup_printf ("failed: critical call %s", failed_key)
+             : failed_key ? g_strdup_printf ("failed: critical call %s", key)
                           : g_strdup ("ok");
   for (guint i = 0; i < f->request->n_calls; i++) {
     const EvdFetchCall *call = &f->request->calls[i];

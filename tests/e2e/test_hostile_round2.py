@@ -6,8 +6,10 @@ and fails on a server without its fix.
 - read timeout: a complete fetch in flight is answered when the next request stays partial;
 - write timeout: a client that reads slowly but steadily is not closed as "not reading";
 - unread replies: a connection that pipelines huge replies and reads nothing stays bounded;
-- reply size: a reply never exceeds max_reply_bytes; the calls that do not fit fail alone.
+- reply size: a reply never exceeds max_reply_bytes; the calls that do not fit fail alone;
+- traces: client-sized strings are cut in the trace store, and /traces stays small.
 """
+import json
 import os
 import socket
 import sqlite3
@@ -259,6 +261,42 @@ class RepliesBoundedTest(h.EvdalTestCase):
                                     '(RSS grew by %.0f MiB)' % (total / MIB, grown_mib))
                 finally:
                     s.close()
+
+
+
+class ClientSizedStringsTest(h.EvdalTestCase):
+    """Items 1 and 4: what a client's strings cost the trace store, the admin page, the log."""
+
+    def test_trace_store_cuts_client_sized_strings(self):
+        """Forty traced fetches with 2 MiB request ids and 64 KiB keys: the store keeps each
+        string cut to 256 bytes and marked, /traces and /traces.json stay under 1 MiB, and the
+        server's RSS stays under the harness's 128 MiB (it kept ~100 MiB and rendered a page
+        of hundreds of MiB)."""
+        with h.Server(h.config(admin_listen='127.0.0.1:0', max_frame_bytes=8 << 20)) as srv:
+            s = srv.raw_socket(timeout=20)
+            try:
+                for i in range(40):
+                    rid = ('%02d' % i) + 'r' * (2 * MIB)
+                    key = 'k' * (64 << 10)
+                    s.sendall(h.fetch_bytes(200 + i, h.fetch_request(
+                        {key: h.nap_call(1)}, request_id=rid, trace=True)))
+                    r = h.read_reply(s, 20)
+                    self.assertEqual(r.seqid, 200 + i)
+            finally:
+                s.close()
+            status, _, text = srv.admin_get('/traces', timeout=60)
+            self.assertEqual(status, 200)
+            self.assertLess(len(text), 1 * MIB, 'a /traces page of %d bytes' % len(text))
+            self.assertIn('[cut: 2097154 bytes]', text)
+            self.assertIn('[cut: 65536 bytes]', text)
+            status, _, body = srv.admin_get('/traces.json', timeout=60)
+            self.assertLess(len(body), 1 * MIB)
+            traces = json.loads(body)
+            self.assertEqual(len(traces['recent']), 20)
+            for t in traces['recent']:
+                self.assertLessEqual(len(t['request_id'].encode()), 256 + 32)
+                self.assertTrue(t['request_id'].endswith('[cut: 2097154 bytes]'))
+                self.assertLessEqual(len(t['spans'][0]['key'].encode()), 256 + 32)
 
 
 if __name__ == '__main__':
