@@ -714,6 +714,21 @@ evd_engine_overloaded_new (char *message)
   return x;
 }
 
+
+/* Whether text is UTF-8, U+0000 included: GLib's validator stops at a NUL and calls it
+ * invalid, so the pieces between NULs are validated. */
+static gboolean
+evd_engine_utf8_valid (const char *data, gsize len)
+{
+  const char *end = data + len, *nul;
+
+  while ((nul = memchr (data, 0, (gsize) (end - data))) != NULL) {
+    if (!g_utf8_validate_len (data, (gsize) (nul - data), NULL))
+      return FALSE;
+    data = nul + 1;
+  }
+  return g_utf8_validate_len (data, (gsize) (end - data), NULL);
+}
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
 static evdalLookupError *
 evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
@@ -734,7 +749,7 @@ evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
                             "it (it takes: %s)", name, spec->name, names);
     }
-    if (v->kind == EVD_VALUE_TEXT && !g_utf8_validate_len (v->data, v->len, NULL))
+    if (v->kind == EVD_VALUE_TEXT && !evd_engine_utf8_valid (v->data, v->len))
       return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
                             name);
     if (v->kind == EVD_VALUE_INVALID ||

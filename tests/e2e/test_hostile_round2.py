@@ -7,7 +7,8 @@ and fails on a server without its fix.
 - write timeout: a client that reads slowly but steadily is not closed as "not reading";
 - unread replies: a connection that pipelines huge replies and reads nothing stays bounded;
 - reply size: a reply never exceeds max_reply_bytes; the calls that do not fit fail alone;
-- traces: client-sized strings are cut in the trace store, and /traces stays small.
+- traces: client-sized strings are cut in the trace store, and /traces stays small;
+- NUL: text carries its NULs end to end; a name holding one is refused, never merged.
 """
 import json
 import os
@@ -297,6 +298,64 @@ class ClientSizedStringsTest(h.EvdalTestCase):
                 self.assertLessEqual(len(t['request_id'].encode()), 256 + 32)
                 self.assertTrue(t['request_id'].endswith('[cut: 2097154 bytes]'))
                 self.assertLessEqual(len(t['spans'][0]['key'].encode()), 256 + 32)
+
+
+
+class NulInStringsTest(h.EvdalTestCase):
+    """Item 7: strings that hold U+0000."""
+
+    LOOKUPS = """
+[database blobs]
+path = %s
+workers = 1
+
+[lookup echo]
+database = blobs
+sql = SELECT :t AS t, length(CAST(:t AS BLOB)) AS n
+"""
+
+    def test_text_with_nul_is_carried_whole_and_not_merged(self):
+        """Text "ab\0cd" binds as five bytes (it bound as "ab") and is not deduplicated with
+        a real "ab": the two calls run apart and each gets its own value back."""
+        with tempfile.TemporaryDirectory(prefix='evdal-nul-') as tmp:
+            db = make_blob_db(tmp)
+            with h.Server(h.config(lookups=self.LOOKUPS % db)) as srv:
+                c, t = h.client(srv)
+                try:
+                    def echo(text):
+                        return ttypes.LookupCall(lookup='echo',
+                                                 params={'t': ttypes.Value(text_value=text)})
+                    res = c.fetch(h.fetch_request({'nul': echo('ab\0cd'), 'plain': echo('ab'),
+                                                   'u0': echo('\0')})).results
+                    self.assertEqual(res['nul'].table.rows[0][0].text_value, 'ab\0cd')
+                    self.assertEqual(res['nul'].table.rows[0][1].int_value, 5)
+                    self.assertEqual(res['plain'].table.rows[0][0].text_value, 'ab')
+                    self.assertEqual(res['plain'].table.rows[0][1].int_value, 2)
+                    self.assertEqual(res['u0'].table.rows[0][1].int_value, 1)
+                finally:
+                    t.close()
+
+    def test_call_keys_with_nul_are_refused_not_merged(self):
+        """Keys "k\0one" and "k\0two" came back as one result under "k": a call vanished.
+        A name holding a NUL is now refused with a message that says so; the connection
+        goes on."""
+        with h.Server(h.config()) as srv:
+            s = srv.raw_socket()
+            try:
+                s.sendall(h.fetch_bytes(61, h.fetch_request(
+                    {'k\0one': h.nap_call(1), 'k\0two': h.nap_call(2)})))
+                r = h.read_reply(s)
+                self.assertEqual(r.mtype, TMessageType.EXCEPTION, r)
+                self.assertIn('call key holds a NUL byte', r.exc.message)
+                s.sendall(h.fetch_bytes(62, h.fetch_request({'n': h.nap_call(1)},
+                                                            request_id='a\0b')))
+                r = h.read_reply(s)
+                self.assertEqual(r.mtype, TMessageType.EXCEPTION, r)
+                self.assertIn('request id holds a NUL byte', r.exc.message)
+                s.sendall(h.ping_bytes(63))
+                self.assertEqual(h.read_reply(s).seqid, 63)
+            finally:
+                s.close()
 
 
 if __name__ == '__main__':
