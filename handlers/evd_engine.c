@@ -9,6 +9,10 @@
 #include "evd_response.h"
 #include "evdal_data_access.h"
 
+/* Bytes of a client's request id or call key quoted in a refusal's log line (the line as a
+ * whole is cut by evd_log too): enough to find the request, never megabytes. */
+#define EVD_ENGINE_LOG_NAME_MAX 128
+
 /* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
  * frontend retrying once still answers its own user in time. */
 #define EVD_ENGINE_RETRY_AFTER_MS 50
@@ -866,7 +870,11 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
       continue;
     f->plans[i].early = e;
     /* What a broken or hostile client sends at will: rate-limited, per loop. */
-    evd_call_log_refusal (f->rpc, "[%s] call %s refused: %s", f->ctx.request_id, call->key,
+    evd_call_log_refusal (f->rpc, "[%.*s%s] call %.*s%s refused: %s",
+                          EVD_ENGINE_LOG_NAME_MAX, f->ctx.request_id,
+                          strlen (f->ctx.request_id) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
+                          EVD_ENGINE_LOG_NAME_MAX, call->key,
+                          strlen (call->key) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
                           e->message);
     if (call->critical && critical_key == NULL) {
       critical_key = call->key;

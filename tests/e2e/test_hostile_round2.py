@@ -299,6 +299,28 @@ class ClientSizedStringsTest(h.EvdalTestCase):
                 self.assertTrue(t['request_id'].endswith('[cut: 2097154 bytes]'))
                 self.assertLessEqual(len(t['spans'][0]['key'].encode()), 256 + 32)
 
+    def test_log_lines_cut_client_strings(self):
+        """One fetch with a 4 MiB request id and 64 calls of unknown lookups named with
+        64 KiB: the refusals logged (ten, then the limiter) carry the id and the names cut,
+        so the log grows by kilobytes, not by the 40 MiB it wrote."""
+        with h.Server(h.config()) as srv:
+            before = os.path.getsize(srv.log_path)
+            rid = 'r' * (4 * MIB)
+            calls = {'c%02d' % i + 'k' * (64 << 10): h.nap_call(1, lookup='nope%02d' % i + 'l' *
+                                                                   (64 << 10))
+                     for i in range(64)}
+            s = srv.raw_socket(timeout=20)
+            try:
+                s.sendall(h.fetch_bytes(71, h.fetch_request(calls, request_id=rid)))
+                r = h.read_reply(s, 20)
+                self.assertEqual(len(r.result.success.results), 64)
+            finally:
+                s.close()
+            self.assertTrue(srv.wait_log(r'refused', 3.0), srv.log_tail())
+            grown = os.path.getsize(srv.log_path) - before
+            self.assertLess(grown, 64 << 10, 'the log grew by %d bytes' % grown)
+            self.assertIn('[cut: ', srv.log_text())
+
 
 
 class NulInStringsTest(h.EvdalTestCase):
