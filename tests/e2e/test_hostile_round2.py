@@ -8,7 +8,9 @@ and fails on a server without its fix.
 - unread replies: a connection that pipelines huge replies and reads nothing stays bounded;
 - reply size: a reply never exceeds max_reply_bytes; the calls that do not fit fail alone;
 - traces: client-sized strings are cut in the trace store, and /traces stays small;
-- NUL: text carries its NULs end to end; a name holding one is refused, never merged.
+- NUL: text carries its NULs end to end; a name holding one is refused, never merged;
+- descriptors: an exhausted process does not spin on a pending admin connection, and idle
+  admin connections cannot take the descriptors the Thrift port needs.
 """
 import json
 import os
@@ -378,6 +380,98 @@ sql = SELECT :t AS t, length(CAST(:t AS BLOB)) AS n
                 self.assertEqual(h.read_reply(s).seqid, 63)
             finally:
                 s.close()
+
+
+
+def proc_cpu_s(pid):
+    with open('/proc/%d/stat' % pid) as f:
+        fields = f.read().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def open_fds(pid):
+    return len(os.listdir('/proc/%d/fd' % pid))
+
+
+class DescriptorsTest(h.EvdalTestCase):
+    """Items 8 and 9: the admin port when descriptors run out."""
+
+    def admin_socket(self, srv):
+        host, port, _ = h.parse_address(srv.admin_address)
+        return socket.create_connection((host, port), timeout=5)
+
+    def test_exhausted_descriptors_do_not_spin_the_admin_listener(self):
+        """RLIMIT_NOFILE 64, Thrift connections until accept fails, then one connection
+        waiting on the admin port: the main loop pauses that listener (it spun at 100% CPU and
+        libevent logged ~200,000 "Too many open files" lines a second), and the warning is
+        rate-limited."""
+        cfg = h.config(admin_listen='127.0.0.1:0', max_connections=1000)
+        with h.Server(cfg, wrapper=['prlimit', '--nofile=64:64']) as srv:
+            held = []
+            try:
+                for _ in range(80):
+                    held.append(srv.raw_socket())
+                deadline = time.monotonic() + 10
+                while not srv.wait_log(r'Too many open files', 0.1):
+                    self.assertLess(time.monotonic(), deadline, srv.log_tail())
+                    held.append(srv.raw_socket())
+                waiting = self.admin_socket(srv)
+                time.sleep(0.3)
+                size0, cpu0 = os.path.getsize(srv.log_path), proc_cpu_s(srv.pid)
+                time.sleep(2.0)
+                cpu = proc_cpu_s(srv.pid) - cpu0
+                grown = os.path.getsize(srv.log_path) - size0
+                self.assertLess(cpu, 0.5, 'the server used %.2f s of CPU in 2 s' % cpu)
+                self.assertLess(grown, 4096, 'the log grew by %d bytes in 2 s' % grown)
+                waiting.close()
+            finally:
+                for s in held:
+                    s.close()
+            # Descriptors back: the Thrift port and the admin serve again.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    c, t = h.client(srv, timeout=2)
+                    break
+                except Exception:
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.1)
+            try:
+                self.assertPong(c)
+            finally:
+                t.close()
+            self.assertEqual(srv.admin_get('/health')[0], 200)
+
+    def test_idle_admin_connections_cannot_starve_the_thrift_port(self):
+        """RLIMIT_NOFILE 256 and 300 idle admin connections: past 32 they are shut down at
+        once, so a Thrift client still connects and is served, and /health still answers
+        once the idle ones are gone."""
+        cfg = h.config(admin_listen='127.0.0.1:0')
+        with h.Server(cfg, wrapper=['prlimit', '--nofile=256:256']) as srv:
+            idle = []
+            try:
+                for _ in range(300):
+                    try:
+                        idle.append(self.admin_socket(srv))
+                    except OSError:
+                        break
+                time.sleep(0.5)
+                self.assertLess(open_fds(srv.pid), 256 - 32, 'admin connections took %d '
+                                'descriptors' % open_fds(srv.pid))
+                c, t = h.client(srv, timeout=5)
+                try:
+                    self.assertPong(c)
+                    self.assertNapFetch(c, [10, 20])
+                finally:
+                    t.close()
+            finally:
+                for s in idle:
+                    s.close()
+            self.assertTrue(srv.wait_log(r'admin connection refused', 2.0), srv.log_tail())
+            deadline = time.monotonic() + 10
+            while srv.admin_get('/health', timeout=2)[0] != 200:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.1)
 
 
 if __name__ == '__main__':
