@@ -80,6 +80,11 @@ evd_sqlite_setup (EvdConfig *cfg)
                                      (GDestroyNotify) evd_sqlite_pool_free);
   sh->names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; groups[i] != NULL; i++) {
+    g_autofree char *kind = evd_config_string (cfg, groups[i], "backend", "sqlite");
+
+    /* Another kind's database (redis, ...) is that kind's to read. */
+    if (strcmp (kind, "sqlite") != 0 && evd_backend_find (kind) != NULL)
+      continue;
     g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
     evd_sqlite_open_database (sh, cfg, groups[i]);
   }
