@@ -103,6 +103,17 @@ const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
 
+/* ---- Sections shared by lookups: [database NAME] and [upstream NAME]. ----
+ * A lookup names one (`database = NAME`, `upstream = NAME`) instead of saying `backend =`;
+ * the section's own `backend =` then says which kind serves it (a database is sqlite and an
+ * upstream http when it does not say). Each kind's setup() reads the sections that are its. */
+
+/* The backend kind of a section group ("database shop"). Free with g_free. */
+char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
+/* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
+ * Free with g_strfreev. */
+char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
+
 /* ---- The call handle, for backends. ---- */
 
 const EvdRequestContext *evd_backend_call_context (EvdBackendCall *call);

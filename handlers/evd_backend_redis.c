@@ -174,18 +174,11 @@ static gpointer
 evd_redis_setup (EvdConfig *cfg)
 {
   EvdRedisShared *sh = g_new0 (EvdRedisShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "database", "redis");
 
   sh->dbs = g_hash_table_new_full (g_str_hash, g_str_equal, NULL, evd_redis_db_close);
-  for (guint i = 0; groups[i] != NULL; i++) {
-    g_autofree char *kind = NULL;
-
-    if (!evd_config_has_key (cfg, groups[i], "backend"))
-      continue;
-    kind = evd_config_string (cfg, groups[i], "backend", NULL);
-    if (strcmp (kind, "redis") == 0)
-      evd_redis_open_database (sh, cfg, groups[i]);
-  }
+  for (guint i = 0; groups[i] != NULL; i++)
+    evd_redis_open_database (sh, cfg, groups[i]);
   return sh;
 }
 

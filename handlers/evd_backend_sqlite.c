@@ -46,8 +46,7 @@ static void
 evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group)
 {
   const char *name = group + strlen ("database ");
-  g_autofree char *kind = evd_config_string (cfg, group, "backend", "sqlite");
-  g_autofree char *path = evd_config_require (cfg, group, "path");
+  g_autofree char *path = NULL;
   g_autofree char *full = NULL;
   int workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers,
                                       1, 1024);
@@ -55,10 +54,7 @@ evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group
   g_autoptr (GError) error = NULL;
   EvdSqlitePool *pool;
 
-  if (strcmp (kind, "sqlite") != 0) {
-    evd_config_problem (cfg, group, "backend", "\"%s\": only sqlite databases exist", kind);
-    return;
-  }
+  path = evd_config_require (cfg, group, "path");
   if (path == NULL)
     return;
   full = evd_config_resolve_path (cfg, path);
@@ -74,17 +70,12 @@ static gpointer
 evd_sqlite_setup (EvdConfig *cfg)
 {
   EvdSqliteShared *sh = g_new0 (EvdSqliteShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "database", "sqlite");
 
   sh->pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                      (GDestroyNotify) evd_sqlite_pool_free);
   sh->names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; groups[i] != NULL; i++) {
-    g_autofree char *kind = evd_config_string (cfg, groups[i], "backend", "sqlite");
-
-    /* Another kind's database (redis, ...) is that kind's to read. */
-    if (strcmp (kind, "sqlite") != 0 && evd_backend_find (kind) != NULL)
-      continue;
     g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
     evd_sqlite_open_database (sh, cfg, groups[i]);
   }

@@ -1,5 +1,5 @@
 /* evd_service: DataAccess's methods and live reloading (see evd_service.h). */
-#include "evd_service.h"
+#include "evd_data_access.h"
 
 #include <string.h>
 

@@ -115,8 +115,11 @@ struct _EvdWireSchema {
  * is not NUL-terminated and has no "Service:" prefix. */
 typedef const EvdWireSchema *(*EvdWireSchemaFn) (const char *method, gsize len);
 
-/* The generated table of DataAccess (tools/gen_schema.py). */
+/* The generated tables of DataAccess (cmake/gen_schema.py): each method's args struct, and
+ * its result struct (what a reply carries: success or a declared exception), for clients
+ * that validate replies before c_glib reads them. */
 const EvdWireSchema *evd_wire_schema_args (const char *method, gsize len);
+const EvdWireSchema *evd_wire_schema_result (const char *method, gsize len);
 
 typedef struct {
   const EvdWireSchema *schema;   /* what this struct or container is declared as, or NULL */
