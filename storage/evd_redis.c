@@ -90,10 +90,11 @@ evd_redis_template_free (EvdRedisTemplate *t)
 static void
 evd_redis_arg_add (EvdRedisArg *a, int param, const char *text, gsize len)
 {
-  EvdRedisPiece p = { param, param < 0 ? g_strndup (text, len) : NULL, len };
+  EvdRedisPiece p = { param, NULL, len };
 
   if (param < 0 && len == 0)
     return;
+  p.text = param < 0 ? g_strndup (text, len) : NULL;
   g_array_append_val (a->pieces, p);
 }
 
