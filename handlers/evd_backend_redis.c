@@ -204,52 +204,62 @@ evd_redis_attach (gpointer shared, EvdLoop *loop)
     evd_loop_local_get (((EvdRedisDb *) db)->clients, loop);
 }
 
+/* The per-database samples, by family: what each reads from a database (atomics only: this
+ * runs on the admin thread). */
+typedef enum { EVD_REDIS_CONNECTIONS, EVD_REDIS_IN_FLIGHT, EVD_REDIS_LOSSES } EvdRedisGauge;
+
+static double
+evd_redis_gauge (EvdRedisDb *db, EvdRedisGauge g)
+{
+  switch (g) {
+  case EVD_REDIS_CONNECTIONS: return g_atomic_int_get (&db->stats.connections);
+  case EVD_REDIS_IN_FLIGHT: return g_atomic_int_get (&db->stats.in_flight);
+  default: return (double) __atomic_load_n (&db->stats.losses, __ATOMIC_RELAXED);
+  }
+}
+
 static void
 evd_redis_collect (gpointer shared, GString *out)
 {
+  static const struct {
+    const char *name, *type, *help;
+  } families[] = {
+    [EVD_REDIS_CONNECTIONS] = { "evdal_redis_connections", "gauge",
+                                "Connections up, all IO loops together." },
+    [EVD_REDIS_IN_FLIGHT] = { "evdal_redis_in_flight", "gauge",
+                              "Commands sent whose reply has not come (timed-out ones included)." },
+    [EVD_REDIS_LOSSES] = { "evdal_redis_connection_losses_total", "counter",
+                           "Connections lost or refused (each is made again after a backoff)." },
+  };
+  /* The outcomes a Redis call can have: ok, bad_params, timeout, backend, cancelled. */
+  static const guint outcomes[] = { 0, 2, 3, 4, 6 };
   EvdRedisShared *sh = shared;
   GHashTableIter it;
-  gpointer name, value;
+  gpointer name, db;
 
-  evd_metrics_family (out, "evdal_redis_connections", "gauge",
-                      "Connections up, all IO loops together.");
-  g_hash_table_iter_init (&it, sh->dbs);
-  while (g_hash_table_iter_next (&it, &name, &value))
-    evd_metrics_sample (out, "evdal_redis_connections",
-                        g_atomic_int_get (&((EvdRedisDb *) value)->stats.connections),
-                        "database", (const char *) name, NULL);
-  evd_metrics_family (out, "evdal_redis_in_flight", "gauge",
-                      "Commands sent whose reply has not come (timed-out ones included).");
-  g_hash_table_iter_init (&it, sh->dbs);
-  while (g_hash_table_iter_next (&it, &name, &value))
-    evd_metrics_sample (out, "evdal_redis_in_flight",
-                        g_atomic_int_get (&((EvdRedisDb *) value)->stats.in_flight),
-                        "database", (const char *) name, NULL);
-  evd_metrics_family (out, "evdal_redis_connection_losses_total", "counter",
-                      "Connections lost or refused (each is made again after a backoff).");
-  g_hash_table_iter_init (&it, sh->dbs);
-  while (g_hash_table_iter_next (&it, &name, &value))
-    evd_metrics_sample (out, "evdal_redis_connection_losses_total",
-                        (double) __atomic_load_n (&((EvdRedisDb *) value)->stats.losses,
-                                                  __ATOMIC_RELAXED),
-                        "database", (const char *) name, NULL);
+  for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
+    evd_metrics_family (out, families[f].name, families[f].type, families[f].help);
+    g_hash_table_iter_init (&it, sh->dbs);
+    while (g_hash_table_iter_next (&it, &name, &db))
+      evd_metrics_sample (out, families[f].name, evd_redis_gauge (db, f), "database",
+                          (const char *) name, NULL);
+  }
   evd_metrics_family (out, "evdal_redis_calls_total", "counter",
                       "Calls completed, by outcome (ok or the error kind).");
   g_hash_table_iter_init (&it, sh->dbs);
-  while (g_hash_table_iter_next (&it, &name, &value))
-    for (guint k = 0; k < EVD_CALL_OUTCOME_N; k++)
-      if (k == 0 || k == 2 || k == 3 || k == 4 || k == 6)
-        evd_metrics_sample (out, "evdal_redis_calls_total",
-                            (double) __atomic_load_n (&((EvdRedisDb *) value)->calls[k],
-                                                      __ATOMIC_RELAXED),
-                            "database", (const char *) name, "outcome", evd_redis_kind_names[k],
-                            NULL);
+  while (g_hash_table_iter_next (&it, &name, &db))
+    for (guint i = 0; i < G_N_ELEMENTS (outcomes); i++)
+      evd_metrics_sample (out, "evdal_redis_calls_total",
+                          (double) __atomic_load_n (&((EvdRedisDb *) db)->calls[outcomes[i]],
+                                                    __ATOMIC_RELAXED),
+                          "database", (const char *) name,
+                          "outcome", evd_redis_kind_names[outcomes[i]], NULL);
   evd_metrics_family (out, "evdal_redis_call_duration_seconds", "histogram",
                       "From sending a call to its completion.");
   g_hash_table_iter_init (&it, sh->dbs);
-  while (g_hash_table_iter_next (&it, &name, &value))
+  while (g_hash_table_iter_next (&it, &name, &db))
     evd_metrics_histogram (out, "evdal_redis_call_duration_seconds", "database", name,
-                           &((EvdRedisDb *) value)->latency);
+                           &((EvdRedisDb *) db)->latency);
 }
 
 /* ---- [lookup NAME] ---- */

@@ -513,6 +513,29 @@ password = hunter2
                                       database='cache'), 2)
             self.assertEqual(labelled(s, 'evdal_redis_in_flight', database='cache'), 0)
 
+    def test_reload_replaces_the_connections(self):
+        """SIGHUP with a changed command: calls use the new one, and the old generation's
+        connections are closed on their loops (Redis' own client count shows it)."""
+        r = self.redis
+        r.cmd('SET', 'a', 'A')
+        r.cmd('HSET', 'h', 'a', 'HA')
+
+        def clients():   # evdal's connections, without the one asking
+            info = r.cmd('INFO', 'clients').decode()
+            return int(re.search(r'connected_clients:(\d+)', info).group(1)) - 1
+
+        with h.Server(redis_config(r.sock, io_threads=2, connections=2)) as s:
+            self.wait_for(lambda: clients() == 4)
+            self.assertEqual(cells(self.fetch(s, {'x': call('get', k='a')})['x']), [['A']])
+            with open(s.config_path, 'w') as f:
+                f.write(redis_config(r.sock, io_threads=2, connections=3).replace(
+                    'command = GET {k}\ndescription', 'command = HGET h {k}\ndescription'))
+            s.send_signal(signal.SIGHUP)
+            self.assertTrue(s.wait_log(r'reloaded', timeout=10), s.log_tail())
+            self.wait_for(lambda: cells(self.fetch(s, {'x': call('get', k='a')})['x']) == [['HA']])
+            self.wait_for(lambda: clients() == 6)   # 2 loops x 3; the old 4 closed
+            self.wait_connections(s, 6)
+
     def test_auth_from_password_file(self):
         r = Redis(password='pa ss\\word').start()
         try:
