@@ -570,6 +570,7 @@ struct _EvdRedisCall {
   EvdRedisShape shape;
   gboolean is_auth;
   gint64 deadline_us;
+  gint64 sent_us;
 };
 
 struct _EvdRedisConn {
@@ -592,6 +593,7 @@ struct _EvdRedisClient {
   EvdRedisAddress addr;
   EvdRedisStats *stats;
   EvdRedisStats own_stats;
+  gint64 stuck_us;
   char *last_error;         /* why the last connection was lost, for calls refused now */
   guint n_conns;
   EvdRedisConn *conns;
@@ -714,6 +716,21 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
   evtimer_add (conn->deadline, &tv);
 }
 
+/* A server that has not answered the oldest command of a connection for this long is taken
+ * as hung (stopped, or a network that drops everything silently): the connection is closed
+ * and made again, so that its FIFO of tombstones stops growing with every call sent. Far
+ * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
+#define EVD_REDIS_STUCK_MS 10000
+
+/* Checked when calls expire, i.e. only while calls keep coming. */
+static gboolean
+evd_redis_conn_stuck (EvdRedisConn *conn, gint64 now)
+{
+  EvdRedisCall *head = conn->fifo.head ? conn->fifo.head->data : NULL;
+
+  return head != NULL && now - head->sent_us > conn->client->stuck_us;
+}
+
 /* Calls past their deadline answer TIMEOUT now and stay as tombstones. Expired calls are
  * found first: a done callback may add calls to this FIFO or cancel others. */
 static void
@@ -738,7 +755,11 @@ evd_redis_conn_on_deadline (evutil_socket_t fd, short what, void *arg)
       evd_redis_call_fail (call, EVD_REDIS_ERROR_TIMEOUT, "database %s: no reply within the "
                            "deadline", conn->client->name);
   }
-  if (conn->state != EVD_REDIS_CONN_DOWN)
+  if (conn->state == EVD_REDIS_CONN_DOWN)
+    return;
+  if (evd_redis_conn_stuck (conn, now))
+    evd_redis_conn_lost (conn, "no reply for too long");
+  else
     evd_redis_conn_arm (conn, evd_redis_conn_next_deadline (conn));
 }
 
@@ -859,6 +880,7 @@ static void
 evd_redis_conn_send (EvdRedisConn *conn, EvdRedisCall *call, char *cmd, gsize len)
 {
   call->conn = conn;
+  call->sent_us = g_get_monotonic_time ();
   call->link.data = call;
   g_queue_push_tail_link (&conn->fifo, &call->link);
   g_atomic_int_add (&conn->client->stats->in_flight, 1);
@@ -919,6 +941,7 @@ evd_redis_client_new (struct event_base *base, const EvdRedisOptions *o)
   c->name = g_strdup (o->name);
   c->password = g_strdup (o->password);
   c->stats = o->stats ? o->stats : &c->own_stats;
+  c->stuck_us = (o->stuck_ms > 0 ? o->stuck_ms : EVD_REDIS_STUCK_MS) * (gint64) 1000;
   c->last_error = g_strdup ("not connected yet");
   if (!evd_redis_address_parse (o->address, &c->addr, &error))
     g_error ("evd_redis_client_new: %s (checked at config load)", error->message);
@@ -1016,7 +1039,12 @@ evd_redis_client_call (EvdRedisClient *c, const EvdRedisTemplate *t, const EvdPa
 void
 evd_redis_call_cancel (EvdRedisCall *call)
 {
-  evd_redis_call_fail (call, EVD_REDIS_ERROR_CANCELLED, "cancelled");
+  /* The engine cancels a call whose time ran out too: count it as what it is. */
+  if (g_get_monotonic_time () >= call->deadline_us)
+    evd_redis_call_fail (call, EVD_REDIS_ERROR_TIMEOUT, "database %s: no reply within the "
+                         "deadline", call->conn->client->name);
+  else
+    evd_redis_call_fail (call, EVD_REDIS_ERROR_CANCELLED, "cancelled");
 }
 
 guint

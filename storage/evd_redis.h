@@ -22,7 +22,9 @@
  * cannot be made into arguments, `done` runs inside evd_redis_client_call(), which then
  * returns NULL. A lost connection is made again after 100 ms, doubling up to 2 s, each delay
  * with jitter; while a connection waits to be made again it takes no calls, and when none is
- * up, calls fail at once ("database NAME unavailable: why").
+ * up, calls fail at once ("database NAME unavailable: why"). A connection whose oldest
+ * command has had no reply for `stuck_ms` (10 s) counts as lost too, so that a hung server
+ * does not make its FIFO of tombstones grow without end.
  */
 #pragma once
 
@@ -112,6 +114,8 @@ typedef struct {
   const char *password;     /* NULL: no AUTH */
   guint connections;        /* at least 1 */
   EvdRedisStats *stats;     /* NULL, or kept by the caller longer than the client */
+  guint stuck_ms;           /* 0: 10 s; a connection whose oldest command has waited this
+                               long for its reply is closed and made again */
 } EvdRedisOptions;
 
 /* Checks an address without resolving or connecting (for --check-config). */

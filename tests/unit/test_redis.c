@@ -606,7 +606,7 @@ test_client_pipeline (void)
   Server s = { 0 };
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("GET k:{i}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0 };
   Outcome o[300] = { 0 };
   EvdRedisClient *c;
 
@@ -646,7 +646,7 @@ test_client_slow_server (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   g_autoptr (EvdRedisTemplate) hgetall = evd_redis_template_new ("HGETALL {k}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0 };
   const char *sleep_cmd[] = { "DEBUG", "SLEEP", "2" };
   Outcome o[6] = { 0 };
   EvdParam pa = text_param ("k", "a", 1), pb = text_param ("k", "b", 1);
@@ -709,7 +709,7 @@ test_client_restart (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   EvdRedisStats stats = { 0 };
-  EvdRedisOptions opts = { "cache", NULL, NULL, 2, &stats };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 2, &stats, 0 };
   const char *sleep_cmd[] = { "DEBUG", "SLEEP", "5" };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[20] = { 0 };
@@ -759,13 +759,53 @@ test_client_restart (void)
   server_free (&s);
 }
 
+/* A server that answers nothing for longer than stuck_ms: the connection is closed and made
+ * again (its tombstones go with it), and calls are answered once the server is back. */
+static void
+test_client_stuck (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 300 };
+  const char *sleep_cmd[] = { "DEBUG", "SLEEP", "2" };
+  EvdParam pa = text_param ("k", "a", 1);
+  Outcome o[3] = { 0 };
+  g_autofree char *sent = NULL;
+  EvdRedisClient *c;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  server_set (&s, "a", "A");
+  c = evd_redis_client_new (base, &opts);
+  run_until_up (base, c, 1, 10);
+  sent = side_command (s.sock, 3, sleep_cmd, FALSE);
+  server_wait_asleep (&s);
+  evd_redis_client_call (c, get, &pa, 1, later (100), on_done, &o[0]);
+  evd_redis_client_call (c, get, &pa, 1, later (500), on_done, &o[1]);
+  run_until_done (base, o, 2, 10);
+  g_assert_cmpint (o[0].code, ==, EVD_REDIS_ERROR_TIMEOUT);
+  g_assert_cmpint (o[1].code, ==, EVD_REDIS_ERROR_TIMEOUT);
+  g_assert_cmpint (stats.losses, ==, 1);       /* at 500 ms, the head waited > 300 ms */
+  g_assert_cmpint (stats.in_flight, ==, 0);    /* the tombstones went with it */
+  run_until_up (base, c, 1, 20);               /* once the server is awake again */
+  evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[2]);
+  run_until_done (base, o + 2, 1, 10);
+  g_assert_cmpstr (o[2].value, ==, "A");
+  outcomes_clear (o, 3);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
 static void
 test_client_auth (void)
 {
   Server s = { 0 };
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, "s3cret pass", 1, NULL };
+  EvdRedisOptions opts = { "cache", NULL, "s3cret pass", 1, NULL, 0 };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[2] = { 0 };
   EvdRedisClient *c;
@@ -827,5 +867,6 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/slow-server", test_client_slow_server);
   g_test_add_func ("/redis/client/restart", test_client_restart);
   g_test_add_func ("/redis/client/auth", test_client_auth);
+  g_test_add_func ("/redis/client/stuck", test_client_stuck);
   return g_test_run ();
 }
