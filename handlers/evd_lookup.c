@@ -64,7 +64,14 @@ evd_lookup_open (EvdLookupSet *set, EvdConfig *cfg, const char *group)
   /* A lookup naming a database is SQL: "backend = sqlite" may go without saying. */
   g_autofree char *kind = evd_config_has_key (cfg, group, "backend") ||
                           !evd_config_has_key (cfg, group, "database")
-                          ? evd_config_require (cfg, group, "backend") : g_strdup ("sqlite");
+                          ? NULL : g_strdup ("sqlite");
+
+  /* Likewise, a lookup naming an [upstream] is HTTP (issue 16). */
+  if (kind == NULL && !evd_config_has_key (cfg, group, "backend") &&
+      evd_config_has_key (cfg, group, "upstream"))
+    kind = g_strdup ("http");
+  if (kind == NULL)
+    kind = evd_config_require (cfg, group, "backend");
 
   l->spec.group = g_strdup (group);
   l->spec.name = g_strdup (group + strlen ("lookup "));
