@@ -14,10 +14,11 @@ the tests to look at. Paths:
   /chunked?bytes=N      the same, chunked (no Content-Length)
   /invalid              a 200 answer that is not JSON
   /status/CODE          answers CODE with {"error": "..."}
-  /users/ID/recommendations?limit=N   the sample service's answer (examples/recs-service)
+  /users/ID/recommendations?limit=N   the sample service (deploy/evdal-mixed.conf): the
+                        sample database's recommendations, as its SQLite lookup answers them
 
-Run alone (bench/, examples/): python3 http_upstream.py [--port P] [--tls CERT KEY]; prints
-"listening on 127.0.0.1:PORT".
+Run alone (the sample service, the benchmark): python3 http_upstream.py [--db sample.db]
+[--port P] [--tls CERT KEY]; prints "listening on 127.0.0.1:PORT".
 """
 import json
 import os
@@ -119,8 +120,8 @@ class UpstreamServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, tls=None, recommend=None):
-        super().__init__(('127.0.0.1', 0), Handler)
+    def __init__(self, tls=None, recommend=None, port=0):
+        super().__init__(('127.0.0.1', port), Handler)
         self.lock = threading.Lock()
         self.connections = 0      # accepted
         self.requests = []        # (raw path, [(header, value)])
@@ -194,8 +195,9 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--db', help='the sample database, for /users/ID/recommendations')
     ap.add_argument('--tls', nargs=2, metavar=('CERT', 'KEY'))
+    ap.add_argument('--port', type=int, default=0)
     args = ap.parse_args(argv)
-    srv = UpstreamServer(tls=args.tls,
+    srv = UpstreamServer(tls=args.tls, port=args.port,
                          recommend=sqlite_recommender(args.db) if args.db else None)
     print('listening on 127.0.0.1:%d' % srv.port, flush=True)
     try:
