@@ -124,6 +124,7 @@ class UpstreamServer(ThreadingHTTPServer):
         super().__init__(('127.0.0.1', port), Handler)
         self.lock = threading.Lock()
         self.connections = 0      # accepted
+        self.connections_open = 0  # accepted and not closed yet
         self.requests = []        # (raw path, [(header, value)])
         self.open_now = 0
         self.max_open = 0
@@ -140,6 +141,7 @@ class UpstreamServer(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         with self.lock:
             self.connections += 1
+            self.connections_open += 1
         if isinstance(request, ssl.SSLSocket):
             try:
                 request.do_handshake()
@@ -147,6 +149,11 @@ class UpstreamServer(ThreadingHTTPServer):
                 self.shutdown_request(request)
                 return
         super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.lock:
+            self.connections_open -= 1
+        super().shutdown_request(request)
 
     def handle_error(self, request, client_address):
         # A client that gave up (a timeout, a cancel) leaves a broken pipe: expected here.

@@ -12,6 +12,7 @@ CA file; cancel; the metrics; --check-config without connecting.
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -394,6 +395,33 @@ get = /x
                         r'bad\.conf:\d+: \[lookup b\] get: .*expected \{name\}',
                         r'bad\.conf:\d+: \[lookup c\] upstream: no \[upstream nowhere\]'):
             self.assertRegex(p.stderr, pattern)
+
+
+class Reload(h.EvdalTestCase):
+    def test_reload_moves_calls_to_the_new_upstream_and_closes_the_old_connections(self):
+        with UpstreamServer() as a, UpstreamServer() as b, \
+                h.Server(evdal_config('http://127.0.0.1:%d' % a.port, io_threads=2)) as srv:
+            c, t = h.client(srv)
+            try:
+                r = c.fetch(h.fetch_request({'a': call('items', n=1)})).results['a']
+                self.assertIsNone(r.error)
+                self.assertEqual(a.stats(), (1, 1))
+                with open(srv.config_path, 'w') as f:
+                    f.write(evdal_config('http://127.0.0.1:%d' % b.port, io_threads=2))
+                srv.send_signal(signal.SIGHUP)
+                self.assertTrue(srv.wait_log(r'reloaded', timeout=5), srv.log_tail())
+                r = c.fetch(h.fetch_request({'a': call('items', n=2)})).results['a']
+                self.assertEqual(len(rows(r)[1]), 2)
+                self.assertEqual(b.stats(), (1, 1))
+                self.assertEqual(a.stats(), (1, 1))
+                # The old generation's clients are freed on their loops: A's connection closes.
+                deadline = time.monotonic() + 10
+                while a.connections_open and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.assertEqual(a.connections_open, 0)
+                self.assertEqual(b.connections_open, 1)
+            finally:
+                t.close()
 
 
 def make_cert(folder):
