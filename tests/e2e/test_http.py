@@ -475,5 +475,93 @@ class Tls(h.EvdalTestCase):
             self.assertEqual(len(up.requests), 0)
 
 
+
+def free_port():
+    return closed_port()
+
+
+class Http2(h.EvdalTestCase):
+    """HTTP/2 when offered: haproxy terminates TLS with ALPN h2 in front of the test service,
+    and tells the service which HTTP version the client spoke."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.haproxy = shutil.which('haproxy') or '/usr/sbin/haproxy'
+        if not os.access(cls.haproxy, os.X_OK):
+            raise unittest.SkipTest('no haproxy')
+        cls.tmp = tempfile.mkdtemp(prefix='evdal-http2-')
+        cls.cert, cls.key = make_cert(cls.tmp)
+        cls.pem = os.path.join(cls.tmp, 'haproxy.pem')
+        with open(cls.pem, 'w') as out:
+            for part in (cls.cert, cls.key):
+                with open(part) as f:
+                    out.write(f.read())
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, True)
+
+    def start_haproxy(self, backend_port):
+        port = free_port()
+        cfg = os.path.join(self.tmp, 'haproxy.cfg')
+        with open(cfg, 'w') as f:
+            f.write("""
+global
+    maxconn 256
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend front
+    bind 127.0.0.1:%d ssl crt %s alpn h2,http/1.1
+    http-request set-header X-Front-Http %%[fc_http_major]
+    default_backend back
+backend back
+    server up 127.0.0.1:%d
+""" % (port, self.pem, backend_port))
+        p = subprocess.Popen([self.haproxy, '-db', '-f', cfg], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        self.addCleanup(p.wait, 10)
+        self.addCleanup(p.terminate)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(('127.0.0.1', port), timeout=1).close()
+                return port
+            except OSError:
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError('haproxy did not start: %s' % p.stderr.read())
+                time.sleep(0.05)
+
+    def test_h2_multiplexes_calls_on_one_connection(self):
+        with UpstreamServer() as up:
+            port = self.start_haproxy(up.port)
+            cfg = evdal_config('https://127.0.0.1:%d' % port, connections=1, io_threads=1,
+                               slow_timeout=10000,
+                               upstream_extra='ca_file = %s' % self.cert)
+            with h.Server(cfg) as srv:
+                c, t = h.client(srv)
+                try:
+                    r = c.fetch(h.fetch_request({'c': call('ctx')})).results['c']
+                    cols, data = rows(r)
+                    headers = {k.lower(): v for k, v in
+                               __import__('json').loads(dict(zip(cols, data[0]))['headers'])}
+                    self.assertEqual(headers['x-front-http'], '2')
+                    # Eight calls of 400 ms on one connection: multiplexed, they overlap; in
+                    # HTTP/1.1 they would take 3.2 s one after the other.
+                    calls = {'s%d' % i: call('slow', ms=400 + i) for i in range(8)}
+                    t0 = time.monotonic()
+                    res = c.fetch(h.fetch_request(calls)).results
+                    took = time.monotonic() - t0
+                finally:
+                    t.close()
+                for k in calls:
+                    self.assertIsNone(res[k].error, k)
+                self.assertEqual(labelled_metric(srv, 'evdal_http_connects_total',
+                                                 upstream='svc'), 1)
+            self.assertLess(took, 2.5)
+            self.assertGreaterEqual(up.max_open, 2)
+
 if __name__ == '__main__':
     unittest.main()
