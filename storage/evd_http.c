@@ -53,7 +53,8 @@ struct _EvdHttpRequest {
 typedef struct {
   EvdHttpClient *client;
   curl_socket_t fd;
-  struct event *ev;
+  struct event ev;
+  short kind;                   /* what ev waits for now; 0 before it is first armed */
   GList link;                   /* in client->sockets */
 } EvdHttpSocket;
 
@@ -119,7 +120,10 @@ evd_http_request_free (EvdHttpRequest *req)
   event_del (&req->deadline);
   g_queue_unlink (&c->requests, &req->link);
   if (c->n_spare < EVD_HTTP_SPARE_EASY) {
-    curl_easy_reset (req->easy);
+    /* Kept with the client's options; what pointed into the request goes. */
+    curl_easy_setopt (req->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt (req->easy, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt (req->easy, CURLOPT_PRIVATE, NULL);
     c->spare[c->n_spare++] = req->easy;
   } else {
     curl_easy_cleanup (req->easy);
@@ -238,7 +242,8 @@ static void
 evd_http_socket_free (EvdHttpSocket *s)
 {
   g_queue_unlink (&s->client->sockets, &s->link);
-  event_free (s->ev);
+  if (s->kind != 0)
+    event_del (&s->ev);
   g_free (s);
 }
 
@@ -266,11 +271,15 @@ evd_http_on_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, vo
     s->link.data = s;
     g_queue_push_tail_link (&c->sockets, &s->link);
     curl_multi_assign (c->multi, fd, s);
-  } else {
-    event_free (s->ev);
   }
-  s->ev = event_new (c->base, fd, kind, evd_http_on_socket_event, c);
-  event_add (s->ev, NULL);
+  /* curl says what it wants after every step; the event changes only when that does. */
+  if (s->kind == kind)
+    return 0;
+  if (s->kind != 0)
+    event_del (&s->ev);
+  event_assign (&s->ev, c->base, fd, kind, evd_http_on_socket_event, c);
+  event_add (&s->ev, NULL);
+  s->kind = kind;
   return 0;
 }
 
@@ -388,39 +397,49 @@ evd_http_headers (EvdHttpRequest *req, const char *const *headers, GError **erro
   return TRUE;
 }
 
-static void
-evd_http_setup_easy (EvdHttpRequest *req, const char *url, long timeout_ms)
+/* A new easy handle with the options every request of this client shares; a handle comes
+ * back to the spares with them, so a reused one is only given the request's own. */
+static CURL *
+evd_http_easy_new (EvdHttpClient *c)
 {
-  EvdHttpClient *c = req->client;
-  CURL *e = req->easy;
+  CURL *e = curl_easy_init ();
 
-  curl_easy_setopt (e, CURLOPT_URL, url);
+  g_assert (e != NULL);  /* fails only when out of memory */
   curl_easy_setopt (e, CURLOPT_HTTPGET, 1L);
   curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt (e, CURLOPT_PRIVATE, req);
-  curl_easy_setopt (e, CURLOPT_ERRORBUFFER, req->errbuf);
   curl_easy_setopt (e, CURLOPT_NOSIGNAL, 1L);       /* threads: no SIGALRM for timeouts */
   /* Cancelling a request whose name is being resolved would otherwise wait for the resolver
    * thread (curl joins it): quick exit leaves it to finish alone, and the loop goes on. */
   curl_easy_setopt (e, CURLOPT_QUICK_EXIT, 1L);
   curl_easy_setopt (e, CURLOPT_PATH_AS_IS, 1L);     /* send the path we built, never "squashed" */
-  curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
   curl_easy_setopt (e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
   curl_easy_setopt (e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt (e, CURLOPT_SSL_VERIFYHOST, 2L);
   if (c->ca_file != NULL)
     curl_easy_setopt (e, CURLOPT_CAINFO, c->ca_file);
-  curl_easy_setopt (e, CURLOPT_HTTPHEADER, req->headers);
   curl_easy_setopt (e, CURLOPT_USERAGENT, "evdal");
   curl_easy_setopt (e, CURLOPT_WRITEFUNCTION, evd_http_on_body);
-  curl_easy_setopt (e, CURLOPT_WRITEDATA, req);
   /* A Content-Length over the cap fails before the body is read. */
   curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) c->options.max_response_bytes);
   curl_easy_setopt (e, CURLOPT_OPENSOCKETFUNCTION, evd_http_on_open_socket);
   curl_easy_setopt (e, CURLOPT_OPENSOCKETDATA, c);
   curl_easy_setopt (e, CURLOPT_CLOSESOCKETFUNCTION, evd_http_on_close_socket);
   curl_easy_setopt (e, CURLOPT_CLOSESOCKETDATA, c);
+  return e;
+}
+
+static void
+evd_http_setup_easy (EvdHttpRequest *req, const char *url, long timeout_ms)
+{
+  CURL *e = req->easy;
+
+  curl_easy_setopt (e, CURLOPT_URL, url);
+  curl_easy_setopt (e, CURLOPT_PRIVATE, req);
+  curl_easy_setopt (e, CURLOPT_ERRORBUFFER, req->errbuf);
+  curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  curl_easy_setopt (e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt (e, CURLOPT_WRITEDATA, req);
 }
 
 EvdHttpRequest *
@@ -442,8 +461,8 @@ evd_http_get (EvdHttpClient *client, const char *url, const char *const *headers
     curl_slist_free_all (req->headers);
     return NULL;
   }
-  req->easy = client->n_spare > 0 ? client->spare[--client->n_spare] : curl_easy_init ();
-  g_assert (req->easy != NULL);
+  req->easy = client->n_spare > 0 ? client->spare[--client->n_spare]
+                                   : evd_http_easy_new (client);
   req->body = g_byte_array_new ();
   req->done = done;
   req->data = data;

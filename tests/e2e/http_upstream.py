@@ -76,7 +76,10 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self):
         url = urlsplit(self.path)
         q = parse_qs(url.query)
-        n = int(q.get('n', q.get('bytes', q.get('ms', ['0'])))[0] or 0)
+        try:
+            n = int(float(q.get('n', q.get('bytes', q.get('ms', ['0'])))[0] or 0))
+        except ValueError:
+            n = 0
         path = url.path
         if path == '/items':
             items = [{'id': i, 'name': 'item %d' % i, 'price': i * 1.5, 'tags': ['t'],

@@ -563,5 +563,42 @@ backend back
             self.assertLess(took, 2.5)
             self.assertGreaterEqual(up.max_open, 2)
 
+
+class PeerSameAsEvdal(h.EvdalTestCase):
+    """The benchmark's C++ peer (bench/peers/cpp-nonblocking/peer_http.cpp) answers HTTP lookups
+    as evdal does: the same requests reach the service, the same tables and errors come back."""
+
+    def test_peer_answers_as_evdal(self):
+        import test_peer_cpp as peer
+        if not os.access(peer.PEER_BIN, os.X_OK):
+            raise unittest.SkipTest('evdal-peer-cpp not built')
+        with UpstreamServer() as up:
+            text = evdal_config('http://127.0.0.1:%d' % up.port).replace(
+                'admin_listen = 127.0.0.1:0', 'admin_listen =')
+            with h.Server(text) as ev, peer.PeerServer(text) as pe:
+                calls = {
+                    'items': call('items', n=4),
+                    'none': call('items', n=0),
+                    'status': call('status', code=500),
+                    'invalid': call('get', what='invalid', n=0),
+                    'path': call('missing_path'),
+                    'big': call('get', what='big', n=2 * 1024 * 1024),
+                    'null': call('echo', a=None, b='x', n=1),
+                }
+                out = {}
+                for name, srv in (('evdal', ev), ('peer', pe)):
+                    c, t = h.client(srv)
+                    try:
+                        res = c.fetch(h.fetch_request(calls)).results
+                        echo = c.fetch(h.fetch_request(
+                            {'e': call('echo', a='a/b ?', b='x&y=1', n=0.1)})).results['e']
+                    finally:
+                        t.close()
+                    out[name] = {k: (r.error.kind, r.error.message) if r.error else
+                                 (r.table.columns, r.table.rows) for k, r in res.items()}
+                    cols, data = rows(echo)
+                    out[name]['echo_path'] = dict(zip(cols, data[0]))['path']
+                self.assertEqual(out['peer'], out['evdal'])
+
 if __name__ == '__main__':
     unittest.main()
