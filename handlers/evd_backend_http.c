@@ -77,7 +77,7 @@ typedef struct {
 
 typedef struct {
   GHashTable *upstreams;    /* name -> EvdBackendHttpUpstream *, those valid */
-  GHashTable *names;        /* every [upstream NAME] configured */
+  GHashTable *names;        /* every http [upstream NAME] configured, valid or not */
 } EvdBackendHttpShared;
 
 /* A template piece: literal URL text, or a param to encode for the path or the query. */
@@ -209,7 +209,6 @@ out:
 static EvdBackendHttpUpstream *
 evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
 {
-  g_autofree char *kind = evd_config_string (cfg, group, "backend", "http");
   g_autofree char *url = evd_config_require (cfg, group, "base_url");
   g_autofree char *ca = evd_config_string (cfg, group, "ca_file", NULL);
   int connections = (int) evd_config_int (cfg, group, "connections", 8, 1, 1024);
@@ -217,10 +216,6 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
                                      G_GINT64_CONSTANT (1) << 30);
   EvdBackendHttpUpstream *up;
 
-  if (strcmp (kind, "http") != 0) {
-    evd_config_problem (cfg, group, "backend", "\"%s\": only http upstreams exist", kind);
-    return NULL;
-  }
   if (url == NULL || !evd_backend_http_check_base_url (cfg, group, url))
     return NULL;
   up = g_new0 (EvdBackendHttpUpstream, 1);
@@ -255,7 +250,8 @@ static gpointer
 evd_backend_http_setup (EvdConfig *cfg)
 {
   EvdBackendHttpShared *sh = g_new0 (EvdBackendHttpShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "upstream");
+  /* The [upstream NAME] sections whose kind is http (the default of an upstream). */
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "upstream", "http");
 
   evd_http_global_init ();   /* on the main thread, before any loop uses curl */
   sh->upstreams = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
@@ -710,9 +706,9 @@ evd_backend_http_on_done (EvdHttpRequest *req, const EvdHttpResponse *response,
     return;
   }
   evd_backend_http_count (l->up, err);
-  evd_backend_call_fail (hc->call, err == EVD_BACKEND_HTTP_ERR_TIMEOUT ? EVDAL_ERROR_KIND_TIMEOUT
-                         : err == EVD_BACKEND_HTTP_ERR_CANCELLED ? EVDAL_ERROR_KIND_CANCELLED
-                         : EVDAL_ERROR_KIND_BACKEND, "%s", message);
+  evd_backend_call_fail (hc->call, err == EVD_BACKEND_HTTP_ERR_TIMEOUT ? EVD_ERROR_KIND_TIMEOUT
+                         : err == EVD_BACKEND_HTTP_ERR_CANCELLED ? EVD_ERROR_KIND_CANCELLED
+                         : EVD_ERROR_KIND_BACKEND, "%s", message);
 }
 
 static void
@@ -727,7 +723,7 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
   EvdBackendHttpCall *hc;
 
   if (url == NULL) {
-    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BAD_PARAMS, "param %s is null: an HTTP "
+    evd_backend_call_fail (call, EVD_ERROR_KIND_BAD_PARAMS, "param %s is null: an HTTP "
                            "lookup puts each param's text in the URL", null_param);
     return;
   }
@@ -746,7 +742,7 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
     g_free (hc);
     evd_backend_http_count (l->up, late ? EVD_BACKEND_HTTP_ERR_TIMEOUT
                             : EVD_BACKEND_HTTP_ERR_TRANSFER);
-    evd_backend_call_fail (call, late ? EVDAL_ERROR_KIND_TIMEOUT : EVDAL_ERROR_KIND_BACKEND,
+    evd_backend_call_fail (call, late ? EVD_ERROR_KIND_TIMEOUT : EVD_ERROR_KIND_BACKEND,
                            "upstream %s: GET %s: %s", l->up->name, l->get, error->message);
     return;
   }
@@ -770,7 +766,7 @@ evd_backend_http_cancel (gpointer backend, EvdBackendCall *call)
   evd_histogram_observe (&l->up->latency, g_get_monotonic_time () - hc->start_us);
   evd_backend_http_count (l->up, late ? EVD_BACKEND_HTTP_ERR_TIMEOUT
                           : EVD_BACKEND_HTTP_ERR_CANCELLED);
-  evd_backend_call_fail (call, late ? EVDAL_ERROR_KIND_TIMEOUT : EVDAL_ERROR_KIND_CANCELLED,
+  evd_backend_call_fail (call, late ? EVD_ERROR_KIND_TIMEOUT : EVD_ERROR_KIND_CANCELLED,
                          "upstream %s: GET %s: %s", l->up->name, l->get,
                          late ? "no answer before the deadline" : "cancelled");
 }
