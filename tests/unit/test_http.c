@@ -30,6 +30,7 @@ typedef struct {
   gint open;                /* atomic */
   char *last_header;        /* X-Test of the last request (server thread; read after it) */
   GMutex lock;
+  GHashTable *pending;      /* slow answers not sent yet (server thread, then server_stop) */
 } Server;
 
 typedef struct {
@@ -57,6 +58,7 @@ server_on_later (evutil_socket_t fd, short what, void *arg)
 
   (void) fd, (void) what;
   g_atomic_int_add (&p->s->open, -1);
+  g_hash_table_remove (p->s->pending, p);
   server_reply_json (p->req, 200, "{\"slow\":true}");
   event_free (p->ev);
   g_free (p);
@@ -141,6 +143,7 @@ server_on_request (struct evhttp_request *req, void *arg)
     p->req = req;
     p->ev = evtimer_new (s->base, server_on_later, p);
     evtimer_add (p->ev, &tv);
+    g_hash_table_add (s->pending, p);
   } else {
     evhttp_send_error (req, 404, "no such path");
   }
@@ -171,6 +174,7 @@ server_start (void)
   ev_socklen_t len = sizeof ss;
 
   g_mutex_init (&s->lock);
+  s->pending = g_hash_table_new (NULL, NULL);
   s->base = event_base_new ();
   s->http = evhttp_new (s->base);
   evhttp_set_gencb (s->http, server_on_request, s);
@@ -187,6 +191,17 @@ server_stop (Server *s)
 {
   event_base_once (s->base, -1, EV_TIMEOUT, server_on_stop, s->base, NULL);
   g_thread_join (s->thread);
+  {
+    GHashTableIter it;
+    gpointer p;
+
+    g_hash_table_iter_init (&it, s->pending);
+    while (g_hash_table_iter_next (&it, &p, NULL)) {
+      event_free (((Pending *) p)->ev);
+      g_free (p);
+    }
+    g_hash_table_unref (s->pending);
+  }
   evhttp_free (s->http);
   event_base_free (s->base);
   g_free (s->last_header);
