@@ -629,6 +629,9 @@ evd_backend_http_context_headers (const EvdRequestContext *ctx)
   GPtrArray *h = g_ptr_array_new_with_free_func (g_free);
   char *attrs;
 
+  /* curl would accept any type by default; a lookup reads JSON. */
+  g_ptr_array_add (h, g_strdup ("Accept: application/json"));
+
   if (ctx->request_id != NULL)
     g_ptr_array_add (h, evd_backend_http_header ("X-Request-Id", ctx->request_id));
   if (ctx->principal != NULL)

@@ -392,8 +392,6 @@ evd_http_headers (EvdHttpRequest *req, const char *const *headers, GError **erro
     }
     req->headers = curl_slist_append (req->headers, headers[i]);
   }
-  /* curl would otherwise send "Accept: *" + "/" + "*" only; say what we read. */
-  req->headers = curl_slist_append (req->headers, "Accept: application/json");
   return TRUE;
 }
 
