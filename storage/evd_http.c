@@ -410,6 +410,9 @@ evd_http_easy_new (EvdHttpClient *c)
    * thread (curl joins it): quick exit leaves it to finish alone, and the loop goes on. */
   curl_easy_setopt (e, CURLOPT_QUICK_EXIT, 1L);
   curl_easy_setopt (e, CURLOPT_PATH_AS_IS, 1L);     /* send the path we built, never "squashed" */
+  /* Upstreams are internal services, reached directly: an http_proxy in the environment must
+   * not reroute them (and curl then skips reading the proxy variables on every request). */
+  curl_easy_setopt (e, CURLOPT_PROXY, "");
   curl_easy_setopt (e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
   curl_easy_setopt (e, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt (e, CURLOPT_SSL_VERIFYHOST, 2L);

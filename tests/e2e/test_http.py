@@ -360,6 +360,20 @@ class Failures(h.EvdalTestCase):
             self.assertEqual(labelled_metric(srv, 'evdal_http_errors_total', upstream='svc',
                                              kind='connect'), 1)
 
+    def test_proxy_environment_is_ignored(self):
+        dead = 'http://127.0.0.1:%d' % closed_port()
+        env = {k: dead for k in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'all_proxy',
+                                 'ALL_PROXY')}
+        with UpstreamServer() as up, \
+                h.Server(evdal_config('http://127.0.0.1:%d' % up.port), env=env) as srv:
+            c, t = h.client(srv)
+            try:
+                r = c.fetch(h.fetch_request({'a': call('items', n=2)})).results['a']
+            finally:
+                t.close()
+            self.assertEqual(len(rows(r)[1]), 2)
+            self.assertEqual(up.stats(), (1, 1))
+
     def test_check_config_does_not_connect(self):
         tmp = tempfile.mkdtemp(prefix='evdal-http-')
         self.addCleanup(shutil.rmtree, tmp, True)
