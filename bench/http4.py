@@ -86,10 +86,12 @@ connections = %d
 %s""" % (listen, admin, io_threads, upstream_port, connections, lookups)
 
 
-def run_bench(build, port, conns, seconds, pids):
+def run_bench(build, port, conns, seconds, pids, rate=0):
     before = {k: cpu_seconds(p) for k, p in pids.items()}
     argv = [os.path.join(build, 'evdal-bench'), '-p', str(port), '-c', str(conns), '-d',
             str(seconds), '-w', '1', '--random', '1:100000', '--json'] + CALLS
+    if rate:
+        argv += ['--rate', str(rate)]   # open loop: the same offered load for both servers
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     out = p.stdout.read()
     p.stdout.close()
@@ -131,6 +133,8 @@ def main():
     ap.add_argument('--evdal-connections', type=int, default=8, help='[upstream] connections')
     ap.add_argument('--io-threads', type=int, default=2)
     ap.add_argument('--peer-args', default='--io-threads 2 --workers 64 --lookup-threads 256')
+    ap.add_argument('--rate', type=int, default=0,
+                    help='offer this many fetches/s (open loop) instead of a closed loop')
     args = ap.parse_args()
     haproxy = shutil.which('haproxy') or '/usr/sbin/haproxy'
     tmp = tempfile.mkdtemp(prefix='evdal-http4-')
@@ -173,7 +177,7 @@ frontend f
                 with s:
                     r = run_bench(args.build, s.port, args.connections,
                                   1 if rnd == 0 else args.seconds,
-                                  {'server': s.proc.pid, 'haproxy': hap.pid})
+                                  {'server': s.proc.pid, 'haproxy': hap.pid}, args.rate)
                 if rnd > 0:
                     results[s.name].append(r)
                     print('round %d %s: %.0f fetches/s, p99 %.1f ms' %
@@ -187,8 +191,8 @@ frontend f
 
 def report(args, results):
     print('| server | fetches/s | HTTP requests/s | p50 ms | p99 ms | CPU us/fetch: server | '
-          'haproxy | evdal-bench | all |')
-    print('|---|---|---|---|---|---|---|---|---|')
+          'haproxy | evdal-bench | all | server cores busy | fetches per server CPU-second |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|')
     for name, runs in results.items():
         rps = [r['rps'] for r in runs]
         # CPU per fetch: the run's CPU over its fetches (the warm-up second's fetches
@@ -198,15 +202,20 @@ def report(args, results):
         def per_fetch(key):
             return [r['cpu'][key] * 1e6 / (r['requests'] * scale) for r in runs]
         srv, hap, gen = per_fetch('server'), per_fetch('haproxy'), per_fetch('bench')
-        print('| %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
+        print('| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' % (
             name, median_range(rps), median_range([x * 4 for x in rps]),
             median_range([r['p50_ms'] for r in runs], '%.1f'),
             median_range([r['p99_ms'] for r in runs], '%.1f'),
             median_range(srv), median_range(hap), median_range(gen),
-            median_range([a + b + c for a, b, c in zip(srv, hap, gen)])))
+            median_range([a + b + c for a, b, c in zip(srv, hap, gen)]),
+            median_range([r['cpu']['server'] / (args.seconds + 1) for r in runs], '%.2f'),
+            median_range([1e6 / x for x in srv])))
     ev, pe = statistics.median(r['rps'] for r in results['evdal']), \
         statistics.median(r['rps'] for r in results['peer'])
-    print('\nevdal/peer fetches/s: %.2fx (goal: 2x)' % (ev / pe))
+    ec = statistics.median(r['cpu']['server'] / r['requests'] for r in results['evdal'])
+    pc = statistics.median(r['cpu']['server'] / r['requests'] for r in results['peer'])
+    print('\nevdal/peer fetches/s: %.2fx (goal: 2x); peer/evdal server CPU per fetch: %.2fx'
+          % (ev / pe, pc / ec))
 
 
 if __name__ == '__main__':
