@@ -39,28 +39,28 @@ max_response_bytes = 1048576
 upstream = svc
 get = /items?n={{n}}
 rows = data.items
-timeout_ms = 2000
+timeout_ms = {timeout}
 
 [lookup echo]
 upstream = svc
 get = /echo/{{a}}/x?q={{b}}&n={{n}}
 rows =
-timeout_ms = 2000
+timeout_ms = {timeout}
 
 [lookup ctx]
 upstream = svc
 get = /echo/ctx
-timeout_ms = 2000
+timeout_ms = {timeout}
 
 [lookup get]
 upstream = svc
 get = /{{what}}?n={{n}}
-timeout_ms = 2000
+timeout_ms = {timeout}
 
 [lookup status]
 upstream = svc
 get = /status/{{code}}
-timeout_ms = 2000
+timeout_ms = {timeout}
 
 [lookup missing_path]
 upstream = svc
@@ -79,10 +79,13 @@ timeout_ms = 10000
 """ + h.NAP_LOOKUP
 
 
-def evdal_config(base, connections=2, upstream_extra='', slow_timeout=300, **server):
+def evdal_config(base, connections=2, upstream_extra='', slow_timeout=300, timeout=10000,
+                 **server):
+    """`timeout`: the timeout_ms of every lookup but slow (`slow_timeout`) and slow_long; long
+    enough for a busy machine, since what these lookups answer does not depend on time."""
     return h.config(lookups=LOOKUPS.format(base=base, connections=connections,
                                            upstream_extra=upstream_extra,
-                                           slow_timeout=slow_timeout),
+                                           slow_timeout=slow_timeout, timeout=timeout),
                     admin_listen='127.0.0.1:0', **server)
 
 
@@ -170,6 +173,25 @@ class HttpLookups(h.EvdalTestCase):
         self.assertIsNotNone(r.table.rows[1][0].int_value)
         cols, data = rows(self.fetch({'a': call('items', n=0)})['a'])
         self.assertEqual(data, [])
+
+    def test_long_body_mapped_on_a_worker(self):
+        # ~400 KB: past the inline limit (8 KiB), mapped off the loop; pings are answered
+        # meanwhile.
+        import threading
+        c2, t2 = h.client(self.srv)
+        box = {}
+        th = threading.Thread(target=lambda: box.update(r=self.c.fetch(
+            h.fetch_request({'a': call('items', n=6000)})).results['a']))
+        th.start()
+        try:
+            while th.is_alive():
+                self.assertEqual(c2.ping(), 'pong')
+        finally:
+            th.join()
+            t2.close()
+        cols, data = rows(box['r'])
+        self.assertEqual(len(data), 6000)
+        self.assertEqual(data[5999], [5999, 'item 5999', 8998.5, '["t"]', 0])
 
     def test_params_stay_inside_their_segment_and_value(self):
         cases = [

@@ -24,7 +24,7 @@ class HttpUnderValgrind(h.EvdalTestCase):
             wrapper.append('--suppressions=' + supp)
         with UpstreamServer() as up:
             text = evdal_config('http://127.0.0.1:%d' % up.port, slow_timeout=1500,
-                                deadline_ms=30000, shutdown_timeout_ms=20000)
+                                timeout=25000, deadline_ms=30000, shutdown_timeout_ms=20000)
             server = h.Server(text, wrapper=wrapper, start_timeout=120, stop_timeout=120,
                               env={'G_SLICE': 'always-malloc', 'G_DEBUG': 'gc-friendly'})
             with server:
@@ -32,6 +32,7 @@ class HttpUnderValgrind(h.EvdalTestCase):
                 try:
                     res = c.fetch(h.fetch_request({
                         'items': call('items', n=3),
+                        'long': call('items', n=500),   # past the inline limit: a worker
                         'status': call('status', code=500),
                         'invalid': call('get', what='invalid', n=0),
                         'path': call('missing_path'),
@@ -42,6 +43,7 @@ class HttpUnderValgrind(h.EvdalTestCase):
                         'ctx': call('ctx'),
                     }, request_id='vg\r\n', principal='Zoë', attributes={'k': 'v\n'})).results
                     self.assertEqual(len(rows(res['items'])[1]), 3)
+                    self.assertEqual(len(rows(res['long'])[1]), 500)
                     self.assertEqual(res['slow'].error.kind, EK.TIMEOUT)
                     for k in ('status', 'invalid', 'path', 'big', 'drop'):
                         self.assertEqual(res[k].error.kind, EK.BACKEND, k)
