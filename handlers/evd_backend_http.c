@@ -102,7 +102,7 @@ typedef struct {
 } EvdBackendHttpLookup;
 
 /* A body longer than this is mapped to rows on a worker thread, not on the loop: json-glib
- * is slow (mapping a 1 MB answer of 14,000 objects took 0.75-1 s on a busy 2-core machine), and a
+ * is slow (a 1 MB answer of 14,000 objects took 0.75-1 s on a busy 2-core machine), and a
  * loop holding that long holds every other connection on it. A short body (a few rows) is
  * mapped at once: that costs less than the hand-off. */
 #define EVD_BACKEND_HTTP_INLINE_JSON_BYTES 8192

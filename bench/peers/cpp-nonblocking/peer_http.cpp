@@ -127,7 +127,8 @@ evdal::Table to_table(JsonNode* node) {
     }
     for (JsonObject* o : objects) {
       std::vector<evdal::Value>& row = t.rows.emplace_back();
-      for (const std::string& c : t.columns) row.push_back(cell(json_object_get_member(o, c.c_str())));
+      for (const std::string& c : t.columns)
+        row.push_back(cell(json_object_get_member(o, c.c_str())));
     }
     return t;
   }
@@ -182,7 +183,8 @@ class HttpBackend : public Backend {
     }
     curl_slist* headers = nullptr;
     headers = curl_slist_append(headers, "Accept: application/json");
-    headers = curl_slist_append(headers, ("X-Request-Id: " + header_value(job.fetch->request_id)).c_str());
+    std::string rid = "X-Request-Id: " + header_value(job.fetch->request_id);
+    headers = curl_slist_append(headers, rid.c_str());
     std::pair<std::string, size_t> body{std::string(), up_->max_response_bytes};
     curl_easy_setopt(e, CURLOPT_URL, url.c_str());
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
