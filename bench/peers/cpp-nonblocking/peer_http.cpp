@@ -189,6 +189,7 @@ class HttpBackend : public Backend {
     curl_easy_setopt(e, CURLOPT_URL, url.c_str());
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");  // as evdal: upstreams reached directly
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, left);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "evdal-peer-cpp");
