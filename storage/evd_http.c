@@ -468,7 +468,8 @@ evd_http_get (EvdHttpClient *client, const char *url, const char *const *headers
   req->done = done;
   req->data = data;
   req->link.data = req;
-  evd_http_setup_easy (req, url, MAX (left_us / 1000, 1));
+  /* Rounded up: curl must not give up before the deadline (our own timer fires at it). */
+  evd_http_setup_easy (req, url, (long) ((left_us + 999) / 1000));
   evtimer_assign (&req->deadline, client->base, evd_http_on_deadline, req);
   tv = (struct timeval) { left_us / G_USEC_PER_SEC, left_us % G_USEC_PER_SEC };
   evtimer_add (&req->deadline, &tv);

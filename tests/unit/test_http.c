@@ -262,8 +262,14 @@ fixture_up (Fixture *f, gconstpointer data)
   EvdHttpOptions opts = { .max_connections = 2, .max_response_bytes = 64 * 1024,
                           .stats = &f->stats };
 
+  struct event_config *ec = event_config_new ();
+
   (void) data;
-  f->base = event_base_new ();
+  /* As evdal's loops: libevent's default clock is the coarse one, and timers fire up to a few
+   * ms early with it. */
+  event_config_set_flag (ec, EVENT_BASE_FLAG_PRECISE_TIMER);
+  f->base = event_base_new_with_config (ec);
+  event_config_free (ec);
   f->server = server_start ();
   f->client = evd_http_client_new (f->base, &opts);
 }
