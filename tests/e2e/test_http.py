@@ -294,11 +294,12 @@ class HttpLookups(h.EvdalTestCase):
 
     def test_slow_answer_times_out_within_the_deadline(self):
         t0 = time.monotonic()
-        res = self.fetch({'slow': call('slow', ms=3000), 'ok': call('items', n=1)})
+        res = self.fetch({'slow': call('slow', ms=20000), 'ok': call('items', n=1)})
         took = time.monotonic() - t0
         self.assertEqual(res['slow'].error.kind, EK.TIMEOUT)
         self.assertEqual(len(rows(res['ok'])[1]), 1)
-        self.assertLess(took, 2.5)   # timeout_ms = 300; the service would take 3 s
+        # timeout_ms = 300; the service would take 20 s (the bound is wide for busy machines)
+        self.assertLess(took, 10)
         self.assertEqual(wait_metric(self.srv, 'evdal_http_requests_in_flight', 0,
                                      upstream='svc'), 0)
 
@@ -307,9 +308,9 @@ class HttpLookups(h.EvdalTestCase):
                                    critical=True)
         t0 = time.monotonic()
         with self.assertRaises(ttypes.LookupFailed):
-            self.c.fetch(h.fetch_request({'slow': call('slow_long', ms=3000),
+            self.c.fetch(h.fetch_request({'slow': call('slow_long', ms=20000),
                                           'broken': broken}))
-        self.assertLess(time.monotonic() - t0, 2.5)   # not the 3 s of the slow answer
+        self.assertLess(time.monotonic() - t0, 10)   # not the 20 s of the slow answer
         self.assertEqual(wait_metric(self.srv, 'evdal_http_requests_in_flight', 0,
                                      upstream='svc'), 0)
         self.assertGreaterEqual(labelled_metric(self.srv, 'evdal_http_errors_total',
@@ -584,19 +585,16 @@ backend back
                     headers = {k.lower(): v for k, v in
                                __import__('json').loads(dict(zip(cols, data[0]))['headers'])}
                     self.assertEqual(headers['x-front-http'], '2')
-                    # Eight calls of 400 ms on one connection: multiplexed, they overlap; in
-                    # HTTP/1.1 they would take 3.2 s one after the other.
+                    # Eight calls of 400 ms on one connection: multiplexed, they overlap at
+                    # the service; over HTTP/1.1 one connection carries one at a time.
                     calls = {'s%d' % i: call('slow', ms=400 + i) for i in range(8)}
-                    t0 = time.monotonic()
                     res = c.fetch(h.fetch_request(calls)).results
-                    took = time.monotonic() - t0
                 finally:
                     t.close()
                 for k in calls:
                     self.assertIsNone(res[k].error, k)
                 self.assertEqual(labelled_metric(srv, 'evdal_http_connects_total',
                                                  upstream='svc'), 1)
-            self.assertLess(took, 2.5)
             self.assertGreaterEqual(up.max_open, 2)
 
 

@@ -118,11 +118,11 @@ class MixedPage(h.EvdalTestCase):
         e = res['recommended_products'].error
         self.assertEqual(e.kind, EK.BACKEND)
         self.assertIn('upstream recs', e.message)
-        self.assertLess(took, 2.0)
+        self.assertLess(took, 10)   # no wait on the missing service (wide: busy machines)
 
     def test_slow_service_times_out_within_the_lookups_deadline(self):
         def slow(user_id, limit):
-            time.sleep(3)
+            time.sleep(20)
             return []
         with UpstreamServer(recommend=slow) as up, h.Server(mixed_config(up.port, 250)) as srv:
             c, t = h.client(srv)
@@ -135,7 +135,7 @@ class MixedPage(h.EvdalTestCase):
         self.check_rest_of_page(res, 9)
         self.assertEqual(res['recommended_products'].error.kind, EK.TIMEOUT)
         self.assertGreaterEqual(took, 0.2)
-        self.assertLess(took, 2.0)     # the 250 ms budget, not the service's 3 s
+        self.assertLess(took, 10)     # the 250 ms budget, not the service's 20 s
 
     def test_failing_service_is_a_backend_error(self):
         with UpstreamServer(recommend=None) as up, h.Server(mixed_config(up.port, 2000)) as srv:
