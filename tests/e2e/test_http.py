@@ -383,6 +383,18 @@ class Failures(h.EvdalTestCase):
             self.assertEqual(labelled_metric(srv, 'evdal_http_errors_total', upstream='svc',
                                              kind='connect'), 1)
 
+    def test_host_name_resolved_off_the_loop(self):
+        # "localhost" goes through libcurl's threaded resolver (AsynchDNS), not the loop.
+        with UpstreamServer() as up, \
+                h.Server(evdal_config('http://localhost:%d' % up.port)) as srv:
+            c, t = h.client(srv)
+            try:
+                for n in (1, 2):
+                    r = c.fetch(h.fetch_request({'a': call('items', n=n)})).results['a']
+                    self.assertEqual(len(rows(r)[1]), n)
+            finally:
+                t.close()
+
     def test_proxy_environment_is_ignored(self):
         dead = 'http://127.0.0.1:%d' % closed_port()
         env = {k: dead for k in ('http_proxy', 'HTTP_PROXY', 'https_proxy', 'all_proxy',
