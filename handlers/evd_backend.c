@@ -11,6 +11,7 @@ extern const EvdBackendClass evd_backend_fault_class;
 extern const EvdBackendClass evd_backend_sqlite_class;
 extern const EvdBackendClass evd_backend_thrift_class;
 extern const EvdBackendClass evd_backend_redis_class;
+extern const EvdBackendClass evd_backend_http_class;  /* HTTP/JSON upstreams (issue 16) */
 
 static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_delay_class,
@@ -19,6 +20,7 @@ static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_sqlite_class,
   &evd_backend_thrift_class,
   &evd_backend_redis_class,
+  &evd_backend_http_class,
   NULL,
 };
 
