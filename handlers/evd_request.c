@@ -524,7 +524,7 @@ evd_decoder_attributes (EvdDecoder *d)
 }
 
 /* RequestContext { 1: request_id, 2: principal, 3: i32 deadline_ms, 4: bool trace,
- * 5: map<string, string> attributes }, all optional. */
+ * 5: map<string, string> attributes, 6: traceparent, 7: tracestate }, all optional. */
 static void
 evd_decoder_context (EvdDecoder *d)
 {
@@ -546,6 +546,10 @@ evd_decoder_context (EvdDecoder *d)
       req->trace = evd_reader_bool (r);
     else if (id == 5 && t == EVD_WIRE_T_MAP)
       evd_decoder_attributes (d);
+    else if (id == 6 && t == EVD_WIRE_T_STRING)
+      req->traceparent = evd_decoder_string (d);
+    else if (id == 7 && t == EVD_WIRE_T_STRING)
+      req->tracestate = evd_decoder_string (d);
     else
       evd_reader_skip (r, t);
   }

@@ -61,6 +61,8 @@ struct _EvdFetchRequest {
   gboolean has_deadline;
   gint32 deadline_ms;
   gboolean trace;
+  const char *traceparent;  /* W3C trace context fields 6 and 7, as sent (evd_traceparent */
+  const char *tracestate;   /* parses them) */
   const EvdAttribute *attributes;  /* distinct keys */
   guint n_attributes;
   const EvdFetchCall *calls;       /* distinct keys */

@@ -85,6 +85,12 @@ random_args (GRand *rand)
       for (int i = g_rand_int_range (rand, 0, 20); i > 0; i--)
         g_hash_table_insert (c->attributes, g_strdup_printf ("a%d", i),
                              g_strdup_printf ("v%u", g_rand_int (rand)));
+    if ((c->__isset_traceparent = g_rand_boolean (rand)))
+      c->traceparent = g_strdup_printf ("00-%032x-%016x-0%d", g_rand_int (rand),
+                                        g_rand_int (rand), g_rand_int_range (rand, 0, 2));
+    if ((c->__isset_tracestate = g_rand_boolean (rand)))
+      c->tracestate = g_rand_boolean (rand) ? g_strdup_printf ("vendor=%u", g_rand_int (rand))
+                                            : g_strdup ("");
   }
   req->__isset_calls = TRUE;
   for (int i = g_rand_int_range (rand, 0, 30); i > 0; i--) {
@@ -154,6 +160,11 @@ test_decodes_what_c_glib_decodes (void)
       if (got->has_deadline)
         g_assert_cmpint (got->deadline_ms, ==, c->deadline_ms);
       g_assert_cmpint (got->trace, ==, want->__isset_context && c->__isset_trace && c->trace);
+      g_assert_cmpstr (got->traceparent, ==, want->__isset_context && c->__isset_traceparent
+                                             ? c->traceparent : NULL);
+      /* An empty string stays "" here; c_glib keeps its "" too (it was set, not read). */
+      g_assert_cmpstr (got->tracestate, ==, want->__isset_context && c->__isset_tracestate
+                                            ? c->tracestate : NULL);
       g_assert_cmpuint (got->n_attributes, ==, want->__isset_context && c->__isset_attributes
                                                ? g_hash_table_size (c->attributes) : 0);
       for (guint a = 0; a < got->n_attributes; a++)
