@@ -68,7 +68,7 @@ def config(base, ratio, endpoint):
     return path
 
 
-def run(build, conf, seconds, conns):
+def run(build, conf, seconds, conns, rate):
     port = harness.free_port()
     srv = subprocess.Popen([os.path.join(build, 'evdal'), '--config', conf, '--listen',
                             '127.0.0.1:%d' % port], stdout=subprocess.DEVNULL,
@@ -85,6 +85,8 @@ def run(build, conf, seconds, conns):
                 time.sleep(0.05)
         argv = [os.path.join(build, 'evdal-bench'), '--port', str(port), '-c', str(conns),
                 '--threads', '1', '-d', str(seconds), '-w', '0', '--json'] + harness.page_args()
+        if rate > 0:
+            argv += ['--rate', str(rate)]
         before = cpu_s(srv.pid)
         out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
         after = cpu_s(srv.pid)
@@ -101,6 +103,10 @@ def main():
     ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--seconds', type=float, default=4)
     ap.add_argument('--connections', type=int, default=16)
+    ap.add_argument('--rate', type=int, default=1500,
+                    help='fetches/s offered (open loop; 0: as fast as it goes). A fixed rate '
+                    'keeps the work per loop pass alike in every mode: a saturated server '
+                    'batches more per pass, and its CPU per fetch drops with the load')
     args = ap.parse_args()
     build = os.path.abspath(args.build)
     httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Discard)
@@ -111,13 +117,15 @@ def main():
     results = {name: [] for name, _ in MODES}
     for rnd in range(args.rounds):
         for name, _ in MODES:
-            us, rps, errors = run(build, confs[name], args.seconds, args.connections)
+            us, rps, errors = run(build, confs[name], args.seconds, args.connections,
+                                  args.rate)
             results[name].append(us)
             print('round %d %-12s %7.1f us CPU/fetch  %8.0f fetches/s  errors %d'
                   % (rnd + 1, name, us, rps, errors), flush=True)
     off = statistics.median(results['off'])
-    print('\nmedians of %d rounds (%d connections, %g s each):' % (args.rounds, args.connections,
-                                                                args.seconds))
+    print('\nmedians of %d rounds (%d connections, %s, %g s each):'
+          % (args.rounds, args.connections,
+             '%d fetches/s offered' % args.rate if args.rate else 'closed loop', args.seconds))
     for name, _ in MODES:
         m = statistics.median(results[name])
         print('  %-12s %7.1f us CPU/fetch  %+5.1f%% vs off  (min %.1f, max %.1f)'

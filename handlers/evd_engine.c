@@ -723,8 +723,10 @@ evd_fetch_export (EvdFetch *f, const char *failed_key, evdalLookupError *failed,
   gint64 now = g_get_monotonic_time ();
   gint64 wall0 = g_get_real_time () - (now - f->ctx.start_us);
   GString *out = g_string_sized_new (768 + 512 * f->n_slots);
-  g_autofree char *error = failed_key != NULL
-    ? g_strdup_printf ("critical call %s: %s", failed_key, failed->message) : NULL;
+  g_autofree char *error = cancelled ? g_strdup ("cancelled: the client went away")
+                         : failed_key != NULL ? g_strdup_printf ("critical call %s: %s",
+                                                                 failed_key, failed->message)
+                         : NULL;
   EvdOtlpSpan span = {
     t->trace_id, t->span_id, t->remote ? t->parent_id : NULL, t->tracestate,
     "DataAccess/fetch", EVD_OTLP_KIND_SERVER, wall0, wall0 + (now - f->ctx.start_us),

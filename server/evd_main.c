@@ -211,6 +211,8 @@ main (int argc, char **argv)
     return 0;
   }
   signal (SIGPIPE, SIG_IGN);
+  /* Before any IO loop runs: the loops read whether it exports without a lock. */
+  evd_otlp_start (otlp);
   evd_main_raise_fd_limit ();
   if (!evd_systemd_sockets (&sockets, &error)) {
     g_printerr ("evdal: %s\n", error->message);
@@ -226,7 +228,6 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  evd_otlp_start (otlp);
   reload = (EvdReload) { &o, cfg, service, otlp };
   evd_server_set_reload (server, evd_main_reload, &reload);
   return evd_server_run (server);

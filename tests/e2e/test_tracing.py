@@ -367,6 +367,27 @@ class TracingTest(h.EvdalTestCase):
             self.assertEqual(col.posts, 2)
             self.assertEqual(srv.metric('evdal_tracing_spans_dropped_total'), 0)
 
+    def test_reload_checks_tracing_and_says_it_needs_a_restart(self):
+        import signal
+        col = Collector()
+        self.addCleanup(col.close)
+        with self.server(col.url, ratio=0) as srv:
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reloaded .*: ', timeout=10), srv.log_tail())
+            self.assertNotIn('[tracing] changed', srv.log_text())
+            with open(srv.config_path) as f:
+                text = f.read()
+            with open(srv.config_path, 'w') as f:
+                f.write(text.replace('sample_ratio = 0', 'sample_ratio = 0.5'))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'\[tracing\] changed; it takes effect at the next '
+                                         r'restart', timeout=10), srv.log_tail())
+            with open(srv.config_path, 'w') as f:
+                f.write(text.replace('[tracing]', '[tracing]\nsample_rate = 1'))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reload refused: .*\[tracing\] sample_rate: unknown key',
+                                         timeout=10), srv.log_tail())
+
     def test_traces_page_shows_the_trace_id(self):
         col = Collector()
         self.addCleanup(col.close)
