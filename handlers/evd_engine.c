@@ -1018,8 +1018,8 @@ evd_engine_make_tracing (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *
     ts = evd_engine_attribute (req, "tracestate");
   if (!evd_traceparent_context (&f->ctx.tracing, tp, ts, evd_otlp_sample_ratio (otlp))) {
     evd_otlp_count_invalid (otlp);
-    evd_call_log_refusal (f->rpc, "[%s] invalid trace context ignored: traceparent \"%s\", "
-                          "tracestate \"%s\"", f->ctx.request_id, tp ? tp : "",
+    evd_call_log_refusal (f->rpc, "[%s] invalid trace context ignored: traceparent \"%.80s\", "
+                          "tracestate \"%.80s\"", f->ctx.request_id, tp ? tp : "",
                           ts ? ts : "");
   }
 }
