@@ -447,10 +447,10 @@ remote_lookup = ctx
 class CollectorTroubleTest(TracingTest):
     """A collector that is down, slow or failing costs the fetches nothing they can see."""
 
-    # How much slower than with tracing off a batch of fetches may be: the noise of a shared
-    # 2-core machine (both runs see it), not the 2 s export timeout or the 5 s slow POST,
-    # which would show as whole seconds.
-    LATENCY_SLACK_S = 0.5
+    # How much slower than with tracing off one fetch may be: the noise of a shared 2-core
+    # machine. A loop that waited for the exporter would show the export timeout (3 s here),
+    # the slow collector's 5 s, or, for the whole run, one of those per batch of 16 spans.
+    LATENCY_SLACK_S = 1.0
     N = 300
     QUEUE = 64
 
@@ -477,7 +477,7 @@ class CollectorTroubleTest(TracingTest):
 
     def check_trouble(self, endpoint, log_pattern=None):
         base_total, base_worst = self.baseline()
-        extra = 'queue_max_spans = %d\nbatch_max_spans = 16\nexport_timeout_ms = 1000\n' % self.QUEUE
+        extra = 'queue_max_spans = %d\nbatch_max_spans = 16\nexport_timeout_ms = 3000\n' % self.QUEUE
         with self.server(endpoint, ratio=1, extra_tracing=extra, max_rss_mib=64) as srv:
             total, worst = self.run_fetches(srv)
             dropped = srv.metric('evdal_tracing_spans_dropped_total')
@@ -495,7 +495,9 @@ class CollectorTroubleTest(TracingTest):
         self.assertLess(worst, base_worst + self.LATENCY_SLACK_S,
                         'slowest fetch %.3f s with the collector in trouble, %.3f s without'
                         % (worst, base_worst))
-        self.assertLess(total, base_total * 1.5 + self.LATENCY_SLACK_S)
+        self.assertLess(total, base_total * 2 + 2 * self.LATENCY_SLACK_S,
+                        '%d fetches took %.2f s with the collector in trouble, %.2f s without'
+                        % (self.N, total, base_total))
 
     def test_collector_down(self):
         self.check_trouble(closed_port_url(), r'tracing: export to \S+ failed')
