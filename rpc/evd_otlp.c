@@ -491,6 +491,19 @@ evd_otlp_attr_int (GString *out, const char *key, gint64 value)
 }
 
 void
+evd_otlp_attr_strings (GString *out, const char *key, const char *const *values, guint n)
+{
+  evd_otlp_attr_key (out, key);
+  g_string_append (out, ",\"value\":{\"arrayValue\":{\"values\":[");
+  for (guint i = 0; i < n; i++) {
+    g_string_append (out, i ? ",{\"stringValue\":" : "{\"stringValue\":");
+    evd_json_string (out, values[i]);
+    g_string_append_c (out, '}');
+  }
+  g_string_append (out, "]}}}");
+}
+
+void
 evd_otlp_span_end (GString *out, const char *error_message)
 {
   g_string_append (out, "],\"status\":{");

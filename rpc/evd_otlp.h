@@ -83,6 +83,8 @@ typedef struct {
 void evd_otlp_span_begin (GString *out, const EvdOtlpSpan *span);
 void evd_otlp_attr_string (GString *out, const char *key, const char *value);
 void evd_otlp_attr_int (GString *out, const char *key, gint64 value);
+/* A list of strings (an arrayValue): span marks such as evdal.marks = [cache_hit, stale]. */
+void evd_otlp_attr_strings (GString *out, const char *key, const char *const *values, guint n);
 /* Closes the span; `error_message` non-NULL sets status ERROR with it. */
 void evd_otlp_span_end (GString *out, const char *error_message);
 

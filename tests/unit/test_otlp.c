@@ -60,6 +60,8 @@ test_span_json_is_the_protobuf_mapping (void)
   g_autofree char *doc = NULL;
   JsonArray *spans;
   JsonObject *a, *b, *attr;
+  JsonArray *values;
+  static const char *const marks[] = { "cache_hit", "retried:2" };
   EvdOtlpSpan root = { trace_id, span_a, NULL, "k=v", "DataAccess/fetch", EVD_OTLP_KIND_SERVER,
                        1764748800000000, 1764748800012345 };
   EvdOtlpSpan child = { trace_id, span_b, span_a, NULL, "lookup \"q\"\n", EVD_OTLP_KIND_CLIENT,
@@ -71,6 +73,7 @@ test_span_json_is_the_protobuf_mapping (void)
   evd_otlp_span_begin (out, &child);
   evd_otlp_attr_int (out, "evdal.rows", -42);
   evd_otlp_attr_string (out, "evdal.error_kind", "TIMEOUT");
+  evd_otlp_attr_strings (out, "evdal.marks", marks, G_N_ELEMENTS (marks));
   evd_otlp_span_end (out, "timed out \"badly\"");
   doc = g_strdup_printf ("[%s]", out->str);
   g_assert_true (json_parser_load_from_data (parser, doc, -1, &error));
@@ -102,6 +105,13 @@ test_span_json_is_the_protobuf_mapping (void)
   attr = json_array_get_object_element (json_object_get_array_member (b, "attributes"), 0);
   g_assert_cmpstr (json_object_get_string_member (json_object_get_object_member (attr, "value"),
                                                   "intValue"), ==, "-42");
+  attr = json_array_get_object_element (json_object_get_array_member (b, "attributes"), 2);
+  g_assert_cmpstr (json_object_get_string_member (attr, "key"), ==, "evdal.marks");
+  values = json_object_get_array_member (json_object_get_object_member (
+    json_object_get_object_member (attr, "value"), "arrayValue"), "values");
+  g_assert_cmpuint (json_array_get_length (values), ==, 2);
+  g_assert_cmpstr (json_object_get_string_member (json_array_get_object_element (values, 1),
+                                                  "stringValue"), ==, "retried:2");
   g_assert_cmpint (json_object_get_int_member (json_object_get_object_member (b, "status"),
                                                "code"), ==, 2);
   g_assert_cmpstr (json_object_get_string_member (json_object_get_object_member (b, "status"),
