@@ -12,6 +12,10 @@
 /* One export failure logged per this long: a collector that is down fails every batch, and
  * the counter says how many. */
 #define EVD_OTLP_LOG_EVERY_US (10 * G_USEC_PER_SEC)
+/* After a POST that failed, the next waits this long: a collector that is down or refusing
+ * is not hammered, and the exporter does not spin on batches it cannot send. Short enough
+ * that a collector that comes back loses little more. */
+#define EVD_OTLP_PAUSE_US (G_USEC_PER_SEC / 4)
 
 /* Queued spans of one fetch: the JSON objects, their count, when they were queued. */
 typedef struct {
@@ -41,6 +45,7 @@ struct _EvdOtlp {
   struct curl_slist *headers;
   gint64 last_log_us;
   guint unlogged_failures;
+  gint64 pause_until_us;      /* after a failed POST: no other before this (under the lock) */
 };
 
 static void
@@ -208,12 +213,12 @@ evd_otlp_log_failure (EvdOtlp *o, long status, const char *why, guint n_spans)
 }
 
 /* Sends one batch by `deadline_us` (monotonic), retrying once when the collector asks for it;
- * counts what became of its spans. */
-static void
+ * counts what became of its spans. FALSE when the batch was lost. */
+static gboolean
 evd_otlp_export (EvdOtlp *o, GPtrArray *batch, guint n_spans, gint64 deadline_us)
 {
   g_autoptr (GString) body = evd_otlp_body (o, batch);
-  char errbuf[CURL_ERROR_SIZE];
+  char errbuf[CURL_ERROR_SIZE] = "";
   long status = 0;
 
   curl_easy_setopt (o->curl, CURLOPT_ERRORBUFFER, errbuf);
@@ -225,7 +230,7 @@ evd_otlp_export (EvdOtlp *o, GPtrArray *batch, guint n_spans, gint64 deadline_us
     status = evd_otlp_post (o, body, left, errbuf);
     if (status >= 200 && status < 300) {
       evd_otlp_count (&o->exported, n_spans);
-      return;
+      return TRUE;
     }
     if (!evd_otlp_retryable (status))
       break;
@@ -233,6 +238,7 @@ evd_otlp_export (EvdOtlp *o, GPtrArray *batch, guint n_spans, gint64 deadline_us
   evd_otlp_count (&o->dropped, n_spans);
   evd_otlp_count (&o->failed_posts, 1);
   evd_otlp_log_failure (o, status, errbuf[0] ? errbuf : "timed out", n_spans);
+  return FALSE;
 }
 
 /* Takes up to batch_max_spans spans (at least one item) off the queue. Under the lock. */
@@ -274,7 +280,13 @@ evd_otlp_due (EvdOtlp *o, gint64 *wait_until)
     return FALSE;
   }
   *wait_until = oldest->queued_us + o->conf.batch_max_age_ms * (gint64) 1000;
-  return o->stopping || o->queued_spans >= (guint) o->conf.batch_max_spans ||
+  if (o->stopping)
+    return TRUE;
+  if (g_get_monotonic_time () < o->pause_until_us) {
+    *wait_until = o->pause_until_us;
+    return FALSE;
+  }
+  return o->queued_spans >= (guint) o->conf.batch_max_spans ||
          g_get_monotonic_time () >= *wait_until;
 }
 
@@ -288,6 +300,7 @@ evd_otlp_run (gpointer data)
   for (;;) {
     g_autoptr (GPtrArray) batch = NULL;
     gint64 wait_until, now, deadline;
+    gboolean failed = FALSE;
     guint n;
 
     if (!evd_otlp_due (o, &wait_until)) {
@@ -311,8 +324,13 @@ evd_otlp_run (gpointer data)
     if (now >= deadline)
       evd_otlp_count (&o->dropped, n);  /* the shutdown's bound has passed */
     else
-      evd_otlp_export (o, batch, n, deadline);
+      failed = !evd_otlp_export (o, batch, n, deadline);
+    g_clear_pointer (&batch, g_ptr_array_unref);  /* frees the spans outside the lock */
     g_mutex_lock (&o->lock);
+    /* A collector that is down refuses at once: without a pause the thread would spin on
+     * batches it cannot send. The queue fills meanwhile, and drops (counted) past its bound. */
+    if (failed)
+      o->pause_until_us = g_get_monotonic_time () + EVD_OTLP_PAUSE_US;
   }
   g_mutex_unlock (&o->lock);
   return NULL;
@@ -431,15 +449,57 @@ evd_otlp_submit (EvdOtlp *o, GString *spans, guint n_spans)
   g_mutex_unlock (&o->lock);
 }
 
-/* ---- Span JSON ---- */
+/* ---- Span JSON ----
+ * Written on the loop of every sampled fetch, so the common case is short: names, keys and
+ * values that are plain ASCII are copied whole, numbers and ids written without printf. */
 
+/* A JSON string: copied as it is when nothing in it needs escaping, else evd_json_string. */
+static void
+evd_otlp_json_string (GString *out, const char *s)
+{
+  const char *p = s;
+
+  for (; *p != '\0'; p++)
+    if ((guchar) *p < 0x20 || (guchar) *p >= 0x80 || *p == '"' || *p == '\\') {
+      evd_json_string (out, s);
+      return;
+    }
+  g_string_append_c (out, '"');
+  g_string_append_len (out, s, p - s);
+  g_string_append_c (out, '"');
+}
+
+/* A decimal integer, optionally followed by `suffix`, in quotes (int64 in the mapping). */
+static void
+evd_otlp_int_string (GString *out, gint64 v, const char *suffix)
+{
+  char buf[32], *p = buf + sizeof buf;
+  guint64 u = v < 0 ? -(guint64) v : (guint64) v;
+
+  *--p = '"';
+  for (gsize i = strlen (suffix); i > 0; i--)
+    *--p = suffix[i - 1];
+  do
+    *--p = (char) ('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0)
+    *--p = '-';
+  *--p = '"';
+  g_string_append_len (out, p, buf + sizeof buf - p);
+}
+
+/* "name":"<hex>", */
 static void
 evd_otlp_hex_field (GString *out, const char *name, const guint8 *id, gsize n)
 {
   char hex[33];
 
   evd_traceparent_hex (id, n, hex);
-  g_string_append_printf (out, "\"%s\":\"%s\",", name, hex);
+  g_string_append_c (out, '"');
+  g_string_append (out, name);
+  g_string_append (out, "\":\"");
+  g_string_append_len (out, hex, (gssize) (2 * n));
+  g_string_append (out, "\",");
 }
 
 void
@@ -454,15 +514,19 @@ evd_otlp_span_begin (GString *out, const EvdOtlpSpan *s)
     evd_otlp_hex_field (out, "parentSpanId", s->parent_id, 8);
   if (s->trace_state != NULL) {
     g_string_append (out, "\"traceState\":");
-    evd_json_string (out, s->trace_state);
+    evd_otlp_json_string (out, s->trace_state);
     g_string_append_c (out, ',');
   }
   g_string_append (out, "\"name\":");
-  evd_json_string (out, s->name);
+  evd_otlp_json_string (out, s->name);
+  g_string_append (out, ",\"kind\":");
+  g_string_append_c (out, (char) ('0' + s->kind));  /* 1..3 */
   /* int64 nanoseconds are strings in the protobuf JSON mapping */
-  g_string_append_printf (out, ",\"kind\":%d,\"startTimeUnixNano\":\"%" G_GINT64_FORMAT
-                          "000\",\"endTimeUnixNano\":\"%" G_GINT64_FORMAT "000\","
-                          "\"attributes\":[", (int) s->kind, s->start_unix_us, s->end_unix_us);
+  g_string_append (out, ",\"startTimeUnixNano\":");
+  evd_otlp_int_string (out, s->start_unix_us, "000");
+  g_string_append (out, ",\"endTimeUnixNano\":");
+  evd_otlp_int_string (out, s->end_unix_us, "000");
+  g_string_append (out, ",\"attributes\":[");
 }
 
 static void
@@ -471,7 +535,7 @@ evd_otlp_attr_key (GString *out, const char *key)
   if (out->str[out->len - 1] != '[')
     g_string_append_c (out, ',');
   g_string_append (out, "{\"key\":");
-  evd_json_string (out, key);
+  evd_otlp_json_string (out, key);
 }
 
 void
@@ -479,7 +543,7 @@ evd_otlp_attr_string (GString *out, const char *key, const char *value)
 {
   evd_otlp_attr_key (out, key);
   g_string_append (out, ",\"value\":{\"stringValue\":");
-  evd_json_string (out, value);
+  evd_otlp_json_string (out, value);
   g_string_append (out, "}}");
 }
 
@@ -487,7 +551,9 @@ void
 evd_otlp_attr_int (GString *out, const char *key, gint64 value)
 {
   evd_otlp_attr_key (out, key);
-  g_string_append_printf (out, ",\"value\":{\"intValue\":\"%" G_GINT64_FORMAT "\"}}", value);
+  g_string_append (out, ",\"value\":{\"intValue\":");
+  evd_otlp_int_string (out, value, "");
+  g_string_append (out, "}}");
 }
 
 void
@@ -497,7 +563,7 @@ evd_otlp_attr_strings (GString *out, const char *key, const char *const *values,
   g_string_append (out, ",\"value\":{\"arrayValue\":{\"values\":[");
   for (guint i = 0; i < n; i++) {
     g_string_append (out, i ? ",{\"stringValue\":" : "{\"stringValue\":");
-    evd_json_string (out, values[i]);
+    evd_otlp_json_string (out, values[i]);
     g_string_append_c (out, '}');
   }
   g_string_append (out, "]}}}");
@@ -509,7 +575,7 @@ evd_otlp_span_end (GString *out, const char *error_message)
   g_string_append (out, "],\"status\":{");
   if (error_message != NULL) {
     g_string_append (out, "\"code\":2,\"message\":");  /* STATUS_CODE_ERROR */
-    evd_json_string (out, error_message);
+    evd_otlp_json_string (out, error_message);
   }
   g_string_append (out, "}}");
 }

@@ -12,8 +12,9 @@
  * or the oldest has waited batch_max_age_ms, and POSTs them to otlp_endpoint with libcurl's
  * easy interface (blocking, which is why it has a thread: no IO loop ever waits on the
  * collector). A POST has export_timeout_ms in all; a 429, 502, 503 or 504 is retried once
- * within that time; any other failure drops the batch, counted, and is logged at most once
- * per EVD_OTLP_LOG_EVERY_US with the number of failures in between. evd_otlp_free() flushes
+ * within that time; any other failure drops the batch, counted, is logged at most once per
+ * EVD_OTLP_LOG_EVERY_US with the number of failures in between, and makes the next POST wait
+ * EVD_OTLP_PAUSE_US (a collector that is down is not hammered; the queue bounds what waits). evd_otlp_free() flushes
  * what is queued within one more export_timeout_ms, then drops (and counts) the rest.
  */
 #pragma once
