@@ -59,10 +59,11 @@ class Redis:
         self.dir = tempfile.mkdtemp(prefix='evdal-redis-')
         self.sock = os.path.join(self.dir, 'redis.sock')
         self.password = password
+        self.tcp_port = 0
         self.proc = None
 
     def start(self):
-        argv = [REDIS, '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700',
+        argv = [REDIS, '--port', str(self.tcp_port), '--bind', '127.0.0.1', '--unixsocket', self.sock, '--unixsocketperm', '700',
                 '--save', '', '--appendonly', 'no', '--dir', self.dir,
                 '--enable-debug-command', 'local', '--daemonize', 'no',
                 '--logfile', os.path.join(self.dir, 'redis.log')]
@@ -535,6 +536,26 @@ password = hunter2
             self.wait_for(lambda: cells(self.fetch(s, {'x': call('get', k='a')})['x']) == [['HA']])
             self.wait_for(lambda: clients() == 6)   # 2 loops x 3; the old 4 closed
             self.wait_connections(s, 6)
+
+    def test_tcp_numeric_and_by_name(self):
+        """host:port over TCP, numeric and a name resolved without blocking (evdns, which
+        reads /etc/hosts for localhost)."""
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()   # redis-server binds it next: an ephemeral port, not a fixed one
+        r = Redis()
+        r.tcp_port = port
+        r.start()
+        try:
+            r.cmd('SET', 'a', 'over tcp')
+            for address in ('127.0.0.1:%d' % port, 'localhost:%d' % port):
+                with h.Server(redis_config(address)) as s:
+                    self.wait_connections(s, 4)
+                    self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
+                                     [['over tcp']], address)
+        finally:
+            r.close()
 
     def test_auth_from_password_file(self):
         r = Redis(password='pa ss\\word').start()
