@@ -722,13 +722,15 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
 #define EVD_REDIS_STUCK_MS 10000
 
-/* Checked when calls expire, i.e. only while calls keep coming. */
+/* Checked when calls expire, i.e. only while calls keep coming. Only a tombstone at the head
+ * counts: a call still waiting is not given up before its own deadline (a timer may fire a
+ * little early: libevent's default clock is the coarse one). */
 static gboolean
 evd_redis_conn_stuck (EvdRedisConn *conn, gint64 now)
 {
   EvdRedisCall *head = conn->fifo.head ? conn->fifo.head->data : NULL;
 
-  return head != NULL && now - head->sent_us > conn->client->stuck_us;
+  return head != NULL && head->done == NULL && now - head->sent_us > conn->client->stuck_us;
 }
 
 /* Calls past their deadline answer TIMEOUT now and stay as tombstones. Expired calls are
