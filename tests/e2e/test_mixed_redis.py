@@ -11,7 +11,7 @@ import unittest
 
 import evdal_harness as h
 from evdal_harness import ttypes
-from test_redis import Redis, call, cells
+from test_redis import Redis, call, cells, labelled
 
 EK = ttypes.ErrorKind
 CONF = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal-mixed.conf')
@@ -82,9 +82,11 @@ class MixedRedisTest(h.EvdalTestCase):
             self.redis.start()
             self.seed()
             deadline = time.monotonic() + 20   # the backoff is at most 2 s
-            while self.page(s)[0]['session'].error is not None:
+            # every connection of both loops back (a fetch may land on either loop)
+            while labelled(s, 'evdal_redis_connections', database='cache') != 4:
                 self.assertLess(time.monotonic(), deadline)
                 time.sleep(0.05)
+            self.assertEqual(sorted(cells(self.page(s)[0]['session'])), SESSION)
             self.redis.cmd('DEBUG', 'SLEEP', '2', wait=False)
             self.redis.wait_asleep()
             slow, took = self.page(s)
