@@ -80,17 +80,3 @@ evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind)
   return (char **) g_ptr_array_free (mine, FALSE);
 }
 
-/* ---- Params. ---- */
-
-const char *
-evd_value_kind_name (EvdValueKind kind)
-{
-  switch (kind) {
-  case EVD_VALUE_NULL: return "null";
-  case EVD_VALUE_INT: return "int";
-  case EVD_VALUE_REAL: return "real";
-  case EVD_VALUE_TEXT: return "text";
-  case EVD_VALUE_BLOB: return "blob";
-  default: return "malformed (not exactly one field set)";
-  }
-}

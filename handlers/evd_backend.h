@@ -28,9 +28,8 @@
 
 #include "evd_config.h"
 #include "evd_loop.h"
-#include "evd_request.h"
+#include "evd_value.h"
 #include "evd_rows.h"
-#include "evd_thrift.h"
 
 G_BEGIN_DECLS
 
@@ -131,11 +130,7 @@ gpointer *evd_backend_call_data (EvdBackendCall *call);
 /* Completes with rows (the reference is consumed). Any thread. */
 void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 /* Completes with an error. Any thread. */
-void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
-
-/* ---- Params. ---- */
-
-const char *evd_value_kind_name (EvdValueKind kind);
 
 G_END_DECLS

@@ -25,7 +25,7 @@
 #include "evd_redis.h"
 
 /* Call outcomes counted per database: 0 rows, then the IDL's ErrorKind values. */
-static const char *const evd_redis_kind_names[EVD_CALL_OUTCOME_N] = {
+static const char *const evd_redis_kind_names[EVD_ERROR_KIND_N] = {
   "ok", "unknown_lookup", "bad_params", "timeout", "backend", "overloaded", "cancelled",
 };
 
@@ -37,7 +37,7 @@ typedef struct {
   char *password;           /* NULL: no AUTH */
   guint connections;
   EvdRedisStats stats;
-  guint64 calls[EVD_CALL_OUTCOME_N];   /* relaxed atomics */
+  guint64 calls[EVD_ERROR_KIND_N];   /* relaxed atomics */
   EvdHistogram latency;
   EvdLoopLocal *clients;    /* EvdRedisLoopClient per IO loop */
 } EvdRedisDb;
@@ -314,14 +314,14 @@ evd_redis_lookup_close (gpointer backend)
 
 /* ---- Calls. ---- */
 
-static evdalErrorKind
+static EvdErrorKind
 evd_redis_error_kind (const GError *error)
 {
   switch (error->code) {
-  case EVD_REDIS_ERROR_BAD_PARAMS: return EVDAL_ERROR_KIND_BAD_PARAMS;
-  case EVD_REDIS_ERROR_TIMEOUT: return EVDAL_ERROR_KIND_TIMEOUT;
-  case EVD_REDIS_ERROR_CANCELLED: return EVDAL_ERROR_KIND_CANCELLED;
-  default: return EVDAL_ERROR_KIND_BACKEND;
+  case EVD_REDIS_ERROR_BAD_PARAMS: return EVD_ERROR_KIND_BAD_PARAMS;
+  case EVD_REDIS_ERROR_TIMEOUT: return EVD_ERROR_KIND_TIMEOUT;
+  case EVD_REDIS_ERROR_CANCELLED: return EVD_ERROR_KIND_CANCELLED;
+  default: return EVD_ERROR_KIND_BACKEND;
   }
 }
 
@@ -341,7 +341,7 @@ evd_redis_on_done (gpointer data, EvdRows *rows, const GError *error)
   if (rows != NULL)
     evd_backend_call_return (call, rows);
   else
-    evd_backend_call_fail (call, (evdalErrorKind) kind, "%s", error->message);
+    evd_backend_call_fail (call, (EvdErrorKind) kind, "%s", error->message);
 }
 
 static void

@@ -281,35 +281,35 @@ evd_backend_thrift_complete (EvdThriftCall *tc, evdalDataAccessFetchResult *r,
   EvdRows *rows;
 
   if (r->__isset_overloaded) {
-    evd_backend_call_fail (tc->call, EVDAL_ERROR_KIND_OVERLOADED,
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_OVERLOADED,
                            "upstream %s overloaded (retry after %d ms): %s", upstream,
                            r->overloaded->retry_after_ms, r->overloaded->message);
     return;
   }
   if (r->__isset_invalid) {
-    evd_backend_call_fail (tc->call, EVDAL_ERROR_KIND_BACKEND, "upstream %s refused the "
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s refused the "
                            "request: %s", upstream, r->invalid->message);
     return;
   }
   res = r->__isset_success && r->success->results != NULL
         ? g_hash_table_lookup (r->success->results, "call") : NULL;
   if (res == NULL || (!res->__isset_table && !res->__isset_error)) {
-    evd_backend_call_fail (tc->call, EVDAL_ERROR_KIND_BACKEND,
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
                            "upstream %s answered without this call's result", upstream);
     return;
   }
   if (res->__isset_error) {
     int kind = res->error->kind;
 
-    if (kind < EVDAL_ERROR_KIND_UNKNOWN_LOOKUP || kind > EVDAL_ERROR_KIND_CANCELLED)
-      kind = EVDAL_ERROR_KIND_BACKEND;
-    evd_backend_call_fail (tc->call, (evdalErrorKind) kind, "upstream %s: %s", upstream,
+    if (kind < EVD_ERROR_KIND_UNKNOWN_LOOKUP || kind > EVD_ERROR_KIND_CANCELLED)
+      kind = EVD_ERROR_KIND_BACKEND;
+    evd_backend_call_fail (tc->call, (EvdErrorKind) kind, "upstream %s: %s", upstream,
                            res->error->message ? res->error->message : "");
     return;
   }
   rows = evd_backend_thrift_rows (res->table);
   if (rows == NULL) {
-    evd_backend_call_fail (tc->call, EVDAL_ERROR_KIND_BACKEND,
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
                            "upstream %s answered a row of the wrong width", upstream);
     return;
   }
@@ -347,7 +347,7 @@ evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...)
   va_end (ap);
   evd_backend_thrift_forget (tc);
   __atomic_add_fetch (&tc->lookup->up->failures, 1, __ATOMIC_RELAXED);
-  evd_backend_call_fail (tc->call, EVDAL_ERROR_KIND_BACKEND, "%s", message);
+  evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
 }
 
 static void
@@ -924,7 +924,7 @@ evd_backend_thrift_start (gpointer backend, EvdBackendCall *call)
     return;
   }
   __atomic_add_fetch (&up->failures, 1, __ATOMIC_RELAXED);
-  evd_backend_call_fail (call, EVDAL_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
+  evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
                          up->name, pool->last_error ? pool->last_error : "not connected");
 }
 
@@ -937,7 +937,7 @@ evd_backend_thrift_cancel (gpointer backend, EvdBackendCall *call)
 
   (void) backend;
   evd_backend_thrift_forget (tc);
-  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
 }
 
 static void

@@ -233,7 +233,7 @@ evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
   for (guint i = 0; i < evd_lookup_set_size (set); i++) {
     EvdLookup *l = evd_lookup_set_nth (set, i);
     const EvdLookupSpec *spec = evd_lookup_spec (l);
-    EvdLookupStats *stats = evd_lookup_stats (l);
+    EvdMetricsLookup *stats = evd_lookup_stats (l);
 
     g_string_append (out, i ? ",\n {\"name\": " : "\n {\"name\": ");
     evd_json_string (out, spec->name);
@@ -250,7 +250,7 @@ evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
     evd_json_string (out, evd_lookup_description (l) ? evd_lookup_description (l) : "");
     if (stats != NULL) {
       guint64 calls = 0;
-      for (guint o = 0; o < EVD_CALL_OUTCOME_N; o++)
+      for (guint o = 0; o < EVD_ERROR_KIND_N; o++)
         calls += __atomic_load_n (&stats->calls[o], __ATOMIC_RELAXED);
       g_string_append_printf (out, ", \"calls\": %" G_GUINT64_FORMAT ", \"errors\": %"
                               G_GUINT64_FORMAT, calls,

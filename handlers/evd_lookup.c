@@ -22,7 +22,7 @@ struct _EvdLookup {
   GMutex lock;
   int running;
   GQueue waiting;       /* EvdWaiter *, oldest first */
-  EvdLookupStats *stats;
+  EvdMetricsLookup *stats;
 };
 
 struct _EvdLookupSet {
@@ -313,12 +313,12 @@ evd_lookup_release (EvdLookup *l)
 }
 
 void
-evd_lookup_set_stats (EvdLookup *l, EvdLookupStats *stats)
+evd_lookup_set_stats (EvdLookup *l, EvdMetricsLookup *stats)
 {
   l->stats = stats;
 }
 
-EvdLookupStats *
+EvdMetricsLookup *
 evd_lookup_stats (EvdLookup *l)
 {
   return l->stats;

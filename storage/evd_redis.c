@@ -335,7 +335,7 @@ evd_redis_template_format (const EvdRedisTemplate *t, const EvdParam *params, gu
     for (guint j = 0; j < pieces->len; j++) {
       const EvdRedisPiece *p = &g_array_index (pieces, EvdRedisPiece, j);
       const char *name = p->param >= 0 ? t->names->pdata[p->param] : NULL;
-      const EvdValue *v = name ? evd_request_param (params, n_params, name) : NULL;
+      const EvdValue *v = name ? evd_value_find_param (params, n_params, name) : NULL;
 
       if (name == NULL) {
         g_string_append_len (buf, p->text, (gssize) p->len);

@@ -76,7 +76,7 @@ EvdWireStatus evd_wire_frame_length (const guint8 *data, gsize len, gint32 max_f
  * declared element types (a field of another wire type is fine: decoders skip it). c_glib's
  * generated decoders never compare them, and a map whose values are not what the IDL says
  * makes them misparse, fail half-way and leak; such a message is BAD_BODY instead. The tables
- * are generated from the IDL at build time (tools/gen_schema.py). */
+ * are generated from the IDL at build time (cmake/gen_schema.py). */
 
 /* Thrift's type codes (the binary protocol's). */
 enum {

@@ -42,7 +42,7 @@ proto_gtype (EvdProto proto)
  * use. One for the whole run, never freed: c_glib 0.17's ThriftMemoryBuffer does not chain up
  * to GObject's finalize, so each one unreffed leaks GObject's own data and LeakSanitizer
  * would blame this test. (The generated types have the same flaw; the tree's build fixes
- * them with tools/cglib_fixup.py, a build without it does not.) */
+ * them with cmake/cglib_fixup.py, a build without it does not.) */
 static ThriftMemoryBuffer *
 shared_buffer (void)
 {
