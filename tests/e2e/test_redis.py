@@ -192,6 +192,10 @@ command = TYPE {k}
 [lookup wrong_type]
 database = cache
 command = HGETALL {k}
+[lookup short_list]
+database = cache
+command = LRANGE list 0 -1
+max_rows = 2
 """
 
 
@@ -287,6 +291,7 @@ class RedisTest(h.EvdalTestCase):
                 'by_score': call('by_score', min=1.5), 'list': call('list'),
                 'exists': call('exists', a='s:1', b='nope'), 'ttl': call('ttl', k='ttl'),
                 'type': call('type', k='tags'), 'wrong': call('wrong_type', k='s:1'),
+                'short': call('short_list'),
             })
         self.assertEqual(table(res['str']).columns, ['value'])
         self.assertEqual(cells(res['str']), [['hello']])
@@ -315,6 +320,8 @@ class RedisTest(h.EvdalTestCase):
         self.assertEqual(res['wrong'].error.kind, EK.BACKEND)
         self.assertTrue(res['wrong'].error.message.startswith('WRONGTYPE'),
                         res['wrong'].error.message)
+        self.assertEqual(res['short'].error.kind, EK.BACKEND)
+        self.assertEqual(res['short'].error.message, 'more than max_rows (2) rows')
 
     def test_params_are_one_argument(self):
         r = self.redis
