@@ -117,6 +117,7 @@ evd_redis_read_password (EvdConfig *cfg, const char *group, const char *file)
   g_autofree char *path = evd_config_resolve_path (cfg, file);
   g_autofree char *text = NULL;
   g_autoptr (GError) error = NULL;
+  char *password;
 
   if (!g_file_get_contents (path, &text, NULL, &error)) {
     evd_config_problem (cfg, group, "password_file", "%s", error->message);
@@ -127,7 +128,9 @@ evd_redis_read_password (EvdConfig *cfg, const char *group, const char *file)
     evd_config_problem (cfg, group, "password_file", "%s: the first line is empty", path);
     return NULL;
   }
-  return g_strdup (text);
+  password = g_strdup (text);
+  memset (text, 0, strlen (text));   /* one copy of the secret, wiped when its database goes */
+  return password;
 }
 
 static void
