@@ -31,8 +31,8 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "evd_rows.h"
 #include "evd_value.h"
+#include "evd_rows.h"
 
 G_BEGIN_DECLS
 

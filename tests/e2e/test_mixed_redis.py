@@ -11,7 +11,7 @@ import unittest
 
 import evdal_harness as h
 from evdal_harness import ttypes
-from test_redis import Redis, call, cells, labelled
+from test_redis import Redis, call, cells
 
 EK = ttypes.ErrorKind
 CONF = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal-mixed.conf')
@@ -81,10 +81,11 @@ class MixedRedisTest(h.EvdalTestCase):
 
             self.redis.start()
             self.seed()
-            deadline = time.monotonic() + 20   # the backoff is at most 2 s
-            # every connection of both loops back (a fetch may land on either loop)
-            while labelled(s, 'evdal_redis_connections', database='cache') != 4:
-                self.assertLess(time.monotonic(), deadline)
+            # Every connection of both IO loops back up (the backoff is at most 2 s): a page
+            # served on a loop still waiting for its reconnect would fail, not time out.
+            deadline = time.monotonic() + 20
+            while s.metric('evdal_redis_connections{database="cache"}') != 2 * 2:
+                self.assertLess(time.monotonic(), deadline, s.log_tail())
                 time.sleep(0.05)
             self.assertEqual(sorted(cells(self.page(s)[0]['session'])), SESSION)
             self.redis.cmd('DEBUG', 'SLEEP', '2', wait=False)
