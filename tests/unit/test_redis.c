@@ -199,6 +199,19 @@ test_param_text (void)
 
   g_assert_true (evd_redis_param_text (&v, s));
   g_assert_cmpstr (s->str, ==, "-9223372036854775808");
+  {
+    static const struct { gint64 i; const char *text; } ints[] = {
+      { 0, "0" }, { -1, "-1" }, { 7, "7" }, { 10, "10" }, { 1234567890, "1234567890" },
+      { G_MAXINT64, "9223372036854775807" },
+    };
+
+    for (guint i = 0; i < G_N_ELEMENTS (ints); i++) {
+      v = (EvdValue) { EVD_VALUE_INT, ints[i].i, 0, NULL, 0 };
+      g_string_truncate (s, 0);
+      g_assert_true (evd_redis_param_text (&v, s));
+      g_assert_cmpstr (s->str, ==, ints[i].text);
+    }
+  }
   for (guint i = 0; i < G_N_ELEMENTS (reals); i++) {
     v = (EvdValue) { EVD_VALUE_REAL, 0, reals[i].r, NULL, 0 };
     g_string_truncate (s, 0);
