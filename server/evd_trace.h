@@ -22,6 +22,7 @@ typedef struct {
   gint64 end_us;
   int error_kind;            /* 0: rows; else the IDL's ErrorKind */
   char *error;               /* its message, NULL on success */
+  char *marks;               /* Span.marks joined by spaces ("coalesced hedged"), or NULL */
 } EvdTraceSpan;
 
 typedef struct {
@@ -36,6 +37,8 @@ typedef struct {
 EvdTrace *evd_trace_new (const char *request_id, const char *principal, gint64 wall_us);
 void evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char *backend,
                          gint64 start_us, gint64 end_us, int error_kind, const char *error);
+/* The marks of the span added last (Span.marks joined by spaces); NULL or "": none. */
+void evd_trace_span_set_marks (EvdTrace *t, const char *marks);
 void evd_trace_free (EvdTrace *t);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdTrace, evd_trace_free)
 
