@@ -4,9 +4,10 @@
 #include <math.h>
 #include <string.h>
 
-/* Five buckets per octave from 1 us: 80 buckets reach 2^16 s, past any deadline. */
+/* Five buckets per octave from 1 us: 160 buckets reach 2^32 us (71 minutes), past any
+ * deadline. */
 #define EVD_HEDGE_PER_OCTAVE 5
-#define EVD_HEDGE_BUCKETS 80
+#define EVD_HEDGE_BUCKETS 160
 
 typedef struct {
   gint64 second;            /* -1: unused */

@@ -4,7 +4,7 @@
  * successful attempt latencies over the last 10 s, recomputed every second, and not at all
  * until 100 attempts have been seen (a threshold from a handful of samples would hedge
  * half the calls). Latencies go into a log-scale histogram per second (buckets a fifth of an
- * octave wide, so the threshold is at most ~15% above the true percentile): a fixed 10 x 80
+ * octave wide, so the threshold is at most ~15% above the true percentile): a fixed 10 x 160
  * counters whatever the rate.
  *
  * Shared by the lookup's calls on every loop: its own lock, taken once per successful

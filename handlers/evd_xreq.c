@@ -743,21 +743,38 @@ evd_xreq_flight_drain (EvdXreqFlight *f)
   evd_coalesce_entry_unref (f->entry);  /* the work's: may free the flight */
 }
 
-/* Posted to the flight's loop by the last caller to leave. */
+/* What the last caller to leave posts to the flight's loop. */
+typedef struct {
+  EvdCoalesceEntry *entry;  /* a reference */
+  EvdXreqWaiter *waiter;
+} EvdXreqAbandon;
+
+/* On the flight's loop: its last caller left. An attempt may have answered meanwhile (and
+ * found the entry closed): the flight may be drained already, and then the caller is
+ * answered here; else when it drains. The anchor is set here, on the loop, never from the
+ * caller's loop, so that the drain cannot miss it. */
 static void
 evd_xreq_flight_on_abandoned (gpointer data)
 {
-  EvdXreqFlight *f = data;
-  EvdCoalesceEntry *hold = evd_coalesce_entry_ref (f->entry);
-  gboolean timed_out = evd_xreq_now (f->x) >= f->anchor->deadline_us;
+  EvdXreqAbandon *ab = data;
+  EvdXreqFlight *f = evd_coalesce_entry_data (ab->entry);
+  gboolean timed_out = evd_xreq_now (f->x) >= ab->waiter->deadline_us;
 
+  f->anchor = ab->waiter;
   if (!f->over) {
     f->over = TRUE;
     evd_xreq_flight_stop_timers (f);
     evd_xreq_flight_stop_attempts (f, timed_out);
   }
-  evd_xreq_flight_drain (f);
-  evd_coalesce_entry_unref (hold);
+  if (f->drained) {
+    EvdXreqWaiter *anchor = g_steal_pointer (&f->anchor);
+    evd_backend_call_fail (anchor->outer, EVDAL_ERROR_KIND_CANCELLED,
+                           "cancelled: no caller is waiting");
+  } else {
+    evd_xreq_flight_drain (f);
+  }
+  evd_coalesce_entry_unref (ab->entry);
+  g_free (ab);
 }
 
 static void
@@ -830,6 +847,7 @@ static void
 evd_xreq_cancel (gpointer backend, EvdBackendCall *outer)
 {
   EvdXreqWaiter *w = *evd_backend_call_data (outer);
+  EvdXreqAbandon *ab;
 
   (void) backend;
   if (w == NULL)
@@ -840,8 +858,10 @@ evd_xreq_cancel (gpointer backend, EvdBackendCall *outer)
     break;
   case EVD_COALESCE_LAST:
     /* Answered when the flight has stopped: see evd_xreq_flight_drain. */
-    w->flight->anchor = w;
-    evd_loop_post (w->flight->loop, evd_xreq_flight_on_abandoned, w->flight);
+    ab = g_new (EvdXreqAbandon, 1);
+    ab->entry = evd_coalesce_entry_ref (w->entry);
+    ab->waiter = w;
+    evd_loop_post (w->flight->loop, evd_xreq_flight_on_abandoned, ab);
     break;
   case EVD_COALESCE_CLOSED:
     break;  /* the flight's answer is on its way */
