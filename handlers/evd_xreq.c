@@ -766,12 +766,13 @@ evd_xreq_flight_on_abandoned (gpointer data)
     evd_xreq_flight_stop_timers (f);
     evd_xreq_flight_stop_attempts (f, timed_out);
   }
-  if (f->drained) {
+  if (!f->drained) {
+    evd_xreq_flight_drain (f);  /* answers the anchor if nothing runs any more */
+  } else if (f->anchor != NULL) {
+    /* Drained before this ran (or just now, by a cancel that completed at once). */
     EvdXreqWaiter *anchor = g_steal_pointer (&f->anchor);
     evd_backend_call_fail (anchor->outer, EVDAL_ERROR_KIND_CANCELLED,
                            "cancelled: no caller is waiting");
-  } else {
-    evd_xreq_flight_drain (f);
   }
   evd_coalesce_entry_unref (ab->entry);
   g_free (ab);
