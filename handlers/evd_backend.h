@@ -190,6 +190,8 @@ typedef enum {
 
 /* Adds marks (EvdBackendMark) and the number of retries to the call's span. */
 void evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries);
+/* The marks so far (and the retries, when `retries` is not NULL). */
+guint evd_backend_call_marks (EvdBackendCall *call, guint *retries);
 /* The marks as Span.marks words into `out` (at most 6); returns how many. "retried:N" is
  * written into `retried_buf` (16 bytes). */
 guint evd_backend_marks_words (guint marks, guint retries, const char **out, char *retried_buf);

@@ -296,6 +296,14 @@ evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries)
   call->retries = MAX (call->retries, retries);
 }
 
+guint
+evd_backend_call_marks (EvdBackendCall *call, guint *retries)
+{
+  if (retries != NULL)
+    *retries = call->retries;
+  return call->marks;
+}
+
 EvdBackendCall *
 evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx, const EvdParam *params,
                       guint n_params, gint64 deadline_us, const EvdBackendClass *klass,
