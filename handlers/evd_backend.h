@@ -28,9 +28,8 @@
 
 #include "evd_config.h"
 #include "evd_loop.h"
-#include "evd_request.h"
+#include "evd_value.h"
 #include "evd_rows.h"
-#include "evd_thrift.h"
 
 G_BEGIN_DECLS
 
@@ -79,6 +78,11 @@ typedef struct {
    * once at start-up, before any open(); the result is handed to open(). */
   gpointer (*setup) (EvdConfig *cfg);
   void (*teardown) (gpointer shared);
+  /* Optional: called on each IO loop's thread when the lookups of this config start serving
+   * there (start-up, and each reload that makes a new generation), before any call of theirs
+   * on that loop: a backend with connections per loop (evd_loop_local) opens them now, not
+   * at the first call. `shared` is what setup() made. */
+  void (*attach) (gpointer shared, EvdLoop *loop);
   gpointer (*open) (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec);
   void (*start) (gpointer backend, EvdBackendCall *call);
   void (*cancel) (gpointer backend, EvdBackendCall *call);
@@ -98,6 +102,17 @@ const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
 
+/* ---- Sections shared by lookups: [database NAME] and [upstream NAME]. ----
+ * A lookup names one (`database = NAME`, `upstream = NAME`) instead of saying `backend =`;
+ * the section's own `backend =` then says which kind serves it (a database is sqlite and an
+ * upstream http when it does not say). Each kind's setup() reads the sections that are its. */
+
+/* The backend kind of a section group ("database shop"). Free with g_free. */
+char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
+/* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
+ * Free with g_strfreev. */
+char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
+
 /* ---- The call handle, for backends. ---- */
 
 const EvdRequestContext *evd_backend_call_context (EvdBackendCall *call);
@@ -116,7 +131,7 @@ gpointer *evd_backend_call_data (EvdBackendCall *call);
 void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 /* Completes with an error. Any thread. The error is final: not retried, and (kind BACKEND or
  * TIMEOUT) counted as a failure by the breaker of the lookup's database/upstream. */
-void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 
 /* What a failure says beyond its kind, for the layer between the engine and the backends
@@ -136,11 +151,11 @@ typedef enum {
 } EvdBackendFailFlags;
 
 /* Completes with an error and what the backend knows about it (EvdBackendFailFlags). */
-void evd_backend_call_fail_full (EvdBackendCall *call, guint flags, evdalErrorKind kind,
+void evd_backend_call_fail_full (EvdBackendCall *call, guint flags, EvdErrorKind kind,
                                  const char *format, ...) G_GNUC_PRINTF (4, 5);
 /* The same with EVD_BACKEND_FAIL_RETRYABLE: what a network backend calls for a lost or
  * refused connection, HTTP 502/503/504, Redis LOADING/BUSY. */
-void evd_backend_call_fail_retryable (EvdBackendCall *call, evdalErrorKind kind,
+void evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
                                       const char *format, ...) G_GNUC_PRINTF (3, 4);
 
 /* ---- For layers between the engine and a backend (evd_xreq). ----
@@ -151,12 +166,12 @@ void evd_backend_call_fail_retryable (EvdBackendCall *call, evdalErrorKind kind,
  * behind `from` (and with it the engine generation and its lookups) alive until it is freed,
  * so it may outlive `from`'s completion (a hedge's loser being cancelled). All of it on the
  * call's loop. evd_backend_call_start() hands the attempt to `klass`; `done` then runs exactly
- * once, on the loop, with the backend's completion (rows and error borrowed for the time of
- * the callback, `flags` EvdBackendFailFlags); evd_backend_call_cancel() asks the backend to
+ * once, on the loop, with the backend's completion (rows, or an error kind and message,
+ * borrowed for the time of the callback; `flags` EvdBackendFailFlags); evd_backend_call_cancel() asks the backend to
  * stop (done still runs); evd_backend_call_unref() gives up the owner's reference, the call
  * being freed once the backend's completion was taken too. */
-typedef void (*EvdBackendCallDone) (EvdBackendCall *call, EvdRows *rows,
-                                    const evdalLookupError *error, guint flags, gpointer data);
+typedef void (*EvdBackendCallDone) (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
+                                    const char *message, guint flags, gpointer data);
 
 EvdBackendCall *evd_backend_call_new_attempt (EvdBackendCall *from, const EvdBackendClass *klass,
                                               gpointer backend, gint64 deadline_us,
@@ -170,9 +185,6 @@ void evd_backend_call_start (EvdBackendCall *call);
 void evd_backend_call_cancel (EvdBackendCall *call);
 gboolean evd_backend_call_completed (EvdBackendCall *call);
 void evd_backend_call_unref (EvdBackendCall *call);
-/* Completes with a copy of `error`. Any thread. */
-void evd_backend_call_fail_error (EvdBackendCall *call, const evdalLookupError *error,
-                                  guint flags);
 /* A call shared by later callers (coalescing) runs to the latest of their deadlines; a
  * backend that reads the deadline after start() sees the latest. On the call's loop. */
 void evd_backend_call_extend_deadline (EvdBackendCall *call, gint64 deadline_us);
@@ -196,8 +208,5 @@ guint evd_backend_call_marks (EvdBackendCall *call, guint *retries);
  * written into `retried_buf` (16 bytes). */
 guint evd_backend_marks_words (guint marks, guint retries, const char **out, char *retried_buf);
 
-/* ---- Params. ---- */
-
-const char *evd_value_kind_name (EvdValueKind kind);
 
 G_END_DECLS

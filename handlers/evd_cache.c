@@ -1,6 +1,8 @@
 /* evd_cache: per-lookup result caches under a process-wide bound (see evd_cache.h). */
 #include "evd_cache.h"
 
+#include "evd_response.h"
+
 /* 64 MiB unless [server] cache_max_bytes says otherwise. */
 static EvdCacheBudget evd_cache_process = { 64 * 1024 * 1024, 0 };
 
@@ -36,7 +38,7 @@ evd_cache_rows_bytes (const EvdRows *rows)
   EvdWriter w;
 
   evd_writer_init (&w, out, EVD_PROTO_BINARY);
-  evd_rows_write (rows, &w);
+  evd_response_write_rows (&w, rows);
   return out->len;
 }
 

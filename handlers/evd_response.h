@@ -15,6 +15,7 @@
 
 #include "evd_rows.h"
 #include "evd_thrift.h"
+#include "evd_writer.h"
 
 G_BEGIN_DECLS
 
@@ -32,6 +33,10 @@ typedef struct {
   const char *error_message;
   const EvdResponseSpan *span;    /* NULL: not traced */
 } EvdResponseResult;
+
+/* Writes the rows as the IDL's Table struct: { 1: list<string> columns,
+ * 2: list<list<Value>> rows }. */
+void evd_response_write_rows (EvdWriter *w, const EvdRows *rows);
 
 void evd_response_write (EvdWriter *w, const char *request_id, const EvdResponseResult *results,
                          guint n_results, gint64 server_us);

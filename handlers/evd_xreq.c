@@ -13,6 +13,10 @@
 /* The most retries a lookup may ask for: past a few, a retry is a storm of one caller. */
 #define EVD_XREQ_MAX_RETRIES 10
 
+/* A caller with stale rows to fall back on answers with them this long before its deadline
+ * (or a tenth of its budget, if less), so that its answer is not the engine's TIMEOUT. */
+#define EVD_XREQ_STALE_MARGIN_US (5 * 1000)
+
 /* A database's or upstream's share of the mechanisms: its breaker and its retry budget. */
 typedef struct {
   char *name;               /* "main" for [database main]; a lookup's name when it has none */
@@ -48,6 +52,9 @@ typedef struct {
   EvdCoalesceEntry *entry;  /* a reference: keeps the flight */
   EvdXreqFlight *flight;
   gint64 deadline_us;
+  EvdRows *stale;           /* expired rows to answer with if its time runs out, or NULL */
+  struct event *stale_timer;  /* on its own loop, a little before its deadline */
+  gboolean timing_out;      /* left because its time ran out */
 } EvdXreqWaiter;
 
 /* One run of the real backend. */
@@ -81,7 +88,8 @@ struct _EvdXreqFlight {
   gboolean over;            /* answered, or abandoned: no attempt starts any more */
   gboolean drained;
   EvdXreqWaiter *anchor;    /* the last caller to leave, answered once drained */
-  evdalLookupError *error;  /* the last failure */
+  EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
+  char *error_message;
   guint error_flags;
 };
 
@@ -441,7 +449,7 @@ evd_xreq_flight_free (gpointer data)
 
   g_bytes_unref (f->key);
   g_clear_pointer (&f->stale, evd_rows_unref);
-  g_clear_object (&f->error);
+  g_free (f->error_message);
   g_free (f);
 }
 
@@ -489,9 +497,9 @@ evd_xreq_flight_stop_attempts (EvdXreqFlight *f, gboolean timed_out)
       evd_backend_call_cancel (running[i]->call);
 }
 
-/* Answers every caller still waiting with `rows` (a success or stale rows) or `error`. */
+/* Answers every caller still waiting with `rows` (a success or stale rows) or the error. */
 static void
-evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, const evdalLookupError *error,
+evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, const char *message,
                         guint flags)
 {
   g_autoptr (GPtrArray) waiters = NULL;
@@ -507,13 +515,13 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, const evdalLookupError 
     if (rows != NULL)
       evd_backend_call_return (w->outer, evd_rows_ref (rows));
     else
-      evd_backend_call_fail_error (w->outer, error, flags);
+      evd_backend_call_fail_full (w->outer, flags, kind, "%s", message);
   }
   evd_xreq_flight_stop_attempts (f, FALSE);
 }
 
 static void
-evd_xreq_flight_fail (EvdXreqFlight *f, const evdalLookupError *error, guint flags)
+evd_xreq_flight_fail (EvdXreqFlight *f, EvdErrorKind kind, const char *message, guint flags)
 {
   if (f->stale != NULL) {
     g_autoptr (EvdRows) stale = g_steal_pointer (&f->stale);
@@ -521,40 +529,31 @@ evd_xreq_flight_fail (EvdXreqFlight *f, const evdalLookupError *error, guint fla
     f->marks |= EVD_MARK_STALE;
     EVD_XREQ_COUNT (f->x, stale);
     evd_cache_served_stale (f->x->cache);
-    evd_xreq_flight_answer (f, stale, NULL, 0);
+    evd_xreq_flight_answer (f, stale, EVD_ERROR_KIND_NONE, NULL, 0);
     return;
   }
-  evd_xreq_flight_answer (f, NULL, error, flags);
+  evd_xreq_flight_answer (f, NULL, kind, message, flags);
 }
 
 static void
 evd_xreq_flight_fail_open (EvdXreqFlight *f)
 {
-  evdalLookupError *e = g_object_new (EVDAL_TYPE_LOOKUP_ERROR, NULL);
-
-  e->kind = EVDAL_ERROR_KIND_BACKEND;
-  e->message = g_strdup (f->x->breaker_message);
-  e->__isset_kind = e->__isset_message = TRUE;
-  evd_xreq_flight_fail (f, e, 0);
-  g_object_unref (e);
+  evd_xreq_flight_fail (f, EVD_ERROR_KIND_BACKEND, f->x->breaker_message, 0);
 }
 
 static EvdBreakerOutcome
-evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, const evdalLookupError *error,
-                  guint flags)
+evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, EvdErrorKind kind, guint flags)
 {
   if (rows != NULL)
     return EVD_BREAKER_SUCCESS;
   if (a->stopped)
     return a->timed_out ? EVD_BREAKER_FAILURE : EVD_BREAKER_NEUTRAL;
-  if (error == NULL)
+  switch (kind) {
+  case EVD_ERROR_KIND_TIMEOUT:
     return EVD_BREAKER_FAILURE;
-  switch (error->kind) {
-  case EVDAL_ERROR_KIND_TIMEOUT:
-    return EVD_BREAKER_FAILURE;
-  case EVDAL_ERROR_KIND_BACKEND:
+  case EVD_ERROR_KIND_BACKEND:
     return flags & EVD_BACKEND_FAIL_CLIENT ? EVD_BREAKER_SUCCESS : EVD_BREAKER_FAILURE;
-  case EVDAL_ERROR_KIND_CANCELLED:
+  case EVD_ERROR_KIND_CANCELLED:
     return EVD_BREAKER_NEUTRAL;
   default:
     return EVD_BREAKER_SUCCESS;  /* the backend answered: bad params, not found... */
@@ -565,8 +564,8 @@ static void evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now);
 static void evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now);
 
 static void
-evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, const evdalLookupError *error,
-                          guint flags, gpointer data)
+evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
+                          const char *message, guint flags, gpointer data)
 {
   EvdXreqAttempt *a = data;
   EvdXreqFlight *f = a->flight;
@@ -580,7 +579,7 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, const evdalLookup
       f->attempts[i] = NULL;
   if (x->section->breaker != NULL)
     evd_breaker_record (x->section->breaker, a->verdict,
-                        evd_xreq_outcome (a, rows, error, flags), now);
+                        evd_xreq_outcome (a, rows, kind, flags), now);
   if (rows != NULL && x->hedge != NULL)
     evd_hedge_record (x->hedge, now - a->start_us, now);
   if (!f->over && rows != NULL) {
@@ -588,10 +587,11 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, const evdalLookup
       EVD_XREQ_COUNT (x, hedges_won);
     if (x->cache != NULL)
       evd_cache_put (x->cache, f->key, rows, now);
-    evd_xreq_flight_answer (f, rows, NULL, 0);
+    evd_xreq_flight_answer (f, rows, EVD_ERROR_KIND_NONE, NULL, 0);
   } else if (!f->over) {
-    g_clear_object (&f->error);
-    f->error = error ? g_object_ref ((evdalLookupError *) error) : NULL;
+    g_free (f->error_message);
+    f->error_kind = kind;
+    f->error_message = g_strdup (message);
     f->error_flags = flags;
     if (f->running == 0)
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
@@ -712,34 +712,49 @@ evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
       EVD_XREQ_COUNT (x, budget_denials);
     }
   }
-  if (f->error == NULL) {
-    evdalLookupError *e = g_object_new (EVDAL_TYPE_LOOKUP_ERROR, NULL);
-    e->kind = EVDAL_ERROR_KIND_BACKEND;
-    e->message = g_strdup ("backend returned nothing");
-    e->__isset_kind = e->__isset_message = TRUE;
-    f->error = e;
+  if (f->error_kind == EVD_ERROR_KIND_NONE || f->error_message == NULL) {
+    f->error_kind = EVD_ERROR_KIND_BACKEND;
+    g_free (f->error_message);
+    f->error_message = g_strdup ("backend returned nothing");
   }
-  evd_xreq_flight_fail (f, f->error, f->error_flags);
+  evd_xreq_flight_fail (f, f->error_kind, f->error_message, f->error_flags);
 }
 
 /* The flight is over and nothing of it runs any more: give back what it held on the loop.
  * The last caller to leave (if that is how it ended) is answered now, which lets its request,
  * and the engine generation behind it, go. */
+/* Answers the last caller to leave, once the flight is drained: with its stale rows when its
+ * time ran out and it had some, else (its request ended, or it timed out) cancelled, which
+ * the engine ignores. */
+static void
+evd_xreq_flight_answer_anchor (EvdXreqFlight *f)
+{
+  EvdXreqWaiter *anchor = g_steal_pointer (&f->anchor);
+
+  if (anchor == NULL)
+    return;
+  if (anchor->timing_out && anchor->stale != NULL) {
+    evd_backend_call_mark (anchor->outer, EVD_MARK_STALE |
+                           (anchor != f->creator ? EVD_MARK_COALESCED : 0), f->retries);
+    EVD_XREQ_COUNT (f->x, stale);
+    evd_cache_served_stale (f->x->cache);
+    evd_backend_call_return (anchor->outer, evd_rows_ref (anchor->stale));
+    return;
+  }
+  evd_backend_call_fail (anchor->outer, EVD_ERROR_KIND_CANCELLED,
+                         "cancelled: no caller is waiting");
+}
+
 static void
 evd_xreq_flight_drain (EvdXreqFlight *f)
 {
-  EvdXreqWaiter *anchor;
-
   if (!f->over || f->running > 0 || f->drained)
     return;
   f->drained = TRUE;
   g_clear_pointer (&f->hedge_timer, event_free);
   g_clear_pointer (&f->retry_timer, event_free);
   g_clear_pointer (&f->tmpl, evd_backend_call_unref);
-  anchor = g_steal_pointer (&f->anchor);
-  if (anchor != NULL)
-    evd_backend_call_fail (anchor->outer, EVDAL_ERROR_KIND_CANCELLED,
-                           "cancelled: no caller is waiting");
+  evd_xreq_flight_answer_anchor (f);
   evd_coalesce_entry_unref (f->entry);  /* the work's: may free the flight */
 }
 
@@ -758,7 +773,7 @@ evd_xreq_flight_on_abandoned (gpointer data)
 {
   EvdXreqAbandon *ab = data;
   EvdXreqFlight *f = evd_coalesce_entry_data (ab->entry);
-  gboolean timed_out = evd_xreq_now (f->x) >= ab->waiter->deadline_us;
+  gboolean timed_out = ab->waiter->timing_out || evd_xreq_now (f->x) >= ab->waiter->deadline_us;
 
   f->anchor = ab->waiter;
   if (!f->over) {
@@ -768,21 +783,19 @@ evd_xreq_flight_on_abandoned (gpointer data)
   }
   if (!f->drained) {
     evd_xreq_flight_drain (f);  /* answers the anchor if nothing runs any more */
-  } else if (f->anchor != NULL) {
+  } else {
     /* Drained before this ran (or just now, by a cancel that completed at once). */
-    EvdXreqWaiter *anchor = g_steal_pointer (&f->anchor);
-    evd_backend_call_fail (anchor->outer, EVDAL_ERROR_KIND_CANCELLED,
-                           "cancelled: no caller is waiting");
+    evd_xreq_flight_answer_anchor (f);
   }
   evd_coalesce_entry_unref (ab->entry);
   g_free (ab);
 }
 
 static void
-evd_xreq_noop_done (EvdBackendCall *call, EvdRows *rows, const evdalLookupError *error,
+evd_xreq_noop_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind, const char *message,
                     guint flags, gpointer data)
 {
-  (void) call, (void) rows, (void) error, (void) flags, (void) data;
+  (void) call, (void) rows, (void) kind, (void) message, (void) flags, (void) data;
 }
 
 /* The creator's part: the first attempt, on the creator's loop. */
@@ -803,6 +816,62 @@ evd_xreq_flight_begin (EvdXreqFlight *f, EvdCoalesceEntry *entry, EvdBackendCall
     evd_xreq_flight_arm_hedge (f, now);
   evd_xreq_flight_drain (f);
   evd_coalesce_entry_unref (hold);
+}
+
+/* ---- Callers. ---- */
+
+/* The last caller leaves: it closed the entry, and hands itself to the flight's loop. */
+static void
+evd_xreq_waiter_hand_over (EvdXreqWaiter *w)
+{
+  EvdXreqAbandon *ab = g_new (EvdXreqAbandon, 1);
+
+  ab->entry = evd_coalesce_entry_ref (w->entry);
+  ab->waiter = w;
+  evd_loop_post (w->flight->loop, evd_xreq_flight_on_abandoned, ab);
+}
+
+/* On the caller's loop, a little before its deadline, when it has stale rows: a refresh that
+ * has not answered by now counts as timed out, and the caller takes the stale rows. */
+static void
+evd_xreq_waiter_on_stale (evutil_socket_t fd, short what, void *arg)
+{
+  EvdXreqWaiter *w = arg;
+
+  (void) fd, (void) what;
+  w->timing_out = TRUE;
+  switch (evd_coalesce_leave (w->entry, w)) {
+  case EVD_COALESCE_LEFT:
+    evd_backend_call_mark (w->outer, EVD_MARK_STALE |
+                           (w != w->flight->creator ? EVD_MARK_COALESCED : 0), 0);
+    EVD_XREQ_COUNT (w->flight->x, stale);
+    evd_cache_served_stale (w->flight->x->cache);
+    evd_backend_call_return (w->outer, evd_rows_ref (w->stale));
+    break;
+  case EVD_COALESCE_LAST:
+    evd_xreq_waiter_hand_over (w);  /* answered with the stale rows once the flight stopped */
+    break;
+  case EVD_COALESCE_CLOSED:
+    break;  /* the flight's answer is on its way */
+  }
+}
+
+static void
+evd_xreq_waiter_arm_stale (EvdXreqWaiter *w, EvdRows *stale)
+{
+  EvdLoop *loop = evd_backend_call_loop (w->outer);
+  gint64 now = g_get_monotonic_time ();
+  gint64 margin = MIN (EVD_XREQ_STALE_MARGIN_US, (w->deadline_us - now) / 10);
+  gint64 left = w->deadline_us - margin - now;
+  struct timeval tv;
+
+  if (left <= 0)
+    return;
+  w->stale = evd_rows_ref (stale);
+  w->stale_timer = evtimer_new (evd_loop_base (loop), evd_xreq_waiter_on_stale, w);
+  tv.tv_sec = left / G_USEC_PER_SEC;
+  tv.tv_usec = left % G_USEC_PER_SEC;
+  evtimer_add (w->stale_timer, &tv);
 }
 
 /* ---- The class the engine sees. ---- */
@@ -834,6 +903,8 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
   w->entry = evd_coalesce_join (x->coalesce, key, w, evd_xreq_flight_make, &make,
                                 evd_xreq_flight_free, &created);
   w->flight = evd_coalesce_entry_data (w->entry);
+  if (stale != NULL)
+    evd_xreq_waiter_arm_stale (w, stale);
   if (!created) {
     EVD_XREQ_COUNT (x, coalesced);
     evd_xreq_flight_extend (w->flight, w->deadline_us);
@@ -848,21 +919,19 @@ static void
 evd_xreq_cancel (gpointer backend, EvdBackendCall *outer)
 {
   EvdXreqWaiter *w = *evd_backend_call_data (outer);
-  EvdXreqAbandon *ab;
 
   (void) backend;
   if (w == NULL)
     return;  /* answered from the cache: completed already */
+  if (w->stale_timer != NULL)
+    event_del (w->stale_timer);
   switch (evd_coalesce_leave (w->entry, w)) {
   case EVD_COALESCE_LEFT:
-    evd_backend_call_fail (outer, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
+    evd_backend_call_fail (outer, EVD_ERROR_KIND_CANCELLED, "cancelled");
     break;
   case EVD_COALESCE_LAST:
     /* Answered when the flight has stopped: see evd_xreq_flight_drain. */
-    ab = g_new (EvdXreqAbandon, 1);
-    ab->entry = evd_coalesce_entry_ref (w->entry);
-    ab->waiter = w;
-    evd_loop_post (w->flight->loop, evd_xreq_flight_on_abandoned, ab);
+    evd_xreq_waiter_hand_over (w);
     break;
   case EVD_COALESCE_CLOSED:
     break;  /* the flight's answer is on its way */
@@ -879,6 +948,8 @@ evd_xreq_release (gpointer backend, EvdBackendCall *outer)
   if (w == NULL)
     return;
   *evd_backend_call_data (outer) = NULL;
+  g_clear_pointer (&w->stale_timer, event_free);
+  g_clear_pointer (&w->stale, evd_rows_unref);
   evd_coalesce_entry_unref (w->entry);
   g_free (w);
 }

@@ -120,7 +120,7 @@ evd_admin_on_request (struct evhttp_request *req, void *arg)
 }
 
 EvdAdmin *
-evd_admin_new (struct event_base *base, const char *address, int fd,
+evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port, int fd,
                const EvdAdminPages *pages, GError **error)
 {
   g_autoptr (EvdAdmin) a = g_new0 (EvdAdmin, 1);
@@ -129,7 +129,7 @@ evd_admin_new (struct event_base *base, const char *address, int fd,
   a->secret = pages->secret && *pages->secret ? g_strdup (pages->secret) : NULL;
   a->pages.secret = NULL;
   if (fd < 0) {
-    fd = evd_listener_bind (address, &a->address, error);
+    fd = evd_listener_bind (address, reuse_port, &a->address, error);
     if (fd < 0)
       return NULL;
   } else {

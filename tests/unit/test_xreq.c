@@ -155,8 +155,8 @@ typedef struct {
 static GHashTable *no_attributes;
 
 static void
-caller_on_done (EvdBackendCall *call, EvdRows *rows, const evdalLookupError *error, guint flags,
-                gpointer data)
+caller_on_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind, const char *message,
+                guint flags, gpointer data)
 {
   Caller *c = data;
 
@@ -165,8 +165,8 @@ caller_on_done (EvdBackendCall *call, EvdRows *rows, const evdalLookupError *err
   c->done = TRUE;
   c->done_us = g_get_monotonic_time ();
   c->rows = rows ? evd_rows_ref (rows) : NULL;
-  c->kind = error ? error->kind : 0;
-  c->message = error ? g_strdup (error->message) : NULL;
+  c->kind = kind;
+  c->message = g_strdup (message);
   c->marks = evd_backend_call_marks (call, &c->retries);
 }
 
@@ -285,7 +285,7 @@ test_coalesce_callers_leave_one_by_one (void)
   /* The first two leave: each is answered at once; the backend call goes on. */
   evd_backend_call_cancel (a.call);
   g_assert_true (a.done);
-  g_assert_cmpint (a.kind, ==, EVDAL_ERROR_KIND_CANCELLED);
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_CANCELLED);
   evd_backend_call_cancel (b.call);
   g_assert_true (b.done);
   run_for (&fx, 20);
@@ -296,7 +296,7 @@ test_coalesce_callers_leave_one_by_one (void)
   g_assert_false (c.done);
   g_assert_true (run_until_done (&fx, all + 2, 1, 1000));
   g_assert_cmpint (fx.counted->cancels, ==, 1);
-  g_assert_cmpint (c.kind, ==, EVDAL_ERROR_KIND_CANCELLED);
+  g_assert_cmpint (c.kind, ==, EVD_ERROR_KIND_CANCELLED);
   /* A caller after that starts afresh. */
   caller_start (&fx, &d, 7, 5000);
   g_assert_cmpint (fx.counted->starts, ==, 2);
@@ -361,9 +361,40 @@ test_cache_stale_if_error (void)
   fx.now += 300 * MS;
   caller_start (&fx, &c, 7, 5000);
   g_assert_true (run_until_done (&fx, all + 2, 1, 2000));
-  g_assert_cmpint (c.kind, ==, EVDAL_ERROR_KIND_BACKEND);
+  g_assert_cmpint (c.kind, ==, EVD_ERROR_KIND_BACKEND);
   g_assert_cmpint (fx.counted->starts, ==, 3);
   g_unlink (down);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+static void
+test_cache_stale_on_timeout (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+  gint64 t0;
+
+  /* The first call takes 1 ms, the second 5 s: the refresh outlives its caller's deadline. */
+  fixture_open (&fx, "delay", "delay_ms = 1\ntail_every = 2\ntail_ms = 5000\n"
+                "cache_ttl_ms = 1000\nstale_if_error_ms = 10000\n", TRUE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  fx.now += 1500 * MS;
+  t0 = g_get_monotonic_time ();
+  caller_start (&fx, &b, 7, 200);
+  g_assert_true (run_until_done (&fx, all + 1, 1, 2000));
+  /* Answered at its deadline (5 ms before it: the engine's TIMEOUT would come at it) with the
+   * expired rows; the refresh was cancelled. The upper bound leaves room for a busy machine. */
+  g_assert_cmpint (b.kind, ==, 0);
+  g_assert_cmpint (evd_rows_cell (b.rows, 0, 0)->v.i, ==, 1);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_STALE);
+  g_assert_cmpint (b.done_us - t0, >=, 190 * MS);
+  g_assert_cmpint (b.done_us - t0, <, 700 * MS);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  g_assert_cmpint (fx.counted->cancels, ==, 1);
   for (guint i = 0; i < G_N_ELEMENTS (all); i++)
     caller_clear (all[i]);
   fixture_close (&fx);
@@ -445,7 +476,7 @@ test_retry_budget_under_failing_backend (void)
   g_assert_cmpuint (s.budget_denials, ==, 700);
   g_assert_cmpint (fx.counted->starts, ==, N + 300);
   for (guint i = 0; i < N; i++) {
-    g_assert_cmpint (callers[i].kind, ==, EVDAL_ERROR_KIND_BACKEND);
+    g_assert_cmpint (callers[i].kind, ==, EVD_ERROR_KIND_BACKEND);
     caller_clear (&callers[i]);
   }
   fixture_close (&fx);
@@ -511,7 +542,7 @@ test_breaker_transitions (void)
   caller_start (&fx, &c[6], 7, 5000);
   g_assert_true (c[5].done && c[6].done);  /* the fault backend fails inside start() */
   g_assert_cmpint (fx.counted->starts, ==, 5);
-  g_assert_cmpint (c[5].kind, ==, EVDAL_ERROR_KIND_BACKEND);
+  g_assert_cmpint (c[5].kind, ==, EVD_ERROR_KIND_BACKEND);
   g_assert_cmpstr (c[6].message, ==, "circuit open for t");
   g_assert_cmpint (evd_breaker_state (b, fx.now), ==, EVD_BREAKER_OPEN);
   /* Recovered: two probes, both succeed: closed. */
@@ -548,6 +579,7 @@ main (int argc, char **argv)
                    test_coalesce_callers_leave_one_by_one);
   g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
   g_test_add_func ("/xreq/cache/stale-if-error", test_cache_stale_if_error);
+  g_test_add_func ("/xreq/cache/stale-on-timeout", test_cache_stale_on_timeout);
   g_test_add_func ("/xreq/hedge/one-and-loser-cancelled", test_hedge_one_and_loser_cancelled);
   g_test_add_func ("/xreq/hedge/never-more-than-one", test_hedge_never_more_than_one);
   g_test_add_func ("/xreq/retry/budget-under-failing-backend",
