@@ -78,6 +78,7 @@ struct _EvdXreqFlight {
   GBytes *key;
   gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
   EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
+  EvdBackendCall *from;     /* the creator's call, valid during evd_xreq_flight_begin only */
   EvdRows *stale;           /* expired rows for stale-if-error, or NULL */
   EvdXreqAttempt *attempts[2];
   guint running;
@@ -361,61 +362,106 @@ evd_xreq_param_order (gconstpointer a, gconstpointer b)
   return strcmp ((*(const EvdParam *const *) a)->name, (*(const EvdParam *const *) b)->name);
 }
 
+/* A key is built in a buffer on the stack (most are a few dozen bytes), then copied once. */
+typedef struct {
+  guint8 stack[256];
+  guint8 *data;
+  gsize len, size;
+} EvdXreqKey;
+
 static void
-evd_xreq_key_string (GByteArray *k, const char *s)
+evd_xreq_key_add (EvdXreqKey *k, const void *bytes, gsize len)
+{
+  if (k->len + len > k->size) {
+    gsize size = MAX (k->size * 2, k->len + len);
+
+    if (k->data == k->stack)
+      k->data = memcpy (g_malloc (size), k->stack, k->len);
+    else
+      k->data = g_realloc (k->data, size);
+    k->size = size;
+  }
+  memcpy (k->data + k->len, bytes, len);
+  k->len += len;
+}
+
+static void
+evd_xreq_key_string (EvdXreqKey *k, const char *s)
 {
   guint32 len = s ? (guint32) strlen (s) : G_MAXUINT32;
 
-  g_byte_array_append (k, (const guint8 *) &len, sizeof len);
+  evd_xreq_key_add (k, &len, sizeof len);
   if (s != NULL)
-    g_byte_array_append (k, (const guint8 *) s, len);
+    evd_xreq_key_add (k, s, len);
+}
+
+static void
+evd_xreq_key_value (EvdXreqKey *k, const EvdParam *p)
+{
+  const EvdValue *v = &p->value;
+  guint8 kind = (guint8) v->kind;
+
+  evd_xreq_key_string (k, p->name);
+  evd_xreq_key_add (k, &kind, 1);
+  if (v->kind == EVD_VALUE_INT) {
+    evd_xreq_key_add (k, &v->i, sizeof v->i);
+  } else if (v->kind == EVD_VALUE_REAL) {
+    evd_xreq_key_add (k, &v->r, sizeof v->r);  /* bits: NaN, -0.0 */
+  } else if (v->kind == EVD_VALUE_TEXT || v->kind == EVD_VALUE_BLOB) {
+    evd_xreq_key_add (k, &v->len, sizeof v->len);
+    evd_xreq_key_add (k, v->data, v->len);
+  }
 }
 
 /* What makes two calls of this lookup identical: their params in name order (kind and value
  * bytes), and the principal and attributes when the answer may depend on them. Lengths come
- * before bytes, so no two different calls make the same key. */
+ * before bytes, so no two different calls make the same key. Params are few (a lookup
+ * declares them): an insertion sort of their indices, no allocation. */
 static GBytes *
 evd_xreq_key (EvdXreq *x, EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
-  GByteArray *k = g_byte_array_sized_new (64);
-  guint n;
+  EvdXreqKey k = { .len = 0, .size = sizeof k.stack };
+  guint n, order[16];
   const EvdParam *params = evd_backend_call_params (call, &n);
-  g_autofree const EvdParam **sorted = g_new (const EvdParam *, n + 1);
+  GBytes *key;
 
-  for (guint i = 0; i < n; i++)
-    sorted[i] = &params[i];
-  qsort (sorted, n, sizeof *sorted, evd_xreq_param_order);
-  for (guint i = 0; i < n; i++) {
-    const EvdValue *v = &sorted[i]->value;
-    guint8 kind = (guint8) v->kind;
-
-    evd_xreq_key_string (k, sorted[i]->name);
-    g_byte_array_append (k, &kind, 1);
-    if (v->kind == EVD_VALUE_INT)
-      g_byte_array_append (k, (const guint8 *) &v->i, sizeof v->i);
-    else if (v->kind == EVD_VALUE_REAL)
-      g_byte_array_append (k, (const guint8 *) &v->r, sizeof v->r);
-    else if (v->kind == EVD_VALUE_TEXT || v->kind == EVD_VALUE_BLOB) {
-      guint32 len = v->len;
-      g_byte_array_append (k, (const guint8 *) &len, sizeof len);
-      g_byte_array_append (k, (const guint8 *) v->data, len);
+  k.data = k.stack;
+  if (n <= G_N_ELEMENTS (order)) {
+    for (guint i = 0; i < n; i++) {
+      guint j = i;
+      for (; j > 0 && strcmp (params[order[j - 1]].name, params[i].name) > 0; j--)
+        order[j] = order[j - 1];
+      order[j] = i;
     }
+    for (guint i = 0; i < n; i++)
+      evd_xreq_key_value (&k, &params[order[i]]);
+  } else {
+    g_autofree const EvdParam **sorted = g_new (const EvdParam *, n);
+
+    for (guint i = 0; i < n; i++)
+      sorted[i] = &params[i];
+    qsort (sorted, n, sizeof *sorted, evd_xreq_param_order);
+    for (guint i = 0; i < n; i++)
+      evd_xreq_key_value (&k, sorted[i]);
   }
   if (x->config.per_principal || x->config.with_attributes) {
-    g_byte_array_append (k, (const guint8 *) "P", 1);
-    evd_xreq_key_string (k, ctx->principal);
+    evd_xreq_key_add (&k, "P", 1);
+    evd_xreq_key_string (&k, ctx->principal);
   }
   if (x->config.with_attributes) {
     g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
                                           (GCompareFunc) strcmp);
-    g_byte_array_append (k, (const guint8 *) "A", 1);
+    evd_xreq_key_add (&k, "A", 1);
     for (GList *i = keys; i != NULL; i = i->next) {
-      evd_xreq_key_string (k, i->data);
-      evd_xreq_key_string (k, g_hash_table_lookup (ctx->attributes, i->data));
+      evd_xreq_key_string (&k, i->data);
+      evd_xreq_key_string (&k, g_hash_table_lookup (ctx->attributes, i->data));
     }
   }
-  return g_byte_array_free_to_bytes (k);
+  if (k.data == k.stack)
+    return g_bytes_new (k.stack, k.len);
+  key = g_bytes_new_take (k.data, k.len);
+  return key;
 }
 
 /* ---- Flights. ---- */
@@ -623,7 +669,8 @@ evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now)
   a->verdict = verdict;
   a->start_us = now;
   a->hedge = hedge;
-  a->call = evd_backend_call_new_attempt (f->tmpl, x->klass, x->backend,
+  g_assert (f->tmpl != NULL || f->from != NULL);
+  a->call = evd_backend_call_new_attempt (f->tmpl ? f->tmpl : f->from, x->klass, x->backend,
                                           evd_xreq_flight_deadline (f),
                                           evd_xreq_on_attempt_done, a);
   f->attempts[f->attempts[0] == NULL ? 0 : 1] = a;
@@ -806,14 +853,20 @@ evd_xreq_flight_begin (EvdXreqFlight *f, EvdCoalesceEntry *entry, EvdBackendCall
   gint64 now = evd_xreq_now (f->x);
 
   f->entry = evd_coalesce_entry_ref (entry);  /* the work's */
-  f->tmpl = evd_backend_call_new_attempt (outer, f->x->klass, f->x->backend,
-                                          evd_xreq_flight_deadline (f), evd_xreq_noop_done,
-                                          NULL);
+  /* Later attempts (retries, hedges) may start after the creator left: they are made from
+   * a template that holds the creator's request. A lookup with neither makes its one attempt
+   * from the creator's call, in its start(), and needs none. */
+  f->from = outer;
+  if (f->x->config.retries > 0 || f->x->hedge != NULL)
+    f->tmpl = evd_backend_call_new_attempt (outer, f->x->klass, f->x->backend,
+                                            evd_xreq_flight_deadline (f), evd_xreq_noop_done,
+                                            NULL);
   evd_retry_budget_deposit (f->x->section->budget, now);
   if (!evd_xreq_flight_attempt (f, FALSE, now))
     evd_xreq_flight_fail_open (f);
   else
     evd_xreq_flight_arm_hedge (f, now);
+  f->from = NULL;
   evd_xreq_flight_drain (f);
   evd_coalesce_entry_unref (hold);
 }

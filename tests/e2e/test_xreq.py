@@ -34,6 +34,13 @@ delay_ms = 1
 required_param = user_id
 cache_ttl_ms = 60000
 
+[lookup cached_pp]
+backend = fault
+mode = ok
+delay_ms = 1
+cache_ttl_ms = 60000
+per_principal = true
+
 [lookup flaky]
 backend = fault
 mode = ok
@@ -63,7 +70,7 @@ fail_while_exists = @TMPDIR@/down
 breaker = on
 breaker_min_calls = 6
 breaker_failure_ratio = 0.5
-breaker_open_ms = 300
+breaker_open_ms = 2000
 breaker_probes = 2
 """
 
@@ -187,6 +194,15 @@ class XreqTest(h.EvdalTestCase):
                                          lookup='cached'), 1)
         self.assertGreater(labelled(self.server, 'evdal_lookup_cache_bytes', lookup='cached'), 0)
 
+    def test_per_principal_keys_by_principal(self):
+        def call(principal):
+            return call_number(self.fetch({'c': ttypes.LookupCall(lookup='cached_pp')},
+                                          principal=principal).results['c'])
+        alice, bob = call('alice'), call('bob')
+        self.assertNotEqual(alice, bob)
+        self.assertEqual(call('alice'), alice)
+        self.assertEqual(call('bob'), bob)
+
     def test_retryable_failures_are_retried(self):
         r = self.fetch({'f': ttypes.LookupCall(lookup='flaky')}, trace=True).results['f']
         self.assertEqual(call_number(r), 3)
@@ -217,6 +233,21 @@ class XreqTest(h.EvdalTestCase):
             status, _, body = self.server.admin_get('/health')
             self.assertEqual(status, 200)
             self.assertIn('breaker down open', body)
+            # A critical call meeting the open breaker still fails the fetch.
+            c, t = h.client(self.server)
+            try:
+                with self.assertRaises(ttypes.LookupFailed) as cm:
+                    c.fetch(h.fetch_request({'d': ttypes.LookupCall(lookup='down',
+                                                                    critical=True)}))
+            finally:
+                t.close()
+            self.assertEqual(cm.exception.error.message, 'circuit open for down')
+            # While it is open the backend sees nothing but the probes (2) once it half-opens.
+            sent = labelled(self.server, 'evdal_lookup_backend_calls_total', lookup='down')
+            for _ in range(20):
+                self.fetch(call)
+            self.assertLessEqual(labelled(self.server, 'evdal_lookup_backend_calls_total',
+                                          lookup='down') - sent, 2)
             self.assertEqual(labelled(self.server, 'evdal_breaker_state', breaker='down'), 1)
             # Still failing when the probes go: open again.
             self.assertIsNotNone(self.wait_fetch(call, lambda r: 'injected' in
