@@ -87,6 +87,7 @@ struct _EvdXreqFlight {
   guint marks;
   struct event *hedge_timer, *retry_timer;
   gboolean over;            /* answered, or abandoned: no attempt starts any more */
+  gboolean answered;        /* with rows from an attempt */
   gboolean drained;
   EvdXreqWaiter *anchor;    /* the last caller to leave, answered once drained */
   EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
@@ -626,13 +627,17 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
   if (x->section->breaker != NULL)
     evd_breaker_record (x->section->breaker, a->verdict,
                         evd_xreq_outcome (a, rows, kind, flags), now);
-  if (rows != NULL && x->hedge != NULL)
+  /* Successful attempts' latencies make the p95; so does a loser's time until the winner
+   * answered (it was at least that slow): leaving it out would keep the slow attempts that
+   * hedging cut short out of the distribution, lower the p95, hedge more, and so on. */
+  if (x->hedge != NULL && (rows != NULL || (a->stopped && !a->timed_out && f->answered)))
     evd_hedge_record (x->hedge, now - a->start_us, now);
   if (!f->over && rows != NULL) {
     if (a->hedge)
       EVD_XREQ_COUNT (x, hedges_won);
     if (x->cache != NULL)
       evd_cache_put (x->cache, f->key, rows, now);
+    f->answered = TRUE;
     evd_xreq_flight_answer (f, rows, EVD_ERROR_KIND_NONE, NULL, 0);
   } else if (!f->over) {
     g_free (f->error_message);
