@@ -80,6 +80,7 @@ def main():
     ap.add_argument('--rounds', type=int, default=3)
     ap.add_argument('--seconds', type=float, default=3)
     ap.add_argument('--warmup', type=float, default=1.5)
+    ap.add_argument('--only', action='append', help='settings whose name contains this')
     a = ap.parse_args()
     page = ['--random', USERS] + [x for lk in harness.PAGE
                                   for x in ('--call', '%s:user_id=@random' % lk)] \
@@ -90,6 +91,8 @@ def main():
         ('sqlite7 plain (coalesce = false)', 'coalesce = false\n', page),
         ('static7', '', harness.naps(0, 0, 0, 0, 0, 0, 0)),
     ]
+    if a.only:
+        settings = [st for st in settings if any(o in st[0] for o in a.only)]
     results = {name: [] for name, _, _ in settings}
     for _ in range(a.rounds):
         for name, keys, args in settings:

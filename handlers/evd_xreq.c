@@ -75,12 +75,12 @@ struct _EvdXreqFlight {
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
   EvdXreqWaiter *creator;
   EvdLoop *loop;
-  GBytes *key;
   gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
   EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
   EvdBackendCall *from;     /* the creator's call, valid during evd_xreq_flight_begin only */
   EvdRows *stale;           /* expired rows for stale-if-error, or NULL */
-  EvdXreqAttempt *attempts[2];
+  EvdXreqAttempt *attempts[2];  /* running, in `slots` */
+  EvdXreqAttempt slots[2];  /* never more than two at once: the first and its hedge */
   guint running;
   guint retries;
   gboolean hedged;
@@ -418,16 +418,17 @@ evd_xreq_key_value (EvdXreqKey *k, const EvdParam *p)
  * bytes), and the principal and attributes when the answer may depend on them. Lengths come
  * before bytes, so no two different calls make the same key. Params are few (a lookup
  * declares them): an insertion sort of their indices, no allocation. */
-static GBytes *
-evd_xreq_key (EvdXreq *x, EvdBackendCall *call)
+static void
+evd_xreq_key (EvdXreq *x, EvdBackendCall *call, EvdXreqKey *key)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
-  EvdXreqKey k = { .len = 0, .size = sizeof k.stack };
+  EvdXreqKey *k = key;
   guint n, order[16];
   const EvdParam *params = evd_backend_call_params (call, &n);
-  GBytes *key;
 
-  k.data = k.stack;
+  k->len = 0;
+  k->size = sizeof k->stack;
+  k->data = k->stack;
   if (n <= G_N_ELEMENTS (order)) {
     for (guint i = 0; i < n; i++) {
       guint j = i;
@@ -436,7 +437,7 @@ evd_xreq_key (EvdXreq *x, EvdBackendCall *call)
       order[j] = i;
     }
     for (guint i = 0; i < n; i++)
-      evd_xreq_key_value (&k, &params[order[i]]);
+      evd_xreq_key_value (k, &params[order[i]]);
   } else {
     g_autofree const EvdParam **sorted = g_new (const EvdParam *, n);
 
@@ -444,25 +445,28 @@ evd_xreq_key (EvdXreq *x, EvdBackendCall *call)
       sorted[i] = &params[i];
     qsort (sorted, n, sizeof *sorted, evd_xreq_param_order);
     for (guint i = 0; i < n; i++)
-      evd_xreq_key_value (&k, sorted[i]);
+      evd_xreq_key_value (k, sorted[i]);
   }
   if (x->config.per_principal || x->config.with_attributes) {
-    evd_xreq_key_add (&k, "P", 1);
-    evd_xreq_key_string (&k, ctx->principal);
+    evd_xreq_key_add (k, "P", 1);
+    evd_xreq_key_string (k, ctx->principal);
   }
   if (x->config.with_attributes) {
     g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
                                           (GCompareFunc) strcmp);
-    evd_xreq_key_add (&k, "A", 1);
+    evd_xreq_key_add (k, "A", 1);
     for (GList *i = keys; i != NULL; i = i->next) {
-      evd_xreq_key_string (&k, i->data);
-      evd_xreq_key_string (&k, g_hash_table_lookup (ctx->attributes, i->data));
+      evd_xreq_key_string (k, i->data);
+      evd_xreq_key_string (k, g_hash_table_lookup (ctx->attributes, i->data));
     }
   }
-  if (k.data == k.stack)
-    return g_bytes_new (k.stack, k.len);
-  key = g_bytes_new_take (k.data, k.len);
-  return key;
+}
+
+static void
+evd_xreq_key_clear (EvdXreqKey *k)
+{
+  if (k->data != k->stack)
+    g_free (k->data);
 }
 
 /* ---- Flights. ---- */
@@ -471,33 +475,29 @@ typedef struct {
   EvdXreq *x;
   EvdXreqWaiter *creator;
   EvdLoop *loop;
-  GBytes *key;
 } EvdXreqMake;
 
-static gpointer
-evd_xreq_flight_make (gpointer data)
+/* The flight lives in its entry's block (evd_coalesce_join zeroed it). */
+static void
+evd_xreq_flight_init (gpointer data, gpointer init_data)
 {
-  EvdXreqMake *m = data;
-  EvdXreqFlight *f = g_new0 (EvdXreqFlight, 1);
+  EvdXreqFlight *f = data;
+  EvdXreqMake *m = init_data;
 
   f->x = m->x;
   f->creator = m->creator;
   f->loop = m->loop;
-  f->key = g_bytes_ref (m->key);
   f->deadline_us = m->creator->deadline_us;
-  return f;
 }
 
 /* The entry's last reference: any thread. What needs the loop went when it drained. */
 static void
-evd_xreq_flight_free (gpointer data)
+evd_xreq_flight_destroy (gpointer data)
 {
   EvdXreqFlight *f = data;
 
-  g_bytes_unref (f->key);
   g_clear_pointer (&f->stale, evd_rows_unref);
   g_free (f->error_message);
-  g_free (f);
 }
 
 /* A caller with a later deadline joined: the shared call may run that long. */
@@ -549,13 +549,14 @@ static void
 evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, const char *message,
                         guint flags)
 {
-  g_autoptr (GPtrArray) waiters = NULL;
 
   f->over = TRUE;
   evd_xreq_flight_stop_timers (f);
-  waiters = evd_coalesce_close (f->entry);
-  for (guint i = 0; waiters != NULL && i < waiters->len; i++) {
-    EvdXreqWaiter *w = waiters->pdata[i];
+  /* Closed by us: its waiters are ours to answer, and fixed. Closed already: the last one
+   * left, and is answered once the flight drains. */
+  for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
+                                                      : 0; i < n; i++) {
+    EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
     guint marks = f->marks | (w != f->creator ? EVD_MARK_COALESCED : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
@@ -635,8 +636,13 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
   if (!f->over && rows != NULL) {
     if (a->hedge)
       EVD_XREQ_COUNT (x, hedges_won);
-    if (x->cache != NULL)
-      evd_cache_put (x->cache, f->key, rows, now);
+    if (x->cache != NULL) {
+      gsize len;
+      const void *k = evd_coalesce_entry_key (f->entry, &len);
+      g_autoptr (GBytes) key = g_bytes_new (k, len);
+
+      evd_cache_put (x->cache, key, rows, now);
+    }
     f->answered = TRUE;
     evd_xreq_flight_answer (f, rows, EVD_ERROR_KIND_NONE, NULL, 0);
   } else if (!f->over) {
@@ -648,7 +654,7 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
   }
   evd_backend_call_unref (call);
-  g_free (a);
+  memset (a, 0, sizeof *a);  /* its slot is free */
   evd_xreq_flight_drain (f);
   evd_coalesce_entry_unref (hold);
 }
@@ -669,7 +675,8 @@ evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now)
     f->marks |= EVD_MARK_BREAKER_OPEN;
     return FALSE;
   }
-  a = g_new0 (EvdXreqAttempt, 1);
+  a = f->slots[0].flight == NULL ? &f->slots[0] : &f->slots[1];
+  g_assert (a->flight == NULL);
   a->flight = f;
   a->verdict = verdict;
   a->start_us = now;
@@ -938,16 +945,19 @@ static void
 evd_xreq_start (gpointer backend, EvdBackendCall *outer)
 {
   EvdXreq *x = backend;
-  g_autoptr (GBytes) key = evd_xreq_key (x, outer);
   g_autoptr (EvdRows) stale = NULL;
+  EvdXreqKey key;
   EvdXreqWaiter *w;
   EvdXreqMake make;
   gboolean created;
 
+  evd_xreq_key (x, outer, &key);
   if (x->cache != NULL) {
-    EvdRows *rows = evd_cache_get (x->cache, key, evd_xreq_now (x),
+    g_autoptr (GBytes) k = g_bytes_new_static (key.data, key.len);  /* lookup only */
+    EvdRows *rows = evd_cache_get (x->cache, k, evd_xreq_now (x),
                                    x->config.stale_if_error_ms > 0 ? &stale : NULL);
     if (rows != NULL) {
+      evd_xreq_key_clear (&key);
       evd_backend_call_mark (outer, EVD_MARK_CACHE_HIT, 0);
       evd_backend_call_return (outer, rows);
       return;
@@ -957,9 +967,11 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
   w->outer = outer;
   w->deadline_us = evd_backend_call_deadline_us (outer);
   *evd_backend_call_data (outer) = w;
-  make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer), key };
-  w->entry = evd_coalesce_join (x->coalesce, key, w, evd_xreq_flight_make, &make,
-                                evd_xreq_flight_free, &created);
+  make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
+  w->entry = evd_coalesce_join (x->coalesce, key.data, key.len, w, sizeof (EvdXreqFlight),
+                                evd_xreq_flight_init, &make, evd_xreq_flight_destroy,
+                                &created);
+  evd_xreq_key_clear (&key);
   w->flight = evd_coalesce_entry_data (w->entry);
   if (stale != NULL)
     evd_xreq_waiter_arm_stale (w, stale);
