@@ -6,6 +6,11 @@
 /* Waiters an entry holds without a separate array: most calls share with nobody. */
 #define EVD_COALESCE_INLINE_WAITERS 4
 
+/* A lookup's table is split by key hash so that two loops joining different keys of one
+ * lookup rarely meet on a lock: a lock held by a thread the scheduler preempted makes the
+ * other loop sleep in the kernel, which a busy machine does often. */
+#define EVD_COALESCE_SHARDS 16
+
 /* The hash table's key, inside its entry; a lookup probes with one on the stack. */
 typedef struct {
   const guint8 *data;
@@ -13,15 +18,19 @@ typedef struct {
   guint hash;
 } EvdCoalesceKey;
 
-struct _EvdCoalesce {
+typedef struct {
   GMutex lock;
   GHashTable *open;         /* EvdCoalesceKey * (in its entry) -> EvdCoalesceEntry */
+} EvdCoalesceShard;
+
+struct _EvdCoalesce {
+  EvdCoalesceShard shards[EVD_COALESCE_SHARDS];
 };
 
 struct _EvdCoalesceEntry {
   EvdCoalesceKey key;       /* first: the table's key points here */
   gint refs;                /* atomic */
-  EvdCoalesce *table;       /* NULL: private */
+  EvdCoalesceShard *table;  /* NULL: private */
   GMutex own_lock;          /* a private entry's */
   GMutex *lock;             /* the table's, or own_lock */
   gboolean closed;
@@ -62,8 +71,10 @@ evd_coalesce_new (void)
 {
   EvdCoalesce *c = g_new0 (EvdCoalesce, 1);
 
-  g_mutex_init (&c->lock);
-  c->open = g_hash_table_new (evd_coalesce_key_hash, evd_coalesce_key_equal);
+  for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
+    g_mutex_init (&c->shards[i].lock);
+    c->shards[i].open = g_hash_table_new (evd_coalesce_key_hash, evd_coalesce_key_equal);
+  }
   return c;
 }
 
@@ -72,9 +83,11 @@ evd_coalesce_free (EvdCoalesce *c)
 {
   if (c == NULL)
     return;
-  g_warn_if_fail (g_hash_table_size (c->open) == 0);
-  g_hash_table_unref (c->open);
-  g_mutex_clear (&c->lock);
+  for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
+    g_warn_if_fail (g_hash_table_size (c->shards[i].open) == 0);
+    g_hash_table_unref (c->shards[i].open);
+    g_mutex_clear (&c->shards[i].lock);
+  }
   g_free (c);
 }
 
@@ -114,7 +127,7 @@ evd_coalesce_add_waiter (EvdCoalesceEntry *e, gpointer waiter)
 }
 
 static EvdCoalesceEntry *
-evd_coalesce_entry_new (EvdCoalesce *c, const EvdCoalesceKey *key, gsize data_size)
+evd_coalesce_entry_new (EvdCoalesceShard *c, const EvdCoalesceKey *key, gsize data_size)
 {
   /* The block: the entry, its data (aligned as any struct), its key's bytes. */
   gsize data_at = (sizeof (EvdCoalesceEntry) + 15) & ~(gsize) 15;
@@ -140,24 +153,25 @@ evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len, gpointer wait
                    gpointer init_data, GDestroyNotify destroy, gboolean *created)
 {
   EvdCoalesceKey probe = { key, key_len, evd_coalesce_hash (key, key_len) };
+  EvdCoalesceShard *shard = c != NULL ? &c->shards[probe.hash % EVD_COALESCE_SHARDS] : NULL;
   EvdCoalesceEntry *e = NULL;
 
-  if (c != NULL) {
-    g_mutex_lock (&c->lock);
-    e = g_hash_table_lookup (c->open, &probe);
+  if (shard != NULL) {
+    g_mutex_lock (&shard->lock);
+    e = g_hash_table_lookup (shard->open, &probe);
   }
   *created = e == NULL;
   if (e == NULL) {
-    e = evd_coalesce_entry_new (c, &probe, data_size);
+    e = evd_coalesce_entry_new (shard, &probe, data_size);
     init (e->data, init_data);
     e->destroy = destroy;
-    if (c != NULL)
-      g_hash_table_insert (c->open, &e->key, e);
+    if (shard != NULL)
+      g_hash_table_insert (shard->open, &e->key, e);
   }
   evd_coalesce_add_waiter (e, waiter);
   evd_coalesce_entry_ref (e);
-  if (c != NULL)
-    g_mutex_unlock (&c->lock);
+  if (shard != NULL)
+    g_mutex_unlock (&shard->lock);
   return e;
 }
 
@@ -238,10 +252,12 @@ evd_coalesce_entry_key (EvdCoalesceEntry *e, gsize *len)
 guint
 evd_coalesce_size (EvdCoalesce *c)
 {
-  guint n;
+  guint n = 0;
 
-  g_mutex_lock (&c->lock);
-  n = g_hash_table_size (c->open);
-  g_mutex_unlock (&c->lock);
+  for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
+    g_mutex_lock (&c->shards[i].lock);
+    n += g_hash_table_size (c->shards[i].open);
+    g_mutex_unlock (&c->shards[i].lock);
+  }
   return n;
 }

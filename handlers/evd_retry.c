@@ -5,8 +5,9 @@
 #define EVD_RETRY_BUCKETS 10
 
 typedef struct {
-  gint64 slot;              /* which period it counts; -1: unused */
-  guint calls, retries;
+  gint64 slot;              /* which period it counts; -1: unused; atomic reads */
+  guint calls;              /* atomic: deposits come from every loop, for every call */
+  guint retries;
 } EvdRetryBucket;
 
 struct _EvdRetryBudget {
@@ -47,16 +48,30 @@ evd_retry_bucket (EvdRetryBudget *b, gint64 now_us)
   gint64 slot = now_us / (b->window_us / EVD_RETRY_BUCKETS);
   EvdRetryBucket *k = &b->buckets[slot % EVD_RETRY_BUCKETS];
 
-  if (k->slot != slot)
-    *k = (EvdRetryBucket) { slot, 0, 0 };
+  if (k->slot != slot) {
+    __atomic_store_n (&k->calls, 0, __ATOMIC_RELAXED);
+    k->retries = 0;
+    __atomic_store_n (&k->slot, slot, __ATOMIC_RELEASE);
+  }
   return k;
 }
 
+/* Every call of every lookup of the section deposits, from every loop: without the lock
+ * while the current period's bucket is in place (all but once a period), so that loops do
+ * not queue on one mutex per call. A deposit racing the bucket's reset may be lost: one
+ * call in a period, which the budget can afford to miscount. */
 void
 evd_retry_budget_deposit (EvdRetryBudget *b, gint64 now_us)
 {
+  gint64 slot = now_us / (b->window_us / EVD_RETRY_BUCKETS);
+  EvdRetryBucket *k = &b->buckets[slot % EVD_RETRY_BUCKETS];
+
+  if (__atomic_load_n (&k->slot, __ATOMIC_ACQUIRE) == slot) {
+    __atomic_fetch_add (&k->calls, 1, __ATOMIC_RELAXED);
+    return;
+  }
   g_mutex_lock (&b->lock);
-  evd_retry_bucket (b, now_us)->calls++;
+  __atomic_fetch_add (&evd_retry_bucket (b, now_us)->calls, 1, __ATOMIC_RELAXED);
   g_mutex_unlock (&b->lock);
 }
 
@@ -72,7 +87,7 @@ evd_retry_budget_withdraw (EvdRetryBudget *b, gint64 now_us)
   for (guint i = 0; i < EVD_RETRY_BUCKETS; i++) {
     const EvdRetryBucket *k = &b->buckets[i];
     if (k->slot >= 0 && k->slot > now->slot - EVD_RETRY_BUCKETS) {
-      calls += k->calls;
+      calls += __atomic_load_n (&k->calls, __ATOMIC_RELAXED);
       retries += k->retries;
     }
   }
