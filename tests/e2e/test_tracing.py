@@ -18,6 +18,7 @@ import unittest
 
 import evdal_harness as h
 from evdal_harness import ttypes
+from http_upstream import UpstreamServer
 
 TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
 PARENT_ID = '00f067aa0ba902b7'
@@ -338,6 +339,54 @@ remote_lookup = ctx
         t = res.results['c'].table
         tp = t.rows[0][t.columns.index('traceparent')].text_value
         self.assertEqual(tp, '00-%s-%s-01' % (TRACE_ID, remote_call['spanId']))
+
+    def test_http_upstream_gets_the_call_span_as_parent(self):
+        """The HTTP upstream sees traceparent with the call's exported span as parent and the
+        caller's tracestate; the call's span names the host and the HTTP status; the
+        traceparent/tracestate attributes are not forwarded as ordinary attributes."""
+        col = Collector()
+        self.addCleanup(col.close)
+        with UpstreamServer() as up:
+            lookups = """[upstream svc]
+backend = http
+base_url = http://127.0.0.1:%d
+
+[lookup hctx]
+upstream = svc
+get = /echo/ctx
+
+[lookup hstatus]
+upstream = svc
+get = /status/{code}
+""" % up.port
+            tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\n'
+                       'service_name = evdal-test\nbatch_max_age_ms = 50\n' % col.url)
+            with h.Server(h.config(lookups=lookups, extra=tracing)) as srv:
+                res = self.fetch(srv, {
+                    'c': ttypes.LookupCall(lookup='hctx'),
+                    's': ttypes.LookupCall(lookup='hstatus',
+                                           params={'code': ttypes.Value(int_value=503)}),
+                }, request_id='req-http', attributes={'traceparent': SAMPLED,
+                                                      'tracestate': 'k=v', 'tenant': 't1'})
+                self.assertIsNone(res.results['c'].error, res.results['c'])
+                self.assertIsNotNone(res.results['s'].error)
+                spans = col.wait_spans(3)
+            with up.lock:
+                seen = [dict((k.lower(), v) for k, v in hs) for p, hs in up.requests
+                        if p == '/echo/ctx']
+        self.assertEqual(len(spans), 3, spans)
+        call = [s for s in spans if s['name'] == 'lookup hctx'][0]
+        status = [s for s in spans if s['name'] == 'lookup hstatus'][0]
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]['traceparent'], '00-%s-%s-01' % (TRACE_ID, call['spanId']))
+        self.assertEqual(seen[0]['tracestate'], 'k=v')
+        self.assertEqual(seen[0]['x-attributes'], 'tenant=t1')
+        self.assertEqual(call['kind'], 3)  # CLIENT
+        self.assertEqual(attrs(call)['server.address'], '127.0.0.1')
+        self.assertEqual(attrs(call)['http.response.status_code'], 200)
+        self.assertEqual(status['status']['code'], 2)
+        self.assertEqual(attrs(status)['http.response.status_code'], 503)
+        self.assertEqual(attrs(status)['evdal.error_kind'], 'BACKEND')
 
     def test_unsampled_parent_exports_nothing_but_travels_downstream(self):
         col = Collector()
