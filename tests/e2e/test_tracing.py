@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import tempfile
@@ -387,6 +388,29 @@ get = /status/{code}
         self.assertEqual(status['status']['code'], 2)
         self.assertEqual(attrs(status)['http.response.status_code'], 503)
         self.assertEqual(attrs(status)['evdal.error_kind'], 'BACKEND')
+
+    @unittest.skipIf(shutil.which('redis-server') is None, 'no redis-server')
+    def test_redis_call_is_a_client_span_of_db_system_redis(self):
+        import test_redis  # its Redis: a redis-server on a unix socket in a temp folder
+        col = Collector()
+        self.addCleanup(col.close)
+        redis = test_redis.Redis().start()
+        self.addCleanup(redis.close)
+        redis.cmd('SET', 'k', 'v')
+        tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\nservice_name = evdal-test\n'
+                   'batch_max_age_ms = 50\n' % col.url)
+        with h.Server(test_redis.redis_config(redis.sock, extra=tracing)) as srv:
+            res = self.fetch(srv, {'g': ttypes.LookupCall(
+                lookup='get', params={'k': ttypes.Value(text_value='k')})},
+                request_id='req-redis', traceparent=SAMPLED)
+            self.assertIsNone(res.results['g'].error, res.results['g'])
+            spans = col.wait_spans(2)
+        self.assertEqual(len(spans), 2, spans)
+        call = [s for s in spans if s['name'] == 'lookup get'][0]
+        self.assertEqual(call['kind'], 3)  # CLIENT
+        self.assertEqual(attrs(call), {'evdal.lookup': 'get', 'evdal.backend': 'redis:cache',
+                                       'db.system': 'redis', 'db.namespace': 'cache',
+                                       'server.address': redis.sock, 'evdal.rows': 1})
 
     def test_unsampled_parent_exports_nothing_but_travels_downstream(self):
         col = Collector()
