@@ -183,9 +183,9 @@ class TracingTest(h.EvdalTestCase):
     def tearDownClass(cls):
         cls.dir.cleanup()
 
-    def server(self, endpoint, ratio=1.0, extra_tracing='', server_keys=None, **kw):
+    def server(self, endpoint, ratio=1.0, extra_tracing='', server_keys=None, age_ms=50, **kw):
         tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = %s\nservice_name = evdal-test\n'
-                   'batch_max_age_ms = 50\n%s' % (endpoint, ratio, extra_tracing))
+                   'batch_max_age_ms = %d\n%s' % (endpoint, ratio, age_ms, extra_tracing))
         cfg = h.config(extra=tracing, lookups=LOOKUPS.format(db=self.db), admin_listen='127.0.0.1:0',
                        **(server_keys or {}))
         return h.Server(cfg, **kw)
@@ -475,6 +475,23 @@ get = /status/{code}
             root = [s for s in spans if s['name'] == 'DataAccess/fetch'][0]
             self.assertEqual(root['traceId'], TRACE_ID)
             self.assertNotIn('traceState', root)
+
+    def test_shutdown_flushes_queued_spans(self):
+        """Spans still queued at SIGTERM (batches would leave only after a minute here) are
+        posted before evdal exits, within export_timeout_ms."""
+        col = Collector()
+        self.addCleanup(col.close)
+        srv = self.server(col.url, ratio=1, age_ms=60000,
+                          extra_tracing='batch_max_spans = 10000\nexport_timeout_ms = 5000\n')
+        with srv:
+            for i in range(5):
+                self.fetch(srv, {'n': h.nap_call(1)}, request_id='flush-%d' % i)
+            self.assertEqual(srv.metric('evdal_tracing_queued_spans'), 10)
+            self.assertEqual(col.spans(), [])
+            t0 = time.monotonic()
+            srv.stop()
+            self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(len(col.spans()), 10)
 
     def test_retries_once_on_503(self):
         col = Collector('503-once')
