@@ -7,6 +7,7 @@
 #include "evd_log.h"
 #include "evd_server.h"
 #include "evd_data_access.h"
+#include "evd_modules.h"
 #include "evd_systemd.h"
 
 /* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
@@ -95,6 +96,8 @@ evd_main_reload (gpointer data)
   g_message ("SIGHUP: reloading %s", r->options->config);
   if (cfg != NULL && r->options->listen != NULL)
     evd_config_override_listen (cfg, r->options->listen);
+  if (cfg != NULL)
+    evd_modules_load (cfg);
   if (cfg == NULL || !evd_data_access_reload (r->service, cfg, &summary, &error)) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
     for (guint i = 0; lines[i] != NULL; i++)
@@ -177,6 +180,7 @@ main (int argc, char **argv)
   if (o.listen != NULL)
     evd_config_override_listen (cfg, o.listen);
   evd_log_set_level (evd_config_server (cfg)->log_level);
+  evd_modules_load (cfg);  /* before the lookups: they may name a module's kinds */
   service = evd_data_access_new (cfg, metrics, traces);
   tls = evd_tls_new (cfg);
   if (!evd_config_check (cfg, &error)) {
