@@ -9,7 +9,7 @@
 #include "evd_log.h"
 
 struct _EvdConfig {
-  gint refs;
+  gatomicrefcount refs;
   char *path;            /* as given, for messages */
   char *dir;             /* its folder, for relative paths */
   GKeyFile *kf;          /* NULL when the text did not even parse */
@@ -393,7 +393,7 @@ evd_config_load_data (const char *data, gsize len, const char *name, const char 
   EvdConfig *cfg = g_new0 (EvdConfig, 1);
   g_autoptr (GError) error = NULL;
 
-  cfg->refs = 1;
+  g_atomic_ref_count_init (&cfg->refs);
   cfg->path = g_strdup (name);
   cfg->dir = g_strdup (dir ? dir : ".");
   cfg->lines = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -430,14 +430,14 @@ evd_config_load (const char *path, GError **error)
 EvdConfig *
 evd_config_ref (EvdConfig *cfg)
 {
-  g_atomic_int_inc (&cfg->refs);
+  g_atomic_ref_count_inc (&cfg->refs);
   return cfg;
 }
 
 void
 evd_config_unref (EvdConfig *cfg)
 {
-  if (cfg == NULL || !g_atomic_int_dec_and_test (&cfg->refs))
+  if (cfg == NULL || !g_atomic_ref_count_dec (&cfg->refs))
     return;
   g_free (cfg->path);
   g_free (cfg->dir);

@@ -32,7 +32,7 @@ evd_trace_new (const char *request_id, const char *principal, gint64 wall_us)
 {
   EvdTrace *t = g_new0 (EvdTrace, 1);
 
-  t->ref = 1;
+  g_atomic_ref_count_init (&t->ref);
   t->request_id = evd_trace_cut (request_id);
   t->principal = evd_trace_cut (principal);
   t->wall_us = wall_us;
@@ -60,14 +60,14 @@ evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char
 EvdTrace *
 evd_trace_ref (EvdTrace *t)
 {
-  g_atomic_int_inc (&t->ref);
+  g_atomic_ref_count_inc (&t->ref);
   return t;
 }
 
 void
 evd_trace_free (EvdTrace *t)
 {
-  if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
+  if (t == NULL || !g_atomic_ref_count_dec (&t->ref))
     return;
   for (guint i = 0; i < t->spans->len; i++) {
     EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);

@@ -35,7 +35,7 @@ typedef struct {
 #define EVD_TRACE_SPANS_MAX 128
 
 typedef struct {
-  gint ref;                  /* atomic: the store's lists and pages being rendered */
+  gatomicrefcount ref;       /* the store's lists and pages being rendered */
   guint spans_cut;           /* spans past EVD_TRACE_SPANS_MAX, not kept */
   char *request_id;
   char *principal;           /* may be NULL */
