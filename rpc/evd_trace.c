@@ -1,6 +1,8 @@
 /* evd_trace: traced requests and their waterfall (see evd_trace.h). */
 #include "evd_trace.h"
 
+#include "evd_json.h"
+
 #include <string.h>
 
 struct _EvdTraceStore {
@@ -162,29 +164,6 @@ evd_trace_store_count (EvdTraceStore *store)
 }
 
 /* ---- JSON ---- */
-
-void
-evd_json_string (GString *out, const char *s)
-{
-  g_string_append_c (out, '"');
-  while (*s != '\0') {
-    gunichar c = g_utf8_get_char_validated (s, -1);
-
-    if (c == (gunichar) -1 || c == (gunichar) -2) {
-      g_string_append (out, "\\ufffd");
-      s++;
-      continue;
-    }
-    if (c == '"' || c == '\\')
-      g_string_append_printf (out, "\\%c", (char) c);
-    else if (c < 0x20)
-      g_string_append_printf (out, "\\u%04x", c);
-    else
-      g_string_append_len (out, s, g_utf8_next_char (s) - s);
-    s = g_utf8_next_char (s);
-  }
-  g_string_append_c (out, '"');
-}
 
 static void
 evd_trace_json (const EvdTrace *t, GString *out)

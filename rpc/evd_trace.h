@@ -70,8 +70,4 @@ void evd_trace_store_html (EvdTraceStore *store, GString *out);
 /* {"slowest": [...], "recent": [...]}, each trace with its spans. */
 void evd_trace_store_json (EvdTraceStore *store, GString *out);
 
-/* JSON string literal of `s` (UTF-8 kept, controls escaped; bytes that are not UTF-8 become
- * U+FFFD). Shared with the admin's other JSON pages. */
-void evd_json_string (GString *out, const char *s);
-
 G_END_DECLS
