@@ -103,6 +103,8 @@ evd_log_cut_at (const char *s, gsize len, gsize max)
 
 /* The message, formatted into at most EVD_LOG_TEXT_MAX bytes (vsnprintf copies no more,
  * whatever the arguments' length) and marked when cut. */
+static char *evd_log_format (const char *format, va_list ap) G_GNUC_PRINTF (1, 0);
+
 static char *
 evd_log_format (const char *format, va_list ap)
 {
