@@ -18,7 +18,7 @@ evd_cli_json_key (GString *out, gboolean first, const char *key)
 }
 
 static void
-evd_json_strings (GString *out, const GPtrArray *strings)
+evd_cli_json_strings (GString *out, const GPtrArray *strings)
 {
   g_string_append_c (out, '[');
   for (guint i = 0; strings != NULL && i < strings->len; i++) {
@@ -72,7 +72,7 @@ evd_cli_json_lookups (GString *out, GPtrArray *infos)
     evd_cli_json_key (out, FALSE, "backend");
     evd_json_string (out, info->backend);
     evd_cli_json_key (out, FALSE, "params");
-    evd_json_strings (out, info->params);
+    evd_cli_json_strings (out, info->params);
     evd_cli_json_key (out, FALSE, "timeout_ms");
     g_string_append_printf (out, "%d", info->timeout_ms);
     evd_cli_json_key (out, FALSE, "description");
@@ -96,7 +96,7 @@ static void
 evd_cli_json_table (GString *out, const evdalTable *t)
 {
   evd_cli_json_key (out, FALSE, "columns");
-  evd_json_strings (out, t->columns);
+  evd_cli_json_strings (out, t->columns);
   evd_cli_json_key (out, FALSE, "rows");
   g_string_append_c (out, '[');
   for (guint r = 0; t->rows != NULL && r < t->rows->len; r++) {
@@ -157,6 +157,8 @@ evd_cli_json_response (GString *out, const EvdCliRequest *r, const evdalFetchRes
   }
   g_string_append (out, "{\"request_id\": ");
   evd_json_string (out, resp->request_id);
+  if (evd_cli_request_trace_id (r) != NULL)
+    g_string_append_printf (out, ", \"trace_id\": \"%.32s\"", evd_cli_request_trace_id (r));
   g_string_append_printf (out, ", \"server_us\": %" G_GINT64_FORMAT ", \"ok\": %s, "
                           "\"results\": {%s}}\n", resp->server_us,
                           failed == 0 ? "true" : "false", results->str);
