@@ -1,5 +1,6 @@
 /* evd_config: loading, locating and checking evdal's INI configuration (see evd_config.h). */
 #include "evd_config.h"
+#include "evd_quark.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,7 +21,7 @@ struct _EvdConfig {
   EvdServerConfig server;
 };
 
-G_DEFINE_QUARK (evd-config-error-quark, evd_config_error)
+EVD_DEFINE_QUARK (evd-config-error-quark, evd_config_error)
 
 static char *
 evd_config_slot (const char *group, const char *key)

@@ -1,21 +1,12 @@
 /* evd_request: DataAccess.fetch's args decoded by hand into plain C (see evd_request.h). */
 #include "evd_request.h"
+#include "evd_quark.h"
 
 #include <string.h>
 
 #include "evd_reader.h"
 
-/* G_DEFINE_QUARK's lazy static, published with g_once instead: errors are made on several
- * threads at once, and a plain static written by two of them is a data race. */
-GQuark
-evd_request_error_quark (void)
-{
-  static gsize quark = 0;
-
-  if (g_once_init_enter (&quark))
-    g_once_init_leave (&quark, g_quark_from_static_string ("evd-request-error-quark"));
-  return (GQuark) quark;
-}
+EVD_DEFINE_QUARK (evd-request-error-quark, evd_request_error)
 
 /* ---- Decoding a FetchRequest. ---- */
 

@@ -1,5 +1,6 @@
 /* evd_sqlite: SQLite worker pool with read-only connections (see evd_sqlite.h). */
 #include "evd_sqlite.h"
+#include "evd_quark.h"
 
 #include <sqlite3.h>
 #include <string.h>
@@ -59,17 +60,7 @@ struct _EvdSqlitePool {
   guint64 jobs;                /* atomic */
 };
 
-/* G_DEFINE_QUARK's lazy static, published with g_once instead: errors are made on several
- * threads at once, and a plain static written by two of them is a data race. */
-GQuark
-evd_sqlite_error_quark (void)
-{
-  static gsize quark = 0;
-
-  if (g_once_init_enter (&quark))
-    g_once_init_leave (&quark, g_quark_from_static_string ("evd-sqlite-error-quark"));
-  return (GQuark) quark;
-}
+EVD_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
 
 /* ---- Rows. ---- */
 

@@ -11,14 +11,19 @@
  * GLib's implementation, which is consistent because evdal never hands a GMutex of its own to
  * a GLib function that locks it (g_cond_wait and g_cond_wait_until are replaced here too).
  *
+ * g_strerror is replaced for the same reason: GLib caches its strings under an internal lock,
+ * so a string one loop had GLib make looked unsynchronized when another loop read it.
+ *
  * A GMutex or GCond may be zero-initialized (static) rather than g_*_init'ed: the pthread
  * object is made at first use and published with a compare-and-swap, as GLib's own portable
  * implementation does.
  */
+#define _GNU_SOURCE  /* the GNU strerror_r, which returns the string */
 #include <errno.h>
 #include <glib.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static pthread_mutex_t *
@@ -168,4 +173,24 @@ gboolean
 g_atomic_ref_count_compare (gatomicrefcount *arc, gint val)
 {
   return __atomic_load_n (arc, __ATOMIC_ACQUIRE) == val;
+}
+
+const gchar *
+g_strerror (gint errnum)
+{
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  static GHashTable *cache;  /* errnum -> its message, kept for the process's life */
+  const gchar *msg;
+  char buf[256];
+
+  pthread_mutex_lock (&lock);
+  if (cache == NULL)
+    cache = g_hash_table_new (NULL, NULL);
+  msg = g_hash_table_lookup (cache, GINT_TO_POINTER (errnum));
+  if (msg == NULL) {
+    msg = g_strdup (strerror_r (errnum, buf, sizeof buf));
+    g_hash_table_insert (cache, GINT_TO_POINTER (errnum), (gpointer) msg);
+  }
+  pthread_mutex_unlock (&lock);
+  return msg;
 }
