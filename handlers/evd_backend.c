@@ -9,12 +9,14 @@ extern const EvdBackendClass evd_backend_fault_class;
 
 /* Adding a backend kind: write its class in its own file, then list it here. */
 extern const EvdBackendClass evd_backend_sqlite_class;
+extern const EvdBackendClass evd_backend_postgresql_class;
 
 static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_delay_class,
   &evd_backend_static_class,
   &evd_backend_fault_class,
   &evd_backend_sqlite_class,
+  &evd_backend_postgresql_class,
   NULL,
 };
 

@@ -47,18 +47,23 @@ evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group
 {
   const char *name = group + strlen ("database ");
   g_autofree char *kind = evd_config_string (cfg, group, "backend", "sqlite");
-  g_autofree char *path = evd_config_require (cfg, group, "path");
+  g_autofree char *path = NULL;
   g_autofree char *full = NULL;
-  int workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers,
-                                      1, 1024);
-  int busy_ms = (int) evd_config_int (cfg, group, "busy_timeout_ms", 1000, 0, 600000);
+  int workers, busy_ms;
   g_autoptr (GError) error = NULL;
   EvdSqlitePool *pool;
 
+  /* [database NAME] groups are read by the kind they name; this one flags unknown kinds. */
   if (strcmp (kind, "sqlite") != 0) {
-    evd_config_problem (cfg, group, "backend", "\"%s\": only sqlite databases exist", kind);
+    if (strcmp (kind, "postgresql") != 0)
+      evd_config_problem (cfg, group, "backend", "\"%s\": databases are sqlite or postgresql",
+                          kind);
     return;
   }
+  path = evd_config_require (cfg, group, "path");
+  workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers, 1,
+                                  1024);
+  busy_ms = (int) evd_config_int (cfg, group, "busy_timeout_ms", 1000, 0, 600000);
   if (path == NULL)
     return;
   full = evd_config_resolve_path (cfg, path);
@@ -80,7 +85,10 @@ evd_sqlite_setup (EvdConfig *cfg)
                                      (GDestroyNotify) evd_sqlite_pool_free);
   sh->names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; groups[i] != NULL; i++) {
-    g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
+    g_autofree char *kind = evd_config_string (cfg, groups[i], "backend", "sqlite");
+
+    if (strcmp (kind, "sqlite") == 0)
+      g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
     evd_sqlite_open_database (sh, cfg, groups[i]);
   }
   return sh;

@@ -57,14 +57,25 @@ evd_lookup_free (EvdLookup *l)
   g_free (l);
 }
 
+static char *
+evd_lookup_database_kind (EvdConfig *cfg, const char *group)
+{
+  g_autofree char *db = evd_config_string (cfg, group, "database", "");
+  g_autofree char *db_group = g_strdup_printf ("database %s", db);
+
+  return evd_config_string (cfg, db_group, "backend", "sqlite");
+}
+
 static EvdLookup *
 evd_lookup_open (EvdLookupSet *set, EvdConfig *cfg, const char *group)
 {
   EvdLookup *l = g_new0 (EvdLookup, 1);
-  /* A lookup naming a database is SQL: "backend = sqlite" may go without saying. */
+  /* A lookup naming a database is SQL of that database's kind ([database NAME] backend,
+   * sqlite by default): "backend = ..." may go without saying. */
   g_autofree char *kind = evd_config_has_key (cfg, group, "backend") ||
                           !evd_config_has_key (cfg, group, "database")
-                          ? evd_config_require (cfg, group, "backend") : g_strdup ("sqlite");
+                          ? evd_config_require (cfg, group, "backend")
+                          : evd_lookup_database_kind (cfg, group);
 
   l->spec.group = g_strdup (group);
   l->spec.name = g_strdup (group + strlen ("lookup "));
