@@ -10,6 +10,7 @@ import configparser
 import os
 import random
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -381,6 +382,21 @@ class FaultTest(PgTestCase):
             while PG.sessions() > total and time.monotonic() < deadline:
                 time.sleep(0.1)
             self.assertLessEqual(PG.sessions(), total)
+
+    def test_reload_replaces_the_pools(self):
+        with h.Server(pg_config(connections=3)) as s:
+            self.wait_up(s, 6)
+            with open(s.config_path, 'w') as f:
+                f.write(pg_config(connections=1))
+            s.send_signal(signal.SIGHUP)
+            self.assertTrue(s.wait_log(r'reloaded', timeout=10), s.log_tail())
+            self.wait_up(s, 2)
+            # The old generation's connections close once its last request is done.
+            deadline = time.monotonic() + 10
+            while PG.sessions() > 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(PG.sessions(), 2)
+            self.good_page(s)
 
     def test_terminate_backend(self):
         with h.Server(pg_config()) as s:

@@ -488,6 +488,23 @@ test_hostname (void)
   g_assert_cmpstr (cell_text (c.rows, 0, 0), ==, "127.0.0.1/32");
   call_clear (&c);
   evd_pg_pool_free (pool);
+  /* A multi-host string is resolved in order; a name that does not resolve is skipped, and
+   * libpq goes on to the next entry (here the unix socket, with its own port). */
+  {
+    g_autofree char *multi = g_strdup_printf ("host=nonexistent.invalid,localhost port=1,%s "
+                                              "dbname=postgres user=postgres "
+                                              "application_name=evd_multi",
+                                              g_getenv ("EVDAL_PG_PORT"));
+    g_autoptr (EvdPgDb) mdb = evd_pg_db_new ("m", multi, &opts, &error);
+    int ms = add (mdb, "SELECT current_setting('application_name') AS a");
+    EvdPgPool *mpool = evd_pg_pool_new (mdb, base);
+
+    run (mpool, &c, ms, NULL, 0);
+    g_assert_cmpint (c.status, ==, EVD_PG_OK);
+    g_assert_cmpstr (cell_text (c.rows, 0, 0), ==, "evd_multi");
+    call_clear (&c);
+    evd_pg_pool_free (mpool);
+  }
   /* A name that does not resolve fails the attempt, and the calls after it at once. */
   {
     g_autoptr (EvdPgDb) bad = evd_pg_db_new ("nx", "host=nonexistent.invalid port=1 user=x",
