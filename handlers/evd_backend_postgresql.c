@@ -217,6 +217,26 @@ evd_postgresql_collect (gpointer shared, GString *out)
   }
 }
 
+/* "database shop: 8/8 connections up" (or "unavailable" with none up), for /health. */
+static void
+evd_postgresql_health (gpointer shared, GString *out)
+{
+  EvdPostgresqlShared *sh = shared;
+  GHashTableIter it;
+  gpointer name, pdb;
+
+  g_hash_table_iter_init (&it, sh->dbs);
+  while (g_hash_table_iter_next (&it, &name, &pdb)) {
+    EvdPgStats s;
+    int total;
+
+    evd_pg_db_stats (((EvdPostgresqlDatabase *) pdb)->db, &s);
+    total = s.up + s.connecting + s.broken;
+    g_string_append_printf (out, "database %s: %d/%d connections up%s\n", (const char *) name,
+                            s.up, total, s.up == 0 && total > 0 ? " (unavailable)" : "");
+  }
+}
+
 /* ---- [lookup NAME] ---- */
 
 static void
@@ -360,4 +380,5 @@ const EvdBackendClass evd_backend_postgresql_class = {
   .release = evd_postgresql_release,
   .close = evd_postgresql_lookup_close,
   .collect = evd_postgresql_collect,
+  .health = evd_postgresql_health,
 };

@@ -306,6 +306,18 @@ evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop)
 }
 
 void
+evd_lookup_set_health (EvdLookupSet *set, GString *out)
+{
+  GHashTableIter it;
+  gpointer klass, shared;
+
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL && ((const EvdBackendClass *) klass)->health != NULL)
+      ((const EvdBackendClass *) klass)->health (shared, out);
+}
+
+void
 evd_lookup_set_collect (EvdLookupSet *set, GString *out)
 {
   GHashTableIter it;

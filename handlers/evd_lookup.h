@@ -45,6 +45,8 @@ void evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop);
 /* Gauges of the set (each bulkhead's running and queued calls) and of what the backends
  * share (their collect hooks), for /metrics. Any thread. */
 void evd_lookup_set_collect (EvdLookupSet *set, GString *out);
+/* What the backends' health hooks say, for /health. Any thread. */
+void evd_lookup_set_health (EvdLookupSet *set, GString *out);
 
 /* ---- The bulkhead (max_concurrent, max_queue). ---- */
 

@@ -35,5 +35,7 @@ gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summa
 
 /* /lookups: every lookup with its backend, params, timeout and how often it ran. */
 void evd_data_access_lookups_json (EvdDataAccess *da, GString *out);
+/* Lines for /health from the backends of the config in use (each database's state). */
+void evd_data_access_health (EvdDataAccess *da, GString *out);
 
 G_END_DECLS

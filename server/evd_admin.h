@@ -32,6 +32,9 @@ typedef struct {
   void (*lookups_json) (gpointer data, GString *out);
   gpointer lookups_data;
   const char *secret;        /* NULL or "": no check */
+  /* Optional: lines /health adds after "ready" (each database's connections); any thread. */
+  void (*health) (gpointer data, GString *out);
+  gpointer health_data;
 } EvdAdminPages;
 
 /* Listens on `address`, or on `fd` when it is not -1 (a socket systemd passed). */

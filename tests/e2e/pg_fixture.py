@@ -147,6 +147,9 @@ def main(argv):
     with PgServer() as pg:
         env = dict(os.environ, EVDAL_PG_CONNINFO=pg.conninfo, EVDAL_PG_DIR=pg.dir,
                    EVDAL_PG_PORT=str(pg.port))
+        # Ctrl-C reaches the command (the terminal's whole foreground group gets it); this
+        # process waits for it to finish, then stops PostgreSQL.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         return subprocess.run(argv[3:], env=env).returncode
 
 

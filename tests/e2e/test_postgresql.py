@@ -289,9 +289,14 @@ class FaultTest(PgTestCase):
                                                database='pg', state='broken')
                                    + self.metric(s, 'evdal_postgresql_connections',
                                                  database='pg', state='connecting'), 0)
+                status, _, body = s.admin_get('/health')
+                self.assertEqual(status, 200)
+                self.assertIn('database pg: 0/4 connections up (unavailable)', body)
                 PG.pg_ctl('start')
                 took = self.good_page(s)
                 self.assertLess(took, 3.0 + 2.0)   # backoff at most 2 s, and a busy machine
+                self.wait_up(s, 4)
+                self.assertIn('database pg: 4/4 connections up\n', s.admin_get('/health')[2])
         finally:
             if not PG.pids():
                 PG.pg_ctl('start')
