@@ -352,6 +352,10 @@ class FaultTest(PgTestCase):
             stop.set()
             for th in threads:
                 th.join(60)
+            print('\nrestart under load: %d calls ok, %d BACKEND, %d TIMEOUT, %d late; a good '
+                  'page %.2f s after PostgreSQL accepted again' % (
+                      stats['ok'], stats['backend'], stats['timeout'], stats['late'], back),
+                  file=sys.stderr)
             self.assertEqual(stats['other'], [])
             self.assertEqual(stats['late'], 0, stats)
             self.assertGreater(stats['ok'], 0, stats)
@@ -381,7 +385,10 @@ class FaultTest(PgTestCase):
             finally:
                 PG.resume()
             self.assertIn(ttypes.ErrorKind.TIMEOUT, kinds)
-            self.good_page(s)
+            back = self.good_page(s)
+            print('\nSIGSTOP 3 s: errors %s, a good page %.2f s after SIGCONT' % (
+                sorted(ttypes.ErrorKind._VALUES_TO_NAMES[k] for k in kinds), back),
+                file=sys.stderr)
             # Sessions on the server settle at the pool's size.
             deadline = time.monotonic() + 10
             while PG.sessions() > total and time.monotonic() < deadline:
