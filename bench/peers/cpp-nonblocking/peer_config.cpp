@@ -126,6 +126,10 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
   // A lookup naming a database is SQL: "backend = sqlite" may go without saying.
   std::string kind = ini.has(group, "backend") || !ini.has(group, "database")
                          ? ini.require(group, "backend") : "sqlite";
+  if (!ini.has(group, "backend") && ini.has(group, "database")) {
+    auto db = cfg.databases.find(ini.get(group, "database"));
+    if (db != cfg.databases.end()) kind = db->second->kind;
+  }
   l->name = group.substr(strlen("lookup "));
   l->backend_name = kind + ":" + l->name;
   l->timeout_ms = (int) ini.integer(group, "timeout_ms", 0, 0, 3600000);
@@ -138,6 +142,8 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
     l->backend = open_static(ini, group, *l);
   else if (kind == "sqlite")
     l->backend = open_sqlite(ini, group, *l, cfg);
+  else if (kind == "postgresql")
+    l->backend = open_postgresql(ini, group, *l, cfg);
   else
     ini.fail(group, "backend", "backend \"" + kind + "\" is not supported by the peer "
                                "(it has: delay, static, sqlite)");
