@@ -97,6 +97,18 @@ evd_postgresql_loop_pool_destroy (gpointer data)
 
 /* ---- [database NAME] ---- */
 
+/* A loop's pool lost its last connection, or has one again: said once per change. */
+static void
+evd_postgresql_on_notify (gpointer data, gboolean up, const char *message)
+{
+  EvdPostgresqlDatabase *pdb = data;
+
+  if (up)
+    g_message ("database %s: connected", evd_pg_db_name (pdb->db));
+  else
+    g_warning ("database %s unavailable: %s; reconnecting", evd_pg_db_name (pdb->db), message);
+}
+
 static void
 evd_postgresql_open_database (EvdPostgresqlShared *sh, EvdConfig *cfg, const char *group)
 {
@@ -116,12 +128,15 @@ evd_postgresql_open_database (EvdPostgresqlShared *sh, EvdConfig *cfg, const cha
 
   if (conninfo == NULL)
     return;
+  pdb = g_new0 (EvdPostgresqlDatabase, 1);
+  o.notify = evd_postgresql_on_notify;
+  o.notify_data = pdb;
   db = evd_pg_db_new (name, conninfo, &o, &error);
   if (db == NULL) {
     evd_config_problem (cfg, group, "conninfo", "%s", error->message);
+    g_free (pdb);
     return;
   }
-  pdb = g_new0 (EvdPostgresqlDatabase, 1);
   pdb->refs = 1;
   pdb->db = db;
   pdb->pools = evd_loop_local_new (evd_postgresql_loop_pool_make, evd_postgresql_loop_pool_destroy, pdb);

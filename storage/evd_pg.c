@@ -45,8 +45,11 @@ struct _EvdPgDb {
   char *host, *hostaddr, *port, *options;
   char **host_list, **port_list;  /* host split at commas, and each one's port ("" default) */
   GPtrArray *stmts;         /* EvdPgStmt *; fixed once pools exist */
-  /* Counters over every pool (atomics). */
-  gint up, connecting, broken, in_flight, queued;
+  /* Counters over every pool (atomics). Connections by state are one 64-bit word, 21 bits
+   * each (up, connecting, broken), so that a scrape reads a consistent triple: a connection
+   * moving between states is never counted twice or not at all. */
+  gint64 states;
+  gint in_flight, queued;
   gint64 reconnects, queries, failures;
 };
 
@@ -112,6 +115,7 @@ struct _EvdPgPool {
   GQueue queue;             /* EvdPgQuery *, oldest first (links are the queries' own) */
   char *last_error;         /* why the last attempt failed or connection broke */
   gboolean ever_tried;      /* an attempt has ended, for better or worse */
+  int announced;            /* what notify said last: 1 up, -1 down, 0 nothing yet */
   /* evd_pg_db_check: one connection, statement `only_stmt`, no reconnect. */
   gboolean check;
   int only_stmt;
@@ -158,10 +162,14 @@ evd_pg_state_class (EvdPgState st)
   }
 }
 
-static gint *
-evd_pg_state_counter (EvdPgDb *db, int cls)
+#define EVD_PG_STATE_BITS 21
+
+/* A connection in state class `cls`, as a term of db->states (0 for none). */
+static gint64
+evd_pg_state_unit (int cls)
 {
-  return cls == 1 ? &db->connecting : cls == 2 ? &db->up : cls == 3 ? &db->broken : NULL;
+  return cls == 2 ? 1 : cls == 1 ? (gint64) 1 << EVD_PG_STATE_BITS
+       : cls == 3 ? (gint64) 1 << (2 * EVD_PG_STATE_BITS) : 0;
 }
 
 /* The one place a connection's state changes, so the database's gauges stay true. */
@@ -169,19 +177,15 @@ static void
 evd_pg_conn_set_state (EvdPgConn *c, EvdPgState st)
 {
   EvdPgDb *db = c->pool->db;
-  gint *from = evd_pg_state_counter (db, evd_pg_state_class (c->state));
-  gint *to = evd_pg_state_counter (db, evd_pg_state_class (st));
+  gint64 delta = evd_pg_state_unit (evd_pg_state_class (st)) -
+                 evd_pg_state_unit (evd_pg_state_class (c->state));
 
   if (c->pool->check) {
     c->state = st;
     return;
   }
-  if (from != to) {
-    if (from)
-      g_atomic_int_add (from, -1);
-    if (to)
-      g_atomic_int_add (to, 1);
-  }
+  if (delta != 0)
+    __atomic_add_fetch (&db->states, delta, __ATOMIC_RELAXED);
   if ((c->state == EVD_PG_BUSY) != (st == EVD_PG_BUSY))
     g_atomic_int_add (&db->in_flight, st == EVD_PG_BUSY ? 1 : -1);
   c->state = st;
@@ -337,6 +341,11 @@ evd_pg_conn_lost (EvdPgConn *c, const char *why)
   }
   evd_pg_conn_set_state (c, EVD_PG_BACKOFF);
   evd_pg_timer_set (c, evd_pg_backoff_ms (c->attempt++));
+  if (!evd_pg_pool_any_up (pool) && pool->announced != -1) {
+    pool->announced = -1;
+    if (pool->db->opt.notify != NULL)
+      pool->db->opt.notify (pool->db->opt.notify_data, FALSE, line);
+  }
   if (q != NULL) {
     g_autofree char *msg = g_strdup_printf ("database %s: connection lost: %s", pool->db->name,
                                             line);
@@ -687,6 +696,11 @@ evd_pg_setup_next (EvdPgConn *c)
       pool->check_done = TRUE;
       event_base_loopbreak (pool->base);
       return;
+    }
+    if (pool->announced != 1) {
+      pool->announced = 1;
+      if (pool->db->opt.notify != NULL)
+        pool->db->opt.notify (pool->db->opt.notify_data, TRUE, NULL);
     }
     evd_pg_conn_dispatch (c);
     return;
@@ -1254,9 +1268,12 @@ evd_pg_db_add_statement (EvdPgDb *db, const char *sql, const char *const **names
 void
 evd_pg_db_stats (EvdPgDb *db, EvdPgStats *s)
 {
-  s->up = g_atomic_int_get (&db->up);
-  s->connecting = g_atomic_int_get (&db->connecting);
-  s->broken = g_atomic_int_get (&db->broken);
+  gint64 states = __atomic_load_n (&db->states, __ATOMIC_RELAXED);
+  gint64 mask = ((gint64) 1 << EVD_PG_STATE_BITS) - 1;
+
+  s->up = (int) (states & mask);
+  s->connecting = (int) ((states >> EVD_PG_STATE_BITS) & mask);
+  s->broken = (int) ((states >> (2 * EVD_PG_STATE_BITS)) & mask);
   s->in_flight = g_atomic_int_get (&db->in_flight);
   s->queued = g_atomic_int_get (&db->queued);
   s->reconnects = (guint64) __atomic_load_n (&db->reconnects, __ATOMIC_RELAXED);

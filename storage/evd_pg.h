@@ -73,6 +73,11 @@ typedef struct {
   int statement_timeout_ms;   /* 0: none */
   int connect_timeout_ms;     /* a connection attempt, resolution included */
   int check_interval_ms;      /* client_connection_check_interval; 0: off */
+  /* Optional: a pool went from no connection up to one (up, message NULL), or lost its last
+   * one or failed its first attempt (down, why). On the pool's loop; storage does not log,
+   * the caller does. */
+  void (*notify) (gpointer data, gboolean up, const char *message);
+  gpointer notify_data;
 } EvdPgOptions;
 
 /* ---- The database: settings and statements, shared by every pool. ----

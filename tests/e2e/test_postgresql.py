@@ -297,6 +297,11 @@ class FaultTest(PgTestCase):
                 self.assertLess(took, 3.0 + 2.0)   # backoff at most 2 s, and a busy machine
                 self.wait_up(s, 4)
                 self.assertIn('database pg: 4/4 connections up\n', s.admin_get('/health')[2])
+                # The log says it once per loop's pool and change, not once per attempt.
+                log = s.log_text()
+                self.assertRegex(log, r'database pg unavailable: .+; reconnecting')
+                self.assertTrue(s.wait_log(r'database pg: connected', timeout=5), s.log_tail())
+                self.assertLessEqual(len(re.findall(r'unavailable: .*; reconnecting', log)), 2)
         finally:
             if not PG.pids():
                 PG.pg_ctl('start')
@@ -379,8 +384,10 @@ class FaultTest(PgTestCase):
                     self.assertLess(time.monotonic() - t0, 0.3 + 1.0)
                     kinds |= {v.error.kind for v in r.results.values() if v.error}
                     self.assertNotIn(None, [v.error for v in r.results.values()])
-                    n = sum(self.metric(s, 'evdal_postgresql_connections', database='pg',
-                                        state=st) for st in ('up', 'connecting', 'broken'))
+                    body = s.admin_get('/metrics')[2]      # one scrape, one snapshot
+                    n = sum(float(x) for x in re.findall(
+                        r'^evdal_postgresql_connections\{database="pg",state="\w+"\} (\S+)$',
+                        body, re.M))
                     self.assertEqual(n, total)               # the pool never grows
             finally:
                 PG.resume()
