@@ -263,6 +263,35 @@ class StartupTest(PgTestCase):
         self.refused('SELECT 1 AS a; SELECT 2 AS b', 'multiple commands')
 
 
+PEER_BIN = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-peer-cpp')
+
+
+@unittest.skipUnless(os.access(PEER_BIN, os.X_OK), 'evdal-peer-cpp not built')
+class PeerTest(PgTestCase):
+    """The C++ peer of the pg7 benchmark (blocking libpq) answers the page as evdal does, so
+    that the benchmark compares the same work."""
+
+    def test_peer_answers_the_page_like_evdal(self):
+        from test_peer_cpp import PeerServer
+        text = pg_config()
+        with PeerServer(text) as peer, h.Server(text) as ev:
+            self.wait_up(ev, 4)
+            cp, tp = h.client(peer)
+            ce, te = h.client(ev)
+            self.addCleanup(tp.close)
+            self.addCleanup(te.close)
+            rng = random.Random(7)
+            for _ in range(100):
+                uid = rng.randint(1, N_USERS)
+                rp, re_ = cp.fetch(page_request(uid)), ce.fetch(page_request(uid))
+                for name in PAGE:
+                    self.assertIsNone(rp.results[name].error, (name, uid))
+                    self.assertEqual(table(rp.results[name]), table(re_.results[name]),
+                                     (name, uid))
+            infos = {i.name: i for i in cp.lookups()}
+            self.assertEqual(infos['user'].backend, 'postgresql:pg')
+
+
 class FaultTest(PgTestCase):
     """Each fault is followed by a successful page."""
 
