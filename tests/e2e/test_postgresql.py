@@ -65,12 +65,14 @@ def ro_conninfo():
     return 'host=%s port=%d dbname=postgres user=evdal_ro' % (PG.dir, PG.port)
 
 
-def pg_config(conninfo=None, extra='', timeout_ms=1000, connections=2, **server):
-    """The page twice: `lite_NAME` from the SQLite file, `NAME` from PostgreSQL."""
+def pg_config(conninfo=None, extra='', timeout_ms=1000, connections=2, app=None, **server):
+    """The page twice: `lite_NAME` from the SQLite file, `NAME` from PostgreSQL. `app`: the
+    sessions' application_name, so that a test counts its own server's sessions only."""
     sql = page_sql()
+    conninfo = (conninfo or ro_conninfo()) + (' application_name=%s' % app if app else '')
     parts = ['[database lite]\npath = %s\nworkers = 2\n' % DB,
              '[database pg]\nbackend = postgresql\nconninfo = %s\nconnections = %d\n'
-             'statement_timeout_ms = 5000\n' % (conninfo or ro_conninfo(), connections)]
+             'statement_timeout_ms = 5000\n' % (conninfo, connections)]
     for name in PAGE:
         parts.append('[lookup lite_%s]\ndatabase = lite\nsql = %s\n' % (name, sql[name]))
         parts.append('[lookup %s]\ndatabase = pg\nsql = %s\ntimeout_ms = %d\nmax_rows = 100\n'
@@ -398,7 +400,7 @@ class FaultTest(PgTestCase):
             self.good_page(s)
 
     def test_sigstop(self):
-        with h.Server(pg_config(timeout_ms=300, connections=2)) as s:
+        with h.Server(pg_config(timeout_ms=300, connections=2, app='evd_sigstop')) as s:
             self.wait_up(s, 4)
             total = 4    # 2 per loop, 2 loops
             c, t = h.client(s)
@@ -427,31 +429,31 @@ class FaultTest(PgTestCase):
                 file=sys.stderr)
             # Sessions on the server settle at the pool's size.
             deadline = time.monotonic() + 10
-            while PG.sessions() > total and time.monotonic() < deadline:
+            while PG.sessions('evd_sigstop') > total and time.monotonic() < deadline:
                 time.sleep(0.1)
-            self.assertLessEqual(PG.sessions(), total)
+            self.assertLessEqual(PG.sessions('evd_sigstop'), total)
 
     def test_reload_replaces_the_pools(self):
-        with h.Server(pg_config(connections=3)) as s:
+        with h.Server(pg_config(connections=3, app='evd_reload')) as s:
             self.wait_up(s, 6)
             with open(s.config_path, 'w') as f:
-                f.write(pg_config(connections=1))
+                f.write(pg_config(connections=1, app='evd_reload'))
             s.send_signal(signal.SIGHUP)
             self.assertTrue(s.wait_log(r'reloaded', timeout=10), s.log_tail())
             self.wait_up(s, 2)
             # The old generation's connections close once its last request is done.
             deadline = time.monotonic() + 10
-            while PG.sessions() > 2 and time.monotonic() < deadline:
+            while PG.sessions('evd_reload') > 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            self.assertEqual(PG.sessions(), 2)
+            self.assertEqual(PG.sessions('evd_reload'), 2)
             self.good_page(s)
 
     def test_terminate_backend(self):
-        with h.Server(pg_config()) as s:
+        with h.Server(pg_config(app='evd_terminate')) as s:
             self.wait_up(s, 4)
             self.good_page(s)
             killed = PG.psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                             "WHERE application_name = 'evdal'")
+                             "WHERE application_name = 'evd_terminate'")
             self.assertEqual(killed, '4')
             self.good_page(s)
             self.wait_up(s, 4)
