@@ -29,41 +29,41 @@
 
 /* Bounds the server-side check of each lookup at start-up and reload (the main thread waits
  * for it; no IO loop does): a database that does not answer in time is taken as down. */
-#define EVD_POSTGRESQL_CHECK_MAX_MS 2000
+#define EVD_BACKEND_POSTGRESQL_CHECK_MAX_MS 2000
 /* client_connection_check_interval: how soon the server notices evdal closed a connection
  * whose query it gave up, and stops that query. */
-#define EVD_POSTGRESQL_CHECK_INTERVAL_MS 1000
+#define EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS 1000
 
 typedef struct {
   gint refs;                /* the shared state's, and one per loop's pool */
   EvdPgDb *db;
-  EvdLoopLocal *pools;      /* EvdPostgresqlLoopPool per IO loop */
+  EvdLoopLocal *pools;      /* EvdBackendPostgresqlLoopPool per IO loop */
   gboolean down;            /* did not answer the start-up check: the others are skipped */
-} EvdPostgresqlDatabase;
+} EvdBackendPostgresqlDatabase;
 
 typedef struct {
-  GHashTable *dbs;          /* name -> EvdPostgresqlDatabase * */
-} EvdPostgresqlShared;
+  GHashTable *dbs;          /* name -> EvdBackendPostgresqlDatabase * */
+} EvdBackendPostgresqlShared;
 
 typedef struct {
   EvdPgPool *pool;
-  EvdPostgresqlDatabase *pdb;
-} EvdPostgresqlLoopPool;
+  EvdBackendPostgresqlDatabase *pdb;
+} EvdBackendPostgresqlLoopPool;
 
 typedef struct {
-  EvdPostgresqlDatabase *pdb;
+  EvdBackendPostgresqlDatabase *pdb;
   int stmt;
   int max_rows;
-} EvdPostgresqlLookup;
+} EvdBackendPostgresqlLookup;
 
 /* One call: the query the pool completes, and the call it answers. Freed by release(). */
 typedef struct {
   EvdPgQuery q;
   EvdBackendCall *call;
-} EvdPostgresqlCall;
+} EvdBackendPostgresqlCall;
 
 static void
-evd_postgresql_database_unref (EvdPostgresqlDatabase *pdb)
+evd_backend_postgresql_database_unref (EvdBackendPostgresqlDatabase *pdb)
 {
   if (!g_atomic_int_dec_and_test (&pdb->refs))
     return;
@@ -74,10 +74,10 @@ evd_postgresql_database_unref (EvdPostgresqlDatabase *pdb)
 /* ---- Per-loop pools. ---- */
 
 static gpointer
-evd_postgresql_loop_pool_make (EvdLoop *loop, gpointer owner)
+evd_backend_postgresql_loop_pool_make (EvdLoop *loop, gpointer owner)
 {
-  EvdPostgresqlDatabase *pdb = owner;
-  EvdPostgresqlLoopPool *lp = g_new0 (EvdPostgresqlLoopPool, 1);
+  EvdBackendPostgresqlDatabase *pdb = owner;
+  EvdBackendPostgresqlLoopPool *lp = g_new0 (EvdBackendPostgresqlLoopPool, 1);
 
   g_atomic_int_inc (&pdb->refs);
   lp->pdb = pdb;
@@ -86,12 +86,12 @@ evd_postgresql_loop_pool_make (EvdLoop *loop, gpointer owner)
 }
 
 static void
-evd_postgresql_loop_pool_destroy (gpointer data)
+evd_backend_postgresql_loop_pool_destroy (gpointer data)
 {
-  EvdPostgresqlLoopPool *lp = data;
+  EvdBackendPostgresqlLoopPool *lp = data;
 
   evd_pg_pool_free (lp->pool);
-  evd_postgresql_database_unref (lp->pdb);
+  evd_backend_postgresql_database_unref (lp->pdb);
   g_free (lp);
 }
 
@@ -99,9 +99,9 @@ evd_postgresql_loop_pool_destroy (gpointer data)
 
 /* A loop's pool lost its last connection, or has one again: said once per change. */
 static void
-evd_postgresql_on_notify (gpointer data, gboolean up, const char *message)
+evd_backend_postgresql_on_notify (gpointer data, gboolean up, const char *message)
 {
-  EvdPostgresqlDatabase *pdb = data;
+  EvdBackendPostgresqlDatabase *pdb = data;
 
   if (up)
     g_message ("database %s: connected", evd_pg_db_name (pdb->db));
@@ -110,7 +110,7 @@ evd_postgresql_on_notify (gpointer data, gboolean up, const char *message)
 }
 
 static void
-evd_postgresql_open_database (EvdPostgresqlShared *sh, EvdConfig *cfg, const char *group)
+evd_backend_postgresql_open_database (EvdBackendPostgresqlShared *sh, EvdConfig *cfg, const char *group)
 {
   const char *name = group + strlen ("database ");
   g_autofree char *conninfo = evd_config_require (cfg, group, "conninfo");
@@ -120,16 +120,16 @@ evd_postgresql_open_database (EvdPostgresqlShared *sh, EvdConfig *cfg, const cha
                                                   3600000),
     .connect_timeout_ms = (int) evd_config_int (cfg, group, "connect_timeout_ms", 2000, 10,
                                                 600000),
-    .check_interval_ms = EVD_POSTGRESQL_CHECK_INTERVAL_MS,
+    .check_interval_ms = EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS,
   };
   g_autoptr (GError) error = NULL;
-  EvdPostgresqlDatabase *pdb;
+  EvdBackendPostgresqlDatabase *pdb;
   EvdPgDb *db;
 
   if (conninfo == NULL)
     return;
-  pdb = g_new0 (EvdPostgresqlDatabase, 1);
-  o.notify = evd_postgresql_on_notify;
+  pdb = g_new0 (EvdBackendPostgresqlDatabase, 1);
+  o.notify = evd_backend_postgresql_on_notify;
   o.notify_data = pdb;
   db = evd_pg_db_new (name, conninfo, &o, &error);
   if (db == NULL) {
@@ -139,59 +139,55 @@ evd_postgresql_open_database (EvdPostgresqlShared *sh, EvdConfig *cfg, const cha
   }
   pdb->refs = 1;
   pdb->db = db;
-  pdb->pools = evd_loop_local_new (evd_postgresql_loop_pool_make, evd_postgresql_loop_pool_destroy, pdb);
+  pdb->pools = evd_loop_local_new (evd_backend_postgresql_loop_pool_make, evd_backend_postgresql_loop_pool_destroy, pdb);
   g_hash_table_insert (sh->dbs, g_strdup (name), pdb);
 }
 
 static gpointer
-evd_postgresql_setup (EvdConfig *cfg)
+evd_backend_postgresql_setup (EvdConfig *cfg)
 {
-  EvdPostgresqlShared *sh = g_new0 (EvdPostgresqlShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+  EvdBackendPostgresqlShared *sh = g_new0 (EvdBackendPostgresqlShared, 1);
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "database", "postgresql");
 
   sh->dbs = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  for (guint i = 0; groups[i] != NULL; i++) {
-    g_autofree char *kind = evd_config_string (cfg, groups[i], "backend", "sqlite");
-
-    if (strcmp (kind, "postgresql") == 0)
-      evd_postgresql_open_database (sh, cfg, groups[i]);
-  }
+  for (guint i = 0; groups[i] != NULL; i++)
+    evd_backend_postgresql_open_database (sh, cfg, groups[i]);
   return sh;
 }
 
 static void
-evd_postgresql_teardown (gpointer shared)
+evd_backend_postgresql_teardown (gpointer shared)
 {
-  EvdPostgresqlShared *sh = shared;
+  EvdBackendPostgresqlShared *sh = shared;
   GHashTableIter it;
   gpointer name, pdb;
 
   g_hash_table_iter_init (&it, sh->dbs);
   while (g_hash_table_iter_next (&it, &name, &pdb)) {
-    evd_loop_local_free (((EvdPostgresqlDatabase *) pdb)->pools);  /* each pool goes on its loop */
-    evd_postgresql_database_unref (pdb);
+    evd_loop_local_free (((EvdBackendPostgresqlDatabase *) pdb)->pools);  /* each pool goes on its loop */
+    evd_backend_postgresql_database_unref (pdb);
   }
   g_hash_table_unref (sh->dbs);
   g_free (sh);
 }
 
 static void
-evd_postgresql_attach (gpointer shared, EvdLoop *loop)
+evd_backend_postgresql_attach (gpointer shared, EvdLoop *loop)
 {
-  EvdPostgresqlShared *sh = shared;
+  EvdBackendPostgresqlShared *sh = shared;
   GHashTableIter it;
   gpointer name, pdb;
 
   g_hash_table_iter_init (&it, sh->dbs);
   while (g_hash_table_iter_next (&it, &name, &pdb))
-    evd_loop_local_get (((EvdPostgresqlDatabase *) pdb)->pools, loop);
+    evd_loop_local_get (((EvdBackendPostgresqlDatabase *) pdb)->pools, loop);
 }
 
 /* Per database: connections by state, queries running and queued, reconnects. */
 static void
-evd_postgresql_collect (gpointer shared, GString *out)
+evd_backend_postgresql_collect (gpointer shared, GString *out)
 {
-  EvdPostgresqlShared *sh = shared;
+  EvdBackendPostgresqlShared *sh = shared;
   static const struct {
     const char *name, *type, *help;
   } families[] = {
@@ -213,7 +209,7 @@ evd_postgresql_collect (gpointer shared, GString *out)
     while (g_hash_table_iter_next (&it, &name, &pdb)) {
       EvdPgStats s;
 
-      evd_pg_db_stats (((EvdPostgresqlDatabase *) pdb)->db, &s);
+      evd_pg_db_stats (((EvdBackendPostgresqlDatabase *) pdb)->db, &s);
       if (f == 0) {
         evd_metrics_sample (out, families[f].name, s.up, "database", (const char *) name,
                             "state", "up", NULL);
@@ -234,9 +230,9 @@ evd_postgresql_collect (gpointer shared, GString *out)
 
 /* "database shop: 8/8 connections up" (or "unavailable" with none up), for /health. */
 static void
-evd_postgresql_health (gpointer shared, GString *out)
+evd_backend_postgresql_health (gpointer shared, GString *out)
 {
-  EvdPostgresqlShared *sh = shared;
+  EvdBackendPostgresqlShared *sh = shared;
   GHashTableIter it;
   gpointer name, pdb;
 
@@ -245,7 +241,7 @@ evd_postgresql_health (gpointer shared, GString *out)
     EvdPgStats s;
     int total;
 
-    evd_pg_db_stats (((EvdPostgresqlDatabase *) pdb)->db, &s);
+    evd_pg_db_stats (((EvdBackendPostgresqlDatabase *) pdb)->db, &s);
     total = s.up + s.connecting + s.broken;
     g_string_append_printf (out, "database %s: %d/%d connections up%s\n", (const char *) name,
                             s.up, total, s.up == 0 && total > 0 ? " (unavailable)" : "");
@@ -255,7 +251,7 @@ evd_postgresql_health (gpointer shared, GString *out)
 /* ---- [lookup NAME] ---- */
 
 static void
-evd_postgresql_check_lookup (EvdPostgresqlDatabase *pdb, EvdConfig *cfg, EvdLookupSpec *spec, int stmt,
+evd_backend_postgresql_check_lookup (EvdBackendPostgresqlDatabase *pdb, EvdConfig *cfg, EvdLookupSpec *spec, int stmt,
                      gboolean *ok)
 {
   g_autoptr (GError) error = NULL;
@@ -263,7 +259,7 @@ evd_postgresql_check_lookup (EvdPostgresqlDatabase *pdb, EvdConfig *cfg, EvdLook
   *ok = TRUE;
   if (pdb->down)
     return;
-  if (evd_pg_db_check (pdb->db, stmt, EVD_POSTGRESQL_CHECK_MAX_MS, &error))
+  if (evd_pg_db_check (pdb->db, stmt, EVD_BACKEND_POSTGRESQL_CHECK_MAX_MS, &error))
     return;
   if (g_error_matches (error, EVD_PG_ERROR, EVD_PG_ERROR_SERVER)) {
     evd_config_problem (cfg, spec->group, "sql", "lookup %s: %s", spec->name, error->message);
@@ -277,17 +273,17 @@ evd_postgresql_check_lookup (EvdPostgresqlDatabase *pdb, EvdConfig *cfg, EvdLook
 }
 
 static gpointer
-evd_postgresql_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+evd_backend_postgresql_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
-  EvdPostgresqlShared *sh = shared;
+  EvdBackendPostgresqlShared *sh = shared;
   g_autofree char *db = evd_config_require (cfg, spec->group, "database");
   g_autofree char *sql = evd_config_require (cfg, spec->group, "sql");
   int max_rows = (int) evd_config_int (cfg, spec->group, "max_rows", 1000, 1, 10000000);
   g_autoptr (GError) error = NULL;
   const char *const *names;
   guint n_names;
-  EvdPostgresqlDatabase *pdb;
-  EvdPostgresqlLookup *l;
+  EvdBackendPostgresqlDatabase *pdb;
+  EvdBackendPostgresqlLookup *l;
   gboolean ok;
   int stmt;
 
@@ -308,12 +304,12 @@ evd_postgresql_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec
     evd_config_problem (cfg, spec->group, "sql", "lookup %s: %s", spec->name, error->message);
     return NULL;
   }
-  evd_postgresql_check_lookup (pdb, cfg, spec, stmt, &ok);
+  evd_backend_postgresql_check_lookup (pdb, cfg, spec, stmt, &ok);
   if (!ok)
     return NULL;
   for (guint i = 0; i < n_names; i++)
     evd_lookup_spec_add_param (spec, names[i], EVD_PARAM_ANY, TRUE);
-  l = g_new0 (EvdPostgresqlLookup, 1);
+  l = g_new0 (EvdBackendPostgresqlLookup, 1);
   l->pdb = pdb;
   l->stmt = stmt;
   l->max_rows = max_rows;
@@ -323,7 +319,7 @@ evd_postgresql_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec
 }
 
 static void
-evd_postgresql_lookup_close (gpointer backend)
+evd_backend_postgresql_lookup_close (gpointer backend)
 {
   g_free (backend);
 }
@@ -332,42 +328,42 @@ evd_postgresql_lookup_close (gpointer backend)
 
 /* On the call's loop, inside evd_pg_pool_submit or a later loop callback. */
 static void
-evd_postgresql_on_done (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows, const char *message)
+evd_backend_postgresql_on_done (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows, const char *message)
 {
-  EvdPostgresqlCall *pc = (EvdPostgresqlCall *) q;
+  EvdBackendPostgresqlCall *pc = (EvdBackendPostgresqlCall *) q;
 
   switch (status) {
   case EVD_PG_OK:
     evd_backend_call_return (pc->call, rows);
     break;
   case EVD_PG_CANCELLED:
-    evd_backend_call_fail (pc->call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
+    evd_backend_call_fail (pc->call, EVD_ERROR_KIND_CANCELLED, "cancelled");
     break;
   default:
-    evd_backend_call_fail (pc->call, EVDAL_ERROR_KIND_BACKEND, "%s", message);
+    evd_backend_call_fail (pc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
   }
 }
 
 static void
-evd_postgresql_start (gpointer backend, EvdBackendCall *call)
+evd_backend_postgresql_start (gpointer backend, EvdBackendCall *call)
 {
-  EvdPostgresqlLookup *l = backend;
-  EvdPostgresqlLoopPool *lp = evd_loop_local_get (l->pdb->pools, evd_backend_call_loop (call));
-  EvdPostgresqlCall *pc = g_new0 (EvdPostgresqlCall, 1);
+  EvdBackendPostgresqlLookup *l = backend;
+  EvdBackendPostgresqlLoopPool *lp = evd_loop_local_get (l->pdb->pools, evd_backend_call_loop (call));
+  EvdBackendPostgresqlCall *pc = g_new0 (EvdBackendPostgresqlCall, 1);
 
   pc->call = call;
   pc->q.stmt = l->stmt;
   pc->q.params = evd_backend_call_params (call, &pc->q.n_params);
   pc->q.max_rows = l->max_rows;
-  pc->q.done = evd_postgresql_on_done;
+  pc->q.done = evd_backend_postgresql_on_done;
   *evd_backend_call_data (call) = pc;
   evd_pg_pool_submit (lp->pool, &pc->q);
 }
 
 static void
-evd_postgresql_cancel (gpointer backend, EvdBackendCall *call)
+evd_backend_postgresql_cancel (gpointer backend, EvdBackendCall *call)
 {
-  EvdPostgresqlCall *pc = *evd_backend_call_data (call);
+  EvdBackendPostgresqlCall *pc = *evd_backend_call_data (call);
 
   (void) backend;
   if (pc != NULL)
@@ -375,9 +371,9 @@ evd_postgresql_cancel (gpointer backend, EvdBackendCall *call)
 }
 
 static void
-evd_postgresql_release (gpointer backend, EvdBackendCall *call)
+evd_backend_postgresql_release (gpointer backend, EvdBackendCall *call)
 {
-  EvdPostgresqlCall *pc = *evd_backend_call_data (call);
+  EvdBackendPostgresqlCall *pc = *evd_backend_call_data (call);
 
   (void) backend;
   *evd_backend_call_data (call) = NULL;
@@ -386,14 +382,14 @@ evd_postgresql_release (gpointer backend, EvdBackendCall *call)
 
 const EvdBackendClass evd_backend_postgresql_class = {
   .kind = "postgresql",
-  .setup = evd_postgresql_setup,
-  .teardown = evd_postgresql_teardown,
-  .attach = evd_postgresql_attach,
-  .open = evd_postgresql_lookup_open,
-  .start = evd_postgresql_start,
-  .cancel = evd_postgresql_cancel,
-  .release = evd_postgresql_release,
-  .close = evd_postgresql_lookup_close,
-  .collect = evd_postgresql_collect,
-  .health = evd_postgresql_health,
+  .setup = evd_backend_postgresql_setup,
+  .teardown = evd_backend_postgresql_teardown,
+  .attach = evd_backend_postgresql_attach,
+  .open = evd_backend_postgresql_lookup_open,
+  .start = evd_backend_postgresql_start,
+  .cancel = evd_backend_postgresql_cancel,
+  .release = evd_backend_postgresql_release,
+  .close = evd_backend_postgresql_lookup_close,
+  .collect = evd_backend_postgresql_collect,
+  .health = evd_backend_postgresql_health,
 };

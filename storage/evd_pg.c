@@ -785,7 +785,7 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
   g_string_truncate (c->scratch, 0);
   for (guint i = 0; i < stmt->names->len; i++) {
     const char *name = stmt->names->pdata[i];
-    const EvdValue *v = evd_request_param (q->params, q->n_params, name);
+    const EvdValue *v = evd_value_find_param (q->params, q->n_params, name);
     Oid type = (int) i < st->n_types ? st->types[i] : 0;
 
     offs[i] = G_MAXSIZE;

@@ -37,7 +37,7 @@
 #include <event2/event.h>
 #include <glib.h>
 
-#include "evd_request.h"
+#include "evd_value.h"
 #include "evd_rows.h"
 
 G_BEGIN_DECLS

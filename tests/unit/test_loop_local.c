@@ -1,4 +1,4 @@
-/* test_loop_local: per-loop objects (server/evd_loop_local.c) and loop references: an object
+/* test_loop_local: per-loop objects (rpc/evd_loop_local.c) and loop references: an object
  * is made on its loop's thread at the first get and destroyed there when the set is freed; a
  * set freed after its loop stopped still destroys every object, once, on the freeing thread,
  * and the loop's base lives until then. */

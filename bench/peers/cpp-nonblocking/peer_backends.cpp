@@ -339,10 +339,23 @@ std::shared_ptr<Database> open_database(const Ini& ini, const std::string& group
   auto d = std::make_shared<Database>();
   std::string kind = ini.get(group, "backend", "sqlite");
   d->name = group.substr(strlen("database "));
-  d->kind = kind;
+  if (kind == "redis") {  // peer_redis.cpp
+    d->kind = kind;
+    d->address = ini.require(group, "address");
+    if (ini.has(group, "password_file")) {
+      gchar* text = nullptr;
+      if (!g_file_get_contents(ini.resolve(ini.get(group, "password_file")).c_str(), &text,
+                               nullptr, nullptr))
+        ini.fail(group, "password_file", "cannot be read");
+      d->password = std::string(text).substr(0, std::strcspn(text, "\r\n"));
+      g_free(text);
+    }
+    return d;
+  }
   if (kind == "postgresql") {
     // One blocking connection per pool thread: `connections` of them unless --sqlite-threads
     // says otherwise (the benchmark gives the peer as many as evdal has on all its loops).
+    d->kind = kind;
     d->conninfo = ini.require(group, "conninfo");
     d->workers = (int) ini.integer(group, "connections", 4, 1, 1024);
     d->statement_timeout_ms = (int) ini.integer(group, "statement_timeout_ms", 5000, 0, 3600000);
@@ -350,7 +363,7 @@ std::shared_ptr<Database> open_database(const Ini& ini, const std::string& group
     return d;
   }
   if (kind != "sqlite")
-    ini.fail(group, "backend", "\"" + kind + "\": databases are sqlite or postgresql");
+    ini.fail(group, "backend", "\"" + kind + "\": only sqlite, redis and postgresql databases exist");
   d->path = ini.resolve(ini.require(group, "path"));
   d->busy_timeout_ms = (int) ini.integer(group, "busy_timeout_ms", 1000, 0, 600000);
   d->workers = (int) ini.integer(group, "workers", cfg.workers, 1, 1024);
