@@ -201,6 +201,17 @@ evd_server_on_sighup (evutil_socket_t sig, short what, void *arg)
     return;
   evd_systemd_notify ("RELOADING=1\nSTATUS=Reloading the configuration");
   s->reload (s->reload_data);
+}
+
+void
+evd_server_post_main (EvdServer *s, EvdLoopFunc fn, gpointer data)
+{
+  evd_loop_post (s->main, fn, data);
+}
+
+void
+evd_server_reloaded (EvdServer *s)
+{
   evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
 }
 

@@ -10,10 +10,12 @@ and fails on a server without its fix.
 - traces: client-sized strings are cut in the trace store, and /traces stays small;
 - NUL: text carries its NULs end to end; a name holding one is refused, never merged;
 - descriptors: an exhausted process does not spin on a pending admin connection, and idle
-  admin connections cannot take the descriptors the Thrift port needs.
+  admin connections cannot take the descriptors the Thrift port needs;
+- reload: a writer's lock on a database does not stall the main loop during SIGHUP.
 """
 import json
 import os
+import signal
 import socket
 import sqlite3
 import struct
@@ -472,6 +474,47 @@ class DescriptorsTest(h.EvdalTestCase):
             while srv.admin_get('/health', timeout=2)[0] != 200:
                 self.assertLess(time.monotonic(), deadline)
                 time.sleep(0.1)
+
+
+
+class ReloadTest(h.EvdalTestCase):
+    """Item 10: a reload while a writer holds a lock on an SQLite file."""
+
+    def test_reload_waiting_for_a_lock_does_not_stall_the_main_loop(self):
+        """SIGHUP while another process holds an exclusive lock (rollback journal) and
+        busy_timeout_ms = 3000: /health answers at once meanwhile (the new pool's probe held
+        the main loop for the whole 3 s), the reload is refused as a transient lock, and the
+        next SIGHUP, once the writer is done, reloads."""
+        with tempfile.TemporaryDirectory(prefix='evdal-lock-') as tmp:
+            db = make_blob_db(tmp)
+            lookups = blob_lookups(db).replace('workers = 2', 'workers = 1\nbusy_timeout_ms = 3000')
+            with h.Server(h.config(lookups=lookups, admin_listen='127.0.0.1:0')) as srv:
+                writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+                try:
+                    writer.execute('BEGIN EXCLUSIVE')
+                    srv.send_signal(signal.SIGHUP)
+                    self.assertTrue(srv.wait_log(r'SIGHUP: reloading', 2.0))
+                    worst = 0.0
+                    t_end = time.monotonic() + 2.0
+                    while time.monotonic() < t_end:
+                        t0 = time.monotonic()
+                        self.assertEqual(srv.admin_get('/health', timeout=10)[0], 200)
+                        worst = max(worst, time.monotonic() - t0)
+                        time.sleep(0.05)
+                    self.assertLess(worst, 0.5, '/health took %.2f s during the reload' % worst)
+                    self.assertTrue(srv.wait_log(r'reload refused: .*locked by a writer.*'
+                                                 r'transient', 5.0), srv.log_tail())
+                finally:
+                    writer.execute('ROLLBACK')
+                    writer.close()
+                srv.send_signal(signal.SIGHUP)
+                self.assertTrue(srv.wait_log(r'reloaded .*evdal.conf', 5.0), srv.log_tail())
+                c, t = h.client(srv)
+                try:
+                    r = c.fetch(h.fetch_request({'b': blob_call(3)})).results['b']
+                    self.assertEqual(r.table.rows[0][0].blob_value, b'\0\0\0')
+                finally:
+                    t.close()
 
 
 if __name__ == '__main__':
