@@ -11,7 +11,8 @@ and fails on a server without its fix.
 - NUL: text carries its NULs end to end; a name holding one is refused, never merged;
 - descriptors: an exhausted process does not spin on a pending admin connection, and idle
   admin connections cannot take the descriptors the Thrift port needs;
-- reload: a writer's lock on a database does not stall the main loop during SIGHUP.
+- reload: a writer's lock on a database does not stall the main loop during SIGHUP;
+- operations: a live unix socket is not stolen; listen addresses are checked.
 """
 import json
 import os
@@ -515,6 +516,66 @@ class ReloadTest(h.EvdalTestCase):
                     self.assertEqual(r.table.rows[0][0].blob_value, b'\0\0\0')
                 finally:
                     t.close()
+
+
+
+class OperationsTest(h.EvdalTestCase):
+    """Items 11 and 12: unix sockets and listen addresses."""
+
+    def test_second_server_does_not_steal_a_live_unix_socket(self):
+        """A second evdal on the path of a running one stops with a clear error and leaves the
+        first reachable (it unlinked the socket, bound, and both said "listening"); a socket
+        file left by a process gone is still replaced. The start-up line names a unix socket
+        as such (it said "plain TCP")."""
+        with tempfile.TemporaryDirectory(prefix='evdal-unix-') as tmp:
+            path = os.path.join(tmp, 'e.sock')
+            with h.Server(h.config(listen=path)) as first:
+                self.assertIn('plain unix socket', first.log_text())
+                self.assertNotIn('plain TCP', first.log_text())
+                second = h.Server(h.config(listen=path))
+                with self.assertRaises(h.ServerError) as cm:
+                    second.start()
+                self.assertIn('another process accepts connections on this socket', str(cm.exception))
+                self.assertTrue(os.path.exists(path))
+                c, t = h.client(first)
+                try:
+                    self.assertPong(c)
+                finally:
+                    t.close()
+            # A stale file (bound, never listened on: nothing accepts) is replaced.
+            stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            stale.bind(path)
+            stale.close()
+            with h.Server(h.config(listen=path)) as again:
+                c, t = h.client(again)
+                try:
+                    self.assertPong(c)
+                finally:
+                    t.close()
+
+    def test_listen_addresses_are_checked_and_off_means_off(self):
+        """--check-config refuses ports past 65535 (":70000" bound 4464) with the file, line
+        and key; admin_listen = "" (the documented "off") and listen = 127.0.0.1:0 pass the
+        check and start."""
+        with tempfile.TemporaryDirectory(prefix='evdal-addr-') as tmp:
+            conf = os.path.join(tmp, 'evdal.conf')
+            with open(conf, 'w') as f:
+                f.write('[server]\nlisten = 127.0.0.1:70000\n')
+            r = h.run_evdal(['--config', conf, '--check-config'])
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn('evdal.conf:2: [server] listen: "127.0.0.1:70000": the port must be '
+                          'a number from 0 to 65535', r.stderr)
+            with open(conf, 'w') as f:
+                f.write('[server]\nlisten = 127.0.0.1:0\nadmin_listen = ""\n')
+            r = h.run_evdal(['--config', conf, '--check-config'])
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with h.Server(h.config(listen='127.0.0.1:0', admin_listen='""')) as srv:
+            self.assertIsNone(srv.admin_address)
+            c, t = h.client(srv)
+            try:
+                self.assertPong(c)
+            finally:
+                t.close()
 
 
 if __name__ == '__main__':
