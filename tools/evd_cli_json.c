@@ -7,17 +7,34 @@
 #include "evd_cli_conn.h"
 #include "evd_cli_value.h"
 
+static void evd_cli_json_piece (GString *out, const char *s);
+
 void
 evd_cli_json_string (GString *out, const char *s)
 {
-  g_autofree char *valid = NULL;
-
   if (s == NULL)
     s = "";
+  g_string_append_c (out, '"');
+  /* A U+0000 inside the string comes as C0 80 (evd_cli_conn): \u0000, the text goes on. */
+  for (const char *nul; (nul = strstr (s, EVD_CLI_VALUE_NUL)) != NULL; s = nul + 2) {
+    g_autofree char *piece = g_strndup (s, (gsize) (nul - s));
+
+    evd_cli_json_piece (out, piece);
+    g_string_append (out, "\\u0000");
+  }
+  evd_cli_json_piece (out, s);
+  g_string_append_c (out, '"');
+}
+
+/* A string's characters, escaped for JSON, without the quotes. */
+static void
+evd_cli_json_piece (GString *out, const char *s)
+{
+  g_autofree char *valid = NULL;
+
   /* JSON text is UTF-8; a byte that is not would make the whole document unreadable. */
   if (!g_utf8_validate (s, -1, NULL))
     s = valid = g_utf8_make_valid (s, -1);
-  g_string_append_c (out, '"');
   for (const unsigned char *p = (const unsigned char *) s; *p != '\0'; p++) {
     switch (*p) {
     case '"': g_string_append (out, "\\\""); break;
@@ -34,7 +51,6 @@ evd_cli_json_string (GString *out, const char *s)
         g_string_append_c (out, (char) *p);  /* ASCII, or a byte of a UTF-8 sequence */
     }
   }
-  g_string_append_c (out, '"');
 }
 
 static void

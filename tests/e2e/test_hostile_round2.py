@@ -12,7 +12,9 @@ and fails on a server without its fix.
 - descriptors: an exhausted process does not spin on a pending admin connection, and idle
   admin connections cannot take the descriptors the Thrift port needs;
 - reload: a writer's lock on a database does not stall the main loop during SIGHUP;
-- operations: a live unix socket is not stolen; listen addresses are checked.
+- operations: a live unix socket is not stolen; listen addresses are checked;
+- evdal-cli: a reply nested 100,000 deep is refused (exit 3), text holding U+0000 is shown
+  whole, escaped.
 """
 import json
 import os
@@ -20,7 +22,9 @@ import signal
 import socket
 import sqlite3
 import struct
+import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -576,6 +580,79 @@ class OperationsTest(h.EvdalTestCase):
                 self.assertPong(c)
             finally:
                 t.close()
+
+
+
+CLI = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-cli')
+
+
+class CliRepliesTest(h.EvdalTestCase):
+    """Items 13 and 14: what evdal-cli does with the replies it reads."""
+
+    def cli(self, port, *args):
+        return subprocess.run([CLI, '--host', '127.0.0.1', '--port', str(port)] + list(args),
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+
+    def fake_server(self, reply):
+        lsock = socket.socket()
+        lsock.bind(('127.0.0.1', 0))
+        lsock.listen(1)
+        self.addCleanup(lsock.close)
+
+        def serve():
+            conn, _ = lsock.accept()
+            conn.recv(65536)
+            try:
+                conn.sendall(reply)
+            except OSError:
+                pass
+            conn.close()
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        self.addCleanup(th.join, 5)
+        return lsock.getsockname()[1]
+
+    def test_deep_nesting_in_a_reply_is_a_protocol_error(self):
+        """A ping reply carrying an unknown field nested 100,000 lists deep overflowed the
+        CLI's stack in c_glib's skip (a crash); the reply is now walked with the server's
+        bounded validation first: exit 3, saying why."""
+        depth = 100000
+        body = struct.pack('!bh', 15, 9)            # field 9: list
+        body += struct.pack('!bi', 15, 1) * depth    # of lists of lists...
+        body += struct.pack('!bi', 8, 0)             # ...of no i32
+        body += struct.pack('!bh', 11, 0) + struct.pack('!i', 4) + b'pong' + b'\0'
+        msg = struct.pack('!I', 0x80010002) + struct.pack('!i', 4) + b'ping' + \
+            struct.pack('!i', 0) + body
+        port = self.fake_server(h.frame(msg))
+        p = self.cli(port, 'ping')
+        self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertIn(b'ping: no valid reply', p.stderr)
+        self.assertIn(b'malformed', p.stderr)
+
+    def test_text_with_nul_is_printed_whole_and_escaped(self):
+        """A text value "a<U+0000>b<U+0000>" was printed "a" in tables and --json; it is now
+        a\\x00b\\x00 in a table and "a\\u0000b\\u0000" in JSON."""
+        with tempfile.TemporaryDirectory(prefix='evdal-nul-') as tmp:
+            db = make_blob_db(tmp)
+            lookups = self.NUL_LOOKUP % db
+            with h.Server(h.config(lookups=lookups)) as srv:
+                p = self.cli(srv.port, '--ascii', 'fetch', 'nul')
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn(b'a\\x00b\\x00', p.stdout)
+                p = self.cli(srv.port, '--json', 'fetch', 'nul')
+                self.assertEqual(p.returncode, 0, p.stderr)
+                doc = json.loads(p.stdout)
+                self.assertEqual(doc['results']['nul']['rows'], [['a\0b\0', 4]])
+
+    NUL_LOOKUP = """
+[database blobs]
+path = %s
+workers = 1
+
+[lookup nul]
+database = blobs
+sql = SELECT 'a' || char(0) || 'b' || char(0) AS t, length(CAST('a' || char(0) || 'b' || char(0) AS BLOB)) AS n
+"""
 
 
 if __name__ == '__main__':
