@@ -22,24 +22,10 @@
  */
 #pragma once
 
-#include "evd_rows.h"
+#include "evd_value.h"
+#include "evd_wire.h"
 
 G_BEGIN_DECLS
-
-/* A param's value. Text and blob: `len` bytes at `data` (in the request), NULs included;
- * a NUL follows the last byte. */
-typedef struct {
-  EvdValueKind kind;
-  gint64 i;
-  double r;
-  const char *data;         /* text, blob */
-  guint32 len;
-} EvdValue;
-
-typedef struct {
-  const char *name;
-  EvdValue value;
-} EvdParam;
 
 typedef struct {
   const char *key;          /* the call's name in the request's calls map */
@@ -84,8 +70,6 @@ EvdFetchRequest *evd_request_ref (EvdFetchRequest *request);
 void evd_request_unref (EvdFetchRequest *request);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdFetchRequest, evd_request_unref)
 
-/* The param named `name` of a call, or NULL. */
-const EvdValue *evd_request_param (const EvdParam *params, guint n_params, const char *name);
 /* The call named `key`, or NULL. */
 const EvdFetchCall *evd_request_call (const EvdFetchRequest *request, const char *key);
 

@@ -3,6 +3,53 @@
 
 #include <string.h>
 
+/* Value is a union: exactly one field, 1 null_value (bool, always true here), 2 int_value,
+ * 3 real_value, 4 text_value, 5 blob_value. */
+static void
+evd_response_write_value (const EvdRows *rows, const EvdCell *c, EvdWriter *w)
+{
+  evd_writer_struct_begin (w);
+  switch (c->kind) {
+  case EVD_VALUE_INT:
+    evd_writer_field_begin (w, EVD_WIRE_T_I64, 2);
+    evd_writer_i64 (w, c->v.i);
+    break;
+  case EVD_VALUE_REAL:
+    evd_writer_field_begin (w, EVD_WIRE_T_DOUBLE, 3);
+    evd_writer_double (w, c->v.r);
+    break;
+  case EVD_VALUE_TEXT:
+  case EVD_VALUE_BLOB:
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, c->kind == EVD_VALUE_TEXT ? 4 : 5);
+    evd_writer_binary (w, evd_rows_cell_data (rows, c), c->len);
+    break;
+  default:
+    evd_writer_field_bool (w, 1, TRUE);
+  }
+  evd_writer_struct_end (w);
+}
+
+void
+evd_response_write_rows (EvdWriter *w, const EvdRows *rows)
+{
+  guint n_columns = evd_rows_n_columns (rows), n_rows = evd_rows_n_rows (rows), n_cells;
+  const EvdCell *c = evd_rows_cells (rows, &n_cells);
+
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 1);
+  evd_writer_list_begin (w, EVD_WIRE_T_STRING, n_columns);
+  for (guint i = 0; i < n_columns; i++, c++)
+    evd_writer_binary (w, evd_rows_cell_data (rows, c), c->len);
+  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 2);
+  evd_writer_list_begin (w, EVD_WIRE_T_LIST, n_rows);
+  for (guint r = 0; r < n_rows; r++) {
+    evd_writer_list_begin (w, EVD_WIRE_T_STRUCT, n_columns);
+    for (guint i = 0; i < n_columns; i++, c++)
+      evd_response_write_value (rows, c, w);
+  }
+  evd_writer_struct_end (w);
+}
+
 /* LookupResult { 1: optional Table table, 2: optional LookupError error,
  * 3: optional Span span }; LookupError { 1: ErrorKind kind, 2: string message };
  * Span { 1: i64 start_us, 2: i64 end_us, 3: string backend }. */
@@ -12,7 +59,7 @@ evd_response_write_result (EvdWriter *w, const EvdResponseResult *r)
   evd_writer_struct_begin (w);
   if (r->rows != NULL) {
     evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, 1);
-    evd_rows_write (r->rows, w);
+    evd_response_write_rows (w, r->rows);
   } else {
     evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, 2);
     evd_writer_struct_begin (w);

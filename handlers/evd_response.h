@@ -15,6 +15,7 @@
 
 #include "evd_rows.h"
 #include "evd_thrift.h"
+#include "evd_writer.h"
 
 G_BEGIN_DECLS
 
@@ -30,6 +31,10 @@ typedef struct {
   const char *error_message;
   const EvdResponseSpan *span;    /* NULL: not traced */
 } EvdResponseResult;
+
+/* Writes the rows as the IDL's Table struct: { 1: list<string> columns,
+ * 2: list<list<Value>> rows }. */
+void evd_response_write_rows (EvdWriter *w, const EvdRows *rows);
 
 /* The error of a call whose rows do not fit in its reply. */
 #define EVD_RESPONSE_TOO_LARGE \

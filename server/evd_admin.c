@@ -224,7 +224,7 @@ evd_admin_on_connection (struct event_base *base, void *arg)
 }
 
 EvdAdmin *
-evd_admin_new (struct event_base *base, const char *address, int fd,
+evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port, int fd,
                const EvdAdminPages *pages, GError **error)
 {
   struct evconnlistener *lev;
@@ -235,7 +235,7 @@ evd_admin_new (struct event_base *base, const char *address, int fd,
   a->secret = pages->secret && *pages->secret ? g_strdup (pages->secret) : NULL;
   a->pages.secret = NULL;
   if (fd < 0) {
-    fd = evd_listener_bind (address, &a->address, error);
+    fd = evd_listener_bind (address, reuse_port, &a->address, error);
     if (fd < 0)
       return NULL;
   } else {

@@ -256,8 +256,8 @@ evd_listener_wrap (struct evconnlistener *lev, struct event_base *base,
 }
 
 EvdListener *
-evd_listener_new (struct event_base *base, const char *address, EvdAcceptFunc accept_fn,
-                  gpointer data, GError **error)
+evd_listener_new (struct event_base *base, const char *address, gboolean reuse_port,
+                  EvdAcceptFunc accept_fn, gpointer data, GError **error)
 {
   struct sockaddr_storage ss;
   socklen_t len = 0;
@@ -269,7 +269,8 @@ evd_listener_new (struct event_base *base, const char *address, EvdAcceptFunc ac
     return NULL;
   lev = evconnlistener_new_bind (base, NULL, NULL,
                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-                                 LEV_OPT_REUSEABLE | LEV_OPT_DISABLED,
+                                 LEV_OPT_REUSEABLE | LEV_OPT_DISABLED |
+                                 (reuse_port ? LEV_OPT_REUSEABLE_PORT : 0),
                                  EVD_LISTEN_BACKLOG, (struct sockaddr *) &ss, (int) len);
   if (lev == NULL) {
     int err = errno;
@@ -302,7 +303,7 @@ evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd, EvdAccept
 }
 
 evutil_socket_t
-evd_listener_bind (const char *address, char **bound, GError **error)
+evd_listener_bind (const char *address, gboolean reuse_port, char **bound, GError **error)
 {
   struct sockaddr_storage ss;
   socklen_t len = 0;
@@ -315,6 +316,7 @@ evd_listener_bind (const char *address, char **bound, GError **error)
     return -1;
   fd = socket (ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd >= 0 && (evutil_make_listen_socket_reuseable (fd) < 0 ||
+                  (reuse_port && evutil_make_listen_socket_reuseable_port (fd) < 0) ||
                   bind (fd, (struct sockaddr *) &ss, len) < 0 ||
                   listen (fd, EVD_LISTEN_BACKLOG) < 0)) {
     err = errno;
@@ -339,6 +341,33 @@ const char *
 evd_listener_address (EvdListener *l)
 {
   return l->address;
+}
+
+guint
+evd_listener_close_draining (EvdListener *l)
+{
+  evutil_socket_t lfd;
+  guint taken = 0;
+
+  if (l == NULL)
+    return 0;
+  lfd = evconnlistener_get_fd (l->lev);
+  evconnlistener_disable (l->lev);
+  for (;;) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4 (lfd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break;  /* EAGAIN: the backlog is empty; anything else: nothing more to take */
+    }
+    l->accept_fn (fd, (struct sockaddr *) &ss, (int) len, l->data);
+    taken++;
+  }
+  evd_listener_free (l);
+  return taken;
 }
 
 void

@@ -6,7 +6,7 @@
 #include "evd_config.h"
 #include "evd_log.h"
 #include "evd_server.h"
-#include "evd_service.h"
+#include "evd_data_access.h"
 #include "evd_systemd.h"
 
 /* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
@@ -204,7 +204,8 @@ evd_main_start_admin (EvdServer *server, EvdConfig *cfg, EvdDataAccess *service,
 
   if (fd < 0 && *sc->admin_listen == '\0')
     return TRUE;
-  admin = evd_admin_new (evd_server_main_base (server), sc->admin_listen, fd, &pages, error);
+  admin = evd_admin_new (evd_server_main_base (server), sc->admin_listen, sc->reuse_port, fd,
+                         &pages, error);
   if (admin == NULL)
     return FALSE;
   g_message ("admin on http://%s/ (/health /metrics /lookups /traces)%s",

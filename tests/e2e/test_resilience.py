@@ -16,7 +16,7 @@ import evdal_harness as h
 from evdal_harness import ttypes
 
 V = ttypes.Value
-EVD_LOG_LIMIT_BURST = 10  # server/evd_log.h: lines per second per loop and purpose
+EVD_LOG_LIMIT_BURST = 10  # core/evd_log.h: lines per second per loop and purpose
 EK = ttypes.ErrorKind
 
 DB_LOOKUPS = h.NAP_LOOKUP + """

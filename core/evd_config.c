@@ -447,6 +447,11 @@ evd_config_read_server (EvdConfig *cfg)
   s->write_timeout_ms = (int) evd_config_int (cfg, g, "write_timeout_ms", 30000, 1, 3600000);
   s->shutdown_timeout_ms = (int) evd_config_int (cfg, g, "shutdown_timeout_ms", 10000, 0,
                                                  3600000);
+  /* Behind a load balancer: long enough for its health checks to see "draining" and stop
+   * sending new connections (check interval x fall count, plus a margin); 0 (no balancer,
+   * or systemd socket activation) closes the listener at once. */
+  s->drain_ms = (int) evd_config_int (cfg, g, "drain_ms", 0, 0, 3600000);
+  s->reuse_port = evd_config_bool (cfg, g, "reuse_port", FALSE);
   /* Pipelining is for latency; hundreds of requests queued on one socket are a client that
    * does not read, and each costs memory until answered. */
   s->max_pipeline = (int) evd_config_int (cfg, g, "max_pipeline", 128, 1, 100000);

@@ -65,6 +65,9 @@ typedef struct {
    * decoded. TRUE sheds it: under overload, decoding what will be refused anyway is the work
    * that keeps the loop behind, so refusing must cost less than serving. */
   gboolean (*overloaded) (gpointer data, EvdLoop *loop);
+  /* Optional: called on each IO loop's thread once it runs, before it serves a request: the
+   * service may prepare what it keeps per loop (connections to its backends). */
+  void (*loop_started) (gpointer data, EvdLoop *loop);
   /* Where TApplicationExceptions are counted (the handlers count their own outcomes); may be
    * NULL. */
   EvdMetrics *metrics;
