@@ -580,7 +580,8 @@ evd_config_flag_unread (EvdConfig *cfg)
     g_auto (GStrv) keys = NULL;
 
     if (!g_hash_table_contains (cfg->used, group)) {
-      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME] or [database NAME])");
+      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME], [database NAME] "
+                          "or [upstream NAME])");
       continue;
     }
     keys = g_key_file_get_keys (cfg->kf, group, NULL, NULL);
