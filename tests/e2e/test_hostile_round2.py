@@ -235,6 +235,32 @@ class RepliesBoundedTest(h.EvdalTestCase):
                 finally:
                     s.close()
 
+    def test_pipelined_large_replies_are_not_cut_for_a_reader(self):
+        """A client that reads its replies pipelines four fetches of 3 MiB each (after one
+        alone) with max_output_bytes and max_reply_bytes at 4 MiB: none is cut. Started
+        together, they completed together and shared the connection's bound (8 MiB), so the
+        third and fourth lost their rows; a call now starts only while the replies its running
+        calls are likely to make fit under max_output_bytes."""
+        with tempfile.TemporaryDirectory(prefix='evdal-blob-') as tmp:
+            db = make_blob_db(tmp)
+            cfg = h.config(lookups=blob_lookups(db), max_output_bytes=4 << 20,
+                           max_reply_bytes=4 << 20, deadline_ms=30000)
+            with h.Server(cfg, max_rss_mib=256) as srv:
+                s = srv.raw_socket(timeout=20)
+                try:
+                    req = h.fetch_request({'b': blob_call(3 * MIB)})
+                    s.sendall(h.fetch_bytes(300, req))
+                    self.assertIsNotNone(h.read_reply(s, 20).result.success.results['b'].table)
+                    s.sendall(b''.join(h.fetch_bytes(301 + i, req) for i in range(4)))
+                    for i in range(4):
+                        r = h.read_reply(s, 20)
+                        self.assertEqual(r.seqid, 301 + i)
+                        res = r.result.success.results['b']
+                        self.assertIsNone(res.error, (i, res.error))
+                        self.assertEqual(len(res.table.rows[0][0].blob_value), 3 * MIB)
+                finally:
+                    s.close()
+
     def test_unread_replies_stay_bounded(self):
         """One connection pipelines 24 fetches of 4 calls x 1 MiB rows (96 MiB of replies)
         and reads nothing until every fetch has ended. What it then reads is what the server
