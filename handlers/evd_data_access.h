@@ -26,6 +26,9 @@ void evd_data_access_free (EvdDataAccess *da);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdDataAccess, evd_data_access_free)
 
 const EvdService *evd_data_access_service (EvdDataAccess *da);
+/* Where sampled fetches' spans go, and the sample ratio (NULL: no export, ratio 0); set
+ * before serving, and it must outlive the service. */
+void evd_data_access_set_otlp (EvdDataAccess *da, EvdOtlp *otlp);
 
 /* A reload in two steps, so that the main loop never waits for what opening the new lookups
  * costs (SQLite pools open files, prepare statements and may wait busy_timeout_ms for a

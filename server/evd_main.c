@@ -69,6 +69,7 @@ typedef struct {
   EvdOptions *options;
   EvdConfig *running;        /* the config the server started with */
   EvdDataAccess *service;
+  EvdOtlp *otlp;             /* [tracing] as started */
   EvdServer *server;
   GThread *thread;           /* the reload being built, or NULL; joined on the main thread */
   gboolean again;            /* SIGHUP while building: reload again after */
@@ -76,6 +77,7 @@ typedef struct {
   EvdConfig *cfg;
   EvdEngine *next;
   GError *error;
+  EvdOtlp *tracing;          /* the reload's [tracing], read so that its keys are checked */
 } EvdReload;
 
 /* [server] keys are read once, at start; say so when a reload changes them. */
@@ -96,6 +98,18 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
                "max_inflight and log_level apply now)");
 }
 
+/* [tracing] is read once, at start (the exporter thread and its queue are made then): its
+ * keys are checked on a reload, and a change is reported. */
+static void
+evd_main_warn_tracing_keys (const EvdOtlpConfig *a, const EvdOtlpConfig *b)
+{
+  if (g_strcmp0 (a->otlp_endpoint, b->otlp_endpoint) != 0 || a->sample_ratio != b->sample_ratio ||
+      g_strcmp0 (a->service_name, b->service_name) != 0 ||
+      a->batch_max_spans != b->batch_max_spans || a->batch_max_age_ms != b->batch_max_age_ms ||
+      a->queue_max_spans != b->queue_max_spans || a->export_timeout_ms != b->export_timeout_ms)
+    g_warning ("reload: [tracing] changed; it takes effect at the next restart");
+}
+
 /* On the reload's thread: reads the file and builds its lookups. */
 static void evd_main_reload_done (gpointer data);
 
@@ -107,8 +121,10 @@ evd_main_reload_build (gpointer data)
   r->cfg = evd_config_load (r->options->config, &r->error);
   if (r->cfg != NULL && r->options->listen != NULL)
     evd_config_override_listen (r->cfg, r->options->listen);
-  if (r->cfg != NULL)
+  if (r->cfg != NULL) {
+    r->tracing = evd_otlp_new (r->cfg, NULL);  /* reads [tracing], so its keys are checked */
     r->next = evd_data_access_prepare (r->service, r->cfg, &r->error);
+  }
   evd_server_post_main (r->server, evd_main_reload_done, r);
   return NULL;
 }
@@ -122,6 +138,7 @@ evd_main_reload_done (gpointer data)
   EvdReload *r = data;
   g_autoptr (EvdConfig) cfg = NULL;
   g_autoptr (GError) error = NULL;
+  g_autoptr (EvdOtlp) tracing = NULL;
   g_autofree char *summary = NULL;
 
   if (r->thread == NULL)
@@ -129,6 +146,7 @@ evd_main_reload_done (gpointer data)
   g_thread_join (g_steal_pointer (&r->thread));
   cfg = g_steal_pointer (&r->cfg);
   error = g_steal_pointer (&r->error);
+  tracing = g_steal_pointer (&r->tracing);
   if (r->next == NULL) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
     for (guint i = 0; lines[i] != NULL; i++)
@@ -137,6 +155,7 @@ evd_main_reload_done (gpointer data)
   } else {
     evd_data_access_commit (r->service, g_steal_pointer (&r->next), &summary);
     evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
+    evd_main_warn_tracing_keys (evd_otlp_config (r->otlp), evd_otlp_config (tracing));
     evd_log_set_level (evd_config_server (cfg)->log_level);
     g_message ("reloaded %s: %s", r->options->config, summary);
   }
@@ -171,6 +190,7 @@ evd_main_reload_clear (EvdReload *r)
     g_thread_join (g_steal_pointer (&r->thread));
   g_clear_pointer (&r->next, evd_engine_unref);
   g_clear_pointer (&r->cfg, evd_config_unref);
+  g_clear_pointer (&r->tracing, evd_otlp_free);
   g_clear_error (&r->error);
 }
 
@@ -222,6 +242,9 @@ main (int argc, char **argv)
   g_autoptr (EvdMetrics) metrics = evd_metrics_new ();
   g_autoptr (EvdTraceStore) traces = evd_trace_store_new (EVD_MAIN_TRACES_KEPT);
   g_autoptr (EvdConfig) cfg = NULL;
+  /* Freed after the server and the service: the IO loops' last fetches submit their spans,
+   * then the exporter flushes them (within export_timeout_ms). */
+  g_autoptr (EvdOtlp) otlp = NULL;
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
@@ -246,6 +269,8 @@ main (int argc, char **argv)
     evd_config_override_listen (cfg, o.listen);
   evd_log_set_level (evd_config_server (cfg)->log_level);
   service = evd_data_access_new (cfg, metrics, traces);
+  otlp = evd_otlp_new (cfg, metrics);
+  evd_data_access_set_otlp (service, otlp);
   tls = evd_tls_new (cfg);
   if (!evd_config_check (cfg, &error)) {
     g_printerr ("%s\n", error->message);
@@ -258,6 +283,8 @@ main (int argc, char **argv)
     return 0;
   }
   signal (SIGPIPE, SIG_IGN);
+  /* Before any IO loop runs: the loops read whether it exports without a lock. */
+  evd_otlp_start (otlp);
   evd_main_raise_fd_limit ();
   if (!evd_systemd_sockets (&sockets, &error)) {
     g_printerr ("evdal: %s\n", error->message);
@@ -273,7 +300,8 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .server = server };
+  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .otlp = otlp,
+                         .server = server };
   evd_server_set_reload (server, evd_main_reload, &reload);
   rc = evd_server_run (server);
   evd_main_reload_clear (&reload);
