@@ -334,6 +334,31 @@ class ClientSizedStringsTest(h.EvdalTestCase):
                 self.assertTrue(t['request_id'].endswith('[cut: 2097154 bytes]'))
                 self.assertLessEqual(len(t['spans'][0]['key'].encode()), 256 + 32)
 
+    def test_exported_spans_cut_client_sized_strings(self):
+        """The OTLP exporter's queue is bounded in spans, not bytes: a sampled fetch with a
+        2 MiB request id and a 64 KiB principal exports them cut to 256 bytes and marked, as
+        the trace store keeps them (they went out whole)."""
+        from test_tracing import Collector
+        collector = Collector()
+        self.addCleanup(collector.close)
+        tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 1.0\n'
+                   'service_name = evdal-test\nbatch_max_age_ms = 50\n' % collector.url)
+        with h.Server(h.config(extra=tracing, max_frame_bytes=8 << 20)) as srv:
+            s = srv.raw_socket(timeout=20)
+            try:
+                s.sendall(h.fetch_bytes(81, h.fetch_request(
+                    {'n': h.nap_call(1)}, request_id='r' * (2 * MIB), principal='p' * (64 << 10))))
+                self.assertEqual(h.read_reply(s, 20).seqid, 81)
+            finally:
+                s.close()
+            spans = collector.wait_spans(2)
+            fetch = [sp for sp in spans if sp['name'] == 'DataAccess/fetch']
+            self.assertEqual(len(fetch), 1, spans)
+            attrs = {a['key']: a['value'].get('stringValue') for a in fetch[0]['attributes']}
+            self.assertLessEqual(len(attrs['evdal.request_id']), 256 + 32)
+            self.assertTrue(attrs['evdal.request_id'].endswith('[cut: 2097152 bytes]'))
+            self.assertTrue(attrs['evdal.principal'].endswith('[cut: 65536 bytes]'))
+
     def test_log_lines_cut_client_strings(self):
         """One fetch with a 4 MiB request id and 64 calls of unknown lookups named with
         64 KiB: the refusals logged (ten, then the limiter) carry the id and the names cut,
