@@ -2,6 +2,7 @@
 #include "evd_config.h"
 #include "evd_quark.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -330,6 +331,92 @@ evd_config_read_log_level (EvdConfig *cfg, const char *g)
   }
 }
 
+/* Whether `port` is a decimal port number 0-65535 (getaddrinfo takes "70000" and wraps it). */
+static gboolean
+evd_config_port_ok (const char *port)
+{
+  gsize n = strlen (port);
+
+  if (n == 0 || n > 5)
+    return FALSE;
+  for (gsize i = 0; i < n; i++)
+    if (!g_ascii_isdigit (port[i]))
+      return FALSE;
+  return atoi (port) <= 65535;
+}
+
+/* Why a host name is not one, or NULL: letters, digits, '-' and '.' (a name is looked up at
+ * start-up; here only its spelling is checked). */
+static const char *
+evd_config_host_problem (const char *host)
+{
+  if (strchr (host, ':') != NULL)
+    return "an IPv6 address needs brackets: [addr]:port";
+  if (strlen (host) > 253)
+    return "the host name is longer than 253 characters";
+  for (const char *p = host; *p; p++)
+    if (!g_ascii_isalnum (*p) && *p != '-' && *p != '.')
+      return "the host is not an address or a host name";
+  return NULL;
+}
+
+/* Checks a listen address's spelling and port range, so that what --check-config passes also
+ * starts (binding can still fail: the port taken, the address not local). */
+static void
+evd_config_check_address (EvdConfig *cfg, const char *group, const char *key, const char *addr)
+{
+  const char *path = g_str_has_prefix (addr, "unix:") ? addr + 5 : addr[0] == '/' ? addr : NULL;
+  g_autofree char *host = NULL;
+  const char *port, *why = NULL;
+  guint8 buf[16];
+
+  if (path != NULL) {
+    if (*path == '\0')
+      evd_config_problem (cfg, group, key, "\"%s\": the unix socket path is empty", addr);
+    else if (strlen (path) >= 108)
+      evd_config_problem (cfg, group, key, "\"%s\": a unix socket path has at most 107 bytes",
+                          addr);
+    return;
+  }
+  if (addr[0] == '[') {
+    const char *end = strchr (addr, ']');
+    if (end == NULL || end[1] != ':') {
+      evd_config_problem (cfg, group, key, "\"%s\": expected [ipv6]:port", addr);
+      return;
+    }
+    host = g_strndup (addr + 1, (gsize) (end - addr - 1));
+    port = end + 2;
+    if (inet_pton (AF_INET6, host, buf) != 1)
+      why = "not an IPv6 address between the brackets";
+  } else {
+    const char *colon = strrchr (addr, ':');
+    if (colon == NULL) {
+      evd_config_problem (cfg, group, key, "\"%s\": expected host:port, [ipv6]:port or a unix "
+                          "socket path", addr);
+      return;
+    }
+    host = g_strndup (addr, (gsize) (colon - addr));
+    port = colon + 1;
+    if (*host != '\0' && inet_pton (AF_INET, host, buf) != 1)
+      why = evd_config_host_problem (host);
+  }
+  if (why == NULL && !evd_config_port_ok (port))
+    why = "the port must be a number from 0 to 65535";
+  if (why != NULL)
+    evd_config_problem (cfg, group, key, "\"%s\": %s", addr, why);
+}
+
+/* An address value: `""` (the spelling the docs give for "off") is empty. */
+static char *
+evd_config_address (EvdConfig *cfg, const char *group, const char *key, const char *def)
+{
+  char *v = evd_config_string (cfg, group, key, def);
+
+  if (strcmp (v, "\"\"") == 0 || strcmp (v, "''") == 0)
+    v[0] = '\0';
+  return v;
+}
+
 static void
 evd_config_read_server (EvdConfig *cfg)
 {
@@ -337,8 +424,8 @@ evd_config_read_server (EvdConfig *cfg)
   const char *g = "server";
 
   g_hash_table_add (cfg->used, g_strdup (g));
-  s->listen = evd_config_string (cfg, g, "listen", "127.0.0.1:9090");
-  s->admin_listen = evd_config_string (cfg, g, "admin_listen", "");
+  s->listen = evd_config_address (cfg, g, "listen", "127.0.0.1:9090");
+  s->admin_listen = evd_config_address (cfg, g, "admin_listen", "");
   evd_config_read_secret (cfg, g);
   evd_config_read_log_level (cfg, g);
   s->io_threads = (int) evd_config_int (cfg, g, "io_threads", 0, 0, 256);
@@ -387,6 +474,10 @@ evd_config_read_server (EvdConfig *cfg)
   s->stall_warn_ms = (int) evd_config_int (cfg, g, "stall_warn_ms", 100, 0, 60000);
   if (*s->listen == '\0')
     evd_config_problem (cfg, g, "listen", "is empty");
+  else
+    evd_config_check_address (cfg, g, "listen", s->listen);
+  if (*s->admin_listen != '\0')  /* empty: no admin endpoint */
+    evd_config_check_address (cfg, g, "admin_listen", s->admin_listen);
 }
 
 /* ---- Life. ---- */

@@ -358,25 +358,42 @@ evd_service_diff (EvdLookupSet *before, EvdLookupSet *after)
   return g_string_free (s, FALSE);
 }
 
-gboolean
-evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GError **error)
+EvdEngine *
+evd_data_access_prepare (EvdDataAccess *da, EvdConfig *cfg, GError **error)
 {
   g_autoptr (EvdEngine) next = evd_engine_new (cfg, &da->counters);
-  EvdEngine *old;
 
   if (!evd_config_check (cfg, error)) {
     evd_metrics_reload (da->counters.metrics, FALSE);
-    return FALSE;  /* `next` goes, with what it had opened; the current engine stays */
+    return NULL;  /* `next` goes, with what it had opened; the current engine stays */
   }
+  return g_steal_pointer (&next);
+}
+
+void
+evd_data_access_commit (EvdDataAccess *da, EvdEngine *next, char **summary)
+{
+  EvdEngine *old;
+
   if (summary != NULL)
     *summary = evd_service_diff (evd_engine_lookups (da->current), evd_engine_lookups (next));
   g_mutex_lock (&da->lock);
   old = da->current;
-  da->current = g_steal_pointer (&next);
+  da->current = next;
   g_atomic_int_inc (&da->generation);
   g_mutex_unlock (&da->lock);
   evd_engine_unref (old);
   evd_service_refresh_loops (da);
   evd_metrics_reload (da->counters.metrics, TRUE);
+}
+
+gboolean
+evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GError **error)
+{
+  EvdEngine *next = evd_data_access_prepare (da, cfg, error);
+
+  if (next == NULL)
+    return FALSE;
+  evd_data_access_commit (da, next, summary);
   return TRUE;
 }

@@ -30,7 +30,13 @@ const EvdService *evd_data_access_service (EvdDataAccess *da);
  * before serving, and it must outlive the service. */
 void evd_data_access_set_otlp (EvdDataAccess *da, EvdOtlp *otlp);
 
-/* Replaces the lookups with those of `cfg` (main thread). On a config with problems, fails
+/* A reload in two steps, so that the main loop never waits for what opening the new lookups
+ * costs (SQLite pools open files, prepare statements and may wait busy_timeout_ms for a
+ * writer's lock): prepare builds the next generation from `cfg` on any thread (NULL with every
+ * problem), commit makes it current on the main thread (it takes `next`). */
+EvdEngine *evd_data_access_prepare (EvdDataAccess *da, EvdConfig *cfg, GError **error);
+void evd_data_access_commit (EvdDataAccess *da, EvdEngine *next, char **summary);
+/* Both at once (main thread): replaces the lookups with those of `cfg`. On a config with problems, fails
  * with all of them and keeps the current lookups. `summary` (may be NULL) receives what
  * changed: "3 lookups; added: a; removed: b". */
 gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary,

@@ -883,6 +883,7 @@ evd_fetch_export_slot (EvdFetch *f, GString *out, const EvdSlot *s, gint64 wall0
                           : g_strdup (spec->backend_name);
   const char *db = evd_fetch_db_system (kind);
   g_autofree char *name = g_strconcat ("lookup ", spec->name, NULL);
+  g_autofree char *error = evd_trace_cut (s->error != NULL ? s->error->message : NULL);
   gint64 start = MAX (s->start_us, f->ctx.start_us);  /* a slot never launched: 0 */
   EvdOtlpSpan span = {
     f->ctx.tracing.trace_id, s->span_id, f->ctx.tracing.span_id, NULL, name,
@@ -919,7 +920,7 @@ evd_fetch_export_slot (EvdFetch *f, GString *out, const EvdSlot *s, gint64 wall0
     evd_otlp_attr_string (out, "evdal.error_kind", g_str_has_prefix (k, "EVDAL_ERROR_KIND_")
                                                    ? k + strlen ("EVDAL_ERROR_KIND_") : k);
   }
-  evd_otlp_span_end (out, s->error != NULL ? s->error->message : NULL);
+  evd_otlp_span_end (out, error);
 }
 
 /* The fetch's SERVER span and one span per slot, to the exporter's queue. */
@@ -931,10 +932,15 @@ evd_fetch_export (EvdFetch *f, const char *failed_key, evdalLookupError *failed,
   gint64 now = g_get_monotonic_time ();
   gint64 wall0 = g_get_real_time () - (now - f->ctx.start_us);
   GString *out = g_string_sized_new (768 + 512 * f->n_slots);
-  g_autofree char *error = cancelled ? g_strdup ("cancelled: the client went away")
-                         : failed_key != NULL ? g_strdup_printf ("critical call %s: %s",
-                                                                 failed_key, failed->message)
-                         : NULL;
+  /* A span waits in the exporter's queue, bounded in spans, not bytes: the client's strings
+   * in it are cut as the trace store cuts them (a 2 MiB request id stayed whole). */
+  g_autofree char *error_whole = cancelled ? g_strdup ("cancelled: the client went away")
+                               : failed_key != NULL ? g_strdup_printf ("critical call %s: %s",
+                                                                       failed_key, failed->message)
+                               : NULL;
+  g_autofree char *error = evd_trace_cut (error_whole);
+  g_autofree char *request_id = evd_trace_cut (f->ctx.request_id);
+  g_autofree char *principal = evd_trace_cut (f->ctx.principal);
   EvdOtlpSpan span = {
     t->trace_id, t->span_id, t->remote ? t->parent_id : NULL, t->tracestate,
     "DataAccess/fetch", EVD_OTLP_KIND_SERVER, wall0, wall0 + (now - f->ctx.start_us),
@@ -944,9 +950,9 @@ evd_fetch_export (EvdFetch *f, const char *failed_key, evdalLookupError *failed,
   evd_otlp_attr_string (out, "rpc.system", "apache_thrift");
   evd_otlp_attr_string (out, "rpc.service", "DataAccess");
   evd_otlp_attr_string (out, "rpc.method", "fetch");
-  evd_otlp_attr_string (out, "evdal.request_id", f->ctx.request_id);
-  if (f->ctx.principal != NULL)
-    evd_otlp_attr_string (out, "evdal.principal", f->ctx.principal);
+  evd_otlp_attr_string (out, "evdal.request_id", request_id);
+  if (principal != NULL)
+    evd_otlp_attr_string (out, "evdal.principal", principal);
   evd_otlp_attr_string (out, "evdal.outcome", cancelled ? "cancelled"
                                               : failed_key ? "failed" : "ok");
   evd_otlp_span_end (out, error);

@@ -71,6 +71,9 @@ struct _EvdConn {
    * bounded amount however many requests it pipelined. */
   GList *unstarted;             /* first call in c->calls not started yet, or NULL */
   gsize held;                   /* bytes of completed replies still in c->calls */
+  guint n_running;              /* calls started, not completed */
+  gsize reply_est;              /* largest recent reply: a larger one sets it, others let it
+                                 * down by 1/16 */
 
   /* Write progress, measured as bytes that left: those handed to the socket or the
    * bufferevent, less what waits in the bufferevent and in the kernel's send queue. */
@@ -209,16 +212,29 @@ evd_conn_reply_room (gpointer owner)
 
 static void evd_conn_on_call_done (EvdCall *call, gpointer owner);
 
-/* Starts the calls read but held back, in order, while the connection holds less than
- * max_output_bytes of replies. */
+/* Whether the next call may start: while the connection holds less than max_output_bytes of
+ * replies, and, counting each running call as large as its recent replies, would still hold
+ * less with this one. The estimate keeps pipelined multi-MiB replies of a client that reads
+ * them from completing together and sharing the bound of evd_conn_reply_room (some of them
+ * would be cut); small replies (pings, pages) all run at once as before. */
+static gboolean
+evd_conn_may_start (EvdConn *c)
+{
+  gsize max = (gsize) c->host->config->max_output_bytes;
+  gsize held = evd_conn_held (c);
+
+  return held < max && (c->n_running == 0 || held + (c->n_running + 1) * c->reply_est <= max);
+}
+
+/* Starts the calls read but held back, in order, while evd_conn_may_start says so. */
 static void
 evd_conn_start_more (EvdConn *c)
 {
-  while (c->unstarted != NULL && c->state != EVD_CONN_CLOSED &&
-         evd_conn_held (c) < (gsize) c->host->config->max_output_bytes) {
+  while (c->unstarted != NULL && c->state != EVD_CONN_CLOSED && evd_conn_may_start (c)) {
     EvdCall *call = c->unstarted->data;
 
     c->unstarted = c->unstarted->next;
+    c->n_running++;
     evd_call_start (call, evd_conn_on_call_done, c);
   }
 }
@@ -383,8 +399,11 @@ evd_conn_on_call_done (EvdCall *call, gpointer owner)
   EvdConn *c = owner;
 
   GByteArray *reply = evd_call_reply_bytes (call);
+  gsize len = reply != NULL ? reply->len : 0;
 
-  c->held += reply != NULL ? reply->len : 0;
+  c->held += len;
+  c->reply_est = MAX (len, c->reply_est - c->reply_est / 16);
+  c->n_running--;
   c->n_pending--;
   c->last_active_us = g_get_monotonic_time ();
   evd_conn_flush_later (c);

@@ -5,6 +5,7 @@
 #include <event2/listener.h>
 #include <gio/gio.h>
 #include <netdb.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -144,6 +145,13 @@ evd_listener_parse_inet (const char *address, struct sockaddr_storage *ss, sockl
     host = g_strndup (address, (gsize) (colon - address));
     port = colon + 1;
   }
+  if (*port == '\0' || strspn (port, "0123456789") != strlen (port) || strlen (port) > 5 ||
+      atoi (port) > 65535) {
+    /* getaddrinfo takes "70000" and wraps it to 4464. */
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
+                 "\"%s\": the port must be a number from 0 to 65535", address);
+    return FALSE;
+  }
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
@@ -159,8 +167,28 @@ evd_listener_parse_inet (const char *address, struct sockaddr_storage *ss, sockl
   return TRUE;
 }
 
-/* A socket file left by a previous run would make bind fail; anything else at that path is
- * not ours to remove. */
+/* Whether a server accepts on the unix socket at `path` now: a connect that succeeds (or
+ * waits in a full backlog) says so; ECONNREFUSED says the file is left from a process gone. */
+static gboolean
+evd_listener_unix_live (const char *path)
+{
+  struct sockaddr_un un = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  gboolean live;
+
+  if (fd < 0)
+    return FALSE;
+  g_strlcpy (un.sun_path, path, sizeof un.sun_path);
+  live = connect (fd, (struct sockaddr *) &un, sizeof un) == 0 || errno == EAGAIN ||
+         errno == EINPROGRESS;
+  close (fd);
+  return live;
+}
+
+/* A socket file left by a previous run would make bind fail, so it is removed; but only when
+ * nothing listens on it: a second evdal started on the path of a running one unlinked its
+ * socket and bound, and the first became unreachable. Anything else at that path is not ours
+ * to remove. */
 static gboolean
 evd_listener_clear_unix_path (const char *path, GError **error)
 {
@@ -170,6 +198,12 @@ evd_listener_clear_unix_path (const char *path, GError **error)
     return TRUE;
   if (!S_ISSOCK (st.st_mode)) {
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "%s exists and is not a socket", path);
+    return FALSE;
+  }
+  if (evd_listener_unix_live (path)) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE, "%s: another process "
+                 "accepts connections on this socket (stop it first, or choose another "
+                 "path)", path);
     return FALSE;
   }
   unlink (path);

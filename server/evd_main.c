@@ -61,11 +61,24 @@ evd_main_parse (int *argc, char ***argv, EvdOptions *o)
   return TRUE;
 }
 
+/* A reload runs in two steps (evd_data_access_prepare/commit): the next generation is built
+ * on a thread of its own, since opening SQLite pools can wait busy_timeout_ms (up to ten
+ * minutes) for a writer's lock, and the main loop (health checks, signals, the watchdog)
+ * must not wait with it; the main loop then makes it current. One reload at a time: a SIGHUP
+ * during one runs another after it, from the file as it is then. */
 typedef struct {
   EvdOptions *options;
   EvdConfig *running;        /* the config the server started with */
   EvdDataAccess *service;
   EvdOtlp *otlp;             /* [tracing] as started */
+  EvdServer *server;
+  GThread *thread;           /* the reload being built, or NULL; joined on the main thread */
+  gboolean again;            /* SIGHUP while building: reload again after */
+  /* Set by the thread when done (read on the main thread after the join) */
+  EvdConfig *cfg;
+  EvdEngine *next;
+  GError *error;
+  EvdOtlp *tracing;          /* the reload's [tracing], read so that its keys are checked */
 } EvdReload;
 
 /* [server] keys are read once, at start; say so when a reload changes them. */
@@ -98,34 +111,90 @@ evd_main_warn_tracing_keys (const EvdOtlpConfig *a, const EvdOtlpConfig *b)
     g_warning ("reload: [tracing] changed; it takes effect at the next restart");
 }
 
+/* On the reload's thread: reads the file and builds its lookups. */
+static void evd_main_reload_done (gpointer data);
+
+static gpointer
+evd_main_reload_build (gpointer data)
+{
+  EvdReload *r = data;
+
+  r->cfg = evd_config_load (r->options->config, &r->error);
+  if (r->cfg != NULL && r->options->listen != NULL)
+    evd_config_override_listen (r->cfg, r->options->listen);
+  if (r->cfg != NULL) {
+    /* Modules load at start-up only: this reads the key and warns when it changed. */
+    evd_modules_load (r->cfg);
+    r->tracing = evd_otlp_new (r->cfg, NULL);  /* reads [tracing], so its keys are checked */
+    r->next = evd_data_access_prepare (r->service, r->cfg, &r->error);
+  }
+  evd_server_post_main (r->server, evd_main_reload_done, r);
+  return NULL;
+}
+
+static void evd_main_reload (gpointer data);
+
+/* On the main loop, once the thread has built (or failed to build) the next lookups. */
+static void
+evd_main_reload_done (gpointer data)
+{
+  EvdReload *r = data;
+  g_autoptr (EvdConfig) cfg = NULL;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdOtlp) tracing = NULL;
+  g_autofree char *summary = NULL;
+
+  if (r->thread == NULL)
+    return;  /* at exit, evd_main_reload_clear took it */
+  g_thread_join (g_steal_pointer (&r->thread));
+  cfg = g_steal_pointer (&r->cfg);
+  error = g_steal_pointer (&r->error);
+  tracing = g_steal_pointer (&r->tracing);
+  if (r->next == NULL) {
+    g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
+    for (guint i = 0; lines[i] != NULL; i++)
+      g_warning ("reload refused: %s", lines[i]);
+    g_warning ("reload refused: the configuration in use is kept");
+  } else {
+    evd_data_access_commit (r->service, g_steal_pointer (&r->next), &summary);
+    evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
+    evd_main_warn_tracing_keys (evd_otlp_config (r->otlp), evd_otlp_config (tracing));
+    evd_log_set_level (evd_config_server (cfg)->log_level);
+    g_message ("reloaded %s: %s", r->options->config, summary);
+  }
+  evd_server_reloaded (r->server);
+  if (r->again) {
+    r->again = FALSE;
+    evd_main_reload (r);
+  }
+}
+
 /* SIGHUP: the lookups of the file as it is now, or, if it has problems, the old ones kept. */
 static void
 evd_main_reload (gpointer data)
 {
   EvdReload *r = data;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (EvdConfig) cfg = evd_config_load (r->options->config, &error);
-  g_autofree char *summary = NULL;
-  g_autoptr (EvdOtlp) tracing = NULL;
 
-  g_message ("SIGHUP: reloading %s", r->options->config);
-  if (cfg != NULL && r->options->listen != NULL)
-    evd_config_override_listen (cfg, r->options->listen);
-  if (cfg != NULL) {
-    evd_modules_load (cfg);
-    tracing = evd_otlp_new (cfg, NULL);  /* reads [tracing], so its keys are checked */
-  }
-  if (cfg == NULL || !evd_data_access_reload (r->service, cfg, &summary, &error)) {
-    g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
-    for (guint i = 0; lines[i] != NULL; i++)
-      g_warning ("reload refused: %s", lines[i]);
-    g_warning ("reload refused: the configuration in use is kept");
+  if (r->thread != NULL) {
+    g_message ("SIGHUP: a reload is under way; reloading again after it");
+    r->again = TRUE;
     return;
   }
-  evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
-  evd_main_warn_tracing_keys (evd_otlp_config (r->otlp), evd_otlp_config (tracing));
-  evd_log_set_level (evd_config_server (cfg)->log_level);
-  g_message ("reloaded %s: %s", r->options->config, summary);
+  g_message ("SIGHUP: reloading %s", r->options->config);
+  r->thread = g_thread_new ("evdal-reload", evd_main_reload_build, r);
+}
+
+/* At exit: a reload still being built is waited for (it ends within busy_timeout_ms) and
+ * dropped. */
+static void
+evd_main_reload_clear (EvdReload *r)
+{
+  if (r->thread != NULL)
+    g_thread_join (g_steal_pointer (&r->thread));
+  g_clear_pointer (&r->next, evd_engine_unref);
+  g_clear_pointer (&r->cfg, evd_config_unref);
+  g_clear_pointer (&r->tracing, evd_otlp_free);
+  g_clear_error (&r->error);
 }
 
 /* A server with max_connections sockets needs as many descriptors: take what the hard limit
@@ -193,6 +262,7 @@ main (int argc, char **argv)
   EvdTls *tls;
   EvdReload reload;
   EvdSystemdSockets sockets;
+  int rc;
 
   if (!evd_main_parse (&argc, &argv, &o))
     return 2;
@@ -242,7 +312,10 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  reload = (EvdReload) { &o, cfg, service, otlp };
+  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .otlp = otlp,
+                         .server = server };
   evd_server_set_reload (server, evd_main_reload, &reload);
-  return evd_server_run (server);
+  rc = evd_server_run (server);
+  evd_main_reload_clear (&reload);
+  return rc;
 }

@@ -229,6 +229,17 @@ evd_server_on_sighup (evutil_socket_t sig, short what, void *arg)
     return;
   evd_systemd_notify ("RELOADING=1\nSTATUS=Reloading the configuration");
   s->reload (s->reload_data);
+}
+
+void
+evd_server_post_main (EvdServer *s, EvdLoopFunc fn, gpointer data)
+{
+  evd_loop_post (s->main, fn, data);
+}
+
+void
+evd_server_reloaded (EvdServer *s)
+{
   evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
 }
 
@@ -346,6 +357,7 @@ int
 evd_server_run (EvdServer *s)
 {
   g_autoptr (GError) error = NULL;
+  gboolean unix_socket;
 
   for (guint i = 0; i < s->n_loops; i++) {
     evd_loop_watch (s->loops[i], s->sc->stall_warn_ms);
@@ -356,8 +368,11 @@ evd_server_run (EvdServer *s)
       return 1;
     }
   }
+  unix_socket = g_str_has_prefix (evd_listener_address (s->listener), "unix:");
   g_message ("listening on %s (%u IO loops, %s, evdal %s)", evd_listener_address (s->listener),
-             s->n_loops, s->tls ? "TLS" : "plain TCP", EVDAL_VERSION);
+             s->n_loops, s->tls ? (unix_socket ? "TLS over a unix socket" : "TLS")
+                                : (unix_socket ? "plain unix socket" : "plain TCP"),
+             EVDAL_VERSION);
   s->watchdog = evd_systemd_watchdog_new (evd_loop_base (s->main), s->loops, s->n_loops);
   evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
   evd_loop_run_here (s->main);

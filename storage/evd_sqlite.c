@@ -366,6 +366,14 @@ evd_sqlite_open (EvdSqliteWorker *w, const char *path, GError **error)
     rc = sqlite3_exec (db, "PRAGMA query_only = ON; SELECT count(*) FROM sqlite_schema;",
                        NULL, NULL, NULL);
   }
+  if ((rc & 0xff) == SQLITE_BUSY) {
+    /* A writer's lock, held past busy_timeout_ms: the file is fine, only busy now. */
+    g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_OPEN, "%s: database is locked by "
+                 "a writer, still after busy_timeout_ms (%d ms): a transient condition, not a "
+                 "bad file; try again once the writer is done", path, w->pool->busy_timeout_ms);
+    sqlite3_close (db);
+    return NULL;
+  }
   if (rc != SQLITE_OK) {
     g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_OPEN, "%s: %s", path,
                  db ? sqlite3_errmsg (db) : sqlite3_errstr (rc));

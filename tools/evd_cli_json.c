@@ -8,6 +8,37 @@
 #include "evd_cli_value.h"
 #include "evd_json.h"
 
+static void evd_cli_json_piece (GString *out, const char *s);
+
+/* A text value: evdal-cli carries a U+0000 inside text as C0 80 (evd_cli_conn), written
+ * here as \u0000 so that the text goes on after it. */
+static void
+evd_cli_json_string (GString *out, const char *s)
+{
+  if (s == NULL)
+    s = "";
+  g_string_append_c (out, '"');
+  for (const char *nul; (nul = strstr (s, EVD_CLI_VALUE_NUL)) != NULL; s = nul + 2) {
+    g_autofree char *piece = g_strndup (s, (gsize) (nul - s));
+
+    evd_cli_json_piece (out, piece);
+    g_string_append (out, "\\u0000");
+  }
+  evd_cli_json_piece (out, s);
+  g_string_append_c (out, '"');
+}
+
+/* A string's characters escaped by the one JSON writer (evd_json), without its quotes. */
+static void
+evd_cli_json_piece (GString *out, const char *s)
+{
+  gsize at = out->len;
+
+  evd_json_string (out, s);
+  g_string_erase (out, (gssize) at, 1);
+  g_string_truncate (out, out->len - 1);
+}
+
 static void
 evd_cli_json_key (GString *out, gboolean first, const char *key)
 {
@@ -40,7 +71,7 @@ evd_cli_json_value (GString *out, const evdalValue *v)
     evd_cli_value_format_real (v->real_value, buf);
     g_string_append (out, buf);
   } else if (v->__isset_text_value) {
-    evd_json_string (out, v->text_value);
+    evd_cli_json_string (out, v->text_value);
   } else if (v->__isset_blob_value) {
     g_autofree char *hex = v->blob_value ? evd_cli_value_hex (v->blob_value->data,
                                                               v->blob_value->len)

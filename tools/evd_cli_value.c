@@ -229,11 +229,11 @@ evd_cli_value_hex (const guint8 *data, gsize len)
   return out;
 }
 
-char *
-evd_cli_value_visible (const char *text)
+/* One piece of text between NULs (see below), made visible into out. */
+static void
+evd_cli_value_visible_piece (GString *out, const char *text, gssize len)
 {
-  g_autofree char *valid = g_utf8_make_valid (text, -1);
-  GString *out = g_string_sized_new (strlen (valid));
+  g_autofree char *valid = g_utf8_make_valid (text, len);
 
   for (const char *p = valid; *p != '\0'; p = g_utf8_next_char (p)) {
     gunichar c = g_utf8_get_char (p);
@@ -253,6 +253,22 @@ evd_cli_value_visible (const char *text)
         g_string_append_printf (out, "\\u%04x", c);
     }
   }
+}
+
+char *
+evd_cli_value_visible (const char *text)
+{
+  GString *out = g_string_sized_new (strlen (text));
+  const char *nul;
+
+  /* A U+0000 the reply carried comes as C0 80 (evd_cli_conn): shown as \x00, like the other
+   * control characters; the text goes on after it. */
+  while ((nul = strstr (text, EVD_CLI_VALUE_NUL)) != NULL) {
+    evd_cli_value_visible_piece (out, text, nul - text);
+    g_string_append (out, "\\x00");
+    text = nul + 2;
+  }
+  evd_cli_value_visible_piece (out, text, -1);
   return g_string_free (out, FALSE);
 }
 

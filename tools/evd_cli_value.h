@@ -27,6 +27,9 @@ char *evd_cli_value_display (const evdalValue *v, gboolean *numeric);
 /* Text made safe for a terminal's table: bad UTF-8 replaced, control characters shown as
  * \n, \t, \r, \xNN or \uNNNN, so that a value never breaks a table's lines. */
 char *evd_cli_value_visible (const char *text);
+/* How a U+0000 inside a reply's string reaches the printers (evd_cli_conn reads strings so):
+ * the two bytes C0 80, which valid UTF-8 never holds. */
+#define EVD_CLI_VALUE_NUL "\xc0\x80"
 
 /* The shortest decimal of `d` that reads back as `d`, in the C locale, into buf. Finite values
  * only make sense to JSON; NaN and infinities come out as "NaN", "Inf", "-Inf". */

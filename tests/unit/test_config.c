@@ -58,7 +58,7 @@ test_values_and_comments (void)
                                     "[server]\n"
                                     "listen = [::1]:7000\n"
                                     "deadline_ms = 250   # inline comment\n"
-                                    "admin_listen = a#b\n"
+                                    "admin_listen = /run/a#b\n"
                                     "io_threads=3\n"
                                     "busy_poll_us = 50\n");
   const EvdServerConfig *s = evd_config_server (cfg);
@@ -66,7 +66,7 @@ test_values_and_comments (void)
   g_assert_null (problems (cfg));
   g_assert_cmpstr (s->listen, ==, "[::1]:7000");
   g_assert_cmpint (s->deadline_ms, ==, 250);
-  g_assert_cmpstr (s->admin_listen, ==, "a#b");  /* '#' without a blank before is text */
+  g_assert_cmpstr (s->admin_listen, ==, "/run/a#b");  /* '#' without a blank before is text */
   g_assert_cmpint (s->io_threads, ==, 3);
   g_assert_cmpint (s->busy_poll_us, ==, 50);
   evd_config_override_listen (cfg, "/run/evdal.sock");
@@ -82,6 +82,54 @@ test_value_that_is_only_a_comment (void)
 
   g_assert_null (problems (cfg));
   g_assert_cmpstr (evd_config_server (cfg)->admin_listen, ==, "");
+}
+
+/* Issue 13: ports past 65535 wrapped (":70000" bound 4464) and passed --check-config, and
+ * the documented spelling of "off", admin_listen = "", passed the check then stopped
+ * start-up. */
+static void
+test_listen_addresses_checked (void)
+{
+  static const char *const bad[][2] = {
+    { "127.0.0.1:70000", "port must be a number from 0 to 65535" },
+    { "127.0.0.1:65537", "port must be a number from 0 to 65535" },
+    { "127.0.0.1:-1", "port must be a number from 0 to 65535" },
+    { "127.0.0.1:", "port must be a number from 0 to 65535" },
+    { "127.0.0.1", "expected host:port" },
+    { "::1:9000", "IPv6 address needs brackets" },
+    { "[::1", "expected [ipv6]:port" },
+    { "[nope]:80", "not an IPv6 address" },
+    { "bad host:80", "not an address or a host name" },
+    { "unix:", "unix socket path is empty" },
+  };
+  static const char *const good[] = {
+    "127.0.0.1:0", "127.0.0.1:65535", ":9090", "localhost:9090", "[::1]:0", "/run/e.sock",
+    "unix:/run/e.sock",
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autofree char *text = g_strdup_printf ("[server]\nlisten = 127.0.0.1:0\n"
+                                             "admin_listen = %s\n", bad[i][0]);
+    g_autoptr (EvdConfig) cfg = load (text);
+    g_auto (GStrv) lines = problems (cfg);
+
+    g_assert_nonnull (lines);
+    assert_has (lines, "t.conf:3: [server] admin_listen:");
+    assert_has (lines, bad[i][1]);
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (good); i++) {
+    g_autofree char *text = g_strdup_printf ("[server]\nlisten = %s\n", good[i]);
+    g_autoptr (EvdConfig) cfg = load (text);
+
+    g_assert_null (problems (cfg));
+  }
+  for (guint i = 0; i < 2; i++) {
+    g_autoptr (EvdConfig) cfg = load (i == 0 ? "[server]\nadmin_listen = \"\"\n"
+                                             : "[server]\nadmin_listen = ''\n");
+
+    g_assert_null (problems (cfg));
+    g_assert_cmpstr (evd_config_server (cfg)->admin_listen, ==, "");
+  }
 }
 
 static void
@@ -194,6 +242,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/values-and-comments", test_values_and_comments);
   g_test_add_func ("/config/value-only-a-comment", test_value_that_is_only_a_comment);
   g_test_add_func ("/config/every-problem-with-its-line", test_every_problem_with_its_line);
+  g_test_add_func ("/config/listen-addresses-checked", test_listen_addresses_checked);
   g_test_add_func ("/config/syntax-problems", test_syntax_problems);
   g_test_add_func ("/config/groups-and-getters", test_groups_and_getters);
   g_test_add_func ("/config/load-file", test_load_file);
