@@ -373,6 +373,12 @@ evd_config_read_server (EvdConfig *cfg)
   s->max_pipeline = (int) evd_config_int (cfg, g, "max_pipeline", 128, 1, 100000);
   s->max_output_bytes = (int) evd_config_int (cfg, g, "max_output_bytes", 4 << 20, 4096,
                                               1 << 30);
+  /* One reply's encoded size, and the calls of a fetch that would push it past this fail
+   * alone with BACKEND "reply too large": clients refuse larger frames with a transport error
+   * that loses every call (Thrift's Java and Go clients stop at 16,384,000 bytes, evdal-cli at
+   * max_frame_bytes), so the default leaves them room. */
+  s->max_reply_bytes = (int) evd_config_int (cfg, g, "max_reply_bytes", 16000000, 4096,
+                                             1 << 30);
   /* A request that waited this long before the loop could read it is better refused at once
    * (the client retries elsewhere) than served late on top of a backlog. */
   s->max_queue_ms = (int) evd_config_int (cfg, g, "max_queue_ms", 500, 0, 60000);
@@ -486,7 +492,8 @@ evd_config_flag_unread (EvdConfig *cfg)
     g_auto (GStrv) keys = NULL;
 
     if (!g_hash_table_contains (cfg->used, group)) {
-      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME] or [database NAME])");
+      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME], [database NAME] "
+                          "or [upstream NAME])");
       continue;
     }
     keys = g_key_file_get_keys (cfg->kf, group, NULL, NULL);

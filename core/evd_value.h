@@ -21,7 +21,8 @@ typedef enum {
   EVD_VALUE_BLOB,
 } EvdValueKind;
 
-/* A param's value. Text is NUL-terminated; data points into the request. */
+/* A param's value. Text and blob: `len` bytes at `data` (in the request), NULs included;
+ * a NUL follows the last byte. */
 typedef struct {
   EvdValueKind kind;
   gint64 i;

@@ -9,6 +9,10 @@
 #include "evd_response.h"
 #include "evdal_data_access.h"
 
+/* Bytes of a client's request id or call key quoted in a refusal's log line (the line as a
+ * whole is cut by evd_log too): enough to find the request, never megabytes. */
+#define EVD_ENGINE_LOG_NAME_MAX 128
+
 /* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
  * frontend retrying once still answers its own user in time. */
 #define EVD_ENGINE_RETRY_AFTER_MS 50
@@ -604,6 +608,8 @@ typedef struct {
   EvdResponseResult *results; /* one per call */
   guint n_results;
   GArray *spans;              /* EvdResponseSpan, when traced: one per slot or early error */
+  gsize limit;                /* the whole reply's bytes at most (evd_call_reply_limit) */
+  guint *n_cut;               /* out: calls failed because their rows did not fit */
 } EvdFetchReply;
 
 /* A traced request's span, kept in r->spans (sized up front, so it never moves while results
@@ -631,6 +637,9 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
   const EvdFetchReply *r = data;
   const EvdFetch *f = r->fetch;
 
+  if (r->limit != G_MAXSIZE)
+    *r->n_cut = evd_response_fit (w->proto, r->limit > w->out->len ? r->limit - w->out->len : 0,
+                                  f->ctx.request_id, r->results, r->n_results);
   evd_response_write (w, f->ctx.request_id, r->results, r->n_results,
                       MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
 }
@@ -645,8 +654,10 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   /* A slot's span, shared by the calls it serves: made when the first of them is. */
   g_autofree const EvdResponseSpan **slot_spans = f->ctx.trace ? g_new0 (const EvdResponseSpan *,
                                                                          f->n_slots) : NULL;
+  guint n_cut = 0;
   EvdFetchReply r = {
     f, results, n, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
+    evd_call_reply_limit (rpc), &n_cut,
   };
   gint64 now = g_get_monotonic_time ();
 
@@ -673,6 +684,11 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   }
   evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
   g_array_unref (r.spans);
+  /* Only a call with an owner has a limit, and the call is freed when its owner sends it,
+   * after this pass: it is still there. */
+  if (n_cut > 0)
+    evd_call_log_refusal (rpc, "reply too large: %u of %u calls failed to keep it within %"
+                          G_GSIZE_FORMAT " bytes", n_cut, n, r.limit);
 }
 
 /* A critical call failed: the declared LookupFailed, through c_glib (a rare path). */
@@ -743,9 +759,11 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   EvdTrace *t = evd_trace_new (f->ctx.request_id, f->ctx.principal,
                                g_get_real_time () - (now - f->ctx.start_us));
 
+  g_autofree char *key = evd_trace_cut (failed_key);
+
   t->duration_us = now - f->ctx.start_us;
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
-             : failed_key ? g_strdup_printf ("failed: critical call %s", failed_key)
+             : failed_key ? g_strdup_printf ("failed: critical call %s", key)
                           : g_strdup ("ok");
   for (guint i = 0; i < f->request->n_calls; i++) {
     const EvdFetchCall *call = &f->request->calls[i];
@@ -863,6 +881,21 @@ evd_engine_overloaded_new (char *message)
   return x;
 }
 
+
+/* Whether text is UTF-8, U+0000 included: GLib's validator stops at a NUL and calls it
+ * invalid, so the pieces between NULs are validated. */
+static gboolean
+evd_engine_utf8_valid (const char *data, gsize len)
+{
+  const char *end = data + len, *nul;
+
+  while ((nul = memchr (data, 0, (gsize) (end - data))) != NULL) {
+    if (!g_utf8_validate_len (data, (gsize) (nul - data), NULL))
+      return FALSE;
+    data = nul + 1;
+  }
+  return g_utf8_validate_len (data, (gsize) (end - data), NULL);
+}
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
 static evdalLookupError *
 evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
@@ -883,7 +916,7 @@ evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
       return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
                             "it (it takes: %s)", name, spec->name, names);
     }
-    if (v->kind == EVD_VALUE_TEXT && !g_utf8_validate_len (v->data, v->len, NULL))
+    if (v->kind == EVD_VALUE_TEXT && !evd_engine_utf8_valid (v->data, v->len))
       return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
                             name);
     if (v->kind == EVD_VALUE_INVALID ||
@@ -1000,7 +1033,11 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
       continue;
     f->plans[i].early = e;
     /* What a broken or hostile client sends at will: rate-limited, per loop. */
-    evd_call_log_refusal (f->rpc, "[%s] call %s refused: %s", f->ctx.request_id, call->key,
+    evd_call_log_refusal (f->rpc, "[%.*s%s] call %.*s%s refused: %s",
+                          EVD_ENGINE_LOG_NAME_MAX, f->ctx.request_id,
+                          strlen (f->ctx.request_id) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
+                          EVD_ENGINE_LOG_NAME_MAX, call->key,
+                          strlen (call->key) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
                           e->message);
     if (call->critical && critical_key == NULL) {
       critical_key = call->key;

@@ -14,17 +14,26 @@ typedef struct {
   EvdFetchRequest *req;
 } EvdDecoder;
 
-/* A string of the request, kept in its chunk; read as a C string, as c_glib does. */
+/* A name of the request (call key, lookup, param name, attribute, request id, principal),
+ * kept in its chunk. Names are C strings everywhere past here (map keys compared with strcmp,
+ * log lines, SQL param names), so one holding a NUL byte is refused with `why`: read up to
+ * the NUL, as c_glib does, "k\0one" and "k\0two" were one call "k" and a call vanished. */
 static const char *
-evd_decoder_string (EvdDecoder *d)
+evd_decoder_string (EvdDecoder *d, const char *why)
 {
   const guint8 *data;
   guint32 len;
 
   if (!evd_reader_binary (&d->r, &data, &len))
     return "";
+  if (memchr (data, 0, len) != NULL) {
+    evd_reader_fail (&d->r, why);
+    return "";
+  }
   return g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
 }
+
+#define EVD_NUL_IN(what) what " holds a NUL byte (U+0000); only text and blob values may"
 
 static gint
 evd_request_cmp_param (gconstpointer a, gconstpointer b, gpointer unused)
@@ -129,7 +138,7 @@ evd_decoder_value (EvdDecoder *d, EvdValue *v)
       if (!evd_reader_binary (r, &data, &len))
         break;
       v->data = g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
-      v->len = id == 4 ? (guint32) strlen (v->data) : len;  /* text is a C string */
+      v->len = len;  /* text with its length: a NUL inside is part of it */
       v->kind = id == 4 ? EVD_VALUE_TEXT : EVD_VALUE_BLOB;
     } else {
       evd_reader_skip (r, t);
@@ -155,7 +164,7 @@ evd_decoder_params (EvdDecoder *d, EvdFetchCall *call)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdParam p;
 
-    p.name = evd_decoder_string (d);
+    p.name = evd_decoder_string (d, EVD_NUL_IN ("a param name"));
     evd_decoder_value (d, &p.value);
     g_array_append_val (params, p);
   }
@@ -176,7 +185,7 @@ evd_decoder_call (EvdDecoder *d, EvdFetchCall *call)
     return;
   while (evd_reader_field (r, &t, &id)) {
     if (id == 1 && t == EVD_WIRE_T_STRING) {
-      call->lookup = evd_decoder_string (d);
+      call->lookup = evd_decoder_string (d, EVD_NUL_IN ("a lookup name"));
     } else if (id == 2 && t == EVD_WIRE_T_MAP) {
       /* A second params field replaces the first, as in c_glib: this call's params are the
        * last ones in the store. */
@@ -218,7 +227,7 @@ evd_decoder_calls (EvdDecoder *d)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdFetchCall call = { .lookup = "" };
 
-    call.key = evd_decoder_string (d);
+    call.key = evd_decoder_string (d, EVD_NUL_IN ("a call key"));
     evd_decoder_call (d, &call);
     g_array_append_val (calls, call);
   }
@@ -241,8 +250,8 @@ evd_decoder_attributes (EvdDecoder *d)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdAttribute a;
 
-    a.key = evd_decoder_string (d);
-    a.value = evd_decoder_string (d);
+    a.key = evd_decoder_string (d, EVD_NUL_IN ("an attribute key"));
+    a.value = evd_decoder_string (d, EVD_NUL_IN ("an attribute value"));
     g_array_append_val (attrs, a);
   }
   evd_request_dedupe (attrs, 0, evd_request_cmp_attr);
@@ -262,9 +271,9 @@ evd_decoder_context (EvdDecoder *d)
     return;
   while (evd_reader_field (r, &t, &id)) {
     if (id == 1 && t == EVD_WIRE_T_STRING)
-      req->request_id = evd_decoder_string (d);
+      req->request_id = evd_decoder_string (d, EVD_NUL_IN ("the request id"));
     else if (id == 2 && t == EVD_WIRE_T_STRING)
-      req->principal = evd_decoder_string (d);
+      req->principal = evd_decoder_string (d, EVD_NUL_IN ("the principal"));
     else if (id == 3 && t == EVD_WIRE_T_I32)
       req->deadline_ms = evd_reader_i32 (r), req->has_deadline = TRUE;
     else if (id == 4 && t == EVD_WIRE_T_BOOL)

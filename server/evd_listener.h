@@ -9,6 +9,7 @@
 #pragma once
 
 #include <event2/event.h>
+#include <event2/listener.h>
 #include <glib.h>
 #include <sys/socket.h>
 
@@ -30,6 +31,15 @@ EvdListener *evd_listener_new_from_fd (struct event_base *base, evutil_socket_t 
 evutil_socket_t evd_listener_bind (const char *address, gboolean reuse_port, char **bound,
                                    GError **error);
 const char *evd_listener_address (EvdListener *l);
+
+/* What makes a listener pause rather than spin when accept() fails (out of descriptors: the
+ * connection stays pending, and a level-triggered listener would fail again at once), and
+ * rate-limits the warning. Every EvdListener has one; the admin's evhttp listener gets its
+ * own. On the main loop; free it after the listener. */
+typedef struct _EvdListenerGuard EvdListenerGuard;
+EvdListenerGuard *evd_listener_guard_new (struct event_base *base, struct evconnlistener *lev,
+                                          const char *address);
+void evd_listener_guard_free (EvdListenerGuard *g);
 /* Stops accepting and closes the socket (removing a unix socket file it created). */
 void evd_listener_free (EvdListener *l);
 /* The same, after accepting (and handing to the accept function) every connection already

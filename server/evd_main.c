@@ -75,6 +75,7 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
       a->max_frame_bytes != b->max_frame_bytes || a->idle_timeout_ms != b->idle_timeout_ms ||
       a->read_timeout_ms != b->read_timeout_ms || a->write_timeout_ms != b->write_timeout_ms ||
       a->max_pipeline != b->max_pipeline || a->max_output_bytes != b->max_output_bytes ||
+      a->max_reply_bytes != b->max_reply_bytes ||
       a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
       g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
       g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
