@@ -864,7 +864,7 @@ evd_xreq_flight_begin (EvdXreqFlight *f, EvdCoalesceEntry *entry, EvdBackendCall
   EvdCoalesceEntry *hold = evd_coalesce_entry_ref (entry);
   gint64 now = evd_xreq_now (f->x);
 
-  f->entry = evd_coalesce_entry_ref (entry);  /* the work's */
+  f->entry = entry;  /* the work's reference: the one it was made with */
   /* Later attempts (retries, hedges) may start after the creator left: they are made from
    * a template that holds the creator's request. A lookup with neither makes its one attempt
    * from the creator's call, in its start(), and needs none. */
