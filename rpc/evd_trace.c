@@ -49,8 +49,7 @@ evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char
     MAX (start_us, 0), MAX (end_us, MAX (start_us, 0)), error_kind, evd_trace_cut (error), NULL,
   };
 
-  t->last_cut = t->spans->len >= EVD_TRACE_SPANS_MAX;
-  if (t->last_cut) {
+  if (t->spans->len >= EVD_TRACE_SPANS_MAX) {
     t->spans_cut++;
     g_free (s.key), g_free (s.lookup), g_free (s.backend), g_free (s.error);
     return;
@@ -70,7 +69,9 @@ evd_trace_span_set_marks (EvdTrace *t, const char *marks)
 {
   EvdTraceSpan *s;
 
-  if (t->last_cut || t->spans->len == 0)
+  g_return_if_fail (t->spans->len > 0);
+  /* Once the trace is full every span added is cut: the marks are the cut span's too. */
+  if (t->spans->len >= EVD_TRACE_SPANS_MAX && t->spans_cut > 0)
     return;
   s = &g_array_index (t->spans, EvdTraceSpan, t->spans->len - 1);
   g_free (s->marks);
@@ -214,6 +215,8 @@ evd_trace_json (const EvdTrace *t, GString *out)
                           G_GINT64_FORMAT ", \"spans_cut\": %u, \"outcome\": ", t->wall_us,
                           t->duration_us, t->spans_cut);
   evd_json_string (out, t->outcome ? t->outcome : "");
+  g_string_append (out, ", \"trace_id\": ");
+  evd_json_string (out, t->trace_id);
   g_string_append (out, ", \"spans\": [");
   for (guint i = 0; i < t->spans->len; i++) {
     const EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);
@@ -409,6 +412,9 @@ evd_trace_html (const EvdTrace *t, GString *out)
     g_string_append (out, " &middot; principal ");
     evd_html_text (out, t->principal);
   }
+  if (t->trace_id[0] != '\0')
+    g_string_append_printf (out, " &middot; trace <code class=\"trace-id\">%s</code>",
+                            t->trace_id);  /* hex: nothing to escape */
   g_string_append (out, "</small></h3>\n");
   if (t->spans_cut > 0)
     g_string_append_printf (out, "<p class=\"cut\">%u more calls not kept (a trace keeps %d)"

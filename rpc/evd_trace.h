@@ -38,23 +38,22 @@ typedef struct {
 typedef struct {
   gint ref;                  /* atomic: the store's lists and pages being rendered */
   guint spans_cut;           /* spans past EVD_TRACE_SPANS_MAX, not kept */
-  gboolean last_cut;         /* the span added last was one of them */
   char *request_id;
   char *principal;           /* may be NULL */
   gint64 wall_us;            /* real time the request was read */
   gint64 duration_us;
   char *outcome;             /* "ok", "failed: critical call KEY", "cancelled" */
+  char trace_id[33];         /* W3C trace id in hex, "" when unknown: find it elsewhere */
   GArray *spans;             /* EvdTraceSpan, in start order */
 } EvdTrace;
 
 EvdTrace *evd_trace_new (const char *request_id, const char *principal, gint64 wall_us);
 void evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char *backend,
                          gint64 start_us, gint64 end_us, int error_kind, const char *error);
-/* The marks of the span added last (Span.marks joined by spaces); NULL or "": none. Nothing
- * when that span was past EVD_TRACE_SPANS_MAX. */
-void evd_trace_span_set_marks (EvdTrace *t, const char *marks);
 EvdTrace *evd_trace_ref (EvdTrace *t);
 /* Drops a reference (the trace is freed with the last). */
+/* The marks of the span added last (Span.marks joined by spaces); NULL or "": none. */
+void evd_trace_span_set_marks (EvdTrace *t, const char *marks);
 void evd_trace_free (EvdTrace *t);
 /* A copy of s cut to EVD_TRACE_TEXT_MAX bytes and marked so, or NULL for NULL. */
 char *evd_trace_cut (const char *s);
