@@ -18,7 +18,7 @@
 #define EVD_ENGINE_RETRY_AFTER_MS 50
 
 struct _EvdEngine {
-  gint refs;                  /* atomic */
+  gatomicrefcount refs;
   EvdConfig *cfg;
   const EvdServerConfig *sc;  /* in cfg */
   EvdLookupSet *lookups;
@@ -1413,7 +1413,7 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
 {
   EvdEngine *e = g_new0 (EvdEngine, 1);
 
-  e->refs = 1;
+  g_atomic_ref_count_init (&e->refs);
   e->cfg = evd_config_ref (cfg);
   e->sc = evd_config_server (cfg);
   e->counters = counters;
@@ -1434,14 +1434,14 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
 EvdEngine *
 evd_engine_ref (EvdEngine *engine)
 {
-  g_atomic_int_inc (&engine->refs);
+  g_atomic_ref_count_inc (&engine->refs);
   return engine;
 }
 
 void
 evd_engine_unref (EvdEngine *engine)
 {
-  if (engine == NULL || !g_atomic_int_dec_and_test (&engine->refs))
+  if (engine == NULL || !g_atomic_ref_count_dec (&engine->refs))
     return;
   evd_lookup_set_free (engine->lookups);
   evd_rpc_canned_free (engine->shed_queue);
