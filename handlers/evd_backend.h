@@ -227,9 +227,10 @@ void evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
  * so it may outlive `from`'s completion (a hedge's loser being cancelled). All of it on the
  * call's loop. evd_backend_call_start() hands the attempt to `klass`; `done` then runs exactly
  * once, on the loop, with the backend's completion (rows, or an error kind and message,
- * borrowed for the time of the callback; `flags` EvdBackendFailFlags); evd_backend_call_cancel() asks the backend to
- * stop (done still runs); evd_backend_call_unref() gives up the owner's reference, the call
- * being freed once the backend's completion was taken too. */
+ * borrowed for the time of the callback; `flags` EvdBackendFailFlags);
+ * evd_backend_call_cancel() asks the backend to stop (done still runs);
+ * evd_backend_call_unref() gives up the owner's reference, the call being freed once the
+ * backend's completion was taken too. */
 typedef void (*EvdBackendCallDone) (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
                                     const char *message, guint flags, gpointer data);
 

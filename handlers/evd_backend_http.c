@@ -698,13 +698,38 @@ evd_backend_http_count (EvdBackendHttpUpstream *up, EvdBackendHttpErr err)
   __atomic_add_fetch (&up->errors[err], 1, __ATOMIC_RELAXED);
 }
 
+/* `flags` (EvdBackendFailFlags) tell retries and breakers what the failure means. */
+static void
+evd_backend_http_fail_flags (EvdBackendHttpCall *hc, EvdBackendHttpErr err, guint flags,
+                             const char *message)
+{
+  evd_backend_http_count (hc->lookup->up, err);
+  evd_backend_call_fail_full (hc->call, flags, err == EVD_BACKEND_HTTP_ERR_TIMEOUT
+                              ? EVD_ERROR_KIND_TIMEOUT : err == EVD_BACKEND_HTTP_ERR_CANCELLED
+                              ? EVD_ERROR_KIND_CANCELLED : EVD_ERROR_KIND_BACKEND, "%s", message);
+}
+
+/* A refused or lost connection may be retried (the request did not get an answer); the
+ * rest (too big, not JSON, the deadline) is final. */
 static void
 evd_backend_http_fail (EvdBackendHttpCall *hc, EvdBackendHttpErr err, const char *message)
 {
-  evd_backend_http_count (hc->lookup->up, err);
-  evd_backend_call_fail (hc->call, err == EVD_BACKEND_HTTP_ERR_TIMEOUT ? EVD_ERROR_KIND_TIMEOUT
-                         : err == EVD_BACKEND_HTTP_ERR_CANCELLED ? EVD_ERROR_KIND_CANCELLED
-                         : EVD_ERROR_KIND_BACKEND, "%s", message);
+  evd_backend_http_fail_flags (hc, err, err == EVD_BACKEND_HTTP_ERR_CONNECT ||
+                               err == EVD_BACKEND_HTTP_ERR_TRANSFER
+                               ? EVD_BACKEND_FAIL_RETRYABLE : 0, message);
+}
+
+/* 502, 503 and 504 say the upstream could not answer now: retryable. Another 4xx is the
+ * request's fault, the upstream is well: not a breaker failure. (429 is neither: without
+ * its Retry-After, a retry could come too soon.) */
+static guint
+evd_backend_http_status_flags (long status)
+{
+  if (status == 502 || status == 503 || status == 504)
+    return EVD_BACKEND_FAIL_RETRYABLE;
+  if (status >= 400 && status <= 499 && status != 429)
+    return EVD_BACKEND_FAIL_CLIENT;
+  return 0;
 }
 
 /* Maps a 2xx body and completes the call with its rows or a JSON error. Any thread. */
@@ -754,7 +779,8 @@ evd_backend_http_answer (EvdBackendHttpCall *hc, const EvdHttpResponse *r)
   if (r->status < 200 || r->status > 299) {
     message = g_strdup_printf ("upstream %s: GET %s answered HTTP %ld", l->up->name, l->get,
                                r->status);
-    evd_backend_http_fail (hc, EVD_BACKEND_HTTP_ERR_STATUS, message);
+    evd_backend_http_fail_flags (hc, EVD_BACKEND_HTTP_ERR_STATUS,
+                                 evd_backend_http_status_flags (r->status), message);
   } else if (r->len <= EVD_BACKEND_HTTP_INLINE_JSON_BYTES) {
     evd_backend_http_map (hc, r->body, r->len);
   } else {

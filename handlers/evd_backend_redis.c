@@ -350,6 +350,21 @@ evd_redis_error_kind (const GError *error)
   }
 }
 
+/* What a failure means to retries (evd_xreq): no connection, or one lost before the reply,
+ * and Redis saying LOADING or BUSY may be retried; any other error reply is final. */
+static guint
+evd_redis_fail_flags (const GError *error)
+{
+  if (error->domain != EVD_REDIS_ERROR)
+    return 0;
+  if (error->code == EVD_REDIS_ERROR_UNAVAILABLE)
+    return EVD_BACKEND_FAIL_RETRYABLE;
+  if (error->code == EVD_REDIS_ERROR_REPLY &&
+      (strstr (error->message, "LOADING") != NULL || strstr (error->message, "BUSY") != NULL))
+    return EVD_BACKEND_FAIL_RETRYABLE;
+  return 0;
+}
+
 /* On the call's loop, exactly once (evd_redis.h). */
 static void
 evd_redis_on_done (gpointer data, EvdRows *rows, const GError *error)
@@ -371,7 +386,8 @@ evd_redis_on_done (gpointer data, EvdRows *rows, const GError *error)
   } else if (rows != NULL)
     evd_backend_call_return (call, rows);
   else
-    evd_backend_call_fail (call, (EvdErrorKind) kind, "%s", error->message);
+    evd_backend_call_fail_full (call, evd_redis_fail_flags (error), (EvdErrorKind) kind, "%s",
+                                error->message);
 }
 
 static void

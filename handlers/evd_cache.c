@@ -120,13 +120,13 @@ evd_cache_make_room (EvdCache *c, gsize bytes)
   while (c->lru.tail != NULL &&
          (c->bytes + (gint64) bytes > c->max_bytes ||
           __atomic_load_n (&c->budget->bytes, __ATOMIC_RELAXED) + (gint64) bytes >
-          c->budget->max_bytes)) {
+          __atomic_load_n (&c->budget->max_bytes, __ATOMIC_RELAXED))) {
     evd_cache_remove (c, c->lru.tail->data);
     c->evictions++;
   }
   return c->bytes + (gint64) bytes <= c->max_bytes &&
          __atomic_load_n (&c->budget->bytes, __ATOMIC_RELAXED) + (gint64) bytes <=
-         c->budget->max_bytes;
+         __atomic_load_n (&c->budget->max_bytes, __ATOMIC_RELAXED);
 }
 
 void

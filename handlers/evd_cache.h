@@ -22,7 +22,7 @@
 G_BEGIN_DECLS
 
 typedef struct {
-  gint64 max_bytes;         /* [server] cache_max_bytes; set before the caches are used */
+  gint64 max_bytes;         /* atomic: [server] cache_max_bytes, set by each config generation */
   gint64 bytes;             /* atomic: held by every cache of the process */
 } EvdCacheBudget;
 

@@ -11,9 +11,9 @@
  * changes again, so whoever closed it reads it without the lock.
  *
  * One EvdCoalesce per lookup, in 16 shards by key hash, each under its own lock, held for a
- * hash lookup and an array append or removal: never one lock for the process. An entry is one allocation (its key, its data
- * and room for a few waiters inline), so a call that finds no one to share with costs one
- * malloc here. An entry made with a NULL EvdCoalesce is private (coalescing off: the same
+ * hash lookup and an array append or removal: never one lock for the process. An entry is
+ * one allocation (its key, its data and room for a few waiters inline), so a call that finds
+ * no one to share with costs one malloc here. An entry made with a NULL EvdCoalesce is private (coalescing off: the same
  * life, with nobody to share it). Entries are reference counted atomically: each waiter and
  * the work hold one.
  */

@@ -151,7 +151,9 @@ evd_xreq_set_new (EvdConfig *cfg)
 
   set->sections = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   set->order = g_ptr_array_new_with_free_func (evd_xreq_section_free);
-  evd_cache_budget_process ()->max_bytes = evd_config_server (cfg)->cache_max_bytes;
+  /* A reload sets it while loops read it: atomic. */
+  __atomic_store_n (&evd_cache_budget_process ()->max_bytes,
+                    evd_config_server (cfg)->cache_max_bytes, __ATOMIC_RELAXED);
   for (guint k = 0; k < G_N_ELEMENTS (kinds); k++) {
     g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, kinds[k]);
     for (guint i = 0; groups[i] != NULL; i++)
@@ -872,7 +874,7 @@ evd_xreq_flight_begin (EvdXreqFlight *f, EvdCoalesceEntry *entry, EvdBackendCall
   EvdCoalesceEntry *hold = evd_coalesce_entry_ref (entry);
   gint64 now = evd_xreq_now (f->x);
 
-  f->entry = evd_coalesce_entry_ref (entry);  /* the work's */
+  f->entry = entry;  /* the work's reference: the one it was made with */
   /* Later attempts (retries, hedges) may start after the creator left: they are made from
    * a template that holds the creator's request. A lookup with neither makes its one attempt
    * from the creator's call, in its start(), and needs none. */

@@ -86,14 +86,15 @@ static void
 fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clock)
 {
   g_autoptr (GError) error = NULL;
-  g_autofree char *text = NULL;
+  g_autofree char *text = NULL, *joined = NULL;
   g_auto (GStrv) parts = NULL;
   const EvdBackendClass *klass = evd_backend_find (kind);
 
   memset (fx, 0, sizeof *fx);
   fx->tmpdir = g_dir_make_tmp ("test-xreq-XXXXXX", NULL);
   parts = g_strsplit (keys, "@TMP@", -1);
-  text = g_strdup_printf ("[lookup t]\nbackend = %s\n%s\n", kind, g_strjoinv (fx->tmpdir, parts));
+  joined = g_strjoinv (fx->tmpdir, parts);
+  text = g_strdup_printf ("[lookup t]\nbackend = %s\n%s\n", kind, joined);
   fx->cfg = evd_config_load_data (text, strlen (text), "t.conf", fx->tmpdir);
   fx->spec.name = g_strdup ("t");
   fx->spec.group = g_strdup ("lookup t");
