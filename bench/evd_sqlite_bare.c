@@ -5,6 +5,10 @@
  * network, no Thrift, no event loop. evdal's overhead is its throughput against this.
  *
  *   evdal-sqlite-bare --config deploy/evdal.conf [--threads N] [--duration S] [--lookups a,b]
+ *                     [--pages N]
+ *
+ * --pages N runs exactly N pages per thread instead of a duration: a fixed amount of work, for
+ * counting instructions per page under callgrind (bench/callgrind_page.py).
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -17,6 +21,7 @@ typedef struct {
   GPtrArray *sql;          /* char *, one per lookup */
   gint64 users;
   double duration;
+  guint64 max_pages;       /* 0: run for duration; else exactly this many pages */
   guint seed;
   /* results */
   guint64 pages;
@@ -90,7 +95,7 @@ evd_bare_thread (gpointer data)
       g_error ("cannot prepare %s: %s", (char *) t->sql->pdata[i], sqlite3_errmsg (db));
     g_ptr_array_add (stmts, st);
   }
-  while (g_get_monotonic_time () < end) {
+  while (t->max_pages ? t->pages < t->max_pages : g_get_monotonic_time () < end) {
     gint64 user = g_rand_int_range (rand, 1, (gint32) t->users + 1);
     gint64 t0 = g_get_monotonic_time (), dt;
 
@@ -156,11 +161,13 @@ main (int argc, char **argv)
   g_autofree char *config = NULL, *only = NULL, *db_path = NULL;
   int threads = (int) g_get_num_processors ();
   double duration = 10;
+  gint64 max_pages = 0;
   GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config, "evdal config with the lookups", "FILE" },
     { "threads", 't', 0, G_OPTION_ARG_INT, &threads, "Threads (default: one per core)", "N" },
     { "duration", 'd', 0, G_OPTION_ARG_DOUBLE, &duration, "Seconds (default 10)", "S" },
     { "lookups", 'l', 0, G_OPTION_ARG_STRING, &only, "Only these lookups", "a,b" },
+    { "pages", 'n', 0, G_OPTION_ARG_INT64, &max_pages, "Exactly N pages per thread", "N" },
     { NULL, 0, 0, 0, NULL, NULL, NULL },
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- the sample page's SQL, bare");
@@ -184,7 +191,8 @@ main (int argc, char **argv)
   t = g_new0 (EvdBareThread, threads);
   th = g_new0 (GThread *, threads);
   for (int i = 0; i < threads; i++) {
-    t[i] = (EvdBareThread) { db_path, sql, users, duration, (guint) i + 1, 0, 0,
+    t[i] = (EvdBareThread) { db_path, sql, users, duration, (guint64) MAX (max_pages, 0),
+                             (guint) i + 1, 0, 0,
                              g_array_new (FALSE, FALSE, sizeof (gint64)) };
     th[i] = g_thread_new ("bare", evd_bare_thread, &t[i]);
   }

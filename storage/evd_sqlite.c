@@ -48,11 +48,13 @@ struct _EvdSqlitePool {
    * wakeups that spread the work over the workers are made by the workers themselves. */
   GMutex lock;
   GCond cond;
-  GQueue waiting;              /* EvdSqliteJob *, in submission order */
+  /* The jobs waiting, in submission order, linked through their `next`: a GQueue cost a
+   * list node's malloc on submit and its free on take, per statement (issue 20). */
+  EvdSqliteJob *head, *tail;
   guint idle;                  /* workers waiting on cond */
   gboolean waking;             /* signalled, and the woken worker has not taken the lock yet */
   gboolean stopping;           /* the workers exit once waiting is empty */
-  gint queued;                 /* atomic mirror of waiting.length, for metrics */
+  gint queued;                 /* atomic mirror of the queue's length, for metrics */
   GPtrArray *workers;          /* EvdSqliteWorker * */
   int busy_timeout_ms;         /* how long a statement waits for a lock in all */
   gint busy;                   /* atomic */
@@ -304,7 +306,7 @@ evd_sqlite_on_progress (void *arg)
 static gboolean
 evd_sqlite_want_wake (EvdSqlitePool *pool)
 {
-  if (pool->idle == 0 || pool->waking || g_queue_is_empty (&pool->waiting))
+  if (pool->idle == 0 || pool->waking || pool->head == NULL)
     return FALSE;
   pool->waking = TRUE;
   return TRUE;
@@ -318,15 +320,20 @@ evd_sqlite_take (EvdSqlitePool *pool)
   gboolean wake;
 
   g_mutex_lock (&pool->lock);
-  while (g_queue_is_empty (&pool->waiting) && !pool->stopping) {
+  while (pool->head == NULL && !pool->stopping) {
     pool->idle++;
     g_cond_wait (&pool->cond, &pool->lock);
     pool->idle--;
     pool->waking = FALSE;  /* the wakeup (or a spurious one) has landed */
   }
-  job = g_queue_pop_head (&pool->waiting);
-  if (job != NULL)
+  job = pool->head;
+  if (job != NULL) {
+    pool->head = job->next;
+    if (pool->head == NULL)
+      pool->tail = NULL;
+    job->next = NULL;
     g_atomic_int_add (&pool->queued, -1);
+  }
   wake = evd_sqlite_want_wake (pool);
   g_mutex_unlock (&pool->lock);
   if (wake)
@@ -418,7 +425,6 @@ evd_sqlite_pool_new (const char *path, int workers, int busy_timeout_ms, GError 
   pool->busy_timeout_ms = MAX (busy_timeout_ms, 0);
   g_mutex_init (&pool->lock);
   g_cond_init (&pool->cond);
-  g_queue_init (&pool->waiting);
   pool->workers = g_ptr_array_new ();
   for (int i = 0; i < workers; i++) {
     EvdSqliteWorker *w = g_new0 (EvdSqliteWorker, 1);
@@ -536,8 +542,13 @@ evd_sqlite_pool_submit (EvdSqlitePool *pool, EvdSqliteJob *job)
 {
   gboolean wake;
 
+  job->next = NULL;
   g_mutex_lock (&pool->lock);
-  g_queue_push_tail (&pool->waiting, job);
+  if (pool->tail != NULL)
+    pool->tail->next = job;
+  else
+    pool->head = job;
+  pool->tail = job;
   g_atomic_int_inc (&pool->queued);
   wake = evd_sqlite_want_wake (pool);
   g_mutex_unlock (&pool->lock);

@@ -40,6 +40,8 @@ struct _EvdSqliteJob {
   gint cancelled;           /* atomic */
   EvdSqliteDone done;
   gpointer data;
+  EvdSqliteJob *next;       /* the pool's, while the job waits: the queue is intrusive, so
+                             * queueing a job allocates nothing */
 };
 
 #define EVD_SQLITE_ERROR (evd_sqlite_error_quark ())

@@ -398,6 +398,60 @@ test_second_calls_field_outgrows_the_first (void)
   }
 }
 
+/* Keys given twice, out of order, on both sides of the size where the dedupe's sort
+ * changes from insertion to g_qsort_with_data (16): each key keeps the last value written
+ * for it, whatever the order and the count (issue 20 changed the small maps' sort). */
+static void
+test_duplicates_out_of_order_keep_the_last (void)
+{
+  static const int counts[] = { 2, 5, 15, 16, 17, 33 };
+
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    for (guint n = 0; n < G_N_ELEMENTS (counts); n++) {
+      int total = counts[n], keys = (total + 1) / 2;
+      g_autoptr (GByteArray) bytes = g_byte_array_new ();
+      g_autoptr (GError) error = NULL;
+      g_autoptr (EvdFetchRequest) got = NULL;
+      EvdWriter w;
+
+      begin_fetch_request (&w, bytes, protos[i]);
+      evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+      evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, (guint32) total);
+      /* Entry k has key c<(k * 7) % keys>, descending-ish and each key twice or so; its
+       * value is k, so the last entry of each key holds the largest k of that key. */
+      for (int k = 0; k < total; k++) {
+        g_autofree char *key = g_strdup_printf ("c%d", (k * 7) % keys);
+        g_autofree char *lookup = g_strdup_printf ("l%d", k);
+
+        evd_writer_string (&w, key);
+        evd_writer_struct_begin (&w);
+        evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 1);
+        evd_writer_string (&w, lookup);
+        evd_writer_struct_end (&w);
+      }
+      end_fetch_request (&w);
+      got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
+      g_assert_no_error (error);
+      for (int key = 0; key < keys; key++) {
+        g_autofree char *name = g_strdup_printf ("c%d", key);
+        g_autofree char *want = NULL;
+        int last = -1;
+
+        for (int k = 0; k < total; k++)
+          if ((k * 7) % keys == key)
+            last = k;
+        if (last < 0)
+          continue;
+        want = g_strdup_printf ("l%d", last);
+        g_assert_nonnull (evd_request_call (got, name));
+        g_assert_cmpstr (evd_request_call (got, name)->lookup, ==, want);
+      }
+      for (guint c = 1; c < got->n_calls; c++)  /* unique keys, in key order */
+        g_assert_cmpint (strcmp (got->calls[c - 1].key, got->calls[c].key), <, 0);
+    }
+  }
+}
+
 /* A map's count sizes the arrays before its entries are read, so a count the bytes cannot
  * back (2^31 - 1 calls or attributes in a few bytes) must neither allocate for it nor crash:
  * the request fails as short. */
@@ -445,6 +499,8 @@ main (int argc, char **argv)
                    test_odd_input_means_what_c_glib_makes_of_it);
   g_test_add_func ("/request/second-calls-field-outgrows-the-first",
                    test_second_calls_field_outgrows_the_first);
+  g_test_add_func ("/request/duplicates-out-of-order-keep-the-last",
+                   test_duplicates_out_of_order_keep_the_last);
   g_test_add_func ("/request/map-size-beyond-the-bytes-fails-cleanly",
                    test_map_size_beyond_the_bytes_fails_cleanly);
   return g_test_run ();
