@@ -187,6 +187,10 @@ gboolean evd_backend_call_sampled (EvdBackendCall *call);
  * status (http.response.status_code). Either makes the call's span a CLIENT span. */
 void evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address);
 void evd_backend_call_trace_http_status (EvdBackendCall *call, int status);
+/* What a call said of its upstream, for a layer that answers its callers from its own
+ * attempts (evd_xreq copies it onto each caller's call). */
+void evd_backend_call_trace_get (EvdBackendCall *call, const char **server_address,
+                                 int *status);
 /* What a failure says beyond its kind, for the layer between the engine and the backends
  * (evd_xreq: retries, hedges, breakers). A backend says so when it knows; when it says
  * nothing (evd_backend_call_fail) the error is neither retried nor excused. */

@@ -26,7 +26,9 @@
  * values percent-encoded beyond printable ASCII ('%' and space included, so a receiver always
  * percent-decodes them), and X-Attributes (when any): the attributes as a form-encoded query
  * string, keys sorted (parse it as a URL's query). Nothing a client sends (CR, LF, NUL,
- * non-ASCII) can add or split a header line.
+ * non-ASCII) can add or split a header line. The W3C trace context goes as `traceparent` (this
+ * call's span as the upstream's parent) and `tracestate` (the caller's, when valid: printable
+ * ASCII, so sent as it is); the span of the call gets the upstream's host and HTTP status.
  *
  * Each upstream has one EvdHttpClient per IO loop (evd_loop_local), made when a generation
  * attaches to the loop; calls use their own loop's client, so a connection is only ever touched
@@ -66,6 +68,7 @@ typedef struct {
   gatomicrefcount refs;     /* the shared state's, and one per loop's client */
   char *name;
   char *base_url;           /* without a trailing '/' */
+  char *host;               /* base_url's host: the calls' spans' server.address */
   guint connections;
   gsize max_response_bytes;
   char *ca_file;            /* absolute, or NULL */
@@ -136,6 +139,7 @@ evd_backend_http_upstream_unref (EvdBackendHttpUpstream *up)
     return;
   g_free (up->name);
   g_free (up->base_url);
+  g_free (up->host);
   g_free (up->ca_file);
   g_free (up);
 }
@@ -220,6 +224,21 @@ out:
   return ok;
 }
 
+/* The host of a base_url already checked (evd_backend_http_check_base_url). */
+static char *
+evd_backend_http_host (const char *url)
+{
+  CURLU *u = curl_url ();
+  char *part = NULL, *host = NULL;
+
+  if (curl_url_set (u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+      curl_url_get (u, CURLUPART_HOST, &part, 0) == CURLUE_OK)
+    host = g_strdup (part);
+  curl_free (part);
+  curl_url_cleanup (u);
+  return host;
+}
+
 static EvdBackendHttpUpstream *
 evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
 {
@@ -238,6 +257,7 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
   while (g_str_has_suffix (url, "/"))
     url[strlen (url) - 1] = '\0';
   up->base_url = g_steal_pointer (&url);
+  up->host = evd_backend_http_host (up->base_url);
   up->connections = (guint) connections;
   up->max_response_bytes = (gsize) max_bytes;
   if (ca != NULL) {
@@ -645,9 +665,11 @@ evd_backend_http_attributes (GHashTable *attributes)
 
 /* The request context as header lines, NULL-terminated. */
 static GPtrArray *
-evd_backend_http_context_headers (const EvdRequestContext *ctx)
+evd_backend_http_context_headers (EvdBackendCall *call)
 {
+  const EvdRequestContext *ctx = evd_backend_call_context (call);
   GPtrArray *h = g_ptr_array_new_with_free_func (g_free);
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
   char *attrs;
 
   /* curl would accept any type by default; a lookup reads JSON. */
@@ -659,6 +681,11 @@ evd_backend_http_context_headers (const EvdRequestContext *ctx)
     g_ptr_array_add (h, evd_backend_http_header ("X-Principal", ctx->principal));
   if ((attrs = evd_backend_http_attributes (ctx->attributes)) != NULL)
     g_ptr_array_add (h, attrs);
+  evd_backend_call_traceparent (call, traceparent);
+  g_ptr_array_add (h, g_strconcat ("traceparent: ", traceparent, NULL));
+  /* valid by the W3C grammar: printable ASCII, no CR or LF, at most 512 characters */
+  if (evd_backend_call_tracestate (call) != NULL)
+    g_ptr_array_add (h, g_strconcat ("tracestate: ", evd_backend_call_tracestate (call), NULL));
   g_ptr_array_add (h, NULL);
   return h;
 }
@@ -723,6 +750,7 @@ evd_backend_http_answer (EvdBackendHttpCall *hc, const EvdHttpResponse *r)
   EvdBackendHttpLookup *l = hc->lookup;
   g_autofree char *message = NULL;
 
+  evd_backend_call_trace_http_status (hc->call, (int) r->status);
   if (r->status < 200 || r->status > 299) {
     message = g_strdup_printf ("upstream %s: GET %s answered HTTP %ld", l->up->name, l->get,
                                r->status);
@@ -785,7 +813,8 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
                            "lookup puts each param's text in the URL", null_param);
     return;
   }
-  headers = evd_backend_http_context_headers (evd_backend_call_context (call));
+  headers = evd_backend_http_context_headers (call);
+  evd_backend_call_trace_peer (call, l->up->host);
   lc = evd_loop_local_get (l->up->clients, evd_backend_call_loop (call));
   hc = g_new0 (EvdBackendHttpCall, 1);
   hc->call = call;

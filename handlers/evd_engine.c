@@ -356,6 +356,9 @@ evd_backend_call_new_attempt (EvdBackendCall *from, const EvdBackendClass *klass
   b->fetch = from->fetch;
   if (b->fetch != NULL)
     b->fetch->refs++;
+  /* The attempt is the caller's call to the upstream: a traceparent it sends names the
+   * caller's span as the parent. */
+  memcpy (b->span_id, from->span_id, sizeof b->span_id);
   return b;
 }
 
@@ -452,6 +455,13 @@ void
 evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address)
 {
   call->trace_peer = server_address;
+}
+
+void
+evd_backend_call_trace_get (EvdBackendCall *call, const char **server_address, int *status)
+{
+  *server_address = call->trace_peer;
+  *status = call->trace_http_status;
 }
 
 void

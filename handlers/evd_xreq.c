@@ -83,6 +83,8 @@ struct _EvdXreqFlight {
   EvdXreqAttempt slots[2];  /* never more than two at once: the first and its hedge */
   guint running;
   guint retries;
+  const char *trace_peer;   /* what the last attempt said of its upstream, for the spans */
+  int trace_http_status;
   gboolean hedged;
   guint marks;
   struct event *hedge_timer, *retry_timer;
@@ -560,6 +562,10 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, cons
     guint marks = f->marks | (w != f->creator ? EVD_MARK_COALESCED : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
+    if (f->trace_peer != NULL)
+      evd_backend_call_trace_peer (w->outer, f->trace_peer);
+    if (f->trace_http_status != 0)
+      evd_backend_call_trace_http_status (w->outer, f->trace_http_status);
     if (rows != NULL)
       evd_backend_call_return (w->outer, evd_rows_ref (rows));
     else
@@ -625,6 +631,8 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
   for (guint i = 0; i < 2; i++)
     if (f->attempts[i] == a)
       f->attempts[i] = NULL;
+  if (!f->over)
+    evd_backend_call_trace_get (call, &f->trace_peer, &f->trace_http_status);
   if (x->section->breaker != NULL)
     evd_breaker_record (x->section->breaker, a->verdict,
                         evd_xreq_outcome (a, rows, kind, flags), now);

@@ -243,13 +243,15 @@ class HttpLookups(h.EvdalTestCase):
         names = [k.lower() for k, _ in headers]
         self.assertNotIn('x-injected', names)
         self.assertEqual(sorted(names), sorted(['host', 'user-agent', 'accept', 'x-request-id',
-                                                'x-principal', 'x-attributes']))
+                                                'x-principal', 'x-attributes', 'traceparent']))
         got = {k.lower(): v for k, v in headers}
         for v in got.values():
             self.assertTrue(all(0x20 < ord(ch) < 0x7f for ch in v), v)
         self.assertEqual(unquote(got['x-request-id']), rid)
         self.assertEqual(unquote(got['x-principal']), principal)
         self.assertEqual(dict(parse_qsl(got['x-attributes'])), attrs)
+        # a trace of its own (test_tracing has the trace context in and out)
+        self.assertRegex(got['traceparent'], r'^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$')
 
     def test_plain_context_passes_as_is(self):
         r = self.fetch({'c': call('ctx')}, request_id='abc-123', principal='alice')['c']
