@@ -1,10 +1,6 @@
 /* evd_request: a fetch's arguments in plain C, decoded by hand from the binary or compact
- * encoding of DataAccess.fetch's args struct.
- *
- * c_glib decodes a FetchRequest into a GObject per struct and per Value and a GHashTable per
- * map, about twenty objects for a page of seven calls, and the teardown of those objects was
- * the largest single cost of a fetch on the IO loop (docs/BENCHMARKS.md). Here a request is
- * a struct, three arrays (calls, params, attributes) and one string chunk.
+ * encoding of DataAccess.fetch's args struct: a struct, three arrays (calls, params,
+ * attributes) and one string chunk, reference counted (atomically) and immutable once decoded.
  *
  * It decodes what c_glib's generated code would, with the same meaning: a field whose wire
  * type is not the declared one is skipped; in a map a key given twice keeps its last value;
@@ -17,8 +13,10 @@
  * "" (c_glib gives NULL). tests/unit/test_request.c decodes random requests both ways and compares.
  *
  * The message has been walked by evd_wire's scanner before (every length and depth checked
- * against the bytes present), but the decoder checks every read again, and fails cleanly on
- * anything short or malformed, so that it is safe on its own (tests/fuzz/fuzz_wire.c).
+ * against the bytes present), but the decoder checks every read again (wire/evd_reader), and
+ * fails cleanly on anything short or malformed, so that it is safe on its own
+ * (tests/fuzz/fuzz_wire.c). Why not c_glib's decoder: its GObject per struct and per Value was
+ * the largest single cost of a fetch on the IO loop (docs/BENCHMARKS.md).
  */
 #pragma once
 
