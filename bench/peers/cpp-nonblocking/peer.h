@@ -117,6 +117,8 @@ struct Lookup {
 // [database NAME]: a SQLite file, and the threads that run its statements, each with a
 // read-only connection of its own (as evdal, `workers` of them).
 struct Database {
+  std::string kind = "sqlite";  // or "redis" (peer_redis.cpp): address, password, no pool
+  std::string address, password;
   std::string name, path;
   int busy_timeout_ms = 1000;
   int workers = 4;
@@ -152,6 +154,8 @@ std::unique_ptr<Backend> open_delay(const Ini& ini, const std::string& group, Lo
 std::unique_ptr<Backend> open_static(const Ini& ini, const std::string& group, Lookup& l);
 std::unique_ptr<Backend> open_sqlite(const Ini& ini, const std::string& group, Lookup& l,
                                      const Config& cfg);
+std::unique_ptr<Backend> open_redis(const Ini& ini, const std::string& group, Lookup& l,
+                                    const Config& cfg);
 // peer_http.cpp: blocking libcurl on the lookup pool's threads.
 std::shared_ptr<Upstream> open_upstream(const Ini& ini, const std::string& group);
 std::unique_ptr<Backend> open_http(const Ini& ini, const std::string& group, Lookup& l,

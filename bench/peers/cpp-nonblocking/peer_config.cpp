@@ -128,6 +128,10 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
                          ? (!ini.has(group, "backend") && ini.has(group, "upstream")
                                 ? "http" : ini.require(group, "backend"))
                          : "sqlite";
+  if (!ini.has(group, "backend") && ini.has(group, "database")) {  // the database's kind
+    auto db = cfg.databases.find(ini.get(group, "database"));
+    if (db != cfg.databases.end()) kind = db->second->kind;
+  }
   l->name = group.substr(strlen("lookup "));
   l->backend_name = kind + ":" + l->name;
   l->timeout_ms = (int) ini.integer(group, "timeout_ms", 0, 0, 3600000);
@@ -140,11 +144,13 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
     l->backend = open_static(ini, group, *l);
   else if (kind == "sqlite")
     l->backend = open_sqlite(ini, group, *l, cfg);
+  else if (kind == "redis")
+    l->backend = open_redis(ini, group, *l, cfg);
   else if (kind == "http")
     l->backend = open_http(ini, group, *l, cfg);
   else
     ini.fail(group, "backend", "backend \"" + kind + "\" is not supported by the peer "
-                               "(it has: delay, static, sqlite, http)");
+                               "(it has: delay, static, sqlite, redis, http)");
   return l;
 }
 
