@@ -30,6 +30,7 @@
 #include "evd_loop.h"
 #include "evd_value.h"
 #include "evd_rows.h"
+#include "evd_traceparent.h"
 
 G_BEGIN_DECLS
 
@@ -41,7 +42,9 @@ typedef struct {
   gint64 start_us;          /* monotonic time the request was read */
   gint64 deadline_us;       /* monotonic time the whole fetch must answer by */
   gboolean trace;
-  GHashTable *attributes;   /* char * -> char *, never NULL */
+  GHashTable *attributes;   /* char * -> char *, never NULL; without traceparent/tracestate */
+  EvdTraceContext tracing;  /* W3C trace context: the caller's (fields 6/7, or attributes) or
+                               a new trace; see evd_backend_call_traceparent for context out */
 } EvdRequestContext;
 
 /* What a param must be. */
@@ -132,5 +135,28 @@ void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 /* Completes with an error. Any thread. */
 void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
+
+/* ---- Trace context out (W3C Trace Context, docs/ARCHITECTURE.md "Distributed tracing"). ----
+ * Every call has a span of its own (a CLIENT span, or INTERNAL for backends that talk to no
+ * one), child of the fetch's SERVER span. A backend that calls an upstream passes the trace
+ * on: an HTTP upstream gets the header `traceparent: <evd_backend_call_traceparent>` and, when
+ * evd_backend_call_tracestate is not NULL, `tracestate: <it>`; a Thrift upstream gets both in
+ * its RequestContext (fields 6 and 7). The attributes named traceparent and tracestate are
+ * never in the context's attributes, so a backend that forwards attributes does not send
+ * the caller's stale ones. Any thread holding the call, before completing it. */
+
+/* "00-<trace id>-<this call's span id>-<01 if sampled, else 00>" into `out`
+ * (EVD_TRACEPARENT_LEN + 1 bytes, NUL-terminated). */
+void evd_backend_call_traceparent (EvdBackendCall *call, char *out);
+/* The caller's tracestate (valid by the W3C rules) to send along, or NULL. */
+const char *evd_backend_call_tracestate (EvdBackendCall *call);
+/* Whether the call's spans are exported: context that costs the upstream something (a
+ * PostgreSQL application_name) is worth sending only then. */
+gboolean evd_backend_call_sampled (EvdBackendCall *call);
+/* What the exported span should say about the upstream: its address (server.address; the
+ * string must outlive the fetch, e.g. the backend's config) and, for HTTP, the response's
+ * status (http.response.status_code). Either makes the call's span a CLIENT span. */
+void evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address);
+void evd_backend_call_trace_http_status (EvdBackendCall *call, int status);
 
 G_END_DECLS

@@ -15,7 +15,8 @@
  * stall:  blocks the loop for delay_ms inside start(), as a badly written backend would,
  *         then answers: what stall_warn_ms and max_queue_ms are there to catch.
  * context: answers at once with the request context it was handed (request_id, principal,
- *         trace, ms left to the deadline, attributes as "k=v;..."), to show what reaches a
+ *         trace, ms left to the deadline, attributes as "k=v;...", and the traceparent and
+ *         tracestate an upstream of the call would get), to show what reaches a
  *         backend.
  * Every cancel is logged at info level with the request id: what a test can look for.
  */
@@ -106,8 +107,10 @@ evd_backend_fault_context_table (EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
   static const char *const columns[] = {
-    "request_id", "principal", "trace", "deadline_left_ms", "attributes"
+    "request_id", "principal", "trace", "deadline_left_ms", "attributes", "traceparent",
+    "tracestate"
   };
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
   EvdRows *t = evd_rows_new (G_N_ELEMENTS (columns), columns);
   g_autoptr (GString) attrs = g_string_new (NULL);
   g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
@@ -124,6 +127,13 @@ evd_backend_fault_context_table (EvdBackendCall *call)
   evd_rows_add_int (t, ctx->trace);
   evd_rows_add_int (t, (ctx->deadline_us - g_get_monotonic_time ()) / 1000);
   evd_rows_add_text (t, attrs->str, (gssize) attrs->len);
+  /* what an upstream of this call would be sent (evd_backend.h, "Trace context out") */
+  evd_backend_call_traceparent (call, traceparent);
+  evd_rows_add_text (t, traceparent, -1);
+  if (evd_backend_call_tracestate (call) != NULL)
+    evd_rows_add_text (t, evd_backend_call_tracestate (call), -1);
+  else
+    evd_rows_add_null (t);
   return t;
 }
 

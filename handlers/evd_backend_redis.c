@@ -10,6 +10,7 @@
  *   [lookup session]
  *   database = cache
  *   command = HGETALL session:{session_id}
+ *   max_rows = 1000                 # more rows than this is a BACKEND error, as for SQL
  *
  * The command is split into arguments when the config is read; {name} is the call's param
  * inside one argument, so no param can add, remove or split arguments. Only read-only commands
@@ -54,6 +55,7 @@ typedef struct {
 typedef struct {
   EvdRedisDb *db;
   EvdRedisTemplate *tmpl;
+  guint max_rows;
 } EvdRedisLookup;
 
 /* A call in flight: what its completion needs (the data slot points here until then). */
@@ -62,6 +64,7 @@ typedef struct {
   EvdRedisCall *rc;         /* NULL until sent */
   EvdRedisDb *db;
   gint64 start_us;
+  guint max_rows;
 } EvdRedisBackendCall;
 
 static void
@@ -114,6 +117,7 @@ evd_redis_read_password (EvdConfig *cfg, const char *group, const char *file)
   g_autofree char *path = evd_config_resolve_path (cfg, file);
   g_autofree char *text = NULL;
   g_autoptr (GError) error = NULL;
+  char *password;
 
   if (!g_file_get_contents (path, &text, NULL, &error)) {
     evd_config_problem (cfg, group, "password_file", "%s", error->message);
@@ -124,7 +128,9 @@ evd_redis_read_password (EvdConfig *cfg, const char *group, const char *file)
     evd_config_problem (cfg, group, "password_file", "%s: the first line is empty", path);
     return NULL;
   }
-  return g_strdup (text);
+  password = g_strdup (text);
+  memset (text, 0, strlen (text));   /* one copy of the secret, wiped when its database goes */
+  return password;
 }
 
 static void
@@ -270,6 +276,7 @@ evd_redis_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   EvdRedisShared *sh = shared;
   g_autofree char *db_name = evd_config_require (cfg, spec->group, "database");
   g_autofree char *command = evd_config_require (cfg, spec->group, "command");
+  guint max_rows = (guint) evd_config_int (cfg, spec->group, "max_rows", 1000, 1, 10000000);
   g_autoptr (GError) error = NULL;
   g_autoptr (EvdRedisTemplate) tmpl = NULL;
   EvdRedisLookup *l;
@@ -300,6 +307,7 @@ evd_redis_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   l = g_new0 (EvdRedisLookup, 1);
   l->db = db;
   l->tmpl = g_steal_pointer (&tmpl);
+  l->max_rows = max_rows;
   return l;
 }
 
@@ -332,13 +340,18 @@ evd_redis_on_done (gpointer data, EvdRows *rows, const GError *error)
   EvdRedisBackendCall *bc = data;
   EvdBackendCall *call = bc->call;
   EvdRedisDb *db = bc->db;
-  int kind = error ? (int) evd_redis_error_kind (error) : 0;
+  guint max_rows = bc->max_rows;
+  gboolean too_many = rows != NULL && evd_rows_n_rows (rows) > max_rows;
+  int kind = error ? (int) evd_redis_error_kind (error) : too_many ? EVD_ERROR_KIND_BACKEND : 0;
 
   __atomic_fetch_add (&db->calls[kind], 1, __ATOMIC_RELAXED);
   evd_histogram_observe (&db->latency, g_get_monotonic_time () - bc->start_us);
   *evd_backend_call_data (call) = NULL;   /* cancel() finds nothing left to stop */
   g_free (bc);
-  if (rows != NULL)
+  if (too_many) {
+    evd_rows_unref (rows);
+    evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "more than max_rows (%u) rows", max_rows);
+  } else if (rows != NULL)
     evd_backend_call_return (call, rows);
   else
     evd_backend_call_fail (call, (EvdErrorKind) kind, "%s", error->message);
@@ -357,6 +370,7 @@ evd_redis_start (gpointer backend, EvdBackendCall *call)
   bc->call = call;
   bc->db = l->db;
   bc->start_us = g_get_monotonic_time ();
+  bc->max_rows = l->max_rows;
   *evd_backend_call_data (call) = bc;
   params = evd_backend_call_params (call, &n_params);
   rc = evd_redis_client_call (lc->client, l->tmpl, params, n_params,

@@ -309,6 +309,12 @@ evd_data_access_free (EvdDataAccess *da)
   g_free (da);
 }
 
+void
+evd_data_access_set_otlp (EvdDataAccess *da, EvdOtlp *otlp)
+{
+  da->counters.otlp = otlp;
+}
+
 const EvdService *
 evd_data_access_service (EvdDataAccess *da)
 {

@@ -56,6 +56,10 @@ struct _EvdBackendCall {
    * completion gets memory of its own. */
   gint first_taken;           /* atomic */
   EvdCompletion first;
+  /* tracing: the call's span id (its slot's), and what the backend said of its upstream */
+  guint8 span_id[8];
+  const char *trace_peer;     /* server.address, or NULL */
+  int trace_http_status;      /* 0 when none */
 };
 
 /* One execution of one lookup; the calls it serves are those planned onto it. */
@@ -70,6 +74,7 @@ struct _EvdSlot {
   gboolean queued;            /* waiting for a place in the lookup's bulkhead */
   gint64 start_us, end_us;
   gboolean done;
+  guint8 span_id[8];          /* its span's id, made when it is planned */
   EvdRows *rows;              /* outcome: exactly one of these */
   evdalLookupError *error;
   EvdBackendCall call;
@@ -291,6 +296,39 @@ evd_backend_call_data (EvdBackendCall *call)
   return &call->data;
 }
 
+void
+evd_backend_call_traceparent (EvdBackendCall *call, char *out)
+{
+  const EvdTraceContext *t = &call->fetch->ctx.tracing;
+
+  evd_traceparent_format (t->trace_id, call->span_id,
+                          t->sampled ? EVD_TRACE_FLAG_SAMPLED : 0, out);
+}
+
+const char *
+evd_backend_call_tracestate (EvdBackendCall *call)
+{
+  return call->fetch->ctx.tracing.tracestate;
+}
+
+gboolean
+evd_backend_call_sampled (EvdBackendCall *call)
+{
+  return call->fetch->ctx.tracing.sampled;
+}
+
+void
+evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address)
+{
+  call->trace_peer = server_address;
+}
+
+void
+evd_backend_call_trace_http_status (EvdBackendCall *call, int status)
+{
+  call->trace_http_status = status;
+}
+
 /* ---- Slots. ---- */
 
 /* Stops whatever the slot is waiting for; the slot is done or about to be. */
@@ -421,6 +459,7 @@ evd_slot_start (EvdSlot *slot)
     .refs = 2, .slot = slot, .fetch = f, .lookup = slot->lookup, .params = slot->params,
     .n_params = slot->n_params, .deadline_us = slot->deadline_us,
   };
+  memcpy (b->span_id, slot->span_id, sizeof b->span_id);
   f->refs++;
   slot->bcall = b;
   g_atomic_int_inc (&f->engine->counters->outstanding);
@@ -629,6 +668,7 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   g_autofree char *key = evd_trace_cut (failed_key);
 
   t->duration_us = now - f->ctx.start_us;
+  evd_traceparent_hex (f->ctx.tracing.trace_id, sizeof f->ctx.tracing.trace_id, t->trace_id);
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
              : failed_key ? g_strdup_printf ("failed: critical call %s", key)
                           : g_strdup ("ok");
@@ -647,6 +687,101 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   }
   g_array_sort (t->spans, evd_engine_span_order);
   evd_trace_store_add (f->engine->counters->traces, t);
+}
+
+/* ---- Span export (evd_otlp): sampled fetches only. ---- */
+
+/* The OpenTelemetry db.system of a backend kind, NULL for those that are no database. */
+static const char *
+evd_fetch_db_system (const char *kind)
+{
+  if (strcmp (kind, "sqlite") == 0 || strcmp (kind, "redis") == 0)
+    return kind;
+  if (strcmp (kind, "pg") == 0 || strcmp (kind, "postgres") == 0 ||
+      strcmp (kind, "postgresql") == 0)
+    return "postgresql";
+  return NULL;
+}
+
+/* CLIENT for a call that leaves the process (a database, an upstream the backend named),
+ * INTERNAL for backends that answer from memory or a timer (static, delay, fault). */
+static EvdOtlpKind
+evd_fetch_span_kind (const char *kind, const EvdBackendCall *b)
+{
+  if (evd_fetch_db_system (kind) != NULL || b->trace_peer != NULL || b->trace_http_status != 0 ||
+      strcmp (kind, "http") == 0 || strcmp (kind, "thrift") == 0)
+    return EVD_OTLP_KIND_CLIENT;
+  return EVD_OTLP_KIND_INTERNAL;
+}
+
+/* One slot's span, `wall0` being the real time of the fetch's start. */
+static void
+evd_fetch_export_slot (EvdFetch *f, GString *out, const EvdSlot *s, gint64 wall0)
+{
+  const EvdLookupSpec *spec = evd_lookup_spec (s->lookup);
+  const char *kind = evd_lookup_class (s->lookup)->kind, *db = evd_fetch_db_system (kind);
+  const char *instance = strchr (spec->backend_name, ':');
+  g_autofree char *name = g_strconcat ("lookup ", spec->name, NULL);
+  gint64 start = MAX (s->start_us, f->ctx.start_us);  /* a slot never launched: 0 */
+  EvdOtlpSpan span = {
+    f->ctx.tracing.trace_id, s->span_id, f->ctx.tracing.span_id, NULL, name,
+    evd_fetch_span_kind (kind, &s->call), wall0 + (start - f->ctx.start_us),
+    wall0 + (MAX (s->end_us, start) - f->ctx.start_us),
+  };
+
+  evd_otlp_span_begin (out, &span);
+  evd_otlp_attr_string (out, "evdal.lookup", spec->name);
+  evd_otlp_attr_string (out, "evdal.backend", spec->backend_name);
+  if (db != NULL) {
+    evd_otlp_attr_string (out, "db.system", db);
+    if (instance != NULL)
+      evd_otlp_attr_string (out, "db.namespace", instance + 1);
+  }
+  if (s->call.trace_peer != NULL)
+    evd_otlp_attr_string (out, "server.address", s->call.trace_peer);
+  if (s->call.trace_http_status != 0)
+    evd_otlp_attr_int (out, "http.response.status_code", s->call.trace_http_status);
+  if (s->rows != NULL)
+    evd_otlp_attr_int (out, "evdal.rows", evd_rows_n_rows (s->rows));
+  if (s->error != NULL) {
+    const char *k = toString_ErrorKind (s->error->kind);  /* "EVDAL_ERROR_KIND_TIMEOUT" */
+    evd_otlp_attr_string (out, "evdal.error_kind", g_str_has_prefix (k, "EVDAL_ERROR_KIND_")
+                                                   ? k + strlen ("EVDAL_ERROR_KIND_") : k);
+  }
+  evd_otlp_span_end (out, s->error != NULL ? s->error->message : NULL);
+}
+
+/* The fetch's SERVER span and one span per slot, to the exporter's queue. */
+static void
+evd_fetch_export (EvdFetch *f, const char *failed_key, evdalLookupError *failed,
+                  gboolean cancelled)
+{
+  const EvdTraceContext *t = &f->ctx.tracing;
+  gint64 now = g_get_monotonic_time ();
+  gint64 wall0 = g_get_real_time () - (now - f->ctx.start_us);
+  GString *out = g_string_sized_new (768 + 512 * f->n_slots);
+  g_autofree char *error = cancelled ? g_strdup ("cancelled: the client went away")
+                         : failed_key != NULL ? g_strdup_printf ("critical call %s: %s",
+                                                                 failed_key, failed->message)
+                         : NULL;
+  EvdOtlpSpan span = {
+    t->trace_id, t->span_id, t->remote ? t->parent_id : NULL, t->tracestate,
+    "DataAccess/fetch", EVD_OTLP_KIND_SERVER, wall0, wall0 + (now - f->ctx.start_us),
+  };
+
+  evd_otlp_span_begin (out, &span);
+  evd_otlp_attr_string (out, "rpc.system", "apache_thrift");
+  evd_otlp_attr_string (out, "rpc.service", "DataAccess");
+  evd_otlp_attr_string (out, "rpc.method", "fetch");
+  evd_otlp_attr_string (out, "evdal.request_id", f->ctx.request_id);
+  if (f->ctx.principal != NULL)
+    evd_otlp_attr_string (out, "evdal.principal", f->ctx.principal);
+  evd_otlp_attr_string (out, "evdal.outcome", cancelled ? "cancelled"
+                                              : failed_key ? "failed" : "ok");
+  evd_otlp_span_end (out, error);
+  for (guint i = 0; i < f->n_slots; i++)
+    evd_fetch_export_slot (f, out, &f->slots[i], wall0);
+  evd_otlp_submit (f->engine->counters->otlp, out, 1 + f->n_slots);
 }
 
 /* The one place a fetch ends: answer (unless the client left), stop every slot still going. */
@@ -686,6 +821,9 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
   f->timer_due_us = 0;
   if (f->ctx.trace)
     evd_fetch_keep_trace (f, failed_key, cancelled);
+  /* An unsampled fetch pays one test here, and nothing else for export. */
+  if (f->ctx.tracing.sampled && evd_otlp_exporting (counters->otlp))
+    evd_fetch_export (f, failed_key, failed, cancelled);
   evd_fetch_unref (f);  /* the answer's reference */
 }
 
@@ -868,6 +1006,7 @@ evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
     slot->params = call->params;
     slot->n_params = call->n_params;
     slot->deadline_us = deadline;
+    evd_traceparent_random_id (slot->span_id, sizeof slot->span_id);  /* no lock: per thread */
   }
   f->plans[call - f->request->calls].slot = slot;
   if (call->critical && slot->critical_key == NULL)
@@ -903,6 +1042,44 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
   return critical_key;
 }
 
+/* ---- Trace context in (evd_traceparent). ---- */
+
+static gboolean
+evd_engine_is_trace_attribute (const char *key)
+{
+  return strcmp (key, "traceparent") == 0 || strcmp (key, "tracestate") == 0;
+}
+
+static const char *
+evd_engine_attribute (const EvdFetchRequest *req, const char *key)
+{
+  for (guint i = 0; i < req->n_attributes; i++)
+    if (strcmp (req->attributes[i].key, key) == 0)
+      return req->attributes[i].value;
+  return NULL;
+}
+
+/* The caller's trace context, from RequestContext fields 6/7 or else the attributes of the
+ * same names; an invalid one is counted, logged (rate-limited: the client controls it) and
+ * replaced by a trace of our own, never an error. */
+static void
+evd_engine_make_tracing (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *req)
+{
+  EvdOtlp *otlp = engine->counters->otlp;
+  const char *tp = req->traceparent, *ts = req->tracestate;
+
+  if (tp == NULL && req->n_attributes > 0)
+    tp = evd_engine_attribute (req, "traceparent");
+  if (ts == NULL && req->n_attributes > 0)
+    ts = evd_engine_attribute (req, "tracestate");
+  if (!evd_traceparent_context (&f->ctx.tracing, tp, ts, evd_otlp_sample_ratio (otlp))) {
+    evd_otlp_count_invalid (otlp);
+    evd_call_log_refusal (f->rpc, "[%s] invalid trace context ignored: traceparent \"%.80s\", "
+                          "tracestate \"%.80s\"", f->ctx.request_id, tp ? tp : "",
+                          ts ? ts : "");
+  }
+}
+
 static void
 evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *req,
                          gint64 start)
@@ -921,14 +1098,16 @@ evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *
                 (guint64) __atomic_fetch_add (&engine->counters->next_id, 1, __ATOMIC_RELAXED));
     f->ctx.request_id = f->id;
   }
+  evd_engine_make_tracing (engine, f, req);
   if (req->n_attributes == 0) {
     f->ctx.attributes = g_hash_table_ref (engine->no_attributes);
     return;
   }
   f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < req->n_attributes; i++)
-    g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
-                         g_strdup (req->attributes[i].value));
+    if (!evd_engine_is_trace_attribute (req->attributes[i].key))  /* never forwarded */
+      g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
+                           g_strdup (req->attributes[i].value));
 }
 
 static void evd_engine_refuse (EvdEngine *engine, EvdCall *rpc, const EvdRpcCanned *reply);

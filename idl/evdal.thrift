@@ -50,6 +50,16 @@ struct RequestContext {
   4: optional bool trace
   /** Free-form key/value pairs passed to every lookup (locale, tenant...). */
   5: optional map<string, string> attributes
+  /**
+   * W3C Trace Context: the caller's span as a traceparent header value
+   * ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"). evdal's spans join that trace,
+   * and it is exported when the flags say sampled. An invalid value is ignored (counted,
+   * logged), never an error. Clients without this field may send the attribute "traceparent";
+   * the field wins when both are sent.
+   */
+  6: optional string traceparent
+  /** The W3C tracestate that goes with traceparent (or the attribute "tracestate"). */
+  7: optional string tracestate
 }
 
 /**

@@ -200,6 +200,8 @@ evd_trace_json (const EvdTrace *t, GString *out)
                           G_GINT64_FORMAT ", \"spans_cut\": %u, \"outcome\": ", t->wall_us,
                           t->duration_us, t->spans_cut);
   evd_json_string (out, t->outcome ? t->outcome : "");
+  g_string_append (out, ", \"trace_id\": ");
+  evd_json_string (out, t->trace_id);
   g_string_append (out, ", \"spans\": [");
   for (guint i = 0; i < t->spans->len; i++) {
     const EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);
@@ -376,6 +378,9 @@ evd_trace_html (const EvdTrace *t, GString *out)
     g_string_append (out, " &middot; principal ");
     evd_html_text (out, t->principal);
   }
+  if (t->trace_id[0] != '\0')
+    g_string_append_printf (out, " &middot; trace <code class=\"trace-id\">%s</code>",
+                            t->trace_id);  /* hex: nothing to escape */
   g_string_append (out, "</small></h3>\n");
   if (t->spans_cut > 0)
     g_string_append_printf (out, "<p class=\"cut\">%u more calls not kept (a trace keeps %d)"

@@ -42,6 +42,7 @@ typedef struct {
   gint64 wall_us;            /* real time the request was read */
   gint64 duration_us;
   char *outcome;             /* "ok", "failed: critical call KEY", "cancelled" */
+  char trace_id[33];         /* W3C trace id in hex, "" when unknown: find it elsewhere */
   GArray *spans;             /* EvdTraceSpan, in start order */
 } EvdTrace;
 

@@ -280,6 +280,21 @@ evd_redis_template_param (const EvdRedisTemplate *t, guint i)
   return t->names->pdata[i];
 }
 
+/* Decimal, without printf's machinery: one per int param of every call. */
+static void
+evd_redis_append_int (GString *out, gint64 v)
+{
+  char buf[24], *p = buf + sizeof buf;
+  guint64 u = v < 0 ? -(guint64) v : (guint64) v;
+
+  do
+    *--p = (char) ('0' + u % 10);
+  while ((u /= 10) != 0);
+  if (v < 0)
+    *--p = '-';
+  g_string_append_len (out, p, buf + sizeof buf - p);
+}
+
 gboolean
 evd_redis_param_text (const EvdValue *v, GString *out)
 {
@@ -287,7 +302,7 @@ evd_redis_param_text (const EvdValue *v, GString *out)
 
   switch (v->kind) {
   case EVD_VALUE_INT:
-    g_string_append_printf (out, "%" G_GINT64_FORMAT, v->i);
+    evd_redis_append_int (out, v->i);
     return TRUE;
   case EVD_VALUE_REAL:
     if (!isfinite (v->r)) {
@@ -315,17 +330,19 @@ evd_redis_param_text (const EvdValue *v, GString *out)
   }
 }
 
-char *
-evd_redis_template_format (const EvdRedisTemplate *t, const EvdParam *params, guint n_params,
-                           gsize *len, GError **error)
+/* evd_redis_template_format with the arguments written into `buf` (a client's scratch
+ * buffer, reused for every call on its loop). */
+static char *
+evd_redis_template_format_in (const EvdRedisTemplate *t, const EvdParam *params,
+                              guint n_params, GString *buf, gsize *len, GError **error)
 {
   const char *argv[EVD_REDIS_MAX_ARGS];
   size_t argvlen[EVD_REDIS_MAX_ARGS];
   gsize starts[EVD_REDIS_MAX_ARGS];
-  g_autoptr (GString) buf = g_string_new (NULL);
   char *cmd = NULL;
   int n;
 
+  g_string_truncate (buf, 0);
   /* Every argument is written into one buffer first (it may move while it grows), and the
    * pointers are taken at the end. */
   for (guint i = 0; i < t->n_args; i++) {
@@ -354,6 +371,15 @@ evd_redis_template_format (const EvdRedisTemplate *t, const EvdParam *params, gu
     g_error ("redisFormatCommandArgv: out of memory");
   *len = (gsize) n;
   return cmd;
+}
+
+char *
+evd_redis_template_format (const EvdRedisTemplate *t, const EvdParam *params, guint n_params,
+                           gsize *len, GError **error)
+{
+  g_autoptr (GString) buf = g_string_new (NULL);
+
+  return evd_redis_template_format_in (t, params, n_params, buf, len, error);
 }
 
 /* ---- Replies. ---- */
@@ -594,6 +620,7 @@ struct _EvdRedisClient {
   EvdRedisStats *stats;
   EvdRedisStats own_stats;
   gint64 stuck_us;
+  GString *scratch;         /* a command's arguments while it is formatted */
   char *last_error;         /* why the last connection was lost, for calls refused now */
   guint n_conns;
   EvdRedisConn *conns;
@@ -722,13 +749,15 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
 #define EVD_REDIS_STUCK_MS 10000
 
-/* Checked when calls expire, i.e. only while calls keep coming. */
+/* Checked when calls expire, i.e. only while calls keep coming. Only a tombstone at the head
+ * counts: a call still waiting is not given up before its own deadline (a timer may fire a
+ * little early: libevent's default clock is the coarse one). */
 static gboolean
 evd_redis_conn_stuck (EvdRedisConn *conn, gint64 now)
 {
   EvdRedisCall *head = conn->fifo.head ? conn->fifo.head->data : NULL;
 
-  return head != NULL && now - head->sent_us > conn->client->stuck_us;
+  return head != NULL && head->done == NULL && now - head->sent_us > conn->client->stuck_us;
 }
 
 /* Calls past their deadline answer TIMEOUT now and stay as tombstones. Expired calls are
@@ -943,6 +972,7 @@ evd_redis_client_new (struct event_base *base, const EvdRedisOptions *o)
   c->stats = o->stats ? o->stats : &c->own_stats;
   c->stuck_us = (o->stuck_ms > 0 ? o->stuck_ms : EVD_REDIS_STUCK_MS) * (gint64) 1000;
   c->last_error = g_strdup ("not connected yet");
+  c->scratch = g_string_sized_new (256);
   if (!evd_redis_address_parse (o->address, &c->addr, &error))
     g_error ("evd_redis_client_new: %s (checked at config load)", error->message);
   c->n_conns = MAX (o->connections, 1u);
@@ -982,6 +1012,7 @@ evd_redis_client_free (EvdRedisClient *c)
     memset (c->password, 0, strlen (c->password));
   g_free (c->password);
   g_free (c->last_error);
+  g_string_free (c->scratch, TRUE);
   g_free (c);
 }
 
@@ -1020,7 +1051,7 @@ evd_redis_client_call (EvdRedisClient *c, const EvdRedisTemplate *t, const EvdPa
     done (data, NULL, error);
     return NULL;
   }
-  cmd = evd_redis_template_format (t, params, n_params, &len, &error);
+  cmd = evd_redis_template_format_in (t, params, n_params, c->scratch, &len, &error);
   if (cmd == NULL) {
     done (data, NULL, error);
     return NULL;

@@ -186,6 +186,8 @@ evd_cli_json_response (GString *out, const EvdCliRequest *r, const evdalFetchRes
   }
   g_string_append (out, "{\"request_id\": ");
   evd_cli_json_string (out, resp->request_id);
+  if (evd_cli_request_trace_id (r) != NULL)
+    g_string_append_printf (out, ", \"trace_id\": \"%.32s\"", evd_cli_request_trace_id (r));
   g_string_append_printf (out, ", \"server_us\": %" G_GINT64_FORMAT ", \"ok\": %s, "
                           "\"results\": {%s}}\n", resp->server_us,
                           failed == 0 ? "true" : "false", results->str);

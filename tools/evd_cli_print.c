@@ -250,9 +250,12 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
       total_us = MAX (total_us, res->span->end_us);
     }
   }
-  g_string_append_printf (out, "\ntrace of request %s: %u call%s, %.2f ms on the server\n",
+  g_string_append_printf (out, "\ntrace of request %s: %u call%s, %.2f ms on the server",
                           resp->request_id ? resp->request_id : "?", r->keys->len,
                           r->keys->len == 1 ? "" : "s", evd_cli_print_ms (resp->server_us));
+  if (evd_cli_request_trace_id (r) != NULL)
+    g_string_append_printf (out, ", trace id %.32s", evd_cli_request_trace_id (r));
+  g_string_append_c (out, '\n');
   if (spans == 0) {
     g_string_append (out, "(the server returned no spans)\n");
     return;

@@ -43,6 +43,15 @@ def page_request(user_id):
     return h.fetch_request({name: ttypes.LookupCall(lookup=name, params=uid) for name in PAGE})
 
 
+STATIC_FLAGS = """[lookup feature_flags]
+backend = static
+columns = flag, enabled
+row.1 = new_checkout, 1
+row.2 = dark_mode, 0
+row.3 = recommendations_v2, 1
+"""
+
+
 def mixed_config(port, recs_timeout_ms):
     with open(CONF) as f:
         text = f.read()
@@ -52,6 +61,8 @@ def mixed_config(port, recs_timeout_ms):
     text = text.replace('admin_listen = 127.0.0.1:9091', 'admin_listen = 127.0.0.1:0')
     text = text.replace('base_url = http://127.0.0.1:8081', 'base_url = http://127.0.0.1:%d' % port)
     text = re.sub(r'(?m)^max_queue_ms = \d+', 'max_queue_ms = 0', text)
+    # Without Redis here (e2e/test_mixed_redis has it), the flags are a table in the config.
+    text = re.sub(r'# ---- Redis .*?# ---- end of Redis ----\n', STATIC_FLAGS, text, flags=re.S)
     # The SQLite lookups get room on a busy CI machine; recommended_products keeps the bound
     # the test measures.
     text = re.sub(r'(?m)^timeout_ms = (200|300)$', 'timeout_ms = 5000', text)

@@ -87,6 +87,7 @@ class MixedRedisTest(h.EvdalTestCase):
             while s.metric('evdal_redis_connections{database="cache"}') != 2 * 2:
                 self.assertLess(time.monotonic(), deadline, s.log_tail())
                 time.sleep(0.05)
+            self.assertEqual(sorted(cells(self.page(s)[0]['session'])), SESSION)
             self.redis.cmd('DEBUG', 'SLEEP', '2', wait=False)
             self.redis.wait_asleep()
             slow, took = self.page(s)

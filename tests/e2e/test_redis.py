@@ -59,10 +59,11 @@ class Redis:
         self.dir = tempfile.mkdtemp(prefix='evdal-redis-')
         self.sock = os.path.join(self.dir, 'redis.sock')
         self.password = password
+        self.tcp_port = 0
         self.proc = None
 
     def start(self):
-        argv = [REDIS, '--port', '0', '--unixsocket', self.sock, '--unixsocketperm', '700',
+        argv = [REDIS, '--port', str(self.tcp_port), '--bind', '127.0.0.1', '--unixsocket', self.sock, '--unixsocketperm', '700',
                 '--save', '', '--appendonly', 'no', '--dir', self.dir,
                 '--enable-debug-command', 'local', '--daemonize', 'no',
                 '--logfile', os.path.join(self.dir, 'redis.log')]
@@ -191,6 +192,10 @@ command = TYPE {k}
 [lookup wrong_type]
 database = cache
 command = HGETALL {k}
+[lookup short_list]
+database = cache
+command = LRANGE list 0 -1
+max_rows = 2
 """
 
 
@@ -286,6 +291,7 @@ class RedisTest(h.EvdalTestCase):
                 'by_score': call('by_score', min=1.5), 'list': call('list'),
                 'exists': call('exists', a='s:1', b='nope'), 'ttl': call('ttl', k='ttl'),
                 'type': call('type', k='tags'), 'wrong': call('wrong_type', k='s:1'),
+                'short': call('short_list'),
             })
         self.assertEqual(table(res['str']).columns, ['value'])
         self.assertEqual(cells(res['str']), [['hello']])
@@ -314,6 +320,8 @@ class RedisTest(h.EvdalTestCase):
         self.assertEqual(res['wrong'].error.kind, EK.BACKEND)
         self.assertTrue(res['wrong'].error.message.startswith('WRONGTYPE'),
                         res['wrong'].error.message)
+        self.assertEqual(res['short'].error.kind, EK.BACKEND)
+        self.assertEqual(res['short'].error.message, 'more than max_rows (2) rows')
 
     def test_params_are_one_argument(self):
         r = self.redis
@@ -535,6 +543,26 @@ password = hunter2
             self.wait_for(lambda: cells(self.fetch(s, {'x': call('get', k='a')})['x']) == [['HA']])
             self.wait_for(lambda: clients() == 6)   # 2 loops x 3; the old 4 closed
             self.wait_connections(s, 6)
+
+    def test_tcp_numeric_and_by_name(self):
+        """host:port over TCP, numeric and a name resolved without blocking (evdns, which
+        reads /etc/hosts for localhost)."""
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()   # redis-server binds it next: an ephemeral port, not a fixed one
+        r = Redis()
+        r.tcp_port = port
+        r.start()
+        try:
+            r.cmd('SET', 'a', 'over tcp')
+            for address in ('127.0.0.1:%d' % port, 'localhost:%d' % port):
+                with h.Server(redis_config(address)) as s:
+                    self.wait_connections(s, 4)
+                    self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
+                                     [['over tcp']], address)
+        finally:
+            r.close()
 
     def test_auth_from_password_file(self):
         r = Redis(password='pa ss\\word').start()
