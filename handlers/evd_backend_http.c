@@ -19,7 +19,8 @@
  * percent-encoded so that it stays inside its path segment or query value. The request context
  * goes as headers: X-Request-Id and X-Principal (when given), percent-encoded beyond printable
  * ASCII, and X-Attributes (when any), the attributes form-encoded, keys sorted: nothing a
- * client sends (CR, LF, NUL, non-ASCII) can add or split a header line.
+ * client sends (CR, LF, NUL, non-ASCII) can add or split a header line. The W3C trace context
+ * goes as `traceparent` (the call's span as the parent) and `tracestate`.
  *
  * Each upstream has one EvdHttpClient per IO loop (evd_loop_local), made when a generation
  * attaches to the loop; calls use their own loop's client, so a connection is only ever touched
@@ -58,6 +59,7 @@ typedef struct {
   gatomicrefcount refs;     /* the shared state's, and one per loop's client */
   char *name;
   char *base_url;           /* without a trailing '/' */
+  char *host;               /* base_url's host: the spans' server.address */
   guint connections;
   gsize max_response_bytes;
   char *ca_file;            /* absolute, or NULL */
@@ -116,6 +118,7 @@ evd_backend_http_upstream_unref (EvdBackendHttpUpstream *up)
     return;
   g_free (up->name);
   g_free (up->base_url);
+  g_free (up->host);
   g_free (up->ca_file);
   g_free (up);
 }
@@ -157,7 +160,8 @@ evd_backend_http_loop_destroy (gpointer data)
 
 /* Parses base_url: http or https, a host, no query or fragment. */
 static gboolean
-evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *url)
+evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *url,
+                                 char **host)
 {
   CURLU *u = curl_url ();
   g_autofree char *scheme = NULL;
@@ -186,6 +190,7 @@ evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *
   if (curl_url_get (u, CURLUPART_HOST, &part, 0) == CURLUE_OK) {
     gboolean literal = g_hostname_is_ip_address (part) ||
                        (part[0] == '[' && strchr (part, ']') != NULL);
+    *host = g_strdup (part);
     curl_free (part);
     /* Without a resolver thread, curl would resolve names on the loop's thread. */
     if (!literal && !evd_http_async_dns ()) {
@@ -210,7 +215,9 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
                                      G_GINT64_CONSTANT (1) << 30);
   EvdBackendHttpUpstream *up;
 
-  if (url == NULL || !evd_backend_http_check_base_url (cfg, group, url))
+  g_autofree char *host = NULL;
+
+  if (url == NULL || !evd_backend_http_check_base_url (cfg, group, url, &host))
     return NULL;
   up = g_new0 (EvdBackendHttpUpstream, 1);
   g_atomic_ref_count_init (&up->refs);
@@ -218,6 +225,7 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
   while (g_str_has_suffix (url, "/"))
     url[strlen (url) - 1] = '\0';
   up->base_url = g_steal_pointer (&url);
+  up->host = g_steal_pointer (&host);
   up->connections = (guint) connections;
   up->max_response_bytes = (gsize) max_bytes;
   if (ca != NULL) {
@@ -459,12 +467,21 @@ evd_backend_http_attributes (GHashTable *attributes)
   return g_strdup (form->str);
 }
 
-/* The request context as header lines, NULL-terminated. */
+/* The request context as header lines, NULL-terminated: the call's W3C trace context (its
+ * own span as the parent; tracestate checked by the W3C rules already), then the request's. */
 static GPtrArray *
-evd_backend_http_context_headers (const EvdRequestContext *ctx)
+evd_backend_http_context_headers (EvdBackendCall *call)
 {
+  const EvdRequestContext *ctx = evd_backend_call_context (call);
   GPtrArray *h = g_ptr_array_new_with_free_func (g_free);
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
+  const char *tracestate = evd_backend_call_tracestate (call);
   char *attrs;
+
+  evd_backend_call_traceparent (call, traceparent);
+  g_ptr_array_add (h, g_strdup_printf ("traceparent: %s", traceparent));
+  if (tracestate != NULL)
+    g_ptr_array_add (h, g_strdup_printf ("tracestate: %s", tracestate));
 
   /* curl would accept any type by default; a lookup reads JSON. */
   g_ptr_array_add (h, g_strdup ("Accept: application/json"));
@@ -577,6 +594,7 @@ evd_backend_http_on_done (EvdHttpRequest *req, const EvdHttpResponse *response,
   hc->req = NULL;
   evd_histogram_observe (&l->up->latency, g_get_monotonic_time () - hc->start_us);
   if (response != NULL) {
+    evd_backend_call_trace_http_status (hc->call, (int) response->status);
     evd_backend_http_answer (hc, response);
     return;
   }
@@ -600,7 +618,8 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
                            "lookup puts each param's text in the URL", null_param);
     return;
   }
-  headers = evd_backend_http_context_headers (evd_backend_call_context (call));
+  headers = evd_backend_http_context_headers (call);
+  evd_backend_call_trace_peer (call, l->up->host);
   lc = evd_loop_local_get (l->up->clients, evd_backend_call_loop (call));
   hc = g_new0 (EvdBackendHttpCall, 1);
   hc->call = call;
