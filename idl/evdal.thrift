@@ -113,6 +113,13 @@ struct Span {
   2: i64 end_us
   /** The backend that served it, as "kind:instance" (for example "delay:nap"). */
   3: string backend
+  /**
+   * What happened to the call besides its outcome, when anything did: "coalesced" (served by
+   * an identical call in flight), "cache_hit", "stale" (expired cached rows: the refresh
+   * failed), "hedged" (a second attempt went out), "retried:N", "breaker_open" (the circuit
+   * breaker of its database/upstream refused a call). Absent when none applies.
+   */
+  4: optional list<string> marks
 }
 
 /** The outcome of one LookupCall: exactly one of table or error is set. */

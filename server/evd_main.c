@@ -144,13 +144,21 @@ evd_main_lookups_json (gpointer data, GString *out)
   evd_data_access_lookups_json (data, out);
 }
 
+static void
+evd_main_health (gpointer data, GString *out)
+{
+  evd_data_access_health (data, out);
+}
+
 /* The admin endpoint, when admin_listen is set or systemd passed an "admin" socket. */
 static gboolean
 evd_main_start_admin (EvdServer *server, EvdConfig *cfg, EvdDataAccess *service,
                       EvdMetrics *metrics, EvdTraceStore *traces, int fd, GError **error)
 {
   const EvdServerConfig *sc = evd_config_server (cfg);
-  EvdAdminPages pages = { metrics, traces, evd_main_lookups_json, service, sc->admin_secret };
+  EvdAdminPages pages = {
+    metrics, traces, evd_main_lookups_json, service, sc->admin_secret, evd_main_health, service,
+  };
   EvdAdmin *admin;
 
   if (fd < 0 && *sc->admin_listen == '\0')

@@ -164,6 +164,15 @@ evd_cli_json_result (GString *out, const char *lookup, const evdalLookupResult *
                             ", \"end_us\": %" G_GINT64_FORMAT ", \"backend\": ",
                             res->span->start_us, res->span->end_us);
     evd_cli_json_string (out, res->span->backend);
+    if (res->span->__isset_marks && res->span->marks != NULL) {
+      g_string_append (out, ", \"marks\": [");
+      for (guint m = 0; m < res->span->marks->len; m++) {
+        if (m > 0)
+          g_string_append (out, ", ");
+        evd_cli_json_string (out, res->span->marks->pdata[m]);
+      }
+      g_string_append_c (out, ']');
+    }
     g_string_append_c (out, '}');
   }
   g_string_append_c (out, '}');

@@ -310,6 +310,9 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
     g_string_append (out, f->v);
     if (res->__isset_error)
       g_string_append_printf (out, " %s", evd_cli_conn_error_kind_name (res->error->kind));
+    /* Span.marks: what happened besides the outcome (coalesced, cache_hit, hedged...). */
+    for (guint m = 0; s->__isset_marks && s->marks != NULL && m < s->marks->len; m++)
+      g_string_append_printf (out, " [%s]", (const char *) s->marks->pdata[m]);
     g_string_append_c (out, '\n');
   }
 #undef EVD_CLI_PAD
