@@ -1,5 +1,6 @@
 /* evd_config: loading, locating and checking evdal's INI configuration (see evd_config.h). */
 #include "evd_config.h"
+#include "evd_quark.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -9,7 +10,7 @@
 #include "evd_log.h"
 
 struct _EvdConfig {
-  gint refs;
+  gatomicrefcount refs;
   char *path;            /* as given, for messages */
   char *dir;             /* its folder, for relative paths */
   GKeyFile *kf;          /* NULL when the text did not even parse */
@@ -20,7 +21,7 @@ struct _EvdConfig {
   EvdServerConfig server;
 };
 
-G_DEFINE_QUARK (evd-config-error-quark, evd_config_error)
+EVD_DEFINE_QUARK (evd-config-error-quark, evd_config_error)
 
 static char *
 evd_config_slot (const char *group, const char *key)
@@ -396,7 +397,7 @@ evd_config_load_data (const char *data, gsize len, const char *name, const char 
   EvdConfig *cfg = g_new0 (EvdConfig, 1);
   g_autoptr (GError) error = NULL;
 
-  cfg->refs = 1;
+  g_atomic_ref_count_init (&cfg->refs);
   cfg->path = g_strdup (name);
   cfg->dir = g_strdup (dir ? dir : ".");
   cfg->lines = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -433,14 +434,14 @@ evd_config_load (const char *path, GError **error)
 EvdConfig *
 evd_config_ref (EvdConfig *cfg)
 {
-  g_atomic_int_inc (&cfg->refs);
+  g_atomic_ref_count_inc (&cfg->refs);
   return cfg;
 }
 
 void
 evd_config_unref (EvdConfig *cfg)
 {
-  if (cfg == NULL || !g_atomic_int_dec_and_test (&cfg->refs))
+  if (cfg == NULL || !g_atomic_ref_count_dec (&cfg->refs))
     return;
   g_free (cfg->path);
   g_free (cfg->dir);

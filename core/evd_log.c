@@ -14,27 +14,36 @@
 #define EVD_LOG_FIELD_MAX 128
 
 static gboolean evd_log_is_verbose;
-/* The least severe level written: messages of a higher GLogLevelFlags bit are dropped. */
-static GLogLevelFlags evd_log_max = G_LOG_LEVEL_INFO;
+/* The least severe level written: messages of a higher GLogLevelFlags bit are dropped. Atomic:
+ * a reload sets it on the main thread while the loops log. */
+static gint evd_log_max = G_LOG_LEVEL_INFO;
+/* GLib 2.74's terminal writer formats the time with localtime(3), one static buffer for the
+ * process: two threads writing at once would garble each other's timestamps. */
+static GMutex evd_log_stream_lock;
 
 static GLogWriterOutput
 evd_log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpointer data)
 {
   (void) data;
   /* Info messages (start-up, listening...) are part of an operator's view; debug is opt-in. */
-  if ((level & G_LOG_LEVEL_MASK) > evd_log_max)
+  GLogWriterOutput out;
+
+  if ((level & G_LOG_LEVEL_MASK) > (GLogLevelFlags) g_atomic_int_get (&evd_log_max))
     return G_LOG_WRITER_HANDLED;
   if (g_log_writer_is_journald (fileno (stderr)) &&
       g_log_writer_journald (level, fields, n_fields, NULL) == G_LOG_WRITER_HANDLED)
     return G_LOG_WRITER_HANDLED;
-  return g_log_writer_standard_streams (level, fields, n_fields, NULL);
+  g_mutex_lock (&evd_log_stream_lock);
+  out = g_log_writer_standard_streams (level, fields, n_fields, NULL);
+  g_mutex_unlock (&evd_log_stream_lock);
+  return out;
 }
 
 void
 evd_log_init (gboolean verbose)
 {
   evd_log_is_verbose = verbose;
-  evd_log_max = verbose ? G_LOG_LEVEL_DEBUG : G_LOG_LEVEL_INFO;
+  g_atomic_int_set (&evd_log_max, verbose ? G_LOG_LEVEL_DEBUG : G_LOG_LEVEL_INFO);
   g_log_set_writer_func (evd_log_writer, NULL, NULL);
 }
 
@@ -63,7 +72,7 @@ evd_log_set_level (GLogLevelFlags level)
 {
   /* --verbose wins over the file: it is what someone debugging asked for just now. */
   if (!evd_log_is_verbose)
-    evd_log_max = level;
+    g_atomic_int_set (&evd_log_max, level);
 }
 
 /* syslog(3) priorities, as the journal wants them. */
@@ -94,6 +103,8 @@ evd_log_cut_at (const char *s, gsize len, gsize max)
 
 /* The message, formatted into at most EVD_LOG_TEXT_MAX bytes (vsnprintf copies no more,
  * whatever the arguments' length) and marked when cut. */
+static char *evd_log_format (const char *format, va_list ap) G_GNUC_PRINTF (1, 0);
+
 static char *
 evd_log_format (const char *format, va_list ap)
 {
@@ -131,7 +142,7 @@ evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
   gsize n = 0;
   va_list ap;
 
-  if ((level & G_LOG_LEVEL_MASK) > evd_log_max)
+  if ((level & G_LOG_LEVEL_MASK) > (GLogLevelFlags) g_atomic_int_get (&evd_log_max))
     return;
   va_start (ap, format);
   text = evd_log_format (format, ap);

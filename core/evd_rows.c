@@ -4,7 +4,7 @@
 #include <string.h>
 
 struct _EvdRows {
-  gint refs;                /* atomic */
+  gatomicrefcount refs;
   guint n_columns;
   /* The column names come first (as text cells), then the rows' cells, row after row. */
   EvdCell *cells;
@@ -97,9 +97,10 @@ evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hin
   }
 
   r = g_malloc (sizeof (EvdRows) + cells * sizeof (EvdCell) + arena);
-  *r = (EvdRows) { .refs = 1, .n_columns = n_columns,
+  *r = (EvdRows) { .n_columns = n_columns,
                    .cells = r->block, .cells_cap = (guint) cells,
                    .arena = (guint8 *) (r->block + cells), .arena_cap = arena };
+  g_atomic_ref_count_init (&r->refs);
   for (guint i = 0; i < n_columns; i++)
     evd_rows_add_text (r, columns[i], -1);
   return r;
@@ -115,14 +116,14 @@ evd_rows_size (const EvdRows *rows, guint *cells, gsize *arena_bytes)
 EvdRows *
 evd_rows_ref (EvdRows *rows)
 {
-  g_atomic_int_inc (&rows->refs);
+  g_atomic_ref_count_inc (&rows->refs);
   return rows;
 }
 
 void
 evd_rows_unref (EvdRows *rows)
 {
-  if (rows == NULL || !g_atomic_int_dec_and_test (&rows->refs))
+  if (rows == NULL || !g_atomic_ref_count_dec (&rows->refs))
     return;
   if (rows->cells_apart)
     g_free (rows->cells);

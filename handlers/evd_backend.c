@@ -1,6 +1,7 @@
 /* evd_backend: the registry of built-in backend kinds and helpers to build results. */
 #include "evd_backend.h"
 
+#include <gio/gio.h>
 #include <string.h>
 
 extern const EvdBackendClass evd_backend_delay_class;
@@ -24,28 +25,63 @@ static const EvdBackendClass *const evd_backend_classes[] = {
   NULL,
 };
 
+/* Every kind known, NULL-terminated: the built-ins, then what modules registered. NULL until
+ * a module registers one; written at start-up only, before any other thread reads it. */
+static GPtrArray *evd_backend_registered;
+
 const EvdBackendClass *const *
 evd_backend_all (void)
 {
+  if (evd_backend_registered != NULL)
+    return (const EvdBackendClass *const *) evd_backend_registered->pdata;
   return evd_backend_classes;
 }
 
 const EvdBackendClass *
 evd_backend_find (const char *kind)
 {
-  for (guint i = 0; evd_backend_classes[i] != NULL; i++)
-    if (strcmp (evd_backend_classes[i]->kind, kind) == 0)
-      return evd_backend_classes[i];
+  const EvdBackendClass *const *all = evd_backend_all ();
+
+  for (guint i = 0; all[i] != NULL; i++)
+    if (strcmp (all[i]->kind, kind) == 0)
+      return all[i];
   return NULL;
+}
+
+gboolean
+evd_backend_register (const EvdBackendClass *klass, GError **error)
+{
+  if (klass->kind == NULL || *klass->kind == '\0' || klass->open == NULL ||
+      klass->start == NULL || klass->cancel == NULL || klass->close == NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "backend class \"%s\" needs "
+                 "a kind and open, start, cancel and close", klass->kind ? klass->kind : "");
+    return FALSE;
+  }
+  if (evd_backend_find (klass->kind) != NULL) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_EXISTS, "backend kind \"%s\" is already known",
+                 klass->kind);
+    return FALSE;
+  }
+  if (evd_backend_registered == NULL) {
+    evd_backend_registered = g_ptr_array_new ();
+    for (guint i = 0; evd_backend_classes[i] != NULL; i++)
+      g_ptr_array_add (evd_backend_registered, (gpointer) evd_backend_classes[i]);
+    g_ptr_array_add (evd_backend_registered, NULL);
+  }
+  /* Before the NULL that ends the list. */
+  g_ptr_array_insert (evd_backend_registered, (gint) evd_backend_registered->len - 1,
+                      (gpointer) klass);
+  return TRUE;
 }
 
 char *
 evd_backend_kinds (void)
 {
+  const EvdBackendClass *const *all = evd_backend_all ();
   GString *s = g_string_new (NULL);
 
-  for (guint i = 0; evd_backend_classes[i] != NULL; i++)
-    g_string_append_printf (s, "%s%s", i ? ", " : "", evd_backend_classes[i]->kind);
+  for (guint i = 0; all[i] != NULL; i++)
+    g_string_append_printf (s, "%s%s", i ? ", " : "", all[i]->kind);
   return g_string_free (s, FALSE);
 }
 

@@ -25,6 +25,7 @@
 #pragma once
 
 #include <glib.h>
+#include <gmodule.h>
 
 #include "evd_config.h"
 #include "evd_loop.h"
@@ -98,9 +99,9 @@ typedef struct {
   void (*collect) (gpointer shared, GString *out);
 } EvdBackendClass;
 
-/* The kinds built in, by name; NULL when unknown. */
+/* The kinds known (built in, then those modules registered), by name; NULL when unknown. */
 const EvdBackendClass *evd_backend_find (const char *kind);
-/* The kinds built in, NULL-terminated. */
+/* The kinds known, NULL-terminated. */
 const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
@@ -115,6 +116,33 @@ char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
 /* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
  * Free with g_strfreev. */
 char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
+
+/* ---- Backend modules: `[server] modules = a.so, b.so` ----
+ * A module is a shared object built against the installed headers (`pkg-config evdal`) that
+ * ends with EVDAL_BACKEND_MODULE (init): evdal loads it at start-up, before reading any lookup,
+ * refuses it when it was built against another EVDAL_BACKEND_API_VERSION, and calls init(),
+ * which registers the module's classes with evd_backend_register(). The functions a module
+ * calls are evdal's own (the binary exports them), so it links nothing of evdal. */
+
+/* The version of the backend interface: bumped whenever a change to these headers (a type's
+ * layout, a function's signature or contract) would break a module built before it. */
+#define EVDAL_BACKEND_API_VERSION 1
+
+/* Adds a kind; the class (static in the module) must live as long as the process. FALSE with
+ * an error when its kind is empty or already known, or a required hook (open, start, cancel,
+ * close) is missing. From a module's init() only, at start-up, on the main thread. */
+gboolean evd_backend_register (const EvdBackendClass *klass, GError **error);
+
+/* A module's entry point: registers its classes, or returns FALSE with an error. */
+typedef gboolean (*EvdBackendModuleInit) (GError **error);
+
+/* The two symbols every module exports: the interface version it was built against, read
+ * before anything of the module runs, and its entry point. */
+#define EVDAL_BACKEND_MODULE(init) \
+  G_MODULE_EXPORT extern const guint evdal_backend_module_api_version; \
+  G_MODULE_EXPORT const guint evdal_backend_module_api_version = EVDAL_BACKEND_API_VERSION; \
+  G_MODULE_EXPORT gboolean evdal_backend_module_init (GError **error); \
+  G_MODULE_EXPORT gboolean evdal_backend_module_init (GError **error) { return (init) (error); }
 
 /* ---- The call handle, for backends. ---- */
 
@@ -159,10 +187,10 @@ gboolean evd_backend_call_sampled (EvdBackendCall *call);
  * status (http.response.status_code). Either makes the call's span a CLIENT span. */
 void evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address);
 void evd_backend_call_trace_http_status (EvdBackendCall *call, int status);
-/* What a call's backend said of its upstream (NULL and 0 when nothing): a layer that runs
- * calls for others (evd_xreq's attempts) passes it on to its callers' spans. */
-const char *evd_backend_call_get_trace_peer (EvdBackendCall *call);
-int evd_backend_call_get_trace_http_status (EvdBackendCall *call);
+/* What a call said of its upstream, for a layer that answers its callers from its own
+ * attempts (evd_xreq copies it onto each caller's call). */
+void evd_backend_call_trace_get (EvdBackendCall *call, const char **server_address,
+                                 int *status);
 /* What a failure says beyond its kind, for the layer between the engine and the backends
  * (evd_xreq: retries, hedges, breakers). A backend says so when it knows; when it says
  * nothing (evd_backend_call_fail) the error is neither retried nor excused. */

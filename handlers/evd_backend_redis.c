@@ -35,6 +35,7 @@ static const char *const evd_redis_kind_names[EVD_ERROR_KIND_N] = {
 typedef struct {
   char *name;
   char *address;
+  char *host;               /* address without the port: the calls' spans' server.address */
   char *password;           /* NULL: no AUTH */
   guint connections;
   EvdRedisStats stats;
@@ -72,6 +73,7 @@ evd_redis_db_clear (EvdRedisDb *db)
 {
   g_free (db->name);
   g_free (db->address);
+  g_free (db->host);
   if (db->password != NULL)
     memset (db->password, 0, strlen (db->password));
   g_free (db->password);
@@ -133,6 +135,20 @@ evd_redis_read_password (EvdConfig *cfg, const char *group, const char *file)
   return password;
 }
 
+
+/* "host:port" -> "host", "[v6]:port" -> "v6", a unix socket path as it is (checked before). */
+static char *
+evd_redis_host_of (const char *address)
+{
+  const char *colon = strrchr (address, ':');
+
+  if (address[0] == '/' || colon == NULL)
+    return g_strdup (address);
+  if (address[0] == '[' && colon > address + 1 && colon[-1] == ']')
+    return g_strndup (address + 1, (gsize) (colon - address - 2));
+  return g_strndup (address, (gsize) (colon - address));
+}
+
 static void
 evd_redis_open_database (EvdRedisShared *sh, EvdConfig *cfg, const char *group)
 {
@@ -156,6 +172,7 @@ evd_redis_open_database (EvdRedisShared *sh, EvdConfig *cfg, const char *group)
   }
   db = g_atomic_rc_box_new0 (EvdRedisDb);
   db->name = g_strdup (group + strlen ("database "));
+  db->host = evd_redis_host_of (address);
   db->address = g_steal_pointer (&address);
   db->connections = connections;
   if (password_file != NULL && (db->password = evd_redis_read_password (cfg, group,
@@ -370,6 +387,7 @@ evd_redis_start (gpointer backend, EvdBackendCall *call)
   bc->call = call;
   bc->db = l->db;
   bc->start_us = g_get_monotonic_time ();
+  evd_backend_call_trace_peer (call, l->db->host);
   bc->max_rows = l->max_rows;
   *evd_backend_call_data (call) = bc;
   params = evd_backend_call_params (call, &n_params);

@@ -1,6 +1,8 @@
 /* evd_service: DataAccess's methods and live reloading (see evd_service.h). */
 #include "evd_data_access.h"
 
+#include "evd_json.h"
+
 #include <string.h>
 
 /* Loops are numbered 1..io_threads (0 is the main loop); io_threads is at most 256. */

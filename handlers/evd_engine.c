@@ -18,7 +18,7 @@
 #define EVD_ENGINE_RETRY_AFTER_MS 50
 
 struct _EvdEngine {
-  gint refs;                  /* atomic */
+  gatomicrefcount refs;
   EvdConfig *cfg;
   const EvdServerConfig *sc;  /* in cfg */
   EvdLookupSet *lookups;
@@ -356,8 +356,8 @@ evd_backend_call_new_attempt (EvdBackendCall *from, const EvdBackendClass *klass
   b->fetch = from->fetch;
   if (b->fetch != NULL)
     b->fetch->refs++;
-  /* An attempt runs for its creator's call: its context out (traceparent) names that call's
-   * span as the parent, not an all-zero id, which W3C Trace Context calls invalid. */
+  /* The attempt is the caller's call to the upstream: a traceparent it sends names the
+   * caller's span as the parent. */
   memcpy (b->span_id, from->span_id, sizeof b->span_id);
   return b;
 }
@@ -458,21 +458,16 @@ evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address)
 }
 
 void
+evd_backend_call_trace_get (EvdBackendCall *call, const char **server_address, int *status)
+{
+  *server_address = call->trace_peer;
+  *status = call->trace_http_status;
+}
+
+void
 evd_backend_call_trace_http_status (EvdBackendCall *call, int status)
 {
   call->trace_http_status = status;
-}
-
-const char *
-evd_backend_call_get_trace_peer (EvdBackendCall *call)
-{
-  return call->trace_peer;
-}
-
-int
-evd_backend_call_get_trace_http_status (EvdBackendCall *call)
-{
-  return call->trace_http_status;
 }
 
 /* ---- Slots. ---- */
@@ -1418,7 +1413,7 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
 {
   EvdEngine *e = g_new0 (EvdEngine, 1);
 
-  e->refs = 1;
+  g_atomic_ref_count_init (&e->refs);
   e->cfg = evd_config_ref (cfg);
   e->sc = evd_config_server (cfg);
   e->counters = counters;
@@ -1439,14 +1434,14 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
 EvdEngine *
 evd_engine_ref (EvdEngine *engine)
 {
-  g_atomic_int_inc (&engine->refs);
+  g_atomic_ref_count_inc (&engine->refs);
   return engine;
 }
 
 void
 evd_engine_unref (EvdEngine *engine)
 {
-  if (engine == NULL || !g_atomic_int_dec_and_test (&engine->refs))
+  if (engine == NULL || !g_atomic_ref_count_dec (&engine->refs))
     return;
   evd_lookup_set_free (engine->lookups);
   evd_rpc_canned_free (engine->shed_queue);

@@ -1,11 +1,12 @@
 /* evd_request: DataAccess.fetch's args decoded by hand into plain C (see evd_request.h). */
 #include "evd_request.h"
+#include "evd_quark.h"
 
 #include <string.h>
 
 #include "evd_reader.h"
 
-G_DEFINE_QUARK (evd-request-error-quark, evd_request_error)
+EVD_DEFINE_QUARK (evd-request-error-quark, evd_request_error)
 
 /* ---- Decoding a FetchRequest. ---- */
 
@@ -336,7 +337,7 @@ evd_request_decode (EvdProto proto, const guint8 *body, gsize len, GError **erro
   gint16 saved, id;
   guint8 t;
 
-  req->refs = 1;
+  g_atomic_ref_count_init (&req->refs);
   /* Every string of the request fits in one block: no more bytes than the body, plus NULs. */
   req->strings = g_string_chunk_new (MIN (2 * len + 64, 1 << 20));
   /* The arrays are made where their map's size is read (evd_decoder_calls and
@@ -375,14 +376,14 @@ evd_request_decode (EvdProto proto, const guint8 *body, gsize len, GError **erro
 EvdFetchRequest *
 evd_request_ref (EvdFetchRequest *request)
 {
-  g_atomic_int_inc (&request->refs);
+  g_atomic_ref_count_inc (&request->refs);
   return request;
 }
 
 void
 evd_request_unref (EvdFetchRequest *request)
 {
-  if (request == NULL || !g_atomic_int_dec_and_test (&request->refs))
+  if (request == NULL || !g_atomic_ref_count_dec (&request->refs))
     return;
   g_string_chunk_free (request->strings);
   g_clear_pointer (&request->call_store, g_array_unref);

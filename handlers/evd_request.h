@@ -44,7 +44,7 @@ typedef struct {
 
 typedef struct _EvdFetchRequest EvdFetchRequest;
 struct _EvdFetchRequest {
-  gint refs;                /* atomic */
+  gatomicrefcount refs;
   /* RequestContext; the optional strings are NULL when not given */
   const char *request_id;
   const char *principal;

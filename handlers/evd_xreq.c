@@ -83,6 +83,8 @@ struct _EvdXreqFlight {
   EvdXreqAttempt slots[2];  /* never more than two at once: the first and its hedge */
   guint running;
   guint retries;
+  const char *trace_peer;   /* what the last attempt said of its upstream, for the spans */
+  int trace_http_status;
   gboolean hedged;
   guint marks;
   struct event *hedge_timer, *retry_timer;
@@ -93,8 +95,6 @@ struct _EvdXreqFlight {
   EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
   char *error_message;
   guint error_flags;
-  const char *trace_peer;   /* what the last attempt's backend said of its upstream, passed */
-  int trace_http_status;    /*   to every caller's span (evd_backend_call_trace_peer) */
 };
 
 static void evd_xreq_flight_drain (EvdXreqFlight *f);
@@ -631,10 +631,8 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
   for (guint i = 0; i < 2; i++)
     if (f->attempts[i] == a)
       f->attempts[i] = NULL;
-  if (evd_backend_call_get_trace_peer (call) != NULL)
-    f->trace_peer = evd_backend_call_get_trace_peer (call);
-  if (evd_backend_call_get_trace_http_status (call) != 0)
-    f->trace_http_status = evd_backend_call_get_trace_http_status (call);
+  if (!f->over)
+    evd_backend_call_trace_get (call, &f->trace_peer, &f->trace_http_status);
   if (x->section->breaker != NULL)
     evd_breaker_record (x->section->breaker, a->verdict,
                         evd_xreq_outcome (a, rows, kind, flags), now);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "evd_trace.h"
+#include "evd_json.h"
 #include "evd_traceparent.h"
 
 #define EVD_OTLP_GROUP "tracing"

@@ -1,6 +1,8 @@
 /* evd_trace: traced requests and their waterfall (see evd_trace.h). */
 #include "evd_trace.h"
 
+#include "evd_json.h"
+
 #include <string.h>
 
 struct _EvdTraceStore {
@@ -32,7 +34,7 @@ evd_trace_new (const char *request_id, const char *principal, gint64 wall_us)
 {
   EvdTrace *t = g_new0 (EvdTrace, 1);
 
-  t->ref = 1;
+  g_atomic_ref_count_init (&t->ref);
   t->request_id = evd_trace_cut (request_id);
   t->principal = evd_trace_cut (principal);
   t->wall_us = wall_us;
@@ -60,7 +62,7 @@ evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char
 EvdTrace *
 evd_trace_ref (EvdTrace *t)
 {
-  g_atomic_int_inc (&t->ref);
+  g_atomic_ref_count_inc (&t->ref);
   return t;
 }
 
@@ -81,7 +83,7 @@ evd_trace_span_set_marks (EvdTrace *t, const char *marks)
 void
 evd_trace_free (EvdTrace *t)
 {
-  if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
+  if (t == NULL || !g_atomic_ref_count_dec (&t->ref))
     return;
   for (guint i = 0; i < t->spans->len; i++) {
     EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);
@@ -177,29 +179,6 @@ evd_trace_store_count (EvdTraceStore *store)
 }
 
 /* ---- JSON ---- */
-
-void
-evd_json_string (GString *out, const char *s)
-{
-  g_string_append_c (out, '"');
-  while (*s != '\0') {
-    gunichar c = g_utf8_get_char_validated (s, -1);
-
-    if (c == (gunichar) -1 || c == (gunichar) -2) {
-      g_string_append (out, "\\ufffd");
-      s++;
-      continue;
-    }
-    if (c == '"' || c == '\\')
-      g_string_append_printf (out, "\\%c", (char) c);
-    else if (c < 0x20)
-      g_string_append_printf (out, "\\u%04x", c);
-    else
-      g_string_append_len (out, s, g_utf8_next_char (s) - s);
-    s = g_utf8_next_char (s);
-  }
-  g_string_append_c (out, '"');
-}
 
 static void
 evd_trace_json (const EvdTrace *t, GString *out)

@@ -36,7 +36,7 @@ typedef struct {
 #define EVD_TRACE_SPANS_MAX 128
 
 typedef struct {
-  gint ref;                  /* atomic: the store's lists and pages being rendered */
+  gatomicrefcount ref;       /* the store's lists and pages being rendered */
   guint spans_cut;           /* spans past EVD_TRACE_SPANS_MAX, not kept */
   char *request_id;
   char *principal;           /* may be NULL */
@@ -73,9 +73,5 @@ guint64 evd_trace_store_count (EvdTraceStore *store);
 void evd_trace_store_html (EvdTraceStore *store, GString *out);
 /* {"slowest": [...], "recent": [...]}, each trace with its spans. */
 void evd_trace_store_json (EvdTraceStore *store, GString *out);
-
-/* JSON string literal of `s` (UTF-8 kept, controls escaped; bytes that are not UTF-8 become
- * U+FFFD). Shared with the admin's other JSON pages. */
-void evd_json_string (GString *out, const char *s);
 
 G_END_DECLS

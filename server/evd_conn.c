@@ -134,7 +134,7 @@ evd_conn_close (EvdConn *c, const char *why)
   g_clear_pointer (&c->more, event_free);
   bufferevent_free (c->bev);
   c->bev = NULL;
-  g_atomic_int_dec_and_test (host->n_connections);
+  g_atomic_int_add (host->n_connections, -1);
   /* Completed and unstarted calls are dropped; running ones are cancelled and free
    * themselves. */
   gboolean started = TRUE;

@@ -7,6 +7,7 @@
 #include "evd_log.h"
 #include "evd_server.h"
 #include "evd_data_access.h"
+#include "evd_modules.h"
 #include "evd_systemd.h"
 
 /* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
@@ -110,8 +111,10 @@ evd_main_reload (gpointer data)
   g_message ("SIGHUP: reloading %s", r->options->config);
   if (cfg != NULL && r->options->listen != NULL)
     evd_config_override_listen (cfg, r->options->listen);
-  if (cfg != NULL)
+  if (cfg != NULL) {
+    evd_modules_load (cfg);
     tracing = evd_otlp_new (cfg, NULL);  /* reads [tracing], so its keys are checked */
+  }
   if (cfg == NULL || !evd_data_access_reload (r->service, cfg, &summary, &error)) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
     for (guint i = 0; lines[i] != NULL; i++)
@@ -206,6 +209,7 @@ main (int argc, char **argv)
   if (o.listen != NULL)
     evd_config_override_listen (cfg, o.listen);
   evd_log_set_level (evd_config_server (cfg)->log_level);
+  evd_modules_load (cfg);  /* before the lookups: they may name a module's kinds */
   service = evd_data_access_new (cfg, metrics, traces);
   otlp = evd_otlp_new (cfg, metrics);
   evd_data_access_set_otlp (service, otlp);

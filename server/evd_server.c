@@ -70,7 +70,7 @@ evd_server_on_accept (evutil_socket_t fd, struct sockaddr *addr, int addr_len, g
   /* Counted here, uncounted by the connection when it closes on its loop. */
   if (g_atomic_int_add (&s->n_connections, 1) >= s->sc->max_connections) {
     char peer[80];
-    g_atomic_int_dec_and_test (&s->n_connections);
+    g_atomic_int_add (&s->n_connections, -1);
     s->refused++;
     evd_conn_format_addr (addr, (socklen_t) addr_len, peer, sizeof peer);
     evutil_closesocket (fd);

@@ -13,6 +13,7 @@
  * every connection, idle kept-alive ones included.
  */
 #include "evd_http.h"
+#include "evd_quark.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -58,7 +59,7 @@ typedef struct {
   GList link;                   /* in client->sockets */
 } EvdHttpSocket;
 
-G_DEFINE_QUARK (evd-http-error-quark, evd_http_error)
+EVD_DEFINE_QUARK (evd-http-error-quark, evd_http_error)
 
 static gpointer
 evd_http_init_once (gpointer unused)

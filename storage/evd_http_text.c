@@ -5,11 +5,12 @@
  * built (CURLOPT_PATH_AS_IS).
  */
 #include "evd_http_text.h"
+#include "evd_quark.h"
 
 #include <math.h>
 #include <string.h>
 
-G_DEFINE_QUARK (evd-http-text-error-quark, evd_http_text_error)
+EVD_DEFINE_QUARK (evd-http-text-error-quark, evd_http_text_error)
 
 /* What a value may keep as it is, besides letters and digits. */
 #define EVD_HTTP_TEXT_KEEP_PATH "-_~"

@@ -5,11 +5,12 @@
  * from an object is a null and the key order inside an object does not matter.
  */
 #include "evd_json_rows.h"
+#include "evd_quark.h"
 
 #include <json-glib/json-glib.h>
 #include <string.h>
 
-G_DEFINE_QUARK (evd-json-rows-error-quark, evd_json_rows_error)
+EVD_DEFINE_QUARK (evd-json-rows-error-quark, evd_json_rows_error)
 
 static const char *const evd_json_rows_value_column[] = { "value" };
 

@@ -1,6 +1,7 @@
 /* evd_redis: command templates, reply mapping, and pipelined Redis connections on a libevent
  * base (see evd_redis.h for the life of a call). */
 #include "evd_redis.h"
+#include "evd_quark.h"
 
 #include <errno.h>
 #include <math.h>
@@ -16,7 +17,7 @@
 #include <event2/dns.h>
 #include <event2/util.h>
 
-G_DEFINE_QUARK (evd-redis-error-quark, evd_redis_error)
+EVD_DEFINE_QUARK (evd-redis-error-quark, evd_redis_error)
 
 /* ---- The allow-list. ----
  * Read-only commands only: a data-access layer reads, and a template that writes (SET, DEL,

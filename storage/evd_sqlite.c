@@ -1,5 +1,6 @@
 /* evd_sqlite: SQLite worker pool with read-only connections (see evd_sqlite.h). */
 #include "evd_sqlite.h"
+#include "evd_quark.h"
 
 #include <sqlite3.h>
 #include <string.h>
@@ -59,7 +60,7 @@ struct _EvdSqlitePool {
   guint64 jobs;                /* atomic */
 };
 
-G_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
+EVD_DEFINE_QUARK (evd-sqlite-error-quark, evd_sqlite_error)
 
 /* ---- Rows. ---- */
 

@@ -12,9 +12,16 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 for f in bin/evdal bin/evdal-mkdb bin/evdal-cli share/evdal/evdal.thrift share/evdal/schema.sql \
          share/evdal/evdal.conf etc/evdal/evdal.conf share/doc/evdal/README.md \
          lib/systemd/system/evdal.service lib/systemd/system/evdal.socket \
-         lib/systemd/system/evdal-admin.socket; do
+         lib/systemd/system/evdal-admin.socket include/evdal/evd_backend.h \
+         include/evdal/evd_value.h; do
   [ -f "$prefix/$f" ] || { echo "missing after install: $f"; exit 1; }
 done
+# The backend interface compiles on its own: every header it includes is installed beside it.
+pcdir=$(dirname "$(find "$prefix" -path '*/pkgconfig/evdal.pc' | head -n 1)")
+[ -f "$pcdir/evdal.pc" ] || { echo "missing after install: evdal.pc"; exit 1; }
+echo '#include "evd_backend.h"' |
+  cc -fsyntax-only -Werror -x c - $(PKG_CONFIG_PATH=$pcdir pkg-config --cflags evdal) ||
+  { echo "the installed evd_backend.h does not compile with pkg-config evdal's flags alone"; exit 1; }
 "$prefix/bin/evdal" --version | grep -q '^evdal '
 
 # The installed config reads the database from the unit's state directory.

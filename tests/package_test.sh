@@ -22,9 +22,11 @@ dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|' > "$tmp/files"
 for f in /usr/bin/evdal /usr/bin/evdal-cli /usr/bin/evdal-mkdb /etc/evdal/evdal.conf \
          /usr/share/evdal/evdal.thrift /usr/share/evdal/schema.sql \
          /usr/lib/systemd/system/evdal.service /usr/lib/systemd/system/evdal.socket \
-         /usr/lib/systemd/system/evdal-admin.socket /usr/share/doc/evdal/README.md; do
+         /usr/lib/systemd/system/evdal-admin.socket /usr/share/doc/evdal/README.md \
+         /usr/include/evdal/evd_backend.h; do
   grep -qx "$f" "$tmp/files" || fail "$f is not in the package"
 done
+grep -qE '^/usr/lib/(.+/)?pkgconfig/evdal\.pc$' "$tmp/files" || fail "evdal.pc is not in the package"
 ! grep -E '^/usr/local/|^/usr/etc/' "$tmp/files" || fail "files outside the /usr prefix layout"
 mkdir "$tmp/x"
 dpkg-deb -x "$deb" "$tmp/x"

@@ -4,10 +4,10 @@
 #   tools/dev.sh deps    install the Debian packages evdal needs (apt)
 #   tools/dev.sh build   deps + configure and build into build/
 #   tools/dev.sh run     build + start the server on the bundled config (Ctrl-C stops it)
-#   tools/dev.sh test    build + every test: the normal build, then the whole suite again
-#                        under AddressSanitizer + UBSan (build-asan/), then a smoke run of
-#                        each libFuzzer target (clang, build-fuzz/); valgrind runs in the
-#                        normal build's suite. CI runs exactly this.
+#   tools/dev.sh test    build + every test: the normal build, the suite again under ASan +
+#                        UBSan (build-asan/), the unit and e2e tests under ThreadSanitizer
+#                        (build-tsan/), then each libFuzzer target's smoke run (clang,
+#                        build-fuzz/); valgrind runs in the normal build's suite. CI runs this.
 #
 # Long fuzz, soak and benchmark runs carry the CTest label "long" and are skipped here:
 # run them with `ctest --test-dir build -L long`.
@@ -65,6 +65,12 @@ case "${1:-}" in
     echo "== the same suite under AddressSanitizer + UndefinedBehaviorSanitizer"
     build_into build-asan -DEVDAL_SANITIZE=ON
     run_tests build-asan "long|valgrind"
+    echo "== the unit and e2e tests under ThreadSanitizer"
+    build_into build-tsan -DEVDAL_TSAN=ON -DEVDAL_PEERS=OFF
+    # Tests of tools, clients and packaging add no evdal threads to check: the other builds
+    # run them.
+    ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -LE "long|valgrind" \
+      -E '^(install|package|bench/.*|e2e/test_(page|traces_browser|clients_doc|peer_cpp|python_frontend|evdal_cli|modules))$'
     echo "== fuzzing smoke runs (libFuzzer)"
     CC=clang build_into build-fuzz -DEVDAL_FUZZ=ON
     ctest --test-dir build-fuzz --output-on-failure -L fuzz ;;

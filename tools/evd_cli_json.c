@@ -6,43 +6,14 @@
 
 #include "evd_cli_conn.h"
 #include "evd_cli_value.h"
-
-void
-evd_cli_json_string (GString *out, const char *s)
-{
-  g_autofree char *valid = NULL;
-
-  if (s == NULL)
-    s = "";
-  /* JSON text is UTF-8; a byte that is not would make the whole document unreadable. */
-  if (!g_utf8_validate (s, -1, NULL))
-    s = valid = g_utf8_make_valid (s, -1);
-  g_string_append_c (out, '"');
-  for (const unsigned char *p = (const unsigned char *) s; *p != '\0'; p++) {
-    switch (*p) {
-    case '"': g_string_append (out, "\\\""); break;
-    case '\\': g_string_append (out, "\\\\"); break;
-    case '\n': g_string_append (out, "\\n"); break;
-    case '\r': g_string_append (out, "\\r"); break;
-    case '\t': g_string_append (out, "\\t"); break;
-    case '\b': g_string_append (out, "\\b"); break;
-    case '\f': g_string_append (out, "\\f"); break;
-    default:
-      if (*p < 0x20)
-        g_string_append_printf (out, "\\u%04x", *p);
-      else
-        g_string_append_c (out, (char) *p);  /* ASCII, or a byte of a UTF-8 sequence */
-    }
-  }
-  g_string_append_c (out, '"');
-}
+#include "evd_json.h"
 
 static void
 evd_cli_json_key (GString *out, gboolean first, const char *key)
 {
   if (!first)
     g_string_append (out, ", ");
-  evd_cli_json_string (out, key);
+  evd_json_string (out, key);
   g_string_append (out, ": ");
 }
 
@@ -53,7 +24,7 @@ evd_cli_json_strings (GString *out, const GPtrArray *strings)
   for (guint i = 0; strings != NULL && i < strings->len; i++) {
     if (i > 0)
       g_string_append (out, ", ");
-    evd_cli_json_string (out, strings->pdata[i]);
+    evd_json_string (out, strings->pdata[i]);
   }
   g_string_append_c (out, ']');
 }
@@ -69,7 +40,7 @@ evd_cli_json_value (GString *out, const evdalValue *v)
     evd_cli_value_format_real (v->real_value, buf);
     g_string_append (out, buf);
   } else if (v->__isset_text_value) {
-    evd_cli_json_string (out, v->text_value);
+    evd_json_string (out, v->text_value);
   } else if (v->__isset_blob_value) {
     g_autofree char *hex = v->blob_value ? evd_cli_value_hex (v->blob_value->data,
                                                               v->blob_value->len)
@@ -84,7 +55,7 @@ void
 evd_cli_json_ping (GString *out, const char *pong, double ms)
 {
   g_string_append (out, "{\"ping\": ");
-  evd_cli_json_string (out, pong);
+  evd_json_string (out, pong);
   g_string_append_printf (out, ", \"ms\": %.3f}\n", ms);
 }
 
@@ -97,15 +68,15 @@ evd_cli_json_lookups (GString *out, GPtrArray *infos)
 
     g_string_append (out, i ? ", {" : "{");
     evd_cli_json_key (out, TRUE, "name");
-    evd_cli_json_string (out, info->name);
+    evd_json_string (out, info->name);
     evd_cli_json_key (out, FALSE, "backend");
-    evd_cli_json_string (out, info->backend);
+    evd_json_string (out, info->backend);
     evd_cli_json_key (out, FALSE, "params");
     evd_cli_json_strings (out, info->params);
     evd_cli_json_key (out, FALSE, "timeout_ms");
     g_string_append_printf (out, "%d", info->timeout_ms);
     evd_cli_json_key (out, FALSE, "description");
-    evd_cli_json_string (out, info->description);
+    evd_json_string (out, info->description);
     g_string_append_c (out, '}');
   }
   g_string_append (out, "]}\n");
@@ -115,9 +86,9 @@ static void
 evd_cli_json_error (GString *out, const evdalLookupError *e)
 {
   g_string_append (out, "{\"kind\": ");
-  evd_cli_json_string (out, evd_cli_conn_error_kind_name (e->kind));
+  evd_json_string (out, evd_cli_conn_error_kind_name (e->kind));
   evd_cli_json_key (out, FALSE, "message");
-  evd_cli_json_string (out, e->message);
+  evd_json_string (out, e->message);
   g_string_append_c (out, '}');
 }
 
@@ -149,7 +120,7 @@ evd_cli_json_result (GString *out, const char *lookup, const evdalLookupResult *
   gboolean ok = res != NULL && res->__isset_table && !res->__isset_error;
 
   g_string_append (out, "{\"lookup\": ");
-  evd_cli_json_string (out, lookup);
+  evd_json_string (out, lookup);
   if (res == NULL) {
     g_string_append (out, ", \"error\": {\"kind\": null, \"message\": "
                           "\"the server returned no result for this call\"}");
@@ -163,13 +134,13 @@ evd_cli_json_result (GString *out, const char *lookup, const evdalLookupResult *
     g_string_append_printf (out, ", \"span\": {\"start_us\": %" G_GINT64_FORMAT
                             ", \"end_us\": %" G_GINT64_FORMAT ", \"backend\": ",
                             res->span->start_us, res->span->end_us);
-    evd_cli_json_string (out, res->span->backend);
+    evd_json_string (out, res->span->backend);
     if (res->span->__isset_marks && res->span->marks != NULL) {
       g_string_append (out, ", \"marks\": [");
       for (guint m = 0; m < res->span->marks->len; m++) {
         if (m > 0)
           g_string_append (out, ", ");
-        evd_cli_json_string (out, res->span->marks->pdata[m]);
+        evd_json_string (out, res->span->marks->pdata[m]);
       }
       g_string_append_c (out, ']');
     }
@@ -194,7 +165,7 @@ evd_cli_json_response (GString *out, const EvdCliRequest *r, const evdalFetchRes
       failed++;
   }
   g_string_append (out, "{\"request_id\": ");
-  evd_cli_json_string (out, resp->request_id);
+  evd_json_string (out, resp->request_id);
   if (evd_cli_request_trace_id (r) != NULL)
     g_string_append_printf (out, ", \"trace_id\": \"%.32s\"", evd_cli_request_trace_id (r));
   g_string_append_printf (out, ", \"server_us\": %" G_GINT64_FORMAT ", \"ok\": %s, "
@@ -211,21 +182,21 @@ evd_cli_json_exception (GString *out, const EvdCliRequest *r,
   g_string_append (out, "{\"exception\": {\"type\": ");
   if (failed != NULL) {
     g_string_append (out, "\"LookupFailed\", \"call\": ");
-    evd_cli_json_string (out, failed->call);
+    evd_json_string (out, failed->call);
     evd_cli_json_key (out, FALSE, "lookup");
     if (failed->call && evd_cli_request_lookup (r, failed->call))
-      evd_cli_json_string (out, evd_cli_request_lookup (r, failed->call));
+      evd_json_string (out, evd_cli_request_lookup (r, failed->call));
     else
       g_string_append (out, "null");
     evd_cli_json_key (out, FALSE, "error");
     evd_cli_json_error (out, failed->error);
   } else if (overloaded != NULL) {
     g_string_append (out, "\"Overloaded\", \"message\": ");
-    evd_cli_json_string (out, overloaded->message);
+    evd_json_string (out, overloaded->message);
     g_string_append_printf (out, ", \"retry_after_ms\": %d", overloaded->retry_after_ms);
   } else {
     g_string_append (out, "\"InvalidRequest\", \"message\": ");
-    evd_cli_json_string (out, invalid ? invalid->message : NULL);
+    evd_json_string (out, invalid ? invalid->message : NULL);
   }
   g_string_append (out, "}}\n");
 }
@@ -234,8 +205,8 @@ void
 evd_cli_json_application_error (GString *out, int code, const char *message)
 {
   g_string_append (out, "{\"exception\": {\"type\": \"TApplicationException\", \"kind\": ");
-  evd_cli_json_string (out, evd_cli_conn_application_error_name (code));
+  evd_json_string (out, evd_cli_conn_application_error_name (code));
   evd_cli_json_key (out, FALSE, "message");
-  evd_cli_json_string (out, message);
+  evd_json_string (out, message);
   g_string_append (out, "}}\n");
 }

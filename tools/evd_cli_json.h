@@ -1,8 +1,8 @@
 /* evd_cli_json: evdal-cli's --json output: one JSON document per run, for scripts.
  *
- * json-glib is not among evdal's dependencies, and the output is small and write-only, so
- * this is a little writer: strings are valid JSON (UTF-8 passed through, bad UTF-8 replaced
- * by U+FFFD, '"', '\' and control characters escaped). Values map as: NULL null, int and
+ * Strings are written by core/evd_json, evdal's one JSON string writer (its rules: UTF-8
+ * passed through, bytes that are not UTF-8 as U+FFFD, quotes, backslashes and control
+ * characters escaped). Values map as: NULL null, int and
  * real numbers (a real always has a '.' or an exponent; NaN and infinities, which JSON cannot
  * say, become null), text a string, blob {"hex": "00ff"}.
  *
@@ -22,8 +22,6 @@
 
 G_BEGIN_DECLS
 
-/* `s` as a JSON string, quotes included. */
-void evd_cli_json_string (GString *out, const char *s);
 void evd_cli_json_value (GString *out, const evdalValue *v);
 void evd_cli_json_ping (GString *out, const char *pong, double ms);
 void evd_cli_json_lookups (GString *out, GPtrArray *infos);

@@ -39,3 +39,9 @@ const EvdBackendClass whoami_class = {
   .kind = "whoami", .open = whoami_open, .start = whoami_start,
   .cancel = whoami_cancel, .close = g_free,  /* setup, teardown, release, collect: none */
 };
+/* As a module: cc -shared -fPIC whoami.c $(pkg-config --cflags evdal) -o whoami.so, then
+ * [server] modules = whoami.so */
+static gboolean whoami_register (GError **error) {
+  return evd_backend_register (&whoami_class, error);
+}
+EVDAL_BACKEND_MODULE (whoami_register)

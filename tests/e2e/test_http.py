@@ -250,6 +250,8 @@ class HttpLookups(h.EvdalTestCase):
         self.assertEqual(unquote(got['x-request-id']), rid)
         self.assertEqual(unquote(got['x-principal']), principal)
         self.assertEqual(dict(parse_qsl(got['x-attributes'])), attrs)
+        # a trace of its own (test_tracing has the trace context in and out)
+        self.assertRegex(got['traceparent'], r'^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$')
 
     def test_trace_context_goes_upstream(self):
         trace, span = '4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7'

@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import tempfile
@@ -18,6 +19,7 @@ import unittest
 
 import evdal_harness as h
 from evdal_harness import ttypes
+from http_upstream import UpstreamServer
 
 TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
 PARENT_ID = '00f067aa0ba902b7'
@@ -181,9 +183,9 @@ class TracingTest(h.EvdalTestCase):
     def tearDownClass(cls):
         cls.dir.cleanup()
 
-    def server(self, endpoint, ratio=1.0, extra_tracing='', server_keys=None, **kw):
+    def server(self, endpoint, ratio=1.0, extra_tracing='', server_keys=None, age_ms=50, **kw):
         tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = %s\nservice_name = evdal-test\n'
-                   'batch_max_age_ms = 50\n%s' % (endpoint, ratio, extra_tracing))
+                   'batch_max_age_ms = %d\n%s' % (endpoint, ratio, age_ms, extra_tracing))
         cfg = h.config(extra=tracing, lookups=LOOKUPS.format(db=self.db), admin_listen='127.0.0.1:0',
                        **(server_keys or {}))
         return h.Server(cfg, **kw)
@@ -339,6 +341,77 @@ remote_lookup = ctx
         tp = t.rows[0][t.columns.index('traceparent')].text_value
         self.assertEqual(tp, '00-%s-%s-01' % (TRACE_ID, remote_call['spanId']))
 
+    def test_http_upstream_gets_the_call_span_as_parent(self):
+        """The HTTP upstream sees traceparent with the call's exported span as parent and the
+        caller's tracestate; the call's span names the host and the HTTP status; the
+        traceparent/tracestate attributes are not forwarded as ordinary attributes."""
+        col = Collector()
+        self.addCleanup(col.close)
+        with UpstreamServer() as up:
+            lookups = """[upstream svc]
+backend = http
+base_url = http://127.0.0.1:%d
+
+[lookup hctx]
+upstream = svc
+get = /echo/ctx
+
+[lookup hstatus]
+upstream = svc
+get = /status/{code}
+""" % up.port
+            tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\n'
+                       'service_name = evdal-test\nbatch_max_age_ms = 50\n' % col.url)
+            with h.Server(h.config(lookups=lookups, extra=tracing)) as srv:
+                res = self.fetch(srv, {
+                    'c': ttypes.LookupCall(lookup='hctx'),
+                    's': ttypes.LookupCall(lookup='hstatus',
+                                           params={'code': ttypes.Value(int_value=503)}),
+                }, request_id='req-http', attributes={'traceparent': SAMPLED,
+                                                      'tracestate': 'k=v', 'tenant': 't1'})
+                self.assertIsNone(res.results['c'].error, res.results['c'])
+                self.assertIsNotNone(res.results['s'].error)
+                spans = col.wait_spans(3)
+            with up.lock:
+                seen = [dict((k.lower(), v) for k, v in hs) for p, hs in up.requests
+                        if p == '/echo/ctx']
+        self.assertEqual(len(spans), 3, spans)
+        call = [s for s in spans if s['name'] == 'lookup hctx'][0]
+        status = [s for s in spans if s['name'] == 'lookup hstatus'][0]
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]['traceparent'], '00-%s-%s-01' % (TRACE_ID, call['spanId']))
+        self.assertEqual(seen[0]['tracestate'], 'k=v')
+        self.assertEqual(seen[0]['x-attributes'], 'tenant=t1')
+        self.assertEqual(call['kind'], 3)  # CLIENT
+        self.assertEqual(attrs(call)['server.address'], '127.0.0.1')
+        self.assertEqual(attrs(call)['http.response.status_code'], 200)
+        self.assertEqual(status['status']['code'], 2)
+        self.assertEqual(attrs(status)['http.response.status_code'], 503)
+        self.assertEqual(attrs(status)['evdal.error_kind'], 'BACKEND')
+
+    @unittest.skipIf(shutil.which('redis-server') is None, 'no redis-server')
+    def test_redis_call_is_a_client_span_of_db_system_redis(self):
+        import test_redis  # its Redis: a redis-server on a unix socket in a temp folder
+        col = Collector()
+        self.addCleanup(col.close)
+        redis = test_redis.Redis().start()
+        self.addCleanup(redis.close)
+        redis.cmd('SET', 'k', 'v')
+        tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\nservice_name = evdal-test\n'
+                   'batch_max_age_ms = 50\n' % col.url)
+        with h.Server(test_redis.redis_config(redis.sock, extra=tracing)) as srv:
+            res = self.fetch(srv, {'g': ttypes.LookupCall(
+                lookup='get', params={'k': ttypes.Value(text_value='k')})},
+                request_id='req-redis', traceparent=SAMPLED)
+            self.assertIsNone(res.results['g'].error, res.results['g'])
+            spans = col.wait_spans(2)
+        self.assertEqual(len(spans), 2, spans)
+        call = [s for s in spans if s['name'] == 'lookup get'][0]
+        self.assertEqual(call['kind'], 3)  # CLIENT
+        self.assertEqual(attrs(call), {'evdal.lookup': 'get', 'evdal.backend': 'redis:cache',
+                                       'db.system': 'redis', 'db.namespace': 'cache',
+                                       'server.address': redis.sock, 'evdal.rows': 1})
+
     def test_unsampled_parent_exports_nothing_but_travels_downstream(self):
         col = Collector()
         self.addCleanup(col.close)
@@ -402,6 +475,23 @@ remote_lookup = ctx
             root = [s for s in spans if s['name'] == 'DataAccess/fetch'][0]
             self.assertEqual(root['traceId'], TRACE_ID)
             self.assertNotIn('traceState', root)
+
+    def test_shutdown_flushes_queued_spans(self):
+        """Spans still queued at SIGTERM (batches would leave only after a minute here) are
+        posted before evdal exits, within export_timeout_ms."""
+        col = Collector()
+        self.addCleanup(col.close)
+        srv = self.server(col.url, ratio=1, age_ms=60000,
+                          extra_tracing='batch_max_spans = 10000\nexport_timeout_ms = 5000\n')
+        with srv:
+            for i in range(5):
+                self.fetch(srv, {'n': h.nap_call(1)}, request_id='flush-%d' % i)
+            self.assertEqual(srv.metric('evdal_tracing_queued_spans'), 10)
+            self.assertEqual(col.spans(), [])
+            t0 = time.monotonic()
+            srv.stop()
+            self.assertLess(time.monotonic() - t0, 10)
+        self.assertEqual(len(col.spans()), 10)
 
     def test_retries_once_on_503(self):
         col = Collector('503-once')
