@@ -26,6 +26,12 @@ Scenarios (the fetch each runs is its `evdal-bench --call` list):
                        ZREVRANGE WITHSCORES, GET, SMEMBERS) for random users, 64 connections,
                        against a redis-server the harness starts on a unix socket; the peer
                        uses hiredis's blocking API on its lookup threads
+  pg7                  (only with --only pg7, alone) the seven-lookup page from PostgreSQL 15
+                       (a throwaway server loaded by evdal-mkdb --postgresql, or
+                       --pg-conninfo), 64 connections: evdal, the peer (blocking libpq), and
+                       evdal-pg-bare (libpq alone, one thread per core, the same number of
+                       PostgreSQL connections; plain and pipelined), with the CPU per page of
+                       every process: the server, PostgreSQL's backends, the load generator
 """
 import argparse
 import datetime
@@ -546,6 +552,185 @@ def prepare_config(config, build, server_set=None):
     return conf
 
 
+# ---- pg7: the page from PostgreSQL (issue 15) ----
+
+PG_BEGIN = '<!-- harness-pg7:begin (bench/harness.py --only pg7 writes to the end marker) -->'
+PG_END = '<!-- harness-pg7:end -->'
+PG_CONNS_PER_LOOP = 4     # evdal's `connections`; its 2 loops make 8, as many as the others get
+
+
+def cpu_ticks(pids):
+    """utime + stime of these processes, in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            with open('/proc/%d/stat' % pid) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf('SC_CLK_TCK')
+
+
+def pg_cpu(postmaster_pid):
+    """CPU seconds of PostgreSQL so far: the postmaster, its live children (backends, WAL
+    writer...), and the children it has reaped (cutime+cstime: a client's backends that have
+    exited by the end of its run)."""
+    out = subprocess.run(['pgrep', '-P', str(postmaster_pid)], capture_output=True, text=True)
+    total = cpu_ticks([int(x) for x in out.stdout.split()])
+    try:
+        with open('/proc/%d/stat' % postmaster_pid) as f:
+            fields = f.read().rsplit(')', 1)[1].split()
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf('SC_CLK_TCK')
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def run_measured(argv, server_pid, pg_pid, timeout):
+    """Runs a client to completion; returns its last JSON line plus the CPU seconds spent by
+    the server (server_pid, or None), PostgreSQL's backends and the client itself."""
+    s0, b0 = cpu_ticks([server_pid] if server_pid else []), pg_cpu(pg_pid)
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    s1, b1 = cpu_ticks([server_pid] if server_pid else []), pg_cpu(pg_pid)
+    if p.returncode != 0:
+        sys.exit('%s failed (%d):\n%s\n%s' % (shlex.join(argv), p.returncode, p.stdout, p.stderr))
+    last = p.stdout.strip().splitlines()[-1]
+    r = json.loads(last[last.index('{'):])
+    r['cpu_server'] = s1 - s0
+    r['cpu_pg'] = b1 - b0
+    r['cpu_client'] = (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
+    return r
+
+
+def run_pg7(args):
+    sys.path.insert(0, os.path.join(ROOT, 'tests', 'e2e'))
+    import pg_fixture
+    pg = None
+    t0 = time.monotonic()
+    if args.pg_conninfo:
+        conninfo = args.pg_conninfo
+    else:
+        if not pg_fixture.available():
+            sys.exit('pg7 needs PostgreSQL 15 (tools/dev.sh deps) or --pg-conninfo')
+        pg = pg_fixture.PgServer().start()
+        subprocess.run([os.path.join(args.build, 'evdal-mkdb'), '--postgresql', pg.conninfo],
+                       check=True, stdout=subprocess.DEVNULL)
+        conninfo = 'host=%s port=%d dbname=postgres user=evdal_ro' % (pg.dir, pg.port)
+    tmp = tempfile.mkdtemp(prefix='evdal-harness-pg7-')
+    conf = os.path.join(tmp, 'evdal-postgresql.conf')
+    with open(os.path.join(ROOT, 'deploy', 'evdal-postgresql.conf')) as f, open(conf, 'w') as out:
+        for line in f:
+            key = line.split('=', 1)[0].strip()
+            if key == 'conninfo':
+                line = 'conninfo = %s\n' % conninfo
+            elif key == 'admin_listen':
+                line = 'admin_listen =\n'
+            elif key == 'io_threads':
+                line = 'io_threads = 2\n'
+            elif key == 'connections':
+                line = 'connections = %d\n' % PG_CONNS_PER_LOOP
+            out.write(line)
+    total = 2 * PG_CONNS_PER_LOOP
+    # The postmaster: the first line of its unix socket's lock file names it.
+    kv = dict(x.split('=', 1) for x in conninfo.split() if '=' in x)
+    with open(os.path.join(kv['host'], '.s.PGSQL.%s.lock' % kv.get('port', '5432'))) as f:
+        pg_pid = int(f.readline())
+    evdal = Server('evdal', lambda port, _: [os.path.join(args.build, 'evdal'), '--config', conf,
+                                             '--listen', '127.0.0.1:%s' % port], tmp)
+    peer = Server('peer', lambda port, _: [os.path.join(args.build, 'evdal-peer-cpp'), '--config',
+                                           conf, '--listen', '127.0.0.1:%s' % port]
+                  + _FEW1 + ['--sqlite-threads', str(total)], tmp)
+    sc = Scenario('pg7-64', 'pg7', 64, page_args(), threads=2,
+                  what='the 7-lookup page (6 PostgreSQL + 1 static), random user')
+    bare = {m: [os.path.join(args.build, 'evdal-pg-bare'), '--config', conf, '--threads', '2',
+                '--connections', str(PG_CONNS_PER_LOOP), '-d', str(args.seconds)]
+            + (['--pipeline'] if m == 'bare-pipelined' else []) for m in ('bare', 'bare-pipelined')}
+    runs = {'evdal': [], 'peer': [], 'bare': [], 'bare-pipelined': []}
+    commands = [show(evdal.argv_fn('PORT', None)), show(peer.argv_fn('PORT', None)),
+                show(sc.bench_argv(args.build, 'PORT', args.seconds, 0))] + \
+               [show(b) for b in bare.values()]
+    try:
+        for s in (evdal, peer):
+            s.start()
+            run_bench(args.build, s, sc, 1, 0)  # warm-up: connections made, statements prepared
+        for rnd in range(args.rounds):
+            for s in (evdal, peer):
+                runs[s.name].append(run_measured(
+                    sc.bench_argv(args.build, s.port, args.seconds, 0), s.proc.pid, pg_pid,
+                    args.seconds + 120))
+            for m, argv in bare.items():
+                runs[m].append(run_measured(argv, None, pg_pid, args.seconds + 120))
+            print('pg7 round %d: %s' % (rnd + 1, ', '.join(
+                '%s %.0f' % (k, v[-1]['rps']) for k, v in runs.items())), file=sys.stderr)
+    finally:
+        for s in (evdal, peer):
+            s.stop()
+        if pg:
+            pg.close()
+    block = pg7_report(args, runs, commands, time.monotonic() - t0)
+    text = open(args.out).read() if os.path.exists(args.out) else ''
+    if PG_BEGIN in text and PG_END in text:
+        text = text[:text.index(PG_BEGIN)] + block + text[text.index(PG_END) + len(PG_END) + 1:]
+    else:
+        text = text.rstrip('\n') + '\n\n' + block
+    with open(args.out, 'w') as f:
+        f.write(text)
+    with open(os.path.join(args.plots, 'pg7-results.json'), 'w') as f:
+        json.dump({'date': datetime.date.today().isoformat(), 'machine': machine(), 'runs': runs},
+                  f, indent=1)
+    print('wrote %s' % args.out, file=sys.stderr)
+
+
+def pg7_report(args, runs, commands, elapsed):
+    def per_page(r, k):
+        pages = r['rps'] * r['seconds']
+        return 1000 * r[k] / pages if pages else float('nan')
+
+    def col(name, k):
+        return [per_page(r, k) for r in runs[name]]
+
+    rps = {k: [r['rps'] for r in v] for k, v in runs.items()}
+    lines = [PG_BEGIN, '', '### pg7: the page from PostgreSQL (run of %s)' %
+             datetime.date.today().isoformat(), '',
+             'Machine: %s; PostgreSQL 15 on the same cores, over its unix socket. Command: '
+             '`/usr/bin/python3 bench/harness.py --only pg7 --rounds %d --seconds %g` (%.0f min). '
+             'Each round runs evdal, the peer, then evdal-pg-bare plain and pipelined, one after '
+             'the other; cells are medians of %d rounds (min-max). CPU per page is '
+             'utime+stime from /proc over the run, divided by the pages served; %d PostgreSQL '
+             'connections for each (evdal: 2 IO loops x %d; the peer: %d pool threads, one '
+             'blocking connection each; bare: 2 threads x %d).' %
+             (machine(), args.rounds, args.seconds, elapsed / 60, args.rounds,
+              2 * PG_CONNS_PER_LOOP, PG_CONNS_PER_LOOP, 2 * PG_CONNS_PER_LOOP, PG_CONNS_PER_LOOP),
+             '', '| client of PostgreSQL | pages/s | p99 ms | its CPU ms/page | PostgreSQL '
+             'backends ms/page | load generator ms/page |', '| --- | ---: | ---: | ---: | ---: | ---: |']
+    for name, label in (('evdal', 'evdal (64 Thrift connections)'),
+                        ('peer', 'C++ peer, blocking libpq (64 Thrift connections)'),
+                        ('bare', 'evdal-pg-bare, one query per connection at a time'),
+                        ('bare-pipelined', 'evdal-pg-bare, a page per pipeline')):
+        own = 'cpu_server' if name in ('evdal', 'peer') else 'cpu_s'
+        lines.append('| %s | %s | %s | %s | %s | %s |' % (
+            label, cell(rps[name]), cell([r['p99_ms'] for r in runs[name]], 1),
+            cell(col(name, own), 3), cell(col(name, 'cpu_pg'), 3),
+            cell(col(name, 'cpu_client'), 3) if name in ('evdal', 'peer') else '(itself)'))
+    ev, pe, ba = med(rps['evdal']), med(rps['peer']), med(rps['bare'])
+    cev, cpe, cba = med(col('evdal', 'cpu_server')), med(col('peer', 'cpu_server')), \
+        med(col('bare', 'cpu_s'))
+    goals = [('pg7: at least 1.5x the peer\'s pages/s', '%.2fx' % (ev / pe), ev / pe >= 1.5),
+             ('evdal\'s CPU per page at most 1.5x the bare client\'s', '%.2fx' % (cev / cba),
+              cev / cba <= 1.5),
+             ('evdal\'s CPU per page at most half the peer\'s', '%.2fx' % (cev / cpe),
+              cev / cpe <= 0.5)]
+    lines += ['', '| goal (issue 15) | measured | met |', '| --- | --- | --- |']
+    lines += ['| %s | %s | %s |' % (g, m, 'yes' if ok else '**no**') for g, m, ok in goals]
+    lines += ['', 'evdal against bare libpq: %.2f of its pages/s.' % (ev / ba)]
+    lines += ['', '<details><summary>Every command of this run</summary>', '', '```sh']
+    lines += commands + ['```', '', '</details>', '', PG_END]
+    return '\n'.join(lines) + '\n'
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--build', default=os.path.join(ROOT, 'build'))
@@ -558,10 +743,15 @@ def main():
                     'next to --out)')
     ap.add_argument('--config', default=os.path.join(ROOT, 'deploy', 'evdal.conf'))
     ap.add_argument('--peer-args', default='', help='extra evdal-peer-cpp options')
+    ap.add_argument('--pg-conninfo', help='pg7: a database evdal-mkdb --postgresql loaded, as '
+                    'evdal_ro (default: a throwaway PostgreSQL 15, loaded first)')
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
     args.plots = args.plots or os.path.join(os.path.dirname(os.path.abspath(args.out)), 'bench')
     os.makedirs(args.plots, exist_ok=True)
+    if args.only and 'pg7' in args.only:
+        run_pg7(args)
+        return
     chosen = [s for s in scenarios() if not args.only or s.name in args.only
               or s.family in args.only]
     if any(s.family == 'c10k' for s in chosen):  # the pair belongs together

@@ -10,6 +10,7 @@ extern const EvdBackendClass evd_backend_fault_class;
 
 /* Adding a backend kind: write its class in its own file, then list it here. */
 extern const EvdBackendClass evd_backend_sqlite_class;
+extern const EvdBackendClass evd_backend_postgresql_class;
 extern const EvdBackendClass evd_backend_thrift_class;
 extern const EvdBackendClass evd_backend_redis_class;
 extern const EvdBackendClass evd_backend_http_class;  /* HTTP/JSON upstreams (issue 16) */
@@ -19,6 +20,7 @@ static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_static_class,
   &evd_backend_fault_class,
   &evd_backend_sqlite_class,
+  &evd_backend_postgresql_class,
   &evd_backend_thrift_class,
   &evd_backend_redis_class,
   &evd_backend_http_class,

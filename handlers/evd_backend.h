@@ -97,6 +97,9 @@ typedef struct {
   /* Optional: writes the metrics of what setup() made (evd_metrics' text format helpers),
    * whole families; called when /metrics is scraped, from the admin thread. */
   void (*collect) (gpointer shared, GString *out);
+  /* Optional: lines for /health about what setup() made ("database shop: 4/8 connections
+   * up"), from the admin thread. */
+  void (*health) (gpointer shared, GString *out);
 } EvdBackendClass;
 
 /* The kinds known (built in, then those modules registered), by name; NULL when unknown. */

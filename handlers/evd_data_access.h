@@ -38,7 +38,8 @@ gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summa
 
 /* /lookups: every lookup with its backend, params, timeout and how often it ran. */
 void evd_data_access_lookups_json (EvdDataAccess *da, GString *out);
-/* For /health: a line per database/upstream whose circuit breaker is not closed. Any thread. */
+/* Lines for /health from the config in use: each database's state (the backends' health
+ * hooks) and every database/upstream whose circuit breaker is not closed. Any thread. */
 void evd_data_access_health (EvdDataAccess *da, GString *out);
 
 G_END_DECLS

@@ -351,6 +351,21 @@ evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop)
       ((const EvdBackendClass *) klass)->attach (shared, loop);
 }
 
+static void evd_lookup_set_health_xreq (EvdLookupSet *set, GString *out);
+
+void
+evd_lookup_set_health (EvdLookupSet *set, GString *out)
+{
+  GHashTableIter it;
+  gpointer klass, shared;
+
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL && ((const EvdBackendClass *) klass)->health != NULL)
+      ((const EvdBackendClass *) klass)->health (shared, out);
+  evd_lookup_set_health_xreq (set, out);
+}
+
 void
 evd_lookup_set_collect (EvdLookupSet *set, GString *out)
 {
@@ -408,8 +423,8 @@ evd_lookup_set_collect_xreq (EvdLookupSet *set, GString *out)
   evd_xreq_set_collect (set->xreq, out);
 }
 
-void
-evd_lookup_set_health (EvdLookupSet *set, GString *out)
+static void
+evd_lookup_set_health_xreq (EvdLookupSet *set, GString *out)
 {
   evd_xreq_set_health (set->xreq, out);
 }

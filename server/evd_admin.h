@@ -34,7 +34,8 @@ typedef struct {
   void (*lookups_json) (gpointer data, GString *out);
   gpointer lookups_data;
   const char *secret;        /* NULL or "": no check */
-  void (*health) (gpointer data, GString *out);  /* optional: lines after "ready" */
+  /* Optional: lines /health adds after "ready" (each database's connections); any thread. */
+  void (*health) (gpointer data, GString *out);
   gpointer health_data;
 } EvdAdminPages;
 

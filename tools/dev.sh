@@ -4,6 +4,10 @@
 #   tools/dev.sh deps    install the Debian packages evdal needs (apt)
 #   tools/dev.sh build   deps + configure and build into build/
 #   tools/dev.sh run     build + start the server on the bundled config (Ctrl-C stops it)
+#   tools/dev.sh run-postgresql
+#                        build + a throwaway PostgreSQL 15 in a temporary folder, loaded with
+#                        the sample (evdal-mkdb --postgresql), and the server on
+#                        deploy/evdal-postgresql.conf pointed at it (Ctrl-C stops both)
 #   tools/dev.sh test    build + every test: the normal build, the suite again under ASan +
 #                        UBSan (build-asan/), the unit and e2e tests under ThreadSanitizer
 #                        (build-tsan/), then each libFuzzer target's smoke run (clang,
@@ -58,6 +62,18 @@ case "${1:-}" in
     deps; build_into build
     [ -f deploy/sample.db ] || build/evdal-mkdb deploy/sample.db
     exec build/evdal --config deploy/evdal.conf ;;
+  run-postgresql)
+    deps; build_into build
+    # pg_fixture.py starts PostgreSQL (as the postgres user when root), runs the command with
+    # EVDAL_PG_DIR/EVDAL_PG_PORT/EVDAL_PG_CONNINFO set, and stops and removes it afterwards.
+    exec /usr/bin/python3 tests/e2e/pg_fixture.py run -- bash -c '
+      set -e
+      build/evdal-mkdb --postgresql "$EVDAL_PG_CONNINFO"
+      conf="$EVDAL_PG_DIR/evdal-postgresql.conf"
+      sed "s|^conninfo = .*|conninfo = host=$EVDAL_PG_DIR port=$EVDAL_PG_PORT dbname=postgres user=evdal_ro|" \
+        deploy/evdal-postgresql.conf > "$conf"
+      echo "== PostgreSQL 15 in $EVDAL_PG_DIR (psql -h $EVDAL_PG_DIR -p $EVDAL_PG_PORT -U postgres)"
+      build/evdal --config "$conf"' ;;
   test)
     deps
     build_into build
@@ -75,6 +91,6 @@ case "${1:-}" in
     CC=clang build_into build-fuzz -DEVDAL_FUZZ=ON
     ctest --test-dir build-fuzz --output-on-failure -L fuzz ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2 ;;
 esac

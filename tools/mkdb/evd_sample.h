@@ -19,4 +19,10 @@ typedef struct {
  * appears under the real name. Ends in WAL mode (readers open it read-only) and ANALYZEd. */
 gboolean evd_sample_generate (const char *path, const EvdSampleOptions *options, GError **error);
 
+/* Copies the SQLite sample at `sqlite_path` into the PostgreSQL database `conninfo` (its
+ * tables replaced) with COPY, and lets `role` (made if missing; NULL or "": none) log in and
+ * SELECT, nothing else (evd_sample_pg.c). */
+gboolean evd_sample_load_postgresql (const char *sqlite_path, const char *conninfo,
+                                     const char *role, GError **error);
+
 G_END_DECLS

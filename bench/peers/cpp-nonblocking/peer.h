@@ -117,8 +117,12 @@ struct Lookup {
 // [database NAME]: a SQLite file, and the threads that run its statements, each with a
 // read-only connection of its own (as evdal, `workers` of them).
 struct Database {
-  std::string kind = "sqlite";  // or "redis" (peer_redis.cpp): address, password, no pool
+  std::string kind = "sqlite";  // or "redis" (peer_redis.cpp): address, password, no pool;
+                                // or "postgresql" (peer_postgresql.cpp)
   std::string address, password;
+  std::string conninfo;                 // postgresql
+  int statement_timeout_ms = 5000;      // postgresql
+  std::vector<std::vector<std::string>> param_names;  // postgresql: $n order, by statement
   std::string name, path;
   int busy_timeout_ms = 1000;
   int workers = 4;
@@ -160,6 +164,10 @@ std::unique_ptr<Backend> open_redis(const Ini& ini, const std::string& group, Lo
 std::shared_ptr<Upstream> open_upstream(const Ini& ini, const std::string& group);
 std::unique_ptr<Backend> open_http(const Ini& ini, const std::string& group, Lookup& l,
                                    const Config& cfg);
+// PostgreSQL the way a C++ Thrift user writes it: blocking libpq on the database's pool
+// threads, one connection per thread (peer_postgresql.cpp).
+std::unique_ptr<Backend> open_postgresql(const Ini& ini, const std::string& group, Lookup& l,
+                                         const Config& cfg);
 
 // ---- One fetch in flight. ----
 

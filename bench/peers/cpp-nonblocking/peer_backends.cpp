@@ -352,8 +352,18 @@ std::shared_ptr<Database> open_database(const Ini& ini, const std::string& group
     }
     return d;
   }
+  if (kind == "postgresql") {
+    // One blocking connection per pool thread: `connections` of them unless --sqlite-threads
+    // says otherwise (the benchmark gives the peer as many as evdal has on all its loops).
+    d->kind = kind;
+    d->conninfo = ini.require(group, "conninfo");
+    d->workers = (int) ini.integer(group, "connections", 4, 1, 1024);
+    d->statement_timeout_ms = (int) ini.integer(group, "statement_timeout_ms", 5000, 0, 3600000);
+    ini.integer(group, "connect_timeout_ms", 2000, 10, 600000);
+    return d;
+  }
   if (kind != "sqlite")
-    ini.fail(group, "backend", "\"" + kind + "\": only sqlite and redis databases exist");
+    ini.fail(group, "backend", "\"" + kind + "\": only sqlite, redis and postgresql databases exist");
   d->path = ini.resolve(ini.require(group, "path"));
   d->busy_timeout_ms = (int) ini.integer(group, "busy_timeout_ms", 1000, 0, 600000);
   d->workers = (int) ini.integer(group, "workers", cfg.workers, 1, 1024);

@@ -148,6 +148,8 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
     l->backend = open_redis(ini, group, *l, cfg);
   else if (kind == "http")
     l->backend = open_http(ini, group, *l, cfg);
+  else if (kind == "postgresql")
+    l->backend = open_postgresql(ini, group, *l, cfg);
   else
     ini.fail(group, "backend", "backend \"" + kind + "\" is not supported by the peer "
                                "(it has: delay, static, sqlite, redis, http)");

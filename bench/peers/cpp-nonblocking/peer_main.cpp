@@ -161,7 +161,9 @@ int main(int argc, char** argv) {
 
   auto lookup_pool = pool(o.lookup_threads);
   for (auto& [name, db] : cfg->databases)
-    if (db->kind == "sqlite")  // Redis calls run on the lookup pool
+    // Redis calls run on the lookup pool; SQLite and PostgreSQL on the database's own, one
+    // connection per thread.
+    if (db->kind == "sqlite" || db->kind == "postgresql")
       db->pool = pool(o.sqlite_threads ? o.sqlite_threads : db->workers);
   for (auto& l : cfg->lookups) {
     peer::Database* db = l->backend->database();
@@ -204,7 +206,8 @@ int main(int argc, char** argv) {
   // Handlers still running end by their deadlines; their lookups then stop too.
   handler_pool->stop();
   lookup_pool->stop();
-  for (auto& [name, db] : cfg->databases) db->pool->stop();
+  for (auto& [name, db] : cfg->databases)
+    if (db->pool) db->pool->stop();
   std::fprintf(stderr, "evdal-peer-cpp: %s\n", handler->summary().c_str());
   return status;
 }

@@ -1,0 +1,1433 @@
+/* evd_pg: PostgreSQL through libpq's asynchronous API on a libevent loop (see evd_pg.h).
+ *
+ * One EvdPgConn is one libpq connection and the state machine around it:
+ *
+ *   BACKOFF --timer--> RESOLVING --evdns--> CONNECTING --PQconnectPoll OK--> SETUP
+ *      ^                                                                     | prepare and
+ *      |                                                                     v describe each
+ *      +---- lost, failed, timed out, drain too slow ---- READY <--> BUSY --> DRAINING
+ *
+ * A connection in READY takes the oldest queued query; BUSY runs it; a query given up while
+ * it runs leaves its connection DRAINING (reading and dropping the result) until it is READY
+ * again or EVD_PG_DRAIN_MS have passed, when it is closed and replaced. One timer per
+ * connection serves the backoff, the connect timeout and the drain bound (never two at once).
+ * The socket libpq names can change while connecting (each host tried is a new socket), so the
+ * read and write events are remade whenever PQsocket() differs from the one they watch.
+ */
+#include "evd_pg.h"
+
+#include <errno.h>
+#include <event2/dns.h>
+#include <event2/util.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+G_DEFINE_QUARK (evd-pg-error-quark, evd_pg_error)
+
+/* Type oids of pg_type.h (stable since PostgreSQL's first releases). */
+enum {
+  EVD_PG_BOOLOID = 16, EVD_PG_BYTEAOID = 17, EVD_PG_INT8OID = 20, EVD_PG_INT2OID = 21,
+  EVD_PG_INT4OID = 23, EVD_PG_OIDOID = 26, EVD_PG_XIDOID = 28, EVD_PG_CIDOID = 29,
+  EVD_PG_FLOAT4OID = 700, EVD_PG_FLOAT8OID = 701, EVD_PG_UNKNOWNOID = 705,
+};
+
+typedef struct {
+  char *sql;                /* with $n */
+  GPtrArray *names;         /* char *, in $n order */
+} EvdPgStmt;
+
+struct _EvdPgDb {
+  char *name;
+  EvdPgOptions opt;
+  GPtrArray *keys, *values; /* the conninfo's settings but those evd_pg sets itself */
+  char *host, *hostaddr, *port, *options;
+  char **host_list, **port_list;  /* host split at commas, and each one's port ("" default) */
+  GPtrArray *stmts;         /* EvdPgStmt *; fixed once pools exist */
+  /* Counters over every pool (atomics). Connections by state are one 64-bit word, 21 bits
+   * each (up, connecting, broken), so that a scrape reads a consistent triple: a connection
+   * moving between states is never counted twice or not at all. */
+  gint64 states;
+  gint in_flight, queued;
+  gint64 reconnects, queries, failures;
+};
+
+typedef enum {
+  EVD_PG_BACKOFF,
+  EVD_PG_RESOLVING,
+  EVD_PG_CONNECTING,
+  EVD_PG_SETUP,
+  EVD_PG_READY,
+  EVD_PG_BUSY,
+  EVD_PG_DRAINING,
+  EVD_PG_CLOSED,
+} EvdPgState;
+
+/* What one connection learned about one statement when it prepared it. */
+typedef struct {
+  Oid *types;               /* each param's type */
+  int n_types;
+  char *error;              /* NULL: usable */
+} EvdPgConnStmt;
+
+typedef struct _EvdPgConn EvdPgConn;
+
+/* One host name being resolved; outlives its connection if that goes first (`conn` NULL),
+ * since evdns calls back exactly once whatever happens. */
+typedef struct {
+  EvdPgConn *conn;
+  struct evdns_getaddrinfo_request *req;
+  gboolean in_call;         /* inside evdns_getaddrinfo, which may answer at once */
+  gboolean answered;        /* it did: */
+  int result;
+  struct evutil_addrinfo *res;
+} EvdPgResolve;
+
+struct _EvdPgConn {
+  EvdPgPool *pool;
+  EvdPgState state;
+  PGconn *pg;
+  evutil_socket_t fd;
+  struct event *rd, *wr, *timer;
+  int attempt;              /* failures in a row, for the backoff */
+  /* RESOLVING: the entries libpq gets, one per address. */
+  GPtrArray *hosts, *addrs, *ports;
+  guint resolve_next;
+  EvdPgResolve *resolve;
+  GString *resolve_errors;
+  /* SETUP: the statement being prepared, and whether its describe was sent. */
+  int setup_stmt;
+  gboolean setup_describe;
+  EvdPgConnStmt *stmts;
+  /* BUSY: the query and the first result of the command in flight. */
+  EvdPgQuery *query;
+  PGresult *result;
+  GString *scratch;         /* params as text, bytea decoded */
+};
+
+struct _EvdPgPool {
+  EvdPgDb *db;
+  struct event_base *base;
+  struct evdns_base *dns;
+  EvdPgConn **conns;
+  int n_conns;
+  GQueue queue;             /* EvdPgQuery *, oldest first (links are the queries' own) */
+  char *last_error;         /* why the last attempt failed or connection broke */
+  gboolean ever_tried;      /* an attempt has ended, for better or worse */
+  int announced;            /* what notify said last: 1 up, -1 down, 0 nothing yet */
+  /* evd_pg_db_check: one connection, statement `only_stmt`, no reconnect. */
+  gboolean check;
+  int only_stmt;
+  gboolean check_done;
+};
+
+static void evd_pg_conn_start (EvdPgConn *c);
+static void evd_pg_conn_lost (EvdPgConn *c, const char *why);
+static void evd_pg_conn_dispatch (EvdPgConn *c);
+static void evd_pg_setup_next (EvdPgConn *c);
+
+/* ---- Small helpers. ---- */
+
+/* libpq's messages end in a newline and may span lines ("...failed: Connection refused\n\tIs
+ * the server running..."): one line is what a log and a BACKEND error want. */
+static char *
+evd_pg_one_line (const char *msg)
+{
+  GString *s = g_string_new (NULL);
+
+  for (const char *p = msg ? msg : ""; *p; p++) {
+    if (*p == '\n' || *p == '\t' || *p == '\r') {
+      if (s->len > 0 && s->str[s->len - 1] != ' ')
+        g_string_append_c (s, ' ');
+    } else {
+      g_string_append_c (s, *p);
+    }
+  }
+  while (s->len > 0 && s->str[s->len - 1] == ' ')
+    g_string_truncate (s, s->len - 1);
+  if (s->len == 0)
+    g_string_assign (s, "unknown error");
+  return g_string_free (s, FALSE);
+}
+
+static int
+evd_pg_state_class (EvdPgState st)
+{
+  switch (st) {
+  case EVD_PG_RESOLVING: case EVD_PG_CONNECTING: case EVD_PG_SETUP: return 1;
+  case EVD_PG_READY: case EVD_PG_BUSY: case EVD_PG_DRAINING: return 2;
+  case EVD_PG_BACKOFF: return 3;
+  default: return 0;
+  }
+}
+
+#define EVD_PG_STATE_BITS 21
+
+/* A connection in state class `cls`, as a term of db->states (0 for none). */
+static gint64
+evd_pg_state_unit (int cls)
+{
+  return cls == 2 ? 1 : cls == 1 ? (gint64) 1 << EVD_PG_STATE_BITS
+       : cls == 3 ? (gint64) 1 << (2 * EVD_PG_STATE_BITS) : 0;
+}
+
+/* The one place a connection's state changes, so the database's gauges stay true. */
+static void
+evd_pg_conn_set_state (EvdPgConn *c, EvdPgState st)
+{
+  EvdPgDb *db = c->pool->db;
+  gint64 delta = evd_pg_state_unit (evd_pg_state_class (st)) -
+                 evd_pg_state_unit (evd_pg_state_class (c->state));
+
+  if (c->pool->check) {
+    c->state = st;
+    return;
+  }
+  if (delta != 0)
+    __atomic_add_fetch (&db->states, delta, __ATOMIC_RELAXED);
+  if ((c->state == EVD_PG_BUSY) != (st == EVD_PG_BUSY))
+    g_atomic_int_add (&db->in_flight, st == EVD_PG_BUSY ? 1 : -1);
+  c->state = st;
+}
+
+static gboolean
+evd_pg_pool_any_up (EvdPgPool *pool)
+{
+  for (int i = 0; i < pool->n_conns; i++)
+    if (evd_pg_state_class (pool->conns[i]->state) == 2)
+      return TRUE;
+  return FALSE;
+}
+
+static void
+evd_pg_query_finish (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows, const char *message)
+{
+  g_assert (!q->finished);
+  q->finished = TRUE;
+  q->conn = NULL;
+  if (status == EVD_PG_FAILED)
+    __atomic_add_fetch (&q->pool->db->failures, 1, __ATOMIC_RELAXED);
+  q->done (q, status, rows, message);
+}
+
+static EvdPgQuery *
+evd_pg_pool_pop (EvdPgPool *pool)
+{
+  GList *l = g_queue_pop_head_link (&pool->queue);
+  EvdPgQuery *q;
+
+  if (l == NULL)
+    return NULL;
+  q = l->data;
+  q->queued = FALSE;
+  g_atomic_int_add (&pool->db->queued, -1);
+  return q;
+}
+
+/* No connection is up and the last attempt failed: nothing queued can be served soon. */
+static void
+evd_pg_pool_fail_queued (EvdPgPool *pool)
+{
+  EvdPgQuery *q;
+
+  if (evd_pg_pool_any_up (pool))
+    return;
+  while ((q = evd_pg_pool_pop (pool)) != NULL) {
+    g_autofree char *msg = g_strdup_printf ("database %s unavailable: %s", pool->db->name,
+                                            pool->last_error);
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+  }
+}
+
+/* ---- Socket events. ---- */
+
+static void evd_pg_conn_on_io (evutil_socket_t fd, short what, void *arg);
+
+static void
+evd_pg_conn_unwatch (EvdPgConn *c)
+{
+  g_clear_pointer (&c->rd, event_free);
+  g_clear_pointer (&c->wr, event_free);
+  c->fd = -1;
+}
+
+/* Watches libpq's current socket for reading and/or writing. */
+static void
+evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
+{
+  evutil_socket_t fd = PQsocket (c->pg);
+
+  if (fd != c->fd) {
+    evd_pg_conn_unwatch (c);
+    if (fd < 0)
+      return;
+    c->fd = fd;
+    c->rd = event_new (c->pool->base, fd, EV_READ | EV_PERSIST, evd_pg_conn_on_io, c);
+    c->wr = event_new (c->pool->base, fd, EV_WRITE | EV_PERSIST, evd_pg_conn_on_io, c);
+  }
+  if (rd)
+    event_add (c->rd, NULL);
+  else
+    event_del (c->rd);
+  if (wr)
+    event_add (c->wr, NULL);
+  else
+    event_del (c->wr);
+}
+
+static void
+evd_pg_timer_set (EvdPgConn *c, int ms)
+{
+  struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+  evtimer_add (c->timer, &tv);
+}
+
+/* ---- Closing and reconnecting. ---- */
+
+static void
+evd_pg_conn_close (EvdPgConn *c)
+{
+  evd_pg_conn_unwatch (c);
+  evtimer_del (c->timer);
+  if (c->resolve != NULL) {
+    EvdPgResolve *r = g_steal_pointer (&c->resolve);
+
+    r->conn = NULL;                       /* the callback frees it */
+    if (r->req != NULL)
+      evdns_getaddrinfo_cancel (r->req);
+  }
+  g_clear_pointer (&c->result, PQclear);
+  g_clear_pointer (&c->pg, PQfinish);    /* non-blocking: Terminate goes if the socket takes it */
+  for (guint i = 0; c->stmts != NULL && i < c->pool->db->stmts->len; i++) {
+    g_clear_pointer (&c->stmts[i].types, g_free);
+    g_clear_pointer (&c->stmts[i].error, g_free);
+  }
+  g_clear_pointer (&c->stmts, g_free);
+  g_clear_pointer (&c->hosts, g_ptr_array_unref);
+  g_clear_pointer (&c->addrs, g_ptr_array_unref);
+  g_clear_pointer (&c->ports, g_ptr_array_unref);
+}
+
+static int
+evd_pg_backoff_ms (int attempt)
+{
+  int ms = EVD_PG_BACKOFF_MIN_MS << MIN (attempt, 10);
+
+  ms = MIN (ms, EVD_PG_BACKOFF_MAX_MS);
+  /* Jitter (half to all of it), so that every loop's connections do not come back at once. */
+  return ms / 2 + g_random_int_range (0, ms / 2 + 1);
+}
+
+/* The connection failed or broke: its query (if any) fails, it is closed, and a new attempt
+ * is due after the backoff. */
+static void
+evd_pg_conn_lost (EvdPgConn *c, const char *why)
+{
+  EvdPgPool *pool = c->pool;
+  EvdPgQuery *q = g_steal_pointer (&c->query);
+  g_autofree char *line = evd_pg_one_line (why);
+
+  evd_pg_conn_close (c);
+  g_free (pool->last_error);
+  pool->last_error = g_strdup (line);
+  pool->ever_tried = TRUE;
+  if (pool->check) {
+    evd_pg_conn_set_state (c, EVD_PG_CLOSED);
+    pool->check_done = TRUE;
+    event_base_loopbreak (pool->base);
+    return;
+  }
+  evd_pg_conn_set_state (c, EVD_PG_BACKOFF);
+  evd_pg_timer_set (c, evd_pg_backoff_ms (c->attempt++));
+  if (!evd_pg_pool_any_up (pool) && pool->announced != -1) {
+    pool->announced = -1;
+    if (pool->db->opt.notify != NULL)
+      pool->db->opt.notify (pool->db->opt.notify_data, FALSE, line);
+  }
+  if (q != NULL) {
+    g_autofree char *msg = g_strdup_printf ("database %s: connection lost: %s", pool->db->name,
+                                            line);
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+  }
+  evd_pg_pool_fail_queued (pool);
+}
+
+static void
+evd_pg_conn_on_timer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdPgConn *c = arg;
+
+  (void) fd, (void) what;
+  switch (c->state) {
+  case EVD_PG_BACKOFF:
+    __atomic_add_fetch (&c->pool->db->reconnects, 1, __ATOMIC_RELAXED);
+    evd_pg_conn_start (c);
+    break;
+  case EVD_PG_DRAINING:
+    /* Closing is the cancel that cannot block; the server was not at fault, so the new
+     * connection is made now, and what is queued waits for it. */
+    evd_pg_conn_close (c);
+    __atomic_add_fetch (&c->pool->db->reconnects, 1, __ATOMIC_RELAXED);
+    evd_pg_conn_start (c);
+    break;
+  default: {
+    g_autofree char *msg = g_strdup_printf ("no connection within %d ms",
+                                            c->pool->db->opt.connect_timeout_ms);
+    evd_pg_conn_lost (c, msg);
+  }
+  }
+}
+
+/* ---- Connecting. ---- */
+
+static void
+evd_pg_on_notice (void *arg, const char *message)
+{
+  (void) arg, (void) message;
+}
+
+static void
+evd_pg_conn_connect (EvdPgConn *c)
+{
+  EvdPgDb *db = c->pool->db;
+  g_autoptr (GPtrArray) k = g_ptr_array_new ();
+  g_autoptr (GPtrArray) v = g_ptr_array_new ();
+  g_autofree char *hosts = NULL, *addrs = NULL, *ports = NULL, *options = NULL;
+  g_autofree char *check = NULL;
+
+  for (guint i = 0; i < db->keys->len; i++) {
+    g_ptr_array_add (k, db->keys->pdata[i]);
+    g_ptr_array_add (v, db->values->pdata[i]);
+  }
+  if (c->hosts != NULL && c->hosts->len > 0) {
+    g_ptr_array_add (c->hosts, NULL);
+    g_ptr_array_add (c->addrs, NULL);
+    g_ptr_array_add (c->ports, NULL);
+    hosts = g_strjoinv (",", (char **) c->hosts->pdata);
+    addrs = g_strjoinv (",", (char **) c->addrs->pdata);
+    ports = g_strjoinv (",", (char **) c->ports->pdata);
+    g_ptr_array_add (k, "host"), g_ptr_array_add (v, hosts);
+    g_ptr_array_add (k, "hostaddr"), g_ptr_array_add (v, addrs);
+    g_ptr_array_add (k, "port"), g_ptr_array_add (v, ports);
+  } else {
+    if (db->hostaddr)
+      g_ptr_array_add (k, "hostaddr"), g_ptr_array_add (v, db->hostaddr);
+    if (db->host)
+      g_ptr_array_add (k, "host"), g_ptr_array_add (v, db->host);
+    if (db->port)
+      g_ptr_array_add (k, "port"), g_ptr_array_add (v, db->port);
+  }
+  /* Later -c settings win, so ours follow the user's own options. */
+  check = db->opt.check_interval_ms > 0
+          ? g_strdup_printf (" -c client_connection_check_interval=%d", db->opt.check_interval_ms)
+          : g_strdup ("");
+  options = g_strdup_printf ("%s%s-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres "
+                             "-c extra_float_digits=1 -c default_transaction_read_only=on "
+                             "-c statement_timeout=%d%s",
+                             db->options ? db->options : "", db->options ? " " : "",
+                             db->opt.statement_timeout_ms, check);
+  g_ptr_array_add (k, "options"), g_ptr_array_add (v, options);
+  g_ptr_array_add (k, "client_encoding"), g_ptr_array_add (v, "UTF8");
+  g_ptr_array_add (k, NULL), g_ptr_array_add (v, NULL);
+
+  g_clear_pointer (&c->hosts, g_ptr_array_unref);
+  g_clear_pointer (&c->addrs, g_ptr_array_unref);
+  g_clear_pointer (&c->ports, g_ptr_array_unref);
+  c->pg = PQconnectStartParams ((const char *const *) k->pdata, (const char *const *) v->pdata, 0);
+  if (c->pg == NULL) {
+    evd_pg_conn_lost (c, "out of memory");
+    return;
+  }
+  if (PQstatus (c->pg) == CONNECTION_BAD) {
+    evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+    return;
+  }
+  /* libpq prints notices on stderr by default; a lookup's notices are nobody's business. */
+  PQsetNoticeProcessor (c->pg, evd_pg_on_notice, NULL);
+  evd_pg_conn_set_state (c, EVD_PG_CONNECTING);
+  /* libpq: after PQconnectStart, wait until the socket is writable, then poll. */
+  evd_pg_conn_watch (c, FALSE, TRUE);
+}
+
+static void evd_pg_resolve_next (EvdPgConn *c);
+
+static void
+evd_pg_resolve_take (EvdPgConn *c, int result, struct evutil_addrinfo *res)
+{
+  EvdPgDb *db = c->pool->db;
+  const char *host = db->host_list[c->resolve_next];
+
+  if (result != 0) {
+    g_string_append_printf (c->resolve_errors, "%scould not resolve host \"%s\": %s",
+                            c->resolve_errors->len ? "; " : "", host,
+                            evutil_gai_strerror (result));
+    return;
+  }
+  /* Every address is an entry of its own, in the resolver's order: libpq tries them in
+   * turn, as it would have after its own (blocking) getaddrinfo(). */
+  for (struct evutil_addrinfo *a = res; a != NULL; a = a->ai_next) {
+    char buf[128];
+    const void *in = a->ai_family == AF_INET
+                     ? (const void *) &((struct sockaddr_in *) a->ai_addr)->sin_addr
+                     : (const void *) &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr;
+
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6)
+      continue;
+    if (evutil_inet_ntop (a->ai_family, in, buf, sizeof buf) == NULL)
+      continue;
+    g_ptr_array_add (c->hosts, g_strdup (host));
+    g_ptr_array_add (c->addrs, g_strdup (buf));
+    g_ptr_array_add (c->ports, g_strdup (db->port_list[c->resolve_next]));
+  }
+  evutil_freeaddrinfo (res);
+}
+
+static void
+evd_pg_resolve_on_done (int result, struct evutil_addrinfo *res, void *arg)
+{
+  EvdPgResolve *r = arg;
+  EvdPgConn *c = r->conn;
+
+  if (r->in_call) {                       /* answered inside evdns_getaddrinfo */
+    r->answered = TRUE, r->result = result, r->res = res;
+    return;
+  }
+  g_free (r);
+  if (c == NULL) {                        /* the connection went first */
+    if (res)
+      evutil_freeaddrinfo (res);
+    return;
+  }
+  c->resolve = NULL;
+  evd_pg_resolve_take (c, result, res);
+  c->resolve_next++;
+  evd_pg_resolve_next (c);
+}
+
+/* Resolves db->host_list in order into c->hosts/addrs/ports; unix socket folders pass as
+ * they are. Connects when every host is done. */
+static void
+evd_pg_resolve_next (EvdPgConn *c)
+{
+  EvdPgPool *pool = c->pool;
+  EvdPgDb *db = pool->db;
+
+  for (; db->host_list[c->resolve_next] != NULL; c->resolve_next++) {
+    const char *host = db->host_list[c->resolve_next];
+    struct evutil_addrinfo hints = { 0 };
+    struct evdns_getaddrinfo_request *req;
+    EvdPgResolve *r;
+
+    if (*host == '\0' || *host == '/' || *host == '@') {
+      g_ptr_array_add (c->hosts, g_strdup (host));
+      g_ptr_array_add (c->addrs, g_strdup (""));
+      g_ptr_array_add (c->ports, g_strdup (db->port_list[c->resolve_next]));
+      continue;
+    }
+    if (pool->dns == NULL)
+      pool->dns = evdns_base_new (pool->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    r = g_new0 (EvdPgResolve, 1);
+    r->conn = c;
+    r->in_call = TRUE;
+    req = evdns_getaddrinfo (pool->dns, host, NULL, &hints, evd_pg_resolve_on_done, r);
+    r->in_call = FALSE;
+    if (r->answered) {
+      int result = r->result;
+      struct evutil_addrinfo *res = r->res;
+
+      g_free (r);
+      evd_pg_resolve_take (c, result, res);
+      continue;
+    }
+    r->req = req;
+    c->resolve = r;
+    return;                               /* evd_pg_resolve_on_done goes on */
+  }
+  if (c->hosts->len == 0) {
+    evd_pg_conn_lost (c, c->resolve_errors->len ? c->resolve_errors->str : "no host");
+    return;
+  }
+  evd_pg_conn_connect (c);
+}
+
+/* A new attempt: resolve (when the conninfo names hosts without addresses), then connect. */
+static void
+evd_pg_conn_start (EvdPgConn *c)
+{
+  EvdPgDb *db = c->pool->db;
+
+  evd_pg_conn_set_state (c, EVD_PG_RESOLVING);
+  evd_pg_timer_set (c, db->opt.connect_timeout_ms);
+  c->stmts = g_new0 (EvdPgConnStmt, db->stmts->len);
+  if (db->host_list == NULL) {
+    evd_pg_conn_connect (c);
+    return;
+  }
+  c->hosts = g_ptr_array_new_with_free_func (g_free);
+  c->addrs = g_ptr_array_new_with_free_func (g_free);
+  c->ports = g_ptr_array_new_with_free_func (g_free);
+  c->resolve_next = 0;
+  g_string_truncate (c->resolve_errors, 0);
+  evd_pg_resolve_next (c);
+}
+
+static void
+evd_pg_conn_poll (EvdPgConn *c)
+{
+  switch (PQconnectPoll (c->pg)) {
+  case PGRES_POLLING_READING:
+    evd_pg_conn_watch (c, TRUE, FALSE);
+    break;
+  case PGRES_POLLING_WRITING:
+    evd_pg_conn_watch (c, FALSE, TRUE);
+    break;
+  case PGRES_POLLING_OK:
+    if (PQsetnonblocking (c->pg, 1) != 0) {
+      evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+      return;
+    }
+    evd_pg_conn_watch (c, TRUE, FALSE);
+    evd_pg_conn_set_state (c, EVD_PG_SETUP);
+    c->setup_stmt = c->pool->check ? c->pool->only_stmt : 0;
+    c->setup_describe = FALSE;
+    evd_pg_setup_next (c);
+    break;
+  default:
+    evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+  }
+}
+
+/* ---- Commands: one at a time, results read until PQgetResult says NULL. ---- */
+
+/* Sends what libpq holds; watches for writability while some is left. FALSE: lost. */
+static gboolean
+evd_pg_conn_flush (EvdPgConn *c)
+{
+  int r = PQflush (c->pg);
+
+  if (r < 0) {
+    evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+    return FALSE;
+  }
+  evd_pg_conn_watch (c, TRUE, r == 1);
+  return TRUE;
+}
+
+static void evd_pg_conn_command_done (EvdPgConn *c);
+
+/* Reads what arrived and takes every result that is whole; the command is done at the NULL
+ * result. The first result is kept (a statement has one); any later one is dropped. */
+static void
+evd_pg_conn_read (EvdPgConn *c)
+{
+  if (!PQconsumeInput (c->pg)) {
+    evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+    return;
+  }
+  if (c->state == EVD_PG_READY) {
+    /* Idle: a notice or a parameter status; a server that closed shows as EOF above. */
+    PGresult *r;
+
+    while (!PQisBusy (c->pg) && (r = PQgetResult (c->pg)) != NULL)
+      PQclear (r);
+    return;
+  }
+  while (!PQisBusy (c->pg)) {
+    PGresult *r = PQgetResult (c->pg);
+
+    if (r == NULL) {
+      evd_pg_conn_command_done (c);
+      return;
+    }
+    if (c->result == NULL)
+      c->result = r;
+    else
+      PQclear (r);
+  }
+}
+
+static void
+evd_pg_conn_on_io (evutil_socket_t fd, short what, void *arg)
+{
+  EvdPgConn *c = arg;
+
+  (void) fd;
+  if (c->state == EVD_PG_CONNECTING) {
+    evd_pg_conn_poll (c);
+    return;
+  }
+  if ((what & EV_WRITE) && !evd_pg_conn_flush (c))
+    return;
+  if (what & EV_READ)
+    evd_pg_conn_read (c);
+}
+
+/* ---- Setup: every statement prepared, then described. ---- */
+
+static char *
+evd_pg_result_message (const PGresult *r)
+{
+  const char *primary = PQresultErrorField (r, PG_DIAG_MESSAGE_PRIMARY);
+
+  return evd_pg_one_line (primary ? primary : PQresultErrorMessage (r));
+}
+
+static void
+evd_pg_setup_next (EvdPgConn *c)
+{
+  EvdPgPool *pool = c->pool;
+  char name[32];
+  int ok;
+
+  if (c->setup_stmt >= (int) pool->db->stmts->len) {
+    /* Ready to serve. */
+    evtimer_del (c->timer);
+    c->attempt = 0;
+    pool->ever_tried = TRUE;
+    evd_pg_conn_set_state (c, EVD_PG_READY);
+    g_clear_pointer (&pool->last_error, g_free);
+    if (pool->check) {
+      pool->check_done = TRUE;
+      event_base_loopbreak (pool->base);
+      return;
+    }
+    if (pool->announced != 1) {
+      pool->announced = 1;
+      if (pool->db->opt.notify != NULL)
+        pool->db->opt.notify (pool->db->opt.notify_data, TRUE, NULL);
+    }
+    evd_pg_conn_dispatch (c);
+    return;
+  }
+  g_snprintf (name, sizeof name, "evd%d", c->setup_stmt);
+  if (!c->setup_describe)
+    ok = PQsendPrepare (c->pg, name,
+                        ((EvdPgStmt *) pool->db->stmts->pdata[c->setup_stmt])->sql, 0, NULL);
+  else
+    ok = PQsendDescribePrepared (c->pg, name);
+  if (!ok) {
+    evd_pg_conn_lost (c, PQerrorMessage (c->pg));
+    return;
+  }
+  evd_pg_conn_flush (c);
+}
+
+/* A prepare or describe answered. A statement that does not prepare, returns no columns or
+ * has a param PostgreSQL could not type is unusable on this connection (its calls fail with
+ * the reason); the connection itself serves the others. */
+static void
+evd_pg_setup_took (EvdPgConn *c, PGresult *r)
+{
+  EvdPgConnStmt *st = &c->stmts[c->setup_stmt];
+  gboolean described = c->setup_describe;
+
+  c->setup_describe = !c->setup_describe;
+  if (PQresultStatus (r) != PGRES_COMMAND_OK) {
+    st->error = evd_pg_result_message (r);
+    c->setup_describe = FALSE;
+  } else if (described) {
+    st->n_types = PQnparams (r);
+    st->types = g_new0 (Oid, MAX (st->n_types, 1));
+    for (int i = 0; i < st->n_types; i++) {
+      st->types[i] = PQparamtype (r, i);
+      if (st->types[i] == EVD_PG_UNKNOWNOID && st->error == NULL)
+        st->error = g_strdup_printf ("could not determine data type of parameter $%d "
+                                     "(cast it in the SQL, e.g. :x::int8)", i + 1);
+    }
+    if (PQnfields (r) == 0 && st->error == NULL)
+      st->error = g_strdup ("the statement returns no columns (lookups only read)");
+  }
+  if (!c->setup_describe)   /* a check prepares one statement only */
+    c->setup_stmt = c->pool->check ? (int) c->pool->db->stmts->len : c->setup_stmt + 1;
+}
+
+/* ---- Queries. ---- */
+
+static void evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r);
+
+static void
+evd_pg_conn_command_done (EvdPgConn *c)
+{
+  PGresult *r = g_steal_pointer (&c->result);
+
+  switch (c->state) {
+  case EVD_PG_SETUP:
+    if (r != NULL)
+      evd_pg_setup_took (c, r);
+    PQclear (r);
+    evd_pg_setup_next (c);
+    break;
+  case EVD_PG_BUSY:
+  case EVD_PG_DRAINING:
+    evd_pg_conn_finish_query (c, r);
+    break;
+  default:
+    PQclear (r);
+  }
+}
+
+/* The params in $n order, as libpq takes them: text for everything PostgreSQL parses from
+ * text (ints, reals, text, numeric, dates...), binary for blobs (bytea's binary form is its
+ * bytes). Values are written in c->scratch, each followed by a NUL. FALSE with a message
+ * naming the param when a value cannot be sent. */
+static gboolean
+evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt *st,
+                     const char **values, int *lengths, int *formats, char **message)
+{
+  gsize *offs = g_newa (gsize, stmt->names->len + 1);
+
+  g_string_truncate (c->scratch, 0);
+  for (guint i = 0; i < stmt->names->len; i++) {
+    const char *name = stmt->names->pdata[i];
+    const EvdValue *v = evd_value_find_param (q->params, q->n_params, name);
+    Oid type = (int) i < st->n_types ? st->types[i] : 0;
+
+    offs[i] = G_MAXSIZE;
+    lengths[i] = 0;
+    formats[i] = 0;
+    if (v == NULL || v->kind == EVD_VALUE_NULL)
+      continue;
+    offs[i] = c->scratch->len;
+    switch (v->kind) {
+    case EVD_VALUE_INT:
+      if ((type == EVD_PG_INT2OID && (v->i < G_MININT16 || v->i > G_MAXINT16)) ||
+          (type == EVD_PG_INT4OID && (v->i < G_MININT32 || v->i > G_MAXINT32))) {
+        *message = g_strdup_printf ("param :%s: %" G_GINT64_FORMAT " is out of range for %s",
+                                    name, v->i, type == EVD_PG_INT2OID ? "smallint" : "integer");
+        return FALSE;
+      }
+      g_string_append_printf (c->scratch, "%" G_GINT64_FORMAT, v->i);
+      break;
+    case EVD_VALUE_REAL: {
+      char buf[G_ASCII_DTOSTR_BUF_SIZE];
+
+      if (isnan (v->r))
+        g_string_append (c->scratch, "NaN");
+      else if (isinf (v->r))
+        g_string_append (c->scratch, v->r > 0 ? "Infinity" : "-Infinity");
+      else
+        g_string_append (c->scratch, g_ascii_dtostr (buf, sizeof buf, v->r));
+      break;
+    }
+    case EVD_VALUE_TEXT:
+      if (memchr (v->data, '\0', v->len) != NULL) {
+        *message = g_strdup_printf ("param :%s: PostgreSQL text cannot hold a NUL byte", name);
+        return FALSE;
+      }
+      g_string_append_len (c->scratch, v->data, v->len);
+      break;
+    case EVD_VALUE_BLOB:
+      g_string_append_len (c->scratch, v->data, v->len);
+      lengths[i] = (int) v->len;
+      formats[i] = 1;
+      break;
+    default:
+      *message = g_strdup_printf ("param :%s: malformed value", name);
+      return FALSE;
+    }
+    g_string_append_c (c->scratch, '\0');
+  }
+  for (guint i = 0; i < stmt->names->len; i++)
+    values[i] = offs[i] == G_MAXSIZE ? NULL : c->scratch->str + offs[i];
+  return TRUE;
+}
+
+static void
+evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
+{
+  EvdPgDb *db = c->pool->db;
+  EvdPgStmt *stmt = db->stmts->pdata[q->stmt];
+  EvdPgConnStmt *st = &c->stmts[q->stmt];
+  guint n = stmt->names->len;
+  const char **values = g_newa (const char *, n + 1);
+  int *lengths = g_newa (int, n + 1), *formats = g_newa (int, n + 1);
+  g_autofree char *message = NULL;
+  char name[32];
+
+  if (st->error != NULL) {
+    message = g_strdup_printf ("database %s: %s", db->name, st->error);
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+    return;
+  }
+  if (!evd_pg_params_build (c, q, stmt, st, values, lengths, formats, &message)) {
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+    return;
+  }
+  g_snprintf (name, sizeof name, "evd%d", q->stmt);
+  if (!PQsendQueryPrepared (c->pg, name, (int) n, values, lengths, formats, 0)) {
+    message = evd_pg_one_line (PQerrorMessage (c->pg));
+    evd_pg_conn_lost (c, message);       /* first: the completion may submit again */
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+    return;
+  }
+  __atomic_add_fetch (&db->queries, 1, __ATOMIC_RELAXED);
+  q->conn = c;
+  c->query = q;
+  evd_pg_conn_set_state (c, EVD_PG_BUSY);
+  evd_pg_conn_flush (c);
+}
+
+/* A READY connection takes queued queries until one runs (others may fail before sending). */
+static void
+evd_pg_conn_dispatch (EvdPgConn *c)
+{
+  EvdPgQuery *q;
+
+  while (c->state == EVD_PG_READY && (q = evd_pg_pool_pop (c->pool)) != NULL)
+    evd_pg_conn_run (c, q);
+}
+
+static int
+evd_pg_hex (char ch)
+{
+  return g_ascii_isdigit (ch) ? ch - '0' : g_ascii_tolower (ch) - 'a' + 10;
+}
+
+/* bytea's text output is "\x" and two hex digits per byte (bytea_output = hex, the default
+ * since 9.0; the escape format is refused rather than misread). */
+static gboolean
+evd_pg_unhex (GString *out, const char *text, int len)
+{
+  g_string_truncate (out, 0);
+  if (len < 2 || text[0] != '\\' || text[1] != 'x' || len % 2 != 0)
+    return FALSE;
+  for (int i = 2; i < len; i += 2) {
+    if (!g_ascii_isxdigit (text[i]) || !g_ascii_isxdigit (text[i + 1]))
+      return FALSE;
+    g_string_append_c (out, (char) (evd_pg_hex (text[i]) << 4 | evd_pg_hex (text[i + 1])));
+  }
+  return TRUE;
+}
+
+/* Which parameter a server error is about: bind errors carry a context such as "unnamed
+ * portal parameter $2 = '...'". -1 when it names none. */
+static int
+evd_pg_error_param (const PGresult *r)
+{
+  const char *ctx = PQresultErrorField (r, PG_DIAG_CONTEXT);
+  const char *p = ctx ? strstr (ctx, "parameter $") : NULL;
+
+  return p ? atoi (p + strlen ("parameter $")) - 1 : -1;
+}
+
+/* The rows of a result, by the type table of the README. NULL with a message when a value
+ * cannot be read. */
+static EvdRows *
+evd_pg_rows_from (EvdPgConn *c, const PGresult *r, int max_rows, char **message)
+{
+  int nf = PQnfields (r), nt = PQntuples (r);
+  const char **cols = g_newa (const char *, nf + 1);
+  Oid *types = g_newa (Oid, nf + 1);
+  gsize arena = 0;
+  g_autoptr (EvdRows) rows = NULL;
+
+  if (nt > max_rows) {
+    *message = g_strdup_printf ("more than max_rows (%d) rows", max_rows);
+    return NULL;
+  }
+  for (int f = 0; f < nf; f++) {
+    cols[f] = PQfname (r, f);
+    types[f] = PQftype (r, f);
+    arena += strlen (cols[f]) + 1;
+    for (int t = 0; t < nt; t++)
+      arena += (gsize) PQgetlength (r, t, f) + 1;
+  }
+  rows = evd_rows_new_sized ((guint) nf, cols, (guint) ((nt + 1) * nf), arena);
+  for (int t = 0; t < nt; t++) {
+    for (int f = 0; f < nf; f++) {
+      const char *v = PQgetvalue (r, t, f);
+      int len = PQgetlength (r, t, f);
+
+      if (PQgetisnull (r, t, f)) {
+        evd_rows_add_null (rows);
+        continue;
+      }
+      switch (types[f]) {
+      case EVD_PG_INT2OID: case EVD_PG_INT4OID: case EVD_PG_INT8OID:
+      case EVD_PG_OIDOID: case EVD_PG_XIDOID: case EVD_PG_CIDOID:
+        evd_rows_add_int (rows, g_ascii_strtoll (v, NULL, 10));
+        break;
+      case EVD_PG_FLOAT4OID: case EVD_PG_FLOAT8OID:
+        evd_rows_add_real (rows, g_ascii_strtod (v, NULL));
+        break;
+      case EVD_PG_BOOLOID:
+        evd_rows_add_int (rows, v[0] == 't');
+        break;
+      case EVD_PG_BYTEAOID:
+        if (!evd_pg_unhex (c->scratch, v, len)) {
+          *message = g_strdup_printf ("column %s: bytea not in hex output", cols[f]);
+          return NULL;
+        }
+        evd_rows_add_blob (rows, c->scratch->str, c->scratch->len);
+        break;
+      default:
+        /* client_encoding is UTF8, but a SQL_ASCII database sends its bytes unchecked. */
+        if (!g_utf8_validate_len (v, (gsize) len, NULL)) {
+          *message = g_strdup_printf ("column %s: text is not valid UTF-8", cols[f]);
+          return NULL;
+        }
+        evd_rows_add_text (rows, v, len);
+      }
+    }
+  }
+  return g_steal_pointer (&rows);
+}
+
+static void
+evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
+{
+  EvdPgQuery *q = g_steal_pointer (&c->query);
+  EvdPgDb *db = c->pool->db;
+  g_autofree char *message = NULL;
+  EvdRows *rows = NULL;
+
+  evtimer_del (c->timer);
+  evd_pg_conn_set_state (c, EVD_PG_READY);
+  if (q != NULL) {
+    ExecStatusType status = r ? PQresultStatus (r) : PGRES_FATAL_ERROR;
+
+    if (status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK) {
+      rows = evd_pg_rows_from (c, r, q->max_rows, &message);
+    } else if (r != NULL) {
+      g_autofree char *pgmsg = evd_pg_result_message (r);
+      EvdPgStmt *stmt = db->stmts->pdata[q->stmt];
+      int p = evd_pg_error_param (r);
+
+      if (p >= 0 && p < (int) stmt->names->len)
+        message = g_strdup_printf ("param :%s: %s", (char *) stmt->names->pdata[p], pgmsg);
+      else
+        message = g_strdup_printf ("database %s: %s", db->name, pgmsg);
+    } else {
+      message = g_strdup_printf ("database %s: no result", db->name);
+    }
+  }
+  PQclear (r);
+  if (q != NULL) {
+    if (rows != NULL)
+      evd_pg_query_finish (q, EVD_PG_OK, rows, NULL);
+    else
+      evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+  }
+  if (c->state == EVD_PG_READY)
+    evd_pg_conn_dispatch (c);
+}
+
+/* ---- The pool. ---- */
+
+static EvdPgConn *
+evd_pg_conn_new (EvdPgPool *pool)
+{
+  EvdPgConn *c = g_new0 (EvdPgConn, 1);
+
+  c->pool = pool;
+  c->fd = -1;
+  c->state = EVD_PG_CLOSED;
+  c->timer = evtimer_new (pool->base, evd_pg_conn_on_timer, c);
+  c->scratch = g_string_sized_new (256);
+  c->resolve_errors = g_string_new (NULL);
+  return c;
+}
+
+static void
+evd_pg_conn_free (EvdPgConn *c)
+{
+  EvdPgQuery *q = g_steal_pointer (&c->query);
+
+  evd_pg_conn_close (c);
+  evd_pg_conn_set_state (c, EVD_PG_CLOSED);
+  event_free (c->timer);
+  g_string_free (c->scratch, TRUE);
+  g_string_free (c->resolve_errors, TRUE);
+  g_free (c);
+  if (q != NULL)
+    evd_pg_query_finish (q, EVD_PG_CANCELLED, NULL, NULL);
+}
+
+static EvdPgPool *
+evd_pg_pool_make (EvdPgDb *db, struct event_base *base, int n)
+{
+  EvdPgPool *pool = g_new0 (EvdPgPool, 1);
+
+  pool->db = db;
+  pool->base = base;
+  pool->n_conns = n;
+  pool->conns = g_new0 (EvdPgConn *, n);
+  g_queue_init (&pool->queue);
+  for (int i = 0; i < n; i++)
+    pool->conns[i] = evd_pg_conn_new (pool);
+  return pool;
+}
+
+EvdPgPool *
+evd_pg_pool_new (EvdPgDb *db, struct event_base *base)
+{
+  EvdPgPool *pool = evd_pg_pool_make (db, base, db->opt.connections);
+
+  for (int i = 0; i < pool->n_conns; i++)
+    evd_pg_conn_start (pool->conns[i]);
+  return pool;
+}
+
+void
+evd_pg_pool_free (EvdPgPool *pool)
+{
+  EvdPgQuery *q;
+
+  if (pool == NULL)
+    return;
+  while ((q = evd_pg_pool_pop (pool)) != NULL)
+    evd_pg_query_finish (q, EVD_PG_CANCELLED, NULL, NULL);
+  for (int i = 0; i < pool->n_conns; i++)
+    evd_pg_conn_free (pool->conns[i]);
+  g_free (pool->conns);
+  if (pool->dns != NULL)
+    evdns_base_free (pool->dns, 1);       /* pending lookups call back, cancelled */
+  g_free (pool->last_error);
+  g_free (pool);
+}
+
+void
+evd_pg_pool_submit (EvdPgPool *pool, EvdPgQuery *q)
+{
+  g_assert (q->stmt >= 0 && q->stmt < (int) pool->db->stmts->len);
+  q->pool = pool;
+  q->conn = NULL;
+  q->finished = FALSE;
+  q->queued = FALSE;
+  for (int i = 0; i < pool->n_conns; i++) {
+    if (pool->conns[i]->state == EVD_PG_READY) {
+      evd_pg_conn_run (pool->conns[i], q);
+      return;
+    }
+  }
+  if (!evd_pg_pool_any_up (pool) && pool->ever_tried && pool->last_error != NULL) {
+    g_autofree char *msg = g_strdup_printf ("database %s unavailable: %s", pool->db->name,
+                                            pool->last_error);
+    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+    return;
+  }
+  q->link.data = q;
+  q->link.next = q->link.prev = NULL;
+  g_queue_push_tail_link (&pool->queue, &q->link);
+  q->queued = TRUE;
+  g_atomic_int_add (&pool->db->queued, 1);
+}
+
+void
+evd_pg_query_cancel (EvdPgQuery *q)
+{
+  EvdPgConn *c = q->conn;
+
+  if (q->finished)
+    return;
+  if (q->queued) {
+    g_queue_unlink (&q->pool->queue, &q->link);
+    q->queued = FALSE;
+    g_atomic_int_add (&q->pool->db->queued, -1);
+  } else if (c != NULL) {
+    /* Its connection reads the result and drops it, out of the pool until then. */
+    c->query = NULL;
+    evd_pg_conn_set_state (c, EVD_PG_DRAINING);
+    evd_pg_timer_set (c, EVD_PG_DRAIN_MS);
+  }
+  evd_pg_query_finish (q, EVD_PG_CANCELLED, NULL, NULL);
+}
+
+/* ---- The database. ---- */
+
+/* Splits a comma list; NULL for NULL. */
+static char **
+evd_pg_split (const char *s)
+{
+  return s ? g_strsplit (s, ",", -1) : NULL;
+}
+
+EvdPgDb *
+evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *options,
+               GError **error)
+{
+  char *err = NULL;
+  PQconninfoOption *opts = PQconninfoParse (conninfo, &err);
+  g_autoptr (EvdPgDb) db = NULL;
+  g_auto (GStrv) ports = NULL;
+  guint n_hosts, n_ports;
+
+  if (opts == NULL) {
+    g_autofree char *line = evd_pg_one_line (err ? err : "out of memory");
+
+    PQfreemem (err);
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "%s", line);
+    return NULL;
+  }
+  db = g_new0 (EvdPgDb, 1);
+  db->name = g_strdup (name);
+  db->opt = *options;
+  db->keys = g_ptr_array_new_with_free_func (g_free);
+  db->values = g_ptr_array_new_with_free_func (g_free);
+  db->stmts = g_ptr_array_new ();
+  for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    if (o->val == NULL)
+      continue;
+    if (strcmp (o->keyword, "host") == 0)
+      db->host = g_strdup (o->val);
+    else if (strcmp (o->keyword, "hostaddr") == 0)
+      db->hostaddr = g_strdup (o->val);
+    else if (strcmp (o->keyword, "port") == 0)
+      db->port = g_strdup (o->val);
+    else if (strcmp (o->keyword, "options") == 0)
+      db->options = g_strdup (o->val);
+    else if (strcmp (o->keyword, "client_encoding") == 0 ||
+             strcmp (o->keyword, "connect_timeout") == 0)
+      continue;                            /* ours: UTF8, and our own timer */
+    else {
+      g_ptr_array_add (db->keys, g_strdup (o->keyword));
+      g_ptr_array_add (db->values, g_strdup (o->val));
+    }
+  }
+  PQconninfoFree (opts);
+  if (!g_ptr_array_find_with_equal_func (db->keys, "fallback_application_name", g_str_equal,
+                                         NULL)) {
+    g_ptr_array_add (db->keys, g_strdup ("fallback_application_name"));
+    g_ptr_array_add (db->values, g_strdup ("evdal"));
+  }
+  /* Host names are resolved by evdns unless the user gave the addresses. */
+  if (db->host != NULL && db->hostaddr == NULL) {
+    db->host_list = evd_pg_split (db->host);
+    ports = evd_pg_split (db->port);
+    n_hosts = g_strv_length (db->host_list);
+    n_ports = ports ? g_strv_length (ports) : 0;
+    if (n_ports > 1 && n_ports != n_hosts) {
+      g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG,
+                   "could not match %u port numbers to %u hosts", n_ports, n_hosts);
+      return NULL;
+    }
+    db->port_list = g_new0 (char *, n_hosts + 1);
+    for (guint i = 0; i < n_hosts; i++)
+      db->port_list[i] = g_strdup (n_ports == 0 ? "" : ports[n_ports == 1 ? 0 : i]);
+  }
+  return g_steal_pointer (&db);
+}
+
+static void
+evd_pg_stmt_free (EvdPgStmt *s)
+{
+  g_free (s->sql);
+  g_ptr_array_unref (s->names);
+  g_free (s);
+}
+
+void
+evd_pg_db_free (EvdPgDb *db)
+{
+  if (db == NULL)
+    return;
+  g_ptr_array_set_free_func (db->stmts, (GDestroyNotify) evd_pg_stmt_free);
+  g_ptr_array_unref (db->stmts);
+  g_ptr_array_unref (db->keys);
+  g_ptr_array_unref (db->values);
+  g_strfreev (db->host_list);
+  g_strfreev (db->port_list);
+  g_free (db->host);
+  g_free (db->hostaddr);
+  g_free (db->port);
+  g_free (db->options);
+  g_free (db->name);
+  g_free (db);
+}
+
+const char *
+evd_pg_db_name (EvdPgDb *db)
+{
+  return db->name;
+}
+
+int
+evd_pg_db_add_statement (EvdPgDb *db, const char *sql, const char *const **names,
+                         guint *n_names, GError **error)
+{
+  EvdPgStmt *s = g_new0 (EvdPgStmt, 1);
+
+  s->names = g_ptr_array_new_with_free_func (g_free);
+  s->sql = evd_pg_sql_rewrite (sql, s->names, error);
+  if (s->sql == NULL) {
+    evd_pg_stmt_free (s);
+    return -1;
+  }
+  g_ptr_array_add (db->stmts, s);
+  *names = (const char *const *) s->names->pdata;
+  *n_names = s->names->len;
+  return (int) db->stmts->len - 1;
+}
+
+void
+evd_pg_db_stats (EvdPgDb *db, EvdPgStats *s)
+{
+  gint64 states = __atomic_load_n (&db->states, __ATOMIC_RELAXED);
+  gint64 mask = ((gint64) 1 << EVD_PG_STATE_BITS) - 1;
+
+  s->up = (int) (states & mask);
+  s->connecting = (int) ((states >> EVD_PG_STATE_BITS) & mask);
+  s->broken = (int) ((states >> (2 * EVD_PG_STATE_BITS)) & mask);
+  s->in_flight = g_atomic_int_get (&db->in_flight);
+  s->queued = g_atomic_int_get (&db->queued);
+  s->reconnects = (guint64) __atomic_load_n (&db->reconnects, __ATOMIC_RELAXED);
+  s->queries = (guint64) __atomic_load_n (&db->queries, __ATOMIC_RELAXED);
+  s->failures = (guint64) __atomic_load_n (&db->failures, __ATOMIC_RELAXED);
+}
+
+gboolean
+evd_pg_db_check (EvdPgDb *db, int stmt, int timeout_ms, GError **error)
+{
+  struct event_base *base = event_base_new ();
+  EvdPgPool *pool = evd_pg_pool_make (db, base, 1);
+  EvdPgConn *c = pool->conns[0];
+  struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+  gboolean ok = FALSE;
+
+  pool->check = TRUE;
+  pool->only_stmt = stmt;
+  evd_pg_conn_start (c);
+  if (!pool->check_done) {
+    event_base_loopexit (base, &tv);
+    event_base_dispatch (base);
+  }
+  if (!pool->check_done)
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_TIMEOUT,
+                 "database %s: no answer within %d ms", db->name, timeout_ms);
+  else if (c->state != EVD_PG_READY)
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_UNAVAILABLE, "database %s unavailable: %s",
+                 db->name, pool->last_error ? pool->last_error : "?");
+  else if (c->stmts[stmt].error != NULL)
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_SERVER, "%s", c->stmts[stmt].error);
+  else
+    ok = TRUE;
+  evd_pg_pool_free (pool);
+  event_base_free (base);
+  return ok;
+}
+
+/* ---- :name -> $n ---- */
+
+static gboolean
+evd_pg_ident_start (char ch)
+{
+  return g_ascii_isalpha (ch) || ch == '_';
+}
+
+/* Copies a quoted run ('...', "...", E'...' with backslashes) and returns where it ends. */
+static const char *
+evd_pg_skip_quoted (GString *out, const char *p, char quote, gboolean backslash)
+{
+  g_string_append_c (out, *p++);
+  while (*p) {
+    if (backslash && *p == '\\' && p[1]) {
+      g_string_append_len (out, p, 2);
+      p += 2;
+      continue;
+    }
+    g_string_append_c (out, *p);
+    if (*p++ == quote) {
+      if (*p == quote) {                  /* doubled: part of the text */
+        g_string_append_c (out, *p++);
+        continue;
+      }
+      return p;
+    }
+  }
+  return NULL;
+}
+
+char *
+evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error)
+{
+  g_autoptr (GString) out = g_string_new (NULL);
+  const char *p = sql;
+  gboolean any = FALSE;
+
+  while (*p) {
+    if (*p == '\'' || *p == '"') {
+      gboolean esc = *p == '\'' && p > sql && (p[-1] == 'E' || p[-1] == 'e') &&
+                     (p - 1 == sql || !g_ascii_isalnum (p[-2]));
+      const char *end = evd_pg_skip_quoted (out, p, *p, esc);
+
+      if (end == NULL) {
+        g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "unterminated quoted text");
+        return NULL;
+      }
+      p = end;
+    } else if (p[0] == '-' && p[1] == '-') {
+      const char *nl = strchr (p, '\n');
+      gsize n = nl ? (gsize) (nl - p) : strlen (p);
+
+      g_string_append_len (out, p, n);
+      p += n;
+    } else if (p[0] == '/' && p[1] == '*') {
+      const char *end = strstr (p + 2, "*/");
+
+      if (end == NULL) {
+        g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "unterminated comment");
+        return NULL;
+      }
+      g_string_append_len (out, p, end + 2 - p);
+      p = end + 2;
+    } else if (*p == '$' && (p == sql || !(g_ascii_isalnum (p[-1]) || p[-1] == '_'))
+               && (p[1] == '$' || evd_pg_ident_start (p[1]))) {
+      /* A dollar-quoted string: $tag$ ... $tag$. */
+      const char *q = p + 1;
+      g_autofree char *tag = NULL;
+      const char *end;
+
+      while (g_ascii_isalnum (*q) || *q == '_')
+        q++;
+      if (*q != '$') {
+        g_string_append_c (out, *p++);
+        continue;
+      }
+      tag = g_strndup (p, q + 1 - p);
+      end = strstr (q + 1, tag);
+      if (end == NULL) {
+        g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "unterminated %s string", tag);
+        return NULL;
+      }
+      end += strlen (tag);
+      g_string_append_len (out, p, end - p);
+      p = end;
+    } else if (*p == '$' && g_ascii_isdigit (p[1])) {
+      g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG,
+                   "write params as :name, not $%c", p[1]);
+      return NULL;
+    } else if (p[0] == ':' && p[1] == ':') {
+      g_string_append (out, "::");
+      p += 2;
+    } else if (*p == ':' && evd_pg_ident_start (p[1])) {
+      const char *q = p + 1;
+      g_autofree char *name = NULL;
+      guint idx;
+
+      while (g_ascii_isalnum (*q) || *q == '_')
+        q++;
+      name = g_strndup (p + 1, q - p - 1);
+      if (!g_ptr_array_find_with_equal_func (names, name, g_str_equal, &idx)) {
+        g_ptr_array_add (names, g_strdup (name));
+        idx = names->len - 1;
+      }
+      g_string_append_printf (out, "$%u", idx + 1);
+      p = q;
+    } else {
+      if (!g_ascii_isspace (*p) && *p != ';')
+        any = TRUE;
+      g_string_append_c (out, *p++);
+    }
+  }
+  if (!any) {
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "no SQL statement");
+    return NULL;
+  }
+  return g_string_free (g_steal_pointer (&out), FALSE);
+}

@@ -1,0 +1,147 @@
+/* evd_pg: PostgreSQL through libpq's asynchronous API on a libevent loop: a database's
+ * settings and statements (EvdPgDb, shared by every loop), one pool of connections per loop
+ * (EvdPgPool, touched only by its loop's thread), and one query at a time per connection.
+ *
+ * Nothing here blocks the loop: connecting is PQconnectStartParams + PQconnectPoll on the
+ * socket libpq names at each step, timed by our own timer (libpq ignores connect_timeout in
+ * this mode); host names are resolved by libevent's evdns and handed to libpq as `hostaddr`
+ * (keeping `host` for TLS and the server's name); the connection is non-blocking
+ * (PQsetnonblocking) and PQflush is driven by write readiness. Each connection prepares every
+ * statement of the database once, when it connects, and learns each param's type and the
+ * result columns (PQsendDescribePrepared); a call's params are sent typed, converted from its
+ * EvdValues, never written into the SQL.
+ *
+ * The session settings that change what PostgreSQL sends back are pinned in the start-up
+ * packet (`options`): DateStyle=ISO, TimeZone=UTC, IntervalStyle=postgres,
+ * extra_float_digits=1, client_encoding=UTF8; with default_transaction_read_only=on,
+ * statement_timeout and client_connection_check_interval.
+ *
+ * The life of a query (EvdPgQuery). The caller fills it and hands it to evd_pg_pool_submit()
+ * on the pool's loop; the pool completes it exactly once through its `done` callback, on that
+ * loop: at once inside submit when the database has no live connection (BACKEND "database
+ * NAME unavailable: ..."), else when its result is in or its connection is lost. The caller
+ * may give it up with evd_pg_query_cancel() (its deadline passed, its request ended), which
+ * completes it at once with EVD_PG_CANCELLED if it had not completed; the query struct may be
+ * freed as soon as `done` has run. A connection whose query was given up keeps reading until
+ * the abandoned result has drained, out of the pool meanwhile; one that does not drain within
+ * EVD_PG_DRAIN_MS is closed and replaced (closing is the one cancel that cannot block: the
+ * server notices it at its next client_connection_check_interval, and statement_timeout
+ * bounds the rest).
+ *
+ * Failures. A connection that fails to connect or breaks is reconnected after an exponential
+ * backoff with jitter, 100 ms to 2 s. While no connection of the pool is up, queries fail at
+ * once rather than wait for their deadline; those queued when the last one breaks too.
+ */
+#pragma once
+
+#include <event2/event.h>
+#include <glib.h>
+
+#include "evd_value.h"
+#include "evd_rows.h"
+
+G_BEGIN_DECLS
+
+#define EVD_PG_ERROR (evd_pg_error_quark ())
+GQuark evd_pg_error_quark (void);
+typedef enum {
+  EVD_PG_ERROR_CONFIG,        /* conninfo or SQL the client refuses */
+  EVD_PG_ERROR_UNAVAILABLE,   /* no connection to the database */
+  EVD_PG_ERROR_SERVER,        /* PostgreSQL refused (its message) */
+  EVD_PG_ERROR_TIMEOUT,       /* the check did not finish in time */
+} EvdPgError;
+
+/* A query's outcome. */
+typedef enum {
+  EVD_PG_OK,
+  EVD_PG_FAILED,              /* BACKEND: the server's or the client's message */
+  EVD_PG_CANCELLED,           /* given up by evd_pg_query_cancel */
+} EvdPgStatus;
+
+/* How long a connection whose query was given up may take to drain it before it is closed. */
+#define EVD_PG_DRAIN_MS 1000
+/* Reconnect backoff bounds. */
+#define EVD_PG_BACKOFF_MIN_MS 100
+#define EVD_PG_BACKOFF_MAX_MS 2000
+
+typedef struct _EvdPgDb EvdPgDb;
+typedef struct _EvdPgPool EvdPgPool;
+typedef struct _EvdPgQuery EvdPgQuery;
+
+typedef struct {
+  int connections;            /* per pool (per loop) */
+  int statement_timeout_ms;   /* 0: none */
+  int connect_timeout_ms;     /* a connection attempt, resolution included */
+  int check_interval_ms;      /* client_connection_check_interval; 0: off */
+  /* Optional: a pool went from no connection up to one (up, message NULL), or lost its last
+   * one or failed its first attempt (down, why). On the pool's loop; storage does not log,
+   * the caller does. */
+  void (*notify) (gpointer data, gboolean up, const char *message);
+  gpointer notify_data;
+} EvdPgOptions;
+
+/* ---- The database: settings and statements, shared by every pool. ----
+ * Made and given statements on one thread before any pool exists; afterwards read-only,
+ * except its counters (atomics). */
+
+/* `conninfo` is any libpq connection string or URI; it is parsed (not connected to) here. */
+EvdPgDb *evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *options,
+                        GError **error);
+void evd_pg_db_free (EvdPgDb *db);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdPgDb, evd_pg_db_free)
+const char *evd_pg_db_name (EvdPgDb *db);
+
+/* Adds a statement: its :name placeholders become $1, $2, ... (a name used twice is one
+ * param); `names` receives them in $n order (owned by the db). Returns its index, or -1 with
+ * an error when the SQL has no statement or the placeholders cannot be read. */
+int evd_pg_db_add_statement (EvdPgDb *db, const char *sql, const char *const **names,
+                             guint *n_names, GError **error);
+
+/* Prepares and describes statement `stmt` on a connection of its own, made on a private event
+ * base run on the calling thread for at most `timeout_ms` (start-up and reload may wait that
+ * long, no loop does): it must prepare, return columns, and have every param typed. FALSE
+ * with EVD_PG_ERROR_UNAVAILABLE or _TIMEOUT when the database could not be reached (the
+ * caller decides whether that is fatal), or EVD_PG_ERROR_SERVER with PostgreSQL's message. */
+gboolean evd_pg_db_check (EvdPgDb *db, int stmt, int timeout_ms, GError **error);
+
+/* Counters over every pool, for /metrics (any thread). */
+typedef struct {
+  int up, connecting, broken;    /* connections by state (draining counts as up) */
+  int in_flight, queued;
+  guint64 reconnects, queries, failures;
+} EvdPgStats;
+void evd_pg_db_stats (EvdPgDb *db, EvdPgStats *stats);
+
+/* ---- The SQL rewriter (exposed for tests). ----
+ * `:name` -> `$n`, outside quotes, comments, dollar-quoted strings, and not in `::` casts. */
+char *evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error);
+
+/* ---- One loop's pool. ---- */
+
+/* Opens db->connections connections on `base` (the calling thread must be the base's). */
+EvdPgPool *evd_pg_pool_new (EvdPgDb *db, struct event_base *base);
+/* Closes them; queries still held complete with EVD_PG_CANCELLED first. */
+void evd_pg_pool_free (EvdPgPool *pool);
+
+typedef void (*EvdPgDone) (EvdPgQuery *query, EvdPgStatus status, EvdRows *rows,
+                           const char *message);
+
+struct _EvdPgQuery {
+  /* Filled by the caller. */
+  int stmt;
+  const EvdParam *params;     /* by name; the statement's names pick from them */
+  guint n_params;
+  int max_rows;
+  EvdPgDone done;             /* `rows` is handed over; `message` is for BACKEND */
+  gpointer user_data;
+  /* Private. */
+  EvdPgPool *pool;
+  gpointer conn;              /* the connection running it, NULL while queued */
+  GList link;                 /* in the pool's queue while queued */
+  gboolean queued, finished;
+};
+
+void evd_pg_pool_submit (EvdPgPool *pool, EvdPgQuery *query);
+void evd_pg_query_cancel (EvdPgQuery *query);
+
+G_END_DECLS

@@ -1,0 +1,157 @@
+"""A throwaway PostgreSQL 15 for tests: initdb in a temporary folder, a unix socket in that
+folder and a free loopback port, fsync off, stopped (and the folder removed) at the end.
+
+As root, the server runs as the `postgres` user (runuser), since PostgreSQL refuses to run
+as root; clients (psql, evdal) connect as the `postgres` role over the socket, trust auth.
+
+From Python:   with PgServer() as pg: pg.psql("SELECT 1"); pg.conninfo
+From a shell:  python3 pg_fixture.py run -- CMD ARGS...
+               (CMD runs with EVDAL_PG_CONNINFO, EVDAL_PG_DIR and EVDAL_PG_PORT set; the
+               exit status is CMD's, or 77 when PostgreSQL 15 is not installed)
+"""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+PG_BIN = os.environ.get("EVDAL_PG_BIN", "/usr/lib/postgresql/15/bin")
+SKIP = 77
+
+
+def available():
+    return os.access(os.path.join(PG_BIN, "initdb"), os.X_OK) and shutil.which("psql") is not None
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = None
+        self.as_root = os.geteuid() == 0
+
+    # ---- Life.
+    def _as_pg(self, args, **kw):
+        if self.as_root:
+            args = ["runuser", "-u", "postgres", "--"] + args
+        return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, **kw)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def start(self):
+        self.dir = tempfile.mkdtemp(prefix="evdal-pg-")
+        os.chmod(self.dir, 0o755)
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self._as_pg([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
+                     "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("\n# evdal test fixture\n"
+                    "listen_addresses = '127.0.0.1'\n"
+                    f"port = {self.port}\n"
+                    f"unix_socket_directories = '{self.dir}'\n"
+                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "max_connections = 200\nshared_buffers = 32MB\n"
+                    "log_min_messages = warning\n")
+        self.pg_ctl("start")
+        return self
+
+    def pg_ctl(self, action, *extra):
+        args = [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "-t", "60",
+                "-l", os.path.join(self.dir, "log")]
+        self._as_pg(args + list(extra) + [action])
+
+    def stop(self, mode="fast"):
+        self.pg_ctl("stop", "-m", mode)
+
+    def restart(self, mode="fast"):
+        self.pg_ctl("restart", "-m", mode)
+
+    def close(self):
+        if self.dir is None:
+            return
+        try:
+            self.resume()
+            self.stop("immediate")
+        except (subprocess.CalledProcessError, OSError):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir = None
+
+    # ---- Clients.
+    @property
+    def conninfo(self):
+        return f"host={self.dir} port={self.port} dbname=postgres user=postgres"
+
+    @property
+    def tcp_conninfo(self):
+        return f"host=127.0.0.1 port={self.port} dbname=postgres user=postgres"
+
+    def psql(self, sql, db="postgres", user="postgres"):
+        """Runs SQL with psql; returns its unaligned, tuples-only output."""
+        r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                            "-h", self.dir, "-p", str(self.port), "-U", user, "-d", db],
+                           input=sql, check=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+        return r.stdout.strip()
+
+    # ---- Faults.
+    def pids(self):
+        """The postmaster and its children."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        kids = subprocess.run(["pgrep", "-P", str(pm)], stdout=subprocess.PIPE,
+                              text=True).stdout.split()
+        return [pm] + [int(k) for k in kids]
+
+    def suspend(self):
+        self._stopped = self.pids()
+        for p in self._stopped:
+            os.kill(p, signal.SIGSTOP)
+
+    def resume(self):
+        for p in getattr(self, "_stopped", []):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        self._stopped = []
+
+    def sessions(self, application_name="evdal"):
+        return int(self.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                             f"'{application_name}'"))
+
+
+def main(argv):
+    if len(argv) < 3 or argv[1] != "run" or argv[2] != "--":
+        print(__doc__, file=sys.stderr)
+        return 2
+    if not available():
+        print("pg_fixture: PostgreSQL 15 not installed (tools/dev.sh deps)", file=sys.stderr)
+        return SKIP
+    with PgServer() as pg:
+        env = dict(os.environ, EVDAL_PG_CONNINFO=pg.conninfo, EVDAL_PG_DIR=pg.dir,
+                   EVDAL_PG_PORT=str(pg.port))
+        # Ctrl-C reaches the command (the terminal's whole foreground group gets it); this
+        # process waits for it to finish, then stops PostgreSQL.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return subprocess.run(argv[3:], env=env).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
