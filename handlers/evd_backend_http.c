@@ -14,36 +14,27 @@
  *   get = /users/{user_id}/recommendations?limit={limit}
  *   rows = data.items              # where the rows are in the JSON; none: the whole body
  *
- * The template is checked at load: it starts with '/', its literal text is URL text (no space,
- * control or non-ASCII byte, no '#', '%' only before two hex digits), and each {name} is a
- * param of the lookup (required, any type). A call's value is its text (int in decimal, real
- * the shortest decimal that reads back the same, text as is, blob its bytes; null is
- * BAD_PARAMS), percent-encoded so that it stays inside its path segment or query value: only
- * letters, digits, '-', '_', '~' (and '.' in the query) go as they are. '.' is encoded in
- * the path so that a value ".." cannot climb out of its segment.
- *
- * The request context goes as headers: X-Request-Id and X-Principal (when given), their
- * values percent-encoded beyond printable ASCII ('%' and space included, so a receiver always
- * percent-decodes them), and X-Attributes (when any): the attributes as a form-encoded query
- * string, keys sorted (parse it as a URL's query). Nothing a client sends (CR, LF, NUL,
- * non-ASCII) can add or split a header line. The W3C trace context goes as `traceparent` (this
- * call's span as the upstream's parent) and `tracestate` (the caller's, when valid: printable
- * ASCII, so sent as it is); the span of the call gets the upstream's host and HTTP status.
+ * The `get` template is checked at load and expanded per call by storage/evd_http_text.c: each
+ * {name} is a required param of the lookup (any type, null is BAD_PARAMS), its text
+ * percent-encoded so that it stays inside its path segment or query value. The request context
+ * goes as headers: X-Request-Id and X-Principal (when given), percent-encoded beyond printable
+ * ASCII, and X-Attributes (when any), the attributes form-encoded, keys sorted: nothing a
+ * client sends (CR, LF, NUL, non-ASCII) can add or split a header line. The W3C trace context
+ * goes as `traceparent` (the call's span as the parent) and `tracestate`.
  *
  * Each upstream has one EvdHttpClient per IO loop (evd_loop_local), made when a generation
  * attaches to the loop; calls use their own loop's client, so a connection is only ever touched
- * by one thread. Calls complete from the client's done callback (a libevent callback, outside
- * curl) or, cancelled, at once in cancel().
+ * by one thread. A call completes from the client's done callback (a libevent callback, outside
+ * curl), at once in cancel() while its request is in curl, or from a worker thread that maps a
+ * long body (EVD_BACKEND_HTTP_INLINE_JSON_BYTES); release() frees it.
  */
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
 
 #include "evd_backend.h"
 #include "evd_http.h"
+#include "evd_http_text.h"
 #include "evd_json_rows.h"
 #include "evd_loop_local.h"
 #include "evd_metrics.h"
@@ -68,7 +59,7 @@ typedef struct {
   gatomicrefcount refs;     /* the shared state's, and one per loop's client */
   char *name;
   char *base_url;           /* without a trailing '/' */
-  char *host;               /* base_url's host: the calls' spans' server.address */
+  char *host;               /* base_url's host: the spans' server.address */
   guint connections;
   gsize max_response_bytes;
   char *ca_file;            /* absolute, or NULL */
@@ -84,24 +75,12 @@ typedef struct {
   GThreadPool *mappers;     /* long bodies to rows, off the loops ([server] workers threads) */
 } EvdBackendHttpShared;
 
-/* A template piece: literal URL text, or a param to encode for the path or the query. */
-typedef enum {
-  EVD_BACKEND_HTTP_LITERAL,
-  EVD_BACKEND_HTTP_PATH_PARAM,
-  EVD_BACKEND_HTTP_QUERY_PARAM,
-} EvdBackendHttpPieceKind;
-
-typedef struct {
-  EvdBackendHttpPieceKind kind;
-  char *text;               /* the literal, or the param's name */
-} EvdBackendHttpPiece;
-
 typedef struct {
   EvdBackendHttpUpstream *up;  /* a reference */
   GThreadPool *mappers;     /* the shared state's, which outlives the lookup */
   char *get;                /* the template, for messages (never a call's values) */
   char *rows;               /* NULL: the whole body */
-  GArray *pieces;           /* EvdBackendHttpPiece */
+  EvdHttpTextTemplate *path;  /* `get`, checked */
 } EvdBackendHttpLookup;
 
 /* A body longer than this is mapped to rows on a worker thread, not on the loop: json-glib
@@ -181,7 +160,8 @@ evd_backend_http_loop_destroy (gpointer data)
 
 /* Parses base_url: http or https, a host, no query or fragment. */
 static gboolean
-evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *url)
+evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *url,
+                                 char **host)
 {
   CURLU *u = curl_url ();
   g_autofree char *scheme = NULL;
@@ -210,6 +190,7 @@ evd_backend_http_check_base_url (EvdConfig *cfg, const char *group, const char *
   if (curl_url_get (u, CURLUPART_HOST, &part, 0) == CURLUE_OK) {
     gboolean literal = g_hostname_is_ip_address (part) ||
                        (part[0] == '[' && strchr (part, ']') != NULL);
+    *host = g_strdup (part);
     curl_free (part);
     /* Without a resolver thread, curl would resolve names on the loop's thread. */
     if (!literal && !evd_http_async_dns ()) {
@@ -224,21 +205,6 @@ out:
   return ok;
 }
 
-/* The host of a base_url already checked (evd_backend_http_check_base_url). */
-static char *
-evd_backend_http_host (const char *url)
-{
-  CURLU *u = curl_url ();
-  char *part = NULL, *host = NULL;
-
-  if (curl_url_set (u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-      curl_url_get (u, CURLUPART_HOST, &part, 0) == CURLUE_OK)
-    host = g_strdup (part);
-  curl_free (part);
-  curl_url_cleanup (u);
-  return host;
-}
-
 static EvdBackendHttpUpstream *
 evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
 {
@@ -249,7 +215,9 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
                                      G_GINT64_CONSTANT (1) << 30);
   EvdBackendHttpUpstream *up;
 
-  if (url == NULL || !evd_backend_http_check_base_url (cfg, group, url))
+  g_autofree char *host = NULL;
+
+  if (url == NULL || !evd_backend_http_check_base_url (cfg, group, url, &host))
     return NULL;
   up = g_new0 (EvdBackendHttpUpstream, 1);
   g_atomic_ref_count_init (&up->refs);
@@ -257,7 +225,7 @@ evd_backend_http_upstream_open (EvdConfig *cfg, const char *group)
   while (g_str_has_suffix (url, "/"))
     url[strlen (url) - 1] = '\0';
   up->base_url = g_steal_pointer (&url);
-  up->host = evd_backend_http_host (up->base_url);
+  up->host = g_steal_pointer (&host);
   up->connections = (guint) connections;
   up->max_response_bytes = (gsize) max_bytes;
   if (ca != NULL) {
@@ -381,75 +349,6 @@ evd_backend_http_collect (gpointer shared, GString *out)
 
 /* ---- [lookup NAME]: the get = template. ---- */
 
-static gboolean
-evd_backend_http_url_char (guchar c)
-{
-  return g_ascii_isalnum (c) || strchr ("-._~!$&'()*+,;=:@/?%", c) != NULL;
-}
-
-static gboolean
-evd_backend_http_param_name (const char *s, gsize len)
-{
-  if (len == 0 || !(g_ascii_isalpha (s[0]) || s[0] == '_'))
-    return FALSE;
-  for (gsize i = 1; i < len; i++)
-    if (!(g_ascii_isalnum (s[i]) || s[i] == '_'))
-      return FALSE;
-  return TRUE;
-}
-
-static void
-evd_backend_http_add_piece (GArray *pieces, EvdBackendHttpPieceKind kind, const char *s,
-                            gsize len)
-{
-  EvdBackendHttpPiece p = { kind, g_strndup (s, len) };
-
-  if (len > 0)
-    g_array_append_val (pieces, p);
-  else
-    g_free (p.text);
-}
-
-/* Splits the template into pieces; a problem (and FALSE) names what is wrong where. */
-static gboolean
-evd_backend_http_parse_get (EvdConfig *cfg, const char *group, const char *t, GArray *pieces)
-{
-  gboolean query = FALSE;
-  const char *lit = t;
-
-  if (t[0] != '/') {
-    evd_config_problem (cfg, group, "get", "\"%s\": must start with '/' (it follows the "
-                        "upstream's base_url)", t);
-    return FALSE;
-  }
-  for (const char *p = t; *p != '\0'; p++) {
-    if (*p == '{') {
-      const char *end = strchr (p, '}');
-
-      if (end == NULL || !evd_backend_http_param_name (p + 1, (gsize) (end - p - 1))) {
-        evd_config_problem (cfg, group, "get", "\"%s\": at offset %d, expected {name} with a "
-                            "name of letters, digits and '_'", t, (int) (p - t));
-        return FALSE;
-      }
-      evd_backend_http_add_piece (pieces, EVD_BACKEND_HTTP_LITERAL, lit, (gsize) (p - lit));
-      evd_backend_http_add_piece (pieces, query ? EVD_BACKEND_HTTP_QUERY_PARAM
-                                  : EVD_BACKEND_HTTP_PATH_PARAM, p + 1, (gsize) (end - p - 1));
-      p = end;
-      lit = end + 1;
-    } else if (!evd_backend_http_url_char ((guchar) *p) ||
-               (*p == '%' && !(g_ascii_isxdigit (p[1]) && g_ascii_isxdigit (p[2])))) {
-      evd_config_problem (cfg, group, "get", "\"%s\": at offset %d, '%c' (0x%02x) is not URL "
-                          "text (no space, '#', '}' or non-ASCII; '%%' only as %%XX)", t,
-                          (int) (p - t), g_ascii_isprint (*p) ? *p : '?', (guchar) *p);
-      return FALSE;
-    } else if (*p == '?') {
-      query = TRUE;
-    }
-  }
-  evd_backend_http_add_piece (pieces, EVD_BACKEND_HTTP_LITERAL, lit, strlen (lit));
-  return TRUE;
-}
-
 static void
 evd_backend_http_lookup_close (gpointer backend)
 {
@@ -457,9 +356,7 @@ evd_backend_http_lookup_close (gpointer backend)
 
   if (l == NULL)
     return;
-  for (guint i = 0; l->pieces != NULL && i < l->pieces->len; i++)
-    g_free (g_array_index (l->pieces, EvdBackendHttpPiece, i).text);
-  g_clear_pointer (&l->pieces, g_array_unref);
+  g_clear_pointer (&l->path, evd_http_text_template_free);
   if (l->up != NULL)
     evd_backend_http_upstream_unref (l->up);
   g_free (l->get);
@@ -494,12 +391,16 @@ evd_backend_http_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *sp
 {
   EvdBackendHttpLookup *l = g_new0 (EvdBackendHttpLookup, 1);
   g_autofree char *rows = evd_config_string (cfg, spec->group, "rows", NULL);
-  g_autoptr (GHashTable) declared = g_hash_table_new (g_str_hash, g_str_equal);
+  g_autoptr (GError) error = NULL;
 
   l->get = evd_config_require (cfg, spec->group, "get");
-  l->pieces = g_array_new (FALSE, FALSE, sizeof (EvdBackendHttpPiece));
-  if (!evd_backend_http_lookup_upstream (shared, cfg, spec, l) || l->get == NULL ||
-      !evd_backend_http_parse_get (cfg, spec->group, l->get, l->pieces)) {
+  if (!evd_backend_http_lookup_upstream (shared, cfg, spec, l) || l->get == NULL) {
+    evd_backend_http_lookup_close (l);
+    return NULL;
+  }
+  l->path = evd_http_text_template_new (l->get, &error);
+  if (l->path == NULL) {
+    evd_config_problem (cfg, spec->group, "get", "%s", error->message);
     evd_backend_http_lookup_close (l);
     return NULL;
   }
@@ -510,123 +411,28 @@ evd_backend_http_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *sp
     return NULL;
   }
   l->rows = rows != NULL && rows[0] != '\0' ? g_steal_pointer (&rows) : NULL;
-  for (guint i = 0; i < l->pieces->len; i++) {
-    EvdBackendHttpPiece *p = &g_array_index (l->pieces, EvdBackendHttpPiece, i);
-
-    if (p->kind != EVD_BACKEND_HTTP_LITERAL && g_hash_table_add (declared, p->text))
-      evd_lookup_spec_add_param (spec, p->text, EVD_PARAM_ANY, TRUE);
-  }
+  for (guint i = 0; i < evd_http_text_template_n_params (l->path); i++)
+    evd_lookup_spec_add_param (spec, evd_http_text_template_param (l->path, i), EVD_PARAM_ANY,
+                               TRUE);
   return l;
 }
 
 /* ---- Calls: the URL and headers. ---- */
-
-/* The shortest decimal that reads back as the same double (1.5, not 1.5000000000000000). */
-static void
-evd_backend_http_real_text (GString *out, double r)
-{
-  char buf[G_ASCII_DTOSTR_BUF_SIZE];
-
-  if (!isfinite (r)) {
-    g_string_append (out, isnan (r) ? "nan" : r > 0 ? "inf" : "-inf");
-    return;
-  }
-  for (int prec = 1; prec <= 17; prec++) {
-    char format[8];
-
-    g_snprintf (format, sizeof format, "%%.%dg", prec);
-    g_ascii_formatd (buf, sizeof buf, format, r);   /* '.' whatever the locale */
-    if (g_ascii_strtod (buf, NULL) == r)
-      break;
-  }
-  g_string_append (out, buf);
-}
-
-/* A param's text, as SQL would read the literal; FALSE for null. */
-static gboolean
-evd_backend_http_value_text (GString *out, const EvdValue *v)
-{
-  switch (v->kind) {
-  case EVD_VALUE_INT:
-    g_string_append_printf (out, "%" G_GINT64_FORMAT, v->i);
-    return TRUE;
-  case EVD_VALUE_REAL:
-    evd_backend_http_real_text (out, v->r);
-    return TRUE;
-  case EVD_VALUE_TEXT:
-  case EVD_VALUE_BLOB:
-    g_string_append_len (out, v->data, v->len);
-    return TRUE;
-  default:
-    return FALSE;
-  }
-}
-
-/* Percent-encodes all but letters, digits and the characters in `keep`. */
-static void
-evd_backend_http_encode (GString *out, const char *s, gsize len, const char *keep)
-{
-  static const char hex[] = "0123456789ABCDEF";
-
-  for (gsize i = 0; i < len; i++) {
-    guchar c = (guchar) s[i];
-
-    if (g_ascii_isalnum (c) || (c != '\0' && strchr (keep, c) != NULL)) {
-      g_string_append_c (out, (char) c);
-    } else {
-      g_string_append_c (out, '%');
-      g_string_append_c (out, hex[c >> 4]);
-      g_string_append_c (out, hex[c & 15]);
-    }
-  }
-}
 
 /* The call's URL; NULL (and the name of the null param) when a param is null. */
 static char *
 evd_backend_http_url (EvdBackendHttpLookup *l, EvdBackendCall *call, const char **null_param)
 {
   GString *url = g_string_new (l->up->base_url);
-  g_autoptr (GString) text = g_string_new (NULL);
+  const EvdParam *params;
+  guint n;
 
-  for (guint i = 0; i < l->pieces->len; i++) {
-    const EvdBackendHttpPiece *p = &g_array_index (l->pieces, EvdBackendHttpPiece, i);
-    const EvdValue *v;
-
-    if (p->kind == EVD_BACKEND_HTTP_LITERAL) {
-      g_string_append (url, p->text);
-      continue;
-    }
-    v = evd_backend_call_param (call, p->text);
-    g_string_truncate (text, 0);
-    if (v == NULL || !evd_backend_http_value_text (text, v)) {
-      *null_param = p->text;
-      g_string_free (url, TRUE);
-      return NULL;
-    }
-    evd_backend_http_encode (url, text->str, text->len,
-                             p->kind == EVD_BACKEND_HTTP_PATH_PARAM ? "-_~" : "-_~.");
+  params = evd_backend_call_params (call, &n);
+  if (!evd_http_text_template_expand (l->path, params, n, url, null_param)) {
+    g_string_free (url, TRUE);
+    return NULL;
   }
   return g_string_free (url, FALSE);
-}
-
-/* "Name: value" with the value percent-encoded beyond printable ASCII (and '%', space). */
-static char *
-evd_backend_http_header (const char *name, const char *value)
-{
-  GString *h = g_string_new (name);
-  static const char hex[] = "0123456789ABCDEF";
-
-  g_string_append (h, ": ");
-  for (const guchar *p = (const guchar *) value; *p != '\0'; p++) {
-    if (*p > 0x20 && *p < 0x7f && *p != '%') {
-      g_string_append_c (h, (char) *p);
-    } else {
-      g_string_append_c (h, '%');
-      g_string_append_c (h, hex[*p >> 4]);
-      g_string_append_c (h, hex[*p & 15]);
-    }
-  }
-  return g_string_free (h, FALSE);
 }
 
 static gint
@@ -635,12 +441,14 @@ evd_backend_http_strcmp (gconstpointer a, gconstpointer b)
   return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
-/* X-Attributes: k=v&k2=v2, form-encoded, keys sorted (a hash table has no order). */
+/* X-Attributes: k=v&k2=v2, form-encoded (printable ASCII already), keys sorted (a hash table
+ * has no order); NULL without attributes. */
 static char *
 evd_backend_http_attributes (GHashTable *attributes)
 {
   g_autoptr (GPtrArray) keys = g_ptr_array_new ();
-  g_autoptr (GString) form = g_string_new (NULL);
+  g_autoptr (GPtrArray) values = g_ptr_array_new ();
+  g_autoptr (GString) form = g_string_new ("X-Attributes: ");
   GHashTableIter it;
   gpointer k;
 
@@ -650,42 +458,39 @@ evd_backend_http_attributes (GHashTable *attributes)
   if (keys->len == 0)
     return NULL;
   g_ptr_array_sort (keys, evd_backend_http_strcmp);
-  for (guint i = 0; i < keys->len; i++) {
-    const char *v = g_hash_table_lookup (attributes, keys->pdata[i]);
-
-    if (i > 0)
-      g_string_append_c (form, '&');
-    evd_backend_http_encode (form, keys->pdata[i], strlen (keys->pdata[i]), "-_~.");
-    g_string_append_c (form, '=');
-    evd_backend_http_encode (form, v, strlen (v), "-_~.");
-  }
-  /* Already printable ASCII without spaces: not encoded again. */
-  return g_strdup_printf ("X-Attributes: %s", form->str);
+  for (guint i = 0; i < keys->len; i++)
+    g_ptr_array_add (values, g_hash_table_lookup (attributes, keys->pdata[i]));
+  g_ptr_array_add (keys, NULL);
+  g_ptr_array_add (values, NULL);
+  evd_http_text_form (form, (const char *const *) keys->pdata,
+                      (const char *const *) values->pdata);
+  return g_strdup (form->str);
 }
 
-/* The request context as header lines, NULL-terminated. */
+/* The request context as header lines, NULL-terminated: the call's W3C trace context (its
+ * own span as the parent; tracestate checked by the W3C rules already), then the request's. */
 static GPtrArray *
 evd_backend_http_context_headers (EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
   GPtrArray *h = g_ptr_array_new_with_free_func (g_free);
   char traceparent[EVD_TRACEPARENT_LEN + 1];
+  const char *tracestate = evd_backend_call_tracestate (call);
   char *attrs;
+
+  evd_backend_call_traceparent (call, traceparent);
+  g_ptr_array_add (h, g_strdup_printf ("traceparent: %s", traceparent));
+  if (tracestate != NULL)
+    g_ptr_array_add (h, g_strdup_printf ("tracestate: %s", tracestate));
 
   /* curl would accept any type by default; a lookup reads JSON. */
   g_ptr_array_add (h, g_strdup ("Accept: application/json"));
-
   if (ctx->request_id != NULL)
-    g_ptr_array_add (h, evd_backend_http_header ("X-Request-Id", ctx->request_id));
+    g_ptr_array_add (h, evd_http_text_header ("X-Request-Id", ctx->request_id));
   if (ctx->principal != NULL)
-    g_ptr_array_add (h, evd_backend_http_header ("X-Principal", ctx->principal));
+    g_ptr_array_add (h, evd_http_text_header ("X-Principal", ctx->principal));
   if ((attrs = evd_backend_http_attributes (ctx->attributes)) != NULL)
     g_ptr_array_add (h, attrs);
-  evd_backend_call_traceparent (call, traceparent);
-  g_ptr_array_add (h, g_strconcat ("traceparent: ", traceparent, NULL));
-  /* valid by the W3C grammar: printable ASCII, no CR or LF, at most 512 characters */
-  if (evd_backend_call_tracestate (call) != NULL)
-    g_ptr_array_add (h, g_strconcat ("tracestate: ", evd_backend_call_tracestate (call), NULL));
   g_ptr_array_add (h, NULL);
   return h;
 }
@@ -775,7 +580,6 @@ evd_backend_http_answer (EvdBackendHttpCall *hc, const EvdHttpResponse *r)
   EvdBackendHttpLookup *l = hc->lookup;
   g_autofree char *message = NULL;
 
-  evd_backend_call_trace_http_status (hc->call, (int) r->status);
   if (r->status < 200 || r->status > 299) {
     message = g_strdup_printf ("upstream %s: GET %s answered HTTP %ld", l->up->name, l->get,
                                r->status);
@@ -816,6 +620,7 @@ evd_backend_http_on_done (EvdHttpRequest *req, const EvdHttpResponse *response,
   hc->req = NULL;
   evd_histogram_observe (&l->up->latency, g_get_monotonic_time () - hc->start_us);
   if (response != NULL) {
+    evd_backend_call_trace_http_status (hc->call, (int) response->status);
     evd_backend_http_answer (hc, response);
     return;
   }

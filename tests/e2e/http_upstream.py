@@ -128,6 +128,7 @@ class UpstreamServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.connections = 0      # accepted
         self.connections_open = 0  # accepted and not closed yet
+        self.sockets = set()      # those connections, closed by stop()
         self.requests = []        # (raw path, [(header, value)])
         self.open_now = 0
         self.max_open = 0
@@ -145,6 +146,7 @@ class UpstreamServer(ThreadingHTTPServer):
         with self.lock:
             self.connections += 1
             self.connections_open += 1
+            self.sockets.add(request)
         if isinstance(request, ssl.SSLSocket):
             try:
                 request.do_handshake()
@@ -156,6 +158,7 @@ class UpstreamServer(ThreadingHTTPServer):
     def shutdown_request(self, request):
         with self.lock:
             self.connections_open -= 1
+            self.sockets.discard(request)
         super().shutdown_request(request)
 
     def handle_error(self, request, client_address):
@@ -169,8 +172,15 @@ class UpstreamServer(ThreadingHTTPServer):
         return self
 
     def stop(self):
+        """Stops accepting and closes the kept-alive connections too: the service is gone."""
         self.shutdown()
         self.server_close()
+        with self.lock:
+            for sock in self.sockets:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def stats(self):
         with self.lock:

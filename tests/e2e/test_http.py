@@ -253,6 +253,27 @@ class HttpLookups(h.EvdalTestCase):
         # a trace of its own (test_tracing has the trace context in and out)
         self.assertRegex(got['traceparent'], r'^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$')
 
+    def test_trace_context_goes_upstream(self):
+        trace, span = '4bf92f3577b34da6a3ce929d0e0e4736', '00f067aa0ba902b7'
+        r = self.fetch({'c': call('ctx')}, traceparent='00-%s-%s-01' % (trace, span),
+                       tracestate='vendor=abc,other=1')['c']
+        cols, data = rows(r)
+        got = {k.lower(): v for k, v in
+               __import__('json').loads(dict(zip(cols, data[0]))['headers'])}
+        m = re.match(r'^00-([0-9a-f]{32})-([0-9a-f]{16})-01$', got['traceparent'])
+        self.assertIsNotNone(m, got['traceparent'])
+        self.assertEqual(m.group(1), trace)        # the caller's trace
+        self.assertNotEqual(m.group(2), span)      # under the call's own span
+        self.assertEqual(got['tracestate'], 'vendor=abc,other=1')
+        # a tracestate that breaks the W3C rules (a CR LF in it) is not sent at all
+        r = self.fetch({'c': call('ctx')}, traceparent='00-%s-%s-01' % (trace, span),
+                       tracestate='vendor=abc\r\nX-Injected: 1')['c']
+        cols, data = rows(r)
+        names = [k.lower() for k, _ in
+                 __import__('json').loads(dict(zip(cols, data[0]))['headers'])]
+        self.assertNotIn('x-injected', names)
+        self.assertNotIn('tracestate', names)
+
     def test_plain_context_passes_as_is(self):
         r = self.fetch({'c': call('ctx')}, request_id='abc-123', principal='alice')['c']
         cols, data = rows(r)
@@ -473,6 +494,41 @@ class Reload(h.EvdalTestCase):
                 self.assertEqual(b.connections_open, 1)
             finally:
                 t.close()
+
+
+class Tracing(h.EvdalTestCase):
+    def test_call_span_is_a_client_span_with_the_upstream_and_status(self):
+        """With [tracing] on, the call's exported span names the upstream's address and the
+        HTTP status, and the traceparent the service received names that span as parent."""
+        from test_tracing import Collector, SAMPLED, TRACE_ID, attrs, check_span_mapping
+        col = Collector()
+        self.addCleanup(col.close)
+        tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\n'
+                   'service_name = evdal-test\nbatch_max_age_ms = 50\n' % col.url)
+        with UpstreamServer() as up, \
+                h.Server(evdal_config('http://127.0.0.1:%d' % up.port) + tracing) as srv:
+            c, t = h.client(srv)
+            try:
+                res = c.fetch(h.fetch_request({'c': call('ctx'),
+                                               's': call('status', code=503)},
+                                              traceparent=SAMPLED)).results
+            finally:
+                t.close()
+            spans = col.wait_spans(3)
+        self.assertEqual(len(spans), 3, spans)
+        for sp in spans:
+            check_span_mapping(self, sp)
+            self.assertEqual(sp['traceId'], TRACE_ID)
+        by_name = {sp['name']: sp for sp in spans}
+        ctx, status = by_name['lookup ctx'], by_name['lookup status']
+        self.assertEqual(ctx['kind'], 3)   # SPAN_KIND_CLIENT
+        self.assertEqual(attrs(ctx)['server.address'], '127.0.0.1')
+        self.assertEqual(attrs(ctx)['http.response.status_code'], 200)
+        self.assertEqual(attrs(status)['http.response.status_code'], 503)
+        cols, data = rows(res['c'])
+        got = {k.lower(): v for k, v in
+               __import__('json').loads(dict(zip(cols, data[0]))['headers'])}
+        self.assertEqual(got['traceparent'], '00-%s-%s-01' % (TRACE_ID, ctx['spanId']))
 
 
 def make_cert(folder):
