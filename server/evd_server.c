@@ -181,9 +181,10 @@ evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
   evd_systemd_notify ("STOPPING=1\nSTATUS=Draining: finishing requests in flight (%d ms at "
                       "most)", s->sc->shutdown_timeout_ms);
   evd_admin_set_draining (s->admin);
+  g_clear_pointer (&s->listener, evd_listener_free);
+  /* Logged once the listener is closed, so that a test seeing the line knows it is. */
   g_message ("%s: shutting down; no new connections, finishing requests in flight",
              strsignal ((int) sig));
-  g_clear_pointer (&s->listener, evd_listener_free);
   s->grace_timer = evtimer_new (evd_loop_base (s->main), evd_server_on_grace_over, s);
   evtimer_add (s->grace_timer, &tv);
   for (guint i = 0; i < s->n_loops; i++)
