@@ -236,7 +236,7 @@ class AdminTest(unittest.TestCase):
             c, t = h.client(server)
             th = threading.Thread(target=lambda: c.fetch(h.fetch_request({'n': h.nap_call(1500)})))
             th.start()
-            time.sleep(0.3)
+            server.wait_metric('evdal_inflight_requests', 1)  # in flight when the signal comes
             server.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + 3
             while True:

@@ -541,7 +541,8 @@ class CliUnixOverloadedTest(CliCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = h.Server(h.config(listen='@TMPDIR@/evdal.sock', max_inflight=1))
+        cls.server = h.Server(h.config(listen='@TMPDIR@/evdal.sock', max_inflight=1,
+                                       admin_listen='127.0.0.1:0'))
         cls.server.__enter__()
         cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
@@ -558,9 +559,9 @@ class CliUnixOverloadedTest(CliCase):
         slow = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=cli_env())
         try:
-            # Time for the slow fetch to take the only place; probing sooner could take it
-            # from under it.
-            time.sleep(0.5)
+            # The slow fetch has taken the only place; probing sooner could take it from
+            # under it.
+            self.server.wait_metric('evdal_inflight_requests', 1)
             p = self.cli('--json', 'fetch', 'nap', 'delay_ms=1')
             self.assertExit(p, 4)
             exc = json.loads(p.stdout)['exception']
