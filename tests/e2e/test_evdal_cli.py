@@ -555,7 +555,7 @@ class CliUnixOverloadedTest(CliCase):
         self.assertEqual(json.loads(p.stdout)['results']['nap']['rows'], [[7]])
 
     def test_exit_4_overloaded(self):
-        argv = [CLI, '--unix', self.server.unix_path, 'fetch', 'nap', 'delay_ms=1500']
+        argv = [CLI, '--unix', self.server.unix_path, 'fetch', 'nap', 'delay_ms=3000']
         slow = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=cli_env())
         try:

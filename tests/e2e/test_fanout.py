@@ -363,7 +363,8 @@ class AdmissionTest(h.EvdalTestCase):
             for i in range(2):
                 c, t = h.client(srv)
                 self.addCleanup(t.close)
-                c.send_fetch(h.fetch_request({'n': call('nap', delay_ms=400)}))
+                # Long enough that the poll below surely sees both in flight.
+                c.send_fetch(h.fetch_request({'n': call('nap', delay_ms=2000)}))
                 busy.append(c)
             srv.wait_metric('evdal_inflight_requests', 2)
             c, t = h.client(srv)
@@ -375,7 +376,7 @@ class AdmissionTest(h.EvdalTestCase):
             self.assertGreater(cm.exception.retry_after_ms, 0)
             self.assertIn('max_inflight', cm.exception.message)
             for b in busy:
-                self.assertEqual(h.slept_ms(b.recv_fetch().results['n']), 400)
+                self.assertEqual(h.slept_ms(b.recv_fetch().results['n']), 2000)
             # The refused fetch started nothing: no lookup of it was ever cancelled.
             self.assertNotIn('[refused]', srv.log_text())
             # Admission frees up again.
@@ -443,17 +444,18 @@ class AdmissionTest(h.EvdalTestCase):
         wait for it, whether its client is still there or already gone."""
         srv = h.Server(h.config(lookups=LOOKUPS, admin_listen='127.0.0.1:0'))
         with srv:
+            # Long enough that the poll below surely sees both in flight.
             gone, t1 = h.client(srv)
-            gone.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=600)}))
+            t_gone = time.monotonic()
+            gone.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=2000)}))
             waiting, t2 = h.client(srv)
             self.addCleanup(t2.close)
-            waiting.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=300)}))
+            waiting.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=1500)}))
             srv.wait_metric('evdal_inflight_requests', 2)
             t1.close()
             srv.wait_metric('evdal_connections', 1)  # the close reached the server
-            t0 = time.monotonic()
             self.assertEqual(srv.stop(timeout=10), 0)
-            self.assertGreaterEqual((time.monotonic() - t0) * 1000, 350,
+            self.assertGreaterEqual(time.monotonic() - t_gone, 2.0,
                                     'exited before the worker of the closed client finished')
             self.assertEqual(waiting.recv_fetch().results['t'].table.rows[0][0].text_value,
                              'from a thread')

@@ -154,7 +154,8 @@ class LimitsTest(h.EvdalTestCase):
             for _ in range(2):                  # then others fill max_inflight
                 c, tc = h.client(srv)
                 self.addCleanup(tc.close)
-                c.send_fetch(h.fetch_request({'n': h.nap_call(600)}))
+                # Long enough that the poll below surely sees both in flight.
+                c.send_fetch(h.fetch_request({'n': h.nap_call(2000)}))
                 busy.append(c)
             srv.wait_metric('evdal_inflight_requests', 2)  # both are read and in flight
             t0 = time.monotonic()
@@ -166,7 +167,7 @@ class LimitsTest(h.EvdalTestCase):
             self.assertGreater(cm.exception.retry_after_ms, 0)
             self.assertIn('max_inflight', cm.exception.message)
             for c in busy:
-                self.assertEqual(h.slept_ms(c.recv_fetch().results['n']), 600)
+                self.assertEqual(h.slept_ms(c.recv_fetch().results['n']), 2000)
             self.assertNapFetch(old, [5, 10])    # the same connection, admitted again
 
     def test_stalled_loop_is_logged_and_its_backlog_refused(self):
@@ -214,12 +215,16 @@ class LimitsTest(h.EvdalTestCase):
             batch = b''.join(h.fetch_bytes(i, req, protocol='compact') for i in range(n))
             got = []
 
+            a_done = []
+
             def read_a():
                 for _ in range(n):
                     got.append(h.read_reply(a, timeout=30, protocol='compact', method='fetch'))
+                a_done.append(time.monotonic())
 
             reader = threading.Thread(target=read_a)
             reader.start()
+            a_start = time.monotonic()
             h.send_all(a, batch)
             waits = []
             for _ in range(5):
@@ -231,8 +236,13 @@ class LimitsTest(h.EvdalTestCase):
             reader.join(60)
             self.assertEqual(len(got), n)
             self.assertTrue(all(r.result.success is not None for r in got))
-            self.assertLess(max(waits), h.scaled(0.2), 'B waited %s ms behind A' %
-                            [round(w * 1000) for w in waits])
+            # Starved, B would wait for A's whole read (a third of A's time) or all of it. A
+            # busy machine stretches both: the bound is the larger of 0.2 s and a fifth of the
+            # time A's backlog took.
+            a_took = a_done[0] - a_start
+            self.assertLess(max(waits), max(h.scaled(0.2), a_took / 5),
+                            'B waited %s ms behind A (whose backlog took %.0f ms)' %
+                            ([round(w * 1000) for w in waits], a_took * 1000))
             self.assertTrue(backlog_left, 'A was done before B finished: nothing was measured')
             a.close()
             b.close()

@@ -44,12 +44,12 @@ class ReloadTest(h.EvdalTestCase):
             self.addCleanup(t.close)
             busy, t2 = h.client(srv)
             self.addCleanup(t2.close)
-            busy.send_fetch(h.fetch_request({'n': h.nap_call(600)}))
+            busy.send_fetch(h.fetch_request({'n': h.nap_call(2000)}))
             srv.wait_metric('evdal_inflight_requests', 1)  # in flight before the reload
 
             self.reload(srv, AFTER, r'reloaded .*3? ?lookups?.*added: nap2; removed: flags')
             # The request in flight finishes on the lookups it started with.
-            self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 600)
+            self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 2000)
             # The same connections see the new lookups.
             names = {l.name: l for l in c.lookups()}
             self.assertEqual(set(names), {'nap', 'nap2'})

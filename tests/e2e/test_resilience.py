@@ -102,9 +102,10 @@ class ResilienceTest(h.EvdalTestCase):
                                admin_listen='127.0.0.1:0')) as srv:
             busy, t1 = h.client(srv)
             self.addCleanup(t1.close)
-            # The only worker runs a long statement (interrupted at its 1 s deadline).
+            # The only worker runs a long statement (interrupted at its 3 s deadline: long
+            # enough that the poll below surely sees it).
             busy.send_fetch(h.fetch_request({'s': ttypes.LookupCall(
-                lookup='slow', params={'n': V(int_value=10 ** 12)}, timeout_ms=1000)}))
+                lookup='slow', params={'n': V(int_value=10 ** 12)}, timeout_ms=3000)}))
             # Submitted to the pool first: the call below queues behind it (one worker, FIFO).
             srv.wait_metric('evdal_backend_calls_outstanding', 1)
             c, t2 = h.client(srv)

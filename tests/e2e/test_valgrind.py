@@ -89,10 +89,10 @@ class ValgrindTest(h.EvdalTestCase):
                 server.wait_metric('evdal_backend_calls_outstanding', 0, timeout=60)
                 self.assertEqual(c.ping(), 'pong')
                 # A fetch still in flight at SIGTERM.
-                c.send_fetch(h.fetch_request({'n': h.nap_call(300)}))
+                c.send_fetch(h.fetch_request({'n': h.nap_call(3000)}))
                 server.wait_metric('evdal_inflight_requests', 1, timeout=60)
                 rc = server.stop(120)
-                self.assertEqual(h.slept_ms(c.recv_fetch().results['n']), 300)
+                self.assertEqual(h.slept_ms(c.recv_fetch().results['n']), 3000)
             finally:
                 t.close()
                 t2.close()
