@@ -9,12 +9,14 @@ extern const EvdBackendClass evd_backend_fault_class;
 
 /* Adding a backend kind: write its class in its own file, then list it here. */
 extern const EvdBackendClass evd_backend_sqlite_class;
+extern const EvdBackendClass evd_backend_thrift_class;
 
 static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_delay_class,
   &evd_backend_static_class,
   &evd_backend_fault_class,
   &evd_backend_sqlite_class,
+  &evd_backend_thrift_class,
   NULL,
 };
 
@@ -43,17 +45,36 @@ evd_backend_kinds (void)
   return g_string_free (s, FALSE);
 }
 
-/* ---- Params. ---- */
+/* ---- Sections a lookup names: [database NAME], [upstream NAME]. ---- */
 
-const char *
-evd_value_kind_name (EvdValueKind kind)
+/* The backend of a section that does not say: a database is SQLite, an upstream HTTP. */
+static const char *
+evd_backend_section_fallback (const char *section)
 {
-  switch (kind) {
-  case EVD_VALUE_NULL: return "null";
-  case EVD_VALUE_INT: return "int";
-  case EVD_VALUE_REAL: return "real";
-  case EVD_VALUE_TEXT: return "text";
-  case EVD_VALUE_BLOB: return "blob";
-  default: return "malformed (not exactly one field set)";
-  }
+  return strcmp (section, "upstream") == 0 ? "http" : "sqlite";
 }
+
+char *
+evd_backend_section_kind (EvdConfig *cfg, const char *group)
+{
+  g_autofree char *section = g_strndup (group, strcspn (group, " "));
+
+  return evd_config_string (cfg, group, "backend", evd_backend_section_fallback (section));
+}
+
+char **
+evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind)
+{
+  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, section);
+  GPtrArray *mine = g_ptr_array_new ();
+
+  for (guint i = 0; groups[i] != NULL; i++) {
+    g_autofree char *k = evd_backend_section_kind (cfg, groups[i]);
+
+    if (strcmp (k, kind) == 0)
+      g_ptr_array_add (mine, g_strdup (groups[i]));
+  }
+  g_ptr_array_add (mine, NULL);
+  return (char **) g_ptr_array_free (mine, FALSE);
+}
+

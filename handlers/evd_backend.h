@@ -28,9 +28,8 @@
 
 #include "evd_config.h"
 #include "evd_loop.h"
-#include "evd_request.h"
+#include "evd_value.h"
 #include "evd_rows.h"
-#include "evd_thrift.h"
 
 G_BEGIN_DECLS
 
@@ -79,6 +78,11 @@ typedef struct {
    * once at start-up, before any open(); the result is handed to open(). */
   gpointer (*setup) (EvdConfig *cfg);
   void (*teardown) (gpointer shared);
+  /* Optional: called on each IO loop's thread when the lookups of this config start serving
+   * there (start-up, and each reload that makes a new generation), before any call of theirs
+   * on that loop: a backend with connections per loop (evd_loop_local) opens them now, not
+   * at the first call. `shared` is what setup() made. */
+  void (*attach) (gpointer shared, EvdLoop *loop);
   gpointer (*open) (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec);
   void (*start) (gpointer backend, EvdBackendCall *call);
   void (*cancel) (gpointer backend, EvdBackendCall *call);
@@ -98,6 +102,17 @@ const EvdBackendClass *const *evd_backend_all (void);
 /* The names of all kinds, for messages: "delay, static". Free with g_free. */
 char *evd_backend_kinds (void);
 
+/* ---- Sections shared by lookups: [database NAME] and [upstream NAME]. ----
+ * A lookup names one (`database = NAME`, `upstream = NAME`) instead of saying `backend =`;
+ * the section's own `backend =` then says which kind serves it (a database is sqlite and an
+ * upstream http when it does not say). Each kind's setup() reads the sections that are its. */
+
+/* The backend kind of a section group ("database shop"). Free with g_free. */
+char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
+/* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
+ * Free with g_strfreev. */
+char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
+
 /* ---- The call handle, for backends. ---- */
 
 const EvdRequestContext *evd_backend_call_context (EvdBackendCall *call);
@@ -115,11 +130,7 @@ gpointer *evd_backend_call_data (EvdBackendCall *call);
 /* Completes with rows (the reference is consumed). Any thread. */
 void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
 /* Completes with an error. Any thread. */
-void evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
-
-/* ---- Params. ---- */
-
-const char *evd_value_kind_name (EvdValueKind kind);
 
 G_END_DECLS

@@ -15,18 +15,18 @@
 
 typedef struct {
   gint64 default_ms;
-} EvdDelay;
+} EvdBackendDelay;
 
 typedef struct {
   struct event *timer;
   gint64 ms;
-} EvdDelayCall;
+} EvdBackendDelayCall;
 
 static gpointer
-evd_delay_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+evd_backend_delay_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
   (void) shared;
-  EvdDelay *d = g_new0 (EvdDelay, 1);
+  EvdBackendDelay *d = g_new0 (EvdBackendDelay, 1);
 
   d->default_ms = evd_config_int (cfg, spec->group, "delay_ms", 100, 0, EVD_DELAY_MAX_MS);
   evd_lookup_spec_add_param (spec, "delay_ms", EVD_PARAM_INT, FALSE);
@@ -34,9 +34,9 @@ evd_delay_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 }
 
 static void
-evd_delay_call_free (EvdBackendCall *call)
+evd_backend_delay_call_free (EvdBackendCall *call)
 {
-  EvdDelayCall *dc = *evd_backend_call_data (call);
+  EvdBackendDelayCall *dc = *evd_backend_call_data (call);
 
   *evd_backend_call_data (call) = NULL;
   event_free (dc->timer);
@@ -44,25 +44,25 @@ evd_delay_call_free (EvdBackendCall *call)
 }
 
 static void
-evd_delay_on_timer (evutil_socket_t fd, short what, void *arg)
+evd_backend_delay_on_timer (evutil_socket_t fd, short what, void *arg)
 {
   EvdBackendCall *call = arg;
-  EvdDelayCall *dc = *evd_backend_call_data (call);
+  EvdBackendDelayCall *dc = *evd_backend_call_data (call);
   static const char *const columns[] = { "slept_ms" };
   EvdRows *rows = evd_rows_new (1, columns);
 
   (void) fd;
   (void) what;
   evd_rows_add_int (rows, dc->ms);
-  evd_delay_call_free (call);
+  evd_backend_delay_call_free (call);
   evd_backend_call_return (call, rows);
 }
 
 static void
-evd_delay_start (gpointer backend, EvdBackendCall *call)
+evd_backend_delay_start (gpointer backend, EvdBackendCall *call)
 {
-  EvdDelay *d = backend;
-  EvdDelayCall *dc = g_new0 (EvdDelayCall, 1);
+  EvdBackendDelay *d = backend;
+  EvdBackendDelayCall *dc = g_new0 (EvdBackendDelayCall, 1);
   const EvdValue *v = evd_backend_call_param (call, "delay_ms");
   struct timeval tv;
 
@@ -71,38 +71,32 @@ evd_delay_start (gpointer backend, EvdBackendCall *call)
     gint64 ms = dc->ms;
 
     g_free (dc);
-    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BAD_PARAMS,
+    evd_backend_call_fail (call, EVD_ERROR_KIND_BAD_PARAMS,
                            "param delay_ms: %" G_GINT64_FORMAT " is outside 0..%d", ms,
                            EVD_DELAY_MAX_MS);
     return;
   }
   tv.tv_sec = dc->ms / 1000;
   tv.tv_usec = (dc->ms % 1000) * 1000;
-  dc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_delay_on_timer, call);
+  dc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_backend_delay_on_timer, call);
   *evd_backend_call_data (call) = dc;
   evtimer_add (dc->timer, &tv);
 }
 
 static void
-evd_delay_cancel (gpointer backend, EvdBackendCall *call)
+evd_backend_delay_cancel (gpointer backend, EvdBackendCall *call)
 {
   (void) backend;
   if (*evd_backend_call_data (call) == NULL)
     return;  /* already completed */
-  evd_delay_call_free (call);
-  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
-}
-
-static void
-evd_delay_close (gpointer backend)
-{
-  g_free (backend);
+  evd_backend_delay_call_free (call);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
 }
 
 const EvdBackendClass evd_backend_delay_class = {
   .kind = "delay",
-  .open = evd_delay_open,
-  .start = evd_delay_start,
-  .cancel = evd_delay_cancel,
-  .close = evd_delay_close,
+  .open = evd_backend_delay_open,
+  .start = evd_backend_delay_start,
+  .cancel = evd_backend_delay_cancel,
+  .close = g_free,
 };

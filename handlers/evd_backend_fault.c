@@ -26,30 +26,30 @@
 
 typedef enum {
   FAULT_FAIL, FAULT_HANG, FAULT_DOUBLE, FAULT_LATE, FAULT_THREAD, FAULT_CONTEXT, FAULT_STALL
-} EvdFaultMode;
+} EvdBackendFaultMode;
 
 static const char *const evd_fault_modes[] = {
   "fail", "hang", "double", "late", "thread", "context", "stall"
 };
 
 typedef struct {
-  EvdFaultMode mode;
+  EvdBackendFaultMode mode;
   gint64 delay_ms;
-} EvdFault;
+} EvdBackendFault;
 
 typedef struct {
   EvdBackendCall *call;
-  EvdFaultMode mode;
+  EvdBackendFaultMode mode;
   gint64 delay_ms;
   struct event *timer;
-} EvdFaultCall;
+} EvdBackendFaultCall;
 
 static gpointer
-evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+evd_backend_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
   (void) shared;
   g_autofree char *mode = evd_config_string (cfg, spec->group, "mode", "fail");
-  EvdFault *f = g_new0 (EvdFault, 1);
+  EvdBackendFault *f = g_new0 (EvdBackendFault, 1);
   guint i;
 
   for (i = 0; i < G_N_ELEMENTS (evd_fault_modes); i++)
@@ -61,7 +61,7 @@ evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
     g_free (f);
     return NULL;
   }
-  f->mode = (EvdFaultMode) i;
+  f->mode = (EvdBackendFaultMode) i;
   f->delay_ms = evd_config_int (cfg, spec->group, "delay_ms", 10, 0, 60000);
   evd_lookup_spec_add_param (spec, "delay_ms", EVD_PARAM_INT, FALSE);
   if (evd_config_has_key (cfg, spec->group, "required_param")) {
@@ -73,7 +73,7 @@ evd_fault_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 }
 
 static EvdRows *
-evd_fault_table (const char *what)
+evd_backend_fault_table (const char *what)
 {
   static const char *const columns[] = { "answer" };
   EvdRows *t = evd_rows_new (1, columns);
@@ -83,9 +83,9 @@ evd_fault_table (const char *what)
 }
 
 static void
-evd_fault_on_timer (evutil_socket_t fd, short what, void *arg)
+evd_backend_fault_on_timer (evutil_socket_t fd, short what, void *arg)
 {
-  EvdFaultCall *fc = arg;
+  EvdBackendFaultCall *fc = arg;
   EvdBackendCall *call = fc->call;
 
   (void) fd;
@@ -93,16 +93,16 @@ evd_fault_on_timer (evutil_socket_t fd, short what, void *arg)
   *evd_backend_call_data (call) = NULL;
   event_free (fc->timer);
   if (fc->mode == FAULT_DOUBLE) {
-    evd_backend_call_return (call, evd_fault_table ("first"));
-    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BACKEND, "second answer");
+    evd_backend_call_return (call, evd_backend_fault_table ("first"));
+    evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "second answer");
   } else {
-    evd_backend_call_return (call, evd_fault_table (fc->mode == FAULT_LATE ? "late" : "ok"));
+    evd_backend_call_return (call, evd_backend_fault_table (fc->mode == FAULT_LATE ? "late" : "ok"));
   }
   g_free (fc);
 }
 
 static EvdRows *
-evd_fault_context_table (EvdBackendCall *call)
+evd_backend_fault_context_table (EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
   static const char *const columns[] = {
@@ -128,21 +128,21 @@ evd_fault_context_table (EvdBackendCall *call)
 }
 
 static gpointer
-evd_fault_thread (gpointer data)
+evd_backend_fault_thread (gpointer data)
 {
-  EvdFaultCall *fc = data;
+  EvdBackendFaultCall *fc = data;
 
   g_usleep ((gulong) fc->delay_ms * 1000);
-  evd_backend_call_return (fc->call, evd_fault_table ("from a thread"));
+  evd_backend_call_return (fc->call, evd_backend_fault_table ("from a thread"));
   g_free (fc);
   return NULL;
 }
 
 static void
-evd_fault_start (gpointer backend, EvdBackendCall *call)
+evd_backend_fault_start (gpointer backend, EvdBackendCall *call)
 {
-  EvdFault *f = backend;
-  EvdFaultCall *fc = g_new0 (EvdFaultCall, 1);
+  EvdBackendFault *f = backend;
+  EvdBackendFaultCall *fc = g_new0 (EvdBackendFaultCall, 1);
   const EvdValue *v = evd_backend_call_param (call, "delay_ms");
   struct timeval tv;
 
@@ -152,27 +152,27 @@ evd_fault_start (gpointer backend, EvdBackendCall *call)
   switch (f->mode) {
   case FAULT_FAIL:
     g_free (fc);
-    evd_backend_call_fail (call, EVDAL_ERROR_KIND_BACKEND, "injected failure");
+    evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "injected failure");
     return;
   case FAULT_HANG:
     *evd_backend_call_data (call) = fc;  /* waits for cancel */
     return;
   case FAULT_CONTEXT:
     g_free (fc);
-    evd_backend_call_return (call, evd_fault_context_table (call));
+    evd_backend_call_return (call, evd_backend_fault_context_table (call));
     return;
   case FAULT_STALL:
     g_usleep ((gulong) fc->delay_ms * 1000);  /* on the loop thread: the whole point */
     g_free (fc);
-    evd_backend_call_return (call, evd_fault_table ("stalled"));
+    evd_backend_call_return (call, evd_backend_fault_table ("stalled"));
     return;
   case FAULT_THREAD:
-    g_thread_unref (g_thread_new ("evdal-fault", evd_fault_thread, fc));
+    g_thread_unref (g_thread_new ("evdal-fault", evd_backend_fault_thread, fc));
     return;
   default:
     tv.tv_sec = fc->delay_ms / 1000;
     tv.tv_usec = (fc->delay_ms % 1000) * 1000;
-    fc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_fault_on_timer,
+    fc->timer = evtimer_new (evd_loop_base (evd_backend_call_loop (call)), evd_backend_fault_on_timer,
                              fc);
     *evd_backend_call_data (call) = fc;
     evtimer_add (fc->timer, &tv);
@@ -180,10 +180,10 @@ evd_fault_start (gpointer backend, EvdBackendCall *call)
 }
 
 static void
-evd_fault_cancel (gpointer backend, EvdBackendCall *call)
+evd_backend_fault_cancel (gpointer backend, EvdBackendCall *call)
 {
-  EvdFault *f = backend;
-  EvdFaultCall *fc = *evd_backend_call_data (call);
+  EvdBackendFault *f = backend;
+  EvdBackendFaultCall *fc = *evd_backend_call_data (call);
 
   g_info ("[%s] fault backend: call cancelled", evd_backend_call_context (call)->request_id);
   if (fc == NULL || f->mode == FAULT_LATE)
@@ -192,19 +192,13 @@ evd_fault_cancel (gpointer backend, EvdBackendCall *call)
   if (fc->timer != NULL)
     event_free (fc->timer);
   g_free (fc);
-  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");
-}
-
-static void
-evd_fault_close (gpointer backend)
-{
-  g_free (backend);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
 }
 
 const EvdBackendClass evd_backend_fault_class = {
   .kind = "fault",
-  .open = evd_fault_open,
-  .start = evd_fault_start,
-  .cancel = evd_fault_cancel,
-  .close = evd_fault_close,
+  .open = evd_backend_fault_open,
+  .start = evd_backend_fault_start,
+  .cancel = evd_backend_fault_cancel,
+  .close = g_free,
 };

@@ -25,29 +25,28 @@
 typedef struct {
   GHashTable *pools;        /* database name -> EvdSqlitePool *, those that opened */
   GHashTable *names;        /* every [database NAME] configured, opened or not */
-} EvdSqliteShared;
+} EvdBackendSqliteShared;
 
 typedef struct {
   EvdSqlitePool *pool;
   int stmt;
   int max_rows;
-} EvdSqliteLookup;
+} EvdBackendSqliteLookup;
 
 /* A job shared by the loop (cancel) and a worker (run): freed by release(), on the loop, once
  * the engine has taken the completion, so cancel() never finds it freed. */
 typedef struct {
   EvdSqliteJob job;
   EvdBackendCall *call;
-} EvdSqliteCall;
+} EvdBackendSqliteCall;
 
 /* ---- [database NAME] ---- */
 
 static void
-evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group)
+evd_backend_sqlite_open_database (EvdBackendSqliteShared *sh, EvdConfig *cfg, const char *group)
 {
   const char *name = group + strlen ("database ");
-  g_autofree char *kind = evd_config_string (cfg, group, "backend", "sqlite");
-  g_autofree char *path = evd_config_require (cfg, group, "path");
+  g_autofree char *path = NULL;
   g_autofree char *full = NULL;
   int workers = (int) evd_config_int (cfg, group, "workers", evd_config_server (cfg)->workers,
                                       1, 1024);
@@ -55,10 +54,7 @@ evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group
   g_autoptr (GError) error = NULL;
   EvdSqlitePool *pool;
 
-  if (strcmp (kind, "sqlite") != 0) {
-    evd_config_problem (cfg, group, "backend", "\"%s\": only sqlite databases exist", kind);
-    return;
-  }
+  path = evd_config_require (cfg, group, "path");
   if (path == NULL)
     return;
   full = evd_config_resolve_path (cfg, path);
@@ -71,25 +67,25 @@ evd_sqlite_open_database (EvdSqliteShared *sh, EvdConfig *cfg, const char *group
 }
 
 static gpointer
-evd_sqlite_setup (EvdConfig *cfg)
+evd_backend_sqlite_setup (EvdConfig *cfg)
 {
-  EvdSqliteShared *sh = g_new0 (EvdSqliteShared, 1);
-  g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, "database");
+  EvdBackendSqliteShared *sh = g_new0 (EvdBackendSqliteShared, 1);
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "database", "sqlite");
 
   sh->pools = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                      (GDestroyNotify) evd_sqlite_pool_free);
   sh->names = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   for (guint i = 0; groups[i] != NULL; i++) {
     g_hash_table_add (sh->names, g_strdup (groups[i] + strlen ("database ")));
-    evd_sqlite_open_database (sh, cfg, groups[i]);
+    evd_backend_sqlite_open_database (sh, cfg, groups[i]);
   }
   return sh;
 }
 
 static void
-evd_sqlite_teardown (gpointer shared)
+evd_backend_sqlite_teardown (gpointer shared)
 {
-  EvdSqliteShared *sh = shared;
+  EvdBackendSqliteShared *sh = shared;
 
   g_hash_table_unref (sh->pools);
   g_hash_table_unref (sh->names);
@@ -99,9 +95,9 @@ evd_sqlite_teardown (gpointer shared)
 /* Per database: workers, how many are busy, the queue, and busy time (utilisation is
  * rate(evdal_sqlite_busy_seconds_total) / evdal_sqlite_workers). */
 static void
-evd_sqlite_collect (gpointer shared, GString *out)
+evd_backend_sqlite_collect (gpointer shared, GString *out)
 {
-  EvdSqliteShared *sh = shared;
+  EvdBackendSqliteShared *sh = shared;
   static const struct {
     const char *name, *type, *help;
   } families[] = {
@@ -132,19 +128,19 @@ evd_sqlite_collect (gpointer shared, GString *out)
 /* ---- [lookup NAME] ---- */
 
 static gpointer
-evd_sqlite_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+evd_backend_sqlite_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
-  EvdSqliteShared *sh = shared;
+  EvdBackendSqliteShared *sh = shared;
   g_autofree char *db = evd_config_require (cfg, spec->group, "database");
   g_autofree char *sql = evd_config_require (cfg, spec->group, "sql");
   int max_rows = (int) evd_config_int (cfg, spec->group, "max_rows", 1000, 1, 10000000);
   g_autoptr (GPtrArray) params = NULL;
   g_autoptr (GError) error = NULL;
-  EvdSqliteLookup *l;
+  EvdBackendSqliteLookup *l;
 
   if (db == NULL || sql == NULL)
     return NULL;
-  l = g_new0 (EvdSqliteLookup, 1);
+  l = g_new0 (EvdBackendSqliteLookup, 1);
   l->pool = g_hash_table_lookup (sh->pools, db);
   l->max_rows = max_rows;
   if (l->pool == NULL) {
@@ -168,7 +164,7 @@ evd_sqlite_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 }
 
 static void
-evd_sqlite_lookup_close (gpointer backend)
+evd_backend_sqlite_lookup_close (gpointer backend)
 {
   g_free (backend);
 }
@@ -177,9 +173,9 @@ evd_sqlite_lookup_close (gpointer backend)
 
 /* On the worker thread. */
 static void
-evd_sqlite_on_done (EvdSqliteJob *job, EvdRows *rows, GError *error)
+evd_backend_sqlite_on_done (EvdSqliteJob *job, EvdRows *rows, GError *error)
 {
-  EvdSqliteCall *sc = (EvdSqliteCall *) job;
+  EvdBackendSqliteCall *sc = (EvdBackendSqliteCall *) job;
 
   if (rows != NULL) {
     evd_backend_call_return (sc->call, rows);
@@ -188,43 +184,43 @@ evd_sqlite_on_done (EvdSqliteJob *job, EvdRows *rows, GError *error)
   switch (error->code) {
   case EVD_SQLITE_ERROR_INTERRUPTED:
     evd_backend_call_fail (sc->call, g_atomic_int_get (&job->cancelled)
-                           ? EVDAL_ERROR_KIND_CANCELLED : EVDAL_ERROR_KIND_TIMEOUT,
+                           ? EVD_ERROR_KIND_CANCELLED : EVD_ERROR_KIND_TIMEOUT,
                            "%s", error->message);
     break;
   default:
-    evd_backend_call_fail (sc->call, EVDAL_ERROR_KIND_BACKEND, "%s", error->message);
+    evd_backend_call_fail (sc->call, EVD_ERROR_KIND_BACKEND, "%s", error->message);
   }
 }
 
 static void
-evd_sqlite_start (gpointer backend, EvdBackendCall *call)
+evd_backend_sqlite_start (gpointer backend, EvdBackendCall *call)
 {
-  EvdSqliteLookup *l = backend;
-  EvdSqliteCall *sc = g_new0 (EvdSqliteCall, 1);
+  EvdBackendSqliteLookup *l = backend;
+  EvdBackendSqliteCall *sc = g_new0 (EvdBackendSqliteCall, 1);
 
   sc->call = call;
   sc->job.stmt = l->stmt;
   sc->job.params = evd_backend_call_params (call, &sc->job.n_params);
   sc->job.max_rows = l->max_rows;
   sc->job.deadline_us = evd_backend_call_deadline_us (call);
-  sc->job.done = evd_sqlite_on_done;
+  sc->job.done = evd_backend_sqlite_on_done;
   *evd_backend_call_data (call) = sc;
   evd_sqlite_pool_submit (l->pool, &sc->job);
 }
 
 static void
-evd_sqlite_cancel (gpointer backend, EvdBackendCall *call)
+evd_backend_sqlite_cancel (gpointer backend, EvdBackendCall *call)
 {
-  EvdSqliteCall *sc = *evd_backend_call_data (call);
+  EvdBackendSqliteCall *sc = *evd_backend_call_data (call);
 
   (void) backend;
   evd_sqlite_job_cancel (&sc->job);  /* the worker completes it, interrupted */
 }
 
 static void
-evd_sqlite_release (gpointer backend, EvdBackendCall *call)
+evd_backend_sqlite_release (gpointer backend, EvdBackendCall *call)
 {
-  EvdSqliteCall *sc = *evd_backend_call_data (call);
+  EvdBackendSqliteCall *sc = *evd_backend_call_data (call);
 
   (void) backend;
   *evd_backend_call_data (call) = NULL;
@@ -233,12 +229,12 @@ evd_sqlite_release (gpointer backend, EvdBackendCall *call)
 
 const EvdBackendClass evd_backend_sqlite_class = {
   .kind = "sqlite",
-  .setup = evd_sqlite_setup,
-  .teardown = evd_sqlite_teardown,
-  .open = evd_sqlite_lookup_open,
-  .start = evd_sqlite_start,
-  .cancel = evd_sqlite_cancel,
-  .release = evd_sqlite_release,
-  .close = evd_sqlite_lookup_close,
-  .collect = evd_sqlite_collect,
+  .setup = evd_backend_sqlite_setup,
+  .teardown = evd_backend_sqlite_teardown,
+  .open = evd_backend_sqlite_lookup_open,
+  .start = evd_backend_sqlite_start,
+  .cancel = evd_backend_sqlite_cancel,
+  .release = evd_backend_sqlite_release,
+  .close = evd_backend_sqlite_lookup_close,
+  .collect = evd_backend_sqlite_collect,
 };

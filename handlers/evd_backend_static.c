@@ -20,11 +20,11 @@
 
 typedef struct {
   EvdRows *rows;            /* one table, shared by every call */
-} EvdStatic;
+} EvdBackendStatic;
 
 /* Reads one quoted field starting after its opening quote; *p ends past the closing one. */
 static gboolean
-evd_static_quoted (const char **p, GString *out)
+evd_backend_static_quoted (const char **p, GString *out)
 {
   for (const char *c = *p; *c != '\0'; c++) {
     if (*c == '\\' && (c[1] == '"' || c[1] == '\\')) {
@@ -42,7 +42,7 @@ evd_static_quoted (const char **p, GString *out)
 /* Splits a comma-separated line. `quoted` tells, per field, whether it was in quotes.
  * NULL on a malformed line, *why saying what is wrong with it (for the config problem). */
 static GPtrArray *
-evd_static_split (const char *line, GPtrArray **quoted, const char **why)
+evd_backend_static_split (const char *line, GPtrArray **quoted, const char **why)
 {
   g_autoptr (GPtrArray) fields = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GPtrArray) flags = g_ptr_array_new ();
@@ -57,7 +57,7 @@ evd_static_split (const char *line, GPtrArray **quoted, const char **why)
     is_quoted = *p == '"';
     if (is_quoted) {
       p++;
-      if (!evd_static_quoted (&p, field)) {
+      if (!evd_backend_static_quoted (&p, field)) {
         g_string_free (field, TRUE);
         *why = "unterminated quote";
         return NULL;
@@ -85,7 +85,7 @@ evd_static_split (const char *line, GPtrArray **quoted, const char **why)
 
 /* A quoted field is text; unquoted, null, an integer, a real, or else text. */
 static void
-evd_static_add_value (EvdRows *t, const char *text, gboolean quoted)
+evd_backend_static_add_value (EvdRows *t, const char *text, gboolean quoted)
 {
   char *end;
   gint64 i;
@@ -112,12 +112,12 @@ evd_static_add_value (EvdRows *t, const char *text, gboolean quoted)
 }
 
 static gboolean
-evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, EvdRows *t)
+evd_backend_static_add_row (EvdConfig *cfg, const char *group, const char *key, EvdRows *t)
 {
   g_autofree char *line = evd_config_string (cfg, group, key, "");
   g_autoptr (GPtrArray) quoted = NULL;
   const char *why = NULL;
-  g_autoptr (GPtrArray) fields = evd_static_split (line, &quoted, &why);
+  g_autoptr (GPtrArray) fields = evd_backend_static_split (line, &quoted, &why);
 
   if (fields == NULL) {
     evd_config_problem (cfg, group, key, "%s", why);
@@ -129,22 +129,22 @@ evd_static_add_row (EvdConfig *cfg, const char *group, const char *key, EvdRows 
     return FALSE;
   }
   for (guint i = 0; i < fields->len; i++)
-    evd_static_add_value (t, fields->pdata[i], GPOINTER_TO_INT (quoted->pdata[i]));
+    evd_backend_static_add_value (t, fields->pdata[i], GPOINTER_TO_INT (quoted->pdata[i]));
   return TRUE;
 }
 
 static gpointer
-evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+evd_backend_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 {
   (void) shared;
   g_autofree char *columns = evd_config_require (cfg, spec->group, "columns");
   g_autoptr (GPtrArray) quoted = NULL;
   const char *why = NULL;
-  g_autoptr (GPtrArray) names = columns ? evd_static_split (columns, &quoted, &why) : NULL;
+  g_autoptr (GPtrArray) names = columns ? evd_backend_static_split (columns, &quoted, &why) : NULL;
   /* Read (marked used) even when the columns are wrong: the rows are then not also
    * reported as unknown keys, which would hide the one real problem among false ones. */
   g_auto (GStrv) keys = evd_config_keys (cfg, spec->group);
-  EvdStatic *s;
+  EvdBackendStatic *s;
   gboolean ok = TRUE;
 
   if (names == NULL) {
@@ -152,11 +152,11 @@ evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
       evd_config_problem (cfg, spec->group, "columns", "%s", why);
     return NULL;
   }
-  s = g_new0 (EvdStatic, 1);
+  s = g_new0 (EvdBackendStatic, 1);
   s->rows = evd_rows_new (names->len, (const char *const *) names->pdata);
   for (guint i = 0; keys[i] != NULL; i++)
     if (g_str_has_prefix (keys[i], "row"))
-      ok &= evd_static_add_row (cfg, spec->group, keys[i], s->rows);
+      ok &= evd_backend_static_add_row (cfg, spec->group, keys[i], s->rows);
   if (!ok) {
     evd_rows_unref (s->rows);
     g_free (s);
@@ -166,24 +166,24 @@ evd_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 }
 
 static void
-evd_static_start (gpointer backend, EvdBackendCall *call)
+evd_backend_static_start (gpointer backend, EvdBackendCall *call)
 {
-  EvdStatic *s = backend;
+  EvdBackendStatic *s = backend;
 
   evd_backend_call_return (call, evd_rows_ref (s->rows));
 }
 
 static void
-evd_static_cancel (gpointer backend, EvdBackendCall *call)
+evd_backend_static_cancel (gpointer backend, EvdBackendCall *call)
 {
   (void) backend;
   (void) call;  /* answered inside start(): nothing can be in flight */
 }
 
 static void
-evd_static_close (gpointer backend)
+evd_backend_static_close (gpointer backend)
 {
-  EvdStatic *s = backend;
+  EvdBackendStatic *s = backend;
 
   evd_rows_unref (s->rows);
   g_free (s);
@@ -191,8 +191,8 @@ evd_static_close (gpointer backend)
 
 const EvdBackendClass evd_backend_static_class = {
   .kind = "static",
-  .open = evd_static_open,
-  .start = evd_static_start,
-  .cancel = evd_static_cancel,
-  .close = evd_static_close,
+  .open = evd_backend_static_open,
+  .start = evd_backend_static_start,
+  .cancel = evd_backend_static_cancel,
+  .close = evd_backend_static_close,
 };

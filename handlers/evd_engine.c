@@ -9,6 +9,10 @@
 #include "evd_response.h"
 #include "evdal_data_access.h"
 
+/* Bytes of a client's request id or call key quoted in a refusal's log line (the line as a
+ * whole is cut by evd_log too): enough to find the request, never megabytes. */
+#define EVD_ENGINE_LOG_NAME_MAX 128
+
 /* What an Overloaded reply suggests: long enough for a burst to pass, short enough that a
  * frontend retrying once still answers its own user in time. */
 #define EVD_ENGINE_RETRY_AFTER_MS 50
@@ -99,17 +103,36 @@ struct _EvdFetch {
 static void evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed);
 static void evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error);
 
+/* The IDL's ErrorKind of evdal's own EvdErrorKind: the same numbers, checked here, the one
+ * place where the one becomes the other. */
+static evdalErrorKind
+evd_engine_error_kind (EvdErrorKind kind)
+{
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_UNKNOWN_LOOKUP == (int) EVDAL_ERROR_KIND_UNKNOWN_LOOKUP);
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_BAD_PARAMS == (int) EVDAL_ERROR_KIND_BAD_PARAMS);
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_TIMEOUT == (int) EVDAL_ERROR_KIND_TIMEOUT);
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_BACKEND == (int) EVDAL_ERROR_KIND_BACKEND);
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_OVERLOADED == (int) EVDAL_ERROR_KIND_OVERLOADED);
+  G_STATIC_ASSERT ((int) EVD_ERROR_KIND_CANCELLED == (int) EVDAL_ERROR_KIND_CANCELLED);
+  G_STATIC_ASSERT (EVD_ERROR_KIND_N == EVD_ERROR_KIND_CANCELLED + 1);
+  /* A backend's kind out of range is its bug; the caller still learns the call failed. */
+  if (kind <= EVD_ERROR_KIND_NONE || kind >= EVD_ERROR_KIND_N)
+    return EVDAL_ERROR_KIND_BACKEND;
+  return (evdalErrorKind) kind;
+}
+
+/* A LookupError to answer with. */
 static evdalLookupError *
-evd_error_new (evdalErrorKind kind, const char *format, ...) G_GNUC_PRINTF (2, 3);
+evd_engine_error_new (EvdErrorKind kind, const char *format, ...) G_GNUC_PRINTF (2, 3);
 
 static evdalLookupError *
-evd_error_new (evdalErrorKind kind, const char *format, ...)
+evd_engine_error_new (EvdErrorKind kind, const char *format, ...)
 {
   evdalLookupError *e = g_object_new (EVDAL_TYPE_LOOKUP_ERROR, NULL);
   va_list ap;
 
   va_start (ap, format);
-  e->kind = kind;
+  e->kind = evd_engine_error_kind (kind);
   e->__isset_kind = TRUE;
   e->message = g_strdup_vprintf (format, ap);
   e->__isset_message = TRUE;
@@ -156,7 +179,7 @@ evd_fetch_unref (EvdFetch *f)
 
 /* The last reference gives back the fetch's, which holds the call's memory. */
 static void
-evd_bcall_unref (EvdBackendCall *b)
+evd_backend_call_unref (EvdBackendCall *b)
 {
   if (--b->refs > 0)
     return;
@@ -164,20 +187,20 @@ evd_bcall_unref (EvdBackendCall *b)
 }
 
 static void
-evd_bcall_on_backend_done (gpointer data)
+evd_backend_call_on_backend_done (gpointer data)
 {
-  evd_bcall_unref (data);  /* the backend's reference */
+  evd_backend_call_unref (data);  /* the backend's reference */
 }
 
 /* On the request's loop: the backend's (first) completion. */
 static void
-evd_bcall_complete_here (gpointer data)
+evd_backend_call_complete_here (gpointer data)
 {
   EvdCompletion *c = data;
   EvdBackendCall *b = c->call;
 
   /* Everything below (the slot, the fetch, the bulkhead's place) belongs to the request's
-   * loop; a completion anywhere else is a hand-off bug in evd_bcall_complete. */
+   * loop; a completion anywhere else is a hand-off bug in evd_backend_call_complete. */
   g_assert (evd_loop_is_current (b->fetch->loop));
   if (!b->completed) {
     const EvdBackendClass *k = evd_lookup_class (b->lookup);
@@ -192,7 +215,7 @@ evd_bcall_complete_here (gpointer data)
     /* The backend's reference goes one loop turn later: a buggy backend that completes again
      * at once (in the same callback, or posting twice from its thread) then finds the call
      * alive and already completed, and is ignored. */
-    evd_loop_post (b->fetch->loop, evd_bcall_on_backend_done, b);
+    evd_loop_post (b->fetch->loop, evd_backend_call_on_backend_done, b);
   }
   g_clear_pointer (&c->rows, evd_rows_unref);
   g_clear_object (&c->error);
@@ -201,26 +224,26 @@ evd_bcall_complete_here (gpointer data)
 }
 
 static void
-evd_bcall_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error)
+evd_backend_call_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error)
 {
   EvdCompletion *c = g_atomic_int_compare_and_exchange (&b->first_taken, FALSE, TRUE)
                      ? &b->first : g_new (EvdCompletion, 1);
 
   *c = (EvdCompletion) { b, rows, error };
   if (evd_loop_is_current (b->fetch->loop))
-    evd_bcall_complete_here (c);
+    evd_backend_call_complete_here (c);
   else
-    evd_loop_post (b->fetch->loop, evd_bcall_complete_here, c);
+    evd_loop_post (b->fetch->loop, evd_backend_call_complete_here, c);
 }
 
 void
 evd_backend_call_return (EvdBackendCall *call, EvdRows *rows)
 {
-  evd_bcall_complete (call, rows, NULL);
+  evd_backend_call_complete (call, rows, NULL);
 }
 
 void
-evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *format, ...)
+evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
 {
   g_autofree char *message = NULL;
   va_list ap;
@@ -228,7 +251,7 @@ evd_backend_call_fail (EvdBackendCall *call, evdalErrorKind kind, const char *fo
   va_start (ap, format);
   message = g_strdup_vprintf (format, ap);
   va_end (ap);
-  evd_bcall_complete (call, NULL, evd_error_new (kind, "%s", message));
+  evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message));
 }
 
 const EvdRequestContext *
@@ -240,7 +263,7 @@ evd_backend_call_context (EvdBackendCall *call)
 const EvdValue *
 evd_backend_call_param (EvdBackendCall *call, const char *name)
 {
-  return evd_request_param (call->params, call->n_params, name);
+  return evd_value_find_param (call->params, call->n_params, name);
 }
 
 const EvdParam *
@@ -290,7 +313,7 @@ evd_slot_stop (EvdSlot *slot)
     const EvdBackendClass *k = evd_lookup_class (slot->lookup);
     k->cancel (evd_lookup_backend (slot->lookup), b);
   }
-  evd_bcall_unref (b);  /* the slot's reference */
+  evd_backend_call_unref (b);  /* the slot's reference */
 }
 
 static void
@@ -305,8 +328,8 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
   slot->rows = rows ? evd_rows_ref (rows) : NULL;
   slot->error = error ? g_object_ref (error) : NULL;
   if (slot->rows == NULL && slot->error == NULL)
-    slot->error = evd_error_new (EVDAL_ERROR_KIND_BACKEND, "backend returned nothing");
-  evd_lookup_stats_record (evd_lookup_stats (slot->lookup), slot->error ? slot->error->kind : 0,
+    slot->error = evd_engine_error_new (EVD_ERROR_KIND_BACKEND, "backend returned nothing");
+  evd_metrics_lookup_record (evd_lookup_stats (slot->lookup), slot->error ? slot->error->kind : 0,
                            slot->end_us - slot->start_us);
   evd_slot_stop (slot);
   f->pending--;
@@ -332,7 +355,7 @@ evd_slot_time_out (EvdSlot *slot)
 {
   g_autoptr (evdalLookupError) e = NULL;
 
-  e = evd_error_new (EVDAL_ERROR_KIND_TIMEOUT, "lookup %s timed out after %" G_GINT64_FORMAT
+  e = evd_engine_error_new (EVD_ERROR_KIND_TIMEOUT, "lookup %s timed out after %" G_GINT64_FORMAT
                      " ms%s", evd_lookup_spec (slot->lookup)->name,
                      (slot->deadline_us - slot->fetch->ctx.start_us) / 1000,
                      slot->queued ? " waiting for its turn (max_concurrent)" : "");
@@ -437,8 +460,8 @@ evd_slot_launch (EvdSlot *slot)
     f->refs++;  /* the slot must outlive its place in the queue */
     break;
   case EVD_ADMIT_REJECTED: {
-    g_autoptr (evdalLookupError) e = evd_error_new (
-      EVDAL_ERROR_KIND_OVERLOADED, "lookup %s is at max_concurrent and its queue is full",
+    g_autoptr (evdalLookupError) e = evd_engine_error_new (
+      EVD_ERROR_KIND_OVERLOADED, "lookup %s is at max_concurrent and its queue is full",
       evd_lookup_spec (slot->lookup)->name);
     evd_slot_finish (slot, NULL, e);
     break;
@@ -455,6 +478,8 @@ typedef struct {
   EvdResponseResult *results; /* one per call */
   guint n_results;
   GArray *spans;              /* EvdResponseSpan, when traced: one per slot or early error */
+  gsize limit;                /* the whole reply's bytes at most (evd_call_reply_limit) */
+  guint *n_cut;               /* out: calls failed because their rows did not fit */
 } EvdFetchReply;
 
 /* A traced request's span, kept in r->spans (sized up front, so it never moves while results
@@ -480,6 +505,9 @@ evd_fetch_write_reply (EvdWriter *w, gconstpointer data)
   const EvdFetchReply *r = data;
   const EvdFetch *f = r->fetch;
 
+  if (r->limit != G_MAXSIZE)
+    *r->n_cut = evd_response_fit (w->proto, r->limit > w->out->len ? r->limit - w->out->len : 0,
+                                  f->ctx.request_id, r->results, r->n_results);
   evd_response_write (w, f->ctx.request_id, r->results, r->n_results,
                       MAX (g_get_monotonic_time () - f->ctx.start_us, 1));
 }
@@ -494,8 +522,10 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   /* A slot's span, shared by the calls it serves: made when the first of them is. */
   g_autofree const EvdResponseSpan **slot_spans = f->ctx.trace ? g_new0 (const EvdResponseSpan *,
                                                                          f->n_slots) : NULL;
+  guint n_cut = 0;
   EvdFetchReply r = {
     f, results, n, g_array_sized_new (FALSE, FALSE, sizeof (EvdResponseSpan), f->ctx.trace ? n : 0),
+    evd_call_reply_limit (rpc), &n_cut,
   };
   gint64 now = g_get_monotonic_time ();
 
@@ -521,6 +551,11 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
   }
   evd_call_reply_write (rpc, evd_fetch_write_reply, &r);
   g_array_unref (r.spans);
+  /* Only a call with an owner has a limit, and the call is freed when its owner sends it,
+   * after this pass: it is still there. */
+  if (n_cut > 0)
+    evd_call_log_refusal (rpc, "reply too large: %u of %u calls failed to keep it within %"
+                          G_GSIZE_FORMAT " bytes", n_cut, n, r.limit);
 }
 
 /* A critical call failed: the declared LookupFailed, through c_glib (a rare path). */
@@ -574,7 +609,7 @@ evd_fetch_count (EvdFetch *f, evdalLookupError *failed, gboolean cancelled)
 }
 
 static int
-evd_trace_span_order (gconstpointer a, gconstpointer b)
+evd_engine_span_order (gconstpointer a, gconstpointer b)
 {
   const EvdTraceSpan *x = a, *y = b;
 
@@ -591,9 +626,11 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   EvdTrace *t = evd_trace_new (f->ctx.request_id, f->ctx.principal,
                                g_get_real_time () - (now - f->ctx.start_us));
 
+  g_autofree char *key = evd_trace_cut (failed_key);
+
   t->duration_us = now - f->ctx.start_us;
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
-             : failed_key ? g_strdup_printf ("failed: critical call %s", failed_key)
+             : failed_key ? g_strdup_printf ("failed: critical call %s", key)
                           : g_strdup ("ok");
   for (guint i = 0; i < f->request->n_calls; i++) {
     const EvdFetchCall *call = &f->request->calls[i];
@@ -608,7 +645,7 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
     else
       evd_trace_add_span (t, call->key, call->lookup, "none", 0, 0, e->kind, e->message);
   }
-  g_array_sort (t->spans, evd_trace_span_order);
+  g_array_sort (t->spans, evd_engine_span_order);
   evd_trace_store_add (f->engine->counters->traces, t);
 }
 
@@ -641,7 +678,7 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
 
     if (s->done)
       continue;
-    e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED, "cancelled: the request ended");
+    e = evd_engine_error_new (EVD_ERROR_KIND_CANCELLED, "cancelled: the request ended");
     evd_slot_finish (s, NULL, e);
   }
   if (f->timer != NULL)
@@ -657,7 +694,7 @@ static void
 evd_fetch_on_rpc_cancel (EvdCall *call, gpointer data)
 {
   EvdFetch *f = data;
-  g_autoptr (evdalLookupError) e = evd_error_new (EVDAL_ERROR_KIND_CANCELLED,
+  g_autoptr (evdalLookupError) e = evd_engine_error_new (EVD_ERROR_KIND_CANCELLED,
                                                   "the client went away");
 
   (void) call;
@@ -700,6 +737,21 @@ evd_engine_overloaded_new (char *message)
   return x;
 }
 
+
+/* Whether text is UTF-8, U+0000 included: GLib's validator stops at a NUL and calls it
+ * invalid, so the pieces between NULs are validated. */
+static gboolean
+evd_engine_utf8_valid (const char *data, gsize len)
+{
+  const char *end = data + len, *nul;
+
+  while ((nul = memchr (data, 0, (gsize) (end - data))) != NULL) {
+    if (!g_utf8_validate_len (data, (gsize) (nul - data), NULL))
+      return FALSE;
+    data = nul + 1;
+  }
+  return g_utf8_validate_len (data, (gsize) (end - data), NULL);
+}
 /* Checks a call's params against its lookup's declaration; NULL when they are fine. */
 static evdalLookupError *
 evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
@@ -717,23 +769,23 @@ evd_engine_check_params (EvdLookup *l, const EvdFetchCall *call)
 
     if (p == NULL) {
       g_autofree char *names = evd_lookup_param_names (l);
-      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
+      return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: lookup %s does not take "
                             "it (it takes: %s)", name, spec->name, names);
     }
-    if (v->kind == EVD_VALUE_TEXT && !g_utf8_validate_len (v->data, v->len, NULL))
-      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
+    if (v->kind == EVD_VALUE_TEXT && !evd_engine_utf8_valid (v->data, v->len))
+      return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: text is not valid UTF-8",
                             name);
     if (v->kind == EVD_VALUE_INVALID ||
         (p->type != EVD_PARAM_ANY && v->kind != EVD_VALUE_NULL && v->kind != wanted[p->type]) ||
         (p->type != EVD_PARAM_ANY && v->kind == EVD_VALUE_NULL && p->required))
-      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: expected %s, got %s",
+      return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: expected %s, got %s",
                             name, p->type == EVD_PARAM_ANY ? "a value"
                             : evd_value_kind_name (wanted[p->type]), evd_value_kind_name (v->kind));
   }
   for (guint i = 0; i < spec->params->len; i++) {
     const EvdParamSpec *p = &g_array_index (spec->params, EvdParamSpec, i);
-    if (p->required && evd_request_param (call->params, call->n_params, p->name) == NULL)
-      return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "param %s: required by lookup %s",
+    if (p->required && evd_value_find_param (call->params, call->n_params, p->name) == NULL)
+      return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "param %s: required by lookup %s",
                             p->name, spec->name);
   }
   return NULL;
@@ -768,7 +820,7 @@ evd_engine_find_slot (EvdFetch *f, EvdLookup *l, gint64 deadline_us, const EvdFe
                     s->n_params == call->n_params;
 
     for (guint k = 0; same && k < call->n_params; k++) {
-      const EvdValue *theirs = evd_request_param (s->params, s->n_params, call->params[k].name);
+      const EvdValue *theirs = evd_value_find_param (s->params, s->n_params, call->params[k].name);
       same = theirs != NULL && evd_engine_same_value (theirs, &call->params[k].value);
     }
     if (same)
@@ -799,10 +851,10 @@ evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
   gint64 deadline;
 
   if (l == NULL)
-    return evd_error_new (EVDAL_ERROR_KIND_UNKNOWN_LOOKUP, "no lookup named \"%s\"",
+    return evd_engine_error_new (EVD_ERROR_KIND_UNKNOWN_LOOKUP, "no lookup named \"%s\"",
                           call->lookup);
   if (call->has_timeout && call->timeout_ms <= 0)
-    return evd_error_new (EVDAL_ERROR_KIND_BAD_PARAMS, "timeout_ms must be positive, got %d",
+    return evd_engine_error_new (EVD_ERROR_KIND_BAD_PARAMS, "timeout_ms must be positive, got %d",
                           call->timeout_ms);
   e = evd_engine_check_params (l, call);
   if (e != NULL)
@@ -837,7 +889,11 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
       continue;
     f->plans[i].early = e;
     /* What a broken or hostile client sends at will: rate-limited, per loop. */
-    evd_call_log_refusal (f->rpc, "[%s] call %s refused: %s", f->ctx.request_id, call->key,
+    evd_call_log_refusal (f->rpc, "[%.*s%s] call %.*s%s refused: %s",
+                          EVD_ENGINE_LOG_NAME_MAX, f->ctx.request_id,
+                          strlen (f->ctx.request_id) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
+                          EVD_ENGINE_LOG_NAME_MAX, call->key,
+                          strlen (call->key) > EVD_ENGINE_LOG_NAME_MAX ? "\xe2\x80\xa6" : "",
                           e->message);
     if (call->critical && critical_key == NULL) {
       critical_key = call->key;
@@ -1049,4 +1105,10 @@ EvdLookupSet *
 evd_engine_lookups (EvdEngine *engine)
 {
   return engine->lookups;
+}
+
+void
+evd_engine_attach (EvdEngine *engine, EvdLoop *loop)
+{
+  evd_lookup_set_attach (engine->lookups, loop);
 }

@@ -49,6 +49,9 @@ void evd_engine_unref (EvdEngine *engine);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdEngine, evd_engine_unref)
 
 EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
+/* The engine starts serving on `loop` (its thread): its backends prepare what they keep per
+ * loop. */
+void evd_engine_attach (EvdEngine *engine, EvdLoop *loop);
 
 /* Runs `request` and completes `call` with a DataAccessFetchResult (the response or a
  * declared exception). Takes its own reference to the request. */

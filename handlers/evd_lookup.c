@@ -22,7 +22,7 @@ struct _EvdLookup {
   GMutex lock;
   int running;
   GQueue waiting;       /* EvdWaiter *, oldest first */
-  EvdLookupStats *stats;
+  EvdMetricsLookup *stats;
 };
 
 struct _EvdLookupSet {
@@ -57,14 +57,55 @@ evd_lookup_free (EvdLookup *l)
   g_free (l);
 }
 
+/* The lookup keys that name a section instead of a backend (`database = NAME`). */
+static const char *const evd_lookup_section_keys[] = { "database", "upstream" };
+
+/* The backend kind of [lookup NAME]: its own `backend =`, or that of the [database X] or
+ * [upstream X] section it names. NULL, with a problem recorded, when neither is given. */
+static char *
+evd_lookup_kind (EvdConfig *cfg, const char *group)
+{
+  if (evd_config_has_key (cfg, group, "backend"))
+    return evd_config_require (cfg, group, "backend");
+  for (guint i = 0; i < G_N_ELEMENTS (evd_lookup_section_keys); i++) {
+    const char *key = evd_lookup_section_keys[i];
+    g_autofree char *name = NULL;
+    g_autofree char *section = NULL;
+
+    if (!evd_config_has_key (cfg, group, key))
+      continue;
+    name = evd_config_string (cfg, group, key, "");
+    section = g_strdup_printf ("%s %s", key, name);
+    return evd_backend_section_kind (cfg, section);
+  }
+  return evd_config_require (cfg, group, "backend");
+}
+
+/* Every [database X] and [upstream X] must name a backend kind that exists, whether or not
+ * a lookup uses it: a typo there must not pass silently. */
+static void
+evd_lookup_check_sections (EvdConfig *cfg)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (evd_lookup_section_keys); i++) {
+    g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, evd_lookup_section_keys[i]);
+
+    for (guint g = 0; groups[g] != NULL; g++) {
+      g_autofree char *kind = evd_backend_section_kind (cfg, groups[g]);
+
+      if (evd_backend_find (kind) == NULL) {
+        g_autofree char *kinds = evd_backend_kinds ();
+        evd_config_problem (cfg, groups[g], "backend", "unknown backend \"%s\" (known: %s)",
+                            kind, kinds);
+      }
+    }
+  }
+}
+
 static EvdLookup *
 evd_lookup_open (EvdLookupSet *set, EvdConfig *cfg, const char *group)
 {
   EvdLookup *l = g_new0 (EvdLookup, 1);
-  /* A lookup naming a database is SQL: "backend = sqlite" may go without saying. */
-  g_autofree char *kind = evd_config_has_key (cfg, group, "backend") ||
-                          !evd_config_has_key (cfg, group, "database")
-                          ? evd_config_require (cfg, group, "backend") : g_strdup ("sqlite");
+  g_autofree char *kind = evd_lookup_kind (cfg, group);
 
   l->spec.group = g_strdup (group);
   l->spec.name = g_strdup (group + strlen ("lookup "));
@@ -101,6 +142,7 @@ evd_lookup_set_new (EvdConfig *cfg)
   set->lookups = g_ptr_array_new_with_free_func ((GDestroyNotify) evd_lookup_free);
   set->by_name = g_hash_table_new (g_str_hash, g_str_equal);
   set->shared = g_hash_table_new (NULL, NULL);
+  evd_lookup_check_sections (cfg);
   for (guint i = 0; kinds[i] != NULL; i++)
     if (kinds[i]->setup != NULL)
       g_hash_table_insert (set->shared, (gpointer) kinds[i], kinds[i]->setup (cfg));
@@ -271,15 +313,27 @@ evd_lookup_release (EvdLookup *l)
 }
 
 void
-evd_lookup_set_stats (EvdLookup *l, EvdLookupStats *stats)
+evd_lookup_set_stats (EvdLookup *l, EvdMetricsLookup *stats)
 {
   l->stats = stats;
 }
 
-EvdLookupStats *
+EvdMetricsLookup *
 evd_lookup_stats (EvdLookup *l)
 {
   return l->stats;
+}
+
+void
+evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop)
+{
+  GHashTableIter it;
+  gpointer klass, shared;
+
+  g_hash_table_iter_init (&it, set->shared);
+  while (g_hash_table_iter_next (&it, &klass, &shared))
+    if (shared != NULL && ((const EvdBackendClass *) klass)->attach != NULL)
+      ((const EvdBackendClass *) klass)->attach (shared, loop);
 }
 
 void

@@ -35,8 +35,12 @@ const EvdParamSpec *evd_lookup_param (EvdLookup *l, const char *name);
 /* "a, b, c" for messages. Free with g_free. */
 char *evd_lookup_param_names (EvdLookup *l);
 /* Where this lookup's executions are counted (NULL: nowhere). Set once, before serving. */
-void evd_lookup_set_stats (EvdLookup *l, EvdLookupStats *stats);
-EvdLookupStats *evd_lookup_stats (EvdLookup *l);
+void evd_lookup_set_stats (EvdLookup *l, EvdMetricsLookup *stats);
+EvdMetricsLookup *evd_lookup_stats (EvdLookup *l);
+
+/* Runs each backend kind's attach hook for `loop` (on that loop's thread): the set starts
+ * serving there. */
+void evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop);
 
 /* Gauges of the set (each bulkhead's running and queued calls) and of what the backends
  * share (their collect hooks), for /metrics. Any thread. */

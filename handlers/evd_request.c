@@ -3,284 +3,9 @@
 
 #include <string.h>
 
-#include "evd_wire.h"
+#include "evd_reader.h"
 
 G_DEFINE_QUARK (evd-request-error-quark, evd_request_error)
-
-/* ---- Reading the wire. ---- */
-
-typedef struct {
-  const guint8 *p, *end;
-  EvdProto proto;
-  gint16 last_fid;          /* compact: the previous field id of the struct being read */
-  gboolean bool_pending;    /* compact: a bool field whose value came in its header */
-  gboolean bool_value;
-  const char *bad;          /* the first problem found; reading stops there */
-  guint depth;
-} EvdReader;
-
-static gboolean
-evd_reader_fail (EvdReader *r, const char *why)
-{
-  if (r->bad == NULL)
-    r->bad = why;
-  r->p = r->end;
-  return FALSE;
-}
-
-static gboolean
-evd_reader_take (EvdReader *r, gsize n, const guint8 **out)
-{
-  if ((gsize) (r->end - r->p) < n)
-    return evd_reader_fail (r, "the message ends inside a value");
-  *out = r->p;
-  r->p += n;
-  return TRUE;
-}
-
-static guint8
-evd_reader_byte (EvdReader *r)
-{
-  const guint8 *b;
-
-  return evd_reader_take (r, 1, &b) ? *b : 0;
-}
-
-static guint64
-evd_reader_varint (EvdReader *r)
-{
-  guint64 v = 0;
-
-  for (guint shift = 0; shift < 70; shift += 7) {
-    guint8 b = evd_reader_byte (r);
-    v |= (guint64) (b & 0x7f) << shift;
-    if ((b & 0x80) == 0 || r->bad)
-      return v;
-  }
-  evd_reader_fail (r, "a varint longer than ten bytes");
-  return 0;
-}
-
-static guint32
-evd_reader_be32 (EvdReader *r)
-{
-  const guint8 *b;
-
-  if (!evd_reader_take (r, 4, &b))
-    return 0;
-  return ((guint32) b[0] << 24) | ((guint32) b[1] << 16) | ((guint32) b[2] << 8) | b[3];
-}
-
-static gint32
-evd_reader_i32 (EvdReader *r)
-{
-  if (r->proto == EVD_PROTO_BINARY)
-    return (gint32) evd_reader_be32 (r);
-  guint32 z = (guint32) evd_reader_varint (r);
-  return (gint32) ((z >> 1) ^ (guint32) -(gint32) (z & 1));
-}
-
-static gint64
-evd_reader_i64 (EvdReader *r)
-{
-  if (r->proto == EVD_PROTO_BINARY) {
-    guint64 hi = evd_reader_be32 (r);
-    return (gint64) ((hi << 32) | evd_reader_be32 (r));
-  }
-  guint64 z = evd_reader_varint (r);
-  return (gint64) ((z >> 1) ^ -(z & 1));
-}
-
-static double
-evd_reader_double (EvdReader *r)
-{
-  const guint8 *b;
-  guint64 bits = 0;
-  double d;
-
-  if (evd_reader_take (r, 8, &b)) {
-    for (guint i = 0; i < 8; i++)  /* binary is big-endian, compact little-endian */
-      bits |= (guint64) b[r->proto == EVD_PROTO_BINARY ? i : 7 - i] << (8 * (7 - i));
-  }
-  memcpy (&d, &bits, 8);
-  return d;
-}
-
-static gboolean
-evd_reader_bool (EvdReader *r)
-{
-  if (r->bool_pending) {
-    r->bool_pending = FALSE;
-    return r->bool_value;
-  }
-  /* Binary writes 1 or 0; compact writes a bool outside a field header as its type code,
-   * 1 for true. */
-  return evd_reader_byte (r) == 1;
-}
-
-/* A string's or binary's bytes (in the message). */
-static gboolean
-evd_reader_binary (EvdReader *r, const guint8 **data, guint32 *len)
-{
-  gint64 n = r->proto == EVD_PROTO_BINARY ? (gint32) evd_reader_be32 (r)
-                                          : (gint64) (guint32) evd_reader_varint (r);
-
-  if (n < 0)
-    return evd_reader_fail (r, "a negative length");
-  *len = (guint32) n;
-  return evd_reader_take (r, (gsize) n, data);
-}
-
-/* A compact type nibble as the binary protocol's type code (the scanner's table). */
-static guint8
-evd_reader_ttype (EvdReader *r, guint8 nibble)
-{
-  guint8 t = evd_wire_compact_type (nibble);
-
-  if (t == 0)
-    evd_reader_fail (r, "an unknown compact type");
-  return t;
-}
-
-/* The next field's type and id; FALSE at the struct's stop (or on a problem). */
-static gboolean
-evd_reader_field (EvdReader *r, guint8 *ttype, gint16 *id)
-{
-  guint8 b = evd_reader_byte (r);
-
-  if (b == 0 || r->bad)
-    return FALSE;
-  if (r->proto == EVD_PROTO_BINARY) {
-    const guint8 *p;
-    *ttype = b;
-    if (!evd_reader_take (r, 2, &p))
-      return FALSE;
-    *id = (gint16) ((p[0] << 8) | p[1]);
-    return TRUE;
-  }
-  /* Compact: the id is a delta in the high nibble, or a zigzag varint after the byte; a
-   * bool field carries its value in the type (1 true, 2 false). */
-  if (b >> 4)
-    *id = (gint16) (r->last_fid + (b >> 4));
-  else
-    *id = (gint16) evd_reader_i32 (r);
-  r->last_fid = *id;
-  *ttype = evd_reader_ttype (r, b & 0x0f);
-  if (*ttype == EVD_WIRE_T_BOOL) {
-    r->bool_pending = TRUE;
-    r->bool_value = (b & 0x0f) == 1;
-  }
-  return !r->bad;
-}
-
-static gboolean evd_reader_skip (EvdReader *r, guint8 ttype);
-
-/* Containers: element types and count; compact's short and long forms. */
-static guint32
-evd_reader_list (EvdReader *r, guint8 *elem)
-{
-  if (r->proto == EVD_PROTO_BINARY) {
-    gint32 n;
-    *elem = evd_reader_byte (r);
-    n = (gint32) evd_reader_be32 (r);
-    if (n < 0)
-      evd_reader_fail (r, "a negative size");
-    return r->bad ? 0 : (guint32) n;
-  }
-  guint8 b = evd_reader_byte (r);
-  guint32 n = b >> 4;
-  *elem = evd_reader_ttype (r, b & 0x0f);
-  if (n == 15)
-    n = (guint32) evd_reader_varint (r);
-  return r->bad ? 0 : n;
-}
-
-static guint32
-evd_reader_map (EvdReader *r, guint8 *key, guint8 *value)
-{
-  if (r->proto == EVD_PROTO_BINARY) {
-    gint32 n;
-    *key = evd_reader_byte (r);
-    *value = evd_reader_byte (r);
-    n = (gint32) evd_reader_be32 (r);
-    if (n < 0)
-      evd_reader_fail (r, "a negative size");
-    return r->bad ? 0 : (guint32) n;
-  }
-  guint32 n = (guint32) evd_reader_varint (r);
-  if (n > 0) {
-    guint8 b = evd_reader_byte (r);
-    *key = evd_reader_ttype (r, b >> 4);
-    *value = evd_reader_ttype (r, b & 0x0f);
-  }
-  return r->bad ? 0 : n;
-}
-
-/* Entering and leaving a struct: compact's field ids are relative within each. */
-static gboolean
-evd_reader_enter (EvdReader *r, gint16 *saved)
-{
-  if (++r->depth > EVD_WIRE_MAX_DEPTH)
-    return evd_reader_fail (r, "nested too deep");
-  *saved = r->last_fid;
-  r->last_fid = 0;
-  return TRUE;
-}
-
-static void
-evd_reader_leave (EvdReader *r, gint16 saved)
-{
-  r->depth--;
-  r->last_fid = saved;
-}
-
-static gboolean
-evd_reader_skip (EvdReader *r, guint8 ttype)
-{
-  const guint8 *data;
-  guint32 len, n;
-  guint8 a = 0, b = 0;
-  gint16 saved, id;
-
-  switch (ttype) {
-  case EVD_WIRE_T_BOOL: evd_reader_bool (r); break;
-  case EVD_WIRE_T_BYTE: evd_reader_byte (r); break;
-  case EVD_WIRE_T_I16:
-  case EVD_WIRE_T_I32: evd_reader_i32 (r); break;
-  case EVD_WIRE_T_I64: evd_reader_i64 (r); break;
-  case EVD_WIRE_T_DOUBLE: evd_reader_double (r); break;
-  case EVD_WIRE_T_STRING: evd_reader_binary (r, &data, &len); break;
-  case EVD_WIRE_T_STRUCT:
-    if (!evd_reader_enter (r, &saved))
-      return FALSE;
-    while (evd_reader_field (r, &a, &id))
-      evd_reader_skip (r, a);
-    evd_reader_leave (r, saved);
-    break;
-  case EVD_WIRE_T_LIST:
-  case EVD_WIRE_T_SET:
-    n = evd_reader_list (r, &a);
-    if (++r->depth > EVD_WIRE_MAX_DEPTH)
-      return evd_reader_fail (r, "nested too deep");
-    for (guint32 i = 0; i < n && !r->bad; i++)
-      evd_reader_skip (r, a);
-    r->depth--;
-    break;
-  case EVD_WIRE_T_MAP:
-    n = evd_reader_map (r, &a, &b);
-    if (++r->depth > EVD_WIRE_MAX_DEPTH)
-      return evd_reader_fail (r, "nested too deep");
-    for (guint32 i = 0; i < n && !r->bad; i++) {
-      evd_reader_skip (r, a);
-      evd_reader_skip (r, b);
-    }
-    r->depth--;
-    break;
-  default:
-    return evd_reader_fail (r, "an unknown type");
-  }
-  return !r->bad;
-}
 
 /* ---- Decoding a FetchRequest. ---- */
 
@@ -289,17 +14,26 @@ typedef struct {
   EvdFetchRequest *req;
 } EvdDecoder;
 
-/* A string of the request, kept in its chunk; read as a C string, as c_glib does. */
+/* A name of the request (call key, lookup, param name, attribute, request id, principal),
+ * kept in its chunk. Names are C strings everywhere past here (map keys compared with strcmp,
+ * log lines, SQL param names), so one holding a NUL byte is refused with `why`: read up to
+ * the NUL, as c_glib does, "k\0one" and "k\0two" were one call "k" and a call vanished. */
 static const char *
-evd_decoder_string (EvdDecoder *d)
+evd_decoder_string (EvdDecoder *d, const char *why)
 {
   const guint8 *data;
   guint32 len;
 
   if (!evd_reader_binary (&d->r, &data, &len))
     return "";
+  if (memchr (data, 0, len) != NULL) {
+    evd_reader_fail (&d->r, why);
+    return "";
+  }
   return g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
 }
+
+#define EVD_NUL_IN(what) what " holds a NUL byte (U+0000); only text and blob values may"
 
 static gint
 evd_request_cmp_param (gconstpointer a, gconstpointer b, gpointer unused)
@@ -404,7 +138,7 @@ evd_decoder_value (EvdDecoder *d, EvdValue *v)
       if (!evd_reader_binary (r, &data, &len))
         break;
       v->data = g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
-      v->len = id == 4 ? (guint32) strlen (v->data) : len;  /* text is a C string */
+      v->len = len;  /* text with its length: a NUL inside is part of it */
       v->kind = id == 4 ? EVD_VALUE_TEXT : EVD_VALUE_BLOB;
     } else {
       evd_reader_skip (r, t);
@@ -430,7 +164,7 @@ evd_decoder_params (EvdDecoder *d, EvdFetchCall *call)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdParam p;
 
-    p.name = evd_decoder_string (d);
+    p.name = evd_decoder_string (d, EVD_NUL_IN ("a param name"));
     evd_decoder_value (d, &p.value);
     g_array_append_val (params, p);
   }
@@ -451,7 +185,7 @@ evd_decoder_call (EvdDecoder *d, EvdFetchCall *call)
     return;
   while (evd_reader_field (r, &t, &id)) {
     if (id == 1 && t == EVD_WIRE_T_STRING) {
-      call->lookup = evd_decoder_string (d);
+      call->lookup = evd_decoder_string (d, EVD_NUL_IN ("a lookup name"));
     } else if (id == 2 && t == EVD_WIRE_T_MAP) {
       /* A second params field replaces the first, as in c_glib: this call's params are the
        * last ones in the store. */
@@ -493,7 +227,7 @@ evd_decoder_calls (EvdDecoder *d)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdFetchCall call = { .lookup = "" };
 
-    call.key = evd_decoder_string (d);
+    call.key = evd_decoder_string (d, EVD_NUL_IN ("a call key"));
     evd_decoder_call (d, &call);
     g_array_append_val (calls, call);
   }
@@ -516,8 +250,8 @@ evd_decoder_attributes (EvdDecoder *d)
   for (guint32 i = 0; i < n && !r->bad; i++) {
     EvdAttribute a;
 
-    a.key = evd_decoder_string (d);
-    a.value = evd_decoder_string (d);
+    a.key = evd_decoder_string (d, EVD_NUL_IN ("an attribute key"));
+    a.value = evd_decoder_string (d, EVD_NUL_IN ("an attribute value"));
     g_array_append_val (attrs, a);
   }
   evd_request_dedupe (attrs, 0, evd_request_cmp_attr);
@@ -537,9 +271,9 @@ evd_decoder_context (EvdDecoder *d)
     return;
   while (evd_reader_field (r, &t, &id)) {
     if (id == 1 && t == EVD_WIRE_T_STRING)
-      req->request_id = evd_decoder_string (d);
+      req->request_id = evd_decoder_string (d, EVD_NUL_IN ("the request id"));
     else if (id == 2 && t == EVD_WIRE_T_STRING)
-      req->principal = evd_decoder_string (d);
+      req->principal = evd_decoder_string (d, EVD_NUL_IN ("the principal"));
     else if (id == 3 && t == EVD_WIRE_T_I32)
       req->deadline_ms = evd_reader_i32 (r), req->has_deadline = TRUE;
     else if (id == 4 && t == EVD_WIRE_T_BOOL)
@@ -634,15 +368,6 @@ evd_request_unref (EvdFetchRequest *request)
   g_clear_pointer (&request->param_store, g_array_unref);
   g_clear_pointer (&request->attr_store, g_array_unref);
   g_free (request);
-}
-
-const EvdValue *
-evd_request_param (const EvdParam *params, guint n_params, const char *name)
-{
-  for (guint i = 0; i < n_params; i++)
-    if (strcmp (params[i].name, name) == 0)
-      return &params[i].value;
-  return NULL;
 }
 
 const EvdFetchCall *

@@ -9,9 +9,12 @@
  * It decodes what c_glib's generated code would, with the same meaning: a field whose wire
  * type is not the declared one is skipped; in a map a key given twice keeps its last value;
  * a Value union counts the distinct fields it carries (two make it EVD_VALUE_INVALID, which
- * the engine answers BAD_PARAMS). Strings other than blobs are C strings: like c_glib, a
- * string is read up to its first NUL byte. Unlike c_glib, an empty string stays "" (c_glib
- * gives NULL). tests/unit/test_request.c decodes random requests both ways and compares.
+ * the engine answers BAD_PARAMS). Text values keep their length, NUL bytes included (c_glib
+ * reads a string up to its first NUL, so "ab\0cd" bound as "ab"). The other strings are names
+ * used as C strings (call keys, lookups, param names, attributes, request id, principal): one
+ * holding a NUL byte makes the request fail to decode, saying which, rather than be read up to
+ * the NUL (keys "k\0one" and "k\0two" became one call). Unlike c_glib, an empty string stays
+ * "" (c_glib gives NULL). tests/unit/test_request.c decodes random requests both ways and compares.
  *
  * The message has been walked by evd_wire's scanner before (every length and depth checked
  * against the bytes present), but the decoder checks every read again, and fails cleanly on
@@ -19,23 +22,10 @@
  */
 #pragma once
 
-#include "evd_rows.h"
+#include "evd_value.h"
+#include "evd_wire.h"
 
 G_BEGIN_DECLS
-
-/* A param's value. Text is NUL-terminated; data points into the request. */
-typedef struct {
-  EvdValueKind kind;
-  gint64 i;
-  double r;
-  const char *data;         /* text, blob */
-  guint32 len;
-} EvdValue;
-
-typedef struct {
-  const char *name;
-  EvdValue value;
-} EvdParam;
 
 typedef struct {
   const char *key;          /* the call's name in the request's calls map */
@@ -80,8 +70,6 @@ EvdFetchRequest *evd_request_ref (EvdFetchRequest *request);
 void evd_request_unref (EvdFetchRequest *request);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdFetchRequest, evd_request_unref)
 
-/* The param named `name` of a call, or NULL. */
-const EvdValue *evd_request_param (const EvdParam *params, guint n_params, const char *name);
 /* The call named `key`, or NULL. */
 const EvdFetchCall *evd_request_call (const EvdFetchRequest *request, const char *key);
 

@@ -15,6 +15,7 @@
 
 #include "evd_rows.h"
 #include "evd_thrift.h"
+#include "evd_writer.h"
 
 G_BEGIN_DECLS
 
@@ -30,6 +31,23 @@ typedef struct {
   const char *error_message;
   const EvdResponseSpan *span;    /* NULL: not traced */
 } EvdResponseResult;
+
+/* Writes the rows as the IDL's Table struct: { 1: list<string> columns,
+ * 2: list<list<Value>> rows }. */
+void evd_response_write_rows (EvdWriter *w, const EvdRows *rows);
+
+/* The error of a call whose rows do not fit in its reply. */
+#define EVD_RESPONSE_TOO_LARGE \
+  "reply too large: this call's rows do not fit in the reply (max_reply_bytes, or the " \
+  "connection's unsent replies at max_output_bytes)"
+
+/* Makes the results fit in `room` bytes (the reply's bound less what precedes the result
+ * struct): the calls whose rows would take the reply past it, in request order, become BACKEND
+ * errors (EVD_RESPONSE_TOO_LARGE); the others keep their rows. Measures only when a cheap
+ * bound says the rows may not fit. Returns how many calls were failed. Errors alone are never
+ * cut, so a reply is at most `room` plus its error entries. */
+guint evd_response_fit (EvdProto proto, gsize room, const char *request_id,
+                        EvdResponseResult *results, guint n_results);
 
 void evd_response_write (EvdWriter *w, const char *request_id, const EvdResponseResult *results,
                          guint n_results, gint64 server_us);

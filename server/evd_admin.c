@@ -2,21 +2,42 @@
 #include "evd_admin.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
+#include <event2/listener.h>
 #include <event2/keyvalq_struct.h>
 #include <gio/gio.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "evd_conn.h"
 #include "evd_listener.h"
 
+/* Admin connections open at once: scrapers, probes and a browser or two. Each idle one is
+ * kept up to evhttp's 10 s timeout, and hundreds of them took every descriptor the Thrift
+ * port needed; past this, a new one is shut down at once. */
+#define EVD_ADMIN_MAX_CONNECTIONS 32
+/* Descriptors kept for the Thrift port: an admin connection whose descriptor is this close to
+ * RLIMIT_NOFILE (or a quarter of it, for tiny limits) is shut down too (descriptors are allocated lowest first, so a descriptor's
+ * number is a lower bound of the count open). */
+#define EVD_ADMIN_FD_RESERVE 64
+
 struct _EvdAdmin {
   struct evhttp *http;
+  struct event_base *base;
+  EvdListenerGuard *guard;
   EvdAdminPages pages;
   char *secret;
   char *address;
   gboolean draining;
+  /* The admin connections' bufferevents, made by evd_admin_on_connection with a reference of
+   * ours: evhttp has none of its own hooks for a connection's birth and death in libevent
+   * 2.1, so a bufferevent whose callbacks evhttp cleared (it frees its connection) has ended. */
+  GPtrArray *bevs;
+  struct event *sweep;
+  EvdLogLimit log_limit;
 };
 
 /* Equal strings, in time that depends only on the length of what the client sent. */
@@ -115,17 +136,106 @@ evd_admin_on_request (struct evhttp_request *req, void *arg)
   }
 }
 
+/* Whether evhttp still uses the bufferevent: it clears its callbacks when it frees the
+ * connection (and closes the descriptor: the bufferevent does not own it). */
+static gboolean
+evd_admin_bev_live (struct bufferevent *bev)
+{
+  bufferevent_data_cb r = NULL, w = NULL;
+  bufferevent_event_cb e = NULL;
+
+  bufferevent_getcb (bev, &r, &w, &e, NULL);
+  return r != NULL || w != NULL || e != NULL;
+}
+
+/* Lets go of the bufferevents of connections that ended. */
+static void
+evd_admin_sweep (EvdAdmin *a)
+{
+  for (guint i = a->bevs->len; i-- > 0;) {
+    struct bufferevent *bev = a->bevs->pdata[i];
+
+    if (!evd_admin_bev_live (bev)) {
+      g_ptr_array_remove_index_fast (a->bevs, i);
+      bufferevent_decref (bev);
+    }
+  }
+}
+
+static void
+evd_admin_on_sweep (evutil_socket_t fd, short what, void *arg)
+{
+  (void) fd;
+  (void) what;
+  evd_admin_sweep (arg);
+}
+
+typedef struct {
+  EvdAdmin *admin;
+  struct bufferevent *bev;
+  gboolean over_cap;
+} EvdAdminNew;
+
+/* A new connection, one loop turn after evhttp set it up (its descriptor is known by then):
+ * shut down when it is past the cap or would eat into the Thrift port's reserve. */
+static void
+evd_admin_on_new (evutil_socket_t unused, short what, void *arg)
+{
+  EvdAdminNew *n = arg;
+  evutil_socket_t fd = bufferevent_getfd (n->bev);
+  struct rlimit rl = { 0 };
+  gboolean reserve = getrlimit (RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+                     fd >= 0 && (rlim_t) fd + MIN (EVD_ADMIN_FD_RESERVE, rl.rlim_cur / 4) >=
+                                rl.rlim_cur;
+
+  (void) unused;
+  (void) what;
+  if (fd >= 0 && evd_admin_bev_live (n->bev) && (n->over_cap || reserve)) {
+    evd_log_limited (&n->admin->log_limit, NULL, "admin connection refused: %s",
+                     n->over_cap ? "already " G_STRINGIFY (EVD_ADMIN_MAX_CONNECTIONS)
+                                   " admin connections open"
+                                 : "descriptors near RLIMIT_NOFILE are kept for the Thrift port");
+    shutdown (fd, SHUT_RDWR);  /* evhttp reads EOF and frees the connection */
+  }
+  bufferevent_decref (n->bev);
+  g_free (n);
+}
+
+/* evhttp's hook for a new connection's bufferevent (EVHTTP set_bevcb). */
+static struct bufferevent *
+evd_admin_on_connection (struct event_base *base, void *arg)
+{
+  EvdAdmin *a = arg;
+  /* Without BEV_OPT_CLOSE_ON_FREE: evhttp then closes the descriptor itself when it frees
+   * the connection, though our reference keeps the bufferevent a little longer. */
+  struct bufferevent *bev = bufferevent_socket_new (base, -1, 0);
+  EvdAdminNew *n = g_new0 (EvdAdminNew, 1);
+  static const struct timeval now = { 0, 0 };
+
+  evd_admin_sweep (a);
+  n->admin = a;
+  n->bev = bev;
+  n->over_cap = a->bevs->len >= EVD_ADMIN_MAX_CONNECTIONS;
+  bufferevent_incref (bev);        /* the list's */
+  bufferevent_incref (bev);        /* the check's, below */
+  g_ptr_array_add (a->bevs, bev);
+  event_base_once (base, -1, EV_TIMEOUT, evd_admin_on_new, n, &now);
+  return bev;
+}
+
 EvdAdmin *
-evd_admin_new (struct event_base *base, const char *address, int fd,
+evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port, int fd,
                const EvdAdminPages *pages, GError **error)
 {
+  struct evconnlistener *lev;
+  static const struct timeval every = { 1, 0 };
   g_autoptr (EvdAdmin) a = g_new0 (EvdAdmin, 1);
 
   a->pages = *pages;
   a->secret = pages->secret && *pages->secret ? g_strdup (pages->secret) : NULL;
   a->pages.secret = NULL;
   if (fd < 0) {
-    fd = evd_listener_bind (address, &a->address, error);
+    fd = evd_listener_bind (address, reuse_port, &a->address, error);
     if (fd < 0)
       return NULL;
   } else {
@@ -138,19 +248,32 @@ evd_admin_new (struct event_base *base, const char *address, int fd,
     a->address = g_strdup (buf);
     evutil_make_socket_nonblocking (fd);
   }
+  a->base = base;
+  a->bevs = g_ptr_array_new ();
+  a->sweep = event_new (base, -1, EV_PERSIST, evd_admin_on_sweep, a);
+  event_add (a->sweep, &every);
   a->http = evhttp_new (base);
+  evhttp_set_bevcb (a->http, evd_admin_on_connection, a);
   /* A scraper or a browser, never a bulk client: small requests, short patience. */
   evhttp_set_allowed_methods (a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
   evhttp_set_max_headers_size (a->http, 16384);
   evhttp_set_max_body_size (a->http, 1024);
   evhttp_set_timeout (a->http, 10);
   evhttp_set_gencb (a->http, evd_admin_on_request, a);
-  if (evhttp_accept_socket_with_handle (a->http, fd) == NULL) {
-    close (fd);
+  /* Our own listener, so that a failing accept pauses it (evd_listener_guard) instead of
+   * spinning the main loop; evhttp takes it over. */
+  lev = evconnlistener_new (base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                            -1, fd);
+  if (lev == NULL || evhttp_bind_listener (a->http, lev) == NULL) {
+    if (lev != NULL)
+      evconnlistener_free (lev);
+    else
+      close (fd);
     g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED, "admin: cannot accept on %s",
                  a->address);
     return NULL;
   }
+  a->guard = evd_listener_guard_new (base, lev, a->address);
   return g_steal_pointer (&a);
 }
 
@@ -161,6 +284,13 @@ evd_admin_free (EvdAdmin *a)
     return;
   if (a->http != NULL)
     evhttp_free (a->http);  /* closes the socket too */
+  evd_listener_guard_free (a->guard);
+  if (a->sweep != NULL)
+    event_free (a->sweep);
+  if (a->bevs != NULL) {
+    evd_admin_sweep (a);  /* every connection ended with evhttp */
+    g_ptr_array_unref (a->bevs);
+  }
   if (a->secret != NULL)
     memset (a->secret, 0, strlen (a->secret));
   g_free (a->secret);

@@ -34,9 +34,10 @@ typedef struct {
   const char *secret;        /* NULL or "": no check */
 } EvdAdminPages;
 
-/* Listens on `address`, or on `fd` when it is not -1 (a socket systemd passed). */
-EvdAdmin *evd_admin_new (struct event_base *base, const char *address, int fd,
-                         const EvdAdminPages *pages, GError **error);
+/* Listens on `address` (with SO_REUSEPORT when `reuse_port`), or on `fd` when it is not -1
+ * (a socket systemd passed). */
+EvdAdmin *evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port,
+                         int fd, const EvdAdminPages *pages, GError **error);
 void evd_admin_free (EvdAdmin *admin);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdAdmin, evd_admin_free)
 

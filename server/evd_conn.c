@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -57,6 +58,25 @@ struct _EvdConn {
   guint n_pending;              /* calls not yet completed */
   gint64 last_active_us;        /* last byte received or reply completed */
   gint64 partial_since_us;      /* first byte of the incomplete message, or 0 */
+  gint64 timer_due_us;          /* when c->timer fires */
+
+  /* The peer shut its sending side (or a request stayed incomplete past read_timeout_ms):
+   * nothing more is read from the socket, the complete requests already read are answered,
+   * then the connection closes, as the SIGTERM drain does. */
+  gboolean eof;
+
+  /* Reply bytes the connection holds: calls are started in order only while it holds less
+   * than max_output_bytes, and a reply may take only what keeps it under max_output_bytes
+   * plus max_reply_bytes (evd_conn_reply_room), so a client that reads nothing holds a
+   * bounded amount however many requests it pipelined. */
+  GList *unstarted;             /* first call in c->calls not started yet, or NULL */
+  gsize held;                   /* bytes of completed replies still in c->calls */
+
+  /* Write progress, measured as bytes that left: those handed to the socket or the
+   * bufferevent, less what waits in the bufferevent and in the kernel's send queue. */
+  guint64 queued_bytes;
+  guint64 delivered_seen;       /* delivered bytes when progress was last seen */
+  gint64 write_since_us;        /* output waiting, no progress since; 0: nothing waits */
 };
 
 static void evd_conn_process (EvdConn *c);
@@ -115,13 +135,21 @@ evd_conn_close (EvdConn *c, const char *why)
   bufferevent_free (c->bev);
   c->bev = NULL;
   g_atomic_int_dec_and_test (host->n_connections);
-  /* Completed calls are dropped; running ones are cancelled and free themselves. */
-  while ((call = g_queue_pop_head (&c->calls)) != NULL) {
-    if (evd_call_is_done (call))
+  /* Completed and unstarted calls are dropped; running ones are cancelled and free
+   * themselves. */
+  gboolean started = TRUE;
+  GList *link;
+  while ((link = g_queue_pop_head_link (&c->calls)) != NULL) {
+    call = link->data;
+    if (link == c->unstarted)
+      started = FALSE;
+    g_list_free_1 (link);
+    if (!started || evd_call_is_done (call))
       evd_call_free (call);
     else
       evd_call_abandon (call);
   }
+  c->unstarted = NULL;
   g_queue_delete_link (&host->conns, c->link);
   /* A callback of this connection may be running: free it once that has returned. */
   evd_loop_post (host->loop, evd_conn_free, c);
@@ -146,13 +174,53 @@ evd_conn_idle (EvdConn *c)
 
 /* ---- Replies. ---- */
 
+/* Reply bytes this connection holds: completed replies not sent yet, queued or in the
+ * bufferevent. */
+static gsize
+evd_conn_held (EvdConn *c)
+{
+  return c->held + evbuffer_get_length (bufferevent_get_output (c->bev));
+}
+
 static gboolean
 evd_conn_over_limits (EvdConn *c)
 {
   const EvdServerConfig *cfg = c->host->config;
 
   return c->n_pending >= (guint) cfg->max_pipeline ||
-         evbuffer_get_length (bufferevent_get_output (c->bev)) >= (gsize) cfg->max_output_bytes;
+         evd_conn_held (c) >= (gsize) cfg->max_output_bytes;
+}
+
+/* The bytes a reply completing now may take (EvdCallLimitFunc): max_reply_bytes, less what
+ * would take the connection past max_output_bytes + max_reply_bytes. Calls start only while
+ * the connection holds less than max_output_bytes, but those started together (a pipelined
+ * burst) complete together: the ones whose replies would cross the bound fail their calls
+ * as "reply too large" rather than grow the connection without end. */
+static gsize
+evd_conn_reply_room (gpointer owner)
+{
+  EvdConn *c = owner;
+  const EvdServerConfig *cfg = c->host->config;
+  gsize bound = (gsize) cfg->max_output_bytes + (gsize) cfg->max_reply_bytes;
+  gsize held = evd_conn_held (c);
+
+  return MIN ((gsize) cfg->max_reply_bytes, held < bound ? bound - held : 0);
+}
+
+static void evd_conn_on_call_done (EvdCall *call, gpointer owner);
+
+/* Starts the calls read but held back, in order, while the connection holds less than
+ * max_output_bytes of replies. */
+static void
+evd_conn_start_more (EvdConn *c)
+{
+  while (c->unstarted != NULL && c->state != EVD_CONN_CLOSED &&
+         evd_conn_held (c) < (gsize) c->host->config->max_output_bytes) {
+    EvdCall *call = c->unstarted->data;
+
+    c->unstarted = c->unstarted->next;
+    evd_call_start (call, evd_conn_on_call_done, c);
+  }
 }
 
 /* Reading stopped for back-pressure starts again once the client caught up. */
@@ -162,9 +230,44 @@ evd_conn_maybe_resume (EvdConn *c)
   if (c->state != EVD_CONN_OPEN || !c->read_paused || evd_conn_over_limits (c))
     return;
   c->read_paused = FALSE;
-  bufferevent_enable (c->bev, EV_READ);
-  if (evbuffer_get_length (bufferevent_get_input (c->bev)) > 0)
+  if (!c->eof)
+    bufferevent_enable (c->bev, EV_READ);
+  /* After EOF the input left is handled (and the connection closed when it is done)
+   * through the read callback too, though the socket is not read again. */
+  if (evbuffer_get_length (bufferevent_get_input (c->bev)) > 0 || c->eof)
     bufferevent_trigger (c->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+static void evd_conn_arm_timer_by (EvdConn *c, gint64 in_us);
+
+/* Bytes that left: handed to the socket or the bufferevent, less those still waiting in the
+ * bufferevent or the kernel's send queue (SIOCOUTQ: not yet acknowledged by the peer on TCP,
+ * not yet read by it on a unix socket). With TLS the queue holds ciphertext, a little more
+ * than the plaintext counted, which only ever delays seeing progress. */
+static guint64
+evd_conn_delivered (EvdConn *c)
+{
+  int outq = 0;
+  guint64 waiting = evbuffer_get_length (bufferevent_get_output (c->bev));
+
+  if (ioctl (bufferevent_getfd (c->bev), TIOCOUTQ, &outq) == 0 && outq > 0)
+    waiting += (guint64) outq;
+  return c->queued_bytes > waiting ? c->queued_bytes - waiting : 0;
+}
+
+/* Output began to wait in the bufferevent: the timer looks at its progress every half
+ * write_timeout_ms. libevent's own write timeout counted writability events, which a kernel
+ * send buffer of megabytes spaces out by seconds for a client reading 100 KB/s, and closed
+ * such steady readers as if they read nothing. */
+static void
+evd_conn_watch_writes (EvdConn *c)
+{
+  if (c->write_since_us != 0 || c->state == EVD_CONN_CLOSED ||
+      evbuffer_get_length (bufferevent_get_output (c->bev)) == 0)
+    return;
+  c->write_since_us = g_get_monotonic_time ();
+  c->delivered_seen = evd_conn_delivered (c);
+  evd_conn_arm_timer_by (c, c->host->config->write_timeout_ms * (gint64) 500);
 }
 
 /* Sends replies straight to the socket; what the socket does not take now (or an error,
@@ -180,6 +283,7 @@ evd_conn_send (EvdConn *c, struct iovec *iov, EvdCall **calls, guint n)
   for (guint i = 0; i < n; i++) {
     gsize len = iov[i].iov_len;
 
+    c->queued_bytes += len;
     if (sent < len)
       evbuffer_add (out, (const guint8 *) iov[i].iov_base + sent, len - sent);
     sent = sent > len ? sent - len : 0;
@@ -205,9 +309,11 @@ evd_conn_flush (EvdConn *c)
     GByteArray *reply = evd_call_reply_bytes (call);
 
     g_queue_pop_head (&c->calls);
+    c->held -= reply != NULL ? reply->len : 0;
     if (reply == NULL || reply->len == 0) {
       evd_call_free (call);
     } else if (!direct) {
+      c->queued_bytes += reply->len;
       evbuffer_add (out, reply->data, reply->len);
       evd_call_free (call);
     } else {
@@ -222,6 +328,7 @@ evd_conn_flush (EvdConn *c)
   }
   if (n > 0)
     evd_conn_send (c, iov, batch, n);
+  evd_conn_watch_writes (c);
 }
 
 /* After replies were completed or sent: close a closing connection that is done, or read a
@@ -229,6 +336,7 @@ evd_conn_flush (EvdConn *c)
 static void
 evd_conn_after_replies (EvdConn *c)
 {
+  evd_conn_start_more (c);
   if (c->state == EVD_CONN_CLOSING && evd_conn_idle (c))
     evd_conn_close (c, "closing after its last reply");
   else
@@ -274,7 +382,9 @@ evd_conn_on_call_done (EvdCall *call, gpointer owner)
 {
   EvdConn *c = owner;
 
-  (void) call;
+  GByteArray *reply = evd_call_reply_bytes (call);
+
+  c->held += reply != NULL ? reply->len : 0;
   c->n_pending--;
   c->last_active_us = g_get_monotonic_time ();
   evd_conn_flush_later (c);
@@ -297,6 +407,7 @@ static void
 evd_conn_dispatch (EvdConn *c, EvdCall *call)
 {
   evd_call_set_peer (call, c->peer);
+  evd_call_set_reply_limit (call, evd_conn_reply_room);
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
   c->n_requests++;
@@ -304,7 +415,9 @@ evd_conn_dispatch (EvdConn *c, EvdCall *call)
     c->state = EVD_CONN_CLOSING;
     bufferevent_disable (c->bev, EV_READ);
   }
-  evd_call_start (call, evd_conn_on_call_done, c);
+  if (c->unstarted == NULL)
+    c->unstarted = c->calls.tail;
+  evd_conn_start_more (c);
 }
 
 static EvdConnStep
@@ -453,6 +566,12 @@ evd_conn_process_input (EvdConn *c)
     case EVD_STEP_STOP:
       return;
     case EVD_STEP_WAIT:
+      if (c->eof) {
+        /* Nothing more will come: what was read in full is answered, a partial rest never. */
+        c->state = EVD_CONN_CLOSING;
+        c->partial_since_us = 0;
+        return;
+      }
       c->partial_since_us = evbuffer_get_length (in) == 0 ? 0
                             : c->partial_since_us ? c->partial_since_us
                                                   : g_get_monotonic_time ();
@@ -470,7 +589,8 @@ evd_conn_process_input (EvdConn *c)
 
     if (c->more == NULL)
       c->more = evtimer_new (evd_loop_base (c->host->loop), evd_conn_on_more, c);
-    bufferevent_disable (c->bev, EV_READ);
+    if (!c->eof)
+      bufferevent_disable (c->bev, EV_READ);
     evtimer_add (c->more, &now);
   }
 }
@@ -487,6 +607,14 @@ evd_conn_process (EvdConn *c)
 }
 
 /* ---- Callbacks. ---- */
+
+/* Nothing more is read from the socket; what the input holds is still handled. */
+static void
+evd_conn_stop_reading (EvdConn *c)
+{
+  c->eof = TRUE;
+  bufferevent_disable (c->bev, EV_READ);
+}
 
 static void
 evd_conn_on_read (struct bufferevent *bev, void *arg)
@@ -508,7 +636,8 @@ evd_conn_on_more (evutil_socket_t fd, short what, void *arg)
   (void) what;
   if (c->state != EVD_CONN_OPEN || c->read_paused)
     return;  /* paused for back-pressure: resuming reads and handles the input again */
-  bufferevent_enable (c->bev, EV_READ);
+  if (!c->eof)
+    bufferevent_enable (c->bev, EV_READ);
   /* The replies that the other connections' turns of this pass made leave before this one
    * takes its turn, not at the pass's end after it. */
   evd_conn_host_flush (c->host);
@@ -528,9 +657,15 @@ evd_conn_on_event (struct bufferevent *bev, short what, void *arg)
   EvdConn *c = arg;
 
   (void) bev;
-  if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING))
-    evd_conn_reject (c, "write timeout", "the client has not read its replies");
-  else if (what & BEV_EVENT_EOF)
+  if ((what & (BEV_EVENT_EOF | BEV_EVENT_READING)) == (BEV_EVENT_EOF | BEV_EVENT_READING) &&
+      c->state != EVD_CONN_CLOSED) {
+    /* The client shut its sending side (one-shot scripts, `nc -N`) or closed: the two look
+     * the same until a reply is written, which a closed client answers with a reset. So the
+     * requests it sent are answered as if it were there (the calls' deadlines bound how long
+     * that takes), and the connection closes after the last reply. */
+    evd_conn_stop_reading (c);
+    evd_conn_process (c);
+  } else if (what & BEV_EVENT_EOF)
     evd_conn_close (c, "closed by the peer");
   else if (what & BEV_EVENT_ERROR)
     evd_conn_close (c, g_strerror (EVUTIL_SOCKET_ERROR ()));
@@ -542,7 +677,51 @@ evd_conn_arm_timer (EvdConn *c, gint64 in_us)
 {
   struct timeval tv = { in_us / G_USEC_PER_SEC, in_us % G_USEC_PER_SEC };
 
+  c->timer_due_us = g_get_monotonic_time () + in_us;
   evtimer_add (c->timer, &tv);
+}
+
+/* Makes the timer fire within in_us, keeping it if it is due sooner. */
+static void
+evd_conn_arm_timer_by (EvdConn *c, gint64 in_us)
+{
+  if (c->timer_due_us > g_get_monotonic_time () + in_us)
+    evd_conn_arm_timer (c, in_us);
+}
+
+/* How long the client has left to make its waiting output move, in us; G_MAXINT64 when
+ * nothing waits. Progress is any byte that left since the last look. */
+static gint64
+evd_conn_write_left (EvdConn *c, gint64 now)
+{
+  gint64 wt = c->host->config->write_timeout_ms * (gint64) 1000;
+  guint64 delivered;
+
+  if (evbuffer_get_length (bufferevent_get_output (c->bev)) == 0) {
+    c->write_since_us = 0;
+    return G_MAXINT64;
+  }
+  delivered = evd_conn_delivered (c);
+  if (c->write_since_us == 0 || delivered != c->delivered_seen) {
+    c->write_since_us = now;
+    c->delivered_seen = delivered;
+  }
+  return c->write_since_us + wt - now;
+}
+
+/* A request stayed incomplete past read_timeout_ms: the complete requests before it are
+ * answered, then the connection closes; the partial one is dropped. */
+static void
+evd_conn_read_timed_out (EvdConn *c)
+{
+  evd_log_limited (&c->host->log_limit, c->peer, "read timeout: a request stayed incomplete "
+                   "too long; closing the connection after the replies due");
+  evd_conn_stop_reading (c);
+  c->partial_since_us = 0;
+  c->state = EVD_CONN_CLOSING;
+  evbuffer_drain (bufferevent_get_input (c->bev),
+                  evbuffer_get_length (bufferevent_get_input (c->bev)));
+  evd_conn_flush_later (c);
 }
 
 static void
@@ -551,10 +730,21 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
   EvdConn *c = arg;
   const EvdServerConfig *cfg = c->host->config;
   gint64 now = g_get_monotonic_time ();
-  gint64 read_left = G_MAXINT64, idle_left = G_MAXINT64;
+  gint64 read_left = G_MAXINT64, idle_left = G_MAXINT64, write_left;
+  gint64 period = evd_conn_timer_period_us (cfg);
 
   (void) fd;
   (void) what;
+  c->timer_due_us = G_MAXINT64;
+  write_left = evd_conn_write_left (c, now);
+  if (write_left <= 0) {
+    g_autofree char *why = g_strdup_printf ("no byte of its replies left for %d ms",
+                                            cfg->write_timeout_ms);
+    evd_conn_reject (c, "write timeout", why);
+    return;
+  }
+  if (write_left != G_MAXINT64)
+    period = MIN (period, MAX (cfg->write_timeout_ms * (gint64) 500, 1000));
   if (c->drain_until_us != 0 && c->n_requests == 0 && c->partial_since_us == 0 &&
       evbuffer_get_length (bufferevent_get_input (c->bev)) == 0) {
     if (now >= c->drain_until_us) {
@@ -566,8 +756,8 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
   if (c->partial_since_us != 0) {
     read_left = c->partial_since_us + cfg->read_timeout_ms * (gint64) 1000 - now;
     if (read_left <= 0) {
-      evd_conn_reject (c, "read timeout", "a request stayed incomplete too long");
-      return;
+      evd_conn_read_timed_out (c);
+      read_left = G_MAXINT64;
     }
   }
   if (cfg->idle_timeout_ms > 0 && evd_conn_idle (c)) {
@@ -577,7 +767,7 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
       return;
     }
   }
-  evd_conn_arm_timer (c, MIN (MIN (read_left, idle_left), evd_conn_timer_period_us (cfg)));
+  evd_conn_arm_timer (c, MIN (MIN (read_left, idle_left), MIN (write_left, period)));
 }
 
 /* ---- Birth. ---- */
@@ -635,8 +825,8 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
   c->last_active_us = g_get_monotonic_time ();
   bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);
   bufferevent_setwatermark (c->bev, EV_WRITE, (gsize) cfg->max_output_bytes / 2, 0);
-  /* libevent's write timeout runs only while output waits and no write makes progress. */
-  bufferevent_set_timeouts (c->bev, NULL, &host->write_timeout);
+  /* No libevent write timeout: the connection's timer measures bytes that left
+   * (evd_conn_watch_writes). */
   g_queue_push_tail (&host->conns, c);
   c->link = host->conns.tail;
   bufferevent_enable (c->bev, EV_READ | EV_WRITE);

@@ -18,9 +18,25 @@
 /* How long accepting pauses after a failure such as EMFILE. */
 #define EVD_ACCEPT_PAUSE_MS 100
 
-struct _EvdListener {
+/* Accept failures logged per listener: one line, then at most one per
+ * EVD_ACCEPT_WARN_EVERY_S with the count of failures since. */
+#define EVD_ACCEPT_WARN_EVERY_S 10
+
+struct _EvdListenerGuard {
   struct evconnlistener *lev;
   struct event *resume;
+  char *address;
+  gint64 warned_us;      /* last warning, monotonic; 0: never */
+  guint64 failures;      /* since the last warning */
+};
+
+/* The guards, found from their listener: libevent gives an error callback the accept
+ * callback's user data, which for the admin's listener is evhttp's. Main loop only. */
+static GSList *evd_listener_guards;
+
+struct _EvdListener {
+  struct evconnlistener *lev;
+  EvdListenerGuard *guard;
   char *address;
   char *unix_path;       /* a socket file we created, removed on free */
   EvdAcceptFunc accept_fn;
@@ -40,24 +56,64 @@ evd_listener_on_accept (struct evconnlistener *lev, evutil_socket_t fd, struct s
 static void
 evd_listener_on_resume (evutil_socket_t fd, short what, void *arg)
 {
-  EvdListener *l = arg;
+  EvdListenerGuard *g = arg;
 
   (void) fd;
   (void) what;
-  evconnlistener_enable (l->lev);
+  evconnlistener_enable (g->lev);
 }
 
+/* accept() failed (EMFILE, ENFILE, ENOBUFS...): the pending connection stays in the backlog,
+ * so a level-triggered listener would fail again at once, spinning its loop and logging at
+ * that rate; it pauses instead, and says so at most every EVD_ACCEPT_WARN_EVERY_S. */
 static void
 evd_listener_on_error (struct evconnlistener *lev, void *arg)
 {
-  EvdListener *l = arg;
+  EvdListenerGuard *g = NULL;
   struct timeval tv = { 0, EVD_ACCEPT_PAUSE_MS * 1000 };
   int err = EVUTIL_SOCKET_ERROR ();
+  gint64 now = g_get_monotonic_time ();
 
-  g_warning ("accept on %s failed: %s; pausing for %d ms", l->address, g_strerror (err),
-             EVD_ACCEPT_PAUSE_MS);
+  (void) arg;
+  for (GSList *i = evd_listener_guards; i != NULL && g == NULL; i = i->next)
+    if (((EvdListenerGuard *) i->data)->lev == lev)
+      g = i->data;
+  g_return_if_fail (g != NULL);
+  g->failures++;
+  if (g->warned_us == 0 || now - g->warned_us >= EVD_ACCEPT_WARN_EVERY_S * G_USEC_PER_SEC) {
+    g_warning ("accept on %s failed: %s; pausing accepts for %d ms at a time (%"
+               G_GUINT64_FORMAT " failures since the last such line)", g->address,
+               g_strerror (err), EVD_ACCEPT_PAUSE_MS, g->failures);
+    g->warned_us = now;
+    g->failures = 0;
+  }
   evconnlistener_disable (lev);
-  evtimer_add (l->resume, &tv);
+  evtimer_add (g->resume, &tv);
+}
+
+EvdListenerGuard *
+evd_listener_guard_new (struct event_base *base, struct evconnlistener *lev,
+                        const char *address)
+{
+  EvdListenerGuard *g = g_new0 (EvdListenerGuard, 1);
+
+  g->lev = lev;
+  g->address = g_strdup (address);
+  g->resume = evtimer_new (base, evd_listener_on_resume, g);
+  evd_listener_guards = g_slist_prepend (evd_listener_guards, g);
+  evconnlistener_set_error_cb (lev, evd_listener_on_error);
+  return g;
+}
+
+void
+evd_listener_guard_free (EvdListenerGuard *g)
+{
+  if (g == NULL)
+    return;
+  evd_listener_guards = g_slist_remove (evd_listener_guards, g);
+  event_free (g->resume);
+  g_free (g->address);
+  g_free (g);
 }
 
 static gboolean
@@ -157,18 +213,17 @@ evd_listener_wrap (struct evconnlistener *lev, struct event_base *base,
   l->lev = lev;
   l->accept_fn = accept_fn;
   l->data = data;
-  l->resume = evtimer_new (base, evd_listener_on_resume, l);
   getsockname (evconnlistener_get_fd (lev), (struct sockaddr *) &ss, &len);
   evd_conn_format_addr ((struct sockaddr *) &ss, len, buf, sizeof buf);
   l->address = g_strdup (buf);
   evconnlistener_set_cb (lev, evd_listener_on_accept, l);
-  evconnlistener_set_error_cb (lev, evd_listener_on_error);
+  l->guard = evd_listener_guard_new (base, lev, l->address);
   return l;
 }
 
 EvdListener *
-evd_listener_new (struct event_base *base, const char *address, EvdAcceptFunc accept_fn,
-                  gpointer data, GError **error)
+evd_listener_new (struct event_base *base, const char *address, gboolean reuse_port,
+                  EvdAcceptFunc accept_fn, gpointer data, GError **error)
 {
   struct sockaddr_storage ss;
   socklen_t len = 0;
@@ -180,7 +235,8 @@ evd_listener_new (struct event_base *base, const char *address, EvdAcceptFunc ac
     return NULL;
   lev = evconnlistener_new_bind (base, NULL, NULL,
                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC |
-                                 LEV_OPT_REUSEABLE | LEV_OPT_DISABLED,
+                                 LEV_OPT_REUSEABLE | LEV_OPT_DISABLED |
+                                 (reuse_port ? LEV_OPT_REUSEABLE_PORT : 0),
                                  EVD_LISTEN_BACKLOG, (struct sockaddr *) &ss, (int) len);
   if (lev == NULL) {
     int err = errno;
@@ -213,7 +269,7 @@ evd_listener_new_from_fd (struct event_base *base, evutil_socket_t fd, EvdAccept
 }
 
 evutil_socket_t
-evd_listener_bind (const char *address, char **bound, GError **error)
+evd_listener_bind (const char *address, gboolean reuse_port, char **bound, GError **error)
 {
   struct sockaddr_storage ss;
   socklen_t len = 0;
@@ -226,6 +282,7 @@ evd_listener_bind (const char *address, char **bound, GError **error)
     return -1;
   fd = socket (ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd >= 0 && (evutil_make_listen_socket_reuseable (fd) < 0 ||
+                  (reuse_port && evutil_make_listen_socket_reuseable_port (fd) < 0) ||
                   bind (fd, (struct sockaddr *) &ss, len) < 0 ||
                   listen (fd, EVD_LISTEN_BACKLOG) < 0)) {
     err = errno;
@@ -252,13 +309,40 @@ evd_listener_address (EvdListener *l)
   return l->address;
 }
 
+guint
+evd_listener_close_draining (EvdListener *l)
+{
+  evutil_socket_t lfd;
+  guint taken = 0;
+
+  if (l == NULL)
+    return 0;
+  lfd = evconnlistener_get_fd (l->lev);
+  evconnlistener_disable (l->lev);
+  for (;;) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int fd = accept4 (lfd, (struct sockaddr *) &ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      break;  /* EAGAIN: the backlog is empty; anything else: nothing more to take */
+    }
+    l->accept_fn (fd, (struct sockaddr *) &ss, (int) len, l->data);
+    taken++;
+  }
+  evd_listener_free (l);
+  return taken;
+}
+
 void
 evd_listener_free (EvdListener *l)
 {
   if (l == NULL)
     return;
   evconnlistener_free (l->lev);
-  event_free (l->resume);
+  evd_listener_guard_free (l->guard);
   if (l->unix_path != NULL)
     unlink (l->unix_path);
   g_free (l->unix_path);

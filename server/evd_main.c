@@ -6,7 +6,7 @@
 #include "evd_config.h"
 #include "evd_log.h"
 #include "evd_server.h"
-#include "evd_service.h"
+#include "evd_data_access.h"
 #include "evd_systemd.h"
 
 /* Traced requests /traces keeps: the slowest this many, and the most recent this many. */
@@ -75,6 +75,7 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
       a->max_frame_bytes != b->max_frame_bytes || a->idle_timeout_ms != b->idle_timeout_ms ||
       a->read_timeout_ms != b->read_timeout_ms || a->write_timeout_ms != b->write_timeout_ms ||
       a->max_pipeline != b->max_pipeline || a->max_output_bytes != b->max_output_bytes ||
+      a->max_reply_bytes != b->max_reply_bytes ||
       a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
       g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
       g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
@@ -137,7 +138,8 @@ evd_main_start_admin (EvdServer *server, EvdConfig *cfg, EvdDataAccess *service,
 
   if (fd < 0 && *sc->admin_listen == '\0')
     return TRUE;
-  admin = evd_admin_new (evd_server_main_base (server), sc->admin_listen, fd, &pages, error);
+  admin = evd_admin_new (evd_server_main_base (server), sc->admin_listen, sc->reuse_port, fd,
+                         &pages, error);
   if (admin == NULL)
     return FALSE;
   g_message ("admin on http://%s/ (/health /metrics /lookups /traces)%s",

@@ -23,6 +23,7 @@ struct _EvdServer {
   struct event *on_sighup;
   EvdReloadFunc reload;
   gpointer reload_data;
+  struct event *drain_timer;   /* SIGTERM with drain_ms: when the listener closes */
   struct event *grace_timer;
   struct event *settle_timer;  /* polls the service's pending work once the loops drained */
   EvdLogLimit accept_limit;
@@ -165,12 +166,36 @@ evd_server_on_grace_over (evutil_socket_t fd, short what, void *arg)
     evd_loop_post (s->loops[i], evd_server_close_host, &s->hosts[i]);
 }
 
+/* The drain proper: no new connections (those already queued in the backlog are taken
+ * first), requests read are answered, idle connections close between requests, and the
+ * grace period bounds the rest. */
 static void
-evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
+evd_server_begin_drain (evutil_socket_t fd, short what, void *arg)
 {
   EvdServer *s = arg;
   struct timeval tv = { s->sc->shutdown_timeout_ms / 1000,
                         (s->sc->shutdown_timeout_ms % 1000) * 1000 };
+  guint queued;
+
+  (void) fd;
+  (void) what;
+  queued = evd_listener_close_draining (g_steal_pointer (&s->listener));
+  g_message ("shutdown: listener closed (%u queued connections taken first); finishing "
+             "requests in flight", queued);
+  s->grace_timer = evtimer_new (evd_loop_base (s->main), evd_server_on_grace_over, s);
+  evtimer_add (s->grace_timer, &tv);
+  for (guint i = 0; i < s->n_loops; i++)
+    evd_loop_post (s->loops[i], evd_server_drain_host, &s->hosts[i]);
+}
+
+/* SIGTERM: /health says draining at once, so that load balancers stop sending new
+ * connections; for drain_ms evdal still serves everything, including new connections that
+ * were routed before the balancer noticed; then the drain proper. */
+static void
+evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
+{
+  EvdServer *s = arg;
+  struct timeval drain = { s->sc->drain_ms / 1000, (s->sc->drain_ms % 1000) * 1000 };
 
   (void) what;
   if (s->stopping) {
@@ -179,16 +204,18 @@ evd_server_on_signal (evutil_socket_t sig, short what, void *arg)
   }
   s->stopping = TRUE;
   evd_systemd_notify ("STOPPING=1\nSTATUS=Draining: finishing requests in flight (%d ms at "
-                      "most)", s->sc->shutdown_timeout_ms);
+                      "most)", s->sc->drain_ms + s->sc->shutdown_timeout_ms);
   evd_admin_set_draining (s->admin);
-  g_clear_pointer (&s->listener, evd_listener_free);
-  /* Logged once the listener is closed, so that a test seeing the line knows it is. */
+  if (s->sc->drain_ms > 0) {
+    g_message ("%s: shutting down; health says draining, still serving for %d ms",
+               strsignal ((int) sig), s->sc->drain_ms);
+    s->drain_timer = evtimer_new (evd_loop_base (s->main), evd_server_begin_drain, s);
+    evtimer_add (s->drain_timer, &drain);
+    return;
+  }
   g_message ("%s: shutting down; no new connections, finishing requests in flight",
              strsignal ((int) sig));
-  s->grace_timer = evtimer_new (evd_loop_base (s->main), evd_server_on_grace_over, s);
-  evtimer_add (s->grace_timer, &tv);
-  for (guint i = 0; i < s->n_loops; i++)
-    evd_loop_post (s->loops[i], evd_server_drain_host, &s->hosts[i]);
+  evd_server_begin_drain (-1, 0, s);
 }
 
 static void
@@ -292,7 +319,7 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, int list
     s->listener = evd_listener_new_from_fd (evd_loop_base (s->main), listen_fd,
                                             evd_server_on_accept, s, error);
   else
-    s->listener = evd_listener_new (evd_loop_base (s->main), s->sc->listen,
+    s->listener = evd_listener_new (evd_loop_base (s->main), s->sc->listen, s->sc->reuse_port,
                                     evd_server_on_accept, s, error);
   if (s->listener == NULL)
     return NULL;
@@ -306,6 +333,15 @@ evd_server_new (EvdConfig *cfg, const EvdService *service, EvdTls *tls, int list
   return g_steal_pointer (&s);
 }
 
+/* The first task a loop runs, before any connection is handed to it (they are posted after). */
+static void
+evd_server_on_loop_started (gpointer data)
+{
+  EvdConnHost *h = data;
+
+  h->service->loop_started (h->service->data, h->loop);
+}
+
 int
 evd_server_run (EvdServer *s)
 {
@@ -313,6 +349,8 @@ evd_server_run (EvdServer *s)
 
   for (guint i = 0; i < s->n_loops; i++) {
     evd_loop_watch (s->loops[i], s->sc->stall_warn_ms);
+    if (s->service->loop_started != NULL)
+      evd_loop_post (s->loops[i], evd_server_on_loop_started, &s->hosts[i]);
     if (!evd_loop_start (s->loops[i], &error)) {
       g_critical ("cannot start IO loop %u: %s", i, error->message);
       return 1;
@@ -348,6 +386,7 @@ evd_server_free (EvdServer *s)
   g_clear_pointer (&s->on_sigterm, event_free);
   g_clear_pointer (&s->on_sigint, event_free);
   g_clear_pointer (&s->on_sighup, event_free);
+  g_clear_pointer (&s->drain_timer, event_free);
   g_clear_pointer (&s->grace_timer, event_free);
   g_clear_pointer (&s->settle_timer, event_free);
   g_clear_pointer (&s->main, evd_loop_free);

@@ -4,7 +4,6 @@
 #include <sqlite3.h>
 #include <string.h>
 
-#include "evd_backend.h"
 
 /* How often (in SQLite VM instructions) a running statement checks for cancel and deadline:
  * a few microseconds of work between checks, so an interrupt lands well within a millisecond
@@ -172,7 +171,7 @@ evd_sqlite_bind_all (EvdSqliteWorker *w, sqlite3_stmt *st, const EvdSqliteJob *j
 
   for (int i = 1; i <= n; i++) {
     const char *name = sqlite3_bind_parameter_name (st, i);
-    const EvdValue *v = name ? evd_request_param (job->params, job->n_params, name + 1) : NULL;
+    const EvdValue *v = name ? evd_value_find_param (job->params, job->n_params, name + 1) : NULL;
 
     /* The engine checked every required param; an absent one binds NULL. */
     if ((v ? evd_sqlite_bind (st, i, v) : sqlite3_bind_null (st, i)) != SQLITE_OK) {

@@ -20,9 +20,8 @@
  */
 #pragma once
 
-#include "evd_request.h"
 #include "evd_rows.h"
-#include "evd_thrift.h"
+#include "evd_value.h"
 
 G_BEGIN_DECLS
 

@@ -33,7 +33,7 @@ static void whoami_cancel (gpointer backend, EvdBackendCall *call) {
   (void) backend;
   if (*evd_backend_call_data (call) == NULL) return;  /* already answered */
   g_clear_pointer (evd_backend_call_data (call), event_free);
-  evd_backend_call_fail (call, EVDAL_ERROR_KIND_CANCELLED, "cancelled");  /* still completes */
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");  /* still completes */
 }
 const EvdBackendClass whoami_class = {
   .kind = "whoami", .open = whoami_open, .start = whoami_start,

@@ -100,6 +100,17 @@ from evdal.ttypes import (  # noqa: E402
 
 # ---- Talking to evdal. ----
 
+class _CountingSocket(TSocket.TSocket):
+    """Counts the bytes read, so that a reply that never began can be told from one cut off."""
+
+    bytes_read = 0
+
+    def read(self, sz):
+        data = super().read(sz)
+        self.bytes_read += len(data)
+        return data
+
+
 class Evdal:
     """One connection to evdal (framed transport, binary protocol), for one request.
 
@@ -108,7 +119,7 @@ class Evdal:
     thread instead (and must drop it after any transport error: a reply may still be due)."""
 
     def __init__(self):
-        self.socket = TSocket.TSocket(EVDAL_HOST, EVDAL_PORT)
+        self.socket = _CountingSocket(EVDAL_HOST, EVDAL_PORT)
         self.transport = TTransport.TFramedTransport(self.socket)
         self.client = DataAccess.Client(TBinaryProtocol.TBinaryProtocol(self.transport))
 
@@ -121,6 +132,22 @@ class Evdal:
     def __exit__(self, *exc):
         self.transport.close()
         return False
+
+
+def fetch(request, attempts=3):
+    """client.fetch on a fresh connection, resent when the connection failed or closed before
+    any byte of the reply came back: what keeps a page alive while evdal instances restart
+    behind a balancer (docs/SCALING.md, "Clients"). fetch only reads, so resending is safe; a
+    reply that began and broke off is not resent (the caller sees the error)."""
+    for attempt in range(attempts):
+        conn = Evdal()
+        try:
+            with conn as client:
+                return client.fetch(request)
+        except (TTransport.TTransportException, OSError):
+            if conn.socket.bytes_read > 0 or attempt + 1 == attempts:
+                raise
+            log.info('evdal connection closed before the reply began; resending the fetch')
 
 
 PAGE_CALLS = ('user', 'account', 'recent_orders', 'unread_notifications', 'permissions',
@@ -364,8 +391,7 @@ def respond(start_response, code, body, request_id, content_type='text/html; cha
 def user_page(user_id, request_id, trace):
     """(status, html, extra headers) of /user/<id>."""
     try:
-        with Evdal() as client:
-            response = client.fetch(page_request(user_id, request_id, trace))
+        response = fetch(page_request(user_id, request_id, trace))
     except LookupFailed as e:
         # The critical call failed: evdal cancelled the others and answered at once.
         log.warning('[%s] user %d: critical call %s failed: %s', request_id, user_id, e.call,

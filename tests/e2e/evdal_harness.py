@@ -421,6 +421,67 @@ def client(server, framed=True, protocol='binary', multiplexed=False, timeout=10
     return DataAccess.Client(proto), trans
 
 
+class _CountingSocket(TSocket.TSocket):
+    """A TSocket that counts the bytes read since the last reset: a reply that has not begun
+    can be resent safely."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.bytes_read = 0
+
+    def read(self, sz):
+        data = super().read(sz)
+        self.bytes_read += len(data)
+        return data
+
+
+class ResendingClient:
+    """The client behaviour that makes rolling restarts lossless (docs/SCALING.md, "Clients"):
+    reconnect on a clean close, and resend a fetch whose connection closed before any byte of
+    its reply arrived (fetch is a read: resending is safe). A reply that had begun and broke
+    off is an error for the caller. `resends` counts the fetches sent again."""
+
+    def __init__(self, host, port, timeout=10.0, attempts=5):
+        self.host, self.port, self.timeout, self.attempts = host, port, timeout, attempts
+        self.resends = 0
+        self._sock = self._trans = self._client = None
+
+    def _connect(self):
+        self._sock = _CountingSocket(self.host, self.port)
+        self._sock.setTimeout(int(self.timeout * 1000))
+        self._trans = TTransport.TFramedTransport(self._sock)
+        self._client = DataAccess.Client(TBinaryProtocol.TBinaryProtocol(self._trans))
+        self._trans.open()
+
+    def close(self):
+        if self._trans is not None:
+            self._trans.close()
+        self._sock = self._trans = self._client = None
+
+    def fetch(self, request):
+        for attempt in range(self.attempts):
+            try:
+                if self._client is None:
+                    self._connect()
+                self._sock.bytes_read = 0
+                return self._client.fetch(request)
+            except (TTransport.TTransportException, OSError):
+                began = self._sock is not None and self._sock.bytes_read > 0
+                self.close()
+                if began or attempt + 1 == self.attempts:
+                    raise
+                self.resends += 1
+        raise AssertionError('unreachable')
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago, for programs that cannot bind port 0
+    and report it (HAProxy), or for a second evdal that must bind the same port."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def nap_call(delay_ms=None, lookup='nap'):
     params = None if delay_ms is None else {'delay_ms': ttypes.Value(int_value=delay_ms)}
     return ttypes.LookupCall(lookup=lookup, params=params)

@@ -106,6 +106,27 @@ class CliTest(h.EvdalTestCase):
         self.assertTrue(any(l.rstrip().endswith('OK') for l in (r.stdout + r.stderr).splitlines()),
                         r.stdout + r.stderr)
 
+    def test_sections_name_their_backend(self):
+        """[database X] and [upstream X] say which backend kind serves them (a database without
+        `backend =` is SQLite): an unknown kind is refused with the file, line and key even
+        when no lookup names the section, and a lookup naming a section takes its kind."""
+        path = self.write('sections.conf', h.config(lookups="""\
+[database typo]
+backend = postgress
+
+[upstream recs]
+backend = gopher
+
+[lookup nap]
+backend = delay
+"""))
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r'(?m)^%s:\d+: \[database typo\] backend: unknown backend '
+                         r'"postgress" \(known: .*sqlite' % re.escape(path))
+        self.assertRegex(r.stderr, r'(?m)^%s:\d+: \[upstream recs\] backend: unknown backend '
+                         r'"gopher"' % re.escape(path))
+
     def check_bad_messages(self, path, stderr):
         for line, group, key in BAD_CONFIG_EXPECT:
             if line is None:

@@ -4,6 +4,7 @@ calls, unknown methods and services, undecodable arguments."""
 import random
 import re
 import socket
+import struct
 import time
 import unittest
 
@@ -103,9 +104,12 @@ class PipelineTest(h.EvdalTestCase):
                         'a time' % (elapsed * 1000))
 
     def test_closing_cancels_calls_in_flight(self):
-        """A client that leaves with a call in flight: the call is cancelled (the fault
-        backend logs it) long before its 5 s deadline, nothing stays in flight, and the
-        server serves on."""
+        """A client that leaves with a call in flight (its socket reset, as a process that
+        dies with unread bytes or SO_LINGER 0 does): the call is cancelled (the fault backend
+        logs it) long before its 5 s deadline, nothing stays in flight, and the server serves
+        on. A plain close() sends a FIN, which looks like a half-close: evdal answers what was
+        sent (test_hostile test_half_close_answers_what_was_sent) and the write that meets the
+        closed socket ends the rest."""
         rid = 'cancel-on-close-%d' % random.randrange(1 << 30)
         cancelled = r'\[%s\] fault backend: call cancelled' % re.escape(rid)
         s = self.server.raw_socket()
@@ -119,6 +123,7 @@ class PipelineTest(h.EvdalTestCase):
             self.assertIsNone(self.server.wait_log(cancelled, 0.2),
                               'cancelled while its client was still there')
         finally:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
             s.close()
         t0 = time.monotonic()
         self.assertTrue(self.server.wait_log(cancelled, 2.0),

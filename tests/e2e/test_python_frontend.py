@@ -30,7 +30,7 @@ import evdal_harness as h
 
 APP = os.path.join(h.EVDAL_SOURCE_DIR, 'examples', 'python-frontend', 'app.py')
 CONF = os.path.join(h.EVDAL_SOURCE_DIR, 'deploy', 'evdal.conf')
-SCHEMA = os.path.join(h.EVDAL_SOURCE_DIR, 'storage', 'schema.sql')
+SCHEMA = os.path.join(h.EVDAL_SOURCE_DIR, 'tools', 'mkdb', 'schema.sql')
 SQL_LOOKUPS = ('user', 'account', 'recent_orders', 'unread_notifications', 'permissions',
                'recommended_products')
 SERVING_RE = re.compile(r'serving on http://([^/\s]+)/')

@@ -16,7 +16,7 @@ import evdal_harness as h
 from evdal_harness import ttypes
 
 V = ttypes.Value
-EVD_LOG_LIMIT_BURST = 10  # server/evd_log.h: lines per second per loop and purpose
+EVD_LOG_LIMIT_BURST = 10  # core/evd_log.h: lines per second per loop and purpose
 EK = ttypes.ErrorKind
 
 DB_LOOKUPS = h.NAP_LOOKUP + """
@@ -61,7 +61,7 @@ class ResilienceTest(h.EvdalTestCase):
             c.send_fetch(h.fetch_request({'n': h.nap_call(5000)}))
             srv.wait_metric('evdal_inflight_requests', 1)
             srv.send_signal(signal.SIGTERM)
-            self.assertTrue(srv.wait_log(r'shutting down; no new connections'), srv.log_tail())
+            self.assertTrue(srv.wait_log(r'shutdown: listener closed'), srv.log_tail())
             self.assertTrue(srv.alive(), 'the first SIGTERM must wait for the request in flight')
             t0 = time.monotonic()
             srv.send_signal(signal.SIGTERM)

@@ -26,8 +26,8 @@ class ShutdownTest(h.EvdalTestCase):
             t.close()
 
     def wait_shutting_down(self, server):
-        """SIGTERM was handled: the listener is closed (the server logs it right after)."""
-        self.assertTrue(server.wait_log(r'shutting down; no new connections'), server.log_tail())
+        """SIGTERM was handled: the listener is closed (logged once it is)."""
+        self.assertTrue(server.wait_log(r'shutdown: listener closed'), server.log_tail())
 
     def test_sigterm_lets_inflight_fetch_finish(self):
         with h.Server(h.config(shutdown_timeout_ms=5000, admin_listen='127.0.0.1:0')) as server:
@@ -57,6 +57,32 @@ class ShutdownTest(h.EvdalTestCase):
             finally:
                 busy_t.close()
                 idle_t.close()
+
+    def test_drain_ms_keeps_serving_while_health_says_draining(self):
+        """drain_ms: from SIGTERM, /health is 503 "draining" at once, yet new connections are
+        still accepted and served (a load balancer has not noticed yet); after drain_ms the
+        listener closes and the server exits 0."""
+        drain_ms = 1500
+        with h.Server(h.config(drain_ms=drain_ms, admin_listen='127.0.0.1:0',
+                               shutdown_timeout_ms=3000)) as server:
+            status, _, body = server.admin_get('/health')
+            self.assertEqual((status, body.strip()), (200, 'ready'))
+            t_sig = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            server.wait_log('health says draining, still serving for %d ms' % drain_ms)
+            status, _, body = server.admin_get('/health')
+            self.assertEqual((status, body.strip()), (503, 'draining'))
+            c, t = h.client(server)   # connected after the signal: served all the same
+            try:
+                self.assertNapFetch(c, [20])
+            finally:
+                t.close()
+            self.assertLess(time.monotonic() - t_sig, drain_ms / 1000,
+                            'the checks above must run inside drain_ms to prove anything')
+            server.wait_log('listener closed', timeout=drain_ms / 1000 + 5)
+            failed, how = self.connect_fails(server)
+            self.assertTrue(failed, 'after drain_ms: ' + how)
+            self.assertEqual(server.wait(5.0), 0, server.log_tail())
 
     def test_sigterm_lets_pipelined_requests_finish(self):
         with h.Server(h.config(shutdown_timeout_ms=5000, admin_listen='127.0.0.1:0')) as server:

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "evd_config.h"
-#include "evd_service.h"
+#include "evd_data_access.h"
 
 int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
 

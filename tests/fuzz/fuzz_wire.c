@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "evd_rpc.h"
-#include "evd_service.h"
+#include "evd_data_access.h"
 
 static EvdLoop *loop;
 static EvdDataAccess *service;

@@ -1,4 +1,4 @@
-/* test_config: the INI configuration (server/evd_config.c): defaults, values, inline comments,
+/* test_config: the INI configuration (core/evd_config.c): defaults, values, inline comments,
  * and problems that name the file, line, group and key, all reported at once. */
 #include <glib/gstdio.h>
 #include <string.h>

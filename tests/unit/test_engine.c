@@ -82,10 +82,10 @@ static struct event *keepalive;
 static guint64
 test_executions (const char *lookup)
 {
-  EvdLookupStats *s = evd_metrics_lookup (metrics, lookup);
+  EvdMetricsLookup *s = evd_metrics_lookup (metrics, lookup);
   guint64 n = 0;
 
-  for (guint i = 0; i < EVD_CALL_OUTCOME_N; i++)
+  for (guint i = 0; i < EVD_ERROR_KIND_N; i++)
     n += s->calls[i];
   return n;
 }
@@ -572,7 +572,7 @@ test_double_completion_is_ignored (void)
   guint64 twice = test_executions ("twice");
   TestRun *run = test_start (FALSE, calls, G_N_ELEMENTS (calls));
   g_autoptr (evdalDataAccessFetchResult) r = NULL;
-  EvdLookupStats *s = evd_metrics_lookup (metrics, "twice");
+  EvdMetricsLookup *s = evd_metrics_lookup (metrics, "twice");
   guint64 ok = s->calls[0];
 
   test_drive_until (&run->done);

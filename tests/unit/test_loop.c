@@ -1,4 +1,4 @@
-/* test_loop: the cross-thread hand-off of server/evd_loop.c: every posted function runs
+/* test_loop: the cross-thread hand-off of rpc/evd_loop.c: every posted function runs
  * exactly once, on the loop's thread, in posting order per poster; what is posted after the
  * loop stopped runs when it is freed; pass-end tasks; busy polling. */
 #include <event2/thread.h>

@@ -276,11 +276,11 @@ test_odd_input_means_what_c_glib_makes_of_it (void)
     g_assert_cmpstr (call->lookup, ==, "second");
     g_assert_false (call->has_timeout);
     g_assert_cmpuint (call->n_params, ==, 2);
-    g_assert_cmpint (evd_request_param (call->params, call->n_params, "x")->kind, ==,
+    g_assert_cmpint (evd_value_find_param (call->params, call->n_params, "x")->kind, ==,
                      EVD_VALUE_INVALID);
-    g_assert_cmpint (evd_request_param (call->params, call->n_params, "y")->kind, ==,
+    g_assert_cmpint (evd_value_find_param (call->params, call->n_params, "y")->kind, ==,
                      EVD_VALUE_TEXT);
-    g_assert_cmpstr (evd_request_param (call->params, call->n_params, "y")->data, ==, "two");
+    g_assert_cmpstr (evd_value_find_param (call->params, call->n_params, "y")->data, ==, "two");
     g_assert_cmpstr (evd_request_call (got, "other")->lookup, ==, "second");
   }
 }

@@ -1,4 +1,4 @@
-/* test_rpc: decoding calls, asynchronous completion and reply encoding (server/evd_rpc.c).
+/* test_rpc: decoding calls, asynchronous completion and reply encoding (rpc/evd_rpc.c).
  *
  * Requests are serialized by c_glib's own client-side protocols, run through the scanner and
  * evd_rpc on a real loop thread, and the replies decoded again by c_glib: what a Thrift

@@ -1,4 +1,4 @@
-/* test_sample: the sample web-shop database (storage/evd_sample.c): its shape, its
+/* test_sample: the sample web-shop database (tools/mkdb/evd_sample.c): its shape, its
  * determinism, and that every lookup of the sample config reads it through an index. */
 #include <glib/gstdio.h>
 #include <unistd.h>

@@ -42,7 +42,7 @@ proto_gtype (EvdProto proto)
  * use. One for the whole run, never freed: c_glib 0.17's ThriftMemoryBuffer does not chain up
  * to GObject's finalize, so each one unreffed leaks GObject's own data and LeakSanitizer
  * would blame this test. (The generated types have the same flaw; the tree's build fixes
- * them with tools/cglib_fixup.py, a build without it does not.) */
+ * them with cmake/cglib_fixup.py, a build without it does not.) */
 static ThriftMemoryBuffer *
 shared_buffer (void)
 {
@@ -1351,6 +1351,69 @@ test_schema_element_types (void)
   g_assert_nonnull (evd_wire_schema_args ("ping", 4));
 }
 
+/* A fetch reply whose FetchResponse.results map carries i32 values instead of LookupResult
+ * structs: well-formed Thrift, but not what the IDL says. */
+static void
+write_result_map (ThriftProtocol *p, ThriftType vtype)
+{
+  W (thrift_protocol_write_struct_begin (p, "fetch_result", NULL));
+  W (thrift_protocol_write_field_begin (p, "success", T_STRUCT, 0, NULL));
+  W (thrift_protocol_write_struct_begin (p, "FetchResponse", NULL));
+  W (thrift_protocol_write_field_begin (p, "results", T_MAP, 2, NULL));
+  W (thrift_protocol_write_map_begin (p, T_STRING, vtype, 1, NULL));
+  W (thrift_protocol_write_string (p, "k", NULL));
+  if (vtype == T_I32) {
+    W (thrift_protocol_write_i32 (p, 5, NULL));
+  } else {
+    W (thrift_protocol_write_struct_begin (p, "LookupResult", NULL));
+    W (thrift_protocol_write_field_stop (p, NULL));
+    W (thrift_protocol_write_struct_end (p, NULL));
+  }
+  W (thrift_protocol_write_map_end (p, NULL));
+  W (thrift_protocol_write_field_end (p, NULL));
+  W (thrift_protocol_write_field_stop (p, NULL));
+  W (thrift_protocol_write_struct_end (p, NULL));
+  W (thrift_protocol_write_field_end (p, NULL));
+  W (thrift_protocol_write_field_stop (p, NULL));
+  W (thrift_protocol_write_struct_end (p, NULL));
+}
+
+static void
+write_result_i32 (ThriftProtocol *p)
+{
+  write_result_map (p, T_I32);
+}
+
+static void
+write_result_struct (ThriftProtocol *p)
+{
+  write_result_map (p, T_STRUCT);
+}
+
+/* Clients of evdal (the Thrift upstream backend, evdal-cli) validate replies against the
+ * result schema before c_glib reads them. */
+static void
+test_schema_result_element_types (void)
+{
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    g_autoptr (GByteArray) bad = write_message (proto, "fetch", 1, write_result_i32);
+    g_autoptr (GByteArray) good = write_message (proto, "fetch", 1, write_result_struct);
+    EvdWireScanner s;
+
+    evd_wire_scanner_init (&s, proto, bad->len, EVD_WIRE_MAX_DEPTH);
+    s.schema_for = evd_wire_schema_result;
+    g_assert_cmpint (evd_wire_scanner_feed (&s, bad->data, bad->len), ==, EVD_WIRE_BAD_BODY);
+    evd_wire_scanner_init (&s, proto, good->len, EVD_WIRE_MAX_DEPTH);
+    s.schema_for = evd_wire_schema_result;
+    g_assert_cmpint (evd_wire_scanner_feed (&s, good->data, good->len), ==, EVD_WIRE_OK);
+    /* The args schema does not fit a reply: its field 2 is not a map of results. */
+    evd_wire_scanner_init (&s, proto, bad->len, EVD_WIRE_MAX_DEPTH);
+    g_assert_cmpint (evd_wire_scanner_feed (&s, bad->data, bad->len), ==, EVD_WIRE_OK);
+  }
+  g_assert_nonnull (evd_wire_schema_result ("lookups", 7));
+  g_assert_null (evd_wire_schema_result ("nope", 4));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1390,6 +1453,7 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/hostile/varints", test_hostile_varints);
   g_test_add_func ("/wire/hostile/headers", test_hostile_headers);
   g_test_add_func ("/wire/schema/element-types", test_schema_element_types);
+  g_test_add_func ("/wire/schema/result-element-types", test_schema_result_element_types);
   g_test_add_func ("/wire/random", test_random);
   return g_test_run ();
 }

@@ -313,7 +313,7 @@ test_rows_match_c_glib_table (void)
       EvdWriter w;
 
       evd_writer_init (&w, ours, protos[i]);
-      evd_rows_write (rows, &w);
+      evd_response_write_rows (&w, rows);
       assert_same_bytes ("table", protos[i], ours, theirs);
     }
   }
@@ -361,7 +361,7 @@ rows_bytes (const EvdRows *rows, EvdProto proto)
   EvdWriter w;
 
   evd_writer_init (&w, out, proto);
-  evd_rows_write (rows, &w);
+  evd_response_write_rows (&w, rows);
   return out;
 }
 

@@ -5,7 +5,7 @@
  * socket, a SQLite worker finishing a query) comes back with evd_loop_post(): the function is
  * queued under the loop's own lock (never a lock shared by all loops) and one event_active()
  * wakes the loop, which runs every queued function in order on its thread. Functions posted
- * to a loop that has stopped run when it is freed, on the freeing thread, so every hand-off
+ * to a loop that has stopped run when its last reference goes, on that thread, so every hand-off
  * completes exactly once and only its owner frees what it carries.
  */
 #pragma once
@@ -34,8 +34,14 @@ void evd_loop_run_here (EvdLoop *loop);
 void evd_loop_run_pending (EvdLoop *loop);
 /* Asks the loop to stop after this iteration (any thread). */
 void evd_loop_quit (EvdLoop *loop);
-/* Waits for the thread, then runs what is still queued and frees the loop. */
+/* Waits for the thread, runs what is still queued, and drops the owner's reference. */
 void evd_loop_free (EvdLoop *loop);
+/* A loop lives until its last reference: per-loop state of a backend (evd_loop_local) holds
+ * one, so that it can still post its own teardown to a loop that has stopped. What is posted
+ * to a stopped loop runs when the last reference goes, on the thread that drops it, and only
+ * then is the event base freed. Any thread. */
+EvdLoop *evd_loop_ref (EvdLoop *loop);
+void evd_loop_unref (EvdLoop *loop);
 
 struct event_base *evd_loop_base (EvdLoop *loop);
 guint evd_loop_index (EvdLoop *loop);

@@ -3,7 +3,15 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+
+/* A log line quotes what clients sent (request ids, keys, lookup names, method names), and
+ * the limiters count lines, not bytes: a 4 MiB request id in ten refusals a second was 40 MiB
+ * of log and most of a second of its loop. So a message is cut to EVD_LOG_TEXT_MAX bytes and
+ * each field (request id, lookup, peer) to EVD_LOG_FIELD_MAX, marked "...[cut: N bytes]". */
+#define EVD_LOG_TEXT_MAX 1024
+#define EVD_LOG_FIELD_MAX 128
 
 static gboolean evd_log_is_verbose;
 /* The least severe level written: messages of a higher GLogLevelFlags bit are dropped. */
@@ -73,12 +81,52 @@ evd_log_priority (GLogLevelFlags level)
   return "7";
 }
 
+/* Where a text of `len` bytes is cut to keep at most `max`: at a character's start. */
+static gsize
+evd_log_cut_at (const char *s, gsize len, gsize max)
+{
+  gsize n = MIN (len, max);
+
+  while (n > 0 && n < len && ((guchar) s[n] & 0xc0) == 0x80)
+    n--;
+  return n;
+}
+
+/* The message, formatted into at most EVD_LOG_TEXT_MAX bytes (vsnprintf copies no more,
+ * whatever the arguments' length) and marked when cut. */
+static char *
+evd_log_format (const char *format, va_list ap)
+{
+  char buf[EVD_LOG_TEXT_MAX + 1];
+  int n = vsnprintf (buf, sizeof buf, format, ap);
+
+  if (n < 0)
+    return g_strdup (format);
+  if ((gsize) n <= EVD_LOG_TEXT_MAX)
+    return g_strdup (buf);
+  return g_strdup_printf ("%.*s\xe2\x80\xa6[cut: %d bytes]",
+                          (int) evd_log_cut_at (buf, EVD_LOG_TEXT_MAX, EVD_LOG_TEXT_MAX), buf, n);
+}
+
+/* A field cut to EVD_LOG_FIELD_MAX bytes, or NULL when it fits as it is. */
+static char *
+evd_log_cut_field (const char *s)
+{
+  gsize len;
+
+  if (s == NULL || (len = strlen (s)) <= EVD_LOG_FIELD_MAX)
+    return NULL;
+  return g_strdup_printf ("%.*s\xe2\x80\xa6[cut: %" G_GSIZE_FORMAT " bytes]",
+                          (int) evd_log_cut_at (s, len, EVD_LOG_FIELD_MAX), s, len);
+}
+
 void
 evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
                const char *peer, const char *format, ...)
 {
   g_autofree char *text = NULL;
   g_autofree char *message = NULL;
+  g_autofree char *id_cut = NULL, *lookup_cut = NULL, *peer_cut = NULL;
   GLogField fields[7];
   gsize n = 0;
   va_list ap;
@@ -86,8 +134,14 @@ evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
   if ((level & G_LOG_LEVEL_MASK) > evd_log_max)
     return;
   va_start (ap, format);
-  text = g_strdup_vprintf (format, ap);
+  text = evd_log_format (format, ap);
   va_end (ap);
+  if ((id_cut = evd_log_cut_field (request_id)) != NULL)
+    request_id = id_cut;
+  if ((lookup_cut = evd_log_cut_field (lookup)) != NULL)
+    lookup = lookup_cut;
+  if ((peer_cut = evd_log_cut_field (peer)) != NULL)
+    peer = peer_cut;
   /* The terminal shows MESSAGE only, so it carries the ids too; the journal gets each as a
    * field of its own (journalctl REQUEST_ID=... finds a request's every line). */
   message = g_strdup_printf ("%s%s%s%s%s%s", request_id ? "[" : "", request_id ? request_id : "",
@@ -127,7 +181,7 @@ evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
   }
   limit->in_window++;
   va_start (ap, format);
-  message = g_strdup_vprintf (format, ap);
+  message = evd_log_format (format, ap);
   va_end (ap);
   for (char *p = message; *p != '\0'; p++)
     if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)

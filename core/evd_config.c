@@ -360,11 +360,22 @@ evd_config_read_server (EvdConfig *cfg)
   s->write_timeout_ms = (int) evd_config_int (cfg, g, "write_timeout_ms", 30000, 1, 3600000);
   s->shutdown_timeout_ms = (int) evd_config_int (cfg, g, "shutdown_timeout_ms", 10000, 0,
                                                  3600000);
+  /* Behind a load balancer: long enough for its health checks to see "draining" and stop
+   * sending new connections (check interval x fall count, plus a margin); 0 (no balancer,
+   * or systemd socket activation) closes the listener at once. */
+  s->drain_ms = (int) evd_config_int (cfg, g, "drain_ms", 0, 0, 3600000);
+  s->reuse_port = evd_config_bool (cfg, g, "reuse_port", FALSE);
   /* Pipelining is for latency; hundreds of requests queued on one socket are a client that
    * does not read, and each costs memory until answered. */
   s->max_pipeline = (int) evd_config_int (cfg, g, "max_pipeline", 128, 1, 100000);
   s->max_output_bytes = (int) evd_config_int (cfg, g, "max_output_bytes", 4 << 20, 4096,
                                               1 << 30);
+  /* One reply's encoded size, and the calls of a fetch that would push it past this fail
+   * alone with BACKEND "reply too large": clients refuse larger frames with a transport error
+   * that loses every call (Thrift's Java and Go clients stop at 16,384,000 bytes, evdal-cli at
+   * max_frame_bytes), so the default leaves them room. */
+  s->max_reply_bytes = (int) evd_config_int (cfg, g, "max_reply_bytes", 16000000, 4096,
+                                             1 << 30);
   /* A request that waited this long before the loop could read it is better refused at once
    * (the client retries elsewhere) than served late on top of a backlog. */
   s->max_queue_ms = (int) evd_config_int (cfg, g, "max_queue_ms", 500, 0, 60000);

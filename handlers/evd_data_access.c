@@ -1,5 +1,5 @@
 /* evd_service: DataAccess's methods and live reloading (see evd_service.h). */
-#include "evd_service.h"
+#include "evd_data_access.h"
 
 #include <string.h>
 
@@ -20,16 +20,18 @@ struct _EvdDataAccess {
   EvdEngine *current;
   gint generation;            /* atomic: bumped by every reload */
   EvdLoopEngine loops[EVD_SERVICE_MAX_LOOPS];
+  EvdLoop *started[EVD_SERVICE_MAX_LOOPS];  /* under `lock`: IO loops running, to attach to */
 };
 
 static EvdEngine *evd_service_current (EvdDataAccess *da);
 
-/* The engine this loop's requests use: the loop's own reference, refreshed after a reload. */
+/* The engine `loop`'s requests use: the loop's own reference, refreshed after a reload.
+ * Taking a new one attaches its backends to the loop (evd_engine_attach) before any of its
+ * calls runs there. */
 static EvdEngine *
-evd_service_engine (EvdDataAccess *da, EvdCall *call)
+evd_service_loop_engine (EvdDataAccess *da, EvdLoop *loop)
 {
-  EvdLoopEngine *le = &da->loops[MIN (evd_loop_index (evd_call_loop (call)),
-                                      EVD_SERVICE_MAX_LOOPS - 1)];
+  EvdLoopEngine *le = &da->loops[MIN (evd_loop_index (loop), EVD_SERVICE_MAX_LOOPS - 1)];
   gint generation = g_atomic_int_get (&da->generation);
 
   if (le->engine == NULL || le->generation != generation) {
@@ -39,9 +41,59 @@ evd_service_engine (EvdDataAccess *da, EvdCall *call)
     le->engine = evd_engine_ref (da->current);
     le->generation = g_atomic_int_get (&da->generation);
     g_mutex_unlock (&da->lock);
+    evd_engine_attach (le->engine, loop);
     evd_engine_unref (old);
   }
   return le->engine;
+}
+
+static EvdEngine *
+evd_service_engine (EvdDataAccess *da, EvdCall *call)
+{
+  return evd_service_loop_engine (da, evd_call_loop (call));
+}
+
+typedef struct {
+  EvdDataAccess *da;
+  EvdLoop *loop;
+} EvdServiceRefresh;
+
+static void
+evd_service_on_refresh (gpointer data)
+{
+  EvdServiceRefresh *r = data;
+
+  evd_service_loop_engine (r->da, r->loop);
+  g_free (r);
+}
+
+/* A new generation is attached to every running loop at once rather than at the loop's next
+ * request, so its connections are up before they are needed. */
+static void
+evd_service_refresh_loops (EvdDataAccess *da)
+{
+  g_mutex_lock (&da->lock);
+  for (guint i = 0; i < EVD_SERVICE_MAX_LOOPS; i++) {
+    EvdServiceRefresh *r;
+
+    if (da->started[i] == NULL)
+      continue;
+    r = g_new (EvdServiceRefresh, 1);
+    *r = (EvdServiceRefresh) { da, da->started[i] };
+    evd_loop_post (da->started[i], evd_service_on_refresh, r);
+  }
+  g_mutex_unlock (&da->lock);
+}
+
+static void
+evd_service_loop_started (gpointer data, EvdLoop *loop)
+{
+  EvdDataAccess *da = data;
+
+  g_mutex_lock (&da->lock);
+  da->started[MIN (evd_loop_index (loop), EVD_SERVICE_MAX_LOOPS - 1)] = loop;
+  g_mutex_unlock (&da->lock);
+  evd_service_loop_engine (da, loop);
 }
 
 static void
@@ -181,7 +233,7 @@ evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
   for (guint i = 0; i < evd_lookup_set_size (set); i++) {
     EvdLookup *l = evd_lookup_set_nth (set, i);
     const EvdLookupSpec *spec = evd_lookup_spec (l);
-    EvdLookupStats *stats = evd_lookup_stats (l);
+    EvdMetricsLookup *stats = evd_lookup_stats (l);
 
     g_string_append (out, i ? ",\n {\"name\": " : "\n {\"name\": ");
     evd_json_string (out, spec->name);
@@ -198,7 +250,7 @@ evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
     evd_json_string (out, evd_lookup_description (l) ? evd_lookup_description (l) : "");
     if (stats != NULL) {
       guint64 calls = 0;
-      for (guint o = 0; o < EVD_CALL_OUTCOME_N; o++)
+      for (guint o = 0; o < EVD_ERROR_KIND_N; o++)
         calls += __atomic_load_n (&stats->calls[o], __ATOMIC_RELAXED);
       g_string_append_printf (out, ", \"calls\": %" G_GUINT64_FORMAT ", \"errors\": %"
                               G_GUINT64_FORMAT, calls,
@@ -232,6 +284,7 @@ evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces)
   da->service.data = da;
   da->service.pending = evd_service_pending;
   da->service.overloaded = evd_service_overloaded;
+  da->service.loop_started = evd_service_loop_started;
   da->service.args_schema = evd_wire_schema_args;
   evd_engine_counters_init (&da->counters);
   da->counters.metrics = metrics;
@@ -307,6 +360,7 @@ evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summary, GErro
   g_atomic_int_inc (&da->generation);
   g_mutex_unlock (&da->lock);
   evd_engine_unref (old);
+  evd_service_refresh_loops (da);
   evd_metrics_reload (da->counters.metrics, TRUE);
   return TRUE;
 }

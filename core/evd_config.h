@@ -33,9 +33,12 @@ typedef struct {
   int idle_timeout_ms;     /* 0 = never */
   int read_timeout_ms;     /* a request half-received for longer than this is closed */
   int write_timeout_ms;    /* replies that cannot be sent for this long close the connection */
-  int shutdown_timeout_ms;
+  int shutdown_timeout_ms; /* after drain_ms: how long requests in flight may take */
+  int drain_ms;            /* after SIGTERM, keep accepting (health says draining) this long */
+  gboolean reuse_port;     /* SO_REUSEPORT on the listeners: a new evdal binds while this drains */
   int max_pipeline;        /* requests in flight on one connection before it is not read */
   int max_output_bytes;    /* unsent reply bytes on one connection before it is not read */
+  int max_reply_bytes;     /* one encoded reply at most; calls that do not fit fail alone */
   int max_queue_ms;        /* a loop this far behind answers new fetches Overloaded; 0 = off */
   int stall_warn_ms;       /* a loop callback that runs longer is logged; 0 = off */
 } EvdServerConfig;

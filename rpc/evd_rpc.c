@@ -28,6 +28,7 @@ struct _EvdCall {
 
   EvdCallDoneFunc done;
   gpointer owner;
+  EvdCallLimitFunc reply_limit; /* the owner's bound on this reply's bytes; NULL: none */
   EvdCancelFunc cancel_fn;
   gpointer cancel_data;
   GByteArray *reply;
@@ -657,6 +658,20 @@ evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const char *
 }
 
 /* ---- The owner's side. ---- */
+
+void
+evd_call_set_reply_limit (EvdCall *call, EvdCallLimitFunc fn)
+{
+  call->reply_limit = fn;
+}
+
+gsize
+evd_call_reply_limit (EvdCall *call)
+{
+  if (call->reply_limit == NULL || call->abandoned)
+    return G_MAXSIZE;
+  return call->reply_limit (call->owner);
+}
 
 gboolean
 evd_call_is_done (EvdCall *call)

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* storage's SQL files, embedded at build time by tools/embed_sql.py */
+/* the SQL files beside it, embedded at build time by cmake/embed_sql.py */
 extern const char evd_sample_schema_sql[];
 extern const char evd_sample_data_sql[];
 extern const char evd_sample_indexes_sql[];

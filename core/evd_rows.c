@@ -1,4 +1,4 @@
-/* evd_rows: a lookup's rows in plain C, and their Table encoding (see evd_rows.h). */
+/* evd_rows: a lookup's rows in plain C (see evd_rows.h). */
 #include "evd_rows.h"
 
 #include <string.h>
@@ -194,55 +194,15 @@ evd_rows_cell (const EvdRows *rows, guint row, guint col)
   return &rows->cells[rows->n_columns * (row + 1) + col];
 }
 
+const EvdCell *
+evd_rows_cells (const EvdRows *rows, guint *n_cells)
+{
+  *n_cells = rows->n_columns * (evd_rows_n_rows (rows) + 1);
+  return rows->cells;
+}
+
 const guint8 *
 evd_rows_cell_data (const EvdRows *rows, const EvdCell *cell)
 {
   return rows->arena + cell->v.off;
-}
-
-/* Value is a union: exactly one field, 1 null_value (bool, always true here), 2 int_value,
- * 3 real_value, 4 text_value, 5 blob_value. */
-static void
-evd_rows_write_value (const EvdRows *rows, const EvdCell *c, EvdWriter *w)
-{
-  evd_writer_struct_begin (w);
-  switch (c->kind) {
-  case EVD_VALUE_INT:
-    evd_writer_field_begin (w, EVD_WIRE_T_I64, 2);
-    evd_writer_i64 (w, c->v.i);
-    break;
-  case EVD_VALUE_REAL:
-    evd_writer_field_begin (w, EVD_WIRE_T_DOUBLE, 3);
-    evd_writer_double (w, c->v.r);
-    break;
-  case EVD_VALUE_TEXT:
-  case EVD_VALUE_BLOB:
-    evd_writer_field_begin (w, EVD_WIRE_T_STRING, c->kind == EVD_VALUE_TEXT ? 4 : 5);
-    evd_writer_binary (w, rows->arena + c->v.off, c->len);
-    break;
-  default:
-    evd_writer_field_bool (w, 1, TRUE);
-  }
-  evd_writer_struct_end (w);
-}
-
-void
-evd_rows_write (const EvdRows *rows, EvdWriter *w)
-{
-  guint n_rows = evd_rows_n_rows (rows);
-  const EvdCell *c = rows->cells;
-
-  evd_writer_struct_begin (w);
-  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 1);
-  evd_writer_list_begin (w, EVD_WIRE_T_STRING, rows->n_columns);
-  for (guint i = 0; i < rows->n_columns; i++, c++)
-    evd_writer_binary (w, rows->arena + c->v.off, c->len);
-  evd_writer_field_begin (w, EVD_WIRE_T_LIST, 2);
-  evd_writer_list_begin (w, EVD_WIRE_T_LIST, n_rows);
-  for (guint r = 0; r < n_rows; r++) {
-    evd_writer_list_begin (w, EVD_WIRE_T_STRUCT, rows->n_columns);
-    for (guint i = 0; i < rows->n_columns; i++, c++)
-      evd_rows_write_value (rows, c, w);
-  }
-  evd_writer_struct_end (w);
 }

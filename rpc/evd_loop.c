@@ -11,6 +11,7 @@ typedef struct {
 } EvdLoopTask;
 
 struct _EvdLoop {
+  gatomicrefcount refs;      /* evd_loop_free() drops the owner's; per-loop state holds others */
   guint index;
   struct event_base *base;
   GThread *thread;
@@ -131,6 +132,7 @@ evd_loop_new (guint index, GError **error)
 {
   EvdLoop *loop = g_new0 (EvdLoop, 1);
 
+  g_atomic_ref_count_init (&loop->refs);
   loop->index = index;
   /* Until its thread starts, a loop belongs to the thread that made it: tests and fuzzers
    * can then drive it synchronously. */
@@ -228,21 +230,23 @@ evd_loop_quit (EvdLoop *loop)
   event_base_loopbreak (loop->base);
 }
 
-void
-evd_loop_free (EvdLoop *loop)
+/* Runs what is still queued on the calling thread, which is the loop's now: its own thread
+ * has ended (or never started). A task may post again (a cancelled call completing), hence
+ * the repeats; libevent's deferred callbacks still queued (a bufferevent's last release, an
+ * OpenSSL session's teardown) run too, since freeing the base would drop them. */
+static void
+evd_loop_run_leftovers (EvdLoop *loop)
 {
-  if (loop == NULL)
-    return;
-  if (loop->thread != NULL)
-    g_thread_join (loop->thread);
-  /* The loop is gone: what was posted to it runs here, where nothing else runs any more. A
-   * task may post again (a cancelled call completing), hence the loop. */
   loop->tid = pthread_self ();
   evd_loop_run_pending (loop);
-  /* libevent's deferred callbacks still queued (a bufferevent's last release, an OpenSSL
-   * session's teardown) run now: freeing the base would drop them and what they hold. */
   event_base_loop (loop->base, EVLOOP_NONBLOCK);
   evd_loop_run_pending (loop);
+}
+
+static void
+evd_loop_destroy (EvdLoop *loop)
+{
+  evd_loop_run_leftovers (loop);
   if (loop->free_codec != NULL && loop->codec != NULL)
     loop->free_codec (loop->codec);
   if (loop->beat != NULL)
@@ -256,6 +260,34 @@ evd_loop_free (EvdLoop *loop)
   g_array_unref (loop->spare);
   g_mutex_clear (&loop->lock);
   g_free (loop);
+}
+
+void
+evd_loop_free (EvdLoop *loop)
+{
+  if (loop == NULL)
+    return;
+  if (loop->thread != NULL) {
+    g_thread_join (loop->thread);
+    loop->thread = NULL;
+  }
+  /* The loop is gone: what was posted to it runs here, where nothing else runs any more. */
+  evd_loop_run_leftovers (loop);
+  evd_loop_unref (loop);
+}
+
+EvdLoop *
+evd_loop_ref (EvdLoop *loop)
+{
+  g_atomic_ref_count_inc (&loop->refs);
+  return loop;
+}
+
+void
+evd_loop_unref (EvdLoop *loop)
+{
+  if (loop != NULL && g_atomic_ref_count_dec (&loop->refs))
+    evd_loop_destroy (loop);
 }
 
 void

@@ -76,7 +76,7 @@ EvdWireStatus evd_wire_frame_length (const guint8 *data, gsize len, gint32 max_f
  * declared element types (a field of another wire type is fine: decoders skip it). c_glib's
  * generated decoders never compare them, and a map whose values are not what the IDL says
  * makes them misparse, fail half-way and leak; such a message is BAD_BODY instead. The tables
- * are generated from the IDL at build time (tools/gen_schema.py). */
+ * are generated from the IDL at build time (cmake/gen_schema.py). */
 
 /* Thrift's type codes (the binary protocol's). */
 enum {
@@ -115,8 +115,11 @@ struct _EvdWireSchema {
  * is not NUL-terminated and has no "Service:" prefix. */
 typedef const EvdWireSchema *(*EvdWireSchemaFn) (const char *method, gsize len);
 
-/* The generated table of DataAccess (tools/gen_schema.py). */
+/* The generated tables of DataAccess (cmake/gen_schema.py): each method's args struct, and
+ * its result struct (what a reply carries: success or a declared exception), for clients
+ * that validate replies before c_glib reads them. */
 const EvdWireSchema *evd_wire_schema_args (const char *method, gsize len);
+const EvdWireSchema *evd_wire_schema_result (const char *method, gsize len);
 
 typedef struct {
   const EvdWireSchema *schema;   /* what this struct or container is declared as, or NULL */

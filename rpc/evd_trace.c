@@ -4,21 +4,37 @@
 #include <string.h>
 
 struct _EvdTraceStore {
-  GMutex lock;
+  GMutex lock;               /* held to add, or to take references for a page: never to render */
   guint keep;
   guint64 count;             /* traces ever added */
-  GPtrArray *recent;         /* EvdTrace * (shared refs), oldest first */
-  GPtrArray *slowest;        /* EvdTrace * (shared refs), slowest first */
-  GHashTable *refs;          /* EvdTrace * -> lists holding it (1 or 2) */
+  GPtrArray *recent;         /* EvdTrace * (a reference each), oldest first */
+  GPtrArray *slowest;        /* EvdTrace * (a reference each), slowest first */
 };
+
+char *
+evd_trace_cut (const char *s)
+{
+  gsize len, n;
+
+  if (s == NULL)
+    return NULL;
+  len = strlen (s);
+  if (len <= EVD_TRACE_TEXT_MAX)
+    return g_strdup (s);
+  /* Cut at a character's start, so the kept part stays UTF-8 if the whole was. */
+  for (n = EVD_TRACE_TEXT_MAX; n > 0 && ((guchar) s[n] & 0xc0) == 0x80; n--)
+    ;
+  return g_strdup_printf ("%.*s\xe2\x80\xa6[cut: %" G_GSIZE_FORMAT " bytes]", (int) n, s, len);
+}
 
 EvdTrace *
 evd_trace_new (const char *request_id, const char *principal, gint64 wall_us)
 {
   EvdTrace *t = g_new0 (EvdTrace, 1);
 
-  t->request_id = g_strdup (request_id);
-  t->principal = g_strdup (principal);
+  t->ref = 1;
+  t->request_id = evd_trace_cut (request_id);
+  t->principal = evd_trace_cut (principal);
   t->wall_us = wall_us;
   t->spans = g_array_new (FALSE, TRUE, sizeof (EvdTraceSpan));
   return t;
@@ -29,17 +45,29 @@ evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char
                     gint64 start_us, gint64 end_us, int error_kind, const char *error)
 {
   EvdTraceSpan s = {
-    g_strdup (key), g_strdup (lookup), g_strdup (backend),
-    MAX (start_us, 0), MAX (end_us, MAX (start_us, 0)), error_kind, g_strdup (error),
+    evd_trace_cut (key), evd_trace_cut (lookup), evd_trace_cut (backend),
+    MAX (start_us, 0), MAX (end_us, MAX (start_us, 0)), error_kind, evd_trace_cut (error),
   };
 
+  if (t->spans->len >= EVD_TRACE_SPANS_MAX) {
+    t->spans_cut++;
+    g_free (s.key), g_free (s.lookup), g_free (s.backend), g_free (s.error);
+    return;
+  }
   g_array_append_val (t->spans, s);
+}
+
+EvdTrace *
+evd_trace_ref (EvdTrace *t)
+{
+  g_atomic_int_inc (&t->ref);
+  return t;
 }
 
 void
 evd_trace_free (EvdTrace *t)
 {
-  if (t == NULL)
+  if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
     return;
   for (guint i = 0; i < t->spans->len; i++) {
     EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);
@@ -62,32 +90,9 @@ evd_trace_store_new (guint keep)
 
   g_mutex_init (&store->lock);
   store->keep = MAX (keep, 1);
-  store->recent = g_ptr_array_new ();
-  store->slowest = g_ptr_array_new ();
-  store->refs = g_hash_table_new (NULL, NULL);
+  store->recent = g_ptr_array_new_with_free_func ((GDestroyNotify) evd_trace_free);
+  store->slowest = g_ptr_array_new_with_free_func ((GDestroyNotify) evd_trace_free);
   return store;
-}
-
-/* Under the lock: one list lets go of `t`. */
-static void
-evd_trace_store_drop (EvdTraceStore *store, EvdTrace *t)
-{
-  guint n = GPOINTER_TO_UINT (g_hash_table_lookup (store->refs, t));
-
-  if (n > 1) {
-    g_hash_table_insert (store->refs, t, GUINT_TO_POINTER (n - 1));
-  } else {
-    g_hash_table_remove (store->refs, t);
-    evd_trace_free (t);
-  }
-}
-
-static void
-evd_trace_store_hold (EvdTraceStore *store, EvdTrace *t)
-{
-  guint n = GPOINTER_TO_UINT (g_hash_table_lookup (store->refs, t));
-
-  g_hash_table_insert (store->refs, t, GUINT_TO_POINTER (n + 1));
 }
 
 void
@@ -95,13 +100,8 @@ evd_trace_store_free (EvdTraceStore *store)
 {
   if (store == NULL)
     return;
-  for (guint i = 0; i < store->recent->len; i++)
-    evd_trace_store_drop (store, store->recent->pdata[i]);
-  for (guint i = 0; i < store->slowest->len; i++)
-    evd_trace_store_drop (store, store->slowest->pdata[i]);
   g_ptr_array_unref (store->recent);
   g_ptr_array_unref (store->slowest);
-  g_hash_table_unref (store->refs);
   g_mutex_clear (&store->lock);
   g_free (store);
 }
@@ -117,21 +117,36 @@ evd_trace_store_add (EvdTraceStore *store, EvdTrace *trace)
   }
   g_mutex_lock (&store->lock);
   store->count++;
-  evd_trace_store_hold (store, trace);
-  g_ptr_array_add (store->recent, trace);
+  g_ptr_array_add (store->recent, evd_trace_ref (trace));
   if (store->recent->len > store->keep)
-    evd_trace_store_drop (store, g_ptr_array_steal_index (store->recent, 0));
+    g_ptr_array_remove_index (store->recent, 0);
   /* Slowest first; a new trace goes after those as slow as it, so older ones stay. */
   for (pos = 0; pos < store->slowest->len; pos++)
     if (((EvdTrace *) store->slowest->pdata[pos])->duration_us < trace->duration_us)
       break;
   if (pos < store->keep) {
-    evd_trace_store_hold (store, trace);
-    g_ptr_array_insert (store->slowest, (gint) pos, trace);
+    g_ptr_array_insert (store->slowest, (gint) pos, evd_trace_ref (trace));
     if (store->slowest->len > store->keep)
-      evd_trace_store_drop (store, g_ptr_array_steal_index (store->slowest,
-                                                           store->slowest->len - 1));
+      g_ptr_array_remove_index (store->slowest, store->slowest->len - 1);
   }
+  g_mutex_unlock (&store->lock);
+  evd_trace_free (trace);  /* the caller's reference: the lists hold theirs */
+}
+
+/* References to both lists' traces, taken under the lock, so that a page is rendered without
+ * it: traced fetches add to the store from every IO loop and must never wait for a page. */
+static void
+evd_trace_store_snapshot (EvdTraceStore *store, GPtrArray **slowest, GPtrArray **recent,
+                          guint64 *count)
+{
+  g_mutex_lock (&store->lock);
+  *slowest = g_ptr_array_new_full (store->slowest->len, (GDestroyNotify) evd_trace_free);
+  *recent = g_ptr_array_new_full (store->recent->len, (GDestroyNotify) evd_trace_free);
+  for (guint i = 0; i < store->slowest->len; i++)
+    g_ptr_array_add (*slowest, evd_trace_ref (store->slowest->pdata[i]));
+  for (guint i = 0; i < store->recent->len; i++)
+    g_ptr_array_add (*recent, evd_trace_ref (store->recent->pdata[i]));
+  *count = store->count;
   g_mutex_unlock (&store->lock);
 }
 
@@ -182,7 +197,8 @@ evd_trace_json (const EvdTrace *t, GString *out)
   else
     g_string_append (out, "null");
   g_string_append_printf (out, ", \"wall_us\": %" G_GINT64_FORMAT ", \"duration_us\": %"
-                          G_GINT64_FORMAT ", \"outcome\": ", t->wall_us, t->duration_us);
+                          G_GINT64_FORMAT ", \"spans_cut\": %u, \"outcome\": ", t->wall_us,
+                          t->duration_us, t->spans_cut);
   evd_json_string (out, t->outcome ? t->outcome : "");
   g_string_append (out, ", \"spans\": [");
   for (guint i = 0; i < t->spans->len; i++) {
@@ -220,13 +236,16 @@ evd_trace_json_list (GPtrArray *list, gboolean reverse, GString *out)
 void
 evd_trace_store_json (EvdTraceStore *store, GString *out)
 {
-  g_mutex_lock (&store->lock);
+  g_autoptr (GPtrArray) slowest = NULL;
+  g_autoptr (GPtrArray) recent = NULL;
+  guint64 count;
+
+  evd_trace_store_snapshot (store, &slowest, &recent, &count);
   g_string_append (out, "{\"slowest\": ");
-  evd_trace_json_list (store->slowest, FALSE, out);
+  evd_trace_json_list (slowest, FALSE, out);
   g_string_append (out, ", \"recent\": ");
-  evd_trace_json_list (store->recent, TRUE, out);
-  g_string_append_printf (out, ", \"traced_total\": %" G_GUINT64_FORMAT "}\n", store->count);
-  g_mutex_unlock (&store->lock);
+  evd_trace_json_list (recent, TRUE, out);
+  g_string_append_printf (out, ", \"traced_total\": %" G_GUINT64_FORMAT "}\n", count);
 }
 
 /* ---- HTML + SVG ---- */
@@ -358,6 +377,9 @@ evd_trace_html (const EvdTrace *t, GString *out)
     evd_html_text (out, t->principal);
   }
   g_string_append (out, "</small></h3>\n");
+  if (t->spans_cut > 0)
+    g_string_append_printf (out, "<p class=\"cut\">%u more calls not kept (a trace keeps %d)"
+                            "</p>\n", t->spans_cut, EVD_TRACE_SPANS_MAX);
   evd_trace_svg (t, out);
   g_string_append (out, "</section>\n");
 }
@@ -377,6 +399,10 @@ evd_trace_html_list (GPtrArray *list, gboolean reverse, const char *id, const ch
 void
 evd_trace_store_html (EvdTraceStore *store, GString *out)
 {
+  g_autoptr (GPtrArray) slowest = NULL;
+  g_autoptr (GPtrArray) recent = NULL;
+  guint64 count;
+
   g_string_append (out,
     "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
     "<title>evdal traces</title>\n<style>\n"
@@ -388,11 +414,10 @@ evd_trace_store_html (EvdTraceStore *store, GString *out)
     "<p>Requests sent with <code>trace = true</code>: one bar per call, from when it started "
     "to when it ended, in ms since the request was read. Blue: rows; amber: timeout; red: "
     "error; grey: cancelled.</p>\n");
-  g_mutex_lock (&store->lock);
+  evd_trace_store_snapshot (store, &slowest, &recent, &count);
   g_string_append_printf (out, "<p>%" G_GUINT64_FORMAT " traced requests since start.</p>\n",
-                          store->count);
-  evd_trace_html_list (store->slowest, FALSE, "slowest", "Slowest", out);
-  evd_trace_html_list (store->recent, TRUE, "recent", "Most recent", out);
-  g_mutex_unlock (&store->lock);
+                          count);
+  evd_trace_html_list (slowest, FALSE, "slowest", "Slowest", out);
+  evd_trace_html_list (recent, TRUE, "recent", "Most recent", out);
   g_string_append (out, "</body></html>\n");
 }

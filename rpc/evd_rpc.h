@@ -33,6 +33,8 @@ typedef void (*EvdMethodHandler) (EvdCall *call, gpointer args, gpointer service
 typedef void (*EvdCancelFunc) (EvdCall *call, gpointer data);
 /* What the connection does with a finished call: runs on the call's loop. */
 typedef void (*EvdCallDoneFunc) (EvdCall *call, gpointer owner);
+/* The bytes the owner lets the call's reply take, asked on the call's loop when it completes. */
+typedef gsize (*EvdCallLimitFunc) (gpointer owner);
 
 typedef struct {
   const char *name;
@@ -63,6 +65,9 @@ typedef struct {
    * decoded. TRUE sheds it: under overload, decoding what will be refused anyway is the work
    * that keeps the loop behind, so refusing must cost less than serving. */
   gboolean (*overloaded) (gpointer data, EvdLoop *loop);
+  /* Optional: called on each IO loop's thread once it runs, before it serves a request: the
+   * service may prepare what it keeps per loop (connections to its backends). */
+  void (*loop_started) (gpointer data, EvdLoop *loop);
   /* Where TApplicationExceptions are counted (the handlers count their own outcomes); may be
    * NULL. */
   EvdMetrics *metrics;
@@ -88,6 +93,9 @@ EvdCall *evd_rpc_prepare (const EvdService *service, EvdLoop *loop, EvdWireForma
  * when the call completes, possibly before this returns. */
 void evd_call_start (EvdCall *call, EvdCallDoneFunc done, gpointer owner);
 
+/* Bounds the call's reply (before evd_call_start): a handler that writes a large reply asks
+ * evd_call_reply_limit() and fails what does not fit (a fetch fails those calls alone). */
+void evd_call_set_reply_limit (EvdCall *call, EvdCallLimitFunc fn);
 gboolean evd_call_is_done (EvdCall *call);
 /* The encoded reply, framed when the request was; NULL for oneway calls. Owned by the call. */
 GByteArray *evd_call_reply_bytes (EvdCall *call);
@@ -120,6 +128,9 @@ void evd_call_fail (EvdCall *call, ThriftApplicationExceptionError kind, const c
 /* Runs `fn` on the call's loop if the call is cancelled before it completes. */
 void evd_call_on_cancel (EvdCall *call, EvdCancelFunc fn, gpointer data);
 gboolean evd_call_is_cancelled (EvdCall *call);
+/* The bytes the whole encoded reply (header and frame included) may take; G_MAXSIZE: no
+ * bound. On the call's loop only, when completing. */
+gsize evd_call_reply_limit (EvdCall *call);
 EvdLoop *evd_call_loop (EvdCall *call);
 const char *evd_call_method (EvdCall *call);
 /* Monotonic time (us) at which the whole request had been read. */

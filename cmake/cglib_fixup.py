@@ -21,7 +21,7 @@ FINALIZE = re.compile(r'^static void\s*\n(\w+)_finalize \(GObject \*object\)\n\{
 # Every generated struct, union and exception type derives from ThriftStruct directly; naming
 # that parent (rather than the runtime class's parent) stays right even if a generated type
 # were ever subclassed.
-CHAIN_UP = ('\n  /* added by tools/cglib_fixup.py: chain up, so that GObject frees its own data */\n'
+CHAIN_UP = ('\n  /* added by cmake/cglib_fixup.py: chain up, so that GObject frees its own data */\n'
             '  G_OBJECT_CLASS (g_type_class_peek (THRIFT_TYPE_STRUCT))->finalize (object);\n')
 
 
@@ -49,7 +49,7 @@ def fix_get_type(text):
     for m in GET_TYPE_HEAD.finditer(text):
         tail = GET_TYPE_TAIL.search(text, m.end())
         out.append(text[pos:m.start()])
-        out.append('\n  /* made thread-safe by tools/cglib_fixup.py */\n'
+        out.append('\n  /* made thread-safe by cmake/cglib_fixup.py */\n'
                    '  static gsize type_once = 0;\n  static GType type = 0;\n'
                    '  if (g_once_init_enter (&type_once))\n  {\n')
         out.append(text[m.end():tail.start()])

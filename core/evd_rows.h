@@ -1,46 +1,24 @@
-/* evd_rows: the rows a lookup returns, in plain C, and their encoding as the IDL's Table.
+/* evd_rows: the rows a lookup returns, in plain C.
  *
- * A backend builds an EvdRows (on any thread: a SQLite worker fills one per statement), hands
- * it to the engine, and the engine writes it into the fetch reply with evd_rows_write(). No
- * GObject is made per value: a table is one allocation when its maker knew roughly how big
- * it would be (evd_rows_new_sized: the struct, its cells and one arena for every column name,
- * text and blob in a single block), and grows its cells or arena apart only past that, where
- * c_glib's evdalTable made one GObject per value and one GPtrArray per row, each made and
- * freed through GLib's global locks that the IO loops and the SQLite workers then contended
- * for. One block matters doubly because a table made on a SQLite worker is freed on an IO
- * loop: glibc then frees each piece into the worker's arena under its lock.
+ * A backend builds an EvdRows (on any thread: a SQLite worker fills one per statement) and
+ * hands it to the engine; handlers/evd_response writes it into the fetch reply as the IDL's
+ * Table. Cells are added in row order: after the column names, every n_columns cells make a
+ * row. An EvdRows is immutable once handed over, and reference counted (atomically), so that
+ * one table can answer several calls (the static backend shares one for all its calls).
  *
- * Cells are added in row order: after the column names, every n_columns cells make a row.
- * An EvdRows is immutable once handed over, and reference counted (atomically), so that one
- * table can answer several calls (the static backend shares one for all its calls).
+ * A table is one allocation when its maker knew roughly how big it would be
+ * (evd_rows_new_sized: the struct, its cells and one arena for every column name, text and
+ * blob in a single block), and grows its cells or arena apart only past that: no object per
+ * value, and a table made on a worker thread and freed on an IO loop is one free (why that
+ * matters: docs/BENCHMARKS.md).
  */
 #pragma once
 
 #include <glib.h>
 
-#include "evd_writer.h"
+#include "evd_value.h"
 
 G_BEGIN_DECLS
-
-/* What a Value holds. */
-typedef enum {
-  EVD_VALUE_INVALID = -1,   /* no field or several fields set: a malformed union */
-  EVD_VALUE_NULL,
-  EVD_VALUE_INT,
-  EVD_VALUE_REAL,
-  EVD_VALUE_TEXT,
-  EVD_VALUE_BLOB,
-} EvdValueKind;
-
-typedef struct {
-  EvdValueKind kind;
-  guint32 len;              /* text and blob: bytes */
-  union {
-    gint64 i;
-    double r;
-    gsize off;              /* text and blob: where the bytes start in the arena */
-  } v;
-} EvdCell;
 
 typedef struct _EvdRows EvdRows;
 
@@ -78,11 +56,10 @@ const char *evd_rows_column (const EvdRows *rows, guint col);
 /* Complete rows only. */
 guint evd_rows_n_rows (const EvdRows *rows);
 const EvdCell *evd_rows_cell (const EvdRows *rows, guint row, guint col);
+/* Every cell, the column names first (as text cells), then the rows' cells row after row,
+ * complete rows only: for encoders that walk the table in one pass. */
+const EvdCell *evd_rows_cells (const EvdRows *rows, guint *n_cells);
 /* A text or blob cell's bytes (text is followed by a NUL, for convenience). */
 const guint8 *evd_rows_cell_data (const EvdRows *rows, const EvdCell *cell);
-
-/* Writes the rows as the IDL's Table struct: { 1: list<string> columns,
- * 2: list<list<Value>> rows }. */
-void evd_rows_write (const EvdRows *rows, EvdWriter *w);
 
 G_END_DECLS

@@ -14,8 +14,8 @@ static const char *const evd_method_names[EVD_METHOD_N] = { "fetch", "lookups", 
 static const char *const evd_outcome_names[EVD_OUTCOME_N] = {
   "ok", "failed", "invalid", "overloaded", "cancelled", "app_error",
 };
-/* Index = the IDL's ErrorKind (0: success). */
-static const char *const evd_call_outcome_names[EVD_CALL_OUTCOME_N] = {
+/* Index = EvdErrorKind, the IDL's ErrorKind (0: success). */
+static const char *const evd_call_outcome_names[EVD_ERROR_KIND_N] = {
   "ok", "unknown_lookup", "bad_params", "timeout", "backend", "overloaded", "cancelled",
 };
 
@@ -26,13 +26,13 @@ typedef struct {
 
 struct _EvdMetrics {
   guint64 requests[EVD_METHOD_N][EVD_OUTCOME_N];
-  guint64 call_errors[EVD_CALL_OUTCOME_N];
+  guint64 call_errors[EVD_ERROR_KIND_N];
   guint64 reloads[2];              /* refused, done */
   EvdHistogram fetch_latency;
   gint64 start_time;               /* wall clock, seconds */
 
   GMutex lock;                     /* the two lists below */
-  GPtrArray *lookups;              /* EvdLookupStats *, in order of first use */
+  GPtrArray *lookups;              /* EvdMetricsLookup *, in order of first use */
   GArray *collectors;              /* EvdCollector */
 };
 
@@ -63,20 +63,20 @@ evd_histogram_observe (EvdHistogram *h, gint64 us)
 }
 
 void
-evd_lookup_stats_record (EvdLookupStats *s, int error_kind, gint64 us)
+evd_metrics_lookup_record (EvdMetricsLookup *s, int error_kind, gint64 us)
 {
   if (s == NULL)
     return;
-  if (error_kind < 0 || error_kind >= EVD_CALL_OUTCOME_N)
+  if (error_kind < 0 || error_kind >= EVD_ERROR_KIND_N)
     error_kind = 4;  /* BACKEND: a kind this build does not know is still an error */
   evd_metrics_add (&s->calls[error_kind], 1);
   evd_histogram_observe (&s->latency, us);
 }
 
 static void
-evd_lookup_stats_free (gpointer data)
+evd_metrics_lookup_free (gpointer data)
 {
-  EvdLookupStats *s = data;
+  EvdMetricsLookup *s = data;
 
   g_free (s->name);
   g_free (s);
@@ -88,7 +88,7 @@ evd_metrics_new (void)
   EvdMetrics *m = g_new0 (EvdMetrics, 1);
 
   g_mutex_init (&m->lock);
-  m->lookups = g_ptr_array_new_with_free_func (evd_lookup_stats_free);
+  m->lookups = g_ptr_array_new_with_free_func (evd_metrics_lookup_free);
   m->collectors = g_array_new (FALSE, FALSE, sizeof (EvdCollector));
   m->start_time = g_get_real_time () / G_USEC_PER_SEC;
   return m;
@@ -131,7 +131,7 @@ evd_metrics_fetch_latency (EvdMetrics *m, gint64 us)
 void
 evd_metrics_call_error (EvdMetrics *m, int error_kind)
 {
-  if (m != NULL && error_kind > 0 && error_kind < EVD_CALL_OUTCOME_N)
+  if (m != NULL && error_kind > 0 && error_kind < EVD_ERROR_KIND_N)
     evd_metrics_add (&m->call_errors[error_kind], 1);
 }
 
@@ -142,19 +142,19 @@ evd_metrics_reload (EvdMetrics *m, gboolean ok)
     evd_metrics_add (&m->reloads[ok ? 1 : 0], 1);
 }
 
-EvdLookupStats *
+EvdMetricsLookup *
 evd_metrics_lookup (EvdMetrics *m, const char *name)
 {
-  EvdLookupStats *s = NULL;
+  EvdMetricsLookup *s = NULL;
 
   if (m == NULL)
     return NULL;
   g_mutex_lock (&m->lock);
   for (guint i = 0; i < m->lookups->len && s == NULL; i++)
-    if (strcmp (((EvdLookupStats *) m->lookups->pdata[i])->name, name) == 0)
+    if (strcmp (((EvdMetricsLookup *) m->lookups->pdata[i])->name, name) == 0)
       s = m->lookups->pdata[i];
   if (s == NULL) {
-    s = g_new0 (EvdLookupStats, 1);
+    s = g_new0 (EvdMetricsLookup, 1);
     s->name = g_strdup (name);
     g_ptr_array_add (m->lookups, s);
   }
@@ -303,7 +303,7 @@ evd_metrics_render_own (EvdMetrics *m, GString *out)
 
   evd_metrics_family (out, "evdal_call_errors_total", "counter",
                       "Calls answered with an error, by kind (refused before running included).");
-  for (guint k = 1; k < EVD_CALL_OUTCOME_N; k++)
+  for (guint k = 1; k < EVD_ERROR_KIND_N; k++)
     evd_metrics_sample (out, "evdal_call_errors_total", (double) evd_metrics_get (&m->call_errors[k]),
                         "kind", evd_call_outcome_names[k], NULL);
 
@@ -317,15 +317,15 @@ evd_metrics_render_own (EvdMetrics *m, GString *out)
   evd_metrics_family (out, "evdal_lookup_calls_total", "counter",
                       "Executions of each lookup, by outcome (identical calls of one fetch run once).");
   for (guint i = 0; i < m->lookups->len; i++) {
-    EvdLookupStats *s = m->lookups->pdata[i];
-    for (guint o = 0; o < EVD_CALL_OUTCOME_N; o++)
+    EvdMetricsLookup *s = m->lookups->pdata[i];
+    for (guint o = 0; o < EVD_ERROR_KIND_N; o++)
       evd_metrics_sample (out, "evdal_lookup_calls_total", (double) evd_metrics_get (&s->calls[o]),
                           "lookup", s->name, "outcome", evd_call_outcome_names[o], NULL);
   }
   evd_metrics_family (out, "evdal_lookup_duration_seconds", "histogram",
                       "Time each lookup execution took, queueing for its bulkhead included.");
   for (guint i = 0; i < m->lookups->len; i++) {
-    EvdLookupStats *s = m->lookups->pdata[i];
+    EvdMetricsLookup *s = m->lookups->pdata[i];
     evd_metrics_histogram (out, "evdal_lookup_duration_seconds", "lookup", s->name, &s->latency);
   }
 }

@@ -17,6 +17,8 @@
 
 #include <glib.h>
 
+#include "evd_value.h"
+
 G_BEGIN_DECLS
 
 typedef enum {
@@ -37,9 +39,6 @@ typedef enum {
   EVD_OUTCOME_N,
 } EvdMetricOutcome;
 
-/* Call outcomes: 0 is success, then the IDL's ErrorKind values (1..6). */
-#define EVD_CALL_OUTCOME_N 7
-
 /* Upper bounds of the latency buckets, in microseconds; a last bucket is +Inf. */
 #define EVD_HISTOGRAM_N 14
 typedef struct {
@@ -51,12 +50,13 @@ void evd_histogram_observe (EvdHistogram *h, gint64 us);
 
 typedef struct {
   char *name;
-  guint64 calls[EVD_CALL_OUTCOME_N];
+  guint64 calls[EVD_ERROR_KIND_N];
   EvdHistogram latency;
-} EvdLookupStats;
+} EvdMetricsLookup;
 
-/* Records one execution of a lookup: `error_kind` 0 when it returned rows. */
-void evd_lookup_stats_record (EvdLookupStats *s, int error_kind, gint64 us);
+/* Records one execution of a lookup: `error_kind` an EvdErrorKind, 0 (NONE) when it returned
+ * rows. */
+void evd_metrics_lookup_record (EvdMetricsLookup *s, int error_kind, gint64 us);
 
 typedef struct _EvdMetrics EvdMetrics;
 
@@ -73,7 +73,7 @@ void evd_metrics_fetch_latency (EvdMetrics *m, gint64 us);
 void evd_metrics_call_error (EvdMetrics *m, int error_kind);
 void evd_metrics_reload (EvdMetrics *m, gboolean ok);
 /* The record of lookup `name`, made on first use (any thread; takes a lock). */
-EvdLookupStats *evd_metrics_lookup (EvdMetrics *m, const char *name);
+EvdMetricsLookup *evd_metrics_lookup (EvdMetrics *m, const char *name);
 
 /* Gauges and anything else read at scrape time, on the admin thread. A collector writes whole
  * families (HELP, TYPE, samples) with the helpers below. */

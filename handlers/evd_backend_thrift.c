@@ -1,0 +1,962 @@
+/* evd_backend_thrift: lookups answered by another evdal (a regional or team tier) over
+ * Thrift. Each call becomes one remote `fetch` with one non-critical call, written by evdal's
+ * own encoder, its reply validated against the IDL like any input before c_glib reads it.
+ *
+ *   [upstream regional]
+ *   backend = thrift
+ *   address = 127.0.0.1:9190      # host:port (a name is resolved without blocking the loop)
+ *                                 # or a unix socket path
+ *   connections = 2               # per IO loop; calls are multiplexed on them
+ *   protocol = binary             # or compact; always framed
+ *   max_frame_bytes = 16777216    # a longer reply breaks its connection (default: [server]'s)
+ *
+ *   [lookup r_user]
+ *   upstream = regional
+ *   remote_lookup = user          # the remote's lookup (default: this lookup's name)
+ *   params = user_id              # forwarded under the same names; all required
+ *
+ * The caller's request id, principal, attributes and trace flag travel with the call, and its
+ * deadline as what is left of it. Several calls are in flight on a connection at once and
+ * replies are matched by seqid, so a remote that answers out of order works too. A remote
+ * that stops answering costs calls their deadline and never more than `connections` sockets
+ * per IO loop. Errors keep their kind: the remote's result error as it is, Overloaded as
+ * OVERLOADED (with its retry_after_ms in the message), anything else (InvalidRequest, a
+ * TApplicationException, a malformed reply, a lost connection) BACKEND.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/dns.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thrift/c_glib/protocol/thrift_binary_protocol.h>
+#include <thrift/c_glib/protocol/thrift_compact_protocol.h>
+
+#include "evd_backend.h"
+#include "evd_loop_local.h"
+#include "evd_metrics.h"
+#include "evd_thrift.h"
+#include "evd_transport.h"
+#include "evd_wire.h"
+#include "evd_writer.h"
+
+/* Reconnecting: the first retry at once after a failure that follows a working connection,
+ * then doubling from this, with jitter, up to the cap. */
+#define EVD_THRIFT_BACKOFF_MIN_MS 100
+#define EVD_THRIFT_BACKOFF_MAX_MS 2000
+/* Connecting must not take longer than this (libevent has no connect timeout of its own). */
+#define EVD_THRIFT_CONNECT_TIMEOUT_MS 2000
+/* The seqid of the one lookups() call made to check remote_lookup names. */
+#define EVD_THRIFT_SEQID_LOOKUPS (-1)
+
+typedef struct _EvdThriftPool EvdThriftPool;
+
+typedef struct {
+  char *name;               /* [upstream NAME] */
+  char *host;               /* NULL for a unix socket */
+  int port;
+  char *unix_path;
+  int connections;
+  EvdProto proto;
+  gint32 max_frame;
+  EvdLoopLocal *pools;      /* EvdThriftPool per IO loop */
+  GPtrArray *remote_lookups;  /* names the lookups ask for, checked once against lookups() */
+  gint checked;             /* atomic: lookups() was asked */
+  /* metrics, atomics */
+  gint conns_up;
+  gint inflight;
+  gint64 calls;
+  gint64 failures;
+  gint64 reconnects;
+} EvdThriftUpstream;
+
+typedef struct {
+  GHashTable *upstreams;    /* name -> EvdThriftUpstream * */
+} EvdThriftShared;
+
+typedef struct {
+  EvdThriftUpstream *up;
+  char *remote;
+  char **params;
+} EvdThriftLookup;
+
+typedef enum {
+  EVD_THRIFT_DOWN,          /* waiting for its reconnect timer */
+  EVD_THRIFT_CONNECTING,
+  EVD_THRIFT_UP,
+} EvdThriftState;
+
+typedef struct {
+  EvdThriftPool *pool;
+  struct bufferevent *bev;
+  EvdThriftState state;
+  GHashTable *pending;      /* seqid -> EvdThriftCall *, calls sent and not answered */
+  gint32 next_seqid;
+  struct event *timer;      /* reconnect, or the connect timeout */
+  int backoff_ms;
+  gboolean worked;          /* it was up since the last failure */
+} EvdThriftConn;
+
+struct _EvdThriftPool {
+  EvdThriftUpstream *up;
+  EvdLoop *loop;
+  struct evdns_base *dns;   /* NULL for unix sockets and numeric hosts */
+  EvdThriftConn *conns;     /* up->connections of them */
+  guint next;               /* round robin */
+  GQueue waiting;           /* EvdThriftCall *: arrived while every connection was connecting */
+  char *last_error;         /* why the last connection failed, for "unavailable" */
+  EvdTransport *transport;  /* c_glib reads validated replies from memory through these */
+  ThriftProtocol *protocol;
+};
+
+/* A call in flight: in a connection's pending map, or in the pool's waiting queue. */
+typedef struct {
+  EvdBackendCall *call;
+  EvdThriftLookup *lookup;
+  EvdThriftConn *conn;      /* NULL while waiting */
+  gint32 seqid;
+} EvdThriftCall;
+
+static void evd_backend_thrift_connect (EvdThriftConn *c);
+
+/* ---- Encoding a call: fetch({context, calls: {"call": LookupCall}}). ---- */
+
+static void
+evd_backend_thrift_write_value (EvdWriter *w, const EvdValue *v)
+{
+  evd_writer_struct_begin (w);
+  switch (v->kind) {
+  case EVD_VALUE_INT:
+    evd_writer_field_begin (w, EVD_WIRE_T_I64, 2);
+    evd_writer_i64 (w, v->i);
+    break;
+  case EVD_VALUE_REAL:
+    evd_writer_field_begin (w, EVD_WIRE_T_DOUBLE, 3);
+    evd_writer_double (w, v->r);
+    break;
+  case EVD_VALUE_TEXT:
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, 4);
+    evd_writer_binary (w, v->data, v->len);
+    break;
+  case EVD_VALUE_BLOB:
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, 5);
+    evd_writer_binary (w, v->data, v->len);
+    break;
+  default:
+    evd_writer_field_bool (w, 1, TRUE);
+  }
+  evd_writer_struct_end (w);
+}
+
+static void
+evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
+{
+  const EvdRequestContext *ctx = evd_backend_call_context (call);
+  gint64 left_ms = (evd_backend_call_deadline_us (call) - g_get_monotonic_time ()) / 1000;
+  GHashTableIter it;
+  gpointer k, v;
+
+  evd_writer_struct_begin (w);
+  evd_writer_field_begin (w, EVD_WIRE_T_STRING, 1);
+  evd_writer_string (w, ctx->request_id);
+  if (ctx->principal != NULL) {
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, 2);
+    evd_writer_string (w, ctx->principal);
+  }
+  /* What is left of this call's budget: the remote must not work past it. */
+  evd_writer_field_begin (w, EVD_WIRE_T_I32, 3);
+  evd_writer_i32 (w, (gint32) CLAMP (left_ms, 1, G_MAXINT32));
+  evd_writer_field_bool (w, 4, ctx->trace);
+  evd_writer_field_begin (w, EVD_WIRE_T_MAP, 5);
+  evd_writer_map_begin (w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRING,
+                        g_hash_table_size (ctx->attributes));
+  g_hash_table_iter_init (&it, ctx->attributes);
+  while (g_hash_table_iter_next (&it, &k, &v)) {
+    evd_writer_string (w, k);
+    evd_writer_string (w, v);
+  }
+  evd_writer_struct_end (w);
+}
+
+/* The whole framed message for one call. */
+static GByteArray *
+evd_backend_thrift_encode (EvdThriftCall *tc, EvdProto proto)
+{
+  GByteArray *out = g_byte_array_sized_new (256);
+  EvdThriftLookup *l = tc->lookup;
+  static const guint8 no_length[4] = { 0 };
+  guint32 be;
+  EvdWriter w;
+
+  g_byte_array_append (out, no_length, 4);
+  evd_writer_init (&w, out, proto);
+  evd_writer_message_begin (&w, "fetch", EVD_MSG_CALL, tc->seqid);
+  evd_writer_struct_begin (&w);                          /* fetch_args */
+  evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+  evd_writer_struct_begin (&w);                          /* FetchRequest */
+  evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+  evd_backend_thrift_write_context (&w, tc->call);
+  evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+  evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 1);
+  evd_writer_string (&w, "call");
+  evd_writer_struct_begin (&w);                          /* LookupCall */
+  evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 1);
+  evd_writer_string (&w, l->remote);
+  evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+  evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, g_strv_length (l->params));
+  for (guint i = 0; l->params[i] != NULL; i++) {
+    evd_writer_string (&w, l->params[i]);
+    evd_backend_thrift_write_value (&w, evd_backend_call_param (tc->call, l->params[i]));
+  }
+  evd_writer_struct_end (&w);                            /* LookupCall */
+  evd_writer_struct_end (&w);                            /* FetchRequest */
+  evd_writer_struct_end (&w);                            /* fetch_args */
+  be = GUINT32_TO_BE (out->len - 4);
+  memcpy (out->data, &be, 4);
+  return out;
+}
+
+/* lookups(): no args. */
+static GByteArray *
+evd_backend_thrift_encode_lookups (EvdProto proto)
+{
+  GByteArray *out = g_byte_array_sized_new (32);
+  static const guint8 no_length[4] = { 0 };
+  guint32 be;
+  EvdWriter w;
+
+  g_byte_array_append (out, no_length, 4);
+  evd_writer_init (&w, out, proto);
+  evd_writer_message_begin (&w, "lookups", EVD_MSG_CALL, EVD_THRIFT_SEQID_LOOKUPS);
+  evd_writer_struct_begin (&w);
+  evd_writer_struct_end (&w);
+  be = GUINT32_TO_BE (out->len - 4);
+  memcpy (out->data, &be, 4);
+  return out;
+}
+
+/* ---- Reading a reply. ---- */
+
+static EvdRows *
+evd_backend_thrift_rows (evdalTable *t)
+{
+  g_autofree const char **cols = g_new0 (const char *, t->columns->len + 1);
+  EvdRows *rows;
+
+  for (guint i = 0; i < t->columns->len; i++)
+    cols[i] = t->columns->pdata[i] ? t->columns->pdata[i] : "";
+  rows = evd_rows_new (t->columns->len, cols);
+  for (guint r = 0; r < t->rows->len; r++) {
+    GPtrArray *row = t->rows->pdata[r];
+
+    if (row->len != t->columns->len) {
+      evd_rows_unref (rows);
+      return NULL;
+    }
+    for (guint c = 0; c < row->len; c++) {
+      evdalValue *v = row->pdata[c];
+
+      if (v->__isset_int_value)
+        evd_rows_add_int (rows, v->int_value);
+      else if (v->__isset_real_value)
+        evd_rows_add_real (rows, v->real_value);
+      else if (v->__isset_text_value)
+        evd_rows_add_text (rows, v->text_value ? v->text_value : "", -1);
+      else if (v->__isset_blob_value)
+        evd_rows_add_blob (rows, v->blob_value->data, v->blob_value->len);
+      else
+        evd_rows_add_null (rows);
+    }
+  }
+  return rows;
+}
+
+/* The remote's answer to one call, as this call's completion. */
+static void
+evd_backend_thrift_complete (EvdThriftCall *tc, evdalDataAccessFetchResult *r,
+                             const char *upstream)
+{
+  evdalLookupResult *res;
+  EvdRows *rows;
+
+  if (r->__isset_overloaded) {
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_OVERLOADED,
+                           "upstream %s overloaded (retry after %d ms): %s", upstream,
+                           r->overloaded->retry_after_ms, r->overloaded->message);
+    return;
+  }
+  if (r->__isset_invalid) {
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s refused the "
+                           "request: %s", upstream, r->invalid->message);
+    return;
+  }
+  res = r->__isset_success && r->success->results != NULL
+        ? g_hash_table_lookup (r->success->results, "call") : NULL;
+  if (res == NULL || (!res->__isset_table && !res->__isset_error)) {
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
+                           "upstream %s answered without this call's result", upstream);
+    return;
+  }
+  if (res->__isset_error) {
+    int kind = res->error->kind;
+
+    if (kind < EVD_ERROR_KIND_UNKNOWN_LOOKUP || kind > EVD_ERROR_KIND_CANCELLED)
+      kind = EVD_ERROR_KIND_BACKEND;
+    evd_backend_call_fail (tc->call, (EvdErrorKind) kind, "upstream %s: %s", upstream,
+                           res->error->message ? res->error->message : "");
+    return;
+  }
+  rows = evd_backend_thrift_rows (res->table);
+  if (rows == NULL) {
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
+                           "upstream %s answered a row of the wrong width", upstream);
+    return;
+  }
+  evd_backend_call_return (tc->call, rows);
+}
+
+/* A call leaves the books of its connection or queue: it is about to be completed. */
+static void
+evd_backend_thrift_forget (EvdThriftCall *tc)
+{
+  EvdThriftPool *pool;
+
+  if (tc->conn != NULL) {
+    g_hash_table_remove (tc->conn->pending, GINT_TO_POINTER (tc->seqid));
+    tc->conn = NULL;
+    g_atomic_int_add (&tc->lookup->up->inflight, -1);
+    return;
+  }
+  pool = evd_loop_local_peek (tc->lookup->up->pools, evd_backend_call_loop (tc->call));
+  if (pool != NULL)
+    g_queue_remove (&pool->waiting, tc);
+}
+
+static void
+evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...) G_GNUC_PRINTF (2, 3);
+
+static void
+evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  evd_backend_thrift_forget (tc);
+  __atomic_add_fetch (&tc->lookup->up->failures, 1, __ATOMIC_RELAXED);
+  evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
+}
+
+static void
+evd_backend_thrift_check_lookups (EvdThriftPool *pool, evdalDataAccessLookupsResult *r)
+{
+  EvdThriftUpstream *up = pool->up;
+
+  if (!r->__isset_success)
+    return;
+  for (guint i = 0; i < up->remote_lookups->len; i++) {
+    const char *want = up->remote_lookups->pdata[i];
+    gboolean found = FALSE;
+
+    for (guint j = 0; j < r->success->len && !found; j++)
+      found = g_strcmp0 (((evdalLookupInfo *) r->success->pdata[j])->name, want) == 0;
+    if (!found)
+      g_warning ("upstream %s has no lookup \"%s\" (a remote_lookup here names it)",
+                 up->name, want);
+  }
+}
+
+/* Decodes a validated reply message with c_glib; FALSE when it does not decode. */
+static gboolean
+evd_backend_thrift_decode (EvdThriftPool *pool, const guint8 *body, gsize len, ThriftStruct *into)
+{
+  g_autoptr (GError) error = NULL;
+
+  evd_transport_set_input (pool->transport, body, len);
+  if (thrift_struct_read (into, pool->protocol, &error) < 0) {
+    /* The compact protocol keeps state across reads; a failed one is not trusted again. */
+    g_object_unref (pool->protocol);
+    pool->protocol = g_object_new (pool->up->proto == EVD_PROTO_COMPACT
+                                   ? THRIFT_TYPE_COMPACT_PROTOCOL : THRIFT_TYPE_BINARY_PROTOCOL,
+                                   "transport", pool->transport, NULL);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* One whole reply frame, payload[0..len). FALSE: the connection cannot go on. */
+static gboolean
+evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
+{
+  EvdThriftPool *pool = c->pool;
+  EvdThriftCall *tc;
+  EvdWireScanner s;
+  EvdWireStatus st;
+  const guint8 *body;
+
+  evd_wire_scanner_init (&s, pool->up->proto, len, EVD_WIRE_MAX_DEPTH);
+  s.schema_for = evd_wire_schema_result;
+  st = evd_wire_scanner_frame (&s, payload, len);
+  if (!s.header_ok)
+    return FALSE;
+  body = payload + s.body_offset;
+  if (s.seqid == EVD_THRIFT_SEQID_LOOKUPS) {
+    g_autoptr (evdalDataAccessLookupsResult) r =
+      g_object_new (EVDAL_TYPE_DATA_ACCESS_LOOKUPS_RESULT, NULL);
+
+    if (st == EVD_WIRE_OK && s.type == EVD_MSG_REPLY &&
+        evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r)))
+      evd_backend_thrift_check_lookups (pool, r);
+    return TRUE;
+  }
+  tc = g_hash_table_lookup (c->pending, GINT_TO_POINTER (s.seqid));
+  if (tc == NULL)
+    return TRUE;  /* its call timed out or was cancelled: the late reply is dropped */
+  if (st != EVD_WIRE_OK) {
+    evd_backend_thrift_fail (tc, "upstream %s sent a malformed reply: %s", pool->up->name,
+                             s.reason ? s.reason : "bad message");
+    return TRUE;  /* the frame said where it ends: the next one is fine */
+  }
+  if (s.type == EVD_MSG_EXCEPTION) {
+    g_autoptr (ThriftApplicationException) e =
+      g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, NULL);
+
+    if (evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (e)))
+      evd_backend_thrift_fail (tc, "upstream %s failed the call: %s", pool->up->name,
+                               e->message ? e->message : "TApplicationException");
+    else
+      evd_backend_thrift_fail (tc, "upstream %s sent an exception that does not decode",
+                               pool->up->name);
+    return TRUE;
+  }
+  {
+    g_autoptr (evdalDataAccessFetchResult) r =
+      g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+
+    if (s.type != EVD_MSG_REPLY ||
+        !evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r))) {
+      evd_backend_thrift_fail (tc, "upstream %s sent a reply that does not decode",
+                               pool->up->name);
+      return TRUE;
+    }
+    evd_backend_thrift_forget (tc);
+    evd_backend_thrift_complete (tc, r, pool->up->name);
+  }
+  return TRUE;
+}
+
+/* ---- Connections. ---- */
+
+static void
+evd_backend_thrift_send (EvdThriftConn *c, EvdThriftCall *tc)
+{
+  g_autoptr (GByteArray) msg = NULL;
+
+  do
+    tc->seqid = c->next_seqid++ & G_MAXINT32;
+  while (tc->seqid == EVD_THRIFT_SEQID_LOOKUPS ||
+         g_hash_table_contains (c->pending, GINT_TO_POINTER (tc->seqid)));
+  tc->conn = c;
+  g_hash_table_insert (c->pending, GINT_TO_POINTER (tc->seqid), tc);
+  g_atomic_int_inc (&c->pool->up->inflight);
+  msg = evd_backend_thrift_encode (tc, c->pool->up->proto);
+  bufferevent_write (c->bev, msg->data, msg->len);
+}
+
+/* Every call the connection carried fails, and it reconnects after its backoff. */
+static void
+evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
+{
+  EvdThriftPool *pool = c->pool;
+  EvdThriftUpstream *up = pool->up;
+  GList *calls = g_hash_table_get_values (c->pending);
+  struct timeval tv;
+  int delay_ms;
+
+  if (c->state == EVD_THRIFT_UP)
+    g_atomic_int_add (&up->conns_up, -1);
+  g_free (pool->last_error);
+  pool->last_error = g_strdup (why);
+  g_clear_pointer (&c->bev, bufferevent_free);
+  c->state = EVD_THRIFT_DOWN;
+  for (GList *l = calls; l != NULL; l = l->next)
+    evd_backend_thrift_fail (l->data, "upstream %s: %s", up->name, why);
+  g_list_free (calls);
+  /* A connection that worked is retried at once: a restart of the remote is the usual cause.
+   * Then exponential backoff with jitter, so that many loops do not reconnect in step. */
+  delay_ms = c->worked ? 0 : c->backoff_ms;
+  c->backoff_ms = c->worked ? EVD_THRIFT_BACKOFF_MIN_MS
+                            : MIN (c->backoff_ms * 2, EVD_THRIFT_BACKOFF_MAX_MS);
+  c->worked = FALSE;
+  delay_ms = delay_ms / 2 + g_random_int_range (0, delay_ms / 2 + 1);
+  tv = (struct timeval) { delay_ms / 1000, (delay_ms % 1000) * 1000 };
+  evtimer_add (c->timer, &tv);
+  /* Calls waiting for a connection fail once none is left that may come up. */
+  for (int i = 0; i < up->connections; i++)
+    if (pool->conns[i].state != EVD_THRIFT_DOWN)
+      return;
+  while (!g_queue_is_empty (&pool->waiting))
+    evd_backend_thrift_fail (g_queue_peek_head (&pool->waiting), "upstream %s unavailable: %s",
+                             up->name, why);
+}
+
+static void
+evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
+{
+  EvdThriftConn *c = arg;
+  struct evbuffer *in = bufferevent_get_input (bev);
+
+  for (;;) {
+    gsize have = evbuffer_get_length (in);
+    guint8 head[4];
+    gint32 frame_len;
+    const char *reason = NULL;
+    EvdWireStatus st;
+
+    if (have < 4)
+      return;
+    evbuffer_copyout (in, head, 4);
+    st = evd_wire_frame_length (head, 4, c->pool->up->max_frame, &frame_len, &reason);
+    if (st != EVD_WIRE_OK) {
+      g_autofree char *why = g_strdup_printf ("bad reply frame (%s)", reason);
+      evd_backend_thrift_broken (c, why);
+      return;
+    }
+    if (have < (gsize) frame_len + 4)
+      return;
+    if (!evd_backend_thrift_on_frame (c, evbuffer_pullup (in, frame_len + 4) + 4,
+                                      (gsize) frame_len)) {
+      evd_backend_thrift_broken (c, "reply without a readable message header");
+      return;
+    }
+    if (c->bev == NULL)
+      return;
+    evbuffer_drain (in, (gsize) frame_len + 4);
+  }
+}
+
+static void
+evd_backend_thrift_flush_waiting (EvdThriftPool *pool, EvdThriftConn *c)
+{
+  while (!g_queue_is_empty (&pool->waiting))
+    evd_backend_thrift_send (c, g_queue_pop_head (&pool->waiting));
+}
+
+static void
+evd_backend_thrift_on_event (struct bufferevent *bev, short what, void *arg)
+{
+  EvdThriftConn *c = arg;
+  EvdThriftUpstream *up = c->pool->up;
+
+  (void) bev;
+  if (what & BEV_EVENT_CONNECTED) {
+    evtimer_del (c->timer);
+    c->state = EVD_THRIFT_UP;
+    c->worked = TRUE;
+    g_atomic_int_inc (&up->conns_up);
+    if (g_atomic_int_compare_and_exchange (&up->checked, 0, 1)) {
+      g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);
+      bufferevent_write (c->bev, msg->data, msg->len);
+    }
+    evd_backend_thrift_flush_waiting (c->pool, c);
+    return;
+  }
+  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+    g_autofree char *why = NULL;
+    int err = EVUTIL_SOCKET_ERROR ();
+    int dns = bufferevent_socket_get_dns_error (bev);
+
+    if (dns != 0)
+      why = g_strdup_printf ("cannot resolve %s: %s", up->host, evutil_gai_strerror (dns));
+    else if (c->state == EVD_THRIFT_CONNECTING)
+      why = g_strdup_printf ("cannot connect: %s", err ? g_strerror (err) : "refused");
+    else
+      why = g_strdup ((what & BEV_EVENT_EOF) ? "connection closed by the upstream"
+                                             : "connection lost");
+    evd_backend_thrift_broken (c, why);
+  }
+}
+
+/* The reconnect timer, or the connect timeout while connecting. */
+static void
+evd_backend_thrift_on_timer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdThriftConn *c = arg;
+
+  (void) fd;
+  (void) what;
+  if (c->state == EVD_THRIFT_CONNECTING) {
+    evd_backend_thrift_broken (c, "connect timed out");
+    return;
+  }
+  __atomic_add_fetch (&c->pool->up->reconnects, 1, __ATOMIC_RELAXED);
+  evd_backend_thrift_connect (c);
+}
+
+static void
+evd_backend_thrift_connect (EvdThriftConn *c)
+{
+  EvdThriftPool *pool = c->pool;
+  EvdThriftUpstream *up = pool->up;
+  struct event_base *base = evd_loop_base (pool->loop);
+  struct timeval tv = { EVD_THRIFT_CONNECT_TIMEOUT_MS / 1000,
+                        (EVD_THRIFT_CONNECT_TIMEOUT_MS % 1000) * 1000 };
+  int rc;
+
+  c->bev = bufferevent_socket_new (base, -1, BEV_OPT_CLOSE_ON_FREE);
+  bufferevent_setcb (c->bev, evd_backend_thrift_on_read, NULL, evd_backend_thrift_on_event, c);
+  bufferevent_enable (c->bev, EV_READ | EV_WRITE);
+  c->state = EVD_THRIFT_CONNECTING;
+  evtimer_add (c->timer, &tv);
+  if (up->unix_path != NULL) {
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+
+    g_strlcpy (un.sun_path, up->unix_path, sizeof un.sun_path);
+    rc = bufferevent_socket_connect (c->bev, (struct sockaddr *) &un, sizeof un);
+  } else {
+    /* evdns resolves names on the loop, without blocking; numeric hosts need no lookup. */
+    rc = bufferevent_socket_connect_hostname (c->bev, pool->dns, AF_UNSPEC, up->host, up->port);
+  }
+  if (rc < 0 && c->bev != NULL && c->state == EVD_THRIFT_CONNECTING)
+    evd_backend_thrift_broken (c, g_strerror (errno));
+}
+
+/* ---- Per loop. ---- */
+
+static gpointer
+evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
+{
+  EvdThriftUpstream *up = owner;
+  EvdThriftPool *pool = g_new0 (EvdThriftPool, 1);
+
+  pool->up = up;
+  pool->loop = loop;
+  g_queue_init (&pool->waiting);
+  if (up->host != NULL)
+    pool->dns = evdns_base_new (evd_loop_base (loop), EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                      EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+  pool->transport = evd_transport_new ();
+  pool->protocol = g_object_new (up->proto == EVD_PROTO_COMPACT ? THRIFT_TYPE_COMPACT_PROTOCOL
+                                                                : THRIFT_TYPE_BINARY_PROTOCOL,
+                                 "transport", pool->transport, NULL);
+  pool->conns = g_new0 (EvdThriftConn, up->connections);
+  for (int i = 0; i < up->connections; i++) {
+    EvdThriftConn *c = &pool->conns[i];
+
+    c->pool = pool;
+    c->pending = g_hash_table_new (NULL, NULL);
+    c->timer = evtimer_new (evd_loop_base (loop), evd_backend_thrift_on_timer, c);
+    c->backoff_ms = EVD_THRIFT_BACKOFF_MIN_MS;
+    c->next_seqid = 1;
+    evd_backend_thrift_connect (c);
+  }
+  return pool;
+}
+
+/* On the pool's loop, once its generation is gone: no call is left on it. */
+static void
+evd_backend_thrift_pool_free (gpointer data)
+{
+  EvdThriftPool *pool = data;
+
+  for (int i = 0; i < pool->up->connections; i++) {
+    EvdThriftConn *c = &pool->conns[i];
+
+    if (c->state == EVD_THRIFT_UP)
+      g_atomic_int_add (&pool->up->conns_up, -1);
+    g_clear_pointer (&c->bev, bufferevent_free);
+    event_free (c->timer);
+    g_hash_table_unref (c->pending);
+  }
+  if (pool->dns != NULL)
+    evdns_base_free (pool->dns, 0);
+  if (pool->up->proto == EVD_PROTO_COMPACT)
+    g_queue_clear (&THRIFT_COMPACT_PROTOCOL (pool->protocol)->_last_field);
+  g_object_unref (pool->protocol);
+  g_object_unref (pool->transport);
+  g_free (pool->last_error);
+  g_free (pool->conns);
+  g_free (pool);
+}
+
+/* ---- [upstream NAME] ---- */
+
+static void
+evd_backend_thrift_upstream_free (gpointer data)
+{
+  EvdThriftUpstream *up = data;
+
+  evd_loop_local_free (up->pools);
+  g_ptr_array_unref (up->remote_lookups);
+  g_free (up->name);
+  g_free (up->host);
+  g_free (up->unix_path);
+  g_free (up);
+}
+
+/* "host:port", "[v6]:port" or a unix socket path; FALSE with a message. */
+static gboolean
+evd_backend_thrift_parse_address (EvdThriftUpstream *up, const char *address, char **why)
+{
+  const char *colon;
+  char *end = NULL;
+  gint64 port;
+
+  if (address[0] == '/' || g_str_has_prefix (address, "unix:")) {
+    up->unix_path = g_strdup (address[0] == '/' ? address : address + 5);
+    if (strlen (up->unix_path) >= sizeof ((struct sockaddr_un *) NULL)->sun_path) {
+      *why = g_strdup ("the unix socket path is too long");
+      return FALSE;
+    }
+    return TRUE;
+  }
+  colon = strrchr (address, ':');
+  if (colon == NULL || colon == address) {
+    *why = g_strdup ("expected host:port, [v6]:port or a unix socket path");
+    return FALSE;
+  }
+  port = g_ascii_strtoll (colon + 1, &end, 10);
+  if (end == colon + 1 || *end != '\0' || port < 1 || port > 65535) {
+    *why = g_strdup_printf ("\"%s\" is not a port (1-65535)", colon + 1);
+    return FALSE;
+  }
+  up->port = (int) port;
+  if (address[0] == '[' && colon[-1] == ']')
+    up->host = g_strndup (address + 1, (gsize) (colon - address - 2));
+  else
+    up->host = g_strndup (address, (gsize) (colon - address));
+  return TRUE;
+}
+
+static void
+evd_backend_thrift_open_upstream (EvdThriftShared *sh, EvdConfig *cfg, const char *group)
+{
+  g_autofree char *address = evd_config_require (cfg, group, "address");
+  g_autofree char *protocol = evd_config_string (cfg, group, "protocol", "binary");
+  g_autofree char *why = NULL;
+  EvdThriftUpstream *up = g_new0 (EvdThriftUpstream, 1);
+
+  up->name = g_strdup (group + strlen ("upstream "));
+  up->connections = (int) evd_config_int (cfg, group, "connections", 2, 1, 64);
+  up->max_frame = (gint32) evd_config_int (cfg, group, "max_frame_bytes",
+                                           evd_config_server (cfg)->max_frame_bytes, 64,
+                                           1 << 30);
+  up->remote_lookups = g_ptr_array_new_with_free_func (g_free);
+  if (strcmp (protocol, "binary") == 0)
+    up->proto = EVD_PROTO_BINARY;
+  else if (strcmp (protocol, "compact") == 0)
+    up->proto = EVD_PROTO_COMPACT;
+  else
+    evd_config_problem (cfg, group, "protocol", "\"%s\": binary or compact", protocol);
+  if (address != NULL && !evd_backend_thrift_parse_address (up, address, &why))
+    evd_config_problem (cfg, group, "address", "\"%s\": %s", address, why);
+  up->pools = evd_loop_local_new (evd_backend_thrift_pool_new, evd_backend_thrift_pool_free, up);
+  g_hash_table_insert (sh->upstreams, up->name, up);
+}
+
+static gpointer
+evd_backend_thrift_setup (EvdConfig *cfg)
+{
+  EvdThriftShared *sh = g_new0 (EvdThriftShared, 1);
+  g_auto (GStrv) groups = evd_backend_sections (cfg, "upstream", "thrift");
+
+  sh->upstreams = g_hash_table_new_full (g_str_hash, g_str_equal, NULL,
+                                         evd_backend_thrift_upstream_free);
+  for (guint i = 0; groups[i] != NULL; i++)
+    evd_backend_thrift_open_upstream (sh, cfg, groups[i]);
+  return sh;
+}
+
+static void
+evd_backend_thrift_teardown (gpointer shared)
+{
+  EvdThriftShared *sh = shared;
+
+  g_hash_table_unref (sh->upstreams);
+  g_free (sh);
+}
+
+/* Connections open as soon as the config serves on a loop, not at the first call. */
+static void
+evd_backend_thrift_attach (gpointer shared, EvdLoop *loop)
+{
+  EvdThriftShared *sh = shared;
+  GHashTableIter it;
+  gpointer up;
+
+  g_hash_table_iter_init (&it, sh->upstreams);
+  while (g_hash_table_iter_next (&it, NULL, &up))
+    if (((EvdThriftUpstream *) up)->host != NULL || ((EvdThriftUpstream *) up)->unix_path)
+      evd_loop_local_get (((EvdThriftUpstream *) up)->pools, loop);
+}
+
+static void
+evd_backend_thrift_collect_pool (gpointer object, gpointer data)
+{
+  (void) object;
+  (*(guint *) data)++;
+}
+
+static void
+evd_backend_thrift_collect (gpointer shared, GString *out)
+{
+  EvdThriftShared *sh = shared;
+  static const char *const families[][3] = {
+    { "evdal_upstream_connections_up", "gauge", "Connections to the upstream that are up." },
+    { "evdal_upstream_connections_max", "gauge", "Connections allowed: per IO loop x loops "
+      "serving." },
+    { "evdal_upstream_inflight", "gauge", "Calls sent to the upstream and not answered." },
+    { "evdal_upstream_calls_total", "counter", "Calls sent to the upstream." },
+    { "evdal_upstream_failures_total", "counter", "Calls failed by the upstream's connection "
+      "or malformed replies (not the remote's own per-call errors)." },
+    { "evdal_upstream_reconnects_total", "counter", "Reconnection attempts." },
+  };
+
+  for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
+    GHashTableIter it;
+    gpointer name, value;
+
+    evd_metrics_family (out, families[f][0], families[f][1], families[f][2]);
+    g_hash_table_iter_init (&it, sh->upstreams);
+    while (g_hash_table_iter_next (&it, &name, &value)) {
+      EvdThriftUpstream *up = value;
+      guint pools = 0;
+      double v;
+
+      evd_loop_local_foreach (up->pools, evd_backend_thrift_collect_pool, &pools);
+      v = f == 0 ? g_atomic_int_get (&up->conns_up)
+        : f == 1 ? (double) pools * up->connections
+        : f == 2 ? g_atomic_int_get (&up->inflight)
+        : f == 3 ? (double) __atomic_load_n (&up->calls, __ATOMIC_RELAXED)
+        : f == 4 ? (double) __atomic_load_n (&up->failures, __ATOMIC_RELAXED)
+                 : (double) __atomic_load_n (&up->reconnects, __ATOMIC_RELAXED);
+      evd_metrics_sample (out, families[f][0], v, "upstream", (const char *) name,
+                          "backend", "thrift", NULL);
+    }
+  }
+}
+
+/* ---- [lookup NAME] ---- */
+
+static gpointer
+evd_backend_thrift_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  EvdThriftShared *sh = shared;
+  g_autofree char *upstream = evd_config_require (cfg, spec->group, "upstream");
+  g_autofree char *remote = evd_config_string (cfg, spec->group, "remote_lookup", spec->name);
+  g_autofree char *params = evd_config_string (cfg, spec->group, "params", "");
+  EvdThriftUpstream *up;
+  EvdThriftLookup *l;
+
+  if (upstream == NULL)
+    return NULL;
+  up = g_hash_table_lookup (sh->upstreams, upstream);
+  if (up == NULL) {
+    evd_config_problem (cfg, spec->group, "upstream", "no [upstream %s] is configured",
+                        upstream);
+    return NULL;
+  }
+  l = g_new0 (EvdThriftLookup, 1);
+  l->up = up;
+  l->remote = g_steal_pointer (&remote);
+  l->params = g_strsplit_set (params, ", ", -1);
+  /* "a, b" splits into "a", "", "b": keep the names. */
+  {
+    guint n = 0;
+
+    for (guint i = 0; l->params[i] != NULL; i++) {
+      if (*l->params[i] == '\0') {
+        g_free (l->params[i]);
+        continue;
+      }
+      l->params[n++] = l->params[i];
+      evd_lookup_spec_add_param (spec, l->params[n - 1], EVD_PARAM_ANY, TRUE);
+    }
+    l->params[n] = NULL;
+  }
+  g_ptr_array_add (up->remote_lookups, g_strdup (l->remote));
+  g_free (spec->backend_name);
+  spec->backend_name = g_strdup_printf ("thrift:%s", up->name);
+  return l;
+}
+
+static void
+evd_backend_thrift_lookup_close (gpointer backend)
+{
+  EvdThriftLookup *l = backend;
+
+  g_free (l->remote);
+  g_strfreev (l->params);
+  g_free (l);
+}
+
+/* ---- Calls. ---- */
+
+static void
+evd_backend_thrift_start (gpointer backend, EvdBackendCall *call)
+{
+  EvdThriftLookup *l = backend;
+  EvdThriftUpstream *up = l->up;
+  EvdThriftPool *pool = evd_loop_local_get (up->pools, evd_backend_call_loop (call));
+  EvdThriftCall *tc = g_new0 (EvdThriftCall, 1);
+  gboolean connecting = FALSE;
+
+  tc->call = call;
+  tc->lookup = l;
+  *evd_backend_call_data (call) = tc;
+  __atomic_add_fetch (&up->calls, 1, __ATOMIC_RELAXED);
+  /* Round robin over the connections that are up. */
+  for (int i = 0; i < up->connections; i++) {
+    EvdThriftConn *c = &pool->conns[(pool->next + i) % up->connections];
+
+    if (c->state == EVD_THRIFT_UP) {
+      pool->next = (pool->next + i + 1) % up->connections;
+      evd_backend_thrift_send (c, tc);
+      return;
+    }
+    connecting |= c->state == EVD_THRIFT_CONNECTING;
+  }
+  if (connecting) {
+    g_queue_push_tail (&pool->waiting, tc);  /* sent when one comes up, or failed */
+    return;
+  }
+  __atomic_add_fetch (&up->failures, 1, __ATOMIC_RELAXED);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
+                         up->name, pool->last_error ? pool->last_error : "not connected");
+}
+
+/* Timed out or no longer wanted: the call leaves its connection's books, so its reply, when
+ * it comes, is dropped; the connection and the calls behind it go on. */
+static void
+evd_backend_thrift_cancel (gpointer backend, EvdBackendCall *call)
+{
+  EvdThriftCall *tc = *evd_backend_call_data (call);
+
+  (void) backend;
+  evd_backend_thrift_forget (tc);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
+}
+
+static void
+evd_backend_thrift_release (gpointer backend, EvdBackendCall *call)
+{
+  (void) backend;
+  g_free (*evd_backend_call_data (call));
+  *evd_backend_call_data (call) = NULL;
+}
+
+const EvdBackendClass evd_backend_thrift_class = {
+  .kind = "thrift",
+  .setup = evd_backend_thrift_setup,
+  .teardown = evd_backend_thrift_teardown,
+  .attach = evd_backend_thrift_attach,
+  .open = evd_backend_thrift_lookup_open,
+  .start = evd_backend_thrift_start,
+  .cancel = evd_backend_thrift_cancel,
+  .release = evd_backend_thrift_release,
+  .close = evd_backend_thrift_lookup_close,
+  .collect = evd_backend_thrift_collect,
+};

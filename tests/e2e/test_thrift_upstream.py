@@ -1,0 +1,399 @@
+"""evdal calling evdal: the Thrift upstream backend (handlers/evd_backend_thrift.c).
+
+A local evdal (L) serves lookups whose `[upstream regional] backend = thrift` is a second,
+remote evdal (R), or a fake Thrift server where R cannot be made to misbehave (answers out of
+order). Results through L are those of asking R directly (binary and compact), errors keep
+their kind, a stopped remote costs calls their deadline and never more sockets than
+`connections` x IO loops, Overloaded from the remote fails that call only, and a remote that
+is killed and restarted is served again after it returns.
+"""
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+import unittest
+
+from thrift.Thrift import TMessageType
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TTransport
+
+import evdal_harness as h
+from evdal_harness import ttypes
+
+SLOW = 3 if h.SANITIZED else 1
+
+REMOTE_LOOKUPS = """\
+[database main]
+path = %s
+
+[lookup user]
+database = main
+sql = SELECT id, name, email FROM users WHERE id = :user_id
+
+[lookup kinds]
+database = main
+sql = SELECT 7 AS i, 2.5 AS r, 'text ' || :word AS t, x'00ff10' AS b, NULL AS n
+
+[lookup nap]
+backend = delay
+delay_ms = 5
+
+[lookup flags]
+backend = static
+columns = flag, enabled
+row.1 = new_checkout, 1
+row.2 = dark_mode, 0
+
+[lookup broken]
+backend = fault
+mode = fail
+"""
+
+
+def local_config(address, protocol='binary', connections=2, extra=''):
+    return h.config(lookups="""\
+[upstream regional]
+backend = thrift
+address = %s
+protocol = %s
+connections = %d
+
+[lookup r_user]
+upstream = regional
+remote_lookup = user
+params = user_id
+
+[lookup r_kinds]
+upstream = regional
+remote_lookup = kinds
+params = word
+
+[lookup r_nap]
+upstream = regional
+remote_lookup = nap
+params = delay_ms
+
+[lookup r_flags]
+upstream = regional
+remote_lookup = flags
+
+[lookup r_broken]
+upstream = regional
+remote_lookup = broken
+
+[lookup r_missing]
+upstream = regional
+remote_lookup = nope
+
+[lookup local_flags]
+backend = static
+columns = x
+row.1 = 1
+""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0')
+
+
+def call(lookup, **params):
+    vals = {}
+    for k, v in params.items():
+        vals[k] = ttypes.Value(int_value=v) if isinstance(v, int) else ttypes.Value(text_value=v)
+    return ttypes.LookupCall(lookup=lookup, params=vals or None)
+
+
+def strip_span(result):
+    result.span = None
+    return result
+
+
+class ThriftUpstreamTest(h.EvdalTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.db = h.sample_db()
+
+    def remote(self, **server):
+        server.setdefault('admin_listen', '127.0.0.1:0')
+        return h.Server(h.config(lookups=REMOTE_LOOKUPS % self.db, **server))
+
+    def test_results_are_those_of_the_remote(self):
+        with self.remote() as r:
+            for protocol in ('binary', 'compact'):
+                with h.Server(local_config(r.address, protocol)) as l:
+                    lc, lt = h.client(l)
+                    rc, rt = h.client(r)
+                    try:
+                        for uid in (1, 42, 99999, 10 ** 9):
+                            got = lc.fetch(h.fetch_request({'u': call('r_user', user_id=uid),
+                                                            'k': call('r_kinds', word='w%d' % uid),
+                                                            'f': call('r_flags')}))
+                            want = rc.fetch(h.fetch_request({'u': call('user', user_id=uid),
+                                                             'k': call('kinds', word='w%d' % uid),
+                                                             'f': call('flags')}))
+                            for key in ('u', 'k', 'f'):
+                                self.assertIsNone(got.results[key].error, (protocol, key))
+                                self.assertEqual(got.results[key].table, want.results[key].table,
+                                                 (protocol, key, uid))
+                        # The remote's per-call error keeps its kind.
+                        got = lc.fetch(h.fetch_request({'b': call('r_broken'),
+                                                        'm': call('r_missing')}))
+                        self.assertEqual(got.results['b'].error.kind, ttypes.ErrorKind.BACKEND)
+                        self.assertEqual(got.results['m'].error.kind,
+                                         ttypes.ErrorKind.UNKNOWN_LOOKUP)
+                        self.assertIn('nope', got.results['m'].error.message)
+                        # A param of the wrong type is the remote's BAD_PARAMS, untouched.
+                        got = lc.fetch(h.fetch_request({'n': call('r_nap', delay_ms='x')}))
+                        self.assertEqual(got.results['n'].error.kind, ttypes.ErrorKind.BAD_PARAMS)
+                    finally:
+                        lt.close()
+                        rt.close()
+                    # At start-up L asked the remote's lookups() and warned of the missing one.
+                    l.wait_log(r'upstream regional has no lookup "nope"')
+
+    def test_context_travels_and_the_deadline_shrinks(self):
+        """Request id, principal and attributes reach the remote lookup; the remote's own
+        deadline is what was left of the caller's."""
+        remote_extra = "\n[lookup ctx]\nbackend = fault\nmode = context\n"
+        with h.Server(h.config(lookups=REMOTE_LOOKUPS % self.db + remote_extra)) as r:
+            with h.Server(local_config(r.address, extra="""
+[lookup r_ctx]
+upstream = regional
+remote_lookup = ctx
+""")) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({'c': call('r_ctx')}, request_id='req-77',
+                                                   principal='alice', deadline_ms=800,
+                                                   attributes={'tenant': 'acme'}))
+                finally:
+                    t.close()
+        table = resp.results['c'].table
+        self.assertIsNotNone(table, resp.results['c'])
+        row = dict(zip(table.columns, table.rows[0]))
+        self.assertEqual(row['request_id'].text_value, 'req-77')
+        self.assertEqual(row['principal'].text_value, 'alice')
+        self.assertIn('tenant=acme', row['attributes'].text_value)
+        left = row['deadline_left_ms'].int_value
+        self.assertTrue(0 < left <= 800, left)
+
+    def test_remote_answering_out_of_order(self):
+        fake = OutOfOrderRemote(pairs=3)
+        with fake:
+            with h.Server(local_config('127.0.0.1:%d' % fake.port, connections=1)) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({'a': call('r_kinds', word='first'),
+                                                    'b': call('r_kinds', word='second')}))
+                finally:
+                    t.close()
+        self.assertEqual(fake.reordered, True)
+        for key, word in (('a', 'first'), ('b', 'second')):
+            r = resp.results[key]
+            self.assertIsNone(r.error, r)
+            self.assertEqual(r.table.rows, [[ttypes.Value(text_value=word)]])
+
+    def test_stopped_remote_costs_the_deadline_and_no_more_sockets(self):
+        with self.remote() as r:
+            with h.Server(local_config(r.address, connections=2)) as l:
+                c, t = h.client(l)
+                try:
+                    self.assertIsNone(c.fetch(h.fetch_request({'f': call('r_flags')}))
+                                      .results['f'].error)
+                    os.kill(r.pid, signal.SIGSTOP)
+                    wait_until(lambda: all(process_state(r.pid, tid) == 'T'
+                                           for tid in os.listdir('/proc/%d/task' % r.pid)))
+                    try:
+                        for _ in range(20):
+                            t0 = time.monotonic()
+                            resp = c.fetch(h.fetch_request({'f': call('r_flags'),
+                                                            'x': call('local_flags')},
+                                                           deadline_ms=200))
+                            took = time.monotonic() - t0
+                            self.assertEqual(resp.results['f'].error.kind,
+                                             ttypes.ErrorKind.TIMEOUT)
+                            self.assertIsNone(resp.results['x'].error)
+                            self.assertLess(took, 0.2 + 0.5 * SLOW)
+                        # io_threads = 2 loops x 2 connections, whatever the calls did.
+                        self.assertLessEqual(sockets_to(l.pid, r.port), 4)
+                        self.assertEqual(l.metric('evdal_upstream_connections_max'
+                                                  '{upstream="regional",backend="thrift"}'), 4)
+                    finally:
+                        os.kill(r.pid, signal.SIGCONT)
+                    wait_ok(self, c, 'r_flags')
+                finally:
+                    t.close()
+
+    def test_overloaded_remote_fails_that_call_only(self):
+        with self.remote(max_inflight=1) as r:
+            with h.Server(local_config(r.address)) as l:
+                hog, hog_t = h.client(r)
+                c, t = h.client(l)
+                try:
+                    hog.send_fetch(h.fetch_request({'n': h.nap_call(1500)}))
+                    wait_until(lambda: r.metric('evdal_inflight_requests') == 1)
+                    resp = c.fetch(h.fetch_request({'f': call('r_flags'),
+                                                    'x': call('local_flags')}))
+                    err = resp.results['f'].error
+                    self.assertEqual(err.kind, ttypes.ErrorKind.OVERLOADED, err)
+                    self.assertIn('retry after', err.message)
+                    self.assertIsNone(resp.results['x'].error)
+                    hog.recv_fetch()
+                finally:
+                    hog_t.close()
+                    t.close()
+
+    def test_remote_killed_and_restarted(self):
+        r = self.remote().start()
+        port = r.port
+        try:
+            with h.Server(local_config(r.address)) as l:
+                c, t = h.client(l)
+                try:
+                    wait_ok(self, c, 'r_flags')
+                    r.kill()
+                    r.returncode = -9
+                    t0 = time.monotonic()
+                    resp = c.fetch(h.fetch_request({'f': call('r_flags'),
+                                                    'x': call('local_flags')}, deadline_ms=1000))
+                    self.assertEqual(resp.results['f'].error.kind, ttypes.ErrorKind.BACKEND)
+                    self.assertIsNone(resp.results['x'].error)
+                    self.assertLess(time.monotonic() - t0, 1.0 + 0.5 * SLOW)
+                    r2 = h.Server(h.config(lookups=REMOTE_LOOKUPS % self.db,
+                                           listen='127.0.0.1:%d' % port))
+                    with r2:
+                        wait_ok(self, c, 'r_flags', timeout=10 * SLOW)
+                finally:
+                    t.close()
+        finally:
+            r._cleanup()
+
+
+def wait_until(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout * SLOW
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('condition not reached within %.1f s' % (timeout * SLOW))
+        time.sleep(0.01)
+
+
+def wait_ok(test, client, lookup, timeout=5.0):
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        resp = client.fetch(h.fetch_request({'c': call(lookup)}))
+        if resp.results['c'].error is None:
+            return resp
+        if time.monotonic() > deadline:
+            test.fail('never served again: %r' % resp.results['c'].error)
+        time.sleep(0.05)
+
+
+def process_state(pid, tid):
+    with open('/proc/%d/task/%s/stat' % (pid, tid)) as f:
+        return f.read().rsplit(')', 1)[1].split()[0]
+
+
+def sockets_to(pid, port):
+    """Established TCP sockets of process `pid` to 127.0.0.1:port."""
+    inodes = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith('socket:['):
+            inodes.add(target[8:-1])
+    n = 0
+    for table in ('/proc/%d/net/tcp' % pid, '/proc/%d/net/tcp6' % pid):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                remote_port = int(cols[2].split(':')[1], 16)
+                if remote_port == port and cols[3] == '01' and cols[9] in inodes:
+                    n += 1
+    return n
+
+
+class OutOfOrderRemote:
+    """A Thrift server that reads requests on one connection until it has `pairs` x 2 of them
+    queued or a short pause, then answers them in reverse order: each call's table is the
+    `word` param it was sent. The lookups() check at start-up is answered at once."""
+
+    def __init__(self, pairs):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.reordered = False
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.sock.close()
+        self.thread.join(5)
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        conns = []
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+                conn.settimeout(0.3)
+                conns.append(conn)
+                threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+            except OSError:
+                continue
+        for c in conns:
+            c.close()
+
+    def _conn(self, conn):
+        held = []
+        while not self.stop.is_set():
+            try:
+                head = h.recv_exact(conn, 4, timeout=0.3)
+            except socket.timeout:  # a pause: answer what is held, last first
+                if held:
+                    self._answer(conn, list(reversed(held)))
+                    self.reordered = len(held) > 1
+                    held = []
+                continue
+            except (h.Closed, OSError):
+                return
+            (n,) = struct.unpack('>i', head)
+            payload = h.recv_exact(conn, n, timeout=2)
+            buf = TTransport.TMemoryBuffer(payload)
+            p = TBinaryProtocol.TBinaryProtocol(buf)
+            name, mtype, seqid = p.readMessageBegin()
+            if name == 'lookups':
+                self._answer(conn, [(seqid, 'lookups', None)])
+                continue
+            args = h.DataAccess.fetch_args()
+            args.read(p)
+            word = args.request.calls['call'].params['word'].text_value
+            held.append((seqid, 'fetch', word))
+
+    def _answer(self, conn, items):
+        out = b''
+        for seqid, name, word in items:
+            buf = TTransport.TMemoryBuffer()
+            p = TBinaryProtocol.TBinaryProtocol(buf)
+            p.writeMessageBegin(name, TMessageType.REPLY, seqid)
+            if name == 'lookups':
+                h.DataAccess.lookups_result(success=[]).write(p)
+            else:
+                table = ttypes.Table(columns=['word'], rows=[[ttypes.Value(text_value=word)]])
+                resp = ttypes.FetchResponse(request_id='x', server_us=1,
+                                            results={'call': ttypes.LookupResult(table=table)})
+                h.DataAccess.fetch_result(success=resp).write(p)
+            p.writeMessageEnd()
+            data = buf.getvalue()
+            out += struct.pack('>i', len(data)) + data
+        conn.sendall(out)
+
+
+if __name__ == '__main__':
+    unittest.main()
