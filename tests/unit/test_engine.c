@@ -332,6 +332,14 @@ test_first_cell (evdalDataAccessFetchResult *r, const char *key)
 }
 
 static void
+test_assert_cell (evdalDataAccessFetchResult *r, const char *key, const char *want)
+{
+  g_autofree char *cell = test_first_cell (r, key);
+
+  g_assert_cmpstr (cell, ==, want);
+}
+
+static void
 test_assert_error (evdalDataAccessFetchResult *r, const char *key, evdalErrorKind kind)
 {
   evdalLookupResult *lr = test_lookup_result (r, key);
@@ -361,7 +369,7 @@ test_static_answers_at_once (void)
   g_assert_cmpuint (lr->table->columns->len, ==, 2);
   g_assert_cmpstr (g_ptr_array_index (lr->table->columns, 0), ==, "flag");
   g_assert_cmpuint (lr->table->rows->len, ==, 2);
-  g_assert_cmpstr (test_first_cell (r, "f"), ==, "checkout");
+  test_assert_cell (r, "f", "checkout");
   test_finish (run);
 }
 
@@ -420,7 +428,7 @@ test_staggered_deadlines (void)
   test_assert_error (r, "fast", EVDAL_ERROR_KIND_TIMEOUT);
   test_assert_error (r, "mid", EVDAL_ERROR_KIND_TIMEOUT);
   test_assert_error (r, "slow", EVDAL_ERROR_KIND_TIMEOUT);
-  g_assert_cmpstr (test_first_cell (r, "nap"), ==, "1");
+  test_assert_cell (r, "nap", "1");
   fast = test_lookup_result (r, "fast");
   mid = test_lookup_result (r, "mid");
   slow = test_lookup_result (r, "slow");
@@ -506,7 +514,7 @@ test_non_critical_failure (void)
   r = test_result (run);
   test_assert_error (r, "bad", EVDAL_ERROR_KIND_BACKEND);
   test_assert_error (r, "who", EVDAL_ERROR_KIND_UNKNOWN_LOOKUP);
-  g_assert_cmpstr (test_first_cell (r, "good"), ==, "1");
+  test_assert_cell (r, "good", "1");
   test_finish (run);
 }
 
@@ -551,7 +559,7 @@ test_late_completion_after_the_answer (void)
   test_drive_until (&run->done);
   r = test_result (run);
   test_assert_error (r, "late", EVDAL_ERROR_KIND_TIMEOUT);
-  g_assert_cmpstr (test_first_cell (r, "ok"), ==, "checkout");
+  test_assert_cell (r, "ok", "checkout");
   g_assert_cmpint (g_atomic_int_get (&fault_cancels) - cancels, ==, 1);
   /* Answered while the late call was still out (its timer is due after the timeout's, so it
    * fires after it even when both are due in one pass of a late loop). */
@@ -577,8 +585,8 @@ test_double_completion_is_ignored (void)
 
   test_drive_until (&run->done);
   r = test_result (run);
-  g_assert_cmpstr (test_first_cell (r, "x"), ==, "first");
-  g_assert_cmpstr (test_first_cell (r, "y"), ==, "20");
+  test_assert_cell (r, "x", "first");
+  test_assert_cell (r, "y", "20");
   g_assert_cmpuint (test_executions ("twice") - twice, ==, 1);
   g_assert_cmpuint (s->calls[0] - ok, ==, 1);
   test_finish (run);
@@ -596,8 +604,8 @@ test_completion_from_a_thread (void)
 
   test_drive_until (&run->done);
   r = test_result (run);
-  g_assert_cmpstr (test_first_cell (r, "t"), ==, "from a thread");
-  g_assert_cmpstr (test_first_cell (r, "u"), ==, "from a thread");
+  test_assert_cell (r, "t", "from a thread");
+  test_assert_cell (r, "u", "from a thread");
   test_finish (run);
 }
 
