@@ -364,6 +364,7 @@ test_reply_exception (TestRun *run, const char *want_name, gint32 want_seqid, gi
       g_assert_cmpint (thrift_protocol_skip (p, ftype, NULL), >=, 0);
     thrift_protocol_read_field_end (p, NULL);
   }
+  thrift_protocol_read_struct_end (p, NULL);  /* compact: pops what struct_begin pushed */
   g_assert_cmpint (kind, ==, want_kind);
   g_assert_nonnull (message);
 }
