@@ -333,7 +333,9 @@ class Server:
     def metric(self, name):
         """One sample of the admin endpoint's /metrics, as a float (None: absent). `name` is
         the sample's name with its labels as /metrics writes them, if any:
-        'evdal_loop_lag_seconds{loop="1"}'."""
+        'evdal_loop_lag_seconds{loop="1"}'. The config needs admin_listen."""
+        if self.admin_address is None:
+            raise AssertionError('metric(%r): this server has no admin_listen' % name)
         status, _, body = self.admin_get('/metrics')
         if status != 200:
             raise AssertionError('/metrics answered %d: %s' % (status, body))
