@@ -22,6 +22,10 @@ Scenarios (the fetch each runs is its `evdal-bench --call` list):
                        open; both servers are restarted for each round, so that the RSS
                        growth between the two runs is the idle connections' alone
   article              seven calls of 20..140 ms from one connection
+  redis7               seven Redis lookups (bench/redis7.py's: HGETALL, HMGET, LRANGE,
+                       ZREVRANGE WITHSCORES, GET, SMEMBERS) for random users, 64 connections,
+                       against a redis-server the harness starts on a unix socket; the peer
+                       uses hiredis's blocking API on its lookup threads
 """
 import argparse
 import datetime
@@ -30,6 +34,7 @@ import os
 import platform
 import resource
 import shlex
+import shutil
 import socket
 import statistics
 import subprocess
@@ -37,6 +42,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import redis7
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN = '<!-- harness:begin (bench/harness.py writes from here to the end marker) -->'
@@ -67,7 +74,15 @@ _FEW2 = ['--io-threads', '2', '--workers', '16', '--lookup-threads', '64']
 _FEW1 = ['--io-threads', '1', '--workers', '16', '--lookup-threads', '64']
 _WAITING = ['--io-threads', '2', '--workers', '128', '--lookup-threads', '512']
 PEER_TUNED = {'ping': _FEW2, 'static7': _FEW1, 'c10k': _FEW1, 'sqlite7': _FEW1,
-              'fanout10ms': _WAITING}
+              'fanout10ms': _WAITING,
+              # a Redis call holds a lookup thread for a round trip: 64 fetches x 7 calls
+              'redis7': ['--io-threads', '1', '--workers', '64', '--lookup-threads', '128']}
+
+# redis7: the Redis lookups get a prefix (the sample config has its own feature_flags), and
+# REDIS_SOCKET is set by main() once it has started redis-server.
+REDIS_PREFIX = 'r7_'
+REDIS_USERS = 10000
+REDIS_SOCKET = None
 
 
 # Both servers merge identical calls of one fetch (same lookup, params and budget) into one
@@ -120,6 +135,11 @@ def scenarios():
                         idle=IDLE, what='static7, 64 busy + %d idle connections' % IDLE))
     out.append(Scenario('article-1', 'article', 1, naps(20, 40, 60, 80, 100, 120, 140),
                         what='fetch of nap1..nap7 of 20, 40, ..., 140 ms'))
+    r7 = ['--random', '1:%d' % REDIS_USERS]
+    for name, command, _ in redis7.LOOKUPS:
+        r7 += ['--call', REDIS_PREFIX + name + (':user_id=@random' if '{' in command else '')]
+    out.append(Scenario('redis7-64', 'redis7', 64, r7, threads=2,
+                        what='seven Redis lookups, random user'))
     return out
 
 
@@ -449,6 +469,9 @@ def report(args, results, bare, commands, started, elapsed):
                           '%.2fx (%.1f vs %.1f us); pages/s %.2f of bare'
                           % (c, med(ev('sqlite7-64', 'cpu_us')), med(bare['cpu_us']), b),
                           c <= 1.5))
+    if 'redis7-64' in results:
+        goals.append(('redis7: at least 2x the peer', '%.2fx' % ratio('redis7-64'),
+                      ratio('redis7-64') >= 2))
     if 'article-1' in results:
         m = med(ev('article-1', 'p50_ms'))
         goals.append(('article: median within 2 ms of 140 ms', '%.1f ms' % m, abs(m - 140) <= 2))
@@ -514,6 +537,12 @@ def prepare_config(config, build, server_set=None):
         for i in range(1, NAPS + 1):
             out.write('\n[lookup nap%d]\nbackend = delay\ndelay_ms = 0\n'
                       'description = One of the seven naps of a fetch\n' % i)
+        if REDIS_SOCKET:
+            out.write('\n[database r7_cache]\nbackend = redis\naddress = %s\n'
+                      'connections = 2\n' % REDIS_SOCKET)
+            for name, command, _ in redis7.LOOKUPS:
+                out.write('\n[lookup %s%s]\ndatabase = r7_cache\ncommand = %s\n'
+                          'timeout_ms = 1000\n' % (REDIS_PREFIX, name, command))
     return conf
 
 
@@ -546,6 +575,11 @@ def main():
     if hard < IDLE + 1000 and any(s.idle for s in chosen):
         sys.exit('c10k needs %d descriptors; the hard limit is %d' % (IDLE + 1000, hard))
 
+    global REDIS_SOCKET
+    redis = None
+    if any(s.family == 'redis7' for s in chosen):
+        redis, REDIS_SOCKET = redis7.start_redis(tempfile.mkdtemp(prefix='evdal-harness-redis-'))
+        redis7.load(REDIS_SOCKET, REDIS_USERS)
     conf = prepare_config(args.config, args.build)
     tmp = os.path.dirname(conf)
     confs = {(): conf}  # evdal's config for each setting of its [server] keys
@@ -625,6 +659,10 @@ def main():
     finally:
         for s in servers:
             s.stop()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(20)
+            shutil.rmtree(os.path.dirname(REDIS_SOCKET), True)
     with open(os.path.join(args.plots, 'bench-results.json'), 'w') as f:
         json.dump({'date': started, 'machine': machine(), 'results': results, 'bare': bare},
                   f, indent=1)

@@ -350,6 +350,9 @@ evd_config_read_server (EvdConfig *cfg)
   s->max_frame_bytes = (int) evd_config_int (cfg, g, "max_frame_bytes", 16 << 20, 64, 1 << 30);
   s->max_calls = (int) evd_config_int (cfg, g, "max_calls", 64, 1, 100000);
   s->max_inflight = (int) evd_config_int (cfg, g, "max_inflight", 100000, 1, 100000000);
+  /* 64 MiB: a few thousand hot pages of a web shop; every lookup's cache counts against it. */
+  s->cache_max_bytes = evd_config_int (cfg, g, "cache_max_bytes", 64 << 20, 0,
+                                       (gint64) 1 << 40);
   s->deadline_ms = (int) evd_config_int (cfg, g, "deadline_ms", 1000, 1, 3600000);
   s->idle_timeout_ms = (int) evd_config_int (cfg, g, "idle_timeout_ms", 300000, 0, 86400000);
   /* Long enough for a slow mobile uplink to send a big request, short enough that a client
@@ -489,7 +492,8 @@ evd_config_flag_unread (EvdConfig *cfg)
     g_auto (GStrv) keys = NULL;
 
     if (!g_hash_table_contains (cfg->used, group)) {
-      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME] or [database NAME])");
+      evd_config_problem (cfg, group, NULL, "unknown group (expected [server], [lookup NAME], [database NAME] "
+                          "or [upstream NAME])");
       continue;
     }
     keys = g_key_file_get_keys (cfg->kf, group, NULL, NULL);

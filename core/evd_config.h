@@ -41,6 +41,7 @@ typedef struct {
   int max_reply_bytes;     /* one encoded reply at most; calls that do not fit fail alone */
   int max_queue_ms;        /* a loop this far behind answers new fetches Overloaded; 0 = off */
   int stall_warn_ms;       /* a loop callback that runs longer is logged; 0 = off */
+  gint64 cache_max_bytes;  /* all lookups' result caches together (evd_cache) */
 } EvdServerConfig;
 
 typedef struct _EvdConfig EvdConfig;

@@ -10,6 +10,8 @@ extern const EvdBackendClass evd_backend_fault_class;
 /* Adding a backend kind: write its class in its own file, then list it here. */
 extern const EvdBackendClass evd_backend_sqlite_class;
 extern const EvdBackendClass evd_backend_thrift_class;
+extern const EvdBackendClass evd_backend_redis_class;
+extern const EvdBackendClass evd_backend_http_class;  /* HTTP/JSON upstreams (issue 16) */
 
 static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_delay_class,
@@ -17,6 +19,8 @@ static const EvdBackendClass *const evd_backend_classes[] = {
   &evd_backend_fault_class,
   &evd_backend_sqlite_class,
   &evd_backend_thrift_class,
+  &evd_backend_redis_class,
+  &evd_backend_http_class,
   NULL,
 };
 
@@ -54,6 +58,29 @@ evd_backend_section_fallback (const char *section)
   return strcmp (section, "upstream") == 0 ? "http" : "sqlite";
 }
 
+/* ---- Marks. ---- */
+
+guint
+evd_backend_marks_words (guint marks, guint retries, const char **out, char *retried_buf)
+{
+  guint n = 0;
+
+  if (marks & EVD_MARK_COALESCED)
+    out[n++] = "coalesced";
+  if (marks & EVD_MARK_CACHE_HIT)
+    out[n++] = "cache_hit";
+  if (marks & EVD_MARK_STALE)
+    out[n++] = "stale";
+  if (marks & EVD_MARK_HEDGED)
+    out[n++] = "hedged";
+  if (marks & EVD_MARK_RETRIED) {
+    g_snprintf (retried_buf, 16, "retried:%u", retries);
+    out[n++] = retried_buf;
+  }
+  if (marks & EVD_MARK_BREAKER_OPEN)
+    out[n++] = "breaker_open";
+  return n;
+}
 char *
 evd_backend_section_kind (EvdConfig *cfg, const char *group)
 {

@@ -30,6 +30,7 @@
 #include "evd_loop.h"
 #include "evd_value.h"
 #include "evd_rows.h"
+#include "evd_traceparent.h"
 
 G_BEGIN_DECLS
 
@@ -41,7 +42,9 @@ typedef struct {
   gint64 start_us;          /* monotonic time the request was read */
   gint64 deadline_us;       /* monotonic time the whole fetch must answer by */
   gboolean trace;
-  GHashTable *attributes;   /* char * -> char *, never NULL */
+  GHashTable *attributes;   /* char * -> char *, never NULL; without traceparent/tracestate */
+  EvdTraceContext tracing;  /* W3C trace context: the caller's (fields 6/7, or attributes) or
+                               a new trace; see evd_backend_call_traceparent for context out */
 } EvdRequestContext;
 
 /* What a param must be. */
@@ -129,8 +132,106 @@ gpointer *evd_backend_call_data (EvdBackendCall *call);
 
 /* Completes with rows (the reference is consumed). Any thread. */
 void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);
-/* Completes with an error. Any thread. */
+/* Completes with an error. Any thread. The error is final: not retried, and (kind BACKEND or
+ * TIMEOUT) counted as a failure by the breaker of the lookup's database/upstream. */
 void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
+
+/* ---- Trace context out (W3C Trace Context, docs/ARCHITECTURE.md "Distributed tracing"). ----
+ * Every call has a span of its own (a CLIENT span, or INTERNAL for backends that talk to no
+ * one), child of the fetch's SERVER span. A backend that calls an upstream passes the trace
+ * on: an HTTP upstream gets the header `traceparent: <evd_backend_call_traceparent>` and, when
+ * evd_backend_call_tracestate is not NULL, `tracestate: <it>`; a Thrift upstream gets both in
+ * its RequestContext (fields 6 and 7). The attributes named traceparent and tracestate are
+ * never in the context's attributes, so a backend that forwards attributes does not send
+ * the caller's stale ones. Any thread holding the call, before completing it. */
+
+/* "00-<trace id>-<this call's span id>-<01 if sampled, else 00>" into `out`
+ * (EVD_TRACEPARENT_LEN + 1 bytes, NUL-terminated). */
+void evd_backend_call_traceparent (EvdBackendCall *call, char *out);
+/* The caller's tracestate (valid by the W3C rules) to send along, or NULL. */
+const char *evd_backend_call_tracestate (EvdBackendCall *call);
+/* Whether the call's spans are exported: context that costs the upstream something (a
+ * PostgreSQL application_name) is worth sending only then. */
+gboolean evd_backend_call_sampled (EvdBackendCall *call);
+/* What the exported span should say about the upstream: its address (server.address; the
+ * string must outlive the fetch, e.g. the backend's config) and, for HTTP, the response's
+ * status (http.response.status_code). Either makes the call's span a CLIENT span. */
+void evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address);
+void evd_backend_call_trace_http_status (EvdBackendCall *call, int status);
+/* What a failure says beyond its kind, for the layer between the engine and the backends
+ * (evd_xreq: retries, hedges, breakers). A backend says so when it knows; when it says
+ * nothing (evd_backend_call_fail) the error is neither retried nor excused. */
+typedef enum {
+  /* The call may be made again as it is and succeed: the request did not reach the backend,
+   * or the backend said it could not serve it now. A lost or refused connection, a
+   * PostgreSQL connection lost before the query was answered, HTTP 502/503/504 (and 429 with
+   * a Retry-After that ends before the call's deadline), Redis LOADING or BUSY. Never an SQL
+   * error, a 4xx, a reply that does not parse. A lookup with `retries = N` retries these
+   * only (within its database's/upstream's retry budget). */
+  EVD_BACKEND_FAIL_RETRYABLE = 1 << 0,
+  /* The caller's fault (HTTP 4xx other than 429): the backend is healthy, so the breaker
+   * does not count it as a failure. */
+  EVD_BACKEND_FAIL_CLIENT = 1 << 1,
+} EvdBackendFailFlags;
+
+/* Completes with an error and what the backend knows about it (EvdBackendFailFlags). */
+void evd_backend_call_fail_full (EvdBackendCall *call, guint flags, EvdErrorKind kind,
+                                 const char *format, ...) G_GNUC_PRINTF (4, 5);
+/* The same with EVD_BACKEND_FAIL_RETRYABLE: what a network backend calls for a lost or
+ * refused connection, HTTP 502/503/504, Redis LOADING/BUSY. */
+void evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
+                                      const char *format, ...) G_GNUC_PRINTF (3, 4);
+
+/* ---- For layers between the engine and a backend (evd_xreq). ----
+ *
+ * Such a layer is itself a backend class (the engine starts and cancels its calls as any
+ * other's) that runs calls of its own on the real backend: attempts. An attempt is made from
+ * the engine's call it serves and shares its loop, context and params; it keeps the request
+ * behind `from` (and with it the engine generation and its lookups) alive until it is freed,
+ * so it may outlive `from`'s completion (a hedge's loser being cancelled). All of it on the
+ * call's loop. evd_backend_call_start() hands the attempt to `klass`; `done` then runs exactly
+ * once, on the loop, with the backend's completion (rows, or an error kind and message,
+ * borrowed for the time of the callback; `flags` EvdBackendFailFlags); evd_backend_call_cancel() asks the backend to
+ * stop (done still runs); evd_backend_call_unref() gives up the owner's reference, the call
+ * being freed once the backend's completion was taken too. */
+typedef void (*EvdBackendCallDone) (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
+                                    const char *message, guint flags, gpointer data);
+
+EvdBackendCall *evd_backend_call_new_attempt (EvdBackendCall *from, const EvdBackendClass *klass,
+                                              gpointer backend, gint64 deadline_us,
+                                              EvdBackendCallDone done, gpointer data);
+/* A call with no request behind it (unit tests): `ctx` and `params` must outlive it. */
+EvdBackendCall *evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx,
+                                      const EvdParam *params, guint n_params,
+                                      gint64 deadline_us, const EvdBackendClass *klass,
+                                      gpointer backend, EvdBackendCallDone done, gpointer data);
+void evd_backend_call_start (EvdBackendCall *call);
+void evd_backend_call_cancel (EvdBackendCall *call);
+gboolean evd_backend_call_completed (EvdBackendCall *call);
+void evd_backend_call_unref (EvdBackendCall *call);
+/* A call shared by later callers (coalescing) runs to the latest of their deadlines; a
+ * backend that reads the deadline after start() sees the latest. On the call's loop. */
+void evd_backend_call_extend_deadline (EvdBackendCall *call, gint64 deadline_us);
+
+/* What the span of a call says happened to it besides its outcome: the words of
+ * Span.marks in the IDL. Set before completing; the engine copies them into the span. */
+typedef enum {
+  EVD_MARK_COALESCED = 1 << 0,    /* "coalesced": served by an identical call in flight */
+  EVD_MARK_CACHE_HIT = 1 << 1,    /* "cache_hit": answered from the lookup's result cache */
+  EVD_MARK_STALE = 1 << 2,        /* "stale": expired rows, since the refresh failed */
+  EVD_MARK_HEDGED = 1 << 3,       /* "hedged": a second attempt went out */
+  EVD_MARK_RETRIED = 1 << 4,      /* "retried:N": N retries went out */
+  EVD_MARK_BREAKER_OPEN = 1 << 5, /* "breaker_open": the circuit breaker refused a call */
+} EvdBackendMark;
+
+/* Adds marks (EvdBackendMark) and the number of retries to the call's span. */
+void evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries);
+/* The marks so far (and the retries, when `retries` is not NULL). */
+guint evd_backend_call_marks (EvdBackendCall *call, guint *retries);
+/* The marks as Span.marks words into `out` (at most 6); returns how many. "retried:N" is
+ * written into `retried_buf` (16 bytes). */
+guint evd_backend_marks_words (guint marks, guint retries, const char **out, char *retried_buf);
+
 
 G_END_DECLS

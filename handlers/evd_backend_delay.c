@@ -5,6 +5,8 @@
  *   [lookup nap]
  *   backend = delay
  *   delay_ms = 100      # default; a call's int param delay_ms overrides
+ *   tail_ms = 0         # with tail_every: every tail_every-th call of the lookup waits this
+ *   tail_every = 0      # long instead (a slow tail you control: 50 -> 2% of calls)
  */
 #include <event2/event.h>
 
@@ -15,6 +17,8 @@
 
 typedef struct {
   gint64 default_ms;
+  gint64 tail_ms, tail_every;
+  gint64 calls;             /* atomic */
 } EvdBackendDelay;
 
 typedef struct {
@@ -29,6 +33,8 @@ evd_backend_delay_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   EvdBackendDelay *d = g_new0 (EvdBackendDelay, 1);
 
   d->default_ms = evd_config_int (cfg, spec->group, "delay_ms", 100, 0, EVD_DELAY_MAX_MS);
+  d->tail_ms = evd_config_int (cfg, spec->group, "tail_ms", 0, 0, EVD_DELAY_MAX_MS);
+  d->tail_every = evd_config_int (cfg, spec->group, "tail_every", 0, 0, 1000000000);
   evd_lookup_spec_add_param (spec, "delay_ms", EVD_PARAM_INT, FALSE);
   return d;
 }
@@ -67,6 +73,9 @@ evd_backend_delay_start (gpointer backend, EvdBackendCall *call)
   struct timeval tv;
 
   dc->ms = v && v->kind == EVD_VALUE_INT ? v->i : d->default_ms;
+  if (d->tail_every > 0 &&
+      __atomic_add_fetch (&d->calls, 1, __ATOMIC_RELAXED) % d->tail_every == 0)
+    dc->ms = d->tail_ms;
   if (dc->ms < 0 || dc->ms > EVD_DELAY_MAX_MS) {
     gint64 ms = dc->ms;
 

@@ -16,7 +16,8 @@
  *   params = user_id              # forwarded under the same names; all required
  *
  * The caller's request id, principal, attributes and trace flag travel with the call, and its
- * deadline as what is left of it. Several calls are in flight on a connection at once and
+ * deadline as what is left of it; its W3C trace context too, with this call's span as the
+ * remote's parent (RequestContext 6 and 7). Several calls are in flight on a connection at once and
  * replies are matched by seqid, so a remote that answers out of order works too. A remote
  * that stops answering costs calls their deadline and never more than `connections` sockets
  * per IO loop. Errors keep their kind: the remote's result error as it is, Overloaded as
@@ -154,6 +155,7 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
   gint64 left_ms = (evd_backend_call_deadline_us (call) - g_get_monotonic_time ()) / 1000;
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
   GHashTableIter it;
   gpointer k, v;
 
@@ -175,6 +177,14 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
   while (g_hash_table_iter_next (&it, &k, &v)) {
     evd_writer_string (w, k);
     evd_writer_string (w, v);
+  }
+  /* W3C trace context: the remote's spans are children of this call's span. */
+  evd_backend_call_traceparent (call, traceparent);
+  evd_writer_field_begin (w, EVD_WIRE_T_STRING, 6);
+  evd_writer_string (w, traceparent);
+  if (evd_backend_call_tracestate (call) != NULL) {
+    evd_writer_field_begin (w, EVD_WIRE_T_STRING, 7);
+    evd_writer_string (w, evd_backend_call_tracestate (call));
   }
   evd_writer_struct_end (w);
 }
@@ -904,6 +914,7 @@ evd_backend_thrift_start (gpointer backend, EvdBackendCall *call)
   EvdThriftCall *tc = g_new0 (EvdThriftCall, 1);
   gboolean connecting = FALSE;
 
+  evd_backend_call_trace_peer (call, up->host != NULL ? up->host : up->unix_path);
   tc->call = call;
   tc->lookup = l;
   *evd_backend_call_data (call) = tc;

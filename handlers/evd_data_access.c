@@ -224,6 +224,14 @@ evd_service_collect (GString *out, gpointer data)
 }
 
 void
+evd_data_access_health (EvdDataAccess *da, GString *out)
+{
+  g_autoptr (EvdEngine) engine = evd_service_current (da);
+
+  evd_lookup_set_health (evd_engine_lookups (engine), out);
+}
+
+void
 evd_data_access_lookups_json (EvdDataAccess *da, GString *out)
 {
   g_autoptr (EvdEngine) engine = evd_service_current (da);
@@ -307,6 +315,12 @@ evd_data_access_free (EvdDataAccess *da)
   evd_engine_unref (da->current);
   g_mutex_clear (&da->lock);
   g_free (da);
+}
+
+void
+evd_data_access_set_otlp (EvdDataAccess *da, EvdOtlp *otlp)
+{
+  da->counters.otlp = otlp;
 }
 
 const EvdService *

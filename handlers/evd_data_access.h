@@ -26,6 +26,9 @@ void evd_data_access_free (EvdDataAccess *da);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdDataAccess, evd_data_access_free)
 
 const EvdService *evd_data_access_service (EvdDataAccess *da);
+/* Where sampled fetches' spans go, and the sample ratio (NULL: no export, ratio 0); set
+ * before serving, and it must outlive the service. */
+void evd_data_access_set_otlp (EvdDataAccess *da, EvdOtlp *otlp);
 
 /* Replaces the lookups with those of `cfg` (main thread). On a config with problems, fails
  * with all of them and keeps the current lookups. `summary` (may be NULL) receives what
@@ -35,5 +38,7 @@ gboolean evd_data_access_reload (EvdDataAccess *da, EvdConfig *cfg, char **summa
 
 /* /lookups: every lookup with its backend, params, timeout and how often it ran. */
 void evd_data_access_lookups_json (EvdDataAccess *da, GString *out);
+/* For /health: a line per database/upstream whose circuit breaker is not closed. Any thread. */
+void evd_data_access_health (EvdDataAccess *da, GString *out);
 
 G_END_DECLS

@@ -36,26 +36,43 @@ typedef struct {
   EvdBackendCall *call;
   EvdRows *rows;
   evdalLookupError *error;
+  guint flags;                /* EvdBackendFailFlags of an error */
 } EvdCompletion;
 
-/* A slot's run on its backend. It lives inside its slot, so inside the fetch's block, and
- * holds a reference on the fetch: the memory stays until the backend lets go of it too. */
+/* A run of one backend. A slot's lives inside its slot, so inside the fetch's block, and
+ * holds a reference on the fetch: the memory stays until the backend lets go of it too. One
+ * made by a layer between the engine and the backends (evd_backend_call_new_attempt) is an
+ * allocation of its own, owned by that layer, and holds a reference on the fetch of the call
+ * it derives from (if any), so that its context outlives it. */
 struct _EvdBackendCall {
-  guint refs;                 /* the slot's and the backend's */
-  EvdSlot *slot;              /* NULL once the slot stopped waiting for it */
-  EvdFetch *fetch;            /* a ref: the context must outlive every backend call */
-  EvdLookup *lookup;
+  guint refs;                 /* the slot's (or owner's) and the backend's */
+  EvdSlot *slot;              /* NULL once the slot stopped waiting for it, or no slot's */
+  EvdFetch *fetch;            /* a ref: the context must outlive every backend call; NULL for
+                                 a call made without the engine (evd_backend_call_new) */
+  EvdLoop *loop;
+  const EvdRequestContext *ctx;
+  const EvdBackendClass *klass;
+  gpointer backend;
+  EvdLookup *lookup;          /* a slot's: whose bulkhead place it holds; else NULL */
   const EvdParam *params;     /* in the request, which the fetch holds */
   guint n_params;
   gint64 deadline_us;
   gpointer data;
   gboolean completed;
+  guint marks;                /* EvdBackendMark, for the span */
+  guint retries;
+  EvdBackendCallDone done;    /* not a slot's: who receives the completion */
+  gpointer done_data;
   /* The first completion travels in here, so that a backend's thread (a SQLite worker)
    * allocates nothing that the loop must free: glibc makes a free from another thread
    * take that thread's arena lock. Set by whichever thread completes; a buggy second
    * completion gets memory of its own. */
   gint first_taken;           /* atomic */
   EvdCompletion first;
+  /* tracing: the call's span id (its slot's), and what the backend said of its upstream */
+  guint8 span_id[8];
+  const char *trace_peer;     /* server.address, or NULL */
+  int trace_http_status;      /* 0 when none */
 };
 
 /* One execution of one lookup; the calls it serves are those planned onto it. */
@@ -70,8 +87,10 @@ struct _EvdSlot {
   gboolean queued;            /* waiting for a place in the lookup's bulkhead */
   gint64 start_us, end_us;
   gboolean done;
+  guint8 span_id[8];          /* its span's id, made when it is planned */
   EvdRows *rows;              /* outcome: exactly one of these */
   evdalLookupError *error;
+  guint marks, retries;       /* what the backend call said it did (EvdBackendMark) */
   EvdBackendCall call;
 };
 
@@ -177,13 +196,20 @@ evd_fetch_unref (EvdFetch *f)
 
 /* ---- Backend calls. ---- */
 
-/* The last reference gives back the fetch's, which holds the call's memory. */
-static void
+/* The last reference gives back the fetch's, which holds the call's memory (a slot's), or
+ * frees the call (an attempt's). On the call's loop. */
+void
 evd_backend_call_unref (EvdBackendCall *b)
 {
+  EvdFetch *f = b->fetch;
+
+  g_assert (evd_loop_is_current (b->loop));
   if (--b->refs > 0)
     return;
-  evd_fetch_unref (b->fetch);
+  if (b->slot == NULL && b->done != NULL)
+    g_free (b);  /* not inside a slot */
+  if (f != NULL)
+    evd_fetch_unref (f);
 }
 
 static void
@@ -201,21 +227,27 @@ evd_backend_call_complete_here (gpointer data)
 
   /* Everything below (the slot, the fetch, the bulkhead's place) belongs to the request's
    * loop; a completion anywhere else is a hand-off bug in evd_backend_call_complete. */
-  g_assert (evd_loop_is_current (b->fetch->loop));
+  g_assert (evd_loop_is_current (b->loop));
   if (!b->completed) {
-    const EvdBackendClass *k = evd_lookup_class (b->lookup);
-
     b->completed = TRUE;
-    g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
-    if (k->release != NULL)
-      k->release (evd_lookup_backend (b->lookup), b);
-    evd_lookup_release (b->lookup);
-    if (b->slot != NULL)
+    if (b->fetch != NULL)
+      g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
+    if (b->klass->release != NULL)
+      b->klass->release (b->backend, b);
+    if (b->lookup != NULL)
+      evd_lookup_release (b->lookup);
+    if (b->done != NULL) {
+      b->done (b, c->rows, c->error ? (EvdErrorKind) c->error->kind : EVD_ERROR_KIND_NONE,
+               c->error ? c->error->message : NULL, c->flags, b->done_data);
+    } else if (b->slot != NULL) {
+      b->slot->marks = b->marks;
+      b->slot->retries = b->retries;
       evd_slot_finish (b->slot, c->rows, c->error);
+    }
     /* The backend's reference goes one loop turn later: a buggy backend that completes again
      * at once (in the same callback, or posting twice from its thread) then finds the call
      * alive and already completed, and is ignored. */
-    evd_loop_post (b->fetch->loop, evd_backend_call_on_backend_done, b);
+    evd_loop_post (b->loop, evd_backend_call_on_backend_done, b);
   }
   g_clear_pointer (&c->rows, evd_rows_unref);
   g_clear_object (&c->error);
@@ -224,22 +256,22 @@ evd_backend_call_complete_here (gpointer data)
 }
 
 static void
-evd_backend_call_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error)
+evd_backend_call_complete (EvdBackendCall *b, EvdRows *rows, evdalLookupError *error, guint flags)
 {
   EvdCompletion *c = g_atomic_int_compare_and_exchange (&b->first_taken, FALSE, TRUE)
                      ? &b->first : g_new (EvdCompletion, 1);
 
-  *c = (EvdCompletion) { b, rows, error };
-  if (evd_loop_is_current (b->fetch->loop))
+  *c = (EvdCompletion) { b, rows, error, flags };
+  if (evd_loop_is_current (b->loop))
     evd_backend_call_complete_here (c);
   else
-    evd_loop_post (b->fetch->loop, evd_backend_call_complete_here, c);
+    evd_loop_post (b->loop, evd_backend_call_complete_here, c);
 }
 
 void
 evd_backend_call_return (EvdBackendCall *call, EvdRows *rows)
 {
-  evd_backend_call_complete (call, rows, NULL);
+  evd_backend_call_complete (call, rows, NULL, 0);
 }
 
 void
@@ -251,13 +283,111 @@ evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char *form
   va_start (ap, format);
   message = g_strdup_vprintf (format, ap);
   va_end (ap);
-  evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message));
+  evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message), 0);
 }
+
+void
+evd_backend_call_fail_full (EvdBackendCall *call, guint flags, EvdErrorKind kind,
+                            const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message), flags);
+}
+
+void
+evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
+                                 const char *format, ...)
+{
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
+  evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message),
+                      EVD_BACKEND_FAIL_RETRYABLE);
+}
+
+void
+evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries)
+{
+  call->marks |= marks;
+  call->retries = MAX (call->retries, retries);
+}
+
+guint
+evd_backend_call_marks (EvdBackendCall *call, guint *retries)
+{
+  if (retries != NULL)
+    *retries = call->retries;
+  return call->marks;
+}
+
+EvdBackendCall *
+evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx, const EvdParam *params,
+                      guint n_params, gint64 deadline_us, const EvdBackendClass *klass,
+                      gpointer backend, EvdBackendCallDone done, gpointer done_data)
+{
+  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+
+  g_return_val_if_fail (done != NULL, NULL);
+  *b = (EvdBackendCall) {
+    .refs = 1, .loop = loop, .ctx = ctx, .klass = klass, .backend = backend,
+    .params = params, .n_params = n_params, .deadline_us = deadline_us,
+    .done = done, .done_data = done_data,
+  };
+  return b;
+}
+
+EvdBackendCall *
+evd_backend_call_new_attempt (EvdBackendCall *from, const EvdBackendClass *klass,
+                              gpointer backend, gint64 deadline_us, EvdBackendCallDone done,
+                              gpointer done_data)
+{
+  EvdBackendCall *b = evd_backend_call_new (from->loop, from->ctx, from->params,
+                                            from->n_params, deadline_us, klass, backend, done,
+                                            done_data);
+
+  b->fetch = from->fetch;
+  if (b->fetch != NULL)
+    b->fetch->refs++;
+  return b;
+}
+
+void
+evd_backend_call_start (EvdBackendCall *call)
+{
+  g_assert (evd_loop_is_current (call->loop));
+  call->refs++;  /* the backend's, given back one loop turn after its completion */
+  if (call->fetch != NULL)
+    g_atomic_int_inc (&call->fetch->engine->counters->outstanding);
+  call->klass->start (call->backend, call);
+}
+
+void
+evd_backend_call_cancel (EvdBackendCall *call)
+{
+  g_assert (evd_loop_is_current (call->loop));
+  if (!call->completed && call->refs > 1)
+    call->klass->cancel (call->backend, call);
+}
+
+gboolean
+evd_backend_call_completed (EvdBackendCall *call)
+{
+  return call->completed;
+}
+
 
 const EvdRequestContext *
 evd_backend_call_context (EvdBackendCall *call)
 {
-  return &call->fetch->ctx;
+  return call->ctx;
 }
 
 const EvdValue *
@@ -276,7 +406,7 @@ evd_backend_call_params (EvdBackendCall *call, guint *n_params)
 EvdLoop *
 evd_backend_call_loop (EvdBackendCall *call)
 {
-  return call->fetch->loop;
+  return call->loop;
 }
 
 gint64
@@ -285,10 +415,49 @@ evd_backend_call_deadline_us (EvdBackendCall *call)
   return call->deadline_us;
 }
 
+void
+evd_backend_call_extend_deadline (EvdBackendCall *call, gint64 deadline_us)
+{
+  call->deadline_us = MAX (call->deadline_us, deadline_us);
+}
+
 gpointer *
 evd_backend_call_data (EvdBackendCall *call)
 {
   return &call->data;
+}
+
+void
+evd_backend_call_traceparent (EvdBackendCall *call, char *out)
+{
+  const EvdTraceContext *t = &call->fetch->ctx.tracing;
+
+  evd_traceparent_format (t->trace_id, call->span_id,
+                          t->sampled ? EVD_TRACE_FLAG_SAMPLED : 0, out);
+}
+
+const char *
+evd_backend_call_tracestate (EvdBackendCall *call)
+{
+  return call->fetch->ctx.tracing.tracestate;
+}
+
+gboolean
+evd_backend_call_sampled (EvdBackendCall *call)
+{
+  return call->fetch->ctx.tracing.sampled;
+}
+
+void
+evd_backend_call_trace_peer (EvdBackendCall *call, const char *server_address)
+{
+  call->trace_peer = server_address;
+}
+
+void
+evd_backend_call_trace_http_status (EvdBackendCall *call, int status)
+{
+  call->trace_http_status = status;
 }
 
 /* ---- Slots. ---- */
@@ -309,10 +478,8 @@ evd_slot_stop (EvdSlot *slot)
     return;
   slot->bcall = NULL;
   b->slot = NULL;
-  if (!b->completed) {
-    const EvdBackendClass *k = evd_lookup_class (slot->lookup);
-    k->cancel (evd_lookup_backend (slot->lookup), b);
-  }
+  if (!b->completed)
+    b->klass->cancel (b->backend, b);
   evd_backend_call_unref (b);  /* the slot's reference */
 }
 
@@ -418,9 +585,11 @@ evd_slot_start (EvdSlot *slot)
   const EvdBackendClass *k = evd_lookup_class (slot->lookup);
 
   *b = (EvdBackendCall) {
-    .refs = 2, .slot = slot, .fetch = f, .lookup = slot->lookup, .params = slot->params,
-    .n_params = slot->n_params, .deadline_us = slot->deadline_us,
+    .refs = 2, .slot = slot, .fetch = f, .loop = f->loop, .ctx = &f->ctx, .klass = k,
+    .backend = evd_lookup_backend (slot->lookup), .lookup = slot->lookup,
+    .params = slot->params, .n_params = slot->n_params, .deadline_us = slot->deadline_us,
   };
+  memcpy (b->span_id, slot->span_id, sizeof b->span_id);
   f->refs++;
   slot->bcall = b;
   g_atomic_int_inc (&f->engine->counters->outstanding);
@@ -486,7 +655,7 @@ typedef struct {
  * point into it); NULL when the request is not traced. */
 static const EvdResponseSpan *
 evd_fetch_add_span (EvdFetch *f, EvdFetchReply *r, gint64 start_us, gint64 end_us,
-                    const char *backend)
+                    const char *backend, guint marks, guint retries)
 {
   EvdResponseSpan span;
 
@@ -495,6 +664,8 @@ evd_fetch_add_span (EvdFetch *f, EvdFetchReply *r, gint64 start_us, gint64 end_u
   span.start_us = MAX (start_us - f->ctx.start_us, 0);
   span.end_us = MAX (end_us - f->ctx.start_us, span.start_us);
   span.backend = backend;
+  span.marks = marks;
+  span.retries = retries;
   g_array_append_val (r->spans, span);
   return &g_array_index (r->spans, EvdResponseSpan, r->spans->len - 1);
 }
@@ -537,7 +708,7 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
     results[i].error_kind = e ? e->kind : 0;
     results[i].error_message = e ? e->message : NULL;
     if (s == NULL) {
-      results[i].span = evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none");
+      results[i].span = evd_fetch_add_span (f, &r, f->ctx.start_us, f->ctx.start_us, "none", 0, 0);
       continue;
     }
     results[i].rows = s->rows;
@@ -545,7 +716,8 @@ evd_fetch_reply_success (EvdFetch *f, EvdCall *rpc)
       guint at = (guint) (s - f->slots);
       if (slot_spans[at] == NULL)
         slot_spans[at] = evd_fetch_add_span (f, &r, s->start_us, s->done ? s->end_us : now,
-                                             evd_lookup_spec (s->lookup)->backend_name);
+                                             evd_lookup_spec (s->lookup)->backend_name,
+                                             s->marks, s->retries);
       results[i].span = slot_spans[at];
     }
   }
@@ -629,6 +801,7 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
   g_autofree char *key = evd_trace_cut (failed_key);
 
   t->duration_us = now - f->ctx.start_us;
+  evd_traceparent_hex (f->ctx.tracing.trace_id, sizeof f->ctx.tracing.trace_id, t->trace_id);
   t->outcome = cancelled ? g_strdup ("cancelled: the client went away")
              : failed_key ? g_strdup_printf ("failed: critical call %s", key)
                           : g_strdup ("ok");
@@ -637,16 +810,139 @@ evd_fetch_keep_trace (EvdFetch *f, const char *failed_key, gboolean cancelled)
     const EvdSlot *s = f->plans[i].slot;
     const evdalLookupError *e = f->plans[i].early;
 
-    if (s != NULL)
-      evd_trace_add_span (t, call->key, evd_lookup_spec (s->lookup)->name,
-                          evd_lookup_spec (s->lookup)->backend_name,
-                          s->start_us - f->ctx.start_us, s->end_us - f->ctx.start_us,
-                          s->error ? s->error->kind : 0, s->error ? s->error->message : NULL);
-    else
+    if (s == NULL) {
       evd_trace_add_span (t, call->key, call->lookup, "none", 0, 0, e->kind, e->message);
+      continue;
+    }
+    evd_trace_add_span (t, call->key, evd_lookup_spec (s->lookup)->name,
+                        evd_lookup_spec (s->lookup)->backend_name,
+                        s->start_us - f->ctx.start_us, s->end_us - f->ctx.start_us,
+                        s->error ? s->error->kind : 0, s->error ? s->error->message : NULL);
+    if (s->marks != 0) {
+      const char *words[8];
+      char retried[16];
+      guint n = evd_backend_marks_words (s->marks, s->retries, words, retried);
+      g_autofree char *joined = NULL;
+
+      words[n] = NULL;
+      joined = g_strjoinv (" ", (char **) words);
+      evd_trace_span_set_marks (t, joined);
+    }
   }
   g_array_sort (t->spans, evd_engine_span_order);
   evd_trace_store_add (f->engine->counters->traces, t);
+}
+
+/* ---- Span export (evd_otlp): sampled fetches only. ---- */
+
+/* The OpenTelemetry db.system of a backend kind, NULL for those that are no database. */
+static const char *
+evd_fetch_db_system (const char *kind)
+{
+  if (strcmp (kind, "sqlite") == 0 || strcmp (kind, "redis") == 0)
+    return kind;
+  if (strcmp (kind, "pg") == 0 || strcmp (kind, "postgres") == 0 ||
+      strcmp (kind, "postgresql") == 0)
+    return "postgresql";
+  return NULL;
+}
+
+/* CLIENT for a call that leaves the process (a database, an upstream the backend named),
+ * INTERNAL for backends that answer from memory or a timer (static, delay, fault). */
+static EvdOtlpKind
+evd_fetch_span_kind (const char *kind, const EvdBackendCall *b, guint marks)
+{
+  if (marks & EVD_MARK_CACHE_HIT)
+    return EVD_OTLP_KIND_INTERNAL;  /* answered from memory: nothing left the process */
+  if (evd_fetch_db_system (kind) != NULL || b->trace_peer != NULL || b->trace_http_status != 0 ||
+      strcmp (kind, "http") == 0 || strcmp (kind, "thrift") == 0)
+    return EVD_OTLP_KIND_CLIENT;
+  return EVD_OTLP_KIND_INTERNAL;
+}
+
+/* One slot's span, `wall0` being the real time of the fetch's start. */
+static void
+evd_fetch_export_slot (EvdFetch *f, GString *out, const EvdSlot *s, gint64 wall0)
+{
+  const EvdLookupSpec *spec = evd_lookup_spec (s->lookup);
+  const char *instance = strchr (spec->backend_name, ':');
+  /* The backend's own kind, from "kind:instance": the lookup's class may be the layer
+   * between requests (evd_xreq) in front of it. */
+  g_autofree char *kind = instance != NULL
+                          ? g_strndup (spec->backend_name, (gsize) (instance - spec->backend_name))
+                          : g_strdup (spec->backend_name);
+  const char *db = evd_fetch_db_system (kind);
+  g_autofree char *name = g_strconcat ("lookup ", spec->name, NULL);
+  gint64 start = MAX (s->start_us, f->ctx.start_us);  /* a slot never launched: 0 */
+  EvdOtlpSpan span = {
+    f->ctx.tracing.trace_id, s->span_id, f->ctx.tracing.span_id, NULL, name,
+    evd_fetch_span_kind (kind, &s->call, s->marks), wall0 + (start - f->ctx.start_us),
+    wall0 + (MAX (s->end_us, start) - f->ctx.start_us),
+  };
+
+  evd_otlp_span_begin (out, &span);
+  evd_otlp_attr_string (out, "evdal.lookup", spec->name);
+  evd_otlp_attr_string (out, "evdal.backend", spec->backend_name);
+  if (db != NULL) {
+    evd_otlp_attr_string (out, "db.system", db);
+    if (instance != NULL)
+      evd_otlp_attr_string (out, "db.namespace", instance + 1);
+  }
+  if (s->call.trace_peer != NULL)
+    evd_otlp_attr_string (out, "server.address", s->call.trace_peer);
+  if (s->call.trace_http_status != 0)
+    evd_otlp_attr_int (out, "http.response.status_code", s->call.trace_http_status);
+  if (s->rows != NULL)
+    evd_otlp_attr_int (out, "evdal.rows", evd_rows_n_rows (s->rows));
+  if (s->marks != 0) {
+    const char *words[8];
+    char retried[16];
+    guint n = evd_backend_marks_words (s->marks, s->retries, words, retried);
+    g_autofree char *joined = NULL;
+
+    words[n] = NULL;
+    joined = g_strjoinv (" ", (char **) words);
+    evd_otlp_attr_string (out, "evdal.marks", joined);
+  }
+  if (s->error != NULL) {
+    const char *k = toString_ErrorKind (s->error->kind);  /* "EVDAL_ERROR_KIND_TIMEOUT" */
+    evd_otlp_attr_string (out, "evdal.error_kind", g_str_has_prefix (k, "EVDAL_ERROR_KIND_")
+                                                   ? k + strlen ("EVDAL_ERROR_KIND_") : k);
+  }
+  evd_otlp_span_end (out, s->error != NULL ? s->error->message : NULL);
+}
+
+/* The fetch's SERVER span and one span per slot, to the exporter's queue. */
+static void
+evd_fetch_export (EvdFetch *f, const char *failed_key, evdalLookupError *failed,
+                  gboolean cancelled)
+{
+  const EvdTraceContext *t = &f->ctx.tracing;
+  gint64 now = g_get_monotonic_time ();
+  gint64 wall0 = g_get_real_time () - (now - f->ctx.start_us);
+  GString *out = g_string_sized_new (768 + 512 * f->n_slots);
+  g_autofree char *error = cancelled ? g_strdup ("cancelled: the client went away")
+                         : failed_key != NULL ? g_strdup_printf ("critical call %s: %s",
+                                                                 failed_key, failed->message)
+                         : NULL;
+  EvdOtlpSpan span = {
+    t->trace_id, t->span_id, t->remote ? t->parent_id : NULL, t->tracestate,
+    "DataAccess/fetch", EVD_OTLP_KIND_SERVER, wall0, wall0 + (now - f->ctx.start_us),
+  };
+
+  evd_otlp_span_begin (out, &span);
+  evd_otlp_attr_string (out, "rpc.system", "apache_thrift");
+  evd_otlp_attr_string (out, "rpc.service", "DataAccess");
+  evd_otlp_attr_string (out, "rpc.method", "fetch");
+  evd_otlp_attr_string (out, "evdal.request_id", f->ctx.request_id);
+  if (f->ctx.principal != NULL)
+    evd_otlp_attr_string (out, "evdal.principal", f->ctx.principal);
+  evd_otlp_attr_string (out, "evdal.outcome", cancelled ? "cancelled"
+                                              : failed_key ? "failed" : "ok");
+  evd_otlp_span_end (out, error);
+  for (guint i = 0; i < f->n_slots; i++)
+    evd_fetch_export_slot (f, out, &f->slots[i], wall0);
+  evd_otlp_submit (f->engine->counters->otlp, out, 1 + f->n_slots);
 }
 
 /* The one place a fetch ends: answer (unless the client left), stop every slot still going. */
@@ -686,6 +982,9 @@ evd_fetch_finish (EvdFetch *f, const char *failed_key, evdalLookupError *failed)
   f->timer_due_us = 0;
   if (f->ctx.trace)
     evd_fetch_keep_trace (f, failed_key, cancelled);
+  /* An unsampled fetch pays one test here, and nothing else for export. */
+  if (f->ctx.tracing.sampled && evd_otlp_exporting (counters->otlp))
+    evd_fetch_export (f, failed_key, failed, cancelled);
   evd_fetch_unref (f);  /* the answer's reference */
 }
 
@@ -868,6 +1167,7 @@ evd_engine_plan_call (EvdFetch *f, const EvdFetchCall *call)
     slot->params = call->params;
     slot->n_params = call->n_params;
     slot->deadline_us = deadline;
+    evd_traceparent_random_id (slot->span_id, sizeof slot->span_id);  /* no lock: per thread */
   }
   f->plans[call - f->request->calls].slot = slot;
   if (call->critical && slot->critical_key == NULL)
@@ -903,6 +1203,44 @@ evd_engine_plan (EvdFetch *f, evdalLookupError **critical_error)
   return critical_key;
 }
 
+/* ---- Trace context in (evd_traceparent). ---- */
+
+static gboolean
+evd_engine_is_trace_attribute (const char *key)
+{
+  return strcmp (key, "traceparent") == 0 || strcmp (key, "tracestate") == 0;
+}
+
+static const char *
+evd_engine_attribute (const EvdFetchRequest *req, const char *key)
+{
+  for (guint i = 0; i < req->n_attributes; i++)
+    if (strcmp (req->attributes[i].key, key) == 0)
+      return req->attributes[i].value;
+  return NULL;
+}
+
+/* The caller's trace context, from RequestContext fields 6/7 or else the attributes of the
+ * same names; an invalid one is counted, logged (rate-limited: the client controls it) and
+ * replaced by a trace of our own, never an error. */
+static void
+evd_engine_make_tracing (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *req)
+{
+  EvdOtlp *otlp = engine->counters->otlp;
+  const char *tp = req->traceparent, *ts = req->tracestate;
+
+  if (tp == NULL && req->n_attributes > 0)
+    tp = evd_engine_attribute (req, "traceparent");
+  if (ts == NULL && req->n_attributes > 0)
+    ts = evd_engine_attribute (req, "tracestate");
+  if (!evd_traceparent_context (&f->ctx.tracing, tp, ts, evd_otlp_sample_ratio (otlp))) {
+    evd_otlp_count_invalid (otlp);
+    evd_call_log_refusal (f->rpc, "[%s] invalid trace context ignored: traceparent \"%.80s\", "
+                          "tracestate \"%.80s\"", f->ctx.request_id, tp ? tp : "",
+                          ts ? ts : "");
+  }
+}
+
 static void
 evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *req,
                          gint64 start)
@@ -921,14 +1259,16 @@ evd_engine_make_context (EvdEngine *engine, EvdFetch *f, const EvdFetchRequest *
                 (guint64) __atomic_fetch_add (&engine->counters->next_id, 1, __ATOMIC_RELAXED));
     f->ctx.request_id = f->id;
   }
+  evd_engine_make_tracing (engine, f, req);
   if (req->n_attributes == 0) {
     f->ctx.attributes = g_hash_table_ref (engine->no_attributes);
     return;
   }
   f->ctx.attributes = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   for (guint i = 0; i < req->n_attributes; i++)
-    g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
-                         g_strdup (req->attributes[i].value));
+    if (!evd_engine_is_trace_attribute (req->attributes[i].key))  /* never forwarded */
+      g_hash_table_insert (f->ctx.attributes, g_strdup (req->attributes[i].key),
+                           g_strdup (req->attributes[i].value));
 }
 
 static void evd_engine_refuse (EvdEngine *engine, EvdCall *rpc, const EvdRpcCanned *reply);

@@ -17,6 +17,7 @@
 #include "evd_config.h"
 #include "evd_lookup.h"
 #include "evd_metrics.h"
+#include "evd_otlp.h"
 #include "evd_request.h"
 #include "evd_rpc.h"
 #include "evd_trace.h"
@@ -35,6 +36,7 @@ typedef struct {
   char id_prefix[9];          /* random per process, so ids differ across instances */
   EvdMetrics *metrics;        /* where requests and calls are counted; may be NULL */
   EvdTraceStore *traces;      /* where traced requests are kept; may be NULL */
+  EvdOtlp *otlp;              /* [tracing]: sampling ratio and span export; may be NULL */
 } EvdEngineCounters;
 
 void evd_engine_counters_init (EvdEngineCounters *counters);

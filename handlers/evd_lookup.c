@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "evd_xreq.h"
+
 typedef struct {
   EvdLoop *loop;
   EvdLoopFunc run;
@@ -23,12 +25,14 @@ struct _EvdLookup {
   int running;
   GQueue waiting;       /* EvdWaiter *, oldest first */
   EvdMetricsLookup *stats;
+  EvdXreq *xreq;        /* coalescing, cache, hedges, retries, breaker; NULL when all off */
 };
 
 struct _EvdLookupSet {
   GPtrArray *lookups;   /* EvdLookup *, in config order */
   GHashTable *by_name;  /* borrowed names -> EvdLookup * */
   GHashTable *shared;   /* EvdBackendClass * -> what its setup() made */
+  EvdXreqSet *xreq;     /* breakers and retry budgets of the databases/upstreams */
 };
 
 void
@@ -128,6 +132,13 @@ evd_lookup_open (EvdLookupSet *set, EvdConfig *cfg, const char *group)
   }
   l->spec.backend_name = g_strdup_printf ("%s:%s", kind, l->spec.name);
   l->backend = l->klass->open (g_hash_table_lookup (set->shared, l->klass), cfg, &l->spec);
+  if (l->backend != NULL)
+    l->xreq = evd_xreq_open (set->xreq, cfg, &l->spec, l->klass, l->backend);
+  if (l->xreq != NULL) {
+    /* The engine calls the layer between requests, which calls the backend. */
+    l->klass = &evd_xreq_class;
+    l->backend = l->xreq;
+  }
   return l;
 }
 
@@ -143,6 +154,7 @@ evd_lookup_set_new (EvdConfig *cfg)
   set->by_name = g_hash_table_new (g_str_hash, g_str_equal);
   set->shared = g_hash_table_new (NULL, NULL);
   evd_lookup_check_sections (cfg);
+  set->xreq = evd_xreq_set_new (cfg);
   for (guint i = 0; kinds[i] != NULL; i++)
     if (kinds[i]->setup != NULL)
       g_hash_table_insert (set->shared, (gpointer) kinds[i], kinds[i]->setup (cfg));
@@ -174,6 +186,7 @@ evd_lookup_set_free (EvdLookupSet *set)
     if (shared != NULL)
       ((const EvdBackendClass *) klass)->teardown (shared);
   g_hash_table_unref (set->shared);
+  evd_xreq_set_free (set->xreq);
   g_free (set);
 }
 
@@ -248,6 +261,8 @@ evd_lookup_param_names (EvdLookup *l)
     g_string_append (s, "none");
   return g_string_free (s, FALSE);
 }
+
+static void evd_lookup_set_collect_xreq (EvdLookupSet *set, GString *out);
 
 /* ---- Bulkhead. ---- */
 
@@ -372,4 +387,35 @@ evd_lookup_set_collect (EvdLookupSet *set, GString *out)
   while (g_hash_table_iter_next (&it, &klass, &shared))
     if (shared != NULL && ((const EvdBackendClass *) klass)->collect != NULL)
       ((const EvdBackendClass *) klass)->collect (shared, out);
+  evd_lookup_set_collect_xreq (set, out);
+}
+
+static void
+evd_lookup_set_collect_xreq (EvdLookupSet *set, GString *out)
+{
+  g_autofree EvdXreq **xs = g_new (EvdXreq *, set->lookups->len + 1);
+  g_autofree const char **names = g_new (const char *, set->lookups->len + 1);
+  guint n = 0;
+
+  for (guint i = 0; i < set->lookups->len; i++) {
+    EvdLookup *l = set->lookups->pdata[i];
+    if (l->xreq != NULL) {
+      xs[n] = l->xreq;
+      names[n++] = l->spec.name;
+    }
+  }
+  evd_xreq_collect (xs, names, n, out);
+  evd_xreq_set_collect (set->xreq, out);
+}
+
+void
+evd_lookup_set_health (EvdLookupSet *set, GString *out)
+{
+  evd_xreq_set_health (set->xreq, out);
+}
+
+EvdXreq *
+evd_lookup_xreq (EvdLookup *l)
+{
+  return l->xreq;
 }

@@ -45,6 +45,12 @@ void evd_lookup_set_attach (EvdLookupSet *set, EvdLoop *loop);
 /* Gauges of the set (each bulkhead's running and queued calls) and of what the backends
  * share (their collect hooks), for /metrics. Any thread. */
 void evd_lookup_set_collect (EvdLookupSet *set, GString *out);
+/* For /health: a line per database/upstream whose circuit breaker is not closed
+ * ("breaker NAME open"). Any thread. */
+void evd_lookup_set_health (EvdLookupSet *set, GString *out);
+/* The layer between requests of a lookup (evd_xreq), or NULL when it has none: its class
+ * is then evd_xreq_class in place of the backend's. */
+struct _EvdXreq *evd_lookup_xreq (EvdLookup *l);
 
 /* ---- The bulkhead (max_concurrent, max_queue). ---- */
 

@@ -35,6 +35,23 @@ evd_decoder_string (EvdDecoder *d, const char *why)
 
 #define EVD_NUL_IN(what) what " holds a NUL byte (U+0000); only text and blob values may"
 
+/* A trace context value (traceparent, tracestate). An invalid one is ignored, never an error
+ * (W3C Trace Context), so one holding a NUL is not refused like a name: it becomes
+ * EVD_REQUEST_NUL_TEXT, which no trace context rule accepts, rather than be read up to the
+ * NUL (a valid prefix would pass for what the client did not send). */
+static const char *
+evd_decoder_trace_text (EvdDecoder *d)
+{
+  const guint8 *data;
+  guint32 len;
+
+  if (!evd_reader_binary (&d->r, &data, &len))
+    return "";
+  if (memchr (data, 0, len) != NULL)
+    return EVD_REQUEST_NUL_TEXT;
+  return g_string_chunk_insert_len (d->req->strings, (const char *) data, len);
+}
+
 static gint
 evd_request_cmp_param (gconstpointer a, gconstpointer b, gpointer unused)
 {
@@ -258,7 +275,7 @@ evd_decoder_attributes (EvdDecoder *d)
 }
 
 /* RequestContext { 1: request_id, 2: principal, 3: i32 deadline_ms, 4: bool trace,
- * 5: map<string, string> attributes }, all optional. */
+ * 5: map<string, string> attributes, 6: traceparent, 7: tracestate }, all optional. */
 static void
 evd_decoder_context (EvdDecoder *d)
 {
@@ -280,6 +297,10 @@ evd_decoder_context (EvdDecoder *d)
       req->trace = evd_reader_bool (r);
     else if (id == 5 && t == EVD_WIRE_T_MAP)
       evd_decoder_attributes (d);
+    else if (id == 6 && t == EVD_WIRE_T_STRING)
+      req->traceparent = evd_decoder_trace_text (d);
+    else if (id == 7 && t == EVD_WIRE_T_STRING)
+      req->tracestate = evd_decoder_trace_text (d);
     else
       evd_reader_skip (r, t);
   }

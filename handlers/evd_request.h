@@ -51,6 +51,8 @@ struct _EvdFetchRequest {
   gboolean has_deadline;
   gint32 deadline_ms;
   gboolean trace;
+  const char *traceparent;  /* W3C trace context fields 6 and 7, as sent (evd_traceparent */
+  const char *tracestate;   /* parses them), or EVD_REQUEST_NUL_TEXT: they held a NUL byte */
   const EvdAttribute *attributes;  /* distinct keys */
   guint n_attributes;
   const EvdFetchCall *calls;       /* distinct keys */
@@ -61,6 +63,11 @@ struct _EvdFetchRequest {
 };
 
 GQuark evd_request_error_quark (void);
+
+/* What a trace context field holding a NUL byte decodes to: invalid by every W3C rule, so the
+ * engine ignores and counts it, as it does any invalid value (never an error). */
+#define EVD_REQUEST_NUL_TEXT "(holds a NUL byte)"
+
 
 /* Decodes DataAccess.fetch's args struct (body[0..len), the message's body). NULL with an
  * error naming what is malformed. */

@@ -1,6 +1,7 @@
 /* evd_response: the fetch reply written by hand (see evd_response.h). */
 #include "evd_response.h"
 
+#include "evd_backend.h"
 #include <string.h>
 
 /* Value is a union: exactly one field, 1 null_value (bool, always true here), 2 int_value,
@@ -52,7 +53,8 @@ evd_response_write_rows (EvdWriter *w, const EvdRows *rows)
 
 /* LookupResult { 1: optional Table table, 2: optional LookupError error,
  * 3: optional Span span }; LookupError { 1: ErrorKind kind, 2: string message };
- * Span { 1: i64 start_us, 2: i64 end_us, 3: string backend }. */
+ * Span { 1: i64 start_us, 2: i64 end_us, 3: string backend, 4: optional list<string>
+ * marks }. */
 static void
 evd_response_write_result (EvdWriter *w, const EvdResponseResult *r)
 {
@@ -78,6 +80,16 @@ evd_response_write_result (EvdWriter *w, const EvdResponseResult *r)
     evd_writer_i64 (w, r->span->end_us);
     evd_writer_field_begin (w, EVD_WIRE_T_STRING, 3);
     evd_writer_string (w, r->span->backend);
+    if (r->span->marks != 0) {
+      const char *words[8];
+      char retried[16];
+      guint n = evd_backend_marks_words (r->span->marks, r->span->retries, words, retried);
+
+      evd_writer_field_begin (w, EVD_WIRE_T_LIST, 4);
+      evd_writer_list_begin (w, EVD_WIRE_T_STRING, n);
+      for (guint i = 0; i < n; i++)
+        evd_writer_string (w, words[i]);
+    }
     evd_writer_struct_end (w);
   }
   evd_writer_struct_end (w);

@@ -22,6 +22,8 @@ G_BEGIN_DECLS
 typedef struct {
   gint64 start_us, end_us;  /* from the start of the request */
   const char *backend;
+  guint marks;              /* EvdBackendMark: Span.marks, written when not 0 */
+  guint retries;            /* for "retried:N" */
 } EvdResponseSpan;
 
 typedef struct {

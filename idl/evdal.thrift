@@ -50,6 +50,16 @@ struct RequestContext {
   4: optional bool trace
   /** Free-form key/value pairs passed to every lookup (locale, tenant...). */
   5: optional map<string, string> attributes
+  /**
+   * W3C Trace Context: the caller's span as a traceparent header value
+   * ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"). evdal's spans join that trace,
+   * and it is exported when the flags say sampled. An invalid value is ignored (counted,
+   * logged), never an error. Clients without this field may send the attribute "traceparent";
+   * the field wins when both are sent.
+   */
+  6: optional string traceparent
+  /** The W3C tracestate that goes with traceparent (or the attribute "tracestate"). */
+  7: optional string tracestate
 }
 
 /**
@@ -103,6 +113,13 @@ struct Span {
   2: i64 end_us
   /** The backend that served it, as "kind:instance" (for example "delay:nap"). */
   3: string backend
+  /**
+   * What happened to the call besides its outcome, when anything did: "coalesced" (served by
+   * an identical call in flight), "cache_hit", "stale" (expired cached rows: the refresh
+   * failed), "hedged" (a second attempt went out), "retried:N", "breaker_open" (the circuit
+   * breaker of its database/upstream refused a call). Absent when none applies.
+   */
+  4: optional list<string> marks
 }
 
 /** The outcome of one LookupCall: exactly one of table or error is set. */

@@ -46,7 +46,7 @@ evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const char
 {
   EvdTraceSpan s = {
     evd_trace_cut (key), evd_trace_cut (lookup), evd_trace_cut (backend),
-    MAX (start_us, 0), MAX (end_us, MAX (start_us, 0)), error_kind, evd_trace_cut (error),
+    MAX (start_us, 0), MAX (end_us, MAX (start_us, 0)), error_kind, evd_trace_cut (error), NULL,
   };
 
   if (t->spans->len >= EVD_TRACE_SPANS_MAX) {
@@ -65,6 +65,20 @@ evd_trace_ref (EvdTrace *t)
 }
 
 void
+evd_trace_span_set_marks (EvdTrace *t, const char *marks)
+{
+  EvdTraceSpan *s;
+
+  g_return_if_fail (t->spans->len > 0);
+  /* Once the trace is full every span added is cut: the marks are the cut span's too. */
+  if (t->spans->len >= EVD_TRACE_SPANS_MAX && t->spans_cut > 0)
+    return;
+  s = &g_array_index (t->spans, EvdTraceSpan, t->spans->len - 1);
+  g_free (s->marks);
+  s->marks = marks != NULL && *marks != '\0' ? g_strdup (marks) : NULL;
+}
+
+void
 evd_trace_free (EvdTrace *t)
 {
   if (t == NULL || !g_atomic_int_dec_and_test (&t->ref))
@@ -75,6 +89,7 @@ evd_trace_free (EvdTrace *t)
     g_free (s->lookup);
     g_free (s->backend);
     g_free (s->error);
+    g_free (s->marks);
   }
   g_array_unref (t->spans);
   g_free (t->request_id);
@@ -200,6 +215,8 @@ evd_trace_json (const EvdTrace *t, GString *out)
                           G_GINT64_FORMAT ", \"spans_cut\": %u, \"outcome\": ", t->wall_us,
                           t->duration_us, t->spans_cut);
   evd_json_string (out, t->outcome ? t->outcome : "");
+  g_string_append (out, ", \"trace_id\": ");
+  evd_json_string (out, t->trace_id);
   g_string_append (out, ", \"spans\": [");
   for (guint i = 0; i < t->spans->len; i++) {
     const EvdTraceSpan *s = &g_array_index (t->spans, EvdTraceSpan, i);
@@ -216,7 +233,16 @@ evd_trace_json (const EvdTrace *t, GString *out)
       evd_json_string (out, s->error);
     else
       g_string_append (out, "null");
-    g_string_append_c (out, '}');
+    g_string_append (out, ", \"marks\": [");
+    if (s->marks != NULL) {
+      g_auto (GStrv) words = g_strsplit (s->marks, " ", -1);
+      for (guint k = 0; words[k] != NULL; k++) {
+        if (k > 0)
+          g_string_append (out, ", ");
+        evd_json_string (out, words[k]);
+      }
+    }
+    g_string_append (out, "]}");
   }
   g_string_append (out, "]}");
 }
@@ -337,6 +363,11 @@ evd_trace_svg (const EvdTrace *t, GString *out)
       evd_html_text (out, s->lookup);
       g_string_append (out, ")");
     }
+    if (s->marks != NULL) {
+      g_string_append (out, " [");
+      evd_html_text (out, s->marks);
+      g_string_append (out, "]");
+    }
     g_string_append (out, "</text>\n<rect class=\"bar\" data-key=\"");
     evd_html_text (out, s->key);
     g_string_append_printf (out, "\" data-start-us=\"%" G_GINT64_FORMAT "\" data-end-us=\"%"
@@ -349,6 +380,11 @@ evd_trace_svg (const EvdTrace *t, GString *out)
     evd_html_text (out, s->backend);
     g_string_append_printf (out, ", %.3f to %.3f ms (%.3f ms)", s->start_us / 1000.0,
                             s->end_us / 1000.0, (s->end_us - s->start_us) / 1000.0);
+    if (s->marks != NULL) {
+      g_string_append (out, " [");
+      evd_html_text (out, s->marks);
+      g_string_append (out, "]");
+    }
     if (s->error != NULL) {
       g_string_append (out, ": ");
       evd_html_text (out, s->error);
@@ -376,6 +412,9 @@ evd_trace_html (const EvdTrace *t, GString *out)
     g_string_append (out, " &middot; principal ");
     evd_html_text (out, t->principal);
   }
+  if (t->trace_id[0] != '\0')
+    g_string_append_printf (out, " &middot; trace <code class=\"trace-id\">%s</code>",
+                            t->trace_id);  /* hex: nothing to escape */
   g_string_append (out, "</small></h3>\n");
   if (t->spans_cut > 0)
     g_string_append_printf (out, "<p class=\"cut\">%u more calls not kept (a trace keeps %d)"

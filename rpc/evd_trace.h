@@ -27,6 +27,7 @@ typedef struct {
   gint64 end_us;
   int error_kind;            /* 0: rows; else the IDL's ErrorKind */
   char *error;               /* its message, NULL on success */
+  char *marks;               /* Span.marks joined by spaces ("coalesced hedged"), or NULL */
 } EvdTraceSpan;
 
 /* Bytes of a client's string a trace keeps (a UUID or a URL fits; 2 MiB ids do not). */
@@ -42,6 +43,7 @@ typedef struct {
   gint64 wall_us;            /* real time the request was read */
   gint64 duration_us;
   char *outcome;             /* "ok", "failed: critical call KEY", "cancelled" */
+  char trace_id[33];         /* W3C trace id in hex, "" when unknown: find it elsewhere */
   GArray *spans;             /* EvdTraceSpan, in start order */
 } EvdTrace;
 
@@ -50,6 +52,8 @@ void evd_trace_add_span (EvdTrace *t, const char *key, const char *lookup, const
                          gint64 start_us, gint64 end_us, int error_kind, const char *error);
 EvdTrace *evd_trace_ref (EvdTrace *t);
 /* Drops a reference (the trace is freed with the last). */
+/* The marks of the span added last (Span.marks joined by spaces); NULL or "": none. */
+void evd_trace_span_set_marks (EvdTrace *t, const char *marks);
 void evd_trace_free (EvdTrace *t);
 /* A copy of s cut to EVD_TRACE_TEXT_MAX bytes and marked so, or NULL for NULL. */
 char *evd_trace_cut (const char *s);

@@ -103,8 +103,12 @@ evd_admin_on_request (struct evhttp_request *req, void *arg)
   if (strcmp (path, "/health") == 0) {
     if (a->draining)
       evd_admin_text (req, 503, "Service Unavailable", "draining\n");
-    else
-      evd_admin_text (req, 200, "OK", "ready\n");
+    else {
+      g_string_assign (body, "ready\n");
+      if (a->pages.health != NULL)
+        a->pages.health (a->pages.health_data, body);
+      evd_admin_send (req, 200, "OK", "text/plain; charset=utf-8", body);
+    }
     return;
   }
   if (!evd_admin_authorized (a, req)) {

@@ -1,6 +1,8 @@
 /* evd_admin: the admin HTTP endpoint (libevent's evhttp) on `admin_listen`.
  *
- *   GET /health       200 "ready" while serving, 503 "draining" once shutdown began
+ *   GET /health       200 "ready" while serving, 503 "draining" once shutdown began; while
+ *                     serving, one more line per database/upstream whose circuit breaker is
+ *                     not closed ("breaker NAME open", "breaker NAME half_open"), still 200
  *   GET /metrics      Prometheus text format 0.0.4 (evd_metrics)
  *   GET /lookups      JSON: every lookup, its backend, params, timeout and call counts
  *   GET /traces       HTML: the slowest and most recent traced requests as SVG waterfalls
@@ -32,6 +34,8 @@ typedef struct {
   void (*lookups_json) (gpointer data, GString *out);
   gpointer lookups_data;
   const char *secret;        /* NULL or "": no check */
+  void (*health) (gpointer data, GString *out);  /* optional: lines after "ready" */
+  gpointer health_data;
 } EvdAdminPages;
 
 /* Listens on `address` (with SO_REUSEPORT when `reuse_port`), or on `fd` when it is not -1

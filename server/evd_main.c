@@ -64,6 +64,7 @@ typedef struct {
   EvdOptions *options;
   EvdConfig *running;        /* the config the server started with */
   EvdDataAccess *service;
+  EvdOtlp *otlp;             /* [tracing] as started */
 } EvdReload;
 
 /* [server] keys are read once, at start; say so when a reload changes them. */
@@ -84,6 +85,18 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
                "max_inflight and log_level apply now)");
 }
 
+/* [tracing] is read once, at start (the exporter thread and its queue are made then): its
+ * keys are checked on a reload, and a change is reported. */
+static void
+evd_main_warn_tracing_keys (const EvdOtlpConfig *a, const EvdOtlpConfig *b)
+{
+  if (g_strcmp0 (a->otlp_endpoint, b->otlp_endpoint) != 0 || a->sample_ratio != b->sample_ratio ||
+      g_strcmp0 (a->service_name, b->service_name) != 0 ||
+      a->batch_max_spans != b->batch_max_spans || a->batch_max_age_ms != b->batch_max_age_ms ||
+      a->queue_max_spans != b->queue_max_spans || a->export_timeout_ms != b->export_timeout_ms)
+    g_warning ("reload: [tracing] changed; it takes effect at the next restart");
+}
+
 /* SIGHUP: the lookups of the file as it is now, or, if it has problems, the old ones kept. */
 static void
 evd_main_reload (gpointer data)
@@ -92,10 +105,13 @@ evd_main_reload (gpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (EvdConfig) cfg = evd_config_load (r->options->config, &error);
   g_autofree char *summary = NULL;
+  g_autoptr (EvdOtlp) tracing = NULL;
 
   g_message ("SIGHUP: reloading %s", r->options->config);
   if (cfg != NULL && r->options->listen != NULL)
     evd_config_override_listen (cfg, r->options->listen);
+  if (cfg != NULL)
+    tracing = evd_otlp_new (cfg, NULL);  /* reads [tracing], so its keys are checked */
   if (cfg == NULL || !evd_data_access_reload (r->service, cfg, &summary, &error)) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
     for (guint i = 0; lines[i] != NULL; i++)
@@ -104,6 +120,7 @@ evd_main_reload (gpointer data)
     return;
   }
   evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
+  evd_main_warn_tracing_keys (evd_otlp_config (r->otlp), evd_otlp_config (tracing));
   evd_log_set_level (evd_config_server (cfg)->log_level);
   g_message ("reloaded %s: %s", r->options->config, summary);
 }
@@ -127,13 +144,21 @@ evd_main_lookups_json (gpointer data, GString *out)
   evd_data_access_lookups_json (data, out);
 }
 
+static void
+evd_main_health (gpointer data, GString *out)
+{
+  evd_data_access_health (data, out);
+}
+
 /* The admin endpoint, when admin_listen is set or systemd passed an "admin" socket. */
 static gboolean
 evd_main_start_admin (EvdServer *server, EvdConfig *cfg, EvdDataAccess *service,
                       EvdMetrics *metrics, EvdTraceStore *traces, int fd, GError **error)
 {
   const EvdServerConfig *sc = evd_config_server (cfg);
-  EvdAdminPages pages = { metrics, traces, evd_main_lookups_json, service, sc->admin_secret };
+  EvdAdminPages pages = {
+    metrics, traces, evd_main_lookups_json, service, sc->admin_secret, evd_main_health, service,
+  };
   EvdAdmin *admin;
 
   if (fd < 0 && *sc->admin_listen == '\0')
@@ -156,6 +181,9 @@ main (int argc, char **argv)
   g_autoptr (EvdMetrics) metrics = evd_metrics_new ();
   g_autoptr (EvdTraceStore) traces = evd_trace_store_new (EVD_MAIN_TRACES_KEPT);
   g_autoptr (EvdConfig) cfg = NULL;
+  /* Freed after the server and the service: the IO loops' last fetches submit their spans,
+   * then the exporter flushes them (within export_timeout_ms). */
+  g_autoptr (EvdOtlp) otlp = NULL;
   g_autoptr (EvdDataAccess) service = NULL;
   g_autoptr (EvdServer) server = NULL;
   g_autoptr (GError) error = NULL;
@@ -179,6 +207,8 @@ main (int argc, char **argv)
     evd_config_override_listen (cfg, o.listen);
   evd_log_set_level (evd_config_server (cfg)->log_level);
   service = evd_data_access_new (cfg, metrics, traces);
+  otlp = evd_otlp_new (cfg, metrics);
+  evd_data_access_set_otlp (service, otlp);
   tls = evd_tls_new (cfg);
   if (!evd_config_check (cfg, &error)) {
     g_printerr ("%s\n", error->message);
@@ -191,6 +221,8 @@ main (int argc, char **argv)
     return 0;
   }
   signal (SIGPIPE, SIG_IGN);
+  /* Before any IO loop runs: the loops read whether it exports without a lock. */
+  evd_otlp_start (otlp);
   evd_main_raise_fd_limit ();
   if (!evd_systemd_sockets (&sockets, &error)) {
     g_printerr ("evdal: %s\n", error->message);
@@ -206,7 +238,7 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  reload = (EvdReload) { &o, cfg, service };
+  reload = (EvdReload) { &o, cfg, service, otlp };
   evd_server_set_reload (server, evd_main_reload, &reload);
   return evd_server_run (server);
 }

@@ -164,6 +164,15 @@ evd_cli_json_result (GString *out, const char *lookup, const evdalLookupResult *
                             ", \"end_us\": %" G_GINT64_FORMAT ", \"backend\": ",
                             res->span->start_us, res->span->end_us);
     evd_cli_json_string (out, res->span->backend);
+    if (res->span->__isset_marks && res->span->marks != NULL) {
+      g_string_append (out, ", \"marks\": [");
+      for (guint m = 0; m < res->span->marks->len; m++) {
+        if (m > 0)
+          g_string_append (out, ", ");
+        evd_cli_json_string (out, res->span->marks->pdata[m]);
+      }
+      g_string_append_c (out, ']');
+    }
     g_string_append_c (out, '}');
   }
   g_string_append_c (out, '}');
@@ -186,6 +195,8 @@ evd_cli_json_response (GString *out, const EvdCliRequest *r, const evdalFetchRes
   }
   g_string_append (out, "{\"request_id\": ");
   evd_cli_json_string (out, resp->request_id);
+  if (evd_cli_request_trace_id (r) != NULL)
+    g_string_append_printf (out, ", \"trace_id\": \"%.32s\"", evd_cli_request_trace_id (r));
   g_string_append_printf (out, ", \"server_us\": %" G_GINT64_FORMAT ", \"ok\": %s, "
                           "\"results\": {%s}}\n", resp->server_us,
                           failed == 0 ? "true" : "false", results->str);

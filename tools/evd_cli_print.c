@@ -250,9 +250,12 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
       total_us = MAX (total_us, res->span->end_us);
     }
   }
-  g_string_append_printf (out, "\ntrace of request %s: %u call%s, %.2f ms on the server\n",
+  g_string_append_printf (out, "\ntrace of request %s: %u call%s, %.2f ms on the server",
                           resp->request_id ? resp->request_id : "?", r->keys->len,
                           r->keys->len == 1 ? "" : "s", evd_cli_print_ms (resp->server_us));
+  if (evd_cli_request_trace_id (r) != NULL)
+    g_string_append_printf (out, ", trace id %.32s", evd_cli_request_trace_id (r));
+  g_string_append_c (out, '\n');
   if (spans == 0) {
     g_string_append (out, "(the server returned no spans)\n");
     return;
@@ -307,6 +310,9 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
     g_string_append (out, f->v);
     if (res->__isset_error)
       g_string_append_printf (out, " %s", evd_cli_conn_error_kind_name (res->error->kind));
+    /* Span.marks: what happened besides the outcome (coalesced, cache_hit, hedged...). */
+    for (guint m = 0; s->__isset_marks && s->marks != NULL && m < s->marks->len; m++)
+      g_string_append_printf (out, " [%s]", (const char *) s->marks->pdata[m]);
     g_string_append_c (out, '\n');
   }
 #undef EVD_CLI_PAD

@@ -204,3 +204,17 @@ evd_cli_request_lookup (const EvdCliRequest *r, const char *key)
 
   return c ? c->lookup : NULL;
 }
+
+const char *
+evd_cli_request_trace_id (const EvdCliRequest *r)
+{
+  const evdalRequestContext *ctx = r->request->__isset_context ? r->request->context : NULL;
+  const char *tp = NULL;
+
+  if (ctx != NULL && ctx->__isset_traceparent)
+    tp = ctx->traceparent;
+  else if (ctx != NULL && ctx->__isset_attributes)
+    tp = g_hash_table_lookup (ctx->attributes, "traceparent");
+  /* "VV-<32 hex>-...": anything shorter carries no trace id worth showing */
+  return tp != NULL && strlen (tp) >= 35 && tp[2] == '-' ? tp + 3 : NULL;
+}

@@ -34,6 +34,9 @@ gboolean evd_cli_request_add_spec (EvdCliRequest *r, const char *spec, GError **
 gboolean evd_cli_request_set_critical (EvdCliRequest *r, const char *keys, GError **error);
 /* Gives every call its own time budget (LookupCall.timeout_ms). */
 void evd_cli_request_set_call_timeout (EvdCliRequest *r, int timeout_ms);
+/* The W3C trace id the request carries (its 32 hex digits, not NUL-terminated there: print
+ * with "%.32s"), from context.traceparent or the attribute; NULL when it has none. */
+const char *evd_cli_request_trace_id (const EvdCliRequest *r);
 /* The lookup a call key names (NULL when unknown). */
 const char *evd_cli_request_lookup (const EvdCliRequest *r, const char *key);
 

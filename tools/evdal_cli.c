@@ -191,6 +191,18 @@ evd_cli_check_no_fetch_options (const EvdCliOptions *o, const char *command, GEr
   return TRUE;
 }
 
+/* "00-<32 hex>-<16 hex>-01": a new trace, sampled. */
+static char *
+evd_cli_new_traceparent (void)
+{
+  GString *s = g_string_new ("00-");
+
+  for (int i = 0; i < 4; i++)
+    g_string_append_printf (s, "%08x", g_random_int () | (i == 3));  /* never all zero */
+  g_string_append_printf (s, "-%08x%08x-01", g_random_int (), g_random_int () | 1);
+  return g_string_free (s, FALSE);
+}
+
 static gboolean
 evd_cli_build_request (const EvdCliOptions *o, int argc, char **argv, EvdCliRequest *r,
                        GError **error)
@@ -237,8 +249,15 @@ evd_cli_build_request (const EvdCliOptions *o, int argc, char **argv, EvdCliRequ
     ctx->deadline_ms = o->deadline_ms;
     ctx->__isset_deadline_ms = TRUE;
   }
-  if (o->trace)
+  if (o->trace) {
     ctx->trace = ctx->__isset_trace = TRUE;
+    /* A trace of our own, sampled, so that the person who asked for it finds the same
+     * request in their tracing system under the id the waterfall shows. */
+    if (!ctx->__isset_attributes || !g_hash_table_contains (ctx->attributes, "traceparent")) {
+      ctx->traceparent = evd_cli_new_traceparent ();
+      ctx->__isset_traceparent = TRUE;
+    }
+  }
   r->request->__isset_context = ctx->__isset_attributes || ctx->__isset_request_id ||
                                 ctx->__isset_principal || ctx->__isset_deadline_ms ||
                                 ctx->__isset_trace;

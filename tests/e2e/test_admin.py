@@ -256,6 +256,8 @@ SLOW_LOOKUPS = h.NAP_LOOKUP + """
 database = slow
 sql = WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c
 max_concurrent = 16
+# Identical calls must each load a worker here, not share one execution.
+coalesce = false
 
 [database slow]
 path = @TMPDIR@/people.db

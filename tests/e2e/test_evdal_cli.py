@@ -388,6 +388,23 @@ class CliTest(CliCase):
         self.assertGreaterEqual(len(rows[1]['bar'].strip()), 47, rows[1])
         self.assertEqual(max(rows, key=lambda r: len(r['bar'].strip()))['key'], 'b')
 
+    def test_trace_shows_the_trace_id_the_server_used(self):
+        """--trace starts a sampled W3C trace: its id is in the JSON and the waterfall's title,
+        and is the one the server handed its backends (the ctx lookup shows it)."""
+        p = self.cli('--json', 'fetch', 'ctx', '--trace')
+        self.assertExit(p, 0)
+        doc = json.loads(p.stdout)
+        self.assertRegex(doc['trace_id'], r'^[0-9a-f]{32}$')
+        cols = doc['results']['ctx']
+        row = dict(zip(cols['columns'], cols['rows'][0]))
+        self.assertRegex(row['traceparent'], r'^00-%s-[0-9a-f]{16}-01$' % doc['trace_id'])
+        p = self.cli('--ascii', 'fetch', '--trace', '--call', 'nap:delay_ms=1')
+        self.assertExit(p, 0)
+        title, _ = parse_waterfall(p.stdout)
+        self.assertRegex(title, r', trace id [0-9a-f]{32}$')
+        p = self.cli('--json', 'fetch', 'ctx')  # no --trace: no trace id of the client's
+        self.assertNotIn('trace_id', json.loads(p.stdout))
+
     def test_trace_without_spans_of_unknown_lookups(self):
         p = self.cli('--ascii', 'fetch', '--trace', '--call', 'nope', '--call', 'nap:delay_ms=1')
         self.assertExit(p, 1)

@@ -85,6 +85,12 @@ random_args (GRand *rand)
       for (int i = g_rand_int_range (rand, 0, 20); i > 0; i--)
         g_hash_table_insert (c->attributes, g_strdup_printf ("a%d", i),
                              g_strdup_printf ("v%u", g_rand_int (rand)));
+    if ((c->__isset_traceparent = g_rand_boolean (rand)))
+      c->traceparent = g_strdup_printf ("00-%032x-%016x-0%d", g_rand_int (rand),
+                                        g_rand_int (rand), g_rand_int_range (rand, 0, 2));
+    if ((c->__isset_tracestate = g_rand_boolean (rand)))
+      c->tracestate = g_rand_boolean (rand) ? g_strdup_printf ("vendor=%u", g_rand_int (rand))
+                                            : g_strdup ("");
   }
   req->__isset_calls = TRUE;
   for (int i = g_rand_int_range (rand, 0, 30); i > 0; i--) {
@@ -154,6 +160,11 @@ test_decodes_what_c_glib_decodes (void)
       if (got->has_deadline)
         g_assert_cmpint (got->deadline_ms, ==, c->deadline_ms);
       g_assert_cmpint (got->trace, ==, want->__isset_context && c->__isset_trace && c->trace);
+      g_assert_cmpstr (got->traceparent, ==, want->__isset_context && c->__isset_traceparent
+                                             ? c->traceparent : NULL);
+      /* An empty string stays "" here; c_glib keeps its "" too (it was set, not read). */
+      g_assert_cmpstr (got->tracestate, ==, want->__isset_context && c->__isset_tracestate
+                                            ? c->tracestate : NULL);
       g_assert_cmpuint (got->n_attributes, ==, want->__isset_context && c->__isset_attributes
                                                ? g_hash_table_size (c->attributes) : 0);
       for (guint a = 0; a < got->n_attributes; a++)
@@ -285,6 +296,36 @@ test_odd_input_means_what_c_glib_makes_of_it (void)
   }
 }
 
+/* A trace context field holding a NUL byte is not read up to the NUL (a valid traceparent
+ * before it would pass for what the client did not send) and does not fail the request
+ * (invalid trace context is ignored): it decodes to EVD_REQUEST_NUL_TEXT. */
+static void
+test_nul_in_trace_context_is_invalid_not_an_error (void)
+{
+  static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\0junk";
+
+  for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+    g_autoptr (GByteArray) bytes = g_byte_array_new ();
+    g_autoptr (GError) error = NULL;
+    g_autoptr (EvdFetchRequest) got = NULL;
+    EvdWriter w;
+
+    begin_fetch_request (&w, bytes, protos[i]);
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
+    evd_writer_struct_begin (&w);                       /* RequestContext */
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 6);
+    evd_writer_binary (&w, tp, sizeof tp - 1);
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 7);
+    evd_writer_binary (&w, "k=v\0", 4);
+    evd_writer_struct_end (&w);
+    end_fetch_request (&w);
+    got = evd_request_decode (protos[i], bytes->data, bytes->len, &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (got->traceparent, ==, EVD_REQUEST_NUL_TEXT);
+    g_assert_cmpstr (got->tracestate, ==, EVD_REQUEST_NUL_TEXT);
+  }
+}
+
 /* A call { lookup: "l<k>", params: { p: <k> } } keyed "c<k>". */
 static void
 write_call (EvdWriter *w, int k)
@@ -398,6 +439,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/request/decodes-what-c_glib-decodes", test_decodes_what_c_glib_decodes);
   g_test_add_func ("/request/truncated-input-fails-cleanly", test_truncated_input_fails_cleanly);
+  g_test_add_func ("/request/nul-in-trace-context-is-invalid-not-an-error",
+                   test_nul_in_trace_context_is_invalid_not_an_error);
   g_test_add_func ("/request/odd-input-means-what-c_glib-makes-of-it",
                    test_odd_input_means_what_c_glib_makes_of_it);
   g_test_add_func ("/request/second-calls-field-outgrows-the-first",

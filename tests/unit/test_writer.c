@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "evd_backend.h"
 #include "evd_response.h"
 #include "evd_thrift.h"
 #include "evd_transport.h"
@@ -435,6 +436,15 @@ glib_reply (const char *request_id, const char *key, evdalTable *table, evdalErr
     lr->span->end_us = span->end_us;
     lr->span->backend = g_strdup (span->backend);
     lr->span->__isset_start_us = lr->span->__isset_end_us = lr->span->__isset_backend = TRUE;
+    if (span->marks != 0) {
+      const char *words[8];
+      char retried[16];
+      guint n = evd_backend_marks_words (span->marks, span->retries, words, retried);
+
+      for (guint i = 0; i < n; i++)
+        g_ptr_array_add (lr->span->marks, g_strdup (words[i]));
+      lr->span->__isset_marks = TRUE;
+    }
     lr->__isset_span = TRUE;
   }
   g_hash_table_insert (r->success->results, g_strdup (key), lr);
@@ -449,13 +459,19 @@ glib_reply (const char *request_id, const char *key, evdalTable *table, evdalErr
 static void
 test_one_result_reply_matches_c_glib (void)
 {
-  EvdResponseSpan span = { 12, 3456789, "sqlite:main" };
+  EvdResponseSpan plain = { 12, 3456789, "sqlite:main", 0, 0 };
+  /* Span.marks: every word at once, and one alone. */
+  EvdResponseSpan marked = { 12, 3456789, "sqlite:main", EVD_MARK_COALESCED | EVD_MARK_CACHE_HIT
+                             | EVD_MARK_STALE | EVD_MARK_HEDGED | EVD_MARK_RETRIED
+                             | EVD_MARK_BREAKER_OPEN, 2 };
+  EvdResponseSpan one_mark = { 0, 1, "sqlite:main", EVD_MARK_COALESCED, 0 };
   g_autoptr (EvdRows) rows = NULL;
   g_autoptr (evdalTable) table = NULL;
 
   make_table (20, &rows, &table);
-  for (guint c = 0; c < 4; c++) {
+  for (guint c = 0; c < 8; c++) {
     gboolean with_rows = c % 2 == 0, traced = c >= 2;
+    EvdResponseSpan span = c >= 6 ? one_mark : c >= 4 ? marked : plain;
     EvdResponseResult res = {
       .key = "recent_orders",
       .rows = with_rows ? rows : NULL,
@@ -485,7 +501,7 @@ test_one_result_reply_matches_c_glib (void)
 static void
 test_many_results_decode_with_c_glib (void)
 {
-  EvdResponseSpan span = { 5, 50, "delay" };
+  EvdResponseSpan span = { 5, 50, "delay", EVD_MARK_HEDGED | EVD_MARK_RETRIED, 1 };
   g_autoptr (EvdRows) rows = NULL;
   g_autoptr (evdalTable) table = NULL;
   EvdResponseResult res[40];
@@ -529,6 +545,10 @@ test_many_results_decode_with_c_glib (void)
       g_assert_true (lr->__isset_span);
       g_assert_cmpint (lr->span->end_us, ==, 50);
       g_assert_cmpstr (lr->span->backend, ==, "delay");
+      g_assert_true (lr->span->__isset_marks);
+      g_assert_cmpuint (lr->span->marks->len, ==, 2);
+      g_assert_cmpstr (g_ptr_array_index (lr->span->marks, 0), ==, "hedged");
+      g_assert_cmpstr (g_ptr_array_index (lr->span->marks, 1), ==, "retried:1");
       if (res[k].rows != NULL) {
         g_assert_true (lr->__isset_table && !lr->__isset_error);
         g_assert_cmpuint (lr->table->rows->len, ==, 3);

@@ -117,11 +117,19 @@ struct Lookup {
 // [database NAME]: a SQLite file, and the threads that run its statements, each with a
 // read-only connection of its own (as evdal, `workers` of them).
 struct Database {
+  std::string kind = "sqlite";  // or "redis" (peer_redis.cpp): address, password, no pool
+  std::string address, password;
   std::string name, path;
   int busy_timeout_ms = 1000;
   int workers = 4;
   std::vector<std::string> statements;  // by id; registered at start-up only
   std::shared_ptr<apache::thrift::concurrency::ThreadManager> pool;
+};
+
+// [upstream NAME]: an HTTP/JSON service (peer_http.cpp).
+struct Upstream {
+  std::string name, base_url, ca_file;
+  size_t max_response_bytes = 1048576;
 };
 
 struct Config {
@@ -133,6 +141,7 @@ struct Config {
   std::vector<std::unique_ptr<Lookup>> lookups;  // in config order
   std::map<std::string, Lookup*> by_name;
   std::map<std::string, std::shared_ptr<Database>> databases;
+  std::map<std::string, std::shared_ptr<Upstream>> upstreams;
 };
 
 // Reads the whole file; throws std::runtime_error on the first problem.
@@ -145,6 +154,12 @@ std::unique_ptr<Backend> open_delay(const Ini& ini, const std::string& group, Lo
 std::unique_ptr<Backend> open_static(const Ini& ini, const std::string& group, Lookup& l);
 std::unique_ptr<Backend> open_sqlite(const Ini& ini, const std::string& group, Lookup& l,
                                      const Config& cfg);
+std::unique_ptr<Backend> open_redis(const Ini& ini, const std::string& group, Lookup& l,
+                                    const Config& cfg);
+// peer_http.cpp: blocking libcurl on the lookup pool's threads.
+std::shared_ptr<Upstream> open_upstream(const Ini& ini, const std::string& group);
+std::unique_ptr<Backend> open_http(const Ini& ini, const std::string& group, Lookup& l,
+                                   const Config& cfg);
 
 // ---- One fetch in flight. ----
 
@@ -157,6 +172,7 @@ struct FetchState {
   std::condition_variable ended_cv;  // sleeping calls wait on it, to stop when the fetch ends
   std::atomic<bool> ended{false};    // answered: running calls may stop
   Clock::time_point start;
+  std::string request_id;
   // Guarded by mutex:
   int pending = 0;                   // jobs not done
   Job* failed = nullptr;             // the first critical job that failed

@@ -338,9 +338,22 @@ std::shared_ptr<Database> open_database(const Ini& ini, const std::string& group
                                         const Config& cfg) {
   auto d = std::make_shared<Database>();
   std::string kind = ini.get(group, "backend", "sqlite");
-  if (kind != "sqlite")
-    ini.fail(group, "backend", "\"" + kind + "\": only sqlite databases exist");
   d->name = group.substr(strlen("database "));
+  if (kind == "redis") {  // peer_redis.cpp
+    d->kind = kind;
+    d->address = ini.require(group, "address");
+    if (ini.has(group, "password_file")) {
+      gchar* text = nullptr;
+      if (!g_file_get_contents(ini.resolve(ini.get(group, "password_file")).c_str(), &text,
+                               nullptr, nullptr))
+        ini.fail(group, "password_file", "cannot be read");
+      d->password = std::string(text).substr(0, std::strcspn(text, "\r\n"));
+      g_free(text);
+    }
+    return d;
+  }
+  if (kind != "sqlite")
+    ini.fail(group, "backend", "\"" + kind + "\": only sqlite and redis databases exist");
   d->path = ini.resolve(ini.require(group, "path"));
   d->busy_timeout_ms = (int) ini.integer(group, "busy_timeout_ms", 1000, 0, 600000);
   d->workers = (int) ini.integer(group, "workers", cfg.workers, 1, 1024);

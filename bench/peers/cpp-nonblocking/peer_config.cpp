@@ -125,7 +125,13 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
   auto l = std::make_unique<Lookup>();
   // A lookup naming a database is SQL: "backend = sqlite" may go without saying.
   std::string kind = ini.has(group, "backend") || !ini.has(group, "database")
-                         ? ini.require(group, "backend") : "sqlite";
+                         ? (!ini.has(group, "backend") && ini.has(group, "upstream")
+                                ? "http" : ini.require(group, "backend"))
+                         : "sqlite";
+  if (!ini.has(group, "backend") && ini.has(group, "database")) {  // the database's kind
+    auto db = cfg.databases.find(ini.get(group, "database"));
+    if (db != cfg.databases.end()) kind = db->second->kind;
+  }
   l->name = group.substr(strlen("lookup "));
   l->backend_name = kind + ":" + l->name;
   l->timeout_ms = (int) ini.integer(group, "timeout_ms", 0, 0, 3600000);
@@ -138,9 +144,13 @@ static std::unique_ptr<Lookup> open_lookup(const Ini& ini, const std::string& gr
     l->backend = open_static(ini, group, *l);
   else if (kind == "sqlite")
     l->backend = open_sqlite(ini, group, *l, cfg);
+  else if (kind == "redis")
+    l->backend = open_redis(ini, group, *l, cfg);
+  else if (kind == "http")
+    l->backend = open_http(ini, group, *l, cfg);
   else
     ini.fail(group, "backend", "backend \"" + kind + "\" is not supported by the peer "
-                               "(it has: delay, static, sqlite)");
+                               "(it has: delay, static, sqlite, redis, http)");
   return l;
 }
 
@@ -158,6 +168,9 @@ std::unique_ptr<Config> load_config(const std::string& path) {
   for (const std::string& g : ini.groups())
     if (g_str_has_prefix(g.c_str(), "database "))
       cfg->databases[g.substr(strlen("database "))] = open_database(ini, g, *cfg);
+  for (const std::string& g : ini.groups())
+    if (g_str_has_prefix(g.c_str(), "upstream "))
+      cfg->upstreams[g.substr(strlen("upstream "))] = open_upstream(ini, g);
   for (const std::string& g : ini.groups()) {
     if (!g_str_has_prefix(g.c_str(), "lookup ")) continue;
     cfg->lookups.push_back(open_lookup(ini, g, *cfg));

@@ -326,6 +326,7 @@ void Handler::fetch(evdal::FetchResponse& out, const evdal::FetchRequest& reques
   plan.fs = std::make_shared<FetchState>();
   FetchState& fs = *plan.fs;
   fs.start = Clock::now();
+  fs.request_id = request_id(request);  // the http backend sends it upstream
   plan.deadline = fs.start + milliseconds(ctx && ctx->__isset.deadline_ms ? ctx->deadline_ms
                                                                           : cfg_.deadline_ms);
   plan.trace = ctx && ctx->__isset.trace && ctx->trace;

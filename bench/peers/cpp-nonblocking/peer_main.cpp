@@ -161,7 +161,8 @@ int main(int argc, char** argv) {
 
   auto lookup_pool = pool(o.lookup_threads);
   for (auto& [name, db] : cfg->databases)
-    db->pool = pool(o.sqlite_threads ? o.sqlite_threads : db->workers);
+    if (db->kind == "sqlite")  // Redis calls run on the lookup pool
+      db->pool = pool(o.sqlite_threads ? o.sqlite_threads : db->workers);
   for (auto& l : cfg->lookups) {
     peer::Database* db = l->backend->database();
     if (l->backend->blocking()) l->pool = db ? db->pool : lookup_pool;

@@ -1,0 +1,1127 @@
+/* evd_xreq: coalescing, cache, hedges, retries and breakers around one lookup (see
+ * evd_xreq.h). */
+#include "evd_xreq.h"
+
+#include <event2/event.h>
+#include <string.h>
+
+#include "evd_coalesce.h"
+#include "evd_hedge.h"
+#include "evd_metrics.h"
+#include "evd_retry.h"
+
+/* The most retries a lookup may ask for: past a few, a retry is a storm of one caller. */
+#define EVD_XREQ_MAX_RETRIES 10
+
+/* A caller with stale rows to fall back on answers with them this long before its deadline
+ * (or a tenth of its budget, if less), so that its answer is not the engine's TIMEOUT. */
+#define EVD_XREQ_STALE_MARGIN_US (5 * 1000)
+
+/* A database's or upstream's share of the mechanisms: its breaker and its retry budget. */
+typedef struct {
+  char *name;               /* "main" for [database main]; a lookup's name when it has none */
+  EvdBreaker *breaker;      /* NULL: breaker = off */
+  EvdRetryBudget *budget;
+} EvdXreqSection;
+
+struct _EvdXreqSet {
+  GHashTable *sections;     /* group name -> EvdXreqSection */
+  GPtrArray *order;         /* EvdXreqSection *, for stable output */
+};
+
+struct _EvdXreq {
+  const EvdBackendClass *klass;  /* the real backend's */
+  gpointer backend;
+  char *name;
+  char *breaker_message;    /* "circuit open for NAME" */
+  EvdXreqConfig config;
+  EvdXreqSection *section;
+  EvdCoalesce *coalesce;    /* NULL: coalescing off (flights are private) */
+  EvdCache *cache;          /* NULL: no cache */
+  EvdHedge *hedge;          /* NULL: no hedging */
+  gint64 (*now) (gpointer data);
+  gpointer now_data;
+  EvdXreqStats stats;       /* atomics */
+};
+
+typedef struct _EvdXreqFlight EvdXreqFlight;
+
+/* One caller: the engine's call, in its data slot until the engine took its completion. */
+typedef struct {
+  EvdBackendCall *outer;
+  EvdCoalesceEntry *entry;  /* a reference: keeps the flight */
+  EvdXreqFlight *flight;
+  gint64 deadline_us;
+  EvdRows *stale;           /* expired rows to answer with if its time runs out, or NULL */
+  struct event *stale_timer;  /* on its own loop, a little before its deadline */
+  gboolean timing_out;      /* left because its time ran out */
+} EvdXreqWaiter;
+
+/* One run of the real backend. */
+typedef struct {
+  EvdXreqFlight *flight;
+  EvdBackendCall *call;
+  EvdBreakerVerdict verdict;
+  gint64 start_us;
+  gboolean hedge;
+  gboolean stopped;         /* cancelled by the flight */
+  gboolean timed_out;       /* ... because every caller's time ran out */
+} EvdXreqAttempt;
+
+/* The shared execution; the entry's data, freed with the entry. Everything below `deadline_us`
+ * is the flight loop's alone. */
+struct _EvdXreqFlight {
+  EvdXreq *x;
+  EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
+  EvdXreqWaiter *creator;
+  EvdLoop *loop;
+  gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
+  EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
+  EvdBackendCall *from;     /* the creator's call, valid during evd_xreq_flight_begin only */
+  EvdRows *stale;           /* expired rows for stale-if-error, or NULL */
+  EvdXreqAttempt *attempts[2];  /* running, in `slots` */
+  EvdXreqAttempt slots[2];  /* never more than two at once: the first and its hedge */
+  guint running;
+  guint retries;
+  gboolean hedged;
+  guint marks;
+  struct event *hedge_timer, *retry_timer;
+  gboolean over;            /* answered, or abandoned: no attempt starts any more */
+  gboolean answered;        /* with rows from an attempt */
+  gboolean drained;
+  EvdXreqWaiter *anchor;    /* the last caller to leave, answered once drained */
+  EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
+  char *error_message;
+  guint error_flags;
+};
+
+static void evd_xreq_flight_drain (EvdXreqFlight *f);
+
+static gint64
+evd_xreq_monotonic (gpointer data)
+{
+  (void) data;
+  return g_get_monotonic_time ();
+}
+
+static gint64
+evd_xreq_now (EvdXreq *x)
+{
+  return x->now (x->now_data);
+}
+
+#define EVD_XREQ_COUNT(x, field) __atomic_fetch_add (&(x)->stats.field, 1, __ATOMIC_RELAXED)
+
+/* ---- Sections. ---- */
+
+static EvdXreqSection *
+evd_xreq_section_new (EvdXreqSet *set, EvdConfig *cfg, const char *group, const char *name)
+{
+  EvdXreqSection *s = g_new0 (EvdXreqSection, 1);
+  EvdBreakerConfig bc;
+
+  s->name = g_strdup (name);
+  if (evd_breaker_config_read (cfg, group, &bc))
+    s->breaker = evd_breaker_new (name, &bc);
+  s->budget = evd_retry_budget_new (EVD_RETRY_BUDGET_PERCENT, EVD_RETRY_BUDGET_MIN_PER_SEC,
+                                    EVD_RETRY_BUDGET_WINDOW_US);
+  g_hash_table_insert (set->sections, g_strdup (group), s);
+  g_ptr_array_add (set->order, s);
+  return s;
+}
+
+static void
+evd_xreq_section_free (gpointer data)
+{
+  EvdXreqSection *s = data;
+
+  evd_breaker_free (s->breaker);
+  evd_retry_budget_free (s->budget);
+  g_free (s->name);
+  g_free (s);
+}
+
+EvdXreqSet *
+evd_xreq_set_new (EvdConfig *cfg)
+{
+  static const char *const kinds[] = { "database", "upstream" };
+  EvdXreqSet *set = g_new0 (EvdXreqSet, 1);
+
+  set->sections = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  set->order = g_ptr_array_new_with_free_func (evd_xreq_section_free);
+  evd_cache_budget_process ()->max_bytes = evd_config_server (cfg)->cache_max_bytes;
+  for (guint k = 0; k < G_N_ELEMENTS (kinds); k++) {
+    g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, kinds[k]);
+    for (guint i = 0; groups[i] != NULL; i++)
+      evd_xreq_section_new (set, cfg, groups[i], groups[i] + strlen (kinds[k]) + 1);
+  }
+  return set;
+}
+
+void
+evd_xreq_set_free (EvdXreqSet *set)
+{
+  if (set == NULL)
+    return;
+  g_hash_table_unref (set->sections);
+  g_ptr_array_unref (set->order);
+  g_free (set);
+}
+
+/* The section of a lookup: [database X] or [upstream X] for a backend named "kind:X", else
+ * the lookup's own group (delay, fault and static lookups have no section of their own, and
+ * may set `breaker` and its keys in [lookup NAME]). */
+static EvdXreqSection *
+evd_xreq_section_of (EvdXreqSet *set, EvdConfig *cfg, const EvdLookupSpec *spec)
+{
+  const char *colon = spec->backend_name ? strchr (spec->backend_name, ':') : NULL;
+  EvdXreqSection *s;
+
+  if (colon != NULL) {
+    g_autofree char *db = g_strdup_printf ("database %s", colon + 1);
+    g_autofree char *up = g_strdup_printf ("upstream %s", colon + 1);
+
+    if ((s = g_hash_table_lookup (set->sections, db)) != NULL ||
+        (s = g_hash_table_lookup (set->sections, up)) != NULL)
+      return s;
+  }
+  return evd_xreq_section_new (set, cfg, spec->group, spec->name);
+}
+
+void
+evd_xreq_set_collect (EvdXreqSet *set, GString *out)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  evd_metrics_family (out, "evdal_breaker_state", "gauge",
+                      "Circuit breaker of each database/upstream with breaker = on: "
+                      "0 closed, 1 open, 2 half-open.");
+  for (guint i = 0; i < set->order->len; i++) {
+    EvdXreqSection *s = set->order->pdata[i];
+    if (s->breaker != NULL)
+      evd_metrics_sample (out, "evdal_breaker_state", evd_breaker_state (s->breaker, now),
+                          "breaker", s->name, NULL);
+  }
+  evd_metrics_family (out, "evdal_breaker_transitions_total", "counter",
+                      "Circuit breaker transitions, by the state entered.");
+  for (guint i = 0; i < set->order->len; i++) {
+    EvdXreqSection *s = set->order->pdata[i];
+    for (EvdBreakerState st = EVD_BREAKER_CLOSED; s->breaker && st < EVD_BREAKER_N_STATES; st++)
+      evd_metrics_sample (out, "evdal_breaker_transitions_total",
+                          (double) evd_breaker_transitions (s->breaker, st), "breaker", s->name,
+                          "to", evd_breaker_state_name (st), NULL);
+  }
+  evd_metrics_family (out, "evdal_retry_budget_denials_total", "counter",
+                      "Retries and hedges refused by the retry budget of each "
+                      "database/upstream.");
+  for (guint i = 0; i < set->order->len; i++) {
+    EvdXreqSection *s = set->order->pdata[i];
+    evd_metrics_sample (out, "evdal_retry_budget_denials_total",
+                        (double) evd_retry_budget_denials (s->budget), "section", s->name, NULL);
+  }
+}
+
+void
+evd_xreq_set_health (EvdXreqSet *set, GString *out)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  for (guint i = 0; i < set->order->len; i++) {
+    EvdXreqSection *s = set->order->pdata[i];
+    EvdBreakerState st = s->breaker ? evd_breaker_state (s->breaker, now) : EVD_BREAKER_CLOSED;
+
+    if (st != EVD_BREAKER_CLOSED)
+      g_string_append_printf (out, "breaker %s %s\n", s->name, evd_breaker_state_name (st));
+  }
+}
+
+/* ---- Opening a lookup. ---- */
+
+static gboolean
+evd_xreq_kind_is_remote (const char *kind)
+{
+  static const char *const remote[] = { "sqlite", "pg", "postgres", "redis", "http" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (remote); i++)
+    if (strcmp (kind, remote[i]) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static void
+evd_xreq_read_config (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdBackendClass *klass,
+                      EvdXreqConfig *c)
+{
+  const char *g = spec->group;
+  g_autofree char *hedge = evd_config_string (cfg, g, "hedge", "off");
+
+  c->coalesce = evd_config_bool (cfg, g, "coalesce", evd_xreq_kind_is_remote (klass->kind));
+  c->per_principal = evd_config_bool (cfg, g, "per_principal", FALSE);
+  /* What an HTTP lookup sends upstream includes who asks and the attributes, so one
+   * caller's answer may not be another's. */
+  c->with_attributes = strcmp (klass->kind, "http") == 0;
+  c->cache_ttl_ms = evd_config_int (cfg, g, "cache_ttl_ms", 0, 0, 86400000);
+  c->cache_max_bytes = evd_config_int (cfg, g, "cache_max_bytes",
+                                       evd_config_server (cfg)->cache_max_bytes, 0,
+                                       (gint64) 1 << 40);
+  c->stale_if_error_ms = evd_config_int (cfg, g, "stale_if_error_ms", 0, 0, 86400000);
+  c->hedge_after_ms = evd_config_int (cfg, g, "hedge_after_ms", 0, 0, 3600000);
+  c->hedge_p95 = strcmp (hedge, "p95") == 0;
+  if (!c->hedge_p95 && strcmp (hedge, "off") != 0)
+    evd_config_problem (cfg, g, "hedge", "\"%s\" is not p95 or off", hedge);
+  if (c->hedge_p95 && c->hedge_after_ms > 0)
+    evd_config_problem (cfg, g, "hedge", "set hedge = p95 or hedge_after_ms, not both");
+  c->retries = (int) evd_config_int (cfg, g, "retries", 0, 0, EVD_XREQ_MAX_RETRIES);
+  if (c->stale_if_error_ms > 0 && c->cache_ttl_ms == 0)
+    evd_config_problem (cfg, g, "stale_if_error_ms", "needs cache_ttl_ms: stale rows are "
+                        "expired cache entries");
+}
+
+EvdXreq *
+evd_xreq_open (EvdXreqSet *set, EvdConfig *cfg, const EvdLookupSpec *spec,
+               const EvdBackendClass *klass, gpointer backend)
+{
+  EvdXreqConfig c = { 0 };
+  EvdXreqSection *section;
+  EvdXreq *x;
+
+  evd_xreq_read_config (cfg, spec, klass, &c);
+  section = evd_xreq_section_of (set, cfg, spec);
+  if (!c.coalesce && c.cache_ttl_ms == 0 && !c.hedge_p95 && c.hedge_after_ms == 0 &&
+      c.retries == 0 && section->breaker == NULL)
+    return NULL;
+  x = g_new0 (EvdXreq, 1);
+  x->klass = klass;
+  x->backend = backend;
+  x->name = g_strdup (spec->name);
+  x->breaker_message = g_strdup_printf ("circuit open for %s", section->name);
+  x->config = c;
+  x->section = section;
+  x->coalesce = c.coalesce ? evd_coalesce_new () : NULL;
+  if (c.cache_ttl_ms > 0)
+    x->cache = evd_cache_new (evd_cache_budget_process (), c.cache_max_bytes,
+                              c.cache_ttl_ms * 1000, c.stale_if_error_ms * 1000);
+  if (c.hedge_p95 || c.hedge_after_ms > 0)
+    x->hedge = evd_hedge_new (c.hedge_after_ms * 1000);
+  x->now = evd_xreq_monotonic;
+  return x;
+}
+
+static void
+evd_xreq_close (gpointer backend)
+{
+  EvdXreq *x = backend;
+
+  x->klass->close (x->backend);
+  evd_coalesce_free (x->coalesce);
+  evd_cache_free (x->cache);
+  evd_hedge_free (x->hedge);
+  g_free (x->breaker_message);
+  g_free (x->name);
+  g_free (x);
+}
+
+const EvdXreqConfig *
+evd_xreq_config (EvdXreq *x)
+{
+  return &x->config;
+}
+
+void
+evd_xreq_stats (EvdXreq *x, EvdXreqStats *out)
+{
+  guint64 *from = (guint64 *) &x->stats, *to = (guint64 *) out;
+
+  for (guint i = 0; i < sizeof *out / sizeof (guint64); i++)
+    to[i] = __atomic_load_n (&from[i], __ATOMIC_RELAXED);
+}
+
+EvdCache *
+evd_xreq_cache (EvdXreq *x)
+{
+  return x->cache;
+}
+
+EvdBreaker *
+evd_xreq_breaker (EvdXreq *x)
+{
+  return x->section->breaker;
+}
+
+void
+evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data)
+{
+  x->now = now;
+  x->now_data = data;
+}
+
+/* ---- Keys. ---- */
+
+static int
+evd_xreq_param_order (gconstpointer a, gconstpointer b)
+{
+  return strcmp ((*(const EvdParam *const *) a)->name, (*(const EvdParam *const *) b)->name);
+}
+
+/* A key is built in a buffer on the stack (most are a few dozen bytes), then copied once. */
+typedef struct {
+  guint8 stack[256];
+  guint8 *data;
+  gsize len, size;
+} EvdXreqKey;
+
+static void
+evd_xreq_key_add (EvdXreqKey *k, const void *bytes, gsize len)
+{
+  if (k->len + len > k->size) {
+    gsize size = MAX (k->size * 2, k->len + len);
+
+    if (k->data == k->stack)
+      k->data = memcpy (g_malloc (size), k->stack, k->len);
+    else
+      k->data = g_realloc (k->data, size);
+    k->size = size;
+  }
+  memcpy (k->data + k->len, bytes, len);
+  k->len += len;
+}
+
+static void
+evd_xreq_key_string (EvdXreqKey *k, const char *s)
+{
+  guint32 len = s ? (guint32) strlen (s) : G_MAXUINT32;
+
+  evd_xreq_key_add (k, &len, sizeof len);
+  if (s != NULL)
+    evd_xreq_key_add (k, s, len);
+}
+
+static void
+evd_xreq_key_value (EvdXreqKey *k, const EvdParam *p)
+{
+  const EvdValue *v = &p->value;
+  guint8 kind = (guint8) v->kind;
+
+  evd_xreq_key_string (k, p->name);
+  evd_xreq_key_add (k, &kind, 1);
+  if (v->kind == EVD_VALUE_INT) {
+    evd_xreq_key_add (k, &v->i, sizeof v->i);
+  } else if (v->kind == EVD_VALUE_REAL) {
+    evd_xreq_key_add (k, &v->r, sizeof v->r);  /* bits: NaN, -0.0 */
+  } else if (v->kind == EVD_VALUE_TEXT || v->kind == EVD_VALUE_BLOB) {
+    evd_xreq_key_add (k, &v->len, sizeof v->len);
+    evd_xreq_key_add (k, v->data, v->len);
+  }
+}
+
+/* What makes two calls of this lookup identical: their params in name order (kind and value
+ * bytes), and the principal and attributes when the answer may depend on them. Lengths come
+ * before bytes, so no two different calls make the same key. Params are few (a lookup
+ * declares them): an insertion sort of their indices, no allocation. */
+static void
+evd_xreq_key (EvdXreq *x, EvdBackendCall *call, EvdXreqKey *key)
+{
+  const EvdRequestContext *ctx = evd_backend_call_context (call);
+  EvdXreqKey *k = key;
+  guint n, order[16];
+  const EvdParam *params = evd_backend_call_params (call, &n);
+
+  k->len = 0;
+  k->size = sizeof k->stack;
+  k->data = k->stack;
+  if (n <= G_N_ELEMENTS (order)) {
+    for (guint i = 0; i < n; i++) {
+      guint j = i;
+      for (; j > 0 && strcmp (params[order[j - 1]].name, params[i].name) > 0; j--)
+        order[j] = order[j - 1];
+      order[j] = i;
+    }
+    for (guint i = 0; i < n; i++)
+      evd_xreq_key_value (k, &params[order[i]]);
+  } else {
+    g_autofree const EvdParam **sorted = g_new (const EvdParam *, n);
+
+    for (guint i = 0; i < n; i++)
+      sorted[i] = &params[i];
+    qsort (sorted, n, sizeof *sorted, evd_xreq_param_order);
+    for (guint i = 0; i < n; i++)
+      evd_xreq_key_value (k, sorted[i]);
+  }
+  if (x->config.per_principal || x->config.with_attributes) {
+    evd_xreq_key_add (k, "P", 1);
+    evd_xreq_key_string (k, ctx->principal);
+  }
+  if (x->config.with_attributes) {
+    g_autoptr (GList) keys = g_list_sort (g_hash_table_get_keys (ctx->attributes),
+                                          (GCompareFunc) strcmp);
+    evd_xreq_key_add (k, "A", 1);
+    for (GList *i = keys; i != NULL; i = i->next) {
+      evd_xreq_key_string (k, i->data);
+      evd_xreq_key_string (k, g_hash_table_lookup (ctx->attributes, i->data));
+    }
+  }
+}
+
+static void
+evd_xreq_key_clear (EvdXreqKey *k)
+{
+  if (k->data != k->stack)
+    g_free (k->data);
+}
+
+/* ---- Flights. ---- */
+
+typedef struct {
+  EvdXreq *x;
+  EvdXreqWaiter *creator;
+  EvdLoop *loop;
+} EvdXreqMake;
+
+/* The flight lives in its entry's block (evd_coalesce_join zeroed it). */
+static void
+evd_xreq_flight_init (gpointer data, gpointer init_data)
+{
+  EvdXreqFlight *f = data;
+  EvdXreqMake *m = init_data;
+
+  f->x = m->x;
+  f->creator = m->creator;
+  f->loop = m->loop;
+  f->deadline_us = m->creator->deadline_us;
+}
+
+/* The entry's last reference: any thread. What needs the loop went when it drained. */
+static void
+evd_xreq_flight_destroy (gpointer data)
+{
+  EvdXreqFlight *f = data;
+
+  g_clear_pointer (&f->stale, evd_rows_unref);
+  g_free (f->error_message);
+}
+
+/* A caller with a later deadline joined: the shared call may run that long. */
+static void
+evd_xreq_flight_extend (EvdXreqFlight *f, gint64 deadline_us)
+{
+  gint64 d = __atomic_load_n (&f->deadline_us, __ATOMIC_RELAXED);
+
+  while (d < deadline_us &&
+         !__atomic_compare_exchange_n (&f->deadline_us, &d, deadline_us, TRUE,
+                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    ;
+}
+
+static gint64
+evd_xreq_flight_deadline (EvdXreqFlight *f)
+{
+  return __atomic_load_n (&f->deadline_us, __ATOMIC_RELAXED);
+}
+
+static void
+evd_xreq_flight_stop_timers (EvdXreqFlight *f)
+{
+  if (f->hedge_timer != NULL)
+    event_del (f->hedge_timer);
+  if (f->retry_timer != NULL)
+    event_del (f->retry_timer);
+}
+
+/* Cancels the attempts still running (their completions still come, to the flight). */
+static void
+evd_xreq_flight_stop_attempts (EvdXreqFlight *f, gboolean timed_out)
+{
+  EvdXreqAttempt *running[2] = { f->attempts[0], f->attempts[1] };
+
+  for (guint i = 0; i < 2; i++)
+    if (running[i] != NULL) {
+      running[i]->stopped = TRUE;
+      running[i]->timed_out = timed_out;
+    }
+  /* One at a time: a cancel may complete at once, and the completion clears its place. */
+  for (guint i = 0; i < 2; i++)
+    if (running[i] != NULL && f->attempts[i] == running[i])
+      evd_backend_call_cancel (running[i]->call);
+}
+
+/* Answers every caller still waiting with `rows` (a success or stale rows) or the error. */
+static void
+evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, const char *message,
+                        guint flags)
+{
+
+  f->over = TRUE;
+  evd_xreq_flight_stop_timers (f);
+  /* Closed by us: its waiters are ours to answer, and fixed. Closed already: the last one
+   * left, and is answered once the flight drains. */
+  for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
+                                                      : 0; i < n; i++) {
+    EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
+    guint marks = f->marks | (w != f->creator ? EVD_MARK_COALESCED : 0);
+
+    evd_backend_call_mark (w->outer, marks, f->retries);
+    if (rows != NULL)
+      evd_backend_call_return (w->outer, evd_rows_ref (rows));
+    else
+      evd_backend_call_fail_full (w->outer, flags, kind, "%s", message);
+  }
+  evd_xreq_flight_stop_attempts (f, FALSE);
+}
+
+static void
+evd_xreq_flight_fail (EvdXreqFlight *f, EvdErrorKind kind, const char *message, guint flags)
+{
+  if (f->stale != NULL) {
+    g_autoptr (EvdRows) stale = g_steal_pointer (&f->stale);
+
+    f->marks |= EVD_MARK_STALE;
+    EVD_XREQ_COUNT (f->x, stale);
+    evd_cache_served_stale (f->x->cache);
+    evd_xreq_flight_answer (f, stale, EVD_ERROR_KIND_NONE, NULL, 0);
+    return;
+  }
+  evd_xreq_flight_answer (f, NULL, kind, message, flags);
+}
+
+static void
+evd_xreq_flight_fail_open (EvdXreqFlight *f)
+{
+  evd_xreq_flight_fail (f, EVD_ERROR_KIND_BACKEND, f->x->breaker_message, 0);
+}
+
+static EvdBreakerOutcome
+evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, EvdErrorKind kind, guint flags)
+{
+  if (rows != NULL)
+    return EVD_BREAKER_SUCCESS;
+  if (a->stopped)
+    return a->timed_out ? EVD_BREAKER_FAILURE : EVD_BREAKER_NEUTRAL;
+  switch (kind) {
+  case EVD_ERROR_KIND_TIMEOUT:
+    return EVD_BREAKER_FAILURE;
+  case EVD_ERROR_KIND_BACKEND:
+    return flags & EVD_BACKEND_FAIL_CLIENT ? EVD_BREAKER_SUCCESS : EVD_BREAKER_FAILURE;
+  case EVD_ERROR_KIND_CANCELLED:
+    return EVD_BREAKER_NEUTRAL;
+  default:
+    return EVD_BREAKER_SUCCESS;  /* the backend answered: bad params, not found... */
+  }
+}
+
+static void evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now);
+static void evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now);
+
+static void
+evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
+                          const char *message, guint flags, gpointer data)
+{
+  EvdXreqAttempt *a = data;
+  EvdXreqFlight *f = a->flight;
+  EvdXreq *x = f->x;
+  gint64 now = evd_xreq_now (x);
+  EvdCoalesceEntry *hold = evd_coalesce_entry_ref (f->entry);
+
+  f->running--;
+  for (guint i = 0; i < 2; i++)
+    if (f->attempts[i] == a)
+      f->attempts[i] = NULL;
+  if (x->section->breaker != NULL)
+    evd_breaker_record (x->section->breaker, a->verdict,
+                        evd_xreq_outcome (a, rows, kind, flags), now);
+  /* Successful attempts' latencies make the p95; so does a loser's time until the winner
+   * answered (it was at least that slow): leaving it out would keep the slow attempts that
+   * hedging cut short out of the distribution, lower the p95, hedge more, and so on. */
+  if (x->hedge != NULL && (rows != NULL || (a->stopped && !a->timed_out && f->answered)))
+    evd_hedge_record (x->hedge, now - a->start_us, now);
+  if (!f->over && rows != NULL) {
+    if (a->hedge)
+      EVD_XREQ_COUNT (x, hedges_won);
+    if (x->cache != NULL) {
+      gsize len;
+      const void *k = evd_coalesce_entry_key (f->entry, &len);
+      g_autoptr (GBytes) key = g_bytes_new (k, len);
+
+      evd_cache_put (x->cache, key, rows, now);
+    }
+    f->answered = TRUE;
+    evd_xreq_flight_answer (f, rows, EVD_ERROR_KIND_NONE, NULL, 0);
+  } else if (!f->over) {
+    g_free (f->error_message);
+    f->error_kind = kind;
+    f->error_message = g_strdup (message);
+    f->error_flags = flags;
+    if (f->running == 0)
+      evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
+  }
+  evd_backend_call_unref (call);
+  memset (a, 0, sizeof *a);  /* its slot is free */
+  evd_xreq_flight_drain (f);
+  evd_coalesce_entry_unref (hold);
+}
+
+/* Starts an attempt unless the breaker refuses; FALSE when it did. The attempt may complete
+ * before this returns. */
+static gboolean
+evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now)
+{
+  EvdXreq *x = f->x;
+  EvdBreakerVerdict verdict = EVD_BREAKER_ALLOW;
+  EvdXreqAttempt *a;
+
+  if (x->section->breaker != NULL)
+    verdict = evd_breaker_ask (x->section->breaker, now);
+  if (verdict == EVD_BREAKER_DENY) {
+    EVD_XREQ_COUNT (x, breaker_rejections);
+    f->marks |= EVD_MARK_BREAKER_OPEN;
+    return FALSE;
+  }
+  a = f->slots[0].flight == NULL ? &f->slots[0] : &f->slots[1];
+  g_assert (a->flight == NULL);
+  a->flight = f;
+  a->verdict = verdict;
+  a->start_us = now;
+  a->hedge = hedge;
+  g_assert (f->tmpl != NULL || f->from != NULL);
+  a->call = evd_backend_call_new_attempt (f->tmpl ? f->tmpl : f->from, x->klass, x->backend,
+                                          evd_xreq_flight_deadline (f),
+                                          evd_xreq_on_attempt_done, a);
+  f->attempts[f->attempts[0] == NULL ? 0 : 1] = a;
+  f->running++;
+  EVD_XREQ_COUNT (x, backend_calls);
+  evd_backend_call_start (a->call);
+  return TRUE;
+}
+
+static void
+evd_xreq_flight_on_hedge (evutil_socket_t fd, short what, void *arg)
+{
+  EvdXreqFlight *f = arg;
+  EvdCoalesceEntry *hold = evd_coalesce_entry_ref (f->entry);
+  gint64 now = evd_xreq_now (f->x);
+
+  (void) fd, (void) what;
+  if (!f->over && f->running == 1 && !f->hedged) {
+    f->hedged = TRUE;  /* never more than one, sent or denied */
+    if (!evd_retry_budget_withdraw (f->x->section->budget, now)) {
+      EVD_XREQ_COUNT (f->x, budget_denials);
+    } else if (evd_xreq_flight_attempt (f, TRUE, now)) {
+      f->marks |= EVD_MARK_HEDGED;
+      EVD_XREQ_COUNT (f->x, hedges_sent);
+    }
+  }
+  evd_xreq_flight_drain (f);
+  evd_coalesce_entry_unref (hold);
+}
+
+static void
+evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now)
+{
+  gint64 after = f->x->hedge != NULL && !f->hedged ? evd_hedge_after_us (f->x->hedge, now) : 0;
+  struct timeval tv;
+
+  if (after <= 0 || f->over || now + after >= evd_xreq_flight_deadline (f))
+    return;
+  if (f->hedge_timer == NULL)
+    f->hedge_timer = evtimer_new (evd_loop_base (f->loop), evd_xreq_flight_on_hedge, f);
+  tv.tv_sec = after / G_USEC_PER_SEC;
+  tv.tv_usec = after % G_USEC_PER_SEC;
+  evtimer_add (f->hedge_timer, &tv);
+}
+
+static void
+evd_xreq_flight_on_retry (evutil_socket_t fd, short what, void *arg)
+{
+  EvdXreqFlight *f = arg;
+  EvdCoalesceEntry *hold = evd_coalesce_entry_ref (f->entry);
+  gint64 now = evd_xreq_now (f->x);
+
+  (void) fd, (void) what;
+  if (!f->over) {
+    f->retries++;
+    f->marks |= EVD_MARK_RETRIED;
+    EVD_XREQ_COUNT (f->x, retries);
+    if (!evd_xreq_flight_attempt (f, FALSE, now))
+      evd_xreq_flight_fail_open (f);
+    else
+      evd_xreq_flight_arm_hedge (f, now);
+  }
+  evd_xreq_flight_drain (f);
+  evd_coalesce_entry_unref (hold);
+}
+
+/* Every attempt failed: retry after a backoff when the error allows it, the lookup asks for
+ * it, the deadline leaves time for it and the budget has room; else answer. */
+static void
+evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
+{
+  EvdXreq *x = f->x;
+
+  if ((f->error_flags & EVD_BACKEND_FAIL_RETRYABLE) && f->retries < (guint) x->config.retries) {
+    gint64 backoff = evd_retry_backoff_us (f->retries + 1, g_random_int ());
+
+    if (now + backoff < evd_xreq_flight_deadline (f)) {
+      if (evd_retry_budget_withdraw (x->section->budget, now)) {
+        struct timeval tv = { backoff / G_USEC_PER_SEC, backoff % G_USEC_PER_SEC };
+
+        if (f->retry_timer == NULL)
+          f->retry_timer = evtimer_new (evd_loop_base (f->loop), evd_xreq_flight_on_retry, f);
+        evtimer_add (f->retry_timer, &tv);
+        return;
+      }
+      EVD_XREQ_COUNT (x, budget_denials);
+    }
+  }
+  if (f->error_kind == EVD_ERROR_KIND_NONE || f->error_message == NULL) {
+    f->error_kind = EVD_ERROR_KIND_BACKEND;
+    g_free (f->error_message);
+    f->error_message = g_strdup ("backend returned nothing");
+  }
+  evd_xreq_flight_fail (f, f->error_kind, f->error_message, f->error_flags);
+}
+
+/* The flight is over and nothing of it runs any more: give back what it held on the loop.
+ * The last caller to leave (if that is how it ended) is answered now, which lets its request,
+ * and the engine generation behind it, go. */
+/* Answers the last caller to leave, once the flight is drained: with its stale rows when its
+ * time ran out and it had some, else (its request ended, or it timed out) cancelled, which
+ * the engine ignores. */
+static void
+evd_xreq_flight_answer_anchor (EvdXreqFlight *f)
+{
+  EvdXreqWaiter *anchor = g_steal_pointer (&f->anchor);
+
+  if (anchor == NULL)
+    return;
+  if (anchor->timing_out && anchor->stale != NULL) {
+    evd_backend_call_mark (anchor->outer, EVD_MARK_STALE |
+                           (anchor != f->creator ? EVD_MARK_COALESCED : 0), f->retries);
+    EVD_XREQ_COUNT (f->x, stale);
+    evd_cache_served_stale (f->x->cache);
+    evd_backend_call_return (anchor->outer, evd_rows_ref (anchor->stale));
+    return;
+  }
+  evd_backend_call_fail (anchor->outer, EVD_ERROR_KIND_CANCELLED,
+                         "cancelled: no caller is waiting");
+}
+
+static void
+evd_xreq_flight_drain (EvdXreqFlight *f)
+{
+  if (!f->over || f->running > 0 || f->drained)
+    return;
+  f->drained = TRUE;
+  g_clear_pointer (&f->hedge_timer, event_free);
+  g_clear_pointer (&f->retry_timer, event_free);
+  g_clear_pointer (&f->tmpl, evd_backend_call_unref);
+  evd_xreq_flight_answer_anchor (f);
+  evd_coalesce_entry_unref (f->entry);  /* the work's: may free the flight */
+}
+
+/* What the last caller to leave posts to the flight's loop. */
+typedef struct {
+  EvdCoalesceEntry *entry;  /* a reference */
+  EvdXreqWaiter *waiter;
+} EvdXreqAbandon;
+
+/* On the flight's loop: its last caller left. An attempt may have answered meanwhile (and
+ * found the entry closed): the flight may be drained already, and then the caller is
+ * answered here; else when it drains. The anchor is set here, on the loop, never from the
+ * caller's loop, so that the drain cannot miss it. */
+static void
+evd_xreq_flight_on_abandoned (gpointer data)
+{
+  EvdXreqAbandon *ab = data;
+  EvdXreqFlight *f = evd_coalesce_entry_data (ab->entry);
+  gboolean timed_out = ab->waiter->timing_out || evd_xreq_now (f->x) >= ab->waiter->deadline_us;
+
+  f->anchor = ab->waiter;
+  if (!f->over) {
+    f->over = TRUE;
+    evd_xreq_flight_stop_timers (f);
+    evd_xreq_flight_stop_attempts (f, timed_out);
+  }
+  if (!f->drained) {
+    evd_xreq_flight_drain (f);  /* answers the anchor if nothing runs any more */
+  } else {
+    /* Drained before this ran (or just now, by a cancel that completed at once). */
+    evd_xreq_flight_answer_anchor (f);
+  }
+  evd_coalesce_entry_unref (ab->entry);
+  g_free (ab);
+}
+
+static void
+evd_xreq_noop_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind, const char *message,
+                    guint flags, gpointer data)
+{
+  (void) call, (void) rows, (void) kind, (void) message, (void) flags, (void) data;
+}
+
+/* The creator's part: the first attempt, on the creator's loop. */
+static void
+evd_xreq_flight_begin (EvdXreqFlight *f, EvdCoalesceEntry *entry, EvdBackendCall *outer)
+{
+  EvdCoalesceEntry *hold = evd_coalesce_entry_ref (entry);
+  gint64 now = evd_xreq_now (f->x);
+
+  f->entry = evd_coalesce_entry_ref (entry);  /* the work's */
+  /* Later attempts (retries, hedges) may start after the creator left: they are made from
+   * a template that holds the creator's request. A lookup with neither makes its one attempt
+   * from the creator's call, in its start(), and needs none. */
+  f->from = outer;
+  if (f->x->config.retries > 0 || f->x->hedge != NULL)
+    f->tmpl = evd_backend_call_new_attempt (outer, f->x->klass, f->x->backend,
+                                            evd_xreq_flight_deadline (f), evd_xreq_noop_done,
+                                            NULL);
+  evd_retry_budget_deposit (f->x->section->budget, now);
+  if (!evd_xreq_flight_attempt (f, FALSE, now))
+    evd_xreq_flight_fail_open (f);
+  else
+    evd_xreq_flight_arm_hedge (f, now);
+  f->from = NULL;
+  evd_xreq_flight_drain (f);
+  evd_coalesce_entry_unref (hold);
+}
+
+/* ---- Callers. ---- */
+
+/* The last caller leaves: it closed the entry, and hands itself to the flight's loop. */
+static void
+evd_xreq_waiter_hand_over (EvdXreqWaiter *w)
+{
+  EvdXreqAbandon *ab = g_new (EvdXreqAbandon, 1);
+
+  ab->entry = evd_coalesce_entry_ref (w->entry);
+  ab->waiter = w;
+  evd_loop_post (w->flight->loop, evd_xreq_flight_on_abandoned, ab);
+}
+
+/* On the caller's loop, a little before its deadline, when it has stale rows: a refresh that
+ * has not answered by now counts as timed out, and the caller takes the stale rows. */
+static void
+evd_xreq_waiter_on_stale (evutil_socket_t fd, short what, void *arg)
+{
+  EvdXreqWaiter *w = arg;
+
+  (void) fd, (void) what;
+  w->timing_out = TRUE;
+  switch (evd_coalesce_leave (w->entry, w)) {
+  case EVD_COALESCE_LEFT:
+    evd_backend_call_mark (w->outer, EVD_MARK_STALE |
+                           (w != w->flight->creator ? EVD_MARK_COALESCED : 0), 0);
+    EVD_XREQ_COUNT (w->flight->x, stale);
+    evd_cache_served_stale (w->flight->x->cache);
+    evd_backend_call_return (w->outer, evd_rows_ref (w->stale));
+    break;
+  case EVD_COALESCE_LAST:
+    evd_xreq_waiter_hand_over (w);  /* answered with the stale rows once the flight stopped */
+    break;
+  case EVD_COALESCE_CLOSED:
+    break;  /* the flight's answer is on its way */
+  }
+}
+
+static void
+evd_xreq_waiter_arm_stale (EvdXreqWaiter *w, EvdRows *stale)
+{
+  EvdLoop *loop = evd_backend_call_loop (w->outer);
+  gint64 now = g_get_monotonic_time ();
+  gint64 margin = MIN (EVD_XREQ_STALE_MARGIN_US, (w->deadline_us - now) / 10);
+  gint64 left = w->deadline_us - margin - now;
+  struct timeval tv;
+
+  if (left <= 0)
+    return;
+  w->stale = evd_rows_ref (stale);
+  w->stale_timer = evtimer_new (evd_loop_base (loop), evd_xreq_waiter_on_stale, w);
+  tv.tv_sec = left / G_USEC_PER_SEC;
+  tv.tv_usec = left % G_USEC_PER_SEC;
+  evtimer_add (w->stale_timer, &tv);
+}
+
+/* ---- The class the engine sees. ---- */
+
+static void
+evd_xreq_start (gpointer backend, EvdBackendCall *outer)
+{
+  EvdXreq *x = backend;
+  g_autoptr (EvdRows) stale = NULL;
+  EvdXreqKey key;
+  EvdXreqWaiter *w;
+  EvdXreqMake make;
+  gboolean created;
+
+  evd_xreq_key (x, outer, &key);
+  if (x->cache != NULL) {
+    g_autoptr (GBytes) k = g_bytes_new_static (key.data, key.len);  /* lookup only */
+    EvdRows *rows = evd_cache_get (x->cache, k, evd_xreq_now (x),
+                                   x->config.stale_if_error_ms > 0 ? &stale : NULL);
+    if (rows != NULL) {
+      evd_xreq_key_clear (&key);
+      evd_backend_call_mark (outer, EVD_MARK_CACHE_HIT, 0);
+      evd_backend_call_return (outer, rows);
+      return;
+    }
+  }
+  w = g_new0 (EvdXreqWaiter, 1);
+  w->outer = outer;
+  w->deadline_us = evd_backend_call_deadline_us (outer);
+  *evd_backend_call_data (outer) = w;
+  make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
+  w->entry = evd_coalesce_join (x->coalesce, key.data, key.len, w, sizeof (EvdXreqFlight),
+                                evd_xreq_flight_init, &make, evd_xreq_flight_destroy,
+                                &created);
+  evd_xreq_key_clear (&key);
+  w->flight = evd_coalesce_entry_data (w->entry);
+  if (stale != NULL)
+    evd_xreq_waiter_arm_stale (w, stale);
+  if (!created) {
+    EVD_XREQ_COUNT (x, coalesced);
+    evd_xreq_flight_extend (w->flight, w->deadline_us);
+    return;
+  }
+  w->flight->stale = g_steal_pointer (&stale);
+  evd_xreq_flight_begin (w->flight, w->entry, outer);
+}
+
+/* The engine gave up on this caller (its deadline, its request's end). */
+static void
+evd_xreq_cancel (gpointer backend, EvdBackendCall *outer)
+{
+  EvdXreqWaiter *w = *evd_backend_call_data (outer);
+
+  (void) backend;
+  if (w == NULL)
+    return;  /* answered from the cache: completed already */
+  if (w->stale_timer != NULL)
+    event_del (w->stale_timer);
+  switch (evd_coalesce_leave (w->entry, w)) {
+  case EVD_COALESCE_LEFT:
+    evd_backend_call_fail (outer, EVD_ERROR_KIND_CANCELLED, "cancelled");
+    break;
+  case EVD_COALESCE_LAST:
+    /* Answered when the flight has stopped: see evd_xreq_flight_drain. */
+    evd_xreq_waiter_hand_over (w);
+    break;
+  case EVD_COALESCE_CLOSED:
+    break;  /* the flight's answer is on its way */
+  }
+}
+
+/* The engine took the caller's completion: its hold on the flight goes. */
+static void
+evd_xreq_release (gpointer backend, EvdBackendCall *outer)
+{
+  EvdXreqWaiter *w = *evd_backend_call_data (outer);
+
+  (void) backend;
+  if (w == NULL)
+    return;
+  *evd_backend_call_data (outer) = NULL;
+  g_clear_pointer (&w->stale_timer, event_free);
+  g_clear_pointer (&w->stale, evd_rows_unref);
+  evd_coalesce_entry_unref (w->entry);
+  g_free (w);
+}
+
+const EvdBackendClass evd_xreq_class = {
+  .kind = "xreq",
+  .start = evd_xreq_start,
+  .cancel = evd_xreq_cancel,
+  .release = evd_xreq_release,
+  .close = evd_xreq_close,
+};
+
+/* ---- Metrics. ---- */
+
+typedef struct {
+  const char *name, *help;
+  gsize offset;             /* in EvdXreqStats or EvdCacheStats */
+} EvdXreqFamily;
+
+static void
+evd_xreq_collect_cache (EvdXreq *const *xs, const char *const *names, guint n, GString *out)
+{
+  static const EvdXreqFamily families[] = {
+    { "evdal_lookup_cache_hits_total", "Calls answered from the lookup's result cache.",
+      G_STRUCT_OFFSET (EvdCacheStats, hits) },
+    { "evdal_lookup_cache_misses_total", "Calls the result cache could not answer.",
+      G_STRUCT_OFFSET (EvdCacheStats, misses) },
+    { "evdal_lookup_cache_stale_total", "Calls answered with expired rows because the refresh "
+      "failed (stale_if_error_ms).", G_STRUCT_OFFSET (EvdCacheStats, stale) },
+    { "evdal_lookup_cache_evictions_total", "Entries evicted to stay within cache_max_bytes.",
+      G_STRUCT_OFFSET (EvdCacheStats, evictions) },
+  };
+
+  for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
+    evd_metrics_family (out, families[f].name, "counter", families[f].help);
+    for (guint i = 0; i < n; i++) {
+      EvdCacheStats s;
+      if (xs[i]->cache == NULL)
+        continue;
+      evd_cache_stats (xs[i]->cache, &s);
+      evd_metrics_sample (out, families[f].name,
+                          (double) G_STRUCT_MEMBER (guint64, &s, families[f].offset),
+                          "lookup", names[i], NULL);
+    }
+  }
+  evd_metrics_family (out, "evdal_lookup_cache_bytes", "gauge",
+                      "Bytes (encoded tables) held by the lookup's result cache.");
+  for (guint i = 0; i < n; i++) {
+    EvdCacheStats s;
+    if (xs[i]->cache == NULL)
+      continue;
+    evd_cache_stats (xs[i]->cache, &s);
+    evd_metrics_sample (out, "evdal_lookup_cache_bytes", (double) s.bytes, "lookup", names[i],
+                        NULL);
+  }
+  evd_metrics_family (out, "evdal_lookup_cache_entries", "gauge",
+                      "Entries held by the lookup's result cache.");
+  for (guint i = 0; i < n; i++) {
+    EvdCacheStats s;
+    if (xs[i]->cache == NULL)
+      continue;
+    evd_cache_stats (xs[i]->cache, &s);
+    evd_metrics_sample (out, "evdal_lookup_cache_entries", (double) s.entries, "lookup",
+                        names[i], NULL);
+  }
+  evd_metrics_family (out, "evdal_cache_bytes", "gauge",
+                      "Bytes held by every result cache of the process ([server] "
+                      "cache_max_bytes bounds it).");
+  evd_metrics_sample (out, "evdal_cache_bytes",
+                      (double) __atomic_load_n (&evd_cache_budget_process ()->bytes,
+                                                __ATOMIC_RELAXED), NULL);
+}
+
+void
+evd_xreq_collect (EvdXreq *const *xs, const char *const *names, guint n, GString *out)
+{
+  static const EvdXreqFamily families[] = {
+    { "evdal_lookup_coalesced_total", "Calls that joined an identical call in flight "
+      "(coalesce).", G_STRUCT_OFFSET (EvdXreqStats, coalesced) },
+    { "evdal_lookup_backend_calls_total", "Attempts sent to the backend by lookups with "
+      "coalescing, a cache, hedges, retries or a breaker.",
+      G_STRUCT_OFFSET (EvdXreqStats, backend_calls) },
+    { "evdal_lookup_hedges_sent_total", "Hedged attempts sent.",
+      G_STRUCT_OFFSET (EvdXreqStats, hedges_sent) },
+    { "evdal_lookup_hedges_won_total", "Hedged attempts that answered first.",
+      G_STRUCT_OFFSET (EvdXreqStats, hedges_won) },
+    { "evdal_lookup_retries_total", "Retries sent.", G_STRUCT_OFFSET (EvdXreqStats, retries) },
+    { "evdal_lookup_budget_denials_total", "Retries and hedges the retry budget refused.",
+      G_STRUCT_OFFSET (EvdXreqStats, budget_denials) },
+    { "evdal_lookup_breaker_rejections_total", "Attempts the circuit breaker refused.",
+      G_STRUCT_OFFSET (EvdXreqStats, breaker_rejections) },
+  };
+
+  for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
+    evd_metrics_family (out, families[f].name, "counter", families[f].help);
+    for (guint i = 0; i < n; i++) {
+      EvdXreqStats s;
+      evd_xreq_stats (xs[i], &s);
+      evd_metrics_sample (out, families[f].name,
+                          (double) G_STRUCT_MEMBER (guint64, &s, families[f].offset),
+                          "lookup", names[i], NULL);
+    }
+  }
+  evd_xreq_collect_cache (xs, names, n, out);
+}

@@ -1,0 +1,495 @@
+/* evd_http: libcurl's multi interface on a libevent base (see evd_http.h for the life of a
+ * request).
+ *
+ * The shape is libcurl's own "hiperfifo" example: curl tells us which sockets to watch
+ * (evd_http_on_curl_socket) and when to call it back (evd_http_on_curl_timer); a libevent event
+ * per socket and one timer call curl_multi_socket_action(), after which finished transfers are
+ * taken from curl_multi_info_read() and their `done` run. Nothing is ever done to the multi
+ * handle from inside one of curl's callbacks (libcurl forbids adding or removing handles
+ * there): they only (re)arm events. Completion and cancel run from libevent callbacks or from
+ * the caller, outside curl, where curl_multi_remove_handle() is allowed.
+ *
+ * Connections are counted through curl's open/close socket callbacks: the only place that sees
+ * every connection, idle kept-alive ones included.
+ */
+#include "evd_http.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Easy handles kept for reuse: making one costs a few KiB of zeroed memory and option
+ * defaults; a busy client reuses rather than remakes them. */
+#define EVD_HTTP_SPARE_EASY 16
+
+struct _EvdHttpClient {
+  struct event_base *base;
+  CURLM *multi;
+  struct event *timer;          /* curl's one timeout */
+  EvdHttpOptions options;
+  char *ca_file;
+  GQueue requests;              /* EvdHttpRequest, in flight */
+  GQueue sockets;               /* EvdHttpSocket, watched */
+  CURL *spare[EVD_HTTP_SPARE_EASY];
+  guint n_spare;
+};
+
+struct _EvdHttpRequest {
+  EvdHttpClient *client;
+  CURL *easy;
+  GList link;                   /* in client->requests */
+  struct event deadline;        /* our own timer: curl does not time out queued transfers */
+  struct curl_slist *headers;
+  GByteArray *body;
+  gboolean too_big;
+  EvdHttpDone done;
+  gpointer data;
+  char errbuf[CURL_ERROR_SIZE];
+};
+
+typedef struct {
+  EvdHttpClient *client;
+  curl_socket_t fd;
+  struct event ev;
+  short kind;                   /* what ev waits for now; 0 before it is first armed */
+  GList link;                   /* in client->sockets */
+} EvdHttpSocket;
+
+G_DEFINE_QUARK (evd-http-error-quark, evd_http_error)
+
+static gpointer
+evd_http_init_once (gpointer unused)
+{
+  (void) unused;
+  curl_global_init (CURL_GLOBAL_DEFAULT);
+  return NULL;
+}
+
+void
+evd_http_global_init (void)
+{
+  static GOnce once = G_ONCE_INIT;
+
+  g_once (&once, evd_http_init_once, NULL);
+}
+
+gboolean
+evd_http_async_dns (void)
+{
+  evd_http_global_init ();
+  return (curl_version_info (CURLVERSION_NOW)->features & CURL_VERSION_ASYNCHDNS) != 0;
+}
+
+/* ---- Counting connections (curl's socket open/close hooks). ---- */
+
+static curl_socket_t
+evd_http_on_open_socket (void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+  EvdHttpClient *c = clientp;
+  curl_socket_t fd;
+
+  (void) purpose;
+  fd = socket (addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+  if (fd >= 0 && c->options.stats != NULL) {
+    g_atomic_int_inc (&c->options.stats->connections);
+    __atomic_add_fetch (&c->options.stats->connects, 1, __ATOMIC_RELAXED);
+  }
+  return fd >= 0 ? fd : CURL_SOCKET_BAD;
+}
+
+static int
+evd_http_on_close_socket (void *clientp, curl_socket_t fd)
+{
+  EvdHttpClient *c = clientp;
+
+  if (c->options.stats != NULL)
+    g_atomic_int_add (&c->options.stats->connections, -1);
+  return close (fd);
+}
+
+/* ---- Finishing a request. ---- */
+
+static void
+evd_http_request_free (EvdHttpRequest *req)
+{
+  EvdHttpClient *c = req->client;
+
+  event_del (&req->deadline);
+  g_queue_unlink (&c->requests, &req->link);
+  if (c->n_spare < EVD_HTTP_SPARE_EASY) {
+    /* Kept with the client's options; what pointed into the request goes. */
+    curl_easy_setopt (req->easy, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt (req->easy, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt (req->easy, CURLOPT_PRIVATE, NULL);
+    c->spare[c->n_spare++] = req->easy;
+  } else {
+    curl_easy_cleanup (req->easy);
+  }
+  curl_slist_free_all (req->headers);
+  g_byte_array_unref (req->body);
+  if (c->options.stats != NULL)
+    g_atomic_int_add (&c->options.stats->in_flight, -1);
+  g_free (req);
+}
+
+/* Runs done (once) and frees the request; it has left the multi handle already. */
+static void
+evd_http_request_finish (EvdHttpRequest *req, const EvdHttpResponse *response,
+                         const GError *error)
+{
+  req->done (req, response, error, req->data);
+  evd_http_request_free (req);
+}
+
+static EvdHttpError
+evd_http_error_of (CURLcode rc)
+{
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_SSL_CONNECT_ERROR:
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+  case CURLE_SSL_CERTPROBLEM:
+    return EVD_HTTP_ERROR_CONNECT;
+  case CURLE_OPERATION_TIMEDOUT:
+    return EVD_HTTP_ERROR_TIMEOUT;
+  case CURLE_FILESIZE_EXCEEDED:
+    return EVD_HTTP_ERROR_TOO_BIG;
+  default:
+    return EVD_HTTP_ERROR_FAILED;
+  }
+}
+
+/* A transfer curl finished, successfully or not. */
+static void
+evd_http_request_done (EvdHttpRequest *req, CURLcode rc)
+{
+  g_autoptr (GError) error = NULL;
+  EvdHttpResponse response = { 0 };
+  long version = 0, connects = 0;
+
+  if (rc == CURLE_WRITE_ERROR && req->too_big)
+    rc = CURLE_FILESIZE_EXCEEDED;
+  if (rc != CURLE_OK) {
+    EvdHttpError code = evd_http_error_of (rc);
+    error = g_error_new (EVD_HTTP_ERROR, code, "%s",
+                         code == EVD_HTTP_ERROR_TOO_BIG
+                         ? "the response is longer than max_response_bytes"
+                         : req->errbuf[0] ? req->errbuf : curl_easy_strerror (rc));
+    evd_http_request_finish (req, NULL, error);
+    return;
+  }
+  curl_easy_getinfo (req->easy, CURLINFO_RESPONSE_CODE, &response.status);
+  curl_easy_getinfo (req->easy, CURLINFO_HTTP_VERSION, &version);
+  curl_easy_getinfo (req->easy, CURLINFO_NUM_CONNECTS, &connects);
+  response.http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : 1;
+  response.new_connection = connects > 0;
+  g_byte_array_append (req->body, (const guint8 *) "", 1);  /* the NUL, not counted */
+  response.body = (const char *) req->body->data;
+  response.len = req->body->len - 1;
+  evd_http_request_finish (req, &response, NULL);
+}
+
+/* Takes every finished transfer out of curl, one at a time: a done() may cancel another
+ * request whose message is queued, and curl then drops that message. */
+static void
+evd_http_check_done (EvdHttpClient *c)
+{
+  CURLMsg *msg;
+  int left;
+
+  while ((msg = curl_multi_info_read (c->multi, &left)) != NULL) {
+    EvdHttpRequest *req = NULL;
+    CURLcode rc = msg->data.result;
+
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    curl_easy_getinfo (msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+    curl_multi_remove_handle (c->multi, req->easy);
+    evd_http_request_done (req, rc);
+  }
+}
+
+/* ---- Driving curl from libevent. ---- */
+
+static void
+evd_http_on_socket_event (evutil_socket_t fd, short what, void *arg)
+{
+  EvdHttpClient *c = arg;
+  int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+  int running;
+
+  curl_multi_socket_action (c->multi, fd, flags, &running);
+  evd_http_check_done (c);
+}
+
+static void
+evd_http_on_timer_event (evutil_socket_t fd, short what, void *arg)
+{
+  EvdHttpClient *c = arg;
+  int running;
+
+  (void) fd, (void) what;
+  curl_multi_socket_action (c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  evd_http_check_done (c);
+}
+
+static void
+evd_http_socket_free (EvdHttpSocket *s)
+{
+  g_queue_unlink (&s->client->sockets, &s->link);
+  if (s->kind != 0)
+    event_del (&s->ev);
+  g_free (s);
+}
+
+/* curl's socket callback: watch `fd` for `what`, or stop watching it. Only events change. */
+static int
+evd_http_on_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+  EvdHttpClient *c = userp;
+  EvdHttpSocket *s = socketp;
+  short kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+               ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+
+  (void) easy;
+  if (what == CURL_POLL_REMOVE) {
+    if (s != NULL) {
+      curl_multi_assign (c->multi, fd, NULL);
+      evd_http_socket_free (s);
+    }
+    return 0;
+  }
+  if (s == NULL) {
+    s = g_new0 (EvdHttpSocket, 1);
+    s->client = c;
+    s->fd = fd;
+    s->link.data = s;
+    g_queue_push_tail_link (&c->sockets, &s->link);
+    curl_multi_assign (c->multi, fd, s);
+  }
+  /* curl says what it wants after every step; the event changes only when that does. */
+  if (s->kind == kind)
+    return 0;
+  if (s->kind != 0)
+    event_del (&s->ev);
+  event_assign (&s->ev, c->base, fd, kind, evd_http_on_socket_event, c);
+  event_add (&s->ev, NULL);
+  s->kind = kind;
+  return 0;
+}
+
+/* curl's timer callback: call back in timeout_ms (0: at the next loop pass), or never (-1). */
+static int
+evd_http_on_curl_timer (CURLM *multi, long timeout_ms, void *userp)
+{
+  EvdHttpClient *c = userp;
+  struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+
+  (void) multi;
+  if (timeout_ms < 0)
+    evtimer_del (c->timer);
+  else
+    evtimer_add (c->timer, &tv);
+  return 0;
+}
+
+/* ---- The client. ---- */
+
+EvdHttpClient *
+evd_http_client_new (struct event_base *base, const EvdHttpOptions *options)
+{
+  EvdHttpClient *c = g_new0 (EvdHttpClient, 1);
+
+  evd_http_global_init ();
+  c->base = base;
+  c->options = *options;
+  c->ca_file = g_strdup (options->ca_file);
+  c->options.ca_file = c->ca_file;
+  c->options.max_connections = MAX (options->max_connections, 1);
+  c->multi = curl_multi_init ();
+  g_assert (c->multi != NULL);  /* fails only when out of memory */
+  c->timer = evtimer_new (base, evd_http_on_timer_event, c);
+  curl_multi_setopt (c->multi, CURLMOPT_SOCKETFUNCTION, evd_http_on_curl_socket);
+  curl_multi_setopt (c->multi, CURLMOPT_SOCKETDATA, c);
+  curl_multi_setopt (c->multi, CURLMOPT_TIMERFUNCTION, evd_http_on_curl_timer);
+  curl_multi_setopt (c->multi, CURLMOPT_TIMERDATA, c);
+  /* The pool: at most this many connections per host, all kept alive when idle; requests
+   * beyond it wait in curl for a free connection (or share one, multiplexed, over HTTP/2). */
+  curl_multi_setopt (c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) c->options.max_connections);
+  curl_multi_setopt (c->multi, CURLMOPT_MAXCONNECTS, (long) c->options.max_connections);
+  curl_multi_setopt (c->multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
+  return c;
+}
+
+void
+evd_http_client_free (EvdHttpClient *client)
+{
+  g_autoptr (GError) error = NULL;
+  GList *l;
+
+  if (client == NULL)
+    return;
+  error = g_error_new_literal (EVD_HTTP_ERROR, EVD_HTTP_ERROR_CANCELLED,
+                               "the HTTP client was closed");
+  while ((l = g_queue_peek_head_link (&client->requests)) != NULL) {
+    EvdHttpRequest *req = l->data;
+
+    curl_multi_remove_handle (client->multi, req->easy);
+    evd_http_request_finish (req, NULL, error);
+  }
+  /* Closes the kept-alive connections (through evd_http_on_close_socket). */
+  curl_multi_cleanup (client->multi);
+  while ((l = g_queue_peek_head_link (&client->sockets)) != NULL)
+    evd_http_socket_free (l->data);
+  for (guint i = 0; i < client->n_spare; i++)
+    curl_easy_cleanup (client->spare[i]);
+  event_free (client->timer);
+  g_free (client->ca_file);
+  g_free (client);
+}
+
+/* ---- Requests. ---- */
+
+static size_t
+evd_http_on_body (char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+  EvdHttpRequest *req = userdata;
+  gsize n = size * nmemb;
+
+  if (req->body->len + n > req->client->options.max_response_bytes) {
+    req->too_big = TRUE;
+    return 0;  /* curl stops the transfer (CURLE_WRITE_ERROR) and closes the connection */
+  }
+  g_byte_array_append (req->body, (const guint8 *) ptr, n);
+  return n;
+}
+
+static void
+evd_http_on_deadline (evutil_socket_t fd, short what, void *arg)
+{
+  EvdHttpRequest *req = arg;
+  g_autoptr (GError) error = g_error_new_literal (EVD_HTTP_ERROR, EVD_HTTP_ERROR_TIMEOUT,
+                                                  "no response before the deadline");
+
+  (void) fd, (void) what;
+  curl_multi_remove_handle (req->client->multi, req->easy);
+  evd_http_request_finish (req, NULL, error);
+}
+
+static gboolean
+evd_http_headers (EvdHttpRequest *req, const char *const *headers, GError **error)
+{
+  for (guint i = 0; headers != NULL && headers[i] != NULL; i++) {
+    if (strpbrk (headers[i], "\r\n") != NULL || strchr (headers[i], ':') == NULL) {
+      g_set_error (error, EVD_HTTP_ERROR, EVD_HTTP_ERROR_INVALID,
+                   "header %u is not one \"Name: value\" line", i);
+      return FALSE;
+    }
+    req->headers = curl_slist_append (req->headers, headers[i]);
+  }
+  return TRUE;
+}
+
+/* A new easy handle with the options every request of this client shares; a handle comes
+ * back to the spares with them, so a reused one is only given the request's own. */
+static CURL *
+evd_http_easy_new (EvdHttpClient *c)
+{
+  CURL *e = curl_easy_init ();
+
+  g_assert (e != NULL);  /* fails only when out of memory */
+  curl_easy_setopt (e, CURLOPT_HTTPGET, 1L);
+  curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt (e, CURLOPT_NOSIGNAL, 1L);       /* threads: no SIGALRM for timeouts */
+  /* Cancelling a request whose name is being resolved would otherwise wait for the resolver
+   * thread (curl joins it): quick exit leaves it to finish alone, and the loop goes on. */
+  curl_easy_setopt (e, CURLOPT_QUICK_EXIT, 1L);
+  curl_easy_setopt (e, CURLOPT_PATH_AS_IS, 1L);     /* send the path we built, never "squashed" */
+  /* Upstreams are internal services, reached directly: an http_proxy in the environment must
+   * not reroute them (and curl then skips reading the proxy variables on every request). */
+  curl_easy_setopt (e, CURLOPT_PROXY, "");
+  curl_easy_setopt (e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+  curl_easy_setopt (e, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt (e, CURLOPT_SSL_VERIFYHOST, 2L);
+  if (c->ca_file != NULL)
+    curl_easy_setopt (e, CURLOPT_CAINFO, c->ca_file);
+  curl_easy_setopt (e, CURLOPT_USERAGENT, "evdal");
+  curl_easy_setopt (e, CURLOPT_WRITEFUNCTION, evd_http_on_body);
+  /* A Content-Length over the cap fails before the body is read. */
+  curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) c->options.max_response_bytes);
+  curl_easy_setopt (e, CURLOPT_OPENSOCKETFUNCTION, evd_http_on_open_socket);
+  curl_easy_setopt (e, CURLOPT_OPENSOCKETDATA, c);
+  curl_easy_setopt (e, CURLOPT_CLOSESOCKETFUNCTION, evd_http_on_close_socket);
+  curl_easy_setopt (e, CURLOPT_CLOSESOCKETDATA, c);
+  return e;
+}
+
+static void
+evd_http_setup_easy (EvdHttpRequest *req, const char *url, long timeout_ms)
+{
+  CURL *e = req->easy;
+
+  curl_easy_setopt (e, CURLOPT_URL, url);
+  curl_easy_setopt (e, CURLOPT_PRIVATE, req);
+  curl_easy_setopt (e, CURLOPT_ERRORBUFFER, req->errbuf);
+  curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, timeout_ms);
+  curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms);
+  curl_easy_setopt (e, CURLOPT_HTTPHEADER, req->headers);
+  curl_easy_setopt (e, CURLOPT_WRITEDATA, req);
+}
+
+EvdHttpRequest *
+evd_http_get (EvdHttpClient *client, const char *url, const char *const *headers,
+              gint64 deadline_us, EvdHttpDone done, gpointer data, GError **error)
+{
+  gint64 left_us = deadline_us - g_get_monotonic_time ();
+  g_autofree EvdHttpRequest *req = NULL;
+  struct timeval tv;
+
+  if (left_us <= 0) {
+    g_set_error_literal (error, EVD_HTTP_ERROR, EVD_HTTP_ERROR_TIMEOUT,
+                         "the deadline passed before the request started");
+    return NULL;
+  }
+  req = g_new0 (EvdHttpRequest, 1);
+  req->client = client;
+  if (!evd_http_headers (req, headers, error)) {
+    curl_slist_free_all (req->headers);
+    return NULL;
+  }
+  req->easy = client->n_spare > 0 ? client->spare[--client->n_spare]
+                                   : evd_http_easy_new (client);
+  req->body = g_byte_array_new ();
+  req->done = done;
+  req->data = data;
+  req->link.data = req;
+  /* Rounded up: curl must not give up before the deadline (our own timer fires at it). */
+  evd_http_setup_easy (req, url, (long) ((left_us + 999) / 1000));
+  evtimer_assign (&req->deadline, client->base, evd_http_on_deadline, req);
+  tv = (struct timeval) { left_us / G_USEC_PER_SEC, left_us % G_USEC_PER_SEC };
+  evtimer_add (&req->deadline, &tv);
+  g_queue_push_tail_link (&client->requests, &req->link);
+  if (client->options.stats != NULL) {
+    g_atomic_int_inc (&client->options.stats->in_flight);
+    __atomic_add_fetch (&client->options.stats->requests, 1, __ATOMIC_RELAXED);
+  }
+  if (curl_multi_add_handle (client->multi, req->easy) != CURLM_OK) {
+    g_set_error_literal (error, EVD_HTTP_ERROR, EVD_HTTP_ERROR_INVALID,
+                         "libcurl refused the request");
+    evd_http_request_free (g_steal_pointer (&req));
+    return NULL;
+  }
+  return g_steal_pointer (&req);
+}
+
+void
+evd_http_request_cancel (EvdHttpRequest *req)
+{
+  curl_multi_remove_handle (req->client->multi, req->easy);
+  evd_http_request_free (req);
+}

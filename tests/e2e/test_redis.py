@@ -1,0 +1,591 @@
+"""Redis lookups (issue 16): evdal's own pipelined connections to a real redis-server, which
+this module starts on a unix socket in a temporary folder (--port 0). Every reply shape,
+injection through params, refused commands, DEBUG SLEEP, a server killed and restarted under
+load, AUTH. Exits 77 (skipped) when redis-server is not installed."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import evdal_harness as h
+from evdal_harness import ttypes
+
+REDIS = shutil.which('redis-server')
+if REDIS is None:
+    print('redis-server not found: skipped', file=sys.stderr)
+    sys.exit(77)
+
+EK = ttypes.ErrorKind
+V = ttypes.Value
+
+
+def resp(*args):
+    out = [b'*%d\r\n' % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b'$%d\r\n%s\r\n' % (len(a), a))
+    return b''.join(out)
+
+
+def read_reply(f):
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b'+', b'-'):
+        return rest.decode() if kind == b'+' else RuntimeError(rest.decode())
+    if kind == b':':
+        return int(rest)
+    if kind == b'$':
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data
+    if kind == b'*':
+        return [read_reply(f) for _ in range(int(rest))]
+    raise AssertionError('bad reply %r' % line)
+
+
+class Redis:
+    """A redis-server on a unix socket in its own temp folder."""
+
+    def __init__(self, password=None):
+        self.dir = tempfile.mkdtemp(prefix='evdal-redis-')
+        self.sock = os.path.join(self.dir, 'redis.sock')
+        self.password = password
+        self.tcp_port = 0
+        self.proc = None
+
+    def start(self):
+        argv = [REDIS, '--port', str(self.tcp_port), '--bind', '127.0.0.1', '--unixsocket', self.sock, '--unixsocketperm', '700',
+                '--save', '', '--appendonly', 'no', '--dir', self.dir,
+                '--enable-debug-command', 'local', '--daemonize', 'no',
+                '--logfile', os.path.join(self.dir, 'redis.log')]
+        if self.password:
+            argv += ['--requirepass', self.password]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if self.cmd('PING') == 'PONG':
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError('redis-server did not start')
+            time.sleep(0.02)
+
+    def cmd(self, *args, wait=True):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
+        try:
+            s.connect(self.sock)
+            if self.password:
+                s.sendall(resp('AUTH', self.password))
+            s.sendall(resp(*args))
+            if not wait:
+                s.shutdown(socket.SHUT_WR)
+                return None
+            f = s.makefile('rb')
+            if self.password:
+                read_reply(f)
+            return read_reply(f)
+        finally:
+            s.close()
+
+    def wait_asleep(self, timeout=20):
+        """Until the server's main thread sleeps in DEBUG SLEEP (its system call is a
+        nanosleep), rather than for a fixed time."""
+        sleeps = {35, 230} if os.uname().machine == 'x86_64' else {101, 115}
+        deadline = time.monotonic() + timeout
+        while True:
+            with open('/proc/%d/syscall' % self.proc.pid) as f:
+                first = f.read().split()[0]   # "running" while on a CPU
+            if first.isdigit() and int(first) in sleeps:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError('redis-server never went to sleep')
+            time.sleep(0.001)
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+        if os.path.exists(self.sock):
+            os.unlink(self.sock)
+
+    def close(self):
+        self.kill()
+        shutil.rmtree(self.dir, True)
+
+
+def redis_config(sock, extra='', connections=2, **server):
+    server.setdefault('admin_listen', '127.0.0.1:0')
+    return h.config(lookups="""
+[database cache]
+backend = redis
+address = %s
+connections = %d
+
+[lookup get]
+database = cache
+command = GET {k}
+description = One string
+
+[lookup get_slow_ok]
+database = cache
+command = GET {k}
+timeout_ms = 10000
+""" % (sock, connections) + extra, **server)
+
+
+SHAPES = """
+[lookup mget]
+database = cache
+command = MGET {a} {b} missing
+[lookup hget]
+database = cache
+command = HGET user:{id} name
+[lookup session]
+database = cache
+command = HGETALL session:{session_id}
+[lookup hmget]
+database = cache
+command = HMGET user:{id} name nothing age
+[lookup hkeys]
+database = cache
+command = HKEYS user:{id}
+[lookup members]
+database = cache
+command = SMEMBERS tags
+[lookup is_member]
+database = cache
+command = SISMEMBER tags {tag}
+[lookup top]
+database = cache
+command = ZREVRANGE scores 0 {n} WITHSCORES
+[lookup ranked]
+database = cache
+command = ZRANGE scores 0 -1
+[lookup by_score]
+database = cache
+command = ZRANGEBYSCORE scores {min} +inf WITHSCORES
+[lookup list]
+database = cache
+command = LRANGE list 0 -1
+[lookup exists]
+database = cache
+command = EXISTS {a} {b}
+[lookup ttl]
+database = cache
+command = TTL {k}
+[lookup type]
+database = cache
+command = TYPE {k}
+[lookup wrong_type]
+database = cache
+command = HGETALL {k}
+[lookup short_list]
+database = cache
+command = LRANGE list 0 -1
+max_rows = 2
+"""
+
+
+def table(result):
+    if result.error is not None:
+        raise AssertionError('lookup failed: %r' % (result.error,))
+    return result.table
+
+
+def cells(result):
+    """Rows as plain Python values."""
+    out = []
+    for row in table(result).rows:
+        r = []
+        for v in row:
+            for field in ('null_value', 'int_value', 'real_value', 'text_value', 'blob_value'):
+                x = getattr(v, field)
+                if x is not None:
+                    r.append(None if field == 'null_value' else x)
+                    break
+            else:
+                raise AssertionError('empty value %r' % (v,))
+        out.append(r)
+    return out
+
+
+def call(lookup, timeout_ms=None, **params):
+    p = {}
+    for k, v in params.items():
+        if isinstance(v, bool) or v is None:
+            p[k] = V(null_value=True)
+        elif isinstance(v, int):
+            p[k] = V(int_value=v)
+        elif isinstance(v, float):
+            p[k] = V(real_value=v)
+        elif isinstance(v, bytes):
+            p[k] = V(blob_value=v)
+        else:
+            p[k] = V(text_value=v)
+    return ttypes.LookupCall(lookup=lookup, params=p, timeout_ms=timeout_ms)
+
+
+def labelled(server, name, **labels):
+    _, _, body = server.admin_get('/metrics')
+    want = ','.join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in body.splitlines():
+        m = re.match(r'^%s\{([^}]*)\} (\S+)$' % re.escape(name), line)
+        if m and ','.join(sorted(m.group(1).split(','))) == want:
+            return float(m.group(2))
+    return None
+
+
+class RedisTest(h.EvdalTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.redis.close()
+
+    def setUp(self):
+        self.redis.cmd('FLUSHALL')
+
+    def fetch(self, server, calls, **ctx):
+        c, t = h.client(server)
+        try:
+            return c.fetch(h.fetch_request(calls, **ctx)).results
+        finally:
+            t.close()
+
+    def test_reply_shapes(self):
+        r = self.redis
+        r.cmd('SET', 's:1', 'hello')
+        r.cmd('SET', 's:blob', b'\xff\x00\xfe')
+        r.cmd('SET', 's:nul', b'a\x00b')
+        r.cmd('HSET', 'user:7', 'name', 'Ada', 'age', '36')
+        r.cmd('HSET', 'session:abc', 'user_id', '7', 'cart', '3')
+        r.cmd('SADD', 'tags', 'x', 'y')
+        r.cmd('ZADD', 'scores', '1.5', 'a', '10', 'b', '-inf', 'c')
+        r.cmd('RPUSH', 'list', 'one', 'two', 'two')
+        r.cmd('SET', 'ttl', 'x', 'EX', '1000')
+        with h.Server(redis_config(r.sock, SHAPES)) as s:
+            res = self.fetch(s, {
+                'str': call('get', k='s:1'), 'nil': call('get', k='nope'),
+                'blob': call('get', k='s:blob'), 'nul': call('get', k='s:nul'),
+                'mget': call('mget', a='s:1', b='nope'), 'hget': call('hget', id=7),
+                'session': call('session', session_id='abc'),
+                'no_session': call('session', session_id='gone'),
+                'hmget': call('hmget', id=7), 'hkeys': call('hkeys', id=7),
+                'members': call('members'), 'is_member': call('is_member', tag='y'),
+                'top': call('top', n=1), 'ranked': call('ranked'),
+                'by_score': call('by_score', min=1.5), 'list': call('list'),
+                'exists': call('exists', a='s:1', b='nope'), 'ttl': call('ttl', k='ttl'),
+                'type': call('type', k='tags'), 'wrong': call('wrong_type', k='s:1'),
+                'short': call('short_list'),
+            })
+        self.assertEqual(table(res['str']).columns, ['value'])
+        self.assertEqual(cells(res['str']), [['hello']])
+        self.assertEqual(table(res['nil']).columns, ['value'])
+        self.assertEqual(cells(res['nil']), [])
+        self.assertEqual(cells(res['blob']), [[b'\xff\x00\xfe']])
+        self.assertEqual(cells(res['nul']), [['a\x00b']])
+        self.assertEqual(cells(res['mget']), [['hello'], [None], [None]])
+        self.assertEqual(cells(res['hget']), [['Ada']])
+        self.assertEqual(table(res['session']).columns, ['field', 'value'])
+        self.assertEqual(sorted(cells(res['session'])), [['cart', '3'], ['user_id', '7']])
+        self.assertEqual(table(res['no_session']).columns, ['field', 'value'])
+        self.assertEqual(cells(res['no_session']), [])
+        self.assertEqual(cells(res['hmget']), [['Ada'], [None], ['36']])
+        self.assertEqual(sorted(cells(res['hkeys'])), [['age'], ['name']])
+        self.assertEqual(sorted(cells(res['members'])), [['x'], ['y']])
+        self.assertEqual(cells(res['is_member']), [[1]])
+        self.assertEqual(table(res['top']).columns, ['member', 'score'])
+        self.assertEqual(cells(res['top']), [['b', 10.0], ['a', 1.5]])
+        self.assertEqual(cells(res['ranked']), [['c'], ['a'], ['b']])
+        self.assertEqual(cells(res['by_score']), [['a', 1.5], ['b', 10.0]])
+        self.assertEqual(cells(res['list']), [['one'], ['two'], ['two']])
+        self.assertEqual(cells(res['exists']), [[1]])
+        self.assertTrue(900 < cells(res['ttl'])[0][0] <= 1000)
+        self.assertEqual(cells(res['type']), [['set']])
+        self.assertEqual(res['wrong'].error.kind, EK.BACKEND)
+        self.assertTrue(res['wrong'].error.message.startswith('WRONGTYPE'),
+                        res['wrong'].error.message)
+        self.assertEqual(res['short'].error.kind, EK.BACKEND)
+        self.assertEqual(res['short'].error.message, 'more than max_rows (2) rows')
+
+    def test_params_are_one_argument(self):
+        r = self.redis
+        evil = ['a b c', 'x\r\nSET pwned 1\r\n', '*3\r\n$3\r\nSET\r\n$5\r\npwned\r\n$1\r\n1\r\n',
+                'k" "pwned', '{k}', '']
+        for i, e in enumerate(evil):
+            r.cmd('SET', e, 'v%d' % i)
+        r.cmd('SET', 'n:42', 'int')
+        r.cmd('SET', 'n:0.1', 'real')
+        r.cmd('SET', 'n:-1e+300', 'big')
+        r.cmd('SET', b'n:\x00\xff', 'blob')
+        keys_before = r.cmd('DBSIZE')
+        with h.Server(redis_config(r.sock, """
+[lookup n]
+database = cache
+command = GET n:{x}
+[lookup two]
+database = cache
+command = MGET {k} {k}
+""")) as s:
+            calls = {'e%d' % i: call('get', k=e) for i, e in enumerate(evil)}
+            calls.update({'e%d_twice' % i: call('two', k=e) for i, e in enumerate(evil)})
+            calls.update({'int': call('n', x=42), 'real': call('n', x=0.1),
+                          'big': call('n', x=-1e300), 'blob': call('n', x=b'\x00\xff'),
+                          'null': call('n', x=None)})
+            res = self.fetch(s, calls)
+        for i, e in enumerate(evil):
+            self.assertEqual(cells(res['e%d' % i]), [['v%d' % i]], repr(e))
+            self.assertEqual(cells(res['e%d_twice' % i]), [['v%d' % i]] * 2, repr(e))
+        self.assertEqual(cells(res['int']), [['int']])
+        self.assertEqual(cells(res['real']), [['real']])
+        self.assertEqual(cells(res['big']), [['big']])
+        self.assertEqual(cells(res['blob']), [['blob']])
+        self.assertEqual(res['null'].error.kind, EK.BAD_PARAMS)
+        self.assertIsNone(r.cmd('GET', 'pwned'))
+        self.assertEqual(r.cmd('DBSIZE'), keys_before)
+
+    def check_config(self, text, files=None):
+        d = tempfile.mkdtemp(prefix='evdal-redis-conf-')
+        try:
+            path = os.path.join(d, 'evdal.conf')
+            with open(path, 'w') as f:
+                f.write(text)
+            for name, content in (files or {}).items():
+                with open(os.path.join(d, name), 'w') as f:
+                    f.write(content)
+            return h.run_evdal(['--config', path, '--check-config'])
+        finally:
+            shutil.rmtree(d, True)
+
+    def test_refused_and_checked_at_start_up(self):
+        bad = redis_config('/nonexistent/redis.sock', """
+[lookup writer]
+database = cache
+command = SET k {v}
+[lookup eval]
+database = cache
+command = eval "redis.call('del', KEYS[1])" 1 {k}
+[lookup braces]
+database = cache
+command = GET {k
+""")
+        p = self.check_config(bad)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertRegex(p.stderr, r'evdal\.conf:\d+: \[lookup writer\] command: lookup writer: '
+                                   r'command SET is not an allowed read-only command')
+        self.assertRegex(p.stderr, r'\[lookup eval\] command: lookup eval: command EVAL is not')
+        self.assertRegex(p.stderr, r'\[lookup braces\] command: lookup braces: ')
+        # and the server itself refuses to start
+        with self.assertRaises(h.ServerError):
+            with h.Server(bad):
+                pass
+        # --check-config does not connect: no server behind this address is fine
+        p = self.check_config(redis_config('/nonexistent/redis.sock'))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.check_config(redis_config('cache.invalid:6379')).returncode, 0)
+        p = self.check_config(redis_config('no-port'))
+        self.assertRegex(p.stderr, r'\[database cache\] address: "no-port" is neither')
+        p = self.check_config(redis_config('/x.sock', """
+[database other]
+backend = redis
+address = /y.sock
+password = hunter2
+"""))
+        self.assertRegex(p.stderr, r'\[database other\] password: a password is never written')
+        p = self.check_config(redis_config('/x.sock').replace(
+            'connections = 2', 'connections = 2\npassword_file = missing.pass'))
+        self.assertRegex(p.stderr, r'\[database cache\] password_file: .*missing\.pass')
+
+    def test_debug_sleep(self):
+        """The server sleeps 2 s: calls with a short deadline answer TIMEOUT at their deadline;
+        the calls sent behind them on the same connection get their own replies after it."""
+        r = self.redis
+        for i in range(20):
+            r.cmd('SET', 'k%d' % i, 'v%d' % i)
+        with h.Server(redis_config(r.sock, connections=1, io_threads=1)) as s:
+            self.assertEqual(cells(self.fetch(s, {'a': call('get', k='k0')})['a']), [['v0']])
+            r.cmd('DEBUG', 'SLEEP', '2', wait=False)
+            r.wait_asleep()
+            results = {}
+
+            def one(i, timeout_ms):
+                t0 = time.monotonic()
+                res = self.fetch(s, {'x': call('get', timeout_ms=timeout_ms, k='k%d' % i)})
+                results[i] = (res['x'], time.monotonic() - t0)
+
+            threads = [threading.Thread(target=one, args=(i, 300 if i % 2 else 15000))
+                       for i in range(20)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+        for i in range(20):
+            res, took = results[i]
+            if i % 2:
+                self.assertEqual(res.error.kind, EK.TIMEOUT, res)
+                self.assertLess(took, 1.5)   # at the deadline, not when the server woke
+            else:
+                self.assertEqual(cells(res), [['v%d' % i]])
+
+    def test_killed_and_restarted_under_load(self):
+        r = self.redis
+        r.cmd('SET', 'a', 'A')
+        stop = threading.Event()
+        log = []
+
+        with h.Server(redis_config(r.sock, io_threads=2, connections=2)) as s:
+            self.wait_connections(s, 4)
+
+            def load():
+                c, t = h.client(s)
+                try:
+                    while not stop.is_set():
+                        t0 = time.monotonic()
+                        res = c.fetch(h.fetch_request({'x': call('get', timeout_ms=500, k='a')}))
+                        log.append((t0, time.monotonic() - t0, res.results['x']))
+                finally:
+                    t.close()
+
+            threads = [threading.Thread(target=load) for _ in range(4)]
+            for t in threads:
+                t.start()
+            self.wait_for(lambda: sum(1 for e in log if e[2].error is None) > 50)
+            killed_at = time.monotonic()
+            r.kill()
+            self.wait_for(lambda: sum(1 for e in log if e[0] > killed_at + 0.1) > 50)
+            restart_at = time.monotonic()
+            r.start()
+            r.cmd('SET', 'a', 'A2')
+            self.wait_connections(s, 4)   # every connection made again (backoff <= 2 s)
+            all_up = time.monotonic()
+            self.wait_for(lambda: sum(1 for e in log if e[0] > all_up) > 50)
+            stop.set()
+            for t in threads:
+                t.join(30)
+            self.assertGreater(labelled(s, 'evdal_redis_connection_losses_total',
+                                        database='cache'), 3)
+        down = [e for e in log if killed_at + 0.05 < e[0] < restart_at]
+        self.assertGreater(len(down), 50)
+        for t0, took, res in down:
+            self.assertIsNotNone(res.error, res)
+            self.assertEqual(res.error.kind, EK.BACKEND, res.error)
+            self.assertRegex(res.error.message, r'^database cache (unavailable|: connection)')
+            self.assertLess(took, 0.5 + 0.5)   # within the call's deadline, with a margin
+        after = [e for e in log if e[0] > all_up]
+        self.assertGreater(len(after), 50)
+        for t0, took, res in after:
+            self.assertEqual(cells(res), [['A2']])
+
+    def wait_for(self, cond, timeout=20):
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError('condition not met within %s s' % timeout)
+            time.sleep(0.01)
+
+    def wait_connections(self, s, n):
+        self.wait_for(lambda: labelled(s, 'evdal_redis_connections', database='cache') == n)
+
+    def test_metrics_span_and_lookups(self):
+        r = self.redis
+        r.cmd('SET', 'a', 'A')
+        with h.Server(redis_config(r.sock)) as s:
+            res = self.fetch(s, {'a': call('get', k='a'), 'b': call('get', k='nope')},
+                             request_id='r1', trace=True)
+            self.assertEqual(res['a'].span.backend, 'redis:cache')
+            c, t = h.client(s)
+            try:
+                info = {l.name: l for l in c.lookups()}
+            finally:
+                t.close()
+            self.assertEqual(info['get'].backend, 'redis:cache')
+            self.assertEqual(info['get'].params, ['k'])
+            self.assertEqual(labelled(s, 'evdal_redis_calls_total', database='cache',
+                                      outcome='ok'), 2)
+            self.assertEqual(labelled(s, 'evdal_redis_call_duration_seconds_count',
+                                      database='cache'), 2)
+            self.assertEqual(labelled(s, 'evdal_redis_in_flight', database='cache'), 0)
+
+    def test_reload_replaces_the_connections(self):
+        """SIGHUP with a changed command: calls use the new one, and the old generation's
+        connections are closed on their loops (Redis' own client count shows it)."""
+        r = self.redis
+        r.cmd('SET', 'a', 'A')
+        r.cmd('HSET', 'h', 'a', 'HA')
+
+        def clients():   # evdal's connections, without the one asking
+            info = r.cmd('INFO', 'clients').decode()
+            return int(re.search(r'connected_clients:(\d+)', info).group(1)) - 1
+
+        with h.Server(redis_config(r.sock, io_threads=2, connections=2)) as s:
+            self.wait_for(lambda: clients() == 4)
+            self.assertEqual(cells(self.fetch(s, {'x': call('get', k='a')})['x']), [['A']])
+            with open(s.config_path, 'w') as f:
+                f.write(redis_config(r.sock, io_threads=2, connections=3).replace(
+                    'command = GET {k}\ndescription', 'command = HGET h {k}\ndescription'))
+            s.send_signal(signal.SIGHUP)
+            self.assertTrue(s.wait_log(r'reloaded', timeout=10), s.log_tail())
+            self.wait_for(lambda: cells(self.fetch(s, {'x': call('get', k='a')})['x']) == [['HA']])
+            self.wait_for(lambda: clients() == 6)   # 2 loops x 3; the old 4 closed
+            self.wait_connections(s, 6)
+
+    def test_tcp_numeric_and_by_name(self):
+        """host:port over TCP, numeric and a name resolved without blocking (evdns, which
+        reads /etc/hosts for localhost)."""
+        probe = socket.socket()
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+        probe.close()   # redis-server binds it next: an ephemeral port, not a fixed one
+        r = Redis()
+        r.tcp_port = port
+        r.start()
+        try:
+            r.cmd('SET', 'a', 'over tcp')
+            for address in ('127.0.0.1:%d' % port, 'localhost:%d' % port):
+                with h.Server(redis_config(address)) as s:
+                    self.wait_connections(s, 4)
+                    self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
+                                     [['over tcp']], address)
+        finally:
+            r.close()
+
+    def test_auth_from_password_file(self):
+        r = Redis(password='pa ss\\word').start()
+        try:
+            r.cmd('SET', 'a', 'secret A')
+            text = redis_config(r.sock).replace(
+                'connections = 2', 'connections = 2\npassword_file = redis.pass')
+            good = h.Server(text)
+            with open(os.path.join(good.tmpdir, 'redis.pass'), 'w') as f:
+                f.write('pa ss\\word\n')
+            with good as s:
+                self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
+                                 [['secret A']])
+            bad = h.Server(text)
+            with open(os.path.join(bad.tmpdir, 'redis.pass'), 'w') as f:
+                f.write('wrong\n')
+            with bad as s:
+                res = self.fetch(s, {'a': call('get', k='a')})['a']
+                self.assertEqual(res.error.kind, EK.BACKEND)
+                self.assertIn('AUTH: WRONGPASS', res.error.message)
+        finally:
+            r.close()
+
+
+if __name__ == '__main__':
+    unittest.main()

@@ -1,0 +1,590 @@
+/* test_xreq: handlers/evd_xreq.c driven on a loop with the fault and delay backends (behind a
+ * wrapper that counts their starts and cancels) and, where time decides (TTL, stale window,
+ * breaker, budget), a clock of the test's own: callers leaving a shared call one by one (the
+ * backend is cancelled only when the last leaves), TTL, stale-if-error, one hedge and the
+ * loser cancelled, the budget under a failing backend, the breaker's transitions. The engine
+ * is not involved: callers are calls made with evd_backend_call_new, as the engine's are. */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <glib/gstdio.h>
+#include <string.h>
+
+#include "evd_xreq.h"
+
+#define MS 1000
+
+/* ---- A backend that counts. ---- */
+
+typedef struct {
+  const EvdBackendClass *real;
+  gpointer backend;
+  int starts, cancels;
+} Counted;
+
+static void
+counted_start (gpointer backend, EvdBackendCall *call)
+{
+  Counted *c = backend;
+
+  c->starts++;
+  c->real->start (c->backend, call);
+}
+
+static void
+counted_cancel (gpointer backend, EvdBackendCall *call)
+{
+  Counted *c = backend;
+
+  c->cancels++;
+  c->real->cancel (c->backend, call);
+}
+
+static void
+counted_release (gpointer backend, EvdBackendCall *call)
+{
+  Counted *c = backend;
+
+  if (c->real->release != NULL)
+    c->real->release (c->backend, call);
+}
+
+static void
+counted_close (gpointer backend)
+{
+  Counted *c = backend;
+
+  c->real->close (c->backend);
+  g_free (c);
+}
+
+static const EvdBackendClass counted_class = {
+  .kind = "counted", .start = counted_start, .cancel = counted_cancel,
+  .release = counted_release, .close = counted_close,
+};
+
+/* ---- A lookup behind evd_xreq, on a loop of this thread. ---- */
+
+typedef struct {
+  EvdConfig *cfg;
+  EvdLoop *loop;
+  EvdXreqSet *set;
+  EvdXreq *x;
+  Counted *counted;
+  EvdLookupSpec spec;
+  gint64 now;               /* the clock, when fake */
+  char *tmpdir;
+} Fixture;
+
+static gint64
+fixture_clock (gpointer data)
+{
+  return ((Fixture *) data)->now;
+}
+
+/* `keys` are the [lookup t] group's; "@TMP@" is a temp folder. */
+static void
+fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clock)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *text = NULL;
+  g_auto (GStrv) parts = NULL;
+  const EvdBackendClass *klass = evd_backend_find (kind);
+
+  memset (fx, 0, sizeof *fx);
+  fx->tmpdir = g_dir_make_tmp ("test-xreq-XXXXXX", NULL);
+  parts = g_strsplit (keys, "@TMP@", -1);
+  text = g_strdup_printf ("[lookup t]\nbackend = %s\n%s\n", kind, g_strjoinv (fx->tmpdir, parts));
+  fx->cfg = evd_config_load_data (text, strlen (text), "t.conf", fx->tmpdir);
+  fx->spec.name = g_strdup ("t");
+  fx->spec.group = g_strdup ("lookup t");
+  fx->spec.backend_name = g_strdup_printf ("%s:t", kind);
+  fx->spec.params = g_array_new (FALSE, FALSE, sizeof (EvdParamSpec));
+  fx->counted = g_new0 (Counted, 1);
+  fx->counted->real = klass;
+  fx->counted->backend = klass->open (NULL, fx->cfg, &fx->spec);
+  g_assert_nonnull (fx->counted->backend);
+  fx->set = evd_xreq_set_new (fx->cfg);
+  fx->x = evd_xreq_open (fx->set, fx->cfg, &fx->spec, &counted_class, fx->counted);
+  g_assert_nonnull (fx->x);
+  evd_config_mark_used (fx->cfg, "lookup t", "backend");
+  g_strfreev (evd_config_groups_of_kind (fx->cfg, "lookup"));  /* what evd_lookup does */
+  evd_config_check (fx->cfg, &error);
+  g_assert_no_error (error);
+  fx->now = 1000000 * MS;
+  if (fake_clock)
+    evd_xreq_set_clock (fx->x, fixture_clock, fx);
+  fx->loop = evd_loop_new (0, NULL);
+}
+
+static void
+fixture_close (Fixture *fx)
+{
+  /* What cancels posted (their backends' deferred unrefs) runs before the lookup goes. */
+  for (guint i = 0; i < 10; i++) {
+    event_base_loop (evd_loop_base (fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (fx->loop);
+  }
+  evd_xreq_class.close (fx->x);
+  evd_xreq_set_free (fx->set);
+  evd_loop_free (fx->loop);
+  for (guint i = 0; i < fx->spec.params->len; i++)
+    g_free (g_array_index (fx->spec.params, EvdParamSpec, i).name);
+  g_array_unref (fx->spec.params);
+  g_free (fx->spec.name);
+  g_free (fx->spec.group);
+  g_free (fx->spec.backend_name);
+  evd_config_unref (fx->cfg);
+  g_rmdir (fx->tmpdir);
+  g_free (fx->tmpdir);
+}
+
+/* ---- Callers. ---- */
+
+typedef struct {
+  EvdRequestContext ctx;
+  EvdParam param;
+  EvdBackendCall *call;
+  gboolean done;
+  EvdRows *rows;
+  int kind;
+  char *message;
+  guint marks, retries;
+  gint64 done_us;           /* real monotonic time */
+} Caller;
+
+static GHashTable *no_attributes;
+
+static void
+caller_on_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind, const char *message,
+                guint flags, gpointer data)
+{
+  Caller *c = data;
+
+  (void) flags;
+  g_assert_false (c->done);
+  c->done = TRUE;
+  c->done_us = g_get_monotonic_time ();
+  c->rows = rows ? evd_rows_ref (rows) : NULL;
+  c->kind = kind;
+  c->message = g_strdup (message);
+  c->marks = evd_backend_call_marks (call, &c->retries);
+}
+
+static void
+caller_start (Fixture *fx, Caller *c, gint64 user_id, gint64 deadline_ms)
+{
+  gint64 start = g_get_monotonic_time ();
+
+  memset (c, 0, sizeof *c);
+  c->ctx = (EvdRequestContext) {
+    .request_id = "test", .start_us = start, .deadline_us = start + deadline_ms * MS,
+    .attributes = no_attributes,
+  };
+  c->param = (EvdParam) { "user_id", { .kind = EVD_VALUE_INT, .i = user_id } };
+  c->call = evd_backend_call_new (fx->loop, &c->ctx, &c->param, 1, c->ctx.deadline_us,
+                                  &evd_xreq_class, fx->x, caller_on_done, c);
+  evd_backend_call_start (c->call);
+}
+
+static void
+caller_clear (Caller *c)
+{
+  g_assert_true (c->done);
+  evd_backend_call_unref (c->call);
+  g_clear_pointer (&c->rows, evd_rows_unref);
+  g_clear_pointer (&c->message, g_free);
+}
+
+/* The `call` column of a fault `ok` answer: which backend execution it was. */
+static gint64
+caller_call_number (const Caller *c)
+{
+  g_assert_true (c->done);
+  g_assert_nonnull (c->rows);
+  return evd_rows_cell (c->rows, 0, 1)->v.i;
+}
+
+/* Runs the loop until every caller is done, for at most `timeout_ms`. */
+static gboolean
+run_until_done (Fixture *fx, Caller **callers, guint n, gint64 timeout_ms)
+{
+  gint64 deadline = g_get_monotonic_time () + timeout_ms * MS;
+
+  for (;;) {
+    guint done = 0;
+
+    event_base_loop (evd_loop_base (fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (fx->loop);
+    for (guint i = 0; i < n; i++)
+      done += callers[i]->done;
+    if (done == n)
+      return TRUE;
+    if (g_get_monotonic_time () > deadline)
+      return FALSE;
+    g_usleep (200);
+  }
+}
+
+static void
+run_for (Fixture *fx, gint64 ms)
+{
+  gint64 until = g_get_monotonic_time () + ms * MS;
+
+  while (g_get_monotonic_time () < until) {
+    event_base_loop (evd_loop_base (fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (fx->loop);
+    g_usleep (200);
+  }
+}
+
+/* ---- Coalescing. ---- */
+
+static void
+test_coalesce_shares_one_call (void)
+{
+  Fixture fx;
+  Caller a, b, c, other;
+  Caller *all[] = { &a, &b, &c, &other };
+  EvdXreqStats s;
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 20\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  caller_start (&fx, &b, 7, 5000);
+  caller_start (&fx, &c, 7, 5000);
+  caller_start (&fx, &other, 8, 5000);
+  g_assert_true (run_until_done (&fx, all, 4, 5000));
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  g_assert_cmpint (caller_call_number (&a), ==, caller_call_number (&b));
+  g_assert_cmpint (caller_call_number (&a), ==, caller_call_number (&c));
+  g_assert_cmpint (caller_call_number (&a), !=, caller_call_number (&other));
+  g_assert_true (a.rows == b.rows);  /* one table, shared */
+  g_assert_cmpuint (a.marks, ==, 0);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpuint (c.marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpuint (other.marks, ==, 0);
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.coalesced, ==, 2);
+  g_assert_cmpuint (s.backend_calls, ==, 2);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+static void
+test_coalesce_callers_leave_one_by_one (void)
+{
+  Fixture fx;
+  Caller a, b, c, d;
+  Caller *all[] = { &a, &b, &c, &d };
+
+  fixture_open (&fx, "fault", "mode = hang\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  caller_start (&fx, &b, 7, 5000);
+  caller_start (&fx, &c, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  /* The first two leave: each is answered at once; the backend call goes on. */
+  evd_backend_call_cancel (a.call);
+  g_assert_true (a.done);
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_CANCELLED);
+  evd_backend_call_cancel (b.call);
+  g_assert_true (b.done);
+  run_for (&fx, 20);
+  g_assert_false (c.done);
+  g_assert_cmpint (fx.counted->cancels, ==, 0);
+  /* The last leaves: the backend call is cancelled, and only then is the last answered. */
+  evd_backend_call_cancel (c.call);
+  g_assert_false (c.done);
+  g_assert_true (run_until_done (&fx, all + 2, 1, 1000));
+  g_assert_cmpint (fx.counted->cancels, ==, 1);
+  g_assert_cmpint (c.kind, ==, EVD_ERROR_KIND_CANCELLED);
+  /* A caller after that starts afresh. */
+  caller_start (&fx, &d, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  evd_backend_call_cancel (d.call);
+  g_assert_true (run_until_done (&fx, all + 3, 1, 1000));
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+/* ---- The cache. ---- */
+
+static void
+test_cache_ttl (void)
+{
+  Fixture fx;
+  Caller a, b, c;
+  Caller *all[] = { &a, &b, &c };
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\ncache_ttl_ms = 1000\n", TRUE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_cmpint (caller_call_number (&a), ==, 1);
+  fx.now += 1000 * MS - 1;
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_true (b.done);  /* a hit answers inside start() */
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_CACHE_HIT);
+  g_assert_cmpint (caller_call_number (&b), ==, 1);
+  fx.now += 1;
+  caller_start (&fx, &c, 7, 5000);
+  g_assert_true (run_until_done (&fx, all + 2, 1, 2000));
+  g_assert_cmpint (caller_call_number (&c), ==, 2);
+  g_assert_cmpuint (c.marks, ==, 0);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+static void
+test_cache_stale_if_error (void)
+{
+  Fixture fx;
+  Caller a, b, c;
+  Caller *all[] = { &a, &b, &c };
+  g_autofree char *down = NULL;
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\ncache_ttl_ms = 1000\n"
+                "stale_if_error_ms = 500\nfail_while_exists = @TMP@/down\n", TRUE);
+  down = g_build_filename (fx.tmpdir, "down", NULL);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_true (g_file_set_contents (down, "", 0, NULL));
+  /* Expired, within the stale window, and the refresh fails: the old rows, marked. */
+  fx.now += 1200 * MS;
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_true (run_until_done (&fx, all + 1, 1, 2000));
+  g_assert_cmpint (b.kind, ==, 0);
+  g_assert_cmpint (caller_call_number (&b), ==, 1);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_STALE);
+  /* Past it: the error. */
+  fx.now += 300 * MS;
+  caller_start (&fx, &c, 7, 5000);
+  g_assert_true (run_until_done (&fx, all + 2, 1, 2000));
+  g_assert_cmpint (c.kind, ==, EVD_ERROR_KIND_BACKEND);
+  g_assert_cmpint (fx.counted->starts, ==, 3);
+  g_unlink (down);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+static void
+test_cache_stale_on_timeout (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+  gint64 t0;
+
+  /* The first call takes 1 ms, the second 5 s: the refresh outlives its caller's deadline. */
+  fixture_open (&fx, "delay", "delay_ms = 1\ntail_every = 2\ntail_ms = 5000\n"
+                "cache_ttl_ms = 1000\nstale_if_error_ms = 10000\n", TRUE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  fx.now += 1500 * MS;
+  t0 = g_get_monotonic_time ();
+  caller_start (&fx, &b, 7, 200);
+  g_assert_true (run_until_done (&fx, all + 1, 1, 2000));
+  /* Answered at its deadline (5 ms before it: the engine's TIMEOUT would come at it) with the
+   * expired rows; the refresh was cancelled. The upper bound leaves room for a busy machine. */
+  g_assert_cmpint (b.kind, ==, 0);
+  g_assert_cmpint (evd_rows_cell (b.rows, 0, 0)->v.i, ==, 1);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_STALE);
+  g_assert_cmpint (b.done_us - t0, >=, 190 * MS);
+  g_assert_cmpint (b.done_us - t0, <, 700 * MS);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  g_assert_cmpint (fx.counted->cancels, ==, 1);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+/* ---- Hedging. ---- */
+
+static void
+test_hedge_one_and_loser_cancelled (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdXreqStats s;
+  gint64 t0 = g_get_monotonic_time ();
+
+  /* Odd calls take 2 s, even ones 5 ms: the first attempt is slow, its hedge fast. */
+  fixture_open (&fx, "delay", "delay_ms = 2000\ntail_every = 2\ntail_ms = 5\n"
+                "hedge_after_ms = 20\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 3000));
+  g_assert_cmpint (a.kind, ==, 0);
+  g_assert_cmpint (evd_rows_cell (a.rows, 0, 0)->v.i, ==, 5);
+  g_assert_cmpint (a.done_us - t0, <, 1000 * MS);
+  g_assert_cmpuint (a.marks, ==, EVD_MARK_HEDGED);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  g_assert_cmpint (fx.counted->cancels, ==, 1);  /* the loser */
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.hedges_sent, ==, 1);
+  g_assert_cmpuint (s.hedges_won, ==, 1);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+static void
+test_hedge_never_more_than_one (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdXreqStats s;
+
+  /* Every attempt takes 150 ms: one hedge at 20 ms, none after, the first one wins. */
+  fixture_open (&fx, "delay", "delay_ms = 150\nhedge_after_ms = 20\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 3000));
+  g_assert_cmpint (a.kind, ==, 0);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  g_assert_cmpint (fx.counted->cancels, ==, 1);
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.hedges_sent, ==, 1);
+  g_assert_cmpuint (s.hedges_won, ==, 0);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* ---- Retries and their budget. ---- */
+
+static void
+test_retry_budget_under_failing_backend (void)
+{
+  enum { N = 1000 };
+  Fixture fx;
+  g_autofree Caller *callers = g_new0 (Caller, N);
+  g_autofree Caller **all = g_new (Caller *, N);
+  EvdXreqStats s;
+
+  /* Every call fails, retryably; each may be retried once. The clock stands still: all of it
+   * falls in one window of the budget. */
+  fixture_open (&fx, "fault", "mode = fail\nretryable = true\nretries = 1\n", TRUE);
+  for (guint i = 0; i < N; i++) {
+    all[i] = &callers[i];
+    caller_start (&fx, &callers[i], i, 10000);  /* distinct: no coalescing anyway */
+  }
+  g_assert_true (run_until_done (&fx, all, N, 10000));
+  evd_xreq_stats (fx.x, &s);
+  /* 20% of 1000 calls, plus 10 a second over 10 s. */
+  g_assert_cmpuint (s.retries, ==, 300);
+  g_assert_cmpuint (s.budget_denials, ==, 700);
+  g_assert_cmpint (fx.counted->starts, ==, N + 300);
+  for (guint i = 0; i < N; i++) {
+    g_assert_cmpint (callers[i].kind, ==, EVD_ERROR_KIND_BACKEND);
+    caller_clear (&callers[i]);
+  }
+  fixture_close (&fx);
+}
+
+static void
+test_retry_marks (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\nfail_first = 2\nretryable = true\n"
+                "retries = 3\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 3000));
+  g_assert_cmpint (caller_call_number (&a), ==, 3);
+  g_assert_cmpuint (a.marks, ==, EVD_MARK_RETRIED);
+  g_assert_cmpuint (a.retries, ==, 2);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* ---- The breaker. ---- */
+
+static void
+test_breaker_transitions (void)
+{
+  Fixture fx;
+  Caller c[12];
+  Caller *p[12];
+  g_autofree char *down = NULL;
+  EvdBreaker *b;
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\nfail_while_exists = @TMP@/down\n"
+                "breaker = on\nbreaker_min_calls = 4\nbreaker_failure_ratio = 0.5\n"
+                "breaker_window_ms = 1000\nbreaker_open_ms = 100\nbreaker_probes = 2\n", TRUE);
+  down = g_build_filename (fx.tmpdir, "down", NULL);
+  b = evd_xreq_breaker (fx.x);
+  for (guint i = 0; i < G_N_ELEMENTS (c); i++)
+    p[i] = &c[i];
+  /* 2 successes, then failures: 1 of 3 closed, 2 of 4 open. */
+  caller_start (&fx, &c[0], 1, 5000);
+  caller_start (&fx, &c[1], 2, 5000);
+  g_assert_true (run_until_done (&fx, p, 2, 2000));
+  g_assert_true (g_file_set_contents (down, "", 0, NULL));
+  caller_start (&fx, &c[2], 3, 5000);
+  g_assert_true (run_until_done (&fx, p + 2, 1, 2000));
+  g_assert_cmpint (evd_breaker_state (b, fx.now), ==, EVD_BREAKER_CLOSED);
+  caller_start (&fx, &c[3], 4, 5000);
+  g_assert_true (run_until_done (&fx, p + 3, 1, 2000));
+  g_assert_cmpint (evd_breaker_state (b, fx.now), ==, EVD_BREAKER_OPEN);
+  /* Open: refused at once, without reaching the backend. */
+  caller_start (&fx, &c[4], 5, 5000);
+  g_assert_true (c[4].done);
+  g_assert_cmpstr (c[4].message, ==, "circuit open for t");
+  g_assert_cmpuint (c[4].marks, ==, EVD_MARK_BREAKER_OPEN);
+  g_assert_cmpint (fx.counted->starts, ==, 4);
+  /* open_ms later, half-open: two probes go, the third caller is refused; the backend is
+   * still down, so a probe fails and it opens again. */
+  fx.now += 100 * MS;
+  caller_start (&fx, &c[5], 6, 5000);
+  caller_start (&fx, &c[6], 7, 5000);
+  g_assert_true (c[5].done && c[6].done);  /* the fault backend fails inside start() */
+  g_assert_cmpint (fx.counted->starts, ==, 5);
+  g_assert_cmpint (c[5].kind, ==, EVD_ERROR_KIND_BACKEND);
+  g_assert_cmpstr (c[6].message, ==, "circuit open for t");
+  g_assert_cmpint (evd_breaker_state (b, fx.now), ==, EVD_BREAKER_OPEN);
+  /* Recovered: two probes, both succeed: closed. */
+  g_unlink (down);
+  fx.now += 100 * MS;
+  caller_start (&fx, &c[7], 8, 5000);
+  caller_start (&fx, &c[8], 9, 5000);
+  caller_start (&fx, &c[9], 10, 5000);
+  g_assert_true (c[9].done);  /* both probes out: refused */
+  g_assert_cmpstr (c[9].message, ==, "circuit open for t");
+  g_assert_true (run_until_done (&fx, p + 7, 2, 2000));
+  g_assert_cmpint (c[7].kind, ==, 0);
+  g_assert_cmpint (c[8].kind, ==, 0);
+  g_assert_cmpint (evd_breaker_state (b, fx.now), ==, EVD_BREAKER_CLOSED);
+  caller_start (&fx, &c[10], 11, 5000);
+  g_assert_true (run_until_done (&fx, p + 10, 1, 2000));
+  g_assert_cmpint (c[10].kind, ==, 0);
+  g_assert_cmpuint (evd_breaker_transitions (b, EVD_BREAKER_OPEN), ==, 2);
+  g_assert_cmpuint (evd_breaker_transitions (b, EVD_BREAKER_HALF_OPEN), ==, 2);
+  g_assert_cmpuint (evd_breaker_transitions (b, EVD_BREAKER_CLOSED), ==, 1);
+  for (guint i = 0; i < 11; i++)
+    caller_clear (&c[i]);
+  fixture_close (&fx);
+}
+
+int
+main (int argc, char **argv)
+{
+  evthread_use_pthreads ();
+  g_test_init (&argc, &argv, NULL);
+  no_attributes = g_hash_table_new (g_str_hash, g_str_equal);
+  g_test_add_func ("/xreq/coalesce/shares-one-call", test_coalesce_shares_one_call);
+  g_test_add_func ("/xreq/coalesce/callers-leave-one-by-one",
+                   test_coalesce_callers_leave_one_by_one);
+  g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
+  g_test_add_func ("/xreq/cache/stale-if-error", test_cache_stale_if_error);
+  g_test_add_func ("/xreq/cache/stale-on-timeout", test_cache_stale_on_timeout);
+  g_test_add_func ("/xreq/hedge/one-and-loser-cancelled", test_hedge_one_and_loser_cancelled);
+  g_test_add_func ("/xreq/hedge/never-more-than-one", test_hedge_never_more_than_one);
+  g_test_add_func ("/xreq/retry/budget-under-failing-backend",
+                   test_retry_budget_under_failing_backend);
+  g_test_add_func ("/xreq/retry/marks", test_retry_marks);
+  g_test_add_func ("/xreq/breaker/transitions", test_breaker_transitions);
+  return g_test_run ();
+}
