@@ -200,6 +200,12 @@ class ShutdownTest(h.EvdalTestCase):
                 self.assertTrue(failed, 'after SIGTERM: ' + how)
                 rc = server.wait(timeout_ms / 1000 + h.scaled(2))
                 elapsed = time.monotonic() - t_sig
+
+                def all_refused():  # each client's next connect finds nobody, and it stops
+                    with lock:
+                        return len([r for r in log if r[4] == 'refused']) == 8
+                if rc is not None:
+                    h.wait_until(all_refused, what='every client refused')
             finally:
                 stop.set()
                 for t in threads:
