@@ -268,9 +268,12 @@ def run_bench(build, server, sc, seconds, warmup):
     # and the load generator's, each utime + stime from /proc.
     cpu = {}
 
+    # On a busy machine this thread may wake after the load generator has already exited: a
+    # missed start leaves the window unmeasured (NaN), a missed end is taken at once, which
+    # is where the measured seconds ended (the generator's own CPU is then gone: NaN).
     def cpu_window(bench_pid, t_start):
         for key, wait in (('start', warmup), ('end', warmup + seconds)):
-            if done.wait(max(0.0, t_start + wait - time.monotonic())):
+            if done.wait(max(0.0, t_start + wait - time.monotonic())) and key == 'start':
                 return
             cpu[key] = (time.monotonic(), cpu_seconds(server.proc.pid), cpu_seconds(bench_pid))
 

@@ -61,6 +61,32 @@ MAX_RSS_MIB = 128
 # ASan keeps freed memory in quarantine and shadows the rest: peak RSS means little there.
 SANITIZED = os.environ.get('EVDAL_SANITIZE') == '1'
 
+# The one factor by which every wall-clock bound of the e2e tests is multiplied (an upper bound
+# on how long something may take, never how long a test waits for a state: that is polled, see
+# wait_until). The sanitizers slow the server several times; EVDAL_TIME_SCALE sets the factor
+# (a slow CI machine).
+TIME_SCALE = float(os.environ.get('EVDAL_TIME_SCALE') or (4.0 if SANITIZED else 1.0))
+
+
+def scaled(seconds):
+    """A wall-clock bound of `seconds` on an unloaded machine, scaled by TIME_SCALE."""
+    return seconds * TIME_SCALE
+
+
+def wait_until(predicate, timeout=10.0, what=None):
+    """Polls `predicate` until it returns something true, which is returned; fails the test
+    (AssertionError naming `what`) when scaled(timeout) passes first. For states of a server:
+    a gauge, a counter, a log line; never a fixed sleep that hopes the state came."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError('%.1f s passed waiting for %s' % (
+                scaled(timeout), what or getattr(predicate, '__name__', 'a condition')))
+        time.sleep(0.01)
+
 # The [server] keys most tests start from (every value the contract's sample would accept).
 SERVER_DEFAULTS = {
     'listen': '127.0.0.1:0',
@@ -305,12 +331,30 @@ class Server:
             conn.close()
 
     def metric(self, name):
-        """One unlabelled sample of the admin endpoint's /metrics, as a float (None: absent)."""
+        """One sample of the admin endpoint's /metrics, as a float (None: absent). `name` is
+        the sample's name with its labels as /metrics writes them, if any:
+        'evdal_loop_lag_seconds{loop="1"}'. The config needs admin_listen."""
+        if self.admin_address is None:
+            raise AssertionError('metric(%r): this server has no admin_listen' % name)
         status, _, body = self.admin_get('/metrics')
         if status != 200:
             raise AssertionError('/metrics answered %d: %s' % (status, body))
         m = re.search(r'^%s (\S+)$' % re.escape(name), body, re.M)
         return float(m.group(1)) if m else None
+
+    def wait_metric(self, name, test, timeout=10.0):
+        """Polls the sample `name` (see metric) until test(value) holds, or a number `test`
+        equals it; returns the value. Fails the test after scaled(timeout)."""
+        check = test if callable(test) else (lambda v: v == test)
+        deadline = time.monotonic() + scaled(timeout)
+        while True:
+            value = self.metric(name)
+            if value is not None and check(value):
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError('%.1f s passed waiting for %s; it is %s' % (
+                    scaled(timeout), name, value))
+            time.sleep(0.01)
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -335,7 +379,7 @@ class Server:
     def wait_log(self, pattern, timeout=3.0):
         """Waits until the log matches `pattern` (a regex); returns the match or None."""
         rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             m = rx.search(self.log_text())
             if m or time.monotonic() > deadline:

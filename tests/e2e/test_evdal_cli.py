@@ -352,7 +352,7 @@ class CliTest(CliCase):
         p = self.cli('--json', 'fetch', '--call-timeout-ms', '100', '--call', 'stuck',
                      '--call', 'nap:delay_ms=10')
         self.assertExit(p, 1)
-        self.assertLess(time.monotonic() - t0, 2.5)
+        self.assertLess(time.monotonic() - t0, h.scaled(2.5))
         res = json.loads(p.stdout)['results']
         self.assertEqual(res['stuck']['error']['kind'], 'TIMEOUT')
         self.assertEqual(res['nap']['rows'], [[10]])
@@ -379,7 +379,7 @@ class CliTest(CliCase):
             if r['key'] in delays:
                 self.assertEqual((r['lookup'], r['backend']), ('nap', 'delay:nap'))
                 self.assertGreaterEqual(r['dur_ms'], delays[r['key']] - 1, r)
-                self.assertLess(r['dur_ms'], delays[r['key']] + 80, r)
+                self.assertLess(r['dur_ms'], delays[r['key']] + h.scaled(80), r)
                 self.assertLessEqual(abs(len(filled) - 50 * r['dur_ms'] / total), 2, r)
                 self.assertEqual(r['note'], '')
         broken = rows[3]
@@ -489,7 +489,7 @@ class CliTest(CliCase):
         self.assertExit(p, 3)
         self.assertIn('no answer within 300 ms', p.stderr)
         self.assertGreaterEqual(elapsed, 0.29)
-        self.assertLess(elapsed, 2.5)
+        self.assertLess(elapsed, h.scaled(2.5))
         # The server noticed the client leave and still answers others.
         self.assertExit(self.cli('ping'), 0)
 
@@ -518,7 +518,7 @@ class CliTest(CliCase):
         t0 = time.monotonic()
         p = self.cli('fetch', '--call', 'must=broken', '--call', 'stuck', '--critical=must')
         self.assertExit(p, 4)
-        self.assertLess(time.monotonic() - t0, 2.5, 'the stuck call was not cancelled')
+        self.assertLess(time.monotonic() - t0, h.scaled(2.5), 'the stuck call was not cancelled')
         self.assertEqual(p.stdout, '')
         self.assertIn('LookupFailed', p.stderr)
         self.assertIn('must (lookup broken)', p.stderr)
@@ -558,7 +558,8 @@ class CliUnixOverloadedTest(CliCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = h.Server(h.config(listen='@TMPDIR@/evdal.sock', max_inflight=1))
+        cls.server = h.Server(h.config(listen='@TMPDIR@/evdal.sock', max_inflight=1,
+                                       admin_listen='127.0.0.1:0'))
         cls.server.__enter__()
         cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
@@ -571,13 +572,13 @@ class CliUnixOverloadedTest(CliCase):
         self.assertEqual(json.loads(p.stdout)['results']['nap']['rows'], [[7]])
 
     def test_exit_4_overloaded(self):
-        argv = [CLI, '--unix', self.server.unix_path, 'fetch', 'nap', 'delay_ms=1500']
+        argv = [CLI, '--unix', self.server.unix_path, 'fetch', 'nap', 'delay_ms=3000']
         slow = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=cli_env())
         try:
-            # Time for the slow fetch to take the only place; probing sooner could take it
-            # from under it.
-            time.sleep(0.5)
+            # The slow fetch has taken the only place; probing sooner could take it from
+            # under it.
+            self.server.wait_metric('evdal_inflight_requests', 1)
             p = self.cli('--json', 'fetch', 'nap', 'delay_ms=1')
             self.assertExit(p, 4)
             exc = json.loads(p.stdout)['exception']

@@ -87,7 +87,8 @@ def call(lookup, critical=None, timeout_ms=None, **params):
 class FanoutTest(h.EvdalTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.server = h.Server(h.config(lookups=LOOKUPS, deadline_ms=2000, max_calls=8))
+        cls.server = h.Server(h.config(lookups=LOOKUPS, deadline_ms=2000, max_calls=8,
+                                       admin_listen='127.0.0.1:0'))
         cls.server.__enter__()
         cls.addClassCleanup(cls.server.__exit__, None, None, None)
 
@@ -146,7 +147,7 @@ class FanoutTest(h.EvdalTestCase):
         self.assertError(r.results['slow'], EK.TIMEOUT, 'stuck')
         self.assertEqual(h.slept_ms(r.results['fast']), 10)
         self.assertGreaterEqual(ms, 95)
-        self.assertLess(ms, 600, 'the reply waited for the stuck call')
+        self.assertLess(ms, h.scaled(600), 'the reply waited for the stuck call')
         self.assertTrue(self.server.wait_log(r'\[deadline-call\] fault backend: call cancelled',
                                              timeout=3), 'the stuck call was not cancelled')
 
@@ -160,36 +161,38 @@ class FanoutTest(h.EvdalTestCase):
         self.assertError(r.results['b'], EK.TIMEOUT, 'after 600 ms')
         self.assertEqual(h.slept_ms(r.results['c']), 350)
         ends = {k: r.results[k].span.end_us / 1000 for k in 'abc'}
-        self.assertTrue(100 <= ends['a'] < 350, ends)
+        self.assertTrue(100 <= ends['a'], ends)
         self.assertTrue(ends['a'] < ends['c'] < ends['b'], ends)
-        self.assertTrue(600 <= ends['b'] < 1600, ends)
-        self.assertLess(ms, 1900, 'b waited for the request deadline (2 s), not its own 600 ms')
+        self.assertTrue(600 <= ends['b'] < 600 + h.scaled(1000), ends)
+        self.assertLess(ms, h.scaled(1900),
+                        'b waited for the request deadline (2 s), not its own 600 ms')
 
     def test_lookup_timeout(self):
         r, ms = self.fetch({'s': call('short')})
         self.assertError(r.results['s'], EK.TIMEOUT)
-        self.assertLess(ms, 250)
+        self.assertLess(ms, h.scaled(250))
 
     def test_request_deadline_and_server_default(self):
         r, ms = self.fetch({'s': call('stuck'), 'n': call('nap', delay_ms=400)}, deadline_ms=150)
         self.assertError(r.results['s'], EK.TIMEOUT)
         self.assertError(r.results['n'], EK.TIMEOUT)
-        self.assertLess(ms, 500)
+        self.assertLess(ms, h.scaled(500))
         r, ms = self.fetch({'s': call('stuck')})  # [server] deadline_ms = 2000
         self.assertError(r.results['s'], EK.TIMEOUT)
         self.assertGreaterEqual(ms, 1900)
-        self.assertLess(ms, 3000)
+        self.assertLess(ms, h.scaled(3000))
 
     def test_call_timeout_cannot_extend_the_lookups(self):
         """A call's timeout_ms larger than its lookup's does not lengthen it: the smaller wins."""
         r, ms = self.fetch({'s': call('stuck_short', timeout_ms=1000)})
         self.assertError(r.results['s'], EK.TIMEOUT, 'after 100 ms')
-        self.assertLess(ms, 700, 'the call waited for its own timeout_ms, not the lookup\'s')
+        self.assertLess(ms, h.scaled(700),
+                        'the call waited for its own timeout_ms, not the lookup\'s')
 
     def test_smallest_budget_wins(self):
         r, ms = self.fetch({'n': call('nap', delay_ms=500, timeout_ms=1000)}, deadline_ms=120)
         self.assertError(r.results['n'], EK.TIMEOUT)
-        self.assertLess(ms, 450)
+        self.assertLess(ms, h.scaled(450))
 
     # ---- critical ----
 
@@ -199,7 +202,7 @@ class FanoutTest(h.EvdalTestCase):
         with self.assertRaises(ttypes.LookupFailed) as cm:
             c.fetch(h.fetch_request({'must': call('broken', critical=True),
                                      'other': call('stuck')}))
-        self.assertLess((time.monotonic() - t0) * 1000, 500)
+        self.assertLess((time.monotonic() - t0) * 1000, h.scaled(500))
         self.assertEqual(cm.exception.call, 'must')
         self.assertEqual(cm.exception.error.kind, EK.BACKEND)
         # `broken` fails inside start(): a call planned after it may end before it started,
@@ -209,7 +212,7 @@ class FanoutTest(h.EvdalTestCase):
         with self.assertRaises(ttypes.LookupFailed) as cm:
             c.fetch(h.fetch_request({'must': call('short', critical=True),
                                      'other': call('stuck')}, request_id='crit-1'))
-        self.assertLess((time.monotonic() - t0) * 1000, 500)
+        self.assertLess((time.monotonic() - t0) * 1000, h.scaled(500))
         self.assertEqual((cm.exception.call, cm.exception.error.kind), ('must', EK.TIMEOUT))
         self.assertTrue(self.server.wait_log(r'\[crit-1\] fault backend: call cancelled',
                                              timeout=3), 'the other call was not cancelled')
@@ -342,8 +345,11 @@ class FanoutTest(h.EvdalTestCase):
         self.assertEqual(r.results['d'].table.rows[0][0].text_value, 'first')
         self.assertError(r.results['l'], EK.TIMEOUT)
         self.assertEqual(r.results['t'].table.rows[0][0].text_value, 'from a thread')
-        self.assertLess(ms, 250)
-        time.sleep(0.4)  # the late answer arrives after its request ended
+        self.assertLess(ms, h.scaled(250))
+        # The late answer arrives after its request ended (the backend ignores the cancel):
+        # the call is outstanding until then, and its answer is dropped. Then the server
+        # still serves.
+        self.server.wait_metric('evdal_backend_calls_outstanding', 0)
         self.assertPong(self.client())
 
 
@@ -351,24 +357,26 @@ class AdmissionTest(h.EvdalTestCase):
     """max_inflight, bulkheads and deduplication, each on a server of its own."""
 
     def test_max_inflight_answers_overloaded_at_once(self):
-        with h.Server(h.config(lookups=LOOKUPS, max_inflight=2)) as srv:
+        with h.Server(h.config(lookups=LOOKUPS, max_inflight=2,
+                               admin_listen='127.0.0.1:0')) as srv:
             busy = []
             for i in range(2):
                 c, t = h.client(srv)
                 self.addCleanup(t.close)
-                c.send_fetch(h.fetch_request({'n': call('nap', delay_ms=400)}))
+                # Long enough that the poll below surely sees both in flight.
+                c.send_fetch(h.fetch_request({'n': call('nap', delay_ms=2000)}))
                 busy.append(c)
-            time.sleep(0.1)
+            srv.wait_metric('evdal_inflight_requests', 2)
             c, t = h.client(srv)
             self.addCleanup(t.close)
             t0 = time.monotonic()
             with self.assertRaises(ttypes.Overloaded) as cm:
                 c.fetch(h.fetch_request({'s': call('stuck')}, request_id='refused'))
-            self.assertLess((time.monotonic() - t0) * 1000, 100)
+            self.assertLess((time.monotonic() - t0) * 1000, h.scaled(100))
             self.assertGreater(cm.exception.retry_after_ms, 0)
             self.assertIn('max_inflight', cm.exception.message)
             for b in busy:
-                self.assertEqual(h.slept_ms(b.recv_fetch().results['n']), 400)
+                self.assertEqual(h.slept_ms(b.recv_fetch().results['n']), 2000)
             # The refused fetch started nothing: no lookup of it was ever cancelled.
             self.assertNotIn('[refused]', srv.log_text())
             # Admission frees up again.
@@ -434,19 +442,20 @@ class AdmissionTest(h.EvdalTestCase):
     def test_shutdown_waits_for_worker_threads(self):
         """A backend finishing on a thread of its own posts back to its loop: shutdown must
         wait for it, whether its client is still there or already gone."""
-        srv = h.Server(h.config(lookups=LOOKUPS))
+        srv = h.Server(h.config(lookups=LOOKUPS, admin_listen='127.0.0.1:0'))
         with srv:
+            # Long enough that the poll below surely sees both in flight.
             gone, t1 = h.client(srv)
-            gone.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=600)}))
+            t_gone = time.monotonic()
+            gone.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=2000)}))
             waiting, t2 = h.client(srv)
             self.addCleanup(t2.close)
-            waiting.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=300)}))
-            time.sleep(0.1)
+            waiting.send_fetch(h.fetch_request({'t': call('threaded', delay_ms=1500)}))
+            srv.wait_metric('evdal_inflight_requests', 2)
             t1.close()
-            time.sleep(0.1)
-            t0 = time.monotonic()
+            srv.wait_metric('evdal_connections', 1)  # the close reached the server
             self.assertEqual(srv.stop(timeout=10), 0)
-            self.assertGreaterEqual((time.monotonic() - t0) * 1000, 350,
+            self.assertGreaterEqual(time.monotonic() - t_gone, 2.0,
                                     'exited before the worker of the closed client finished')
             self.assertEqual(waiting.recv_fetch().results['t'].table.rows[0][0].text_value,
                              'from a thread')

@@ -246,7 +246,7 @@ PEAK_RSS_LIMIT_MIB = 64
 
 class HostileTest(h.EvdalTestCase):
     def setUp(self):
-        self.server = h.Server(h.config(max_frame_bytes=MAX_FRAME))
+        self.server = h.Server(h.config(max_frame_bytes=MAX_FRAME, admin_listen='127.0.0.1:0'))
         self.server.__enter__()
         self.addCleanup(self.server.__exit__, None, None, None)
         self.addCleanup(self.check_memory)
@@ -380,7 +380,8 @@ class HostileTest(h.EvdalTestCase):
             s = self.server.raw_socket()
             s.sendall(whole[:cut])
             s.close()
-        time.sleep(0.2)
+        # Every hang-up handled: only the good client's connection is left.
+        self.server.wait_metric('evdal_connections', 1)
         self.good_traffic('after clients hung up mid-message')
 
     def test_frame_of_exactly_max_frame_bytes_is_read(self):

@@ -120,7 +120,8 @@ class LevelTest(unittest.TestCase):
         server = h.Server(conf('notice'))
         with server:
             time_out_one(server, 'lvl-notice')
-            time.sleep(0.5)
+            # The timeout's lines come before its reply, and the log is whole once the server
+            # has exited: nothing later can bring them.
             text = self.stopped_log(server)
         self.assertIn('listening on', text)
         self.assertNotIn(CANCELLED, text)
@@ -196,7 +197,8 @@ class LevelTest(unittest.TestCase):
                                             10), server.log_tail())
             one_connection(server)
             time_out_one(server, 'after-warning')
-            time.sleep(0.3)
+            # Its lines would have been written before its reply was sent (the loop logs the
+            # timeout and the cancel, then answers): none came.
             text = server.log_text()
             self.assertEqual(text.count('reloaded '), 1, text)
             self.assertEqual(text.count(ACCEPTED), accepted, text)

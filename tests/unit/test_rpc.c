@@ -364,6 +364,7 @@ test_reply_exception (TestRun *run, const char *want_name, gint32 want_seqid, gi
       g_assert_cmpint (thrift_protocol_skip (p, ftype, NULL), >=, 0);
     thrift_protocol_read_field_end (p, NULL);
   }
+  thrift_protocol_read_struct_end (p, NULL);  /* compact: pops what struct_begin pushed */
   g_assert_cmpint (kind, ==, want_kind);
   g_assert_nonnull (message);
 }
@@ -471,6 +472,13 @@ test_completion_from_another_thread (void)
   test_run_free (run);
 }
 
+/* Posted after something: when it has run, so has everything the loop had to do for that. */
+static void
+test_sentinel (gpointer data)
+{
+  g_atomic_int_inc ((gint *) data);
+}
+
 static void
 test_abandon (gpointer data)
 {
@@ -484,11 +492,15 @@ test_abandoned_call_is_cancelled_and_dropped (void)
   EvdWireFormat fmt = { TRUE, EVD_PROTO_BINARY };
   TestRun *run = test_run (fmt, test_encode_ping (EVD_PROTO_BINARY, "hold", T_CALL, 8), TRUE);
 
+  gint sentinel = 0;
+
   g_assert_nonnull (state.held);
   evd_loop_post (loop, test_abandon, NULL);
   test_wait (&state.cancelled, 1);
-  /* The handler completed it inside the cancel hook: freed without calling the owner. */
-  g_usleep (20000);
+  /* The handler completed it inside the cancel hook: freed without calling the owner. A done
+   * callback would have been made ready by then; the sentinel, posted after, runs after it. */
+  evd_loop_post (loop, test_sentinel, &sentinel);
+  test_wait (&sentinel, 1);
   g_assert_cmpint (g_atomic_int_get (&run->done), ==, 0);
   test_run_free (run);
 }

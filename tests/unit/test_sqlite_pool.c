@@ -268,10 +268,13 @@ test_cancel_queued_and_running (void)
   evd_sqlite_pool_submit (pool, &queued.job);
   wait_for (pool, 1, 1);
   evd_sqlite_job_cancel (&queued.job);
-  g_usleep (20000);
+  /* Not completed by the cancel itself, and still in the queue behind the running one: no
+   * worker has taken it, so none can have completed it (a worker completes what it takes). */
   g_mutex_lock (&done_lock);
-  g_assert_cmpint (queued.done_calls, ==, 0);  /* still behind the running one */
+  g_assert_cmpint (queued.done_calls, ==, 0);
   g_mutex_unlock (&done_lock);
+  g_assert_cmpuint (evd_sqlite_pool_queued (pool), ==, 1);
+  g_assert_cmpuint (evd_sqlite_pool_busy (pool), ==, 1);
   evd_sqlite_job_cancel (&running.job);
   job_wait (&running);
   job_wait (&queued);
@@ -305,11 +308,18 @@ test_busy_wait_ends_with_the_job (void)
   TestJob tj;
   gint64 t0;
 
+  /* The worker has run a job already (its thread is up), and the deadline leaves it time to
+   * take the next one on a busy machine: the job must end in the lock wait, not before. */
+  job_init (&tj, id, G_MAXINT64);
+  evd_sqlite_pool_submit (pool, &tj.job);
+  job_wait (&tj);
+  g_assert_no_error (tj.error);
+  job_clear (&tj);
   g_assert_cmpint (sqlite3_open (path, &writer), ==, SQLITE_OK);
   g_assert_cmpint (sqlite3_exec (writer, "BEGIN EXCLUSIVE", NULL, NULL, NULL), ==, SQLITE_OK);
 
   t0 = g_get_monotonic_time ();
-  job_init (&tj, id, t0 + 100 * 1000);
+  job_init (&tj, id, t0 + 400 * 1000);
   evd_sqlite_pool_submit (pool, &tj.job);
   job_wait (&tj);
   g_assert_error (tj.error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_INTERRUPTED);
