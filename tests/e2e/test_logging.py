@@ -105,7 +105,7 @@ class LevelTest(unittest.TestCase):
 
     def test_info_shows_notices_but_not_debug(self):
         # The default level, and the control for the tests below.
-        server = h.Server(conf('info'))
+        server = h.Server(conf('info', admin_listen='127.0.0.1:0'))
         with server:
             one_connection(server)
             time_out_one(server, 'lvl-info')
@@ -167,7 +167,7 @@ class LevelTest(unittest.TestCase):
             self.assertIn('listening on', server.log_text())
 
     def test_sighup_applies_a_new_log_level(self):
-        server = h.Server(conf('info'))
+        server = h.Server(conf('info', admin_listen='127.0.0.1:0'))
         with server:
             one_connection(server)
             self.assertFalse(server.wait_log(re.escape(ACCEPTED), 0.3))
@@ -175,7 +175,8 @@ class LevelTest(unittest.TestCase):
             def reload(level, then):
                 n = len(re.findall(then, server.log_text()))
                 with open(server.config_path, 'w') as f:
-                    f.write(conf(level).replace('127.0.0.1:0', server.address))
+                    f.write(conf(level, admin_listen=server.admin_address)
+                            .replace('127.0.0.1:0', server.address))
                 server.send_signal(signal.SIGHUP)
                 deadline = time.monotonic() + 10
                 while len(re.findall(then, server.log_text())) <= n:
@@ -189,6 +190,13 @@ class LevelTest(unittest.TestCase):
             accepted = server.log_text().count(ACCEPTED)
             # debug -> warning: the reload's own "reloaded" notice is already held back.
             reload('warning', r'SIGHUP: reloading')
+            # The reload is built on a thread of its own: wait until it is done (counted)
+            # before the file changes again, or the thread may read the next version.
+            done = 'evdal_config_reloads_total{result="done"}'
+            deadline = time.monotonic() + 10
+            while server.metric(done) != 2:
+                self.assertLess(time.monotonic(), deadline, server.log_tail())
+                time.sleep(0.02)
             # A broken file's reload is refused with warnings, after the one before is done.
             with open(server.config_path, 'a') as f:
                 f.write('\n[lookup nap]\nbackend = nosuchbackend\n')
