@@ -344,10 +344,11 @@ evd_backend_thrift_forget (EvdThriftCall *tc)
 }
 
 static void
-evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...) G_GNUC_PRINTF (2, 3);
+evd_backend_thrift_fail (EvdThriftCall *tc, guint flags, const char *format, ...)
+  G_GNUC_PRINTF (3, 4);
 
 static void
-evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...)
+evd_backend_thrift_fail (EvdThriftCall *tc, guint flags, const char *format, ...)
 {
   g_autofree char *message = NULL;
   va_list ap;
@@ -357,7 +358,7 @@ evd_backend_thrift_fail (EvdThriftCall *tc, const char *format, ...)
   va_end (ap);
   evd_backend_thrift_forget (tc);
   __atomic_add_fetch (&tc->lookup->up->failures, 1, __ATOMIC_RELAXED);
-  evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
+  evd_backend_call_fail_full (tc->call, flags, EVD_ERROR_KIND_BACKEND, "%s", message);
 }
 
 static void
@@ -426,7 +427,7 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
   if (tc == NULL)
     return TRUE;  /* its call timed out or was cancelled: the late reply is dropped */
   if (st != EVD_WIRE_OK) {
-    evd_backend_thrift_fail (tc, "upstream %s sent a malformed reply: %s", pool->up->name,
+    evd_backend_thrift_fail (tc, 0, "upstream %s sent a malformed reply: %s", pool->up->name,
                              s.reason ? s.reason : "bad message");
     return TRUE;  /* the frame said where it ends: the next one is fine */
   }
@@ -435,10 +436,10 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
       g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, NULL);
 
     if (evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (e)))
-      evd_backend_thrift_fail (tc, "upstream %s failed the call: %s", pool->up->name,
+      evd_backend_thrift_fail (tc, 0, "upstream %s failed the call: %s", pool->up->name,
                                e->message ? e->message : "TApplicationException");
     else
-      evd_backend_thrift_fail (tc, "upstream %s sent an exception that does not decode",
+      evd_backend_thrift_fail (tc, 0, "upstream %s sent an exception that does not decode",
                                pool->up->name);
     return TRUE;
   }
@@ -448,7 +449,7 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
 
     if (s.type != EVD_MSG_REPLY ||
         !evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r))) {
-      evd_backend_thrift_fail (tc, "upstream %s sent a reply that does not decode",
+      evd_backend_thrift_fail (tc, 0, "upstream %s sent a reply that does not decode",
                                pool->up->name);
       return TRUE;
     }
@@ -493,7 +494,7 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
   g_clear_pointer (&c->bev, bufferevent_free);
   c->state = EVD_THRIFT_DOWN;
   for (GList *l = calls; l != NULL; l = l->next)
-    evd_backend_thrift_fail (l->data, "upstream %s: %s", up->name, why);
+    evd_backend_thrift_fail (l->data, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
   g_list_free (calls);
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
    * Then exponential backoff with jitter, so that many loops do not reconnect in step. */
@@ -509,7 +510,8 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
     if (pool->conns[i].state != EVD_THRIFT_DOWN)
       return;
   while (!g_queue_is_empty (&pool->waiting))
-    evd_backend_thrift_fail (g_queue_peek_head (&pool->waiting), "upstream %s unavailable: %s",
+    evd_backend_thrift_fail (g_queue_peek_head (&pool->waiting), EVD_BACKEND_FAIL_RETRYABLE,
+                             "upstream %s unavailable: %s",
                              up->name, why);
 }
 
@@ -935,7 +937,7 @@ evd_backend_thrift_start (gpointer backend, EvdBackendCall *call)
     return;
   }
   __atomic_add_fetch (&up->failures, 1, __ATOMIC_RELAXED);
-  evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
+  evd_backend_call_fail_retryable (call, EVD_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
                          up->name, pool->last_error ? pool->last_error : "not connected");
 }
 

@@ -87,6 +87,11 @@ remote_lookup = broken
 upstream = regional
 remote_lookup = nope
 
+[lookup r_flags_retried]
+upstream = regional
+remote_lookup = flags
+retries = 1
+
 [lookup local_flags]
 backend = static
 columns = x
@@ -257,6 +262,12 @@ remote_lookup = ctx
                     self.assertEqual(resp.results['f'].error.kind, ttypes.ErrorKind.BACKEND)
                     self.assertIsNone(resp.results['x'].error)
                     self.assertLess(time.monotonic() - t0, 1.0 + 0.5 * SLOW)
+                    # An upstream that cannot be reached is a retryable failure: a lookup
+                    # with retries tries once more (its span says so), then fails.
+                    resp = c.fetch(h.fetch_request({'f': call('r_flags_retried')},
+                                                   deadline_ms=1000, trace=True))
+                    self.assertEqual(resp.results['f'].error.kind, ttypes.ErrorKind.BACKEND)
+                    self.assertIn('retried:1', resp.results['f'].span.marks or [])
                     r2 = h.Server(h.config(lookups=REMOTE_LOOKUPS % self.db,
                                            listen='127.0.0.1:%d' % port))
                     with r2:
