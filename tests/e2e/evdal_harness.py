@@ -695,6 +695,17 @@ def have_ipv6_loopback():
         s.close()
 
 
+def cli_env():
+    """The environment evdal-cli runs in: under ASan, c_glib's finalizers leak a little at exit
+    (tests/lsan.supp says which); the full stack lets the suppressions match."""
+    e = dict(os.environ)
+    e['ASAN_OPTIONS'] = ':'.join(filter(None, [e.get('ASAN_OPTIONS'), 'fast_unwind_on_malloc=0']))
+    e['LSAN_OPTIONS'] = ':'.join(filter(None, [
+        e.get('LSAN_OPTIONS'), 'print_suppressions=0',
+        'suppressions=' + os.path.join(EVDAL_SOURCE_DIR, 'tests', 'lsan.supp')]))
+    return e
+
+
 def run_evdal(args, timeout=20.0, env=None, cwd=None):
     """Runs the binary to completion; returns CompletedProcess (text stdout/stderr)."""
     e = dict(os.environ)

@@ -147,14 +147,7 @@ def parse_waterfall(out):
     return lines[start], rows
 
 
-def cli_env():
-    """The environment evdal-cli runs in: under ASan, c_glib's finalizers leak a little at exit
-    (tests/lsan.supp says which); the full stack lets the suppressions match."""
-    e = dict(os.environ)
-    e['ASAN_OPTIONS'] = ':'.join(filter(None, [e.get('ASAN_OPTIONS'), 'fast_unwind_on_malloc=0']))
-    e['LSAN_OPTIONS'] = ':'.join(filter(None, [e.get('LSAN_OPTIONS'), 'print_suppressions=0',
-                                               'suppressions=' + LSAN_SUPP]))
-    return e
+cli_env = h.cli_env
 
 
 class CliCase(h.EvdalTestCase):

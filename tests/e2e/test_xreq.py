@@ -282,11 +282,12 @@ class XreqTest(h.EvdalTestCase):
         cli = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-cli')
         argv = [cli, '--host', self.server.host, '--port', str(self.server.port), '--ascii',
                 'fetch', '--trace', '--request-id', 'marks-1', '--call', 'c=cached:user_id=99']
-        subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        env = h.cli_env()
+        subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True, env=env)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True, env=env)
         self.assertRegex(p.stdout, r'(?m)^c .*fault:c.* \[cache_hit\]$')
         p = subprocess.run(argv + ['--json'], capture_output=True, text=True, timeout=30,
-                           check=True)
+                           check=True, env=env)
         self.assertEqual(json.loads(p.stdout)['results']['c']['span']['marks'], ['cache_hit'])
         status, _, body = self.server.admin_get('/traces.json')
         self.assertEqual(status, 200)
