@@ -189,18 +189,35 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
   evd_writer_struct_end (w);
 }
 
+/* A framed message: a 4-byte length to fill in, then the message from `w`. */
+static GByteArray *
+evd_backend_thrift_frame_begin (EvdWriter *w, EvdProto proto, gsize size_hint)
+{
+  static const guint8 no_length[4] = { 0 };
+  GByteArray *out = g_byte_array_sized_new ((guint) size_hint);
+
+  g_byte_array_append (out, no_length, 4);
+  evd_writer_init (w, out, proto);
+  return out;
+}
+
+static GByteArray *
+evd_backend_thrift_frame_end (GByteArray *out)
+{
+  guint32 be = GUINT32_TO_BE (out->len - 4);
+
+  memcpy (out->data, &be, 4);
+  return out;
+}
+
 /* The whole framed message for one call. */
 static GByteArray *
 evd_backend_thrift_encode (EvdThriftCall *tc, EvdProto proto)
 {
-  GByteArray *out = g_byte_array_sized_new (256);
   EvdThriftLookup *l = tc->lookup;
-  static const guint8 no_length[4] = { 0 };
-  guint32 be;
   EvdWriter w;
+  GByteArray *out = evd_backend_thrift_frame_begin (&w, proto, 256);
 
-  g_byte_array_append (out, no_length, 4);
-  evd_writer_init (&w, out, proto);
   evd_writer_message_begin (&w, "fetch", EVD_MSG_CALL, tc->seqid);
   evd_writer_struct_begin (&w);                          /* fetch_args */
   evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
@@ -222,28 +239,20 @@ evd_backend_thrift_encode (EvdThriftCall *tc, EvdProto proto)
   evd_writer_struct_end (&w);                            /* LookupCall */
   evd_writer_struct_end (&w);                            /* FetchRequest */
   evd_writer_struct_end (&w);                            /* fetch_args */
-  be = GUINT32_TO_BE (out->len - 4);
-  memcpy (out->data, &be, 4);
-  return out;
+  return evd_backend_thrift_frame_end (out);
 }
 
 /* lookups(): no args. */
 static GByteArray *
 evd_backend_thrift_encode_lookups (EvdProto proto)
 {
-  GByteArray *out = g_byte_array_sized_new (32);
-  static const guint8 no_length[4] = { 0 };
-  guint32 be;
   EvdWriter w;
+  GByteArray *out = evd_backend_thrift_frame_begin (&w, proto, 32);
 
-  g_byte_array_append (out, no_length, 4);
-  evd_writer_init (&w, out, proto);
   evd_writer_message_begin (&w, "lookups", EVD_MSG_CALL, EVD_THRIFT_SEQID_LOOKUPS);
   evd_writer_struct_begin (&w);
   evd_writer_struct_end (&w);
-  be = GUINT32_TO_BE (out->len - 4);
-  memcpy (out->data, &be, 4);
-  return out;
+  return evd_backend_thrift_frame_end (out);
 }
 
 /* ---- Reading a reply. ---- */
