@@ -462,7 +462,7 @@ test_terminate (void)
   g_free (sql1 ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'evd_term'"));
   g_assert_true (wait_for (call_done, &slow, 5000));
-  g_assert_cmpint (slow.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (slow.status, ==, EVD_PG_LOST);
   g_assert_nonnull (strstr (slow.message, "connection lost"));
   call_clear (&slow);
   g_assert_true (wait_for ((gboolean (*) (gpointer)) db_up, db, 10000));
@@ -540,14 +540,14 @@ test_down (void)
   g_clear_error (&error);
   pool = evd_pg_pool_new (db, base);
   run (pool, &c, s, NULL, 0);            /* may wait for the first attempt */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   call_clear (&c);
   t0 = g_get_monotonic_time ();
   memset (&c, 0, sizeof c);
   c.q = (EvdPgQuery) { .stmt = s, .max_rows = 1, .done = on_done };
   evd_pg_pool_submit (pool, &c.q);
   g_assert_true (c.done);                 /* at once, inside submit */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   g_assert_true (g_str_has_prefix (c.message, "database shop unavailable: "));
   g_assert_nonnull (strstr (c.message, "refused"));
   g_assert_cmpint (g_get_monotonic_time () - t0, <, 100000);
