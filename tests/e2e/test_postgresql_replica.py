@@ -188,5 +188,20 @@ class ReplicaTest(h.EvdalTestCase):
         self.assertGreaterEqual(recycles, N_CONNS)
 
 
+class ConfigTest(h.EvdalTestCase):
+    def test_standby_recheck_ms_is_validated(self):
+        import os
+        import tempfile
+        with tempfile.NamedTemporaryFile('w', suffix='.conf', delete=False) as f:
+            f.write(h.config('[database pg]\nbackend = postgresql\n'
+                             'conninfo = host=/nonexistent dbname=x\nstandby_recheck_ms = -5\n',
+                             lookups=''))
+        self.addCleanup(os.unlink, f.name)
+        r = h.run_evdal(['--check-config', '-c', f.name], timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr + r.stdout, re.escape(f.name) + r':\d+: \[database pg\] '
+                         r'standby_recheck_ms: -5 is out of range')
+
+
 if __name__ == '__main__':
     unittest.main()
