@@ -143,8 +143,11 @@ class ReplicaTest(h.EvdalTestCase):
             h.wait_until(lambda: sum(1 for o in load.snapshot() if o[0] == 'primary'
                                      and o[1] > t_stopped) >= 200,
                          timeout=20, what='200 calls answered by the primary')
+            # Counted by role: none on the standby, and (recycling every RECHECK_MS, so not
+            # necessarily all at one instant) some on the primary.
             s.wait_metric('evdal_postgresql_connections_by_role{database="pg",role="primary"}',
-                          N_CONNS, timeout=10)
+                          lambda v: v >= 1, timeout=10)
+            self.assertEqual(role_metric(s, 'standby'), 0)
             after_stop = [o for o in load.snapshot() if o[2] > t_stop]
             # The last answer that did not come from the primary: the failover's end.
             last_bad = max([o[2] for o in after_stop if o[0] != 'primary'] or [t_stop])
