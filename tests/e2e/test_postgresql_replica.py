@@ -5,6 +5,8 @@ replica is stopped (immediate) under load from several clients: every call is an
 only failures are BACKEND for calls in flight on the lost connections (at most one per
 connection), and lookups are answered by the primary within 2 s of the stop; the replica is
 started again and, with a short standby_recheck_ms, reads return to it with no call failing.
+With `retries = 1` (issue 17) the same stop fails no call at all: the calls lost with their
+connections are sent again and answered by the primary.
 
 Exits 77 (skipped) when PostgreSQL 15 is not installed."""
 import re
@@ -52,8 +54,11 @@ def replica_config():
     return h.config(
         '[database pg]\nbackend = postgresql\nconninfo = %s\nconnections = %d\n'
         'standby_recheck_ms = %d\n\n'
-        '[lookup where]\ndatabase = pg\nsql = %s\ntimeout_ms = 3000\ncoalesce = false\n'
-        % (conninfo, CONNECTIONS, RECHECK_MS, WHERE_SQL),
+        '[lookup where]\ndatabase = pg\nsql = %s\ntimeout_ms = 3000\ncoalesce = false\n\n'
+        # Busy enough that every connection has a call in flight when the replica stops.
+        '[lookup where_retried]\ndatabase = pg\nsql = %s, pg_sleep(0.05)::text AS nap\n'
+        'timeout_ms = 3000\ncoalesce = false\nretries = 1\n'
+        % (conninfo, CONNECTIONS, RECHECK_MS, WHERE_SQL, WHERE_SQL),
         lookups='', io_threads=IO_THREADS, admin_listen='127.0.0.1:0')
 
 
@@ -65,8 +70,9 @@ class Load:
     """CLIENTS threads fetching `where` in a closed loop; every call's outcome is kept with
     when it was sent and answered: ('standby' | 'primary' | 'error', t_sent, t_answered, what)."""
 
-    def __init__(self, server):
+    def __init__(self, server, lookup='where'):
         self.server = server
+        self.lookup = lookup
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.calls = []
@@ -84,14 +90,15 @@ class Load:
         try:
             while not self.stop.is_set():
                 n += 1
-                call = ttypes.LookupCall(lookup='where', params={'n': ttypes.Value(int_value=n)})
+                call = ttypes.LookupCall(lookup=self.lookup,
+                                         params={'n': ttypes.Value(int_value=n)})
                 t0 = time.monotonic()
                 r = c.fetch(h.fetch_request({'w': call}, deadline_ms=5000)).results['w']
                 t1 = time.monotonic()
                 if r.error is not None:
                     outcome = ('error', t0, t1, (r.error.kind, r.error.message))
                 else:
-                    standby, port, got = r.table.rows[0]
+                    standby, port, got = r.table.rows[0][:3]
                     assert got.int_value == n, (got, n)
                     role = 'standby' if standby.int_value == 1 else 'primary'
                     expect = REPLICA.port if role == 'standby' else PRIMARY.port
@@ -189,6 +196,41 @@ class ReplicaTest(h.EvdalTestCase):
         # Back on the replica: by recycling connections, none of which failed a call.
         self.assertGreater(recycles, recycles_before)
         self.assertGreaterEqual(recycles, N_CONNS)
+
+    def test_retries_hide_the_failover(self):
+        """With `retries = 1`, the calls in flight on the lost connections are sent again and
+        answered by the primary: not one call fails."""
+        with h.Server(replica_config()) as s:
+            s.wait_metric('evdal_postgresql_connections_by_role{database="pg",role="standby"}',
+                          N_CONNS, timeout=15)
+            load = Load(s, lookup='where_retried')
+            load.start()
+            self.addCleanup(load.finish)
+            h.wait_until(lambda: len(load.snapshot()) >= 50, timeout=20,
+                         what='50 calls before the stop')
+            REPLICA.stop('immediate')
+            try:
+                t_stopped = time.monotonic()
+                h.wait_until(lambda: sum(1 for o in load.snapshot() if o[0] == 'primary'
+                                         and o[1] > t_stopped) >= 50,
+                             timeout=20, what='50 calls answered by the primary')
+                load.finish()
+            finally:
+                REPLICA.pg_ctl('start')
+            retries = s.metric('evdal_lookup_retries_total{lookup="where_retried"}')
+            lost = s.metric('evdal_postgresql_failures_total{database="pg"}')
+        calls = load.snapshot()
+        print('\nreplica stopped under %d clients with retries = 1 (%d calls): %d connections '
+              'lost a call, %d retries, %d failed' % (
+                  CLIENTS, len(calls), lost, retries,
+                  sum(1 for o in calls if o[0] == 'error')), file=sys.stderr)
+        self.assertEqual(load.broken, [])
+        self.assertEqual([o for o in calls if o[0] == 'error'], [])
+        # Calls were lost with their connections (every connection was busy), and each was
+        # sent again once.
+        self.assertGreaterEqual(lost, 1)
+        self.assertLessEqual(lost, N_CONNS)
+        self.assertEqual(retries, lost)
 
 
 class ConfigTest(h.EvdalTestCase):
