@@ -482,7 +482,9 @@ class RetryTest(PgTestCase):
             got = {}
 
             def sleepy():
-                call = ttypes.LookupCall(lookup='sleepy', params={'s': ttypes.Value(real_value=1.0)})
+                # Long enough that the poll below finds it running on a busy machine.
+                call = ttypes.LookupCall(lookup='sleepy',
+                                         params={'s': ttypes.Value(real_value=3.0)})
                 got['r'] = c.fetch(h.fetch_request({'x': call}, deadline_ms=20000, trace=True))
 
             th = threading.Thread(target=sleepy)
