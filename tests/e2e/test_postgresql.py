@@ -138,14 +138,17 @@ class PageTest(PgTestCase):
     """The same rows from SQLite and PostgreSQL."""
 
     def test_same_rows_as_sqlite(self):
-        with h.Server(pg_config()) as s:
+        # Budgets far above a page's time even on a loaded machine: rows are the point here
+        # (deadlines have tests of their own below).
+        budget = int(10000 * h.TIME_SCALE)
+        with h.Server(pg_config(timeout_ms=budget, deadline_ms=2 * budget)) as s:
             self.wait_up(s, 4)
             c, t = h.client(s)
             self.addCleanup(t.close)
             rng = random.Random(15)
             for i in range(N_PAGES):
                 uid = rng.randint(1, N_USERS + 10)   # a few users that do not exist
-                r = c.fetch(page_request(uid, prefixes=('', 'lite_')))
+                r = c.fetch(page_request(uid, prefixes=('', 'lite_'), deadline_ms=2 * budget))
                 for name in PAGE:
                     pg, lite = r.results[name], r.results['lite_' + name]
                     self.assertIsNone(pg.error, (name, uid))
