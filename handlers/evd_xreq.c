@@ -95,6 +95,7 @@ struct _EvdXreqFlight {
   EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
   char *error_message;
   guint error_flags;
+  gint64 retry_after_us;    /* the last failure's Retry-After: the least a retry waits */
 };
 
 static void evd_xreq_flight_drain (EvdXreqFlight *f);
@@ -660,6 +661,7 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
     f->error_kind = kind;
     f->error_message = g_strdup (message);
     f->error_flags = flags;
+    f->retry_after_us = evd_backend_call_retry_after_us (call);
     if (f->running == 0)
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
   }
@@ -767,7 +769,10 @@ evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
   EvdXreq *x = f->x;
 
   if ((f->error_flags & EVD_BACKEND_FAIL_RETRYABLE) && f->retries < (guint) x->config.retries) {
-    gint64 backoff = evd_retry_backoff_us (f->retries + 1, g_random_int ());
+    /* An upstream that said when to come back (Retry-After) is not asked sooner; one that
+     * said later than the deadline is not asked again. */
+    gint64 backoff = MAX (evd_retry_backoff_us (f->retries + 1, g_random_int ()),
+                          f->retry_after_us);
 
     if (now + backoff < evd_xreq_flight_deadline (f)) {
       if (evd_retry_budget_withdraw (x->section->budget, now)) {
