@@ -72,6 +72,7 @@ typedef struct {
 typedef struct {
   EvdPgQuery q;
   EvdBackendCall *call;
+  char *comment;            /* the trace context for pg_stat_activity; NULL when unsampled */
 } EvdBackendPostgresqlCall;
 
 static void
@@ -373,6 +374,26 @@ evd_backend_postgresql_on_done (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows
   }
 }
 
+/* Trace context out: a sampled call's statement carries its traceparent (this call's span as
+ * parent) and the caller's tracestate as a sqlcommenter comment, which pg_stat_activity shows
+ * while it runs (docs/ARCHITECTURE.md, "Distributed tracing"). Not application_name: a SET
+ * costs a statement of its own before the query (libpq sends one query per Sync outside
+ * pipeline mode) and another to clear it after, or the session keeps showing a finished
+ * call's context; and unsampled calls would pay for the clearing. Unsampled calls keep the
+ * prepared statement and pay one flag test. */
+static char *
+evd_backend_postgresql_trace_comment (EvdBackendCall *call)
+{
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
+  const char *pairs[] = { "traceparent", traceparent,
+                          "tracestate", evd_backend_call_tracestate (call), NULL };
+
+  if (!evd_backend_call_sampled (call))
+    return NULL;
+  evd_backend_call_traceparent (call, traceparent);
+  return evd_pg_sql_comment (pairs);
+}
+
 static void
 evd_backend_postgresql_start (gpointer backend, EvdBackendCall *call)
 {
@@ -385,6 +406,8 @@ evd_backend_postgresql_start (gpointer backend, EvdBackendCall *call)
   pc->q.params = evd_backend_call_params (call, &pc->q.n_params);
   pc->q.max_rows = l->max_rows;
   pc->q.done = evd_backend_postgresql_on_done;
+  pc->comment = evd_backend_postgresql_trace_comment (call);
+  pc->q.comment = pc->comment;
   *evd_backend_call_data (call) = pc;
   evd_pg_pool_submit (lp->pool, &pc->q);
 }
@@ -406,6 +429,7 @@ evd_backend_postgresql_release (gpointer backend, EvdBackendCall *call)
 
   (void) backend;
   *evd_backend_call_data (call) = NULL;
+  g_free (pc->comment);
   g_free (pc);
 }
 

@@ -974,6 +974,23 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
   return TRUE;
 }
 
+/* A query with a comment (a sampled trace context): its SQL and the comment sent unprepared,
+ * so that pg_stat_activity shows them while it runs (a prepared statement shows its PREPARE
+ * text, the same for every call). One round trip as for a prepared one (Parse, Bind, Describe,
+ * Execute, Sync), but parsed and planned again: the price is paid by sampled calls only. The
+ * params are typed with the types this connection's PREPARE learned, so they read exactly as
+ * they do prepared. The newline ends a `--` comment the SQL may end with. */
+static int
+evd_pg_conn_send_commented (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt *st,
+                            const char *const *values, const int *lengths, const int *formats)
+{
+  int n = (int) stmt->names->len;
+  g_autofree char *sql = g_strconcat (stmt->sql, "\n", q->comment, NULL);
+
+  g_assert (st->n_types == n);
+  return PQsendQueryParams (c->pg, sql, n, st->types, values, lengths, formats, 0);
+}
+
 static void
 evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
 {
@@ -985,6 +1002,7 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
   int *lengths = g_newa (int, n + 1), *formats = g_newa (int, n + 1);
   g_autofree char *message = NULL;
   char name[32];
+  int ok;
 
   if (st->error != NULL) {
     message = g_strdup_printf ("database %s: %s", db->name, st->error);
@@ -996,7 +1014,11 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
     return;
   }
   g_snprintf (name, sizeof name, "evd%d", q->stmt);
-  if (!PQsendQueryPrepared (c->pg, name, (int) n, values, lengths, formats, 0)) {
+  if (q->comment != NULL)
+    ok = evd_pg_conn_send_commented (c, q, stmt, st, values, lengths, formats);
+  else
+    ok = PQsendQueryPrepared (c->pg, name, (int) n, values, lengths, formats, 0);
+  if (!ok) {
     message = evd_pg_one_line (PQerrorMessage (c->pg));
     evd_pg_conn_lost (c, message);       /* first: the completion may submit again */
     evd_pg_query_finish (q, EVD_PG_LOST, NULL, message);
@@ -1277,6 +1299,54 @@ evd_pg_query_cancel (EvdPgQuery *q)
     evd_pg_timer_set (c, EVD_PG_DRAIN_MS);
   }
   evd_pg_query_finish (q, EVD_PG_CANCELLED, NULL, NULL);
+}
+
+/* ---- sqlcommenter ---- */
+
+static int
+evd_pg_pair_cmp (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Percent-encodes all but the URL's unreserved characters (RFC 3986). */
+static void
+evd_pg_url_encode (GString *out, const char *s)
+{
+  for (const guchar *p = (const guchar *) s; *p; p++) {
+    if (g_ascii_isalnum (*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+      g_string_append_c (out, (char) *p);
+    else
+      g_string_append_printf (out, "%%%02X", *p);
+  }
+}
+
+char *
+evd_pg_sql_comment (const char *const *pairs)
+{
+  g_autoptr (GArray) kv = g_array_new (FALSE, FALSE, sizeof (const char *) * 2);
+  GString *out;
+
+  for (guint i = 0; pairs[i] != NULL; i += 2) {
+    if (pairs[i + 1] != NULL)
+      g_array_append_vals (kv, &pairs[i], 1);
+  }
+  if (kv->len == 0)
+    return NULL;
+  g_array_sort (kv, evd_pg_pair_cmp);
+  out = g_string_new ("/*");
+  for (guint i = 0; i < kv->len; i++) {
+    const char *const *pair = &g_array_index (kv, const char *, 2 * i);
+
+    if (i > 0)
+      g_string_append_c (out, ',');
+    evd_pg_url_encode (out, pair[0]);
+    g_string_append (out, "='");
+    evd_pg_url_encode (out, pair[1]);
+    g_string_append_c (out, '\'');
+  }
+  g_string_append (out, "*/");
+  return g_string_free (out, FALSE);
 }
 
 /* ---- The database. ---- */

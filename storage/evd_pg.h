@@ -137,6 +137,14 @@ void evd_pg_db_stats (EvdPgDb *db, EvdPgStats *stats);
  * `:name` -> `$n`, outside quotes, comments, dollar-quoted strings, and not in `::` casts. */
 char *evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error);
 
+/* ---- sqlcommenter (https://google.github.io/sqlcommenter/spec/). ----
+ * `pairs` is key, value, key, value, ..., NULL; a pair whose value is NULL is left out.
+ * Returns the SQL comment that holds k1='v1',k2='v2' (slash-star before, star-slash after),
+ * the pairs sorted by key, every byte of keys and values but [A-Za-z0-9_.~-] percent-encoded:
+ * whatever a value holds, no quote, star or slash reaches the SQL, so the comment can neither
+ * end early nor nest. NULL when no pair has a value. */
+char *evd_pg_sql_comment (const char *const *pairs);
+
 /* ---- One loop's pool. ---- */
 
 /* Opens db->connections connections on `base` (the calling thread must be the base's). */
@@ -155,6 +163,12 @@ struct _EvdPgQuery {
   int max_rows;
   EvdPgDone done;             /* `rows` is handed over; `message` is for BACKEND */
   gpointer user_data;
+  /* Optional (NULL: none, the common case): a comment made by evd_pg_sql_comment, which must
+   * outlive the query. With one, the statement is sent unprepared (PQsendQueryParams: parse,
+   * bind and execute in the same round trip) as its SQL followed by the comment, so that
+   * pg_stat_activity shows it while it runs; its params keep the types PostgreSQL gave them
+   * at PREPARE and are sent as they always are, never written into the SQL. */
+  const char *comment;
   /* Private. */
   EvdPgPool *pool;
   gpointer conn;              /* the connection running it, NULL while queued */

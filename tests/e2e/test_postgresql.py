@@ -511,5 +511,81 @@ class RetryTest(PgTestCase):
             self.assertEqual(self.metric(s, 'evdal_lookup_retries_total', lookup='divide'), 0)
 
 
+class TraceContextTest(PgTestCase):
+    """Issue 18, context out: while a sampled call's statement runs, pg_stat_activity shows
+    its trace context as a sqlcommenter comment (traceparent with evdal's span for that call,
+    and the caller's tracestate, percent-encoded); an unsampled call's shows the plain
+    prepared statement. The rows are the same either way."""
+
+    SQL = ('SELECT u.id, u.name FROM users u, (SELECT pg_sleep(:secs)) s '
+           'WHERE u.id = :user_id')
+    PREPARED = ('SELECT u.id, u.name FROM users u, (SELECT pg_sleep($1)) s '
+                'WHERE u.id = $2')
+    TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
+    # a tracestate value may hold '*', '/' and quotes: they must not end the comment
+    TRACESTATE = "rojo=00f067aa0ba902b7,congo=t*/'61"
+
+    def running_query(self, srv, traceparent, app):
+        """Fetches a lookup that sleeps, and returns the text pg_stat_activity shows for it
+        while it runs (polled, with a deadline) and the fetch's result."""
+        secs = 2.0 * h.TIME_SCALE
+        out = {}
+
+        def fetch():
+            c, t = h.client(srv)
+            try:
+                out['r'] = c.fetch(h.fetch_request(
+                    {'s': ttypes.LookupCall(lookup='slow_user', params={
+                        'user_id': ttypes.Value(int_value=7),
+                        'secs': ttypes.Value(real_value=secs)})},
+                    request_id='req-pg-trace', traceparent=traceparent,
+                    tracestate=self.TRACESTATE))
+            finally:
+                t.close()
+
+        th = threading.Thread(target=fetch)
+        th.start()
+        seen = ''
+        deadline = time.monotonic() + secs
+        while not seen and time.monotonic() < deadline and th.is_alive():
+            seen = PG.psql("SELECT query FROM pg_stat_activity WHERE application_name = '%s' "
+                           "AND state = 'active'" % app)
+        th.join(30)
+        self.assertIsNone(out['r'].results['s'].error, out['r'].results['s'])
+        self.assertTrue(seen, 'the statement was never seen running')
+        return seen, table(out['r'].results['s'])
+
+    def test_pg_stat_activity_shows_a_sampled_calls_context(self):
+        import urllib.parse
+        import test_tracing  # its fake OTLP collector
+        col = test_tracing.Collector()
+        self.addCleanup(col.close)
+        extra = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 1\nservice_name = evdal-test\n'
+                 'batch_max_age_ms = 50\n\n[lookup slow_user]\ndatabase = pg\nsql = %s\n'
+                 'timeout_ms = 30000\n' % (col.url, self.SQL))
+        with h.Server(pg_config(extra=extra, app='evd_trace')) as s:
+            self.wait_up(s, 4)
+            # Unsampled (-00, though sample_ratio = 1: the parent decides): the prepared
+            # statement, nothing added.
+            plain, rows_plain = self.running_query(
+                s, '00-%s-00f067aa0ba902b7-00' % self.TRACE_ID, 'evd_trace')
+            self.assertEqual(plain, self.PREPARED)
+            # Sampled: the same SQL with the context after it.
+            commented, rows_sampled = self.running_query(
+                s, '00-%s-00f067aa0ba902b7-01' % self.TRACE_ID, 'evd_trace')
+            spans = [sp for sp in col.wait_spans(2) if sp['name'] == 'lookup slow_user']
+            self.assertEqual(len(spans), 1, spans)
+            span_id = spans[0]['spanId']
+            sql, sep, comment = commented.partition('\n')
+            self.assertEqual(sql, self.PREPARED)
+            m = re.fullmatch(r"/\*traceparent='([^']*)',tracestate='([^']*)'\*/", comment)
+            self.assertIsNotNone(m, commented)
+            self.assertEqual(m.group(1), '00-%s-%s-01' % (self.TRACE_ID, span_id))
+            self.assertEqual(urllib.parse.unquote(m.group(2)), self.TRACESTATE)
+            self.assertEqual(commented.count('*/'), 1)
+            self.assertEqual(rows_sampled, rows_plain)
+            self.assertEqual(rows_plain[1], [[7, rows_plain[1][0][1]]])
+
+
 if __name__ == '__main__':
     unittest.main()
