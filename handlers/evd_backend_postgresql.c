@@ -7,6 +7,8 @@
  *   connections = 4               # per IO loop; opened at start-up, reopened when lost
  *   statement_timeout_ms = 5000   # server-side backstop; each call is also cut at its deadline
  *   connect_timeout_ms = 2000     # one connection attempt, name resolution included
+ *   standby_recheck_ms = 30000    # prefer-standby: a connection that fell back to the
+ *                                 # primary is remade after this (0: never)
  *
  *   [lookup user]
  *   database = shop               # implies backend = postgresql
@@ -19,6 +21,12 @@
  * returns no columns or has a param PostgreSQL cannot type stops start-up with the lookup's
  * name and PostgreSQL's message. When it does not answer, evdal starts anyway: its lookups
  * fail at once with BACKEND "database NAME unavailable: ..." until a connection is up.
+ *
+ * Replicas: `conninfo = host=replica,primary ... target_session_attrs=prefer-standby` reads
+ * from the standby and falls back to the primary when it is gone (libpq picks; evd_pg.h tells
+ * how evdal retries and recycles). A connection lost before its query was answered, or none
+ * to be had, fails the call as retryable (a lookup with `retries` sends it again); an SQL
+ * error does not.
  */
 #include <string.h>
 
@@ -33,6 +41,10 @@
 /* client_connection_check_interval: how soon the server notices evdal closed a connection
  * whose query it gave up, and stops that query. */
 #define EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS 1000
+/* standby_recheck_ms: how long reads stay on the primary after a standby came back. A
+ * reconnect costs a few milliseconds of one connection every this often, and only while a
+ * standby is missing; half a minute keeps that negligible and a standby's return prompt. */
+#define EVD_BACKEND_POSTGRESQL_STANDBY_RECHECK_MS 30000
 
 typedef struct {
   gint refs;                /* the shared state's, and one per loop's pool */
@@ -122,6 +134,9 @@ evd_backend_postgresql_open_database (EvdBackendPostgresqlShared *sh, EvdConfig 
     .connect_timeout_ms = (int) evd_config_int (cfg, group, "connect_timeout_ms", 2000, 10,
                                                 600000),
     .check_interval_ms = EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS,
+    .standby_recheck_ms = (int) evd_config_int (cfg, group, "standby_recheck_ms",
+                                                EVD_BACKEND_POSTGRESQL_STANDBY_RECHECK_MS, 0,
+                                                86400000),
   };
   g_autoptr (GError) error = NULL;
   EvdBackendPostgresqlDatabase *pdb;
@@ -199,6 +214,10 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
     { "evdal_postgresql_reconnects_total", "counter", "Connection attempts after the first." },
     { "evdal_postgresql_queries_total", "counter", "Queries sent." },
     { "evdal_postgresql_failures_total", "counter", "Queries that failed (BACKEND)." },
+    { "evdal_postgresql_connections_by_role", "gauge",
+      "Connections up by their server's role (in_hot_standby): standby, primary." },
+    { "evdal_postgresql_recycles_total", "counter",
+      "prefer-standby connections on a primary closed and remade after standby_recheck_ms." },
   };
 
   for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
@@ -211,6 +230,13 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
       EvdPgStats s;
 
       evd_pg_db_stats (((EvdBackendPostgresqlDatabase *) pdb)->db, &s);
+      if (f == 6) {
+        evd_metrics_sample (out, families[f].name, s.standby, "database", (const char *) name,
+                            "role", "standby", NULL);
+        evd_metrics_sample (out, families[f].name, s.primary, "database", (const char *) name,
+                            "role", "primary", NULL);
+        continue;
+      }
       if (f == 0) {
         evd_metrics_sample (out, families[f].name, s.up, "database", (const char *) name,
                             "state", "up", NULL);
@@ -223,7 +249,7 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
       evd_metrics_sample (out, families[f].name,
                           f == 1 ? s.in_flight : f == 2 ? s.queued
                           : f == 3 ? (double) s.reconnects : f == 4 ? (double) s.queries
-                          : (double) s.failures,
+                          : f == 5 ? (double) s.failures : (double) s.recycles,
                           "database", (const char *) name, NULL);
     }
   }
@@ -339,6 +365,9 @@ evd_backend_postgresql_on_done (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows
     break;
   case EVD_PG_CANCELLED:
     evd_backend_call_fail (pc->call, EVD_ERROR_KIND_CANCELLED, "cancelled");
+    break;
+  case EVD_PG_LOST:
+    evd_backend_call_fail_retryable (pc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
     break;
   default:
     evd_backend_call_fail (pc->call, EVD_ERROR_KIND_BACKEND, "%s", message);

@@ -30,7 +30,7 @@ load=$!
 for i in $(seq "$runs"); do
   start=$(date +%s)
   if ctest --test-dir "$build" -j "$jobs" -LE long --output-on-failure >"$build/repeat-$i.log" 2>&1; then
-    echo "run $i/$runs: passed in $(( $(date +%s) - start )) s, $(grep -o '[0-9]* tests passed' "$build/repeat-$i.log" | head -1), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "run $i/$runs: passed in $(( $(date +%s) - start )) s, $(grep -o 'tests passed.*' "$build/repeat-$i.log" | head -1), load $(cut -d' ' -f1-3 /proc/loadavg)"
   else
     echo "run $i/$runs: FAILED after $(( $(date +%s) - start )) s: $(grep -E 'Failed|\*\*\*' "$build/repeat-$i.log" | tr '\n' ' ')"
     exit 1

@@ -3,7 +3,8 @@ the seven-lookup page gives the same rows from SQLite and from PostgreSQL (the s
 evdal-mkdb, and the same SQL), every type of the README's table comes back as it says,
 injection stays text, writing lookups are refused at start-up and writing CTEs fail at run
 time, and faults (PostgreSQL down at start, restarted under load, stopped with SIGSTOP, its
-sessions terminated) each cost calls at most their deadline and are followed by a good page.
+sessions terminated) each cost calls at most their deadline and are followed by a good page,
+and a connection lost mid-query is retried by a lookup with `retries` while an SQL error is not.
 
 Exits 77 (skipped) when PostgreSQL 15 is not installed."""
 import configparser
@@ -462,6 +463,52 @@ class FaultTest(PgTestCase):
             self.wait_up(s, 4)
             self.assertGreaterEqual(self.metric(s, 'evdal_postgresql_reconnects_total',
                                                 database='pg'), 4)
+
+
+class RetryTest(PgTestCase):
+    """Issue 17: a connection lost before its query was answered is a retryable failure (a
+    lookup with `retries` sends the call again); an SQL error is not."""
+
+    EXTRA = ('[lookup sleepy]\ndatabase = pg\nsql = SELECT 1 AS one FROM pg_sleep(:s::float8)\n'
+             'retries = 1\ncoalesce = false\ntimeout_ms = 20000\n\n'
+             '[lookup divide]\ndatabase = pg\nsql = SELECT 1 / :z::int4 AS q\nretries = 1\n'
+             'coalesce = false\n')
+
+    def test_lost_connection_is_retried_sql_error_is_not(self):
+        with h.Server(pg_config(extra=self.EXTRA, app='evd_retry', io_threads=1)) as s:
+            self.wait_up(s, 2)
+            c, t = h.client(s, timeout=30)
+            self.addCleanup(t.close)
+            got = {}
+
+            def sleepy():
+                # Long enough that the poll below finds it running on a busy machine.
+                call = ttypes.LookupCall(lookup='sleepy',
+                                         params={'s': ttypes.Value(real_value=3.0)})
+                got['r'] = c.fetch(h.fetch_request({'x': call}, deadline_ms=20000, trace=True))
+
+            th = threading.Thread(target=sleepy)
+            th.start()
+            # Its session is killed while the query runs on the server.
+            h.wait_until(lambda: PG.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "application_name = 'evd_retry' AND state = 'active' AND query LIKE '%pg_sleep%'")
+                == '1', timeout=10, what='the query running, then terminated')
+            th.join(30)
+            res = got['r'].results['x']
+            self.assertIsNone(res.error, res.error)
+            self.assertEqual(table(res), (['one'], [[1]]))
+            self.assertIn('retried:1', res.span.marks or [])
+            self.assertEqual(self.metric(s, 'evdal_lookup_retries_total', lookup='sleepy'), 1)
+            self.assertGreaterEqual(self.metric(s, 'evdal_postgresql_failures_total',
+                                                database='pg'), 1)
+            # An SQL error is final.
+            call = ttypes.LookupCall(lookup='divide', params={'z': ttypes.Value(int_value=0)})
+            res = c.fetch(h.fetch_request({'x': call}, trace=True)).results['x']
+            self.assertEqual(res.error.kind, ttypes.ErrorKind.BACKEND)
+            self.assertIn('division by zero', res.error.message)
+            self.assertFalse(res.span.marks)
+            self.assertEqual(self.metric(s, 'evdal_lookup_retries_total', lookup='divide'), 0)
 
 
 class TraceContextTest(PgTestCase):

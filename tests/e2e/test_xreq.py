@@ -4,6 +4,8 @@ HTTP backend's own tests against a counting HTTP server come with it)."""
 import json
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -406,6 +408,64 @@ class HedgeTest(h.EvdalTestCase):
                 self.fail('p99 never dropped 5x: %s' % '; '.join(seen))
             self.assertGreater(labelled(server, 'evdal_lookup_hedges_won_total',
                                         lookup='hedged'), 0)
+
+
+RELOAD_LOOKUPS = """
+[database db]
+path = @TMPDIR@/reload.db
+
+[lookup kept]
+database = db
+sql = SELECT name FROM t WHERE id = :id
+cache_ttl_ms = 600000
+
+[lookup changed]
+database = db
+sql = %s
+cache_ttl_ms = 600000
+"""
+
+
+class ReloadKeepsUnchangedCachesTest(h.EvdalTestCase):
+    """SIGHUP that changes a lookup drops its cached entries; a lookup whose definition (its
+    keys and its database's) did not change keeps them."""
+
+    def test_sighup_drops_only_the_changed_lookups_cache(self):
+        before = RELOAD_LOOKUPS % 'SELECT name FROM t WHERE id = :id'
+        after = RELOAD_LOOKUPS % "SELECT name || ' (new)' AS name FROM t WHERE id = :id"
+        srv = h.Server(h.config(lookups=before, admin_listen='127.0.0.1:0'))
+        db = sqlite3.connect(os.path.join(srv.tmpdir, 'reload.db'))
+        self.addCleanup(db.close)
+        db.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)')
+        db.execute("INSERT INTO t VALUES (1, 'one')")
+        db.commit()
+        with srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+
+            def both():
+                r = c.fetch(h.fetch_request({
+                    k: ttypes.LookupCall(lookup=k, params={'id': ttypes.Value(int_value=1)})
+                    for k in ('kept', 'changed')}, trace=True)).results
+                return {k: (r[k].table.rows[0][0].text_value, r[k].span.marks or [])
+                        for k in r}
+
+            self.assertEqual(both(), {'kept': ('one', []), 'changed': ('one', [])})
+            self.assertEqual(both(), {'kept': ('one', ['cache_hit']),
+                                      'changed': ('one', ['cache_hit'])})
+            # The table changes under both: only a lookup that reads it again can tell.
+            db.execute("UPDATE t SET name = 'uno' WHERE id = 1")
+            db.commit()
+            with open(srv.config_path, 'w') as f:
+                f.write(h.config(lookups=after.replace('@TMPDIR@', srv.tmpdir),
+                                 admin_listen='127.0.0.1:0'))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reloaded', timeout=10), srv.log_tail())
+            got = both()
+            # Unchanged: still its cached row. Changed: a miss, and the new SQL's rows.
+            self.assertEqual(got['kept'], ('one', ['cache_hit']))
+            self.assertEqual(got['changed'], ('uno (new)', []))
+            self.assertEqual(both()['changed'], ('uno (new)', ['cache_hit']))
 
 
 if __name__ == '__main__':

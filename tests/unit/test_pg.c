@@ -3,7 +3,8 @@
  * exits 77, skipped): the :name rewriter, every type of the README's table, params typed
  * and range-checked, injection inert, statements checked at start-up, a query given up while
  * it runs (its connection drains, then serves again), sessions killed by the server, host
- * names resolved by evdns, and a database that is down.
+ * names resolved by evdns, the next host of a multi-host string reached on a reused socket
+ * number (with the server's role read), and a database that is down.
  */
 #include <signal.h>
 #include <event2/event.h>
@@ -548,7 +549,7 @@ test_terminate (void)
   g_free (sql1 ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'evd_term'"));
   g_assert_true (wait_for (call_done, &slow, 5000));
-  g_assert_cmpint (slow.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (slow.status, ==, EVD_PG_LOST);
   g_assert_nonnull (strstr (slow.message, "connection lost"));
   call_clear (&slow);
   g_assert_true (wait_for ((gboolean (*) (gpointer)) db_up, db, 10000));
@@ -604,6 +605,37 @@ test_hostname (void)
   }
 }
 
+/* libpq moves to the next host of a multi-host string (here after a refused TCP connect) on
+ * a new socket that gets the closed one's number back; the events must be remade for it, or
+ * the connection waits on a descriptor epoll no longer watches until its connect timeout (the
+ * bug that left prefer-standby connections stuck when the standby stopped). */
+static void
+test_next_host_same_fd (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ci = g_strdup_printf ("host=127.0.0.1,%s port=1,%s dbname=postgres "
+                                         "user=postgres", g_getenv ("EVDAL_PG_DIR"),
+                                         g_getenv ("EVDAL_PG_PORT"));
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("nh", ci, &opts, &error);
+  int s = add (db, "SELECT 1 AS v");
+  EvdPgPool *pool = evd_pg_pool_new (db, base);
+  EvdPgStats st;
+
+  g_assert_true (wait_for ((gboolean (*) (gpointer)) db_up, db, 5000));
+  evd_pg_db_stats (db, &st);
+  g_assert_cmpuint (st.reconnects, ==, 0);          /* each connection's first attempt */
+  g_assert_cmpint (st.standby + st.primary, ==, opts.connections);   /* role reported */
+  g_assert_cmpint (st.primary, ==, opts.connections);
+  {
+    Call c;
+
+    run (pool, &c, s, NULL, 0);
+    g_assert_cmpint (c.status, ==, EVD_PG_OK);
+    call_clear (&c);
+  }
+  evd_pg_pool_free (pool);
+}
+
 /* Nothing listens: the first attempt fails, and every call after it fails at once with the
  * database's name and libpq's message. */
 static void
@@ -626,14 +658,14 @@ test_down (void)
   g_clear_error (&error);
   pool = evd_pg_pool_new (db, base);
   run (pool, &c, s, NULL, 0);            /* may wait for the first attempt */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   call_clear (&c);
   t0 = g_get_monotonic_time ();
   memset (&c, 0, sizeof c);
   c.q = (EvdPgQuery) { .stmt = s, .max_rows = 1, .done = on_done };
   evd_pg_pool_submit (pool, &c.q);
   g_assert_true (c.done);                 /* at once, inside submit */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   g_assert_true (g_str_has_prefix (c.message, "database shop unavailable: "));
   g_assert_nonnull (strstr (c.message, "refused"));
   g_assert_cmpint (g_get_monotonic_time () - t0, <, 100000);
@@ -666,6 +698,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/cancel", test_cancel);
   g_test_add_func ("/pg/terminate", test_terminate);
   g_test_add_func ("/pg/hostname", test_hostname);
+  g_test_add_func ("/pg/next_host_same_fd", test_next_host_same_fd);
   g_test_add_func ("/pg/down", test_down);
   {
     int rc = g_test_run ();
