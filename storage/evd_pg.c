@@ -321,6 +321,19 @@ evd_pg_conn_unwatch (EvdPgConn *c)
   c->watch_rd = c->watch_wr = FALSE;
 }
 
+/* Adds or deletes `ev` when `want` differs from `*on`, what it is now. */
+static void
+evd_pg_event_want (struct event *ev, gboolean *on, gboolean want)
+{
+  if (!want == !*on)
+    return;
+  if (want)
+    event_add (ev, NULL);
+  else
+    event_del (ev);
+  *on = want;
+}
+
 /* Watches libpq's current socket for reading and/or writing. */
 static void
 evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
@@ -337,20 +350,8 @@ evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
   }
   /* Every query flushes and asks for the same (read, not write): event_add/event_del each
    * take the base's lock, so only a change reaches libevent. */
-  if (rd != c->watch_rd) {
-    if (rd)
-      event_add (c->rd, NULL);
-    else
-      event_del (c->rd);
-    c->watch_rd = rd;
-  }
-  if (wr != c->watch_wr) {
-    if (wr)
-      event_add (c->wr, NULL);
-    else
-      event_del (c->wr);
-    c->watch_wr = wr;
-  }
+  evd_pg_event_want (c->rd, &c->watch_rd, rd);
+  evd_pg_event_want (c->wr, &c->watch_wr, wr);
 }
 
 static void
