@@ -532,7 +532,8 @@ class TraceContextTest(PgTestCase):
     def running_query(self, srv, traceparent, app):
         """Fetches a lookup that sleeps, and returns the text pg_stat_activity shows for it
         while it runs (polled, with a deadline) and the fetch's result."""
-        secs = 2.0 * h.TIME_SCALE
+        # PostgreSQL sleeps, not evdal: no TIME_SCALE (the fetch's 5 s budget bounds it)
+        secs = 2.5
         out = {}
 
         def fetch():
