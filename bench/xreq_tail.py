@@ -46,34 +46,15 @@ hedge = p95
 """
 
 
-HTTP_CONFIG = """[server]
+HTTP_SERVER = """[server]
 listen = 127.0.0.1:%(port)d
 admin_listen = 127.0.0.1:%(admin)d
 max_queue_ms = 0
-
-[upstream tail_plain]
-backend = http
-base_url = %(base)s
-connections = 32
-
-[upstream tail_hedged]
-backend = http
-base_url = %(base)s
-connections = 32
-
-[lookup plain]
-upstream = tail_plain
-get = /plain
-coalesce = false
-
-[lookup hedged]
-upstream = tail_hedged
-get = /hedged
-coalesce = false
-hedge = p95
 """
 
 UPSTREAM = os.path.join(harness.ROOT, 'tests', 'e2e', 'http_tail_upstream.py')
+sys.path.insert(0, os.path.dirname(UPSTREAM))
+import http_tail_upstream  # noqa: E402
 
 
 def upstream_stats(base):
@@ -97,7 +78,8 @@ def run_http(a):
     tmp = tempfile.mkdtemp(prefix='evdal-tail-')
     conf = os.path.join(tmp, 'evdal.conf')
     with open(conf, 'w') as f:
-        f.write(HTTP_CONFIG % {'port': port, 'admin': admin, 'base': base})
+        f.write(HTTP_SERVER % {'port': port, 'admin': admin} +
+                http_tail_upstream.LOOKUPS.format(base=base))
     proc = subprocess.Popen([os.path.join(a.build, 'evdal'), '--config', conf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -25,6 +25,33 @@ import asyncio
 import json
 import sys
 
+# What the experiment compares: the same path without hedging and with `hedge = p95`, each on
+# an upstream section of its own (their connections and retry budgets apart); `{base}` is
+# this server's http://127.0.0.1:PORT.
+LOOKUPS = """
+[upstream tail_plain]
+backend = http
+base_url = {base}
+connections = 32
+
+[upstream tail_hedged]
+backend = http
+base_url = {base}
+connections = 32
+
+# Coalescing off: every fetch is its own upstream request, as with distinct params.
+[lookup plain]
+upstream = tail_plain
+get = /plain
+coalesce = false
+
+[lookup hedged]
+upstream = tail_hedged
+get = /hedged
+coalesce = false
+hedge = p95
+"""
+
 RESPONSE = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
             b'Content-Length: %d\r\n\r\n%s')
 OK = RESPONSE % (12, b'{"ok": true}')
