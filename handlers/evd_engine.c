@@ -231,8 +231,11 @@ evd_backend_call_complete_here (gpointer data)
   g_assert (evd_loop_is_current (b->loop));
   if (!b->completed) {
     b->completed = TRUE;
-    if (b->fetch != NULL)
+    if (b->fetch != NULL) {
+      if (b->done != NULL)  /* an attempt: never more attempts than calls, for the metric */
+        g_atomic_int_add (&b->fetch->engine->counters->attempts, -1);
       g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
+    }
     if (b->klass->release != NULL)
       b->klass->release (b->backend, b);
     if (b->lookup != NULL)
@@ -346,7 +349,8 @@ evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx, const EvdPara
                       guint n_params, gint64 deadline_us, const EvdBackendClass *klass,
                       gpointer backend, EvdBackendCallDone done, gpointer done_data)
 {
-  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+  /* Every field is set below: g_new0's calloc would skip malloc's per-thread cache. */
+  EvdBackendCall *b = g_new (EvdBackendCall, 1);
 
   g_return_val_if_fail (done != NULL, NULL);
   *b = (EvdBackendCall) {
@@ -380,8 +384,10 @@ evd_backend_call_start (EvdBackendCall *call)
 {
   g_assert (evd_loop_is_current (call->loop));
   call->refs++;  /* the backend's, given back one loop turn after its completion */
-  if (call->fetch != NULL)
+  if (call->fetch != NULL) {
     g_atomic_int_inc (&call->fetch->engine->counters->outstanding);
+    g_atomic_int_inc (&call->fetch->engine->counters->attempts);
+  }
   call->klass->start (call->backend, call);
 }
 

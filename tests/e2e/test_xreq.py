@@ -410,6 +410,29 @@ class HedgeTest(h.EvdalTestCase):
                                         lookup='hedged'), 0)
 
 
+class OutstandingTest(h.EvdalTestCase):
+    """evdal_backend_calls_outstanding counts each lookup call once: three coalesced calls
+    sharing one attempt are three, not four (the attempt is no call of its own)."""
+
+    def test_coalesced_calls_count_once(self):
+        with h.Server(h.config(lookups=LOOKUPS, admin_listen='127.0.0.1:0',
+                               max_queue_ms=0)) as srv:
+            clients = [h.client(srv) for _ in range(3)]
+            try:
+                for c, _ in clients:
+                    c.send_fetch(h.fetch_request({'u': user_call('user', 99)}))
+                # `user` answers after 1 s: all three are in flight, on one attempt.
+                srv.wait_metric('evdal_lookup_coalesced_total{lookup="user"}', 2)
+                self.assertEqual(srv.wait_metric('evdal_backend_calls_outstanding',
+                                                 lambda v: v >= 3), 3)
+                for c, _ in clients:
+                    self.assertIsNone(c.recv_fetch().results['u'].error)
+                srv.wait_metric('evdal_backend_calls_outstanding', 0)
+            finally:
+                for _, t in clients:
+                    t.close()
+
+
 RELOAD_LOOKUPS = """
 [database db]
 path = @TMPDIR@/reload.db
