@@ -39,8 +39,13 @@ def total_ir(path):
     raise RuntimeError('no totals in ' + path)
 
 
+# The sample config of this tree, or --config: an older build (a before/after comparison) refuses
+# the keys added since, so it runs with the sample config of its own tree.
+SAMPLE_CONFIG = os.path.join(harness.ROOT, 'deploy', 'evdal.conf')
+
+
 def relaxed_config(build, workers=None):
-    conf = harness.prepare_config(os.path.join(harness.ROOT, 'deploy', 'evdal.conf'), build)
+    conf = harness.prepare_config(SAMPLE_CONFIG, build)
     with open(conf) as f:
         text = f.read()
     if workers:
@@ -173,12 +178,17 @@ def main():
     ap.add_argument('-n', '--requests', type=int, default=2000)
     ap.add_argument('-c', '--connections', type=int, default=16)
     ap.add_argument('--out', default=None)
+    ap.add_argument('--config',
+                    help='sample config to relax (an older build: its own tree\'s deploy/evdal.conf)')
     ap.add_argument('--workers', type=int, help='SQLite workers (the sample config has 4)')
     ap.add_argument('--bare', action='store_true', help='evdal-sqlite-bare instead of evdal')
     ap.add_argument('--perf-stat', action='store_true',
                     help='evdal natively under perf stat: CPU, switches and system calls')
     a = ap.parse_args()
     a.build = os.path.abspath(a.build)
+    if a.config:
+        global SAMPLE_CONFIG
+        SAMPLE_CONFIG = os.path.abspath(a.config)
     out_dir = a.out or tempfile.mkdtemp(prefix='evdal-callgrind-')
     os.makedirs(out_dir, exist_ok=True)
     (run_bare if a.bare else run_perf_stat if a.perf_stat else run_evdal)(a, out_dir)

@@ -552,15 +552,26 @@ evd_backend_http_fail (EvdBackendHttpCall *hc, EvdBackendHttpErr err, const char
                                ? EVD_BACKEND_FAIL_RETRYABLE : 0, message);
 }
 
-/* 502, 503 and 504 say the upstream could not answer now: retryable. Another 4xx is the
- * request's fault, the upstream is well: not a breaker failure. (429 is neither: without
- * its Retry-After, a retry could come too soon.) */
+/* 502, 503 and 504 say the upstream could not answer now: retryable. So is a 429 whose
+ * Retry-After ends before the call's deadline (without one a retry could come too soon, and
+ * one past the deadline could not be waited for); a Retry-After on a 429 or 503 is the least
+ * a retry waits (evd_backend_call_retry_after). Another 4xx is the request's fault, the
+ * upstream is well: not a breaker failure. */
 static guint
-evd_backend_http_status_flags (long status)
+evd_backend_http_status_flags (EvdBackendCall *call, const EvdHttpResponse *r)
 {
+  long status = r->status;
+  gint64 wait_us = r->retry_after_s * G_USEC_PER_SEC;
+
+  if (r->retry_after_s >= 0)
+    evd_backend_call_retry_after (call, wait_us);
   if (status == 502 || status == 503 || status == 504)
     return EVD_BACKEND_FAIL_RETRYABLE;
-  if (status >= 400 && status <= 499 && status != 429)
+  if (status == 429)
+    return r->retry_after_s >= 0 &&
+           g_get_monotonic_time () + wait_us < evd_backend_call_deadline_us (call)
+           ? EVD_BACKEND_FAIL_RETRYABLE : 0;
+  if (status >= 400 && status <= 499)
     return EVD_BACKEND_FAIL_CLIENT;
   return 0;
 }
@@ -612,7 +623,7 @@ evd_backend_http_answer (EvdBackendHttpCall *hc, const EvdHttpResponse *r)
     message = g_strdup_printf ("upstream %s: GET %s answered HTTP %ld", l->up->name, l->get,
                                r->status);
     evd_backend_http_fail_flags (hc, EVD_BACKEND_HTTP_ERR_STATUS,
-                                 evd_backend_http_status_flags (r->status), message);
+                                 evd_backend_http_status_flags (hc->call, r), message);
   } else if (r->len <= EVD_BACKEND_HTTP_INLINE_JSON_BYTES) {
     evd_backend_http_map (hc, r->body, r->len);
   } else {

@@ -61,6 +61,7 @@ struct _EvdBackendCall {
   gboolean completed;
   guint marks;                /* EvdBackendMark, for the span */
   guint retries;
+  gint64 retry_after_us;      /* what the backend was told to wait before a retry; 0: none */
   EvdBackendCallDone done;    /* not a slot's: who receives the completion */
   gpointer done_data;
   /* The first completion travels in here, so that a backend's thread (a SQLite worker)
@@ -318,6 +319,18 @@ evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries)
 {
   call->marks |= marks;
   call->retries = MAX (call->retries, retries);
+}
+
+void
+evd_backend_call_retry_after (EvdBackendCall *call, gint64 delay_us)
+{
+  call->retry_after_us = MAX (delay_us, 0);
+}
+
+gint64
+evd_backend_call_retry_after_us (EvdBackendCall *call)
+{
+  return call->retry_after_us;
 }
 
 guint

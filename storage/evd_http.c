@@ -28,6 +28,7 @@
 #include <event2/event_struct.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Easy handles kept for reuse (at least; max_connections if more): making one costs a few KiB
@@ -211,6 +212,40 @@ evd_http_error_of (CURLcode rc)
   }
 }
 
+gint64
+evd_http_retry_after_parse (const char *value, gint64 now_unix)
+{
+  const char *p = value;
+  gint64 s = 0;
+  time_t date;
+
+  while (*p == ' ' || *p == '\t')
+    p++;
+  if (g_ascii_isdigit (*p)) {
+    for (; g_ascii_isdigit (*p); p++)
+      s = MIN (s * 10 + (*p - '0'), G_MAXINT32);  /* past 68 years is as good as never */
+    while (*p == ' ' || *p == '\t')
+      p++;
+    return *p == '\0' ? s : -1;
+  }
+  /* curl's own date parser reads the three formats RFC 9110 asks a recipient to accept. */
+  date = curl_getdate (p, NULL);
+  if (date == (time_t) -1)
+    return -1;
+  return MAX ((gint64) date - now_unix, 0);
+}
+
+/* What the response says of when to come back: only a 429 or 503 means it. */
+static gint64
+evd_http_retry_after (EvdHttpRequest *req)
+{
+  struct curl_header *h = NULL;
+
+  if (curl_easy_header (req->easy, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK)
+    return -1;
+  return evd_http_retry_after_parse (h->value, (gint64) time (NULL));
+}
+
 /* A transfer curl finished, successfully or not. */
 static void
 evd_http_request_done (EvdHttpRequest *req, CURLcode rc)
@@ -238,6 +273,8 @@ evd_http_request_done (EvdHttpRequest *req, CURLcode rc)
   evd_http_request_detach (req);
   response.http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : 1;
   response.new_connection = connects > 0;
+  response.retry_after_s = response.status == 429 || response.status == 503
+                           ? evd_http_retry_after (req) : -1;
   g_byte_array_append (req->body, (const guint8 *) "", 1);  /* the NUL, not counted */
   response.body = (const char *) req->body->data;
   response.len = req->body->len - 1;

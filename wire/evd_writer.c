@@ -257,3 +257,23 @@ evd_writer_string (EvdWriter *w, const char *s)
 {
   evd_writer_binary (w, s, s != NULL ? strlen (s) : 0);
 }
+
+guint8 *
+evd_writer_room (EvdWriter *w, gsize max)
+{
+  guint8 *p;
+
+  g_return_val_if_fail (max <= G_MAXUINT - w->out->len, NULL);
+  p = evd_writer_grow (w, (guint) max);
+  w->out->len -= (guint) max;
+  return p;
+}
+
+void
+evd_writer_commit (EvdWriter *w, const guint8 *end)
+{
+  gsize len = (gsize) (end - w->out->data);
+
+  g_return_if_fail (end >= w->out->data + w->out->len && len <= w->cap);
+  w->out->len = (guint) len;
+}

@@ -57,4 +57,12 @@ void evd_writer_binary (EvdWriter *w, const void *data, gsize len);
 /* A NUL-terminated string; NULL is written as "" (as c_glib does). */
 void evd_writer_string (EvdWriter *w, const char *s);
 
+/* For an encoder that writes a run of tokens itself (a table's rows: hundreds of tokens
+ * whose calls and room checks cost more than their bytes): room for at most `max` more bytes
+ * at the end, the array's length unmoved; then evd_writer_commit() with the end of what was
+ * written there. Nothing else may write between the two. The run must leave the writer's
+ * struct nesting as it found it (whole structs only), since the writer does not see it. */
+guint8 *evd_writer_room (EvdWriter *w, gsize max);
+void evd_writer_commit (EvdWriter *w, const guint8 *end);
+
 G_END_DECLS

@@ -601,6 +601,28 @@ test_async_dns (void)
   g_assert_true (evd_http_async_dns ());
 }
 
+/* Retry-After: delay-seconds or an HTTP date in any of the three formats RFC 9110 accepts;
+ * anything else is unreadable (-1). 784111777 is Sun, 06 Nov 1994 08:49:37 GMT. */
+static void
+test_retry_after_parse (void)
+{
+  const gint64 now = 784111777 - 90;
+
+  g_assert_cmpint (evd_http_retry_after_parse ("120", now), ==, 120);
+  g_assert_cmpint (evd_http_retry_after_parse (" 0 ", now), ==, 0);
+  g_assert_cmpint (evd_http_retry_after_parse ("99999999999999", now), ==, G_MAXINT32);
+  g_assert_cmpint (evd_http_retry_after_parse ("Sun, 06 Nov 1994 08:49:37 GMT", now), ==, 90);
+  g_assert_cmpint (evd_http_retry_after_parse ("Sunday, 06-Nov-94 08:49:37 GMT", now), ==, 90);
+  g_assert_cmpint (evd_http_retry_after_parse ("Sun Nov  6 08:49:37 1994", now), ==, 90);
+  /* A date already past: come back now. */
+  g_assert_cmpint (evd_http_retry_after_parse ("Sun, 06 Nov 1994 08:49:37 GMT", now + 1000),
+                   ==, 0);
+  g_assert_cmpint (evd_http_retry_after_parse ("12s", now), ==, -1);
+  g_assert_cmpint (evd_http_retry_after_parse ("-5", now), ==, -1);
+  g_assert_cmpint (evd_http_retry_after_parse ("soon", now), ==, -1);
+  g_assert_cmpint (evd_http_retry_after_parse ("", now), ==, -1);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -623,5 +645,6 @@ main (int argc, char **argv)
   ADD ("deadline-already-past", test_deadline_already_past);
   ADD ("free-fails-what-is-in-flight", test_free_fails_what_is_in_flight);
   g_test_add_func ("/http/async-dns", test_async_dns);
+  g_test_add_func ("/http/retry-after-parse", test_retry_after_parse);
   return g_test_run ();
 }

@@ -320,6 +320,93 @@ test_rows_match_c_glib_table (void)
   }
 }
 
+/* The table encoder writes every token itself (evd_response_write_rows): the long forms of
+ * what the sample tables never reach must match c_glib too. 16 and 15 columns (the compact
+ * list header's size leaves its nibble past 14), ints at both ends of i64 (10-byte compact
+ * varints), -0.0 and an infinity, texts and blobs of 0, 127, 128 and 300 bytes (1- and 2-byte
+ * length varints), text holding a NUL, 0, 1 and 20 rows, written after bytes already in the
+ * array and followed by more tokens. */
+static void
+test_wide_table_matches_c_glib (void)
+{
+  static const guint widths[] = { 15, 16 };
+  static const guint heights[] = { 0, 1, 20 };
+  static const gint64 ints[] = { G_MININT64, G_MAXINT64, 0, -1, 1, 63, -64, 64, G_MININT32 };
+  static const double reals[] = { -0.0, 1e308, -1.5 };
+  static const gsize lens[] = { 0, 127, 128, 300 };
+  char big[300];
+
+  for (guint i = 0; i < sizeof big; i++)
+    big[i] = (char) ('a' + i % 26);
+  big[5] = '\0';
+  for (guint wi = 0; wi < G_N_ELEMENTS (widths); wi++) {
+    for (guint hi = 0; hi < G_N_ELEMENTS (heights); hi++) {
+      guint n_columns = widths[wi], n_rows = heights[hi], k = 0;
+      g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+      g_autoptr (EvdRows) rows = NULL;
+      g_autoptr (evdalTable) table = g_object_new (EVDAL_TYPE_TABLE, NULL);
+
+      for (guint c = 0; c < n_columns; c++) {
+        g_ptr_array_add (names, c == 3 ? g_strnfill (200, 'n') : g_strdup_printf ("col%u", c));
+        g_ptr_array_add (table->columns, g_strdup (names->pdata[c]));
+      }
+      rows = evd_rows_new (n_columns, (const char *const *) names->pdata);
+      table->__isset_columns = table->__isset_rows = TRUE;
+      for (guint r = 0; r < n_rows; r++) {
+        GPtrArray *row = g_ptr_array_new_with_free_func (g_object_unref);
+
+        for (guint c = 0; c < n_columns; c++, k++) {
+          gsize len = lens[k % G_N_ELEMENTS (lens)];
+
+          switch (k % 5) {
+          case 0:
+            g_ptr_array_add (row, glib_value (EVD_VALUE_INT, ints[k % G_N_ELEMENTS (ints)], 0,
+                                              NULL, 0));
+            evd_rows_add_int (rows, ints[k % G_N_ELEMENTS (ints)]);
+            break;
+          case 1:
+            g_ptr_array_add (row, glib_value (EVD_VALUE_REAL, 0,
+                                              reals[k % G_N_ELEMENTS (reals)], NULL, 0));
+            evd_rows_add_real (rows, reals[k % G_N_ELEMENTS (reals)]);
+            break;
+          case 2: {
+            /* c_glib's text is a C string: the NUL at 5 is kept only by blobs. */
+            g_autofree char *text = g_strndup (big + 6, len);
+
+            g_ptr_array_add (row, glib_value (EVD_VALUE_TEXT, 0, 0, text, 0));
+            evd_rows_add_text (rows, text, -1);
+            break;
+          }
+          case 3:
+            g_ptr_array_add (row, glib_value (EVD_VALUE_BLOB, 0, 0, big, len));
+            evd_rows_add_blob (rows, big, len);
+            break;
+          default:
+            g_ptr_array_add (row, glib_value (EVD_VALUE_NULL, 0, 0, NULL, 0));
+            evd_rows_add_null (rows);
+          }
+        }
+        g_ptr_array_add (table->rows, row);
+      }
+      for (guint i = 0; i < G_N_ELEMENTS (protos); i++) {
+        g_autoptr (GByteArray) ours = g_byte_array_new ();
+        g_autoptr (GByteArray) theirs = glib_write (protos[i], table);
+        EvdWriter w;
+
+        g_byte_array_append (ours, (const guint8 *) "xyz", 3);
+        evd_writer_init (&w, ours, protos[i]);
+        evd_response_write_rows (&w, rows);
+        evd_writer_i32 (&w, 7);
+        g_assert_cmpuint (ours->len, ==, 3 + theirs->len + (protos[i] == EVD_PROTO_BINARY ? 4 : 1));
+        g_assert_cmpmem (ours->data, 3, "xyz", 3);
+        g_byte_array_remove_range (ours, 0, 3);
+        g_byte_array_set_size (ours, theirs->len);
+        assert_same_bytes ("wide table", protos[i], ours, theirs);
+      }
+    }
+  }
+}
+
 /* The writer moves the array's length itself within room it asked GLib for: bytes that were
  * in the array before it started, and bytes others append between its calls (even past the
  * room it knows of), must stay where they are, and its own must follow them. */
@@ -594,6 +681,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/writer/tokens-match-c_glib", test_tokens_match_c_glib);
   g_test_add_func ("/writer/rows-match-c_glib-table", test_rows_match_c_glib_table);
+  g_test_add_func ("/writer/wide-table-matches-c_glib", test_wide_table_matches_c_glib);
   g_test_add_func ("/writer/one-result-reply-matches-c_glib",
                    test_one_result_reply_matches_c_glib);
   g_test_add_func ("/writer/many-results-decode-with-c_glib",
