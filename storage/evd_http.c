@@ -269,12 +269,13 @@ evd_http_request_done (EvdHttpRequest *req, CURLcode rc)
   curl_easy_getinfo (req->easy, CURLINFO_RESPONSE_CODE, &response.status);
   curl_easy_getinfo (req->easy, CURLINFO_HTTP_VERSION, &version);
   curl_easy_getinfo (req->easy, CURLINFO_NUM_CONNECTS, &connects);
-  /* Out of curl before done runs: a request done starts may take this one's place. */
+  response.retry_after_s = response.status == 429 || response.status == 503
+                           ? evd_http_retry_after (req) : -1;
+  /* Out of curl before done runs (all read from the easy handle by now): a request done
+   * starts may take this one's place. */
   evd_http_request_detach (req);
   response.http_version = version == CURL_HTTP_VERSION_2_0 ? 2 : 1;
   response.new_connection = connects > 0;
-  response.retry_after_s = response.status == 429 || response.status == 503
-                           ? evd_http_retry_after (req) : -1;
   g_byte_array_append (req->body, (const guint8 *) "", 1);  /* the NUL, not counted */
   response.body = (const char *) req->body->data;
   response.len = req->body->len - 1;
