@@ -287,8 +287,9 @@ evd_backend_http_teardown (gpointer shared)
 }
 
 /* On each IO loop as a generation starts serving there: its clients exist before any call.
- * (Connections themselves open at the first request and stay open: an HTTP server may close
- * an idle connection it never saw a request on.) */
+ * (Connections themselves open at the first request and stay open: libcurl 7.88 cannot open
+ * one that later transfers reuse, and an HTTP server may close an idle connection it never
+ * saw a request on; docs/ARCHITECTURE.md, "HTTP upstreams".) */
 static void
 evd_backend_http_attach (gpointer shared, EvdLoop *loop)
 {
