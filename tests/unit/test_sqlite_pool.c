@@ -400,35 +400,33 @@ test_columns_follow_the_schema (void)
   g_autofree char *path = make_db ("schema.db");
   EvdSqlitePool *pool = pool_new (path, 1, 1000);
   int id = prepare (pool, "SELECT * FROM t WHERE rowid = 3");
+  static const char *const before[] = { "x" }, *const after[] = { "x2", "label" };
   sqlite3 *db;
   TestJob tj;
 
-  for (int run = 0; run < 2; run++) {  /* the second from the kept names */
+  /* Twice each: the second run from the kept names. */
+  for (int run = 0; run < 4; run++) {
+    const char *const *names = run < 2 ? before : after;
+    guint n = run < 2 ? G_N_ELEMENTS (before) : G_N_ELEMENTS (after);
+
+    if (run == 2) {
+      g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+      g_assert_cmpint (sqlite3_exec (db, "ALTER TABLE t ADD COLUMN label TEXT DEFAULT 'd';"
+                                     "ALTER TABLE t RENAME COLUMN x TO x2;", NULL, NULL, NULL),
+                       ==, SQLITE_OK);
+      sqlite3_close (db);
+    }
     job_init (&tj, id, G_MAXINT64);
     evd_sqlite_pool_submit (pool, &tj.job);
     job_wait (&tj);
     g_assert_no_error (tj.error);
-    g_assert_cmpuint (evd_rows_n_columns (tj.rows), ==, 1);
-    g_assert_cmpstr (evd_rows_column (tj.rows, 0), ==, "x");
-    g_assert_cmpuint (evd_rows_n_rows (tj.rows), ==, 1);
-    job_clear (&tj);
-  }
-  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
-  g_assert_cmpint (sqlite3_exec (db, "ALTER TABLE t ADD COLUMN label TEXT DEFAULT 'd';"
-                                 "ALTER TABLE t RENAME COLUMN x TO x2;", NULL, NULL, NULL),
-                   ==, SQLITE_OK);
-  sqlite3_close (db);
-  for (int run = 0; run < 2; run++) {
-    job_init (&tj, id, G_MAXINT64);
-    evd_sqlite_pool_submit (pool, &tj.job);
-    job_wait (&tj);
-    g_assert_no_error (tj.error);
-    g_assert_cmpuint (evd_rows_n_columns (tj.rows), ==, 2);
-    g_assert_cmpstr (evd_rows_column (tj.rows, 0), ==, "x2");
-    g_assert_cmpstr (evd_rows_column (tj.rows, 1), ==, "label");
+    g_assert_cmpuint (evd_rows_n_columns (tj.rows), ==, n);
+    for (guint c = 0; c < n; c++)
+      g_assert_cmpstr (evd_rows_column (tj.rows, c), ==, names[c]);
     g_assert_cmpuint (evd_rows_n_rows (tj.rows), ==, 1);
     g_assert_cmpint (evd_rows_cell (tj.rows, 0, 0)->v.i, ==, 3);
-    g_assert_cmpmem (evd_rows_cell_data (tj.rows, evd_rows_cell (tj.rows, 0, 1)), 1, "d", 1);
+    if (n == 2)
+      g_assert_cmpmem (evd_rows_cell_data (tj.rows, evd_rows_cell (tj.rows, 0, 1)), 1, "d", 1);
     job_clear (&tj);
   }
   evd_sqlite_pool_free (pool);
