@@ -172,6 +172,7 @@ frontend f
                  peer_port),
         ]
         results = {s.name: [] for s in servers}
+        bare = []
         for rnd in range(args.rounds + 1):
             for s in servers:
                 with s:
@@ -182,11 +183,44 @@ frontend f
                     results[s.name].append(r)
                     print('round %d %s: %.0f fetches/s, p99 %.1f ms' %
                           (rnd, s.name, r['rps'], r['p99_ms']), file=sys.stderr)
+            if rnd > 0:
+                bare.append(run_bare(args, up_port, hap.pid))
         hap.terminate()
         hap.wait(10)
     finally:
         shutil.rmtree(tmp, True)
     report(args, results)
+    report_bare(args, results, bare)
+
+
+def run_bare(args, up_port, hap_pid):
+    """evdal-http-bare (bench/evd_http_bare.c): the same GETs through libcurl's multi interface
+    and json-glib alone, as many connections as evdal's loops hold (issue 20's yardstick)."""
+    h0 = cpu_seconds(hap_pid)
+    out = subprocess.run([os.path.join(args.build, 'evdal-http-bare'), '--base-url',
+                          'http://127.0.0.1:%d' % up_port, '--threads', str(args.io_threads),
+                          '--connections', str(args.evdal_connections), '--duration',
+                          str(args.seconds)], check=True, stdout=subprocess.PIPE, text=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    r['haproxy_cpu_s'] = cpu_seconds(hap_pid) - h0
+    print('bare: %.0f requests/s, %.1f us CPU per request' % (r['rps'], r['cpu_us_per_request']),
+          file=sys.stderr)
+    return r
+
+
+def report_bare(args, results, bare):
+    ev = statistics.median(r['cpu']['server'] * 1e6 / (r['requests'] * (args.seconds + 1) /
+                                                      args.seconds) / 4 for r in results['evdal'])
+    b = [r['cpu_us_per_request'] for r in bare]
+    print('\n| client of the HTTP upstream | HTTP requests/s | its CPU us per HTTP request |')
+    print('|---|---|---|')
+    print('| evdal (per lookup: CPU per fetch / 4) | %s | %.1f |' % (
+        median_range([r['rps'] * 4 for r in results['evdal']]), ev))
+    print('| evdal-http-bare (libcurl multi + json-glib, %d threads x %d connections) | %s | %s |'
+          % (args.io_threads, args.evdal_connections, median_range([r['rps'] for r in bare]),
+             median_range(b, '%.1f')))
+    print('\nevdal CPU per HTTP lookup / bare CPU per request: %.2fx (issue 20 goal: at most 1.5x)'
+          % (ev / statistics.median(b)))
 
 
 def report(args, results):

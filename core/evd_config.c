@@ -261,6 +261,19 @@ evd_config_keys (EvdConfig *cfg, const char *group)
   return keys;
 }
 
+char *
+evd_config_group_text (EvdConfig *cfg, const char *group)
+{
+  g_auto (GStrv) keys = cfg->kf ? g_key_file_get_keys (cfg->kf, group, NULL, NULL) : NULL;
+  GString *out = g_string_new (NULL);
+
+  for (guint i = 0; keys != NULL && keys[i] != NULL; i++) {
+    g_autofree char *value = g_key_file_get_value (cfg->kf, group, keys[i], NULL);
+    g_string_append_printf (out, "%s=%s\n", keys[i], value ? value : "");
+  }
+  return g_string_free (out, FALSE);
+}
+
 void
 evd_config_mark_used (EvdConfig *cfg, const char *group, const char *key)
 {

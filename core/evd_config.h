@@ -78,6 +78,10 @@ char *evd_config_string (EvdConfig *cfg, const char *group, const char *key, con
 char *evd_config_require (EvdConfig *cfg, const char *group, const char *key);
 /* Every key of the group, marked as read. */
 char **evd_config_keys (EvdConfig *cfg, const char *group);
+/* The group's keys and values as written, "key=value\n" each in file order ("" when the group
+ * is absent), marking nothing: what a section says, to tell whether a reload changed it.
+ * Free with g_free. */
+char *evd_config_group_text (EvdConfig *cfg, const char *group);
 
 /* Records a problem at the key's line (key NULL: the group's line). */
 void evd_config_problem (EvdConfig *cfg, const char *group, const char *key,

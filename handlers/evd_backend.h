@@ -223,6 +223,11 @@ void evd_backend_call_fail_full (EvdBackendCall *call, guint flags, EvdErrorKind
  * refused connection, HTTP 502/503/504, Redis LOADING/BUSY. */
 void evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
                                       const char *format, ...) G_GNUC_PRINTF (3, 4);
+/* The backend was told when to come back (HTTP Retry-After on a 429 or 503): a retry of
+ * this failure waits at least `delay_us` from now, and is not made when that is past the
+ * call's deadline. Before completing the call; 0 (the default) says nothing. */
+void evd_backend_call_retry_after (EvdBackendCall *call, gint64 delay_us);
+gint64 evd_backend_call_retry_after_us (EvdBackendCall *call);
 
 /* ---- For layers between the engine and a backend (evd_xreq). ----
  *

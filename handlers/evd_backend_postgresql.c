@@ -7,6 +7,8 @@
  *   connections = 4               # per IO loop; opened at start-up, reopened when lost
  *   statement_timeout_ms = 5000   # server-side backstop; each call is also cut at its deadline
  *   connect_timeout_ms = 2000     # one connection attempt, name resolution included
+ *   standby_recheck_ms = 30000    # prefer-standby: a connection that fell back to the
+ *                                 # primary is remade after this (0: never)
  *
  *   [lookup user]
  *   database = shop               # implies backend = postgresql
@@ -19,6 +21,12 @@
  * returns no columns or has a param PostgreSQL cannot type stops start-up with the lookup's
  * name and PostgreSQL's message. When it does not answer, evdal starts anyway: its lookups
  * fail at once with BACKEND "database NAME unavailable: ..." until a connection is up.
+ *
+ * Replicas: `conninfo = host=replica,primary ... target_session_attrs=prefer-standby` reads
+ * from the standby and falls back to the primary when it is gone (libpq picks; evd_pg.h tells
+ * how evdal retries and recycles). A connection lost before its query was answered, or none
+ * to be had, fails the call as retryable (a lookup with `retries` sends it again); an SQL
+ * error does not.
  */
 #include <string.h>
 
@@ -33,6 +41,10 @@
 /* client_connection_check_interval: how soon the server notices evdal closed a connection
  * whose query it gave up, and stops that query. */
 #define EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS 1000
+/* standby_recheck_ms: how long reads stay on the primary after a standby came back. A
+ * reconnect costs a few milliseconds of one connection every this often, and only while a
+ * standby is missing; half a minute keeps that negligible and a standby's return prompt. */
+#define EVD_BACKEND_POSTGRESQL_STANDBY_RECHECK_MS 30000
 
 typedef struct {
   gint refs;                /* the shared state's, and one per loop's pool */
@@ -60,6 +72,7 @@ typedef struct {
 typedef struct {
   EvdPgQuery q;
   EvdBackendCall *call;
+  char *comment;            /* the trace context for pg_stat_activity; NULL when unsampled */
 } EvdBackendPostgresqlCall;
 
 static void
@@ -121,6 +134,9 @@ evd_backend_postgresql_open_database (EvdBackendPostgresqlShared *sh, EvdConfig 
     .connect_timeout_ms = (int) evd_config_int (cfg, group, "connect_timeout_ms", 2000, 10,
                                                 600000),
     .check_interval_ms = EVD_BACKEND_POSTGRESQL_CHECK_INTERVAL_MS,
+    .standby_recheck_ms = (int) evd_config_int (cfg, group, "standby_recheck_ms",
+                                                EVD_BACKEND_POSTGRESQL_STANDBY_RECHECK_MS, 0,
+                                                86400000),
   };
   g_autoptr (GError) error = NULL;
   EvdBackendPostgresqlDatabase *pdb;
@@ -198,6 +214,10 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
     { "evdal_postgresql_reconnects_total", "counter", "Connection attempts after the first." },
     { "evdal_postgresql_queries_total", "counter", "Queries sent." },
     { "evdal_postgresql_failures_total", "counter", "Queries that failed (BACKEND)." },
+    { "evdal_postgresql_connections_by_role", "gauge",
+      "Connections up by their server's role (in_hot_standby): standby, primary." },
+    { "evdal_postgresql_recycles_total", "counter",
+      "prefer-standby connections on a primary closed and remade after standby_recheck_ms." },
   };
 
   for (guint f = 0; f < G_N_ELEMENTS (families); f++) {
@@ -210,6 +230,13 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
       EvdPgStats s;
 
       evd_pg_db_stats (((EvdBackendPostgresqlDatabase *) pdb)->db, &s);
+      if (f == 6) {
+        evd_metrics_sample (out, families[f].name, s.standby, "database", (const char *) name,
+                            "role", "standby", NULL);
+        evd_metrics_sample (out, families[f].name, s.primary, "database", (const char *) name,
+                            "role", "primary", NULL);
+        continue;
+      }
       if (f == 0) {
         evd_metrics_sample (out, families[f].name, s.up, "database", (const char *) name,
                             "state", "up", NULL);
@@ -222,7 +249,7 @@ evd_backend_postgresql_collect (gpointer shared, GString *out)
       evd_metrics_sample (out, families[f].name,
                           f == 1 ? s.in_flight : f == 2 ? s.queued
                           : f == 3 ? (double) s.reconnects : f == 4 ? (double) s.queries
-                          : (double) s.failures,
+                          : f == 5 ? (double) s.failures : (double) s.recycles,
                           "database", (const char *) name, NULL);
     }
   }
@@ -339,9 +366,32 @@ evd_backend_postgresql_on_done (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows
   case EVD_PG_CANCELLED:
     evd_backend_call_fail (pc->call, EVD_ERROR_KIND_CANCELLED, "cancelled");
     break;
+  case EVD_PG_LOST:
+    evd_backend_call_fail_retryable (pc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
+    break;
   default:
     evd_backend_call_fail (pc->call, EVD_ERROR_KIND_BACKEND, "%s", message);
   }
+}
+
+/* Trace context out: a sampled call's statement carries its traceparent (this call's span as
+ * parent) and the caller's tracestate as a sqlcommenter comment, which pg_stat_activity shows
+ * while it runs (docs/ARCHITECTURE.md, "Distributed tracing"). Not application_name: a SET
+ * costs a statement of its own before the query (libpq sends one query per Sync outside
+ * pipeline mode) and another to clear it after, or the session keeps showing a finished
+ * call's context; and unsampled calls would pay for the clearing. Unsampled calls keep the
+ * prepared statement and pay one flag test. */
+static char *
+evd_backend_postgresql_trace_comment (EvdBackendCall *call)
+{
+  char traceparent[EVD_TRACEPARENT_LEN + 1];
+  const char *pairs[] = { "traceparent", traceparent,
+                          "tracestate", evd_backend_call_tracestate (call), NULL };
+
+  if (!evd_backend_call_sampled (call))
+    return NULL;
+  evd_backend_call_traceparent (call, traceparent);
+  return evd_pg_sql_comment (pairs);
 }
 
 static void
@@ -356,6 +406,8 @@ evd_backend_postgresql_start (gpointer backend, EvdBackendCall *call)
   pc->q.params = evd_backend_call_params (call, &pc->q.n_params);
   pc->q.max_rows = l->max_rows;
   pc->q.done = evd_backend_postgresql_on_done;
+  pc->comment = evd_backend_postgresql_trace_comment (call);
+  pc->q.comment = pc->comment;
   *evd_backend_call_data (call) = pc;
   evd_pg_pool_submit (lp->pool, &pc->q);
 }
@@ -377,6 +429,7 @@ evd_backend_postgresql_release (gpointer backend, EvdBackendCall *call)
 
   (void) backend;
   *evd_backend_call_data (call) = NULL;
+  g_free (pc->comment);
   g_free (pc);
 }
 

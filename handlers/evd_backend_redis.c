@@ -350,6 +350,16 @@ evd_redis_error_kind (const GError *error)
   }
 }
 
+/* Whether an error reply's code (its first word) is `code`: "BUSYKEY" and "BUSYGROUP" are
+ * not "BUSY", and a message that merely mentions the word is not the code. */
+static gboolean
+evd_redis_reply_code_is (const char *message, const char *code)
+{
+  gsize n = strlen (code);
+
+  return strncmp (message, code, n) == 0 && (message[n] == ' ' || message[n] == '\0');
+}
+
 /* What a failure means to retries (evd_xreq): no connection, or one lost before the reply,
  * and Redis saying LOADING or BUSY may be retried; any other error reply is final. */
 static guint
@@ -360,7 +370,8 @@ evd_redis_fail_flags (const GError *error)
   if (error->code == EVD_REDIS_ERROR_UNAVAILABLE)
     return EVD_BACKEND_FAIL_RETRYABLE;
   if (error->code == EVD_REDIS_ERROR_REPLY &&
-      (strstr (error->message, "LOADING") != NULL || strstr (error->message, "BUSY") != NULL))
+      (evd_redis_reply_code_is (error->message, "LOADING") ||
+       evd_redis_reply_code_is (error->message, "BUSY")))
     return EVD_BACKEND_FAIL_RETRYABLE;
   return 0;
 }

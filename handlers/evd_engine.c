@@ -61,6 +61,7 @@ struct _EvdBackendCall {
   gboolean completed;
   guint marks;                /* EvdBackendMark, for the span */
   guint retries;
+  gint64 retry_after_us;      /* what the backend was told to wait before a retry; 0: none */
   EvdBackendCallDone done;    /* not a slot's: who receives the completion */
   gpointer done_data;
   /* The first completion travels in here, so that a backend's thread (a SQLite worker)
@@ -236,8 +237,11 @@ evd_backend_call_complete_here (gpointer data)
   g_assert (evd_loop_is_current (b->loop));
   if (!b->completed) {
     b->completed = TRUE;
-    if (b->fetch != NULL)
+    if (b->fetch != NULL) {
+      if (b->done != NULL)  /* an attempt: never more attempts than calls, for the metric */
+        g_atomic_int_add (&b->fetch->engine->counters->attempts, -1);
       g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
+    }
     if (b->klass->release != NULL)
       b->klass->release (b->backend, b);
     if (b->lookup != NULL)
@@ -332,6 +336,18 @@ evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries)
   call->retries = MAX (call->retries, retries);
 }
 
+void
+evd_backend_call_retry_after (EvdBackendCall *call, gint64 delay_us)
+{
+  call->retry_after_us = MAX (delay_us, 0);
+}
+
+gint64
+evd_backend_call_retry_after_us (EvdBackendCall *call)
+{
+  return call->retry_after_us;
+}
+
 guint
 evd_backend_call_marks (EvdBackendCall *call, guint *retries)
 {
@@ -345,7 +361,8 @@ evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx, const EvdPara
                       guint n_params, gint64 deadline_us, const EvdBackendClass *klass,
                       gpointer backend, EvdBackendCallDone done, gpointer done_data)
 {
-  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+  /* Every field is set below: g_new0's calloc would skip malloc's per-thread cache. */
+  EvdBackendCall *b = g_new (EvdBackendCall, 1);
 
   g_return_val_if_fail (done != NULL, NULL);
   *b = (EvdBackendCall) {
@@ -379,8 +396,10 @@ evd_backend_call_start (EvdBackendCall *call)
 {
   g_assert (evd_loop_is_current (call->loop));
   call->refs++;  /* the backend's, given back one loop turn after its completion */
-  if (call->fetch != NULL)
+  if (call->fetch != NULL) {
     g_atomic_int_inc (&call->fetch->engine->counters->outstanding);
+    g_atomic_int_inc (&call->fetch->engine->counters->attempts);
+  }
   call->klass->start (call->backend, call);
 }
 

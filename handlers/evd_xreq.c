@@ -20,6 +20,7 @@
 /* A database's or upstream's share of the mechanisms: its breaker and its retry budget. */
 typedef struct {
   char *name;               /* "main" for [database main]; a lookup's name when it has none */
+  char *group;              /* "database main", or the lookup's group */
   EvdBreaker *breaker;      /* NULL: breaker = off */
   EvdRetryBudget *budget;
 } EvdXreqSection;
@@ -37,7 +38,8 @@ struct _EvdXreq {
   EvdXreqConfig config;
   EvdXreqSection *section;
   EvdCoalesce *coalesce;    /* NULL: coalescing off (flights are private) */
-  EvdCache *cache;          /* NULL: no cache */
+  EvdCache *cache;          /* NULL: no cache; else shared through evd_xreq_kept */
+  char *definition;         /* what the cache is kept under across reloads */
   EvdHedge *hedge;          /* NULL: no hedging */
   gint64 (*now) (gpointer data);
   gpointer now_data;
@@ -95,6 +97,7 @@ struct _EvdXreqFlight {
   EvdErrorKind error_kind;  /* the last failure: NONE when there was none */
   char *error_message;
   guint error_flags;
+  gint64 retry_after_us;    /* the last failure's Retry-After: the least a retry waits */
 };
 
 static void evd_xreq_flight_drain (EvdXreqFlight *f);
@@ -123,6 +126,7 @@ evd_xreq_section_new (EvdXreqSet *set, EvdConfig *cfg, const char *group, const 
   EvdBreakerConfig bc;
 
   s->name = g_strdup (name);
+  s->group = g_strdup (group);
   if (evd_breaker_config_read (cfg, group, &bc))
     s->breaker = evd_breaker_new (name, &bc);
   s->budget = evd_retry_budget_new (EVD_RETRY_BUDGET_PERCENT, EVD_RETRY_BUDGET_MIN_PER_SEC,
@@ -140,6 +144,7 @@ evd_xreq_section_free (gpointer data)
   evd_breaker_free (s->breaker);
   evd_retry_budget_free (s->budget);
   g_free (s->name);
+  g_free (s->group);
   g_free (s);
 }
 
@@ -239,6 +244,64 @@ evd_xreq_set_health (EvdXreqSet *set, GString *out)
   }
 }
 
+/* ---- Caches kept across reloads. ----
+ * A reload opens every lookup anew. One whose definition did not change (its own keys and
+ * those of its [database]/[upstream] section, as written) keeps its cache: the new
+ * generation's EvdXreq shares the old one's, found here by that definition, while requests
+ * of both run. One that changed gets an empty cache, and its old one goes with the old
+ * generation. (A process has one server; its generations are what meet here.) */
+typedef struct {
+  EvdCache *cache;
+  guint refs;               /* EvdXreqs of any generation */
+} EvdXreqKept;
+
+static GMutex evd_xreq_kept_lock;
+static GHashTable *evd_xreq_kept;  /* definition -> EvdXreqKept */
+
+static char *
+evd_xreq_definition (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdXreqSection *section)
+{
+  g_autofree char *own = evd_config_group_text (cfg, spec->group);
+  g_autofree char *shared = strcmp (section->group, spec->group) != 0
+                            ? evd_config_group_text (cfg, section->group) : g_strdup ("");
+
+  return g_strdup_printf ("[%s]\n%s[%s]\n%s", spec->group, own, section->group, shared);
+}
+
+static EvdCache *
+evd_xreq_kept_take (const char *definition, const EvdXreqConfig *c)
+{
+  EvdXreqKept *k;
+
+  g_mutex_lock (&evd_xreq_kept_lock);
+  if (evd_xreq_kept == NULL)
+    evd_xreq_kept = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  k = g_hash_table_lookup (evd_xreq_kept, definition);
+  if (k == NULL) {
+    k = g_new0 (EvdXreqKept, 1);
+    k->cache = evd_cache_new (evd_cache_budget_process (), c->cache_max_bytes,
+                              c->cache_ttl_ms * 1000, c->stale_if_error_ms * 1000);
+    g_hash_table_insert (evd_xreq_kept, g_strdup (definition), k);
+  }
+  k->refs++;
+  g_mutex_unlock (&evd_xreq_kept_lock);
+  return k->cache;
+}
+
+static void
+evd_xreq_kept_give_back (const char *definition)
+{
+  EvdXreqKept *k;
+
+  g_mutex_lock (&evd_xreq_kept_lock);
+  k = g_hash_table_lookup (evd_xreq_kept, definition);
+  if (--k->refs == 0) {
+    evd_cache_free (k->cache);
+    g_hash_table_remove (evd_xreq_kept, definition);
+  }
+  g_mutex_unlock (&evd_xreq_kept_lock);
+}
+
 /* ---- Opening a lookup. ---- */
 
 static gboolean
@@ -302,9 +365,10 @@ evd_xreq_open (EvdXreqSet *set, EvdConfig *cfg, const EvdLookupSpec *spec,
   x->config = c;
   x->section = section;
   x->coalesce = c.coalesce ? evd_coalesce_new () : NULL;
-  if (c.cache_ttl_ms > 0)
-    x->cache = evd_cache_new (evd_cache_budget_process (), c.cache_max_bytes,
-                              c.cache_ttl_ms * 1000, c.stale_if_error_ms * 1000);
+  if (c.cache_ttl_ms > 0) {
+    x->definition = evd_xreq_definition (cfg, spec, section);
+    x->cache = evd_xreq_kept_take (x->definition, &c);
+  }
   if (c.hedge_p95 || c.hedge_after_ms > 0)
     x->hedge = evd_hedge_new (c.hedge_after_ms * 1000);
   x->now = evd_xreq_monotonic;
@@ -318,7 +382,9 @@ evd_xreq_close (gpointer backend)
 
   x->klass->close (x->backend);
   evd_coalesce_free (x->coalesce);
-  evd_cache_free (x->cache);
+  if (x->cache != NULL)
+    evd_xreq_kept_give_back (x->definition);
+  g_free (x->definition);
   evd_hedge_free (x->hedge);
   g_free (x->breaker_message);
   g_free (x->name);
@@ -374,10 +440,13 @@ typedef struct {
   gsize len, size;
 } EvdXreqKey;
 
-static void
-evd_xreq_key_add (EvdXreqKey *k, const void *bytes, gsize len)
+/* Room for `len` more bytes; returns where they go. */
+static inline guint8 *
+evd_xreq_key_room (EvdXreqKey *k, gsize len)
 {
-  if (k->len + len > k->size) {
+  guint8 *at;
+
+  if (G_UNLIKELY (k->len + len > k->size)) {
     gsize size = MAX (k->size * 2, k->len + len);
 
     if (k->data == k->stack)
@@ -386,16 +455,29 @@ evd_xreq_key_add (EvdXreqKey *k, const void *bytes, gsize len)
       k->data = g_realloc (k->data, size);
     k->size = size;
   }
-  memcpy (k->data + k->len, bytes, len);
+  at = k->data + k->len;
   k->len += len;
+  return at;
 }
+
+static void
+evd_xreq_key_add (EvdXreqKey *k, const void *bytes, gsize len)
+{
+  memcpy (evd_xreq_key_room (k, len), bytes, len);
+}
+
+/* Fixed sizes: the compiler makes each a store, not a call to memcpy (a key is a few of
+ * these per param, and building it was a tenth of what coalescing cost a call). */
+#define EVD_XREQ_KEY_PUT(k, value) \
+  G_STMT_START { __typeof__ (value) v_ = (value); \
+                 memcpy (evd_xreq_key_room ((k), sizeof v_), &v_, sizeof v_); } G_STMT_END
 
 static void
 evd_xreq_key_string (EvdXreqKey *k, const char *s)
 {
   guint32 len = s ? (guint32) strlen (s) : G_MAXUINT32;
 
-  evd_xreq_key_add (k, &len, sizeof len);
+  EVD_XREQ_KEY_PUT (k, len);
   if (s != NULL)
     evd_xreq_key_add (k, s, len);
 }
@@ -404,16 +486,15 @@ static void
 evd_xreq_key_value (EvdXreqKey *k, const EvdParam *p)
 {
   const EvdValue *v = &p->value;
-  guint8 kind = (guint8) v->kind;
 
   evd_xreq_key_string (k, p->name);
-  evd_xreq_key_add (k, &kind, 1);
+  EVD_XREQ_KEY_PUT (k, (guint8) v->kind);
   if (v->kind == EVD_VALUE_INT) {
-    evd_xreq_key_add (k, &v->i, sizeof v->i);
+    EVD_XREQ_KEY_PUT (k, v->i);
   } else if (v->kind == EVD_VALUE_REAL) {
-    evd_xreq_key_add (k, &v->r, sizeof v->r);  /* bits: NaN, -0.0 */
+    EVD_XREQ_KEY_PUT (k, v->r);  /* bits: NaN, -0.0 */
   } else if (v->kind == EVD_VALUE_TEXT || v->kind == EVD_VALUE_BLOB) {
-    evd_xreq_key_add (k, &v->len, sizeof v->len);
+    EVD_XREQ_KEY_PUT (k, v->len);
     evd_xreq_key_add (k, v->data, v->len);
   }
 }
@@ -660,6 +741,7 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
     f->error_kind = kind;
     f->error_message = g_strdup (message);
     f->error_flags = flags;
+    f->retry_after_us = evd_backend_call_retry_after_us (call);
     if (f->running == 0)
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
   }
@@ -767,7 +849,10 @@ evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
   EvdXreq *x = f->x;
 
   if ((f->error_flags & EVD_BACKEND_FAIL_RETRYABLE) && f->retries < (guint) x->config.retries) {
-    gint64 backoff = evd_retry_backoff_us (f->retries + 1, g_random_int ());
+    /* An upstream that said when to come back (Retry-After) is not asked sooner; one that
+     * said later than the deadline is not asked again. */
+    gint64 backoff = MAX (evd_retry_backoff_us (f->retries + 1, g_random_int ()),
+                          f->retry_after_us);
 
     if (now + backoff < evd_xreq_flight_deadline (f)) {
       if (evd_retry_budget_withdraw (x->section->budget, now)) {
@@ -975,9 +1060,9 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
       return;
     }
   }
-  w = g_new0 (EvdXreqWaiter, 1);
-  w->outer = outer;
-  w->deadline_us = evd_backend_call_deadline_us (outer);
+  /* Not g_new0: calloc skips malloc's per-thread cache. */
+  w = g_new (EvdXreqWaiter, 1);
+  *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer) };
   *evd_backend_call_data (outer) = w;
   make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
   w->entry = evd_coalesce_join (x->coalesce, key.data, key.len, w, sizeof (EvdXreqFlight),

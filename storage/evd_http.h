@@ -5,7 +5,8 @@
  * A client is one curl multi handle on one event_base, used from that base's thread only. It
  * keeps up to `max_connections` connections per host alive and reuses them (HTTP/1.1
  * keep-alive, or HTTP/2 multiplexing when a TLS server offers h2 by ALPN); requests beyond
- * that wait inside curl for a connection. Sockets are watched by libevent events, curl's
+ * that wait for a connection, oldest first: plain http:// ones in the client itself (at most
+ * max_connections of them in curl at once), https ones inside curl. Sockets are watched by libevent events, curl's
  * timers by one libevent timer (CURLMOPT_SOCKETFUNCTION / CURLMOPT_TIMERFUNCTION), so the
  * loop never blocks: names are resolved by libcurl's threaded resolver (Debian 12's libcurl has
  * the AsynchDNS feature; evd_http_async_dns() says so at run time), connects, TLS and reads
@@ -20,7 +21,9 @@
  * freed when `done` returns. evd_http_request_cancel() stops a request whose `done` has not
  * run: it leaves curl at once (its connection is closed if a transfer was under way) and
  * `done` is never called. done may start and cancel other requests of the same client; it
- * must not free the client.
+ * must not free the client. A request that libcurl sends again by itself, on a new
+ * connection, because the kept-alive one it chose was found closed before any answer came,
+ * is still the one request: done runs once, and evd_xreq counts no retry.
  */
 #pragma once
 
@@ -53,6 +56,8 @@ typedef struct {
   gsize len;
   int http_version;         /* 1 (HTTP/1.x) or 2 */
   gboolean new_connection;  /* the request opened a connection rather than reusing one */
+  gint64 retry_after_s;     /* Retry-After (RFC 9110 10.2.3) in seconds from now, 0 for a
+                               date already past; -1 when absent or unreadable */
 } EvdHttpResponse;
 
 typedef struct _EvdHttpClient EvdHttpClient;
@@ -79,6 +84,11 @@ void evd_http_global_init (void);
 /* Whether this libcurl resolves names off the calling thread (feature AsynchDNS): without it
  * a host name in a URL would block the loop, so callers accept only IP literals then. */
 gboolean evd_http_async_dns (void);
+
+/* A Retry-After value, delay-seconds ("120") or an HTTP date ("Fri, 31 Dec 1999 23:59:59
+ * GMT"), as seconds after `now_unix` (a date already past gives 0); -1 when it is neither.
+ * Any thread. */
+gint64 evd_http_retry_after_parse (const char *value, gint64 now_unix);
 
 /* On the base's thread, as every other function below (but the global ones). */
 EvdHttpClient *evd_http_client_new (struct event_base *base, const EvdHttpOptions *options);

@@ -31,5 +31,11 @@ gboolean evd_json_rows_path_valid (const char *path);
 /* The rows of `json[0..len)` at `path`, or NULL with an error naming the path's key that is
  * missing or the parser's complaint. */
 EvdRows *evd_json_rows_parse (const char *json, gsize len, const char *path, GError **error);
+/* The two readers evd_json_rows_parse() is made of (evd_json_rows.c), apart for the tests:
+ * the fast path, whose NULL (no error) leaves the document to json-glib (not plain JSON, or
+ * the path is not there), and json-glib's tree, the reference. */
+EvdRows *evd_json_rows_parse_tape (const char *json, gsize len, const char *path);
+EvdRows *evd_json_rows_parse_glib (const char *json, gsize len, const char *path,
+                                   GError **error);
 
 G_END_DECLS

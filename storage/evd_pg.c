@@ -11,8 +11,12 @@
  * it runs leaves its connection DRAINING (reading and dropping the result) until it is READY
  * again or EVD_PG_DRAIN_MS have passed, when it is closed and replaced. One timer per
  * connection serves the backoff, the connect timeout and the drain bound (never two at once).
- * The socket libpq names can change while connecting (each host tried is a new socket), so the
- * read and write events are remade whenever PQsocket() differs from the one they watch.
+ * The socket libpq names can change while connecting (each host tried is a new socket, often
+ * with the old one's number), so the read and write events are remade at every connect step,
+ * and whenever PQsocket() differs from the one they watch.
+ * A second timer, `recheck`, runs while a prefer-standby connection is READY or BUSY on a
+ * primary; when it fires the connection is recycled (closed and started again) the next time
+ * it is READY.
  */
 #include "evd_pg.h"
 
@@ -36,6 +40,7 @@ enum {
 typedef struct {
   char *sql;                /* with $n */
   GPtrArray *names;         /* char *, in $n order */
+  char name[16];            /* the prepared statement's: "evd<index>" */
 } EvdPgStmt;
 
 struct _EvdPgDb {
@@ -51,7 +56,20 @@ struct _EvdPgDb {
   gint64 states;
   gint in_flight, queued;
   gint64 reconnects, queries, failures;
+  /* Several hosts: quick retries after a failure. prefer-standby: recheck connections that
+   * came up on a primary. */
+  guint n_hosts;
+  gboolean prefer_standby;
+  gint standby, primary;    /* up connections by role (atomics) */
+  gint64 recycles;
 };
+
+/* What a connection knows of its server, from in_hot_standby when it came up. */
+typedef enum {
+  EVD_PG_ROLE_UNKNOWN,      /* not up, or a server older than 14 that does not report it */
+  EVD_PG_ROLE_STANDBY,
+  EVD_PG_ROLE_PRIMARY,
+} EvdPgRole;
 
 typedef enum {
   EVD_PG_BACKOFF,
@@ -90,7 +108,12 @@ struct _EvdPgConn {
   PGconn *pg;
   evutil_socket_t fd;
   struct event *rd, *wr, *timer;
+  gboolean watch_rd, watch_wr;  /* whether rd/wr are added now, so that a query that changes
+                                   nothing (the common case) costs libevent nothing */
   int attempt;              /* failures in a row, for the backoff */
+  EvdPgRole role;
+  struct event *recheck;    /* prefer-standby on a primary: time to look for a standby again */
+  gboolean recycle;         /* it fired: remade the next time it is READY */
   /* RESOLVING: the entries libpq gets, one per address. */
   GPtrArray *hosts, *addrs, *ports;
   guint resolve_next;
@@ -200,13 +223,58 @@ evd_pg_pool_any_up (EvdPgPool *pool)
   return FALSE;
 }
 
+/* A database of several hosts tries a failed connection again at once, then after
+ * EVD_PG_RETRY_QUICK_MS: this many attempts before the backoff. */
+#define EVD_PG_QUICK_RETRIES 2
+
+static int
+evd_pg_quick_retries (EvdPgDb *db)
+{
+  return db->n_hosts > 1 ? EVD_PG_QUICK_RETRIES : 0;
+}
+
+/* Whether a query must fail now rather than wait: no connection is up, an attempt has failed
+ * since the last one came up, and no connection is on its way up at once (its first attempt,
+ * or one of the quick retries of a database of several hosts). */
+static gboolean
+evd_pg_pool_hopeless (EvdPgPool *pool)
+{
+  int quick = evd_pg_quick_retries (pool->db);
+
+  if (!pool->ever_tried || pool->last_error == NULL)
+    return FALSE;
+  for (int i = 0; i < pool->n_conns; i++) {
+    EvdPgConn *c = pool->conns[i];
+    int cls = evd_pg_state_class (c->state);
+
+    if (cls == 2 || (quick > 0 && (cls == 1 || cls == 3) && c->attempt <= quick))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* The one place a connection's role changes, so the gauges by role stay true. */
+static void
+evd_pg_conn_set_role (EvdPgConn *c, EvdPgRole role)
+{
+  EvdPgDb *db = c->pool->db;
+
+  if (c->pool->check || c->role == role)
+    return;
+  if (c->role != EVD_PG_ROLE_UNKNOWN)
+    g_atomic_int_add (c->role == EVD_PG_ROLE_STANDBY ? &db->standby : &db->primary, -1);
+  if (role != EVD_PG_ROLE_UNKNOWN)
+    g_atomic_int_add (role == EVD_PG_ROLE_STANDBY ? &db->standby : &db->primary, 1);
+  c->role = role;
+}
+
 static void
 evd_pg_query_finish (EvdPgQuery *q, EvdPgStatus status, EvdRows *rows, const char *message)
 {
   g_assert (!q->finished);
   q->finished = TRUE;
   q->conn = NULL;
-  if (status == EVD_PG_FAILED)
+  if (status == EVD_PG_FAILED || status == EVD_PG_LOST)
     __atomic_add_fetch (&q->pool->db->failures, 1, __ATOMIC_RELAXED);
   q->done (q, status, rows, message);
 }
@@ -231,12 +299,12 @@ evd_pg_pool_fail_queued (EvdPgPool *pool)
 {
   EvdPgQuery *q;
 
-  if (evd_pg_pool_any_up (pool))
+  if (!evd_pg_pool_hopeless (pool))
     return;
   while ((q = evd_pg_pool_pop (pool)) != NULL) {
     g_autofree char *msg = g_strdup_printf ("database %s unavailable: %s", pool->db->name,
                                             pool->last_error);
-    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+    evd_pg_query_finish (q, EVD_PG_LOST, NULL, msg);
   }
 }
 
@@ -250,6 +318,20 @@ evd_pg_conn_unwatch (EvdPgConn *c)
   g_clear_pointer (&c->rd, event_free);
   g_clear_pointer (&c->wr, event_free);
   c->fd = -1;
+  c->watch_rd = c->watch_wr = FALSE;
+}
+
+/* Adds or deletes `ev` when `want` differs from `*on`, what it is now. */
+static void
+evd_pg_event_want (struct event *ev, gboolean *on, gboolean want)
+{
+  if (!want == !*on)
+    return;
+  if (want)
+    event_add (ev, NULL);
+  else
+    event_del (ev);
+  *on = want;
 }
 
 /* Watches libpq's current socket for reading and/or writing. */
@@ -266,14 +348,10 @@ evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
     c->rd = event_new (c->pool->base, fd, EV_READ | EV_PERSIST, evd_pg_conn_on_io, c);
     c->wr = event_new (c->pool->base, fd, EV_WRITE | EV_PERSIST, evd_pg_conn_on_io, c);
   }
-  if (rd)
-    event_add (c->rd, NULL);
-  else
-    event_del (c->rd);
-  if (wr)
-    event_add (c->wr, NULL);
-  else
-    event_del (c->wr);
+  /* Every query flushes and asks for the same (read, not write): event_add/event_del each
+   * take the base's lock, so only a change reaches libevent. */
+  evd_pg_event_want (c->rd, &c->watch_rd, rd);
+  evd_pg_event_want (c->wr, &c->watch_wr, wr);
 }
 
 static void
@@ -291,6 +369,9 @@ evd_pg_conn_close (EvdPgConn *c)
 {
   evd_pg_conn_unwatch (c);
   evtimer_del (c->timer);
+  evtimer_del (c->recheck);
+  c->recycle = FALSE;
+  evd_pg_conn_set_role (c, EVD_PG_ROLE_UNKNOWN);
   if (c->resolve != NULL) {
     EvdPgResolve *r = g_steal_pointer (&c->resolve);
 
@@ -320,6 +401,17 @@ evd_pg_backoff_ms (int attempt)
   return ms / 2 + g_random_int_range (0, ms / 2 + 1);
 }
 
+/* When the connection's `attempt`-th failure in a row is tried again. */
+static int
+evd_pg_retry_ms (EvdPgDb *db, int attempt)
+{
+  int quick = evd_pg_quick_retries (db);
+
+  if (attempt < quick)
+    return attempt == 0 ? 0 : EVD_PG_RETRY_QUICK_MS;
+  return evd_pg_backoff_ms (attempt - quick);
+}
+
 /* The connection failed or broke: its query (if any) fails, it is closed, and a new attempt
  * is due after the backoff. */
 static void
@@ -340,7 +432,7 @@ evd_pg_conn_lost (EvdPgConn *c, const char *why)
     return;
   }
   evd_pg_conn_set_state (c, EVD_PG_BACKOFF);
-  evd_pg_timer_set (c, evd_pg_backoff_ms (c->attempt++));
+  evd_pg_timer_set (c, evd_pg_retry_ms (pool->db, c->attempt++));
   if (!evd_pg_pool_any_up (pool) && pool->announced != -1) {
     pool->announced = -1;
     if (pool->db->opt.notify != NULL)
@@ -349,7 +441,7 @@ evd_pg_conn_lost (EvdPgConn *c, const char *why)
   if (q != NULL) {
     g_autofree char *msg = g_strdup_printf ("database %s: connection lost: %s", pool->db->name,
                                             line);
-    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+    evd_pg_query_finish (q, EVD_PG_LOST, NULL, msg);
   }
   evd_pg_pool_fail_queued (pool);
 }
@@ -377,6 +469,55 @@ evd_pg_conn_on_timer (evutil_socket_t fd, short what, void *arg)
                                             c->pool->db->opt.connect_timeout_ms);
     evd_pg_conn_lost (c, msg);
   }
+  }
+}
+
+/* A prefer-standby connection on a primary, idle: closed and started again, so that libpq
+ * looks for a standby once more (and falls back to the primary again if none answers). It has
+ * no query, so no call fails; what is submitted meanwhile waits for this or another. */
+static void
+evd_pg_conn_recycle (EvdPgConn *c)
+{
+  g_assert (c->state == EVD_PG_READY && c->query == NULL);
+  evd_pg_conn_close (c);
+  __atomic_add_fetch (&c->pool->db->recycles, 1, __ATOMIC_RELAXED);
+  evd_pg_conn_start (c);
+}
+
+static void
+evd_pg_conn_on_recheck (evutil_socket_t fd, short what, void *arg)
+{
+  EvdPgConn *c = arg;
+
+  (void) fd, (void) what;
+  c->recycle = TRUE;
+  if (c->state == EVD_PG_READY)
+    evd_pg_conn_recycle (c);
+  /* else BUSY or DRAINING: evd_pg_conn_finish_query recycles it when the result is in. */
+}
+
+/* The connection is up: what its server is, from in_hot_standby (libpq keeps the latest
+ * value the server reported). On a primary although standbys were preferred, no standby
+ * answered when it connected: look again after standby_recheck_ms, jittered by a quarter
+ * either way so that a pool's connections do not all go at once. */
+static void
+evd_pg_conn_learn_role (EvdPgConn *c)
+{
+  EvdPgDb *db = c->pool->db;
+  const char *hot = PQparameterStatus (c->pg, "in_hot_standby");
+  EvdPgRole role = hot == NULL ? EVD_PG_ROLE_UNKNOWN
+                   : strcmp (hot, "on") == 0 ? EVD_PG_ROLE_STANDBY : EVD_PG_ROLE_PRIMARY;
+  int ms = db->opt.standby_recheck_ms;
+
+  evd_pg_conn_set_role (c, role);
+  if (role == EVD_PG_ROLE_PRIMARY && db->prefer_standby && db->n_hosts > 1 && ms > 0 &&
+      !c->pool->check) {
+    struct timeval tv;
+
+    ms = ms - ms / 4 + g_random_int_range (0, ms / 2 + 1);
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    evtimer_add (c->recheck, &tv);
   }
 }
 
@@ -580,7 +721,14 @@ evd_pg_conn_start (EvdPgConn *c)
 static void
 evd_pg_conn_poll (EvdPgConn *c)
 {
-  switch (PQconnectPoll (c->pg)) {
+  PostgresPollingStatusType st = PQconnectPoll (c->pg);
+
+  /* The events are remade at every step, not only when PQsocket() changes: moving to the
+   * next host (or rejecting one for target_session_attrs) closes the socket and opens a new
+   * one that usually gets the same number back, and the closed one left the epoll set with
+   * it, so events kept across the swap would never fire again. */
+  evd_pg_conn_unwatch (c);
+  switch (st) {
   case PGRES_POLLING_READING:
     evd_pg_conn_watch (c, TRUE, FALSE);
     break;
@@ -682,7 +830,7 @@ static void
 evd_pg_setup_next (EvdPgConn *c)
 {
   EvdPgPool *pool = c->pool;
-  char name[32];
+  const char *name;
   int ok;
 
   if (c->setup_stmt >= (int) pool->db->stmts->len) {
@@ -691,6 +839,7 @@ evd_pg_setup_next (EvdPgConn *c)
     c->attempt = 0;
     pool->ever_tried = TRUE;
     evd_pg_conn_set_state (c, EVD_PG_READY);
+    evd_pg_conn_learn_role (c);
     g_clear_pointer (&pool->last_error, g_free);
     if (pool->check) {
       pool->check_done = TRUE;
@@ -705,7 +854,7 @@ evd_pg_setup_next (EvdPgConn *c)
     evd_pg_conn_dispatch (c);
     return;
   }
-  g_snprintf (name, sizeof name, "evd%d", c->setup_stmt);
+  name = ((EvdPgStmt *) pool->db->stmts->pdata[c->setup_stmt])->name;
   if (!c->setup_describe)
     ok = PQsendPrepare (c->pg, name,
                         ((EvdPgStmt *) pool->db->stmts->pdata[c->setup_stmt])->sql, 0, NULL);
@@ -772,6 +921,23 @@ evd_pg_conn_command_done (EvdPgConn *c)
   }
 }
 
+/* An int in decimal, as PostgreSQL reads it: every lookup's key goes through here, and
+ * printf's format parsing was a visible share of a query's own CPU. */
+static void
+evd_pg_append_int (GString *out, gint64 i)
+{
+  char buf[24], *p = buf + sizeof buf;
+  guint64 u = i < 0 ? (guint64) 0 - (guint64) i : (guint64) i;
+
+  do {
+    *--p = (char) ('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (i < 0)
+    *--p = '-';
+  g_string_append_len (out, p, buf + sizeof buf - p);
+}
+
 /* The params in $n order, as libpq takes them: text for everything PostgreSQL parses from
  * text (ints, reals, text, numeric, dates...), binary for blobs (bytea's binary form is its
  * bytes). Values are written in c->scratch, each followed by a NUL. FALSE with a message
@@ -802,7 +968,7 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
                                     name, v->i, type == EVD_PG_INT2OID ? "smallint" : "integer");
         return FALSE;
       }
-      g_string_append_printf (c->scratch, "%" G_GINT64_FORMAT, v->i);
+      evd_pg_append_int (c->scratch, v->i);
       break;
     case EVD_VALUE_REAL: {
       char buf[G_ASCII_DTOSTR_BUF_SIZE];
@@ -838,6 +1004,23 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
   return TRUE;
 }
 
+/* A query with a comment (a sampled trace context): its SQL and the comment sent unprepared,
+ * so that pg_stat_activity shows them while it runs (a prepared statement shows its PREPARE
+ * text, the same for every call). One round trip as for a prepared one (Parse, Bind, Describe,
+ * Execute, Sync), but parsed and planned again: the price is paid by sampled calls only. The
+ * params are typed with the types this connection's PREPARE learned, so they read exactly as
+ * they do prepared. The newline ends a `--` comment the SQL may end with. */
+static int
+evd_pg_conn_send_commented (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt *st,
+                            const char *const *values, const int *lengths, const int *formats)
+{
+  int n = (int) stmt->names->len;
+  g_autofree char *sql = g_strconcat (stmt->sql, "\n", q->comment, NULL);
+
+  g_assert (st->n_types == n);
+  return PQsendQueryParams (c->pg, sql, n, st->types, values, lengths, formats, 0);
+}
+
 static void
 evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
 {
@@ -848,7 +1031,7 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
   const char **values = g_newa (const char *, n + 1);
   int *lengths = g_newa (int, n + 1), *formats = g_newa (int, n + 1);
   g_autofree char *message = NULL;
-  char name[32];
+  int ok;
 
   if (st->error != NULL) {
     message = g_strdup_printf ("database %s: %s", db->name, st->error);
@@ -859,11 +1042,14 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
     evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
     return;
   }
-  g_snprintf (name, sizeof name, "evd%d", q->stmt);
-  if (!PQsendQueryPrepared (c->pg, name, (int) n, values, lengths, formats, 0)) {
+  if (q->comment != NULL)
+    ok = evd_pg_conn_send_commented (c, q, stmt, st, values, lengths, formats);
+  else
+    ok = PQsendQueryPrepared (c->pg, stmt->name, (int) n, values, lengths, formats, 0);
+  if (!ok) {
     message = evd_pg_one_line (PQerrorMessage (c->pg));
     evd_pg_conn_lost (c, message);       /* first: the completion may submit again */
-    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+    evd_pg_query_finish (q, EVD_PG_LOST, NULL, message);
     return;
   }
   __atomic_add_fetch (&db->queries, 1, __ATOMIC_RELAXED);
@@ -987,7 +1173,8 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
   g_autofree char *message = NULL;
   EvdRows *rows = NULL;
 
-  evtimer_del (c->timer);
+  if (c->state == EVD_PG_DRAINING)     /* the drain bound; a BUSY connection has no timer */
+    evtimer_del (c->timer);
   evd_pg_conn_set_state (c, EVD_PG_READY);
   if (q != NULL) {
     ExecStatusType status = r ? PQresultStatus (r) : PGRES_FATAL_ERROR;
@@ -1008,6 +1195,8 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
     }
   }
   PQclear (r);
+  if (c->recycle)
+    evd_pg_conn_recycle (c);             /* before `done`, which may submit again */
   if (q != NULL) {
     if (rows != NULL)
       evd_pg_query_finish (q, EVD_PG_OK, rows, NULL);
@@ -1029,6 +1218,7 @@ evd_pg_conn_new (EvdPgPool *pool)
   c->fd = -1;
   c->state = EVD_PG_CLOSED;
   c->timer = evtimer_new (pool->base, evd_pg_conn_on_timer, c);
+  c->recheck = evtimer_new (pool->base, evd_pg_conn_on_recheck, c);
   c->scratch = g_string_sized_new (256);
   c->resolve_errors = g_string_new (NULL);
   return c;
@@ -1042,6 +1232,7 @@ evd_pg_conn_free (EvdPgConn *c)
   evd_pg_conn_close (c);
   evd_pg_conn_set_state (c, EVD_PG_CLOSED);
   event_free (c->timer);
+  event_free (c->recheck);
   g_string_free (c->scratch, TRUE);
   g_string_free (c->resolve_errors, TRUE);
   g_free (c);
@@ -1106,10 +1297,10 @@ evd_pg_pool_submit (EvdPgPool *pool, EvdPgQuery *q)
       return;
     }
   }
-  if (!evd_pg_pool_any_up (pool) && pool->ever_tried && pool->last_error != NULL) {
+  if (evd_pg_pool_hopeless (pool)) {
     g_autofree char *msg = g_strdup_printf ("database %s unavailable: %s", pool->db->name,
                                             pool->last_error);
-    evd_pg_query_finish (q, EVD_PG_FAILED, NULL, msg);
+    evd_pg_query_finish (q, EVD_PG_LOST, NULL, msg);
     return;
   }
   q->link.data = q;
@@ -1139,6 +1330,54 @@ evd_pg_query_cancel (EvdPgQuery *q)
   evd_pg_query_finish (q, EVD_PG_CANCELLED, NULL, NULL);
 }
 
+/* ---- sqlcommenter ---- */
+
+static int
+evd_pg_pair_cmp (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* Percent-encodes all but the URL's unreserved characters (RFC 3986). */
+static void
+evd_pg_url_encode (GString *out, const char *s)
+{
+  for (const guchar *p = (const guchar *) s; *p; p++) {
+    if (g_ascii_isalnum (*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
+      g_string_append_c (out, (char) *p);
+    else
+      g_string_append_printf (out, "%%%02X", *p);
+  }
+}
+
+char *
+evd_pg_sql_comment (const char *const *pairs)
+{
+  g_autoptr (GArray) kv = g_array_new (FALSE, FALSE, sizeof (const char *) * 2);
+  GString *out;
+
+  for (guint i = 0; pairs[i] != NULL; i += 2) {
+    if (pairs[i + 1] != NULL)
+      g_array_append_vals (kv, &pairs[i], 1);
+  }
+  if (kv->len == 0)
+    return NULL;
+  g_array_sort (kv, evd_pg_pair_cmp);
+  out = g_string_new ("/*");
+  for (guint i = 0; i < kv->len; i++) {
+    const char *const *pair = &g_array_index (kv, const char *, 2 * i);
+
+    if (i > 0)
+      g_string_append_c (out, ',');
+    evd_pg_url_encode (out, pair[0]);
+    g_string_append (out, "='");
+    evd_pg_url_encode (out, pair[1]);
+    g_string_append_c (out, '\'');
+  }
+  g_string_append (out, "*/");
+  return g_string_free (out, FALSE);
+}
+
 /* ---- The database. ---- */
 
 /* Splits a comma list; NULL for NULL. */
@@ -1146,6 +1385,17 @@ static char **
 evd_pg_split (const char *s)
 {
   return s ? g_strsplit (s, ",", -1) : NULL;
+}
+
+/* How many items a comma list has (libpq's multi-host strings); 0 for NULL. */
+static guint
+evd_pg_count_items (const char *s)
+{
+  guint n = s ? 1 : 0;
+
+  for (; s != NULL && *s; s++)
+    n += *s == ',';
+  return n;
 }
 
 EvdPgDb *
@@ -1174,6 +1424,8 @@ evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *optio
   for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
     if (o->val == NULL)
       continue;
+    if (strcmp (o->keyword, "target_session_attrs") == 0)
+      db->prefer_standby = strcmp (o->val, "prefer-standby") == 0;   /* libpq gets it too */
     if (strcmp (o->keyword, "host") == 0)
       db->host = g_strdup (o->val);
     else if (strcmp (o->keyword, "hostaddr") == 0)
@@ -1191,6 +1443,7 @@ evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *optio
     }
   }
   PQconninfoFree (opts);
+  db->n_hosts = MAX (evd_pg_count_items (db->host), evd_pg_count_items (db->hostaddr));
   if (!g_ptr_array_find_with_equal_func (db->keys, "fallback_application_name", g_str_equal,
                                          NULL)) {
     g_ptr_array_add (db->keys, g_strdup ("fallback_application_name"));
@@ -1259,6 +1512,7 @@ evd_pg_db_add_statement (EvdPgDb *db, const char *sql, const char *const **names
     evd_pg_stmt_free (s);
     return -1;
   }
+  g_snprintf (s->name, sizeof s->name, "evd%u", db->stmts->len);
   g_ptr_array_add (db->stmts, s);
   *names = (const char *const *) s->names->pdata;
   *n_names = s->names->len;
@@ -1279,6 +1533,9 @@ evd_pg_db_stats (EvdPgDb *db, EvdPgStats *s)
   s->reconnects = (guint64) __atomic_load_n (&db->reconnects, __ATOMIC_RELAXED);
   s->queries = (guint64) __atomic_load_n (&db->queries, __ATOMIC_RELAXED);
   s->failures = (guint64) __atomic_load_n (&db->failures, __ATOMIC_RELAXED);
+  s->standby = g_atomic_int_get (&db->standby);
+  s->primary = g_atomic_int_get (&db->primary);
+  s->recycles = (guint64) __atomic_load_n (&db->recycles, __ATOMIC_RELAXED);
 }
 
 gboolean

@@ -31,6 +31,18 @@
  * Failures. A connection that fails to connect or breaks is reconnected after an exponential
  * backoff with jitter, 100 ms to 2 s. While no connection of the pool is up, queries fail at
  * once rather than wait for their deadline; those queued when the last one breaks too.
+ *
+ * Several hosts (`host=a,b`, libpq's multi-host strings). Names are resolved in their order
+ * and each address becomes one entry of the host, hostaddr and port lists libpq gets, kept
+ * aligned; libpq walks that list on each attempt and honours target_session_attrs itself.
+ * A failed attempt is tried again at once and after EVD_PG_RETRY_QUICK_MS before the backoff
+ * above (the host that is still up is usually a step down the list), and queries wait for
+ * those quick attempts rather than fail. With target_session_attrs=prefer-standby, a
+ * connection that came up on a primary (the server's in_hot_standby, reported by PostgreSQL
+ * 14 and later, says "off") is there only because no standby answered: after
+ * `standby_recheck_ms` (jittered by a quarter either way) it is closed as soon as it is idle
+ * and opened anew, so reads go back to a standby that is back. Recycling never fails a call:
+ * a busy connection finishes its query first, and what is submitted meanwhile waits.
  */
 #pragma once
 
@@ -55,6 +67,8 @@ typedef enum {
 typedef enum {
   EVD_PG_OK,
   EVD_PG_FAILED,              /* BACKEND: the server's or the client's message */
+  EVD_PG_LOST,                /* BACKEND, may succeed if sent again: the connection broke
+                               * before the query was answered, or none could be made */
   EVD_PG_CANCELLED,           /* given up by evd_pg_query_cancel */
 } EvdPgStatus;
 
@@ -63,6 +77,9 @@ typedef enum {
 /* Reconnect backoff bounds. */
 #define EVD_PG_BACKOFF_MIN_MS 100
 #define EVD_PG_BACKOFF_MAX_MS 2000
+/* Several hosts: the second quick attempt's delay (the first is at once). Short, since the
+ * usual failure is one host gone while another is up; long enough not to spin on a refusal. */
+#define EVD_PG_RETRY_QUICK_MS 50
 
 typedef struct _EvdPgDb EvdPgDb;
 typedef struct _EvdPgPool EvdPgPool;
@@ -73,6 +90,8 @@ typedef struct {
   int statement_timeout_ms;   /* 0: none */
   int connect_timeout_ms;     /* a connection attempt, resolution included */
   int check_interval_ms;      /* client_connection_check_interval; 0: off */
+  int standby_recheck_ms;     /* a prefer-standby connection on a primary is remade after
+                               * this; 0: never */
   /* Optional: a pool went from no connection up to one (up, message NULL), or lost its last
    * one or failed its first attempt (down, why). On the pool's loop; storage does not log,
    * the caller does. */
@@ -109,12 +128,22 @@ typedef struct {
   int up, connecting, broken;    /* connections by state (draining counts as up) */
   int in_flight, queued;
   guint64 reconnects, queries, failures;
+  int standby, primary;          /* up connections by the server's role (unknown: neither) */
+  guint64 recycles;              /* prefer-standby connections on a primary, remade */
 } EvdPgStats;
 void evd_pg_db_stats (EvdPgDb *db, EvdPgStats *stats);
 
 /* ---- The SQL rewriter (exposed for tests). ----
  * `:name` -> `$n`, outside quotes, comments, dollar-quoted strings, and not in `::` casts. */
 char *evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error);
+
+/* ---- sqlcommenter (https://google.github.io/sqlcommenter/spec/). ----
+ * `pairs` is key, value, key, value, ..., NULL; a pair whose value is NULL is left out.
+ * Returns the SQL comment that holds k1='v1',k2='v2' (slash-star before, star-slash after),
+ * the pairs sorted by key, every byte of keys and values but [A-Za-z0-9_.~-] percent-encoded:
+ * whatever a value holds, no quote, star or slash reaches the SQL, so the comment can neither
+ * end early nor nest. NULL when no pair has a value. */
+char *evd_pg_sql_comment (const char *const *pairs);
 
 /* ---- One loop's pool. ---- */
 
@@ -134,6 +163,12 @@ struct _EvdPgQuery {
   int max_rows;
   EvdPgDone done;             /* `rows` is handed over; `message` is for BACKEND */
   gpointer user_data;
+  /* Optional (NULL: none, the common case): a comment made by evd_pg_sql_comment, which must
+   * outlive the query. With one, the statement is sent unprepared (PQsendQueryParams: parse,
+   * bind and execute in the same round trip) as its SQL followed by the comment, so that
+   * pg_stat_activity shows it while it runs; its params keep the types PostgreSQL gave them
+   * at PREPARE and are sent as they always are, never written into the SQL. */
+  const char *comment;
   /* Private. */
   EvdPgPool *pool;
   gpointer conn;              /* the connection running it, NULL while queued */

@@ -5,6 +5,10 @@ As root, the server runs as the `postgres` user (runuser), since PostgreSQL refu
 as root; clients (psql, evdal) connect as the `postgres` role over the socket, trust auth.
 
 From Python:   with PgServer() as pg: pg.psql("SELECT 1"); pg.conninfo
+               PgServer(primary=pg).start(): a streaming replica of `pg` (pg_basebackup -R),
+               in a folder and on a port of its own; the primary allows replication
+               (wal_level = replica, and initdb's pg_hba has `replication` entries for the
+               socket and loopback with trust auth)
 From a shell:  python3 pg_fixture.py run -- CMD ARGS...
                (CMD runs with EVDAL_PG_CONNINFO, EVDAL_PG_DIR and EVDAL_PG_PORT set; the
                exit status is CMD's, or 77 when PostgreSQL 15 is not installed)
@@ -33,10 +37,11 @@ def free_port():
 
 
 class PgServer:
-    def __init__(self, port=None):
+    def __init__(self, port=None, primary=None):
         self.port = port or free_port()
         self.dir = None
         self.as_root = os.geteuid() == 0
+        self.primary = primary
 
     # ---- Life.
     def _as_pg(self, args, **kw):
@@ -58,8 +63,16 @@ class PgServer:
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
-        self._as_pg([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
-                     "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+        if self.primary is None:
+            self._as_pg([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
+                         "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
+        else:
+            # A copy of the primary's data folder, with standby.signal and primary_conninfo
+            # (-R); it streams WAL from the primary once started. Its postgresql.conf is the
+            # primary's, so the lines below (later ones win) give it its own port and folder.
+            self._as_pg([os.path.join(PG_BIN, "pg_basebackup"), "-D", self.data,
+                         "-h", self.primary.dir, "-p", str(self.primary.port), "-U", "postgres",
+                         "-R", "-X", "stream", "-c", "fast", "--no-sync"])
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
             f.write("\n# evdal test fixture\n"
                     "listen_addresses = '127.0.0.1'\n"
@@ -67,9 +80,19 @@ class PgServer:
                     f"unix_socket_directories = '{self.dir}'\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "max_connections = 200\nshared_buffers = 32MB\n"
+                    "wal_level = replica\nmax_wal_senders = 4\nhot_standby = on\n"
                     "log_min_messages = warning\n")
         self.pg_ctl("start")
         return self
+
+    def wait_streaming(self, timeout=60.0):
+        """On a primary: waits until a replica streams from it."""
+        deadline = time.monotonic() + timeout
+        while self.psql("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'") \
+                == "0":
+            if time.monotonic() > deadline:
+                raise TimeoutError("no replica streaming from %s" % self.dir)
+            time.sleep(0.05)
 
     def pg_ctl(self, action, *extra):
         args = [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-w", "-t", "60",

@@ -1,10 +1,11 @@
 """The mixed page of deploy/evdal-mixed.conf (issue 16), HTTP part: the page with
 recommended_products from the sample recommendations service (tests/e2e/http_upstream.py
---db), the others from SQLite. (The Redis part of the file is cut out here, so that this test
-needs no redis-server: test_mixed_redis tests it, test_mixed_page the whole page.) The HTTP answers must equal what the SQLite
-lookup of deploy/evdal.conf answers; then with the service down, slow, or failing, every
-other result of the page is still right, the HTTP one a typed error, and the page answers
-within its lookup's deadline, not the service's."""
+--db), the others from SQLite. (The Redis and PostgreSQL parts of the file are cut out here,
+so that this test needs neither server: test_mixed_redis tests Redis, test_mixed_page the
+whole page.) The HTTP answers must equal what the SQLite lookup of deploy/evdal.conf answers;
+then with the service down, slow, or failing, every other result of the page is still right,
+the HTTP one a typed error, and the page answers within its lookup's deadline, not the
+service's."""
 import os
 import re
 import sqlite3
@@ -55,6 +56,9 @@ row.3 = recommendations_v2, 1
 def mixed_config(port, recs_timeout_ms):
     with open(CONF) as f:
         text = f.read()
+    # Without PostgreSQL here (e2e/test_mixed_page has it), the orders come from SQLite.
+    text = re.sub(r'\[database orders\].*?\n\n', '', text, flags=re.S)
+    text = text.replace('database = orders', 'database = main')
     text = re.sub(r'# ---- Redis .*?# ---- end of Redis ----\n', '', text, flags=re.S)
     text = text.replace('listen = 127.0.0.1:9090', 'listen = 127.0.0.1:0')
     text = text.replace('path = sample.db', 'path = ' + DB)

@@ -1,8 +1,9 @@
 """The mixed page of deploy/evdal-mixed.conf, its Redis part (issue 16): the session and the
 feature flags come from a real redis-server, the rest of the page from the sample SQLite
 database. With Redis down or asleep, every other result is still right and the Redis ones are
-typed errors within their deadline. (The HTTP part of the file is tested by test_mixed_http;
-it is cut out here so that this test needs no recommendations service.) Exits 77 (skipped)
+typed errors within their deadline. (The HTTP part of the file is tested by test_mixed_http, the
+whole page by test_mixed_page; HTTP and PostgreSQL are cut out here so that this test needs
+neither a recommendations service nor PostgreSQL.) Exits 77 (skipped)
 without redis-server."""
 import os
 import re
@@ -24,6 +25,9 @@ def mixed_config(db, sock):
     with open(CONF) as f:
         text = f.read()
     text = re.sub(r'# ---- HTTP/JSON .*?# ---- end of HTTP/JSON ----\n', '', text, flags=re.S)
+    # Without PostgreSQL here (e2e/test_mixed_page has it), the orders come from SQLite.
+    text = re.sub(r'\[database orders\].*?\n\n', '', text, flags=re.S)
+    text = text.replace('database = orders', 'database = main')
     for key, value in (('listen', '127.0.0.1:0'), ('admin_listen', '127.0.0.1:0'),
                        ('io_threads', '2'), ('path', db), ('address', sock)):
         text, n = re.subn(r'^%s = \S+' % key, '%s = %s' % (key, value), text, count=1,

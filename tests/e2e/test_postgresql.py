@@ -3,7 +3,8 @@ the seven-lookup page gives the same rows from SQLite and from PostgreSQL (the s
 evdal-mkdb, and the same SQL), every type of the README's table comes back as it says,
 injection stays text, writing lookups are refused at start-up and writing CTEs fail at run
 time, and faults (PostgreSQL down at start, restarted under load, stopped with SIGSTOP, its
-sessions terminated) each cost calls at most their deadline and are followed by a good page.
+sessions terminated) each cost calls at most their deadline and are followed by a good page,
+and a connection lost mid-query is retried by a lookup with `retries` while an SQL error is not.
 
 Exits 77 (skipped) when PostgreSQL 15 is not installed."""
 import configparser
@@ -138,14 +139,17 @@ class PageTest(PgTestCase):
     """The same rows from SQLite and PostgreSQL."""
 
     def test_same_rows_as_sqlite(self):
-        with h.Server(pg_config()) as s:
+        # Budgets far above a page's time even on a loaded machine: rows are the point here
+        # (deadlines have tests of their own below).
+        budget = int(10000 * h.TIME_SCALE)
+        with h.Server(pg_config(timeout_ms=budget, deadline_ms=2 * budget)) as s:
             self.wait_up(s, 4)
             c, t = h.client(s)
             self.addCleanup(t.close)
             rng = random.Random(15)
             for i in range(N_PAGES):
                 uid = rng.randint(1, N_USERS + 10)   # a few users that do not exist
-                r = c.fetch(page_request(uid, prefixes=('', 'lite_')))
+                r = c.fetch(page_request(uid, prefixes=('', 'lite_'), deadline_ms=2 * budget))
                 for name in PAGE:
                     pg, lite = r.results[name], r.results['lite_' + name]
                     self.assertIsNone(pg.error, (name, uid))
@@ -275,7 +279,9 @@ class PeerTest(PgTestCase):
 
     def test_peer_answers_the_page_like_evdal(self):
         from test_peer_cpp import PeerServer
-        text = pg_config()
+        # Rows are the point here: budgets far above a page's time on a loaded machine.
+        budget = int(10000 * h.TIME_SCALE)
+        text = pg_config(timeout_ms=budget, deadline_ms=2 * budget)
         with PeerServer(text) as peer, h.Server(text) as ev:
             self.wait_up(ev, 4)
             cp, tp = h.client(peer)
@@ -285,9 +291,11 @@ class PeerTest(PgTestCase):
             rng = random.Random(7)
             for _ in range(100):
                 uid = rng.randint(1, N_USERS)
-                rp, re_ = cp.fetch(page_request(uid)), ce.fetch(page_request(uid))
+                rp = cp.fetch(page_request(uid, deadline_ms=2 * budget))
+                re_ = ce.fetch(page_request(uid, deadline_ms=2 * budget))
                 for name in PAGE:
                     self.assertIsNone(rp.results[name].error, (name, uid))
+                    self.assertIsNone(re_.results[name].error, (name, uid))
                     self.assertEqual(table(rp.results[name]), table(re_.results[name]),
                                      (name, uid))
             infos = {i.name: i for i in cp.lookups()}
@@ -459,6 +467,129 @@ class FaultTest(PgTestCase):
             self.wait_up(s, 4)
             self.assertGreaterEqual(self.metric(s, 'evdal_postgresql_reconnects_total',
                                                 database='pg'), 4)
+
+
+class RetryTest(PgTestCase):
+    """Issue 17: a connection lost before its query was answered is a retryable failure (a
+    lookup with `retries` sends the call again); an SQL error is not."""
+
+    EXTRA = ('[lookup sleepy]\ndatabase = pg\nsql = SELECT 1 AS one FROM pg_sleep(:s::float8)\n'
+             'retries = 1\ncoalesce = false\ntimeout_ms = 20000\n\n'
+             '[lookup divide]\ndatabase = pg\nsql = SELECT 1 / :z::int4 AS q\nretries = 1\n'
+             'coalesce = false\n')
+
+    def test_lost_connection_is_retried_sql_error_is_not(self):
+        with h.Server(pg_config(extra=self.EXTRA, app='evd_retry', io_threads=1)) as s:
+            self.wait_up(s, 2)
+            c, t = h.client(s, timeout=30)
+            self.addCleanup(t.close)
+            got = {}
+
+            def sleepy():
+                # Long enough that the poll below finds it running on a busy machine.
+                call = ttypes.LookupCall(lookup='sleepy',
+                                         params={'s': ttypes.Value(real_value=3.0)})
+                got['r'] = c.fetch(h.fetch_request({'x': call}, deadline_ms=20000, trace=True))
+
+            th = threading.Thread(target=sleepy)
+            th.start()
+            # Its session is killed while the query runs on the server.
+            h.wait_until(lambda: PG.psql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "application_name = 'evd_retry' AND state = 'active' AND query LIKE '%pg_sleep%'")
+                == '1', timeout=10, what='the query running, then terminated')
+            th.join(30)
+            res = got['r'].results['x']
+            self.assertIsNone(res.error, res.error)
+            self.assertEqual(table(res), (['one'], [[1]]))
+            self.assertIn('retried:1', res.span.marks or [])
+            self.assertEqual(self.metric(s, 'evdal_lookup_retries_total', lookup='sleepy'), 1)
+            self.assertGreaterEqual(self.metric(s, 'evdal_postgresql_failures_total',
+                                                database='pg'), 1)
+            # An SQL error is final.
+            call = ttypes.LookupCall(lookup='divide', params={'z': ttypes.Value(int_value=0)})
+            res = c.fetch(h.fetch_request({'x': call}, trace=True)).results['x']
+            self.assertEqual(res.error.kind, ttypes.ErrorKind.BACKEND)
+            self.assertIn('division by zero', res.error.message)
+            self.assertFalse(res.span.marks)
+            self.assertEqual(self.metric(s, 'evdal_lookup_retries_total', lookup='divide'), 0)
+
+
+class TraceContextTest(PgTestCase):
+    """Issue 18, context out: while a sampled call's statement runs, pg_stat_activity shows
+    its trace context as a sqlcommenter comment (traceparent with evdal's span for that call,
+    and the caller's tracestate, percent-encoded); an unsampled call's shows the plain
+    prepared statement. The rows are the same either way."""
+
+    SQL = ('SELECT u.id, u.name FROM users u, (SELECT pg_sleep(:secs)) s '
+           'WHERE u.id = :user_id')
+    PREPARED = ('SELECT u.id, u.name FROM users u, (SELECT pg_sleep($1)) s '
+                'WHERE u.id = $2')
+    TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
+    # a tracestate value may hold '*', '/' and quotes: they must not end the comment
+    TRACESTATE = "rojo=00f067aa0ba902b7,congo=t*/'61"
+
+    def running_query(self, srv, traceparent, app):
+        """Fetches a lookup that sleeps, and returns the text pg_stat_activity shows for it
+        while it runs (polled, with a deadline) and the fetch's result."""
+        # PostgreSQL sleeps, not evdal: no TIME_SCALE (the fetch's 5 s budget bounds it)
+        secs = 2.5
+        out = {}
+
+        def fetch():
+            c, t = h.client(srv)
+            try:
+                out['r'] = c.fetch(h.fetch_request(
+                    {'s': ttypes.LookupCall(lookup='slow_user', params={
+                        'user_id': ttypes.Value(int_value=7),
+                        'secs': ttypes.Value(real_value=secs)})},
+                    request_id='req-pg-trace', traceparent=traceparent,
+                    tracestate=self.TRACESTATE))
+            finally:
+                t.close()
+
+        th = threading.Thread(target=fetch)
+        th.start()
+        seen = ''
+        deadline = time.monotonic() + secs
+        while not seen and time.monotonic() < deadline and th.is_alive():
+            seen = PG.psql("SELECT query FROM pg_stat_activity WHERE application_name = '%s' "
+                           "AND state = 'active'" % app)
+        th.join(30)
+        self.assertIsNone(out['r'].results['s'].error, out['r'].results['s'])
+        self.assertTrue(seen, 'the statement was never seen running')
+        return seen, table(out['r'].results['s'])
+
+    def test_pg_stat_activity_shows_a_sampled_calls_context(self):
+        import urllib.parse
+        import test_tracing  # its fake OTLP collector
+        col = test_tracing.Collector()
+        self.addCleanup(col.close)
+        extra = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 1\nservice_name = evdal-test\n'
+                 'batch_max_age_ms = 50\n\n[lookup slow_user]\ndatabase = pg\nsql = %s\n'
+                 'timeout_ms = 30000\n' % (col.url, self.SQL))
+        with h.Server(pg_config(extra=extra, app='evd_trace')) as s:
+            self.wait_up(s, 4)
+            # Unsampled (-00, though sample_ratio = 1: the parent decides): the prepared
+            # statement, nothing added.
+            plain, rows_plain = self.running_query(
+                s, '00-%s-00f067aa0ba902b7-00' % self.TRACE_ID, 'evd_trace')
+            self.assertEqual(plain, self.PREPARED)
+            # Sampled: the same SQL with the context after it.
+            commented, rows_sampled = self.running_query(
+                s, '00-%s-00f067aa0ba902b7-01' % self.TRACE_ID, 'evd_trace')
+            spans = [sp for sp in col.wait_spans(2) if sp['name'] == 'lookup slow_user']
+            self.assertEqual(len(spans), 1, spans)
+            span_id = spans[0]['spanId']
+            sql, sep, comment = commented.partition('\n')
+            self.assertEqual(sql, self.PREPARED)
+            m = re.fullmatch(r"/\*traceparent='([^']*)',tracestate='([^']*)'\*/", comment)
+            self.assertIsNotNone(m, commented)
+            self.assertEqual(m.group(1), '00-%s-%s-01' % (self.TRACE_ID, span_id))
+            self.assertEqual(urllib.parse.unquote(m.group(2)), self.TRACESTATE)
+            self.assertEqual(commented.count('*/'), 1)
+            self.assertEqual(rows_sampled, rows_plain)
+            self.assertEqual(rows_plain[1], [[7, rows_plain[1][0][1]]])
 
 
 if __name__ == '__main__':

@@ -442,6 +442,35 @@ password = hunter2
             else:
                 self.assertEqual(cells(res), [['v%d' % i]])
 
+    def test_busy_is_retried_until_the_script_is_killed(self):
+        """Redis busy running a script answers BUSY: a lookup with retries retries it (within
+        its deadline) and succeeds once the script is killed."""
+        r = self.redis
+        r.cmd('SET', 'k', 'v')
+        r.cmd('CONFIG', 'SET', 'busy-reply-threshold', '20')
+        extra = ('\n[lookup get_retried]\ndatabase = cache\ncommand = GET {k}\nretries = 10\n'
+                 'timeout_ms = %d\n' % int(15000 * h.TIME_SCALE))
+        with h.Server(redis_config(r.sock, extra)) as s:
+            self.assertEqual(cells(self.fetch(s, {'a': call('get_retried', k='k')})['a']),
+                             [['v']])
+            r.cmd('EVAL', 'while true do end', '0', wait=False)
+            deadline = time.monotonic() + h.scaled(10)
+            while not str(r.cmd('PING')).startswith('BUSY'):
+                self.assertLess(time.monotonic(), deadline, 'the script never made Redis busy')
+                time.sleep(0.01)
+            out = {}
+            t = threading.Thread(target=lambda: out.update(
+                self.fetch(s, {'x': call('get_retried', k='k')}, trace=True)))
+            t.start()
+            try:
+                s.wait_metric('evdal_lookup_retries_total{lookup="get_retried"}',
+                              lambda v: v >= 1)
+            finally:
+                self.assertEqual(r.cmd('SCRIPT', 'KILL'), 'OK')
+                t.join(30)
+        self.assertEqual(cells(out['x']), [['v']])
+        self.assertRegex(out['x'].span.marks[0], r'^retried:\d+$')
+
     def test_killed_and_restarted_under_load(self):
         r = self.redis
         r.cmd('SET', 'a', 'A')

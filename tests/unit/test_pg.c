@@ -3,7 +3,8 @@
  * exits 77, skipped): the :name rewriter, every type of the README's table, params typed
  * and range-checked, injection inert, statements checked at start-up, a query given up while
  * it runs (its connection drains, then serves again), sessions killed by the server, host
- * names resolved by evdns, and a database that is down.
+ * names resolved by evdns, the next host of a multi-host string reached on a reused socket
+ * number (with the server's role read), and a database that is down.
  */
 #include <signal.h>
 #include <event2/event.h>
@@ -148,6 +149,58 @@ cell_text (EvdRows *rows, guint row, guint col)
 
 /* ---- Tests. ---- */
 
+/* A query with a comment (a sampled trace context) is sent unprepared, its params typed as
+ * PREPARE typed them: the same rows, text "2" read as the bigint the context gives the
+ * param, and the same errors naming the param, as the prepared statement gives. */
+static void
+test_commented (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("t", conninfo, &opts, &error);
+  const char *pairs[] = { "traceparent",
+                          "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                          "tracestate", "k=*/ SELECT 1 /*", NULL };
+  g_autofree char *comment = evd_pg_sql_comment (pairs);
+  EvdPgPool *pool;
+  Call c[2];
+  int s;
+  EvdParam p[1];
+
+  g_assert_no_error (error);
+  s = add (db, "SELECT id, name, current_query() AS q FROM evd_t "
+               "WHERE id = :id -- the comment follows this line");
+  pool = evd_pg_pool_new (db, base);
+  p[0] = (EvdParam) { "id", v_text ("2") };
+  for (int i = 0; i < 2; i++) {
+    memset (&c[i], 0, sizeof c[i]);
+    c[i].q = (EvdPgQuery) { .stmt = s, .params = p, .n_params = 1, .max_rows = 10,
+                            .done = on_done, .comment = i == 1 ? comment : NULL };
+    evd_pg_pool_submit (pool, &c[i].q);
+    g_assert_true (wait_for (call_done, &c[i], 10000));
+    g_assert_cmpint (c[i].status, ==, EVD_PG_OK);
+    g_assert_cmpuint (evd_rows_n_rows (c[i].rows), ==, 1);
+    g_assert_cmpint (evd_rows_cell (c[i].rows, 0, 0)->v.i, ==, 2);
+    g_assert_cmpstr (cell_text (c[i].rows, 0, 1), ==, "two");
+  }
+  /* What the server ran: the prepared statement's text, then the SQL and the comment. */
+  g_assert_null (strstr (cell_text (c[0].rows, 0, 2), "traceparent"));
+  g_assert_true (g_str_has_suffix (cell_text (c[1].rows, 0, 2), comment));
+  call_clear (&c[0]);
+  call_clear (&c[1]);
+
+  p[0] = (EvdParam) { "id", v_text ("abc") };
+  memset (&c[0], 0, sizeof c[0]);
+  c[0].q = (EvdPgQuery) { .stmt = s, .params = p, .n_params = 1, .max_rows = 10,
+                          .done = on_done, .comment = comment };
+  evd_pg_pool_submit (pool, &c[0].q);
+  g_assert_true (wait_for (call_done, &c[0], 10000));
+  g_assert_cmpint (c[0].status, ==, EVD_PG_FAILED);
+  g_assert_nonnull (strstr (c[0].message, "param :id:"));
+  g_assert_nonnull (strstr (c[0].message, "invalid input syntax for type bigint"));
+  call_clear (&c[0]);
+  evd_pg_pool_free (pool);
+}
+
 static void
 test_rewrite (void)
 {
@@ -187,6 +240,27 @@ test_rewrite (void)
     g_clear_error (&error);
     g_assert_null (evd_pg_sql_rewrite (" ; -- nothing", names, &error));
   }
+}
+
+/* sqlcommenter's format: sorted keys, values percent-encoded so that nothing in them can end
+ * or nest the comment; pairs without a value left out. */
+static void
+test_sql_comment (void)
+{
+  const char *tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const char *pairs[] = { "tracestate", "rojo=x*/; DROP TABLE t; /*'y,congo=t61",
+                          "traceparent", tp, NULL };
+  const char *only[] = { "traceparent", tp, "tracestate", NULL, NULL };
+  const char *none[] = { "tracestate", NULL, NULL };
+  g_autofree char *c = evd_pg_sql_comment (pairs);
+  g_autofree char *o = evd_pg_sql_comment (only);
+
+  g_assert_cmpstr (c, ==, "/*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+                          "-01',tracestate='rojo%3Dx%2A%2F%3B%20DROP%20TABLE%20t%3B%20%2F%2A"
+                          "%27y%2Ccongo%3Dt61'*/");
+  g_assert_cmpstr (o, ==, "/*traceparent='00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+                          "-01'*/");
+  g_assert_null (evd_pg_sql_comment (none));
 }
 
 /* Every type of the README's table comes back as it says. */
@@ -259,11 +333,12 @@ test_params (void)
   g_autoptr (EvdPgDb) db = evd_pg_db_new ("t", conninfo, &opts, &error);
   EvdPgPool *pool;
   Call c;
-  int s_i4, s_txt, s_bytea, s_real, s_i8;
+  int s_i4, s_txt, s_bytea, s_real, s_i8, s_i8v;
   EvdParam p[1];
 
   g_assert_no_error (error);
   s_i4 = add (db, "SELECT :n::int4 + 1 AS v");
+  s_i8v = add (db, "SELECT :n::int8 AS v");
   s_txt = add (db, "SELECT count(*) AS n, max(name) AS name FROM evd_t WHERE name = :name");
   s_bytea = add (db, "SELECT length(:b::bytea) AS n, :b::bytea AS b");
   s_real = add (db, "SELECT :r::float8 * 2 AS v");
@@ -275,6 +350,18 @@ test_params (void)
   g_assert_cmpint (c.status, ==, EVD_PG_OK);
   g_assert_cmpint (evd_rows_cell (c.rows, 0, 0)->v.i, ==, 42);
   call_clear (&c);
+
+  {
+    /* ints are written in decimal by hand: the edges read back as they went */
+    static const gint64 edges[] = { 0, -1, 7, -42, G_MAXINT64, G_MININT64 };
+    for (guint i = 0; i < G_N_ELEMENTS (edges); i++) {
+      p[0] = (EvdParam) { "n", v_int (edges[i]) };
+      run (pool, &c, s_i8v, p, 1);
+      g_assert_cmpint (c.status, ==, EVD_PG_OK);
+      g_assert_cmpint (evd_rows_cell (c.rows, 0, 0)->v.i, ==, edges[i]);
+      call_clear (&c);
+    }
+  }
 
   p[0] = (EvdParam) { "n", v_int (G_GINT64_CONSTANT (3000000000)) };
   run (pool, &c, s_i4, p, 1);
@@ -462,7 +549,7 @@ test_terminate (void)
   g_free (sql1 ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE application_name = 'evd_term'"));
   g_assert_true (wait_for (call_done, &slow, 5000));
-  g_assert_cmpint (slow.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (slow.status, ==, EVD_PG_LOST);
   g_assert_nonnull (strstr (slow.message, "connection lost"));
   call_clear (&slow);
   g_assert_true (wait_for ((gboolean (*) (gpointer)) db_up, db, 10000));
@@ -518,6 +605,37 @@ test_hostname (void)
   }
 }
 
+/* libpq moves to the next host of a multi-host string (here after a refused TCP connect) on
+ * a new socket that gets the closed one's number back; the events must be remade for it, or
+ * the connection waits on a descriptor epoll no longer watches until its connect timeout (the
+ * bug that left prefer-standby connections stuck when the standby stopped). */
+static void
+test_next_host_same_fd (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ci = g_strdup_printf ("host=127.0.0.1,%s port=1,%s dbname=postgres "
+                                         "user=postgres", g_getenv ("EVDAL_PG_DIR"),
+                                         g_getenv ("EVDAL_PG_PORT"));
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("nh", ci, &opts, &error);
+  int s = add (db, "SELECT 1 AS v");
+  EvdPgPool *pool = evd_pg_pool_new (db, base);
+  EvdPgStats st;
+
+  g_assert_true (wait_for ((gboolean (*) (gpointer)) db_up, db, 5000));
+  evd_pg_db_stats (db, &st);
+  g_assert_cmpuint (st.reconnects, ==, 0);          /* each connection's first attempt */
+  g_assert_cmpint (st.standby + st.primary, ==, opts.connections);   /* role reported */
+  g_assert_cmpint (st.primary, ==, opts.connections);
+  {
+    Call c;
+
+    run (pool, &c, s, NULL, 0);
+    g_assert_cmpint (c.status, ==, EVD_PG_OK);
+    call_clear (&c);
+  }
+  evd_pg_pool_free (pool);
+}
+
 /* Nothing listens: the first attempt fails, and every call after it fails at once with the
  * database's name and libpq's message. */
 static void
@@ -540,14 +658,14 @@ test_down (void)
   g_clear_error (&error);
   pool = evd_pg_pool_new (db, base);
   run (pool, &c, s, NULL, 0);            /* may wait for the first attempt */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   call_clear (&c);
   t0 = g_get_monotonic_time ();
   memset (&c, 0, sizeof c);
   c.q = (EvdPgQuery) { .stmt = s, .max_rows = 1, .done = on_done };
   evd_pg_pool_submit (pool, &c.q);
   g_assert_true (c.done);                 /* at once, inside submit */
-  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
   g_assert_true (g_str_has_prefix (c.message, "database shop unavailable: "));
   g_assert_nonnull (strstr (c.message, "refused"));
   g_assert_cmpint (g_get_monotonic_time () - t0, <, 100000);
@@ -565,6 +683,7 @@ main (int argc, char **argv)
   signal (SIGPIPE, SIG_IGN);
   conninfo = g_getenv ("EVDAL_PG_CONNINFO");
   g_test_add_func ("/pg/rewrite", test_rewrite);
+  g_test_add_func ("/pg/sql_comment", test_sql_comment);
   if (conninfo == NULL) {
     g_printerr ("test_pg: EVDAL_PG_CONNINFO unset (run it through tests/e2e/pg_fixture.py)\n");
     return 77;
@@ -574,10 +693,12 @@ main (int argc, char **argv)
                 "INSERT INTO evd_t VALUES (1, 'one'), (2, 'two'), (3, '''; DROP TABLE evd_t; --');"));
   g_test_add_func ("/pg/types", test_types);
   g_test_add_func ("/pg/params", test_params);
+  g_test_add_func ("/pg/commented", test_commented);
   g_test_add_func ("/pg/check", test_check);
   g_test_add_func ("/pg/cancel", test_cancel);
   g_test_add_func ("/pg/terminate", test_terminate);
   g_test_add_func ("/pg/hostname", test_hostname);
+  g_test_add_func ("/pg/next_host_same_fd", test_next_host_same_fd);
   g_test_add_func ("/pg/down", test_down);
   {
     int rc = g_test_run ();
