@@ -287,8 +287,9 @@ evd_backend_http_teardown (gpointer shared)
 }
 
 /* On each IO loop as a generation starts serving there: its clients exist before any call.
- * (Connections themselves open at the first request and stay open: an HTTP server may close
- * an idle connection it never saw a request on.) */
+ * (Connections themselves open at the first request and stay open: libcurl 7.88 cannot open
+ * one that later transfers reuse, and an HTTP server may close an idle connection it never
+ * saw a request on; docs/ARCHITECTURE.md, "HTTP upstreams".) */
 static void
 evd_backend_http_attach (gpointer shared, EvdLoop *loop)
 {
@@ -441,58 +442,86 @@ evd_backend_http_strcmp (gconstpointer a, gconstpointer b)
   return strcmp (*(const char *const *) a, *(const char *const *) b);
 }
 
-/* X-Attributes: k=v&k2=v2, form-encoded (printable ASCII already), keys sorted (a hash table
- * has no order); NULL without attributes. */
-static char *
-evd_backend_http_attributes (GHashTable *attributes)
+/* Appends X-Attributes: k=v&k2=v2, form-encoded (printable ASCII already), keys sorted (a
+ * hash table has no order); FALSE (nothing appended) without attributes. */
+static gboolean
+evd_backend_http_attributes (GHashTable *attributes, GString *out)
 {
-  g_autoptr (GPtrArray) keys = g_ptr_array_new ();
-  g_autoptr (GPtrArray) values = g_ptr_array_new ();
-  g_autoptr (GString) form = g_string_new ("X-Attributes: ");
+  g_autoptr (GPtrArray) keys = NULL;
+  g_autoptr (GPtrArray) values = NULL;
   GHashTableIter it;
   gpointer k;
 
+  if (g_hash_table_size (attributes) == 0)
+    return FALSE;
+  keys = g_ptr_array_new ();
+  values = g_ptr_array_new ();
   g_hash_table_iter_init (&it, attributes);
   while (g_hash_table_iter_next (&it, &k, NULL))
     g_ptr_array_add (keys, k);
-  if (keys->len == 0)
-    return NULL;
   g_ptr_array_sort (keys, evd_backend_http_strcmp);
   for (guint i = 0; i < keys->len; i++)
     g_ptr_array_add (values, g_hash_table_lookup (attributes, keys->pdata[i]));
   g_ptr_array_add (keys, NULL);
   g_ptr_array_add (values, NULL);
-  evd_http_text_form (form, (const char *const *) keys->pdata,
+  g_string_append (out, "X-Attributes: ");
+  evd_http_text_form (out, (const char *const *) keys->pdata,
                       (const char *const *) values->pdata);
-  return g_strdup (form->str);
+  return TRUE;
 }
 
-/* The request context as header lines, NULL-terminated: the call's W3C trace context (its
- * own span as the parent; tracestate checked by the W3C rules already), then the request's. */
-static GPtrArray *
-evd_backend_http_context_headers (EvdBackendCall *call)
+/* Header lines a call sends at most: traceparent, tracestate, Accept, X-Request-Id,
+ * X-Principal, X-Attributes. */
+#define EVD_BACKEND_HTTP_MAX_HEADERS 6
+
+/* Ends the header line being written into buf: its NUL, and where the next one starts. */
+static void
+evd_backend_http_line_end (GString *buf, gsize *at, guint *n)
+{
+  g_string_append_c (buf, '\0');
+  at[++*n] = buf->len;
+}
+
+/* The request context as header lines: the call's W3C trace context (its own span as the
+ * parent; tracestate checked by the W3C rules already), then the request's. The lines are
+ * written one after the other into `buf` (NUL-separated: one allocation for them all) and
+ * `lines` (EVD_BACKEND_HTTP_MAX_HEADERS + 1) points at them, NULL-terminated. */
+static void
+evd_backend_http_context_headers (EvdBackendCall *call, GString *buf, const char **lines)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
-  GPtrArray *h = g_ptr_array_new_with_free_func (g_free);
   char traceparent[EVD_TRACEPARENT_LEN + 1];
   const char *tracestate = evd_backend_call_tracestate (call);
-  char *attrs;
+  gsize at[EVD_BACKEND_HTTP_MAX_HEADERS + 1];   /* where each line starts, and one past */
+  guint n = 0;
 
+  at[0] = buf->len;
   evd_backend_call_traceparent (call, traceparent);
-  g_ptr_array_add (h, g_strdup_printf ("traceparent: %s", traceparent));
-  if (tracestate != NULL)
-    g_ptr_array_add (h, g_strdup_printf ("tracestate: %s", tracestate));
-
+  g_string_append (buf, "traceparent: ");
+  g_string_append (buf, traceparent);
+  evd_backend_http_line_end (buf, at, &n);
+  if (tracestate != NULL) {
+    g_string_append (buf, "tracestate: ");
+    g_string_append (buf, tracestate);
+    evd_backend_http_line_end (buf, at, &n);
+  }
   /* curl would accept any type by default; a lookup reads JSON. */
-  g_ptr_array_add (h, g_strdup ("Accept: application/json"));
-  if (ctx->request_id != NULL)
-    g_ptr_array_add (h, evd_http_text_header ("X-Request-Id", ctx->request_id));
-  if (ctx->principal != NULL)
-    g_ptr_array_add (h, evd_http_text_header ("X-Principal", ctx->principal));
-  if ((attrs = evd_backend_http_attributes (ctx->attributes)) != NULL)
-    g_ptr_array_add (h, attrs);
-  g_ptr_array_add (h, NULL);
-  return h;
+  g_string_append (buf, "Accept: application/json");
+  evd_backend_http_line_end (buf, at, &n);
+  if (ctx->request_id != NULL) {
+    evd_http_text_header_append (buf, "X-Request-Id", ctx->request_id);
+    evd_backend_http_line_end (buf, at, &n);
+  }
+  if (ctx->principal != NULL) {
+    evd_http_text_header_append (buf, "X-Principal", ctx->principal);
+    evd_backend_http_line_end (buf, at, &n);
+  }
+  if (evd_backend_http_attributes (ctx->attributes, buf))
+    evd_backend_http_line_end (buf, at, &n);
+  /* Pointers only now: the buffer may have moved while it grew. */
+  for (guint i = 0; i < n; i++)
+    lines[i] = buf->str + at[i];
+  lines[n] = NULL;
 }
 
 /* ---- Calls: sending and answering. ---- */
@@ -645,7 +674,8 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
   EvdBackendHttpLookup *l = backend;
   const char *null_param = NULL;
   g_autofree char *url = evd_backend_http_url (l, call, &null_param);
-  g_autoptr (GPtrArray) headers = NULL;
+  g_autoptr (GString) header_text = NULL;
+  const char *headers[EVD_BACKEND_HTTP_MAX_HEADERS + 1];
   g_autoptr (GError) error = NULL;
   EvdBackendHttpLoopClient *lc;
   EvdBackendHttpCall *hc;
@@ -655,7 +685,8 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
                            "lookup puts each param's text in the URL", null_param);
     return;
   }
-  headers = evd_backend_http_context_headers (call);
+  header_text = g_string_sized_new (256);
+  evd_backend_http_context_headers (call, header_text, headers);
   evd_backend_call_trace_peer (call, l->up->host);
   lc = evd_loop_local_get (l->up->clients, evd_backend_call_loop (call));
   hc = g_new0 (EvdBackendHttpCall, 1);
@@ -663,7 +694,7 @@ evd_backend_http_start (gpointer backend, EvdBackendCall *call)
   hc->lookup = l;
   hc->start_us = g_get_monotonic_time ();
   *evd_backend_call_data (call) = hc;
-  hc->req = evd_http_get (lc->client, url, (const char *const *) headers->pdata,
+  hc->req = evd_http_get (lc->client, url, headers,
                           evd_backend_call_deadline_us (call), evd_backend_http_on_done, hc,
                           &error);
   if (hc->req == NULL) {

@@ -74,6 +74,12 @@ struct _EvdBackendCall {
   guint8 span_id[8];
   const char *trace_peer;     /* server.address, or NULL */
   int trace_http_status;      /* 0 when none */
+  union {                     /* evd_backend_call_room: zeroed with the rest of the call */
+    guint8 bytes[EVD_BACKEND_CALL_ROOM];
+    gint64 i;
+    double d;
+    gpointer p;
+  } room;
 };
 
 /* One execution of one lookup; the calls it serves are those planned onto it. */
@@ -315,6 +321,12 @@ evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
   va_end (ap);
   evd_backend_call_complete (call, NULL, evd_engine_error_new (kind, "%s", message),
                       EVD_BACKEND_FAIL_RETRYABLE);
+}
+
+gpointer
+evd_backend_call_room (EvdBackendCall *call, gsize size)
+{
+  return size <= sizeof call->room ? call->room.bytes : NULL;
 }
 
 void

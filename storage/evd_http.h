@@ -5,7 +5,8 @@
  * A client is one curl multi handle on one event_base, used from that base's thread only. It
  * keeps up to `max_connections` connections per host alive and reuses them (HTTP/1.1
  * keep-alive, or HTTP/2 multiplexing when a TLS server offers h2 by ALPN); requests beyond
- * that wait inside curl for a connection. Sockets are watched by libevent events, curl's
+ * that wait for a connection, oldest first: plain http:// ones in the client itself (at most
+ * max_connections of them in curl at once), https ones inside curl. Sockets are watched by libevent events, curl's
  * timers by one libevent timer (CURLMOPT_SOCKETFUNCTION / CURLMOPT_TIMERFUNCTION), so the
  * loop never blocks: names are resolved by libcurl's threaded resolver (Debian 12's libcurl has
  * the AsynchDNS feature; evd_http_async_dns() says so at run time), connects, TLS and reads

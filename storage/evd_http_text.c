@@ -52,21 +52,28 @@ evd_http_text_encode (GString *out, const char *s, gsize len, const char *keep)
   }
 }
 
+void
+evd_http_text_header_append (GString *out, const char *name, const char *value)
+{
+  g_string_append (out, name);
+  g_string_append (out, ": ");
+  for (const guchar *p = (const guchar *) value; *p != '\0'; p++) {
+    if (*p > 0x20 && *p < 0x7f && *p != '%') {
+      g_string_append_c (out, (char) *p);
+    } else {
+      g_string_append_c (out, '%');
+      g_string_append_c (out, evd_http_text_hex[*p >> 4]);
+      g_string_append_c (out, evd_http_text_hex[*p & 15]);
+    }
+  }
+}
+
 char *
 evd_http_text_header (const char *name, const char *value)
 {
-  GString *h = g_string_new (name);
+  GString *h = g_string_new (NULL);
 
-  g_string_append (h, ": ");
-  for (const guchar *p = (const guchar *) value; *p != '\0'; p++) {
-    if (*p > 0x20 && *p < 0x7f && *p != '%') {
-      g_string_append_c (h, (char) *p);
-    } else {
-      g_string_append_c (h, '%');
-      g_string_append_c (h, evd_http_text_hex[*p >> 4]);
-      g_string_append_c (h, evd_http_text_hex[*p & 15]);
-    }
-  }
+  evd_http_text_header_append (h, name, value);
   return g_string_free (h, FALSE);
 }
 
@@ -107,9 +114,19 @@ gboolean
 evd_http_text_value (GString *out, const EvdValue *v)
 {
   switch (v->kind) {
-  case EVD_VALUE_INT:
-    g_string_append_printf (out, "%" G_GINT64_FORMAT, v->i);
+  case EVD_VALUE_INT: {
+    /* In decimal, without printf: a URL is built per call. */
+    char digits[24], *d = digits + sizeof digits;
+    guint64 u = v->i < 0 ? -(guint64) v->i : (guint64) v->i;
+
+    do
+      *--d = (char) ('0' + u % 10);
+    while ((u /= 10) != 0);
+    if (v->i < 0)
+      *--d = '-';
+    g_string_append_len (out, d, digits + sizeof digits - d);
     return TRUE;
+  }
   case EVD_VALUE_REAL:
     evd_http_text_real (out, v->r);
     return TRUE;
@@ -254,7 +271,7 @@ gboolean
 evd_http_text_template_expand (const EvdHttpTextTemplate *t, const EvdParam *params,
                                guint n_params, GString *out, const char **missing)
 {
-  g_autoptr (GString) text = g_string_new (NULL);
+  g_autoptr (GString) text = NULL;   /* made for the first value that may need encoding */
 
   for (guint i = 0; i < t->pieces->len; i++) {
     const EvdHttpTextPiece *p = &g_array_index (t->pieces, EvdHttpTextPiece, i);
@@ -265,6 +282,12 @@ evd_http_text_template_expand (const EvdHttpTextTemplate *t, const EvdParam *par
       continue;
     }
     v = evd_value_find_param (params, n_params, p->text);
+    if (v != NULL && v->kind == EVD_VALUE_INT) {
+      evd_http_text_value (out, v);   /* digits and '-': nothing to encode */
+      continue;
+    }
+    if (text == NULL)
+      text = g_string_new (NULL);
     g_string_truncate (text, 0);
     if (v == NULL || !evd_http_text_value (text, v)) {
       *missing = p->text;

@@ -44,6 +44,8 @@ gboolean evd_http_text_value (GString *out, const EvdValue *v);
 void evd_http_text_encode (GString *out, const char *s, gsize len, const char *keep);
 /* "Name: value" with the value encoded as a header value. Free with g_free. */
 char *evd_http_text_header (const char *name, const char *value);
+/* The same line appended to `out`. */
+void evd_http_text_header_append (GString *out, const char *name, const char *value);
 /* Appends "k=v&k2=v2" for NULL-terminated `keys` and their `values`. */
 void evd_http_text_form (GString *out, const char *const *keys, const char *const *values);
 

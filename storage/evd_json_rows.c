@@ -340,13 +340,17 @@ evd_json_rows_fast_objects (EvdJsonRowsFast *f, const guint *objects, guint n, g
   gsize name_bytes = 0;
   g_autoptr (EvdRows) rows = NULL;
 
-  /* The columns: every key, first-seen order. */
+  /* The columns: every key, first-seen order; each key token keeps its column in its `n`
+   * (unused for a string), so that the rows below need not search again. */
   for (guint o = 0; o < n; o++) {
     guint i = objects[o] + 1;
 
     for (guint m = 0; m < tokens[objects[o]].n; m++) {
-      if (evd_json_rows_fast_column (f, i, keys, &n_keys) < 0)
+      gint c = evd_json_rows_fast_column (f, i, keys, &n_keys);
+
+      if (c < 0)
         return NULL;
+      f->tape.tokens[i].n = (guint32) c;
       i = evd_json_tape_next (&f->tape, i + 1);
     }
   }
@@ -369,7 +373,7 @@ evd_json_rows_fast_objects (EvdJsonRowsFast *f, const guint *objects, guint n, g
     for (guint c = 0; c < n_keys; c++)
       slot[c] = -1;
     for (guint m = 0; m < tokens[objects[o]].n; m++) {
-      slot[evd_json_rows_fast_column (f, i, keys, &n_keys)] = (gint) i + 1;
+      slot[tokens[i].n] = (gint) i + 1;
       i = evd_json_tape_next (&f->tape, i + 1);
     }
     for (guint c = 0; c < n_keys; c++) {

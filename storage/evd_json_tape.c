@@ -70,6 +70,12 @@ evd_json_tape_hex (char c)
   return -1;
 }
 
+/* The bytes a string scan stops at: 1 for '"', '\\' and control characters, 2 for the bytes
+ * of UTF-8 sequences (checked once per string); 0 for the rest, skipped in a tight loop. */
+static const guint8 evd_json_tape_string_stop[256] = {
+  [0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 2,
+};
+
 /* The string whose opening quote is at *pp: a STRING token; *pp ends past the closing quote.
  * Escapes are only checked for form here (evd_json_tape_unescape decodes them). */
 static gboolean
@@ -82,6 +88,8 @@ evd_json_tape_string (EvdJsonTape *tape, const char *json, const char **pp, cons
   for (;;) {
     guchar c;
 
+    while (p < end && evd_json_tape_string_stop[(guchar) *p] == 0)
+      p++;
     if (p >= end)
       return FALSE;
     c = (guchar) *p;

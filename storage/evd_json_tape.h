@@ -45,7 +45,7 @@ typedef struct {
   guint32 start;            /* offset in the text: a string's first byte after its quote, a
                              * container's bracket, a number's first character */
   guint32 len;              /* a string's bytes between its quotes; a container's whole text */
-  guint32 n;                /* ARRAY: elements; OBJECT: members */
+  guint32 n;                /* ARRAY: elements; OBJECT: members; STRING: free for the reader */
   union {
     gint64 i;               /* INT */
     double r;               /* REAL */

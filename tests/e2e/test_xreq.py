@@ -178,8 +178,15 @@ class XreqTest(h.EvdalTestCase):
             resp = self.fetch({'h': ttypes.LookupCall(lookup='hang')}, deadline_ms=deadline_ms,
                               request_id=name)
             results[name] = (resp.results['h'], time.monotonic() - t0)
+        calls_before = labelled(self.server, 'evdal_lookup_backend_calls_total', lookup='hang')
         threads = [threading.Thread(target=one, args=(n, d)) for n, d in zip(names, deadlines)]
-        for t in threads:
+        # The first caller's call goes out first (it carries that caller's request id), then
+        # the other two join it.
+        threads[0].start()
+        h.wait_until(lambda: labelled(self.server, 'evdal_lookup_backend_calls_total',
+                                      lookup='hang') > calls_before, timeout=10,
+                     what='the first caller\'s backend call')
+        for t in threads[1:]:
             t.start()
         for t in threads:
             t.join(30)

@@ -1,7 +1,8 @@
 /* test_http: the loop's HTTP client (storage/evd_http.c) against an evhttp server running on a
  * thread of the test: bodies and statuses come back whole, connections are kept alive and
  * reused (and capped per host), a slow answer times out at the deadline and not later, a
- * cancelled request never calls back, a body over the cap fails (announced by Content-Length
+ * cancelled request never calls back (in curl or still waiting for a connection in the
+ * client), a body over the cap fails (announced by Content-Length
  * or sent chunked), a refused connection is a connect error, header lines cannot be split,
  * and freeing a client fails what it still holds. */
 #include <signal.h>
@@ -398,7 +399,7 @@ test_deadline_times_out (Fixture *f, gconstpointer data)
   outcome_clear (&o);
 }
 
-/* Requests queued behind the connection cap (inside curl, not yet sent) time out too. */
+/* Requests queued behind the connection cap (in the client, not yet sent) time out too. */
 static void
 test_deadline_of_queued_requests (Fixture *f, gconstpointer data)
 {
@@ -421,6 +422,53 @@ test_deadline_of_queued_requests (Fixture *f, gconstpointer data)
   evd_http_request_cancel (slow[1]);
   for (int i = 0; i < 4; i++)
     outcome_clear (&o[i]);
+}
+
+/* Plain http:// requests beyond max_connections wait in the client, not in curl, holding no
+ * connection: with both connections busy four more wait; one cancelled while waiting never
+ * calls back, the others are answered over the same two connections; a client freed with
+ * requests still waiting fails them all, once each. */
+static void
+test_waiting_requests (Fixture *f, gconstpointer data)
+{
+  EvdHttpOptions opts = { .max_connections = 1, .max_response_bytes = 1024,
+                          .stats = &f->stats };
+  g_autofree char *u = url (f, "/slow?ms=2000");
+  Outcome o[6] = { 0 }, w[3] = { 0 };
+  EvdHttpRequest *r[6];
+  EvdHttpClient *c2;
+  int done;
+
+  (void) data;
+  for (int i = 0; i < 6; i++)
+    r[i] = get (f, "/slow?ms=50", 10000, &o[i]);
+  g_assert_cmpint (f->stats.in_flight, ==, 6);
+  evd_http_request_cancel (r[3]);
+  g_assert_cmpint (f->stats.in_flight, ==, 5);
+  do {
+    event_base_loop (f->base, EVLOOP_ONCE);
+    done = o[0].done + o[1].done + o[2].done + o[4].done + o[5].done;
+  } while (done < 5);
+  for (int i = 0; i < 6; i++) {
+    g_assert_cmpint (o[i].done, ==, i == 3 ? 0 : 1);
+    if (i != 3)
+      g_assert_cmpint (o[i].status, ==, 200);
+    outcome_clear (&o[i]);
+  }
+  g_assert_cmpuint (f->stats.connects, ==, 2);
+  g_assert_cmpint (g_atomic_int_get (&f->server->max_parallel), ==, 2);
+  g_assert_cmpint (g_atomic_int_get (&f->server->requests), ==, 5);
+
+  c2 = evd_http_client_new (f->base, &opts);
+  for (int i = 0; i < 3; i++)
+    evd_http_get (c2, u, NULL, g_get_monotonic_time () + 5 * G_USEC_PER_SEC, on_done, &w[i],
+                  NULL);
+  evd_http_client_free (c2);
+  for (int i = 0; i < 3; i++) {
+    g_assert_cmpint (w[i].done, ==, 1);
+    g_assert_cmpint (w[i].error_code, ==, EVD_HTTP_ERROR_CANCELLED);
+    outcome_clear (&w[i]);
+  }
 }
 
 static void
@@ -589,6 +637,7 @@ main (int argc, char **argv)
   ADD ("connections-capped-per-host", test_connections_capped_per_host);
   ADD ("deadline-times-out", test_deadline_times_out);
   ADD ("deadline-of-queued-requests", test_deadline_of_queued_requests);
+  ADD ("waiting-requests", test_waiting_requests);
   ADD ("cancel-never-calls-back", test_cancel_never_calls_back);
   ADD ("body-over-the-cap", test_body_over_the_cap);
   ADD ("connection-refused", test_connection_refused);
