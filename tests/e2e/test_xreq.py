@@ -347,6 +347,10 @@ delay_ms = 2
 tail_every = 50
 tail_ms = 200
 hedge = p95
+
+[lookup control]
+backend = delay
+delay_ms = 2
 """
 
 
@@ -381,38 +385,50 @@ class HedgeTest(h.EvdalTestCase):
         latencies.sort()
         return latencies
 
-    ROUNDS = 3
+    TAIL_MS, BUDGET_S, MIN_ROUNDS = 200, 120, 2
 
     def test_p95_hedging_cuts_the_tail(self):
-        """Measured in up to three rounds of plain then hedged: on a machine busy with other
-        work, scheduling delays add tens of ms to fast fetches, which hides the gain (they
-        can only make the hedged p99 look worse, never better). Every round must hold the
-        extra calls and the deadlines; one round must show the 5x."""
+        """Rounds of control, plain, then hedged. The 5x is measured against the tail itself
+        (a hedged p99 of at most 40 ms), and only in a round quiet enough to show it: on a
+        machine busy with other work, scheduling delays add tens of ms to fast fetches (a
+        `control` lookup of the same 2 ms calls, without tail or hedge, measures that); a
+        hedge waits for the p95 and then takes a fast fetch's time, two spans of that noise.
+        The first round whose control p99 is at most a tenth of the tail decides. Every round
+        must hold the extra calls and the deadlines. No quiet round within the budget: skipped,
+        saying so (e2e/test_xreq_http makes the same claim against a real HTTP upstream)."""
         with h.Server(h.config(lookups=TAIL_LOOKUPS, admin_listen='127.0.0.1:0',
                                max_queue_ms=0)) as server:
-            # The p95 needs 100 attempts (and a second to be computed) before hedging starts.
-            self.run_load(server, 'hedged')
-            time.sleep(1.1)
-            seen = []
-            for _ in range(self.ROUNDS):
+            # The p95 needs 100 attempts (and a pass of its once-a-second recomputation)
+            # before hedging starts: load until a hedge went out.
+            deadline = time.monotonic() + h.scaled(60)
+            while not labelled(server, 'evdal_lookup_hedges_sent_total', lookup='hedged'):
+                self.assertLess(time.monotonic(), deadline, 'no hedge was ever sent')
+                self.run_load(server, 'hedged')
+            seen, until = [], time.monotonic() + self.BUDGET_S
+            p99 = lambda xs: xs[int(len(xs) * 0.99) - 1]  # noqa: E731
+            while True:
+                control = self.run_load(server, 'control')
                 before = labelled(server, 'evdal_lookup_backend_calls_total', lookup='hedged')
                 plain = self.run_load(server, 'plain')
                 hedged = self.run_load(server, 'hedged')
                 calls = labelled(server, 'evdal_lookup_backend_calls_total',
                                  lookup='hedged') - before
                 fetches = self.THREADS * self.PER_THREAD
-                p99 = lambda xs: xs[int(len(xs) * 0.99) - 1]  # noqa: E731
-                msg = 'p99 plain %.1f ms, hedged %.1f ms; %d calls for %d fetches' % (
-                    p99(plain) * 1000, p99(hedged) * 1000, calls, fetches)
+                msg = 'p99 control %.1f ms, plain %.1f ms, hedged %.1f ms; %d calls for %d ' \
+                      'fetches' % (p99(control) * 1000, p99(plain) * 1000, p99(hedged) * 1000,
+                                   calls, fetches)
                 seen.append(msg)
                 self.assertGreater(p99(plain), 0.15, msg)  # the tail is there
                 self.assertLess(calls, fetches * 1.10, msg)
                 for xs in (plain, hedged):
                     self.assertLess(xs[-1], self.DEADLINE_MS / 1000 + 0.5, msg)
-                if p99(hedged) * 5 <= p99(plain):
+                if p99(control) * 1000 <= self.TAIL_MS / 10:
+                    self.assertLessEqual(p99(hedged) * 1000, self.TAIL_MS / 5,
+                                         'a quiet round did not show the 5x: ' + msg)
                     break
-            else:
-                self.fail('p99 never dropped 5x: %s' % '; '.join(seen))
+                if len(seen) >= self.MIN_ROUNDS and time.monotonic() > until:
+                    self.skipTest('never quiet enough to measure a %d ms tail: %s' % (
+                        self.TAIL_MS, '; '.join(seen)))
             self.assertGreater(labelled(server, 'evdal_lookup_hedges_won_total',
                                         lookup='hedged'), 0)
 
