@@ -7,7 +7,7 @@ vary with the random users, and how many requests a loop pass or a worker wake-u
 depends on the scheduling, which valgrind serialises).
 
   bench/callgrind_page.py [--build build] [--scenario sqlite7|static7|fanout10ms] [-n 2000]
-                          [-c 16] [--out DIR] [--bare]
+                          [-c 16] [--out DIR] [--bare] [--lookup-keys "coalesce = false"]
 
 evdal runs the sample config (as bench/harness.py prepares it) under
 `valgrind --tool=callgrind --instr-atstart=no`; warm-up fetches run uninstrumented, then
@@ -44,8 +44,11 @@ def total_ir(path):
 SAMPLE_CONFIG = os.path.join(harness.ROOT, 'deploy', 'evdal.conf')
 
 
-def relaxed_config(build, workers=None):
+def relaxed_config(build, workers=None, lookup_keys=None):
     conf = harness.prepare_config(SAMPLE_CONFIG, build)
+    if lookup_keys:
+        import xreq_bench
+        xreq_bench.lookup_keys(conf, lookup_keys.replace('\\n', '\n') + '\n')
     with open(conf) as f:
         text = f.read()
     if workers:
@@ -66,7 +69,7 @@ def bench(build, port, conns, n, args):
 
 
 def run_evdal(a, out_dir):
-    conf = relaxed_config(a.build, a.workers)
+    conf = relaxed_config(a.build, a.workers, a.lookup_keys)
     port = harness.free_port()
     out = os.path.join(out_dir, 'callgrind.out.evdal-%s' % a.scenario)
     args = {'sqlite7': harness.page_args(), 'static7': harness.naps(*[0] * 7),
@@ -108,7 +111,7 @@ SYSCALLS = ['futex', 'epoll_wait', 'read', 'readv', 'write', 'writev', 'ioctl',
 def run_perf_stat(a, out_dir):
     """evdal natively, `perf stat` on it over exactly N fetches: CPU, context switches and
     the system calls per fetch (what callgrind does not see: the kernel's side)."""
-    conf = relaxed_config(a.build, a.workers)
+    conf = relaxed_config(a.build, a.workers, a.lookup_keys)
     port = harness.free_port()
     args = {'sqlite7': harness.page_args(), 'static7': harness.naps(*[0] * 7),
             'fanout10ms': harness.naps(*[10] * 7)}[a.scenario]
@@ -181,6 +184,8 @@ def main():
     ap.add_argument('--config',
                     help='sample config to relax (an older build: its own tree\'s deploy/evdal.conf)')
     ap.add_argument('--workers', type=int, help='SQLite workers (the sample config has 4)')
+    ap.add_argument('--lookup-keys', help='keys added to each [lookup] of the page, '
+                    'e.g. "coalesce = false" ("\\n" between several)')
     ap.add_argument('--bare', action='store_true', help='evdal-sqlite-bare instead of evdal')
     ap.add_argument('--perf-stat', action='store_true',
                     help='evdal natively under perf stat: CPU, switches and system calls')

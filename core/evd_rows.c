@@ -72,20 +72,13 @@ evd_rows_new (guint n_columns, const char *const *columns)
   return evd_rows_new_sized (n_columns, columns, 0, 0);
 }
 
-EvdRows *
-evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hint,
-                    gsize arena_hint)
+/* A table with room for `cells` cells and `arena` bytes in its block, no cell yet. */
+static EvdRows *
+evd_rows_alloc (guint n_columns, gsize cells, gsize arena)
 {
-  gsize cells = cells_hint, arena = arena_hint, total;
+  gsize total;
   EvdRows *r;
 
-  if (cells == 0)
-    cells = n_columns + EVD_ROWS_DEFAULT_CELLS;
-  if (arena == 0) {
-    arena = EVD_ROWS_DEFAULT_ARENA;
-    for (guint i = 0; i < n_columns; i++)
-      arena += strlen (columns[i]) + 1;
-  }
   /* Past EVD_ROWS_BLOCK_MAX both shrink in proportion (each is cut to it first, so that the
    * product below cannot overflow). */
   cells = MIN (cells, EVD_ROWS_BLOCK_MAX / sizeof (EvdCell));
@@ -101,8 +94,49 @@ evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hin
                    .cells = r->block, .cells_cap = (guint) cells,
                    .arena = (guint8 *) (r->block + cells), .arena_cap = arena };
   g_atomic_ref_count_init (&r->refs);
+  return r;
+}
+
+EvdRows *
+evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hint,
+                    gsize arena_hint)
+{
+  gsize cells = cells_hint, arena = arena_hint;
+  EvdRows *r;
+
+  if (cells == 0)
+    cells = n_columns + EVD_ROWS_DEFAULT_CELLS;
+  if (arena == 0) {
+    arena = EVD_ROWS_DEFAULT_ARENA;
+    for (guint i = 0; i < n_columns; i++)
+      arena += strlen (columns[i]) + 1;
+  }
+  r = evd_rows_alloc (n_columns, cells, arena);
   for (guint i = 0; i < n_columns; i++)
     evd_rows_add_text (r, columns[i], -1);
+  return r;
+}
+
+EvdRows *
+evd_rows_new_like (const EvdRows *like, guint cells_hint, gsize arena_hint)
+{
+  guint n = like->n_columns;
+  /* The names are the arena's first bytes, each text with its NUL, in column order. */
+  gsize names = n > 0 ? like->cells[n - 1].v.off + like->cells[n - 1].len + 1 : 0;
+  EvdRows *r = evd_rows_alloc (n, cells_hint ? cells_hint : n + EVD_ROWS_DEFAULT_CELLS,
+                               arena_hint ? arena_hint : EVD_ROWS_DEFAULT_ARENA + names);
+
+  if (r->cells_cap >= n && r->arena_cap >= names) {
+    memcpy (r->cells, like->cells, n * sizeof (EvdCell));
+    memcpy (r->arena, like->arena, names);
+    r->n_cells = n;
+    r->arena_len = names;
+  } else {
+    /* Hints smaller than the names themselves: added one by one, growing past the block. */
+    for (guint i = 0; i < n; i++)
+      evd_rows_add_text (r, (const char *) like->arena + like->cells[i].v.off,
+                         like->cells[i].len);
+  }
   return r;
 }
 

@@ -36,6 +36,11 @@ EvdRows *evd_rows_new (guint n_columns, const char *const *columns);
  * hint does not make a huge block for a small table. evd_rows_size() gives a table's hints. */
 EvdRows *evd_rows_new_sized (guint n_columns, const char *const *columns, guint cells_hint,
                              gsize arena_hint);
+/* A table with the column names of `like` (any table: its rows are not looked at) and no rows,
+ * sized as evd_rows_new_sized() would: the names' cells and bytes are copied whole, so a maker
+ * that keeps one table of a statement's names (a SQLite worker) neither asks for them nor
+ * measures them again per table. */
+EvdRows *evd_rows_new_like (const EvdRows *like, guint cells_hint, gsize arena_hint);
 /* The hints that would have made `rows` in one block: its cells and arena bytes so far. */
 void evd_rows_size (const EvdRows *rows, guint *cells, gsize *arena_bytes);
 EvdRows *evd_rows_ref (EvdRows *rows);

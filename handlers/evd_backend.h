@@ -160,6 +160,12 @@ EvdLoop *evd_backend_call_loop (EvdBackendCall *call);
 gint64 evd_backend_call_deadline_us (EvdBackendCall *call);
 /* A slot for the backend's own per-call state. */
 gpointer *evd_backend_call_data (EvdBackendCall *call);
+/* Room inside the call for the backend's own per-call state, zeroed, aligned for any scalar or
+ * pointer, alive as long as the call: NULL when `size` is more than EVD_BACKEND_CALL_ROOM
+ * (allocate it then). A backend that fits in it allocates and frees nothing per call (the
+ * SQLite backend's job: issue 20). On the call's loop, in start(). */
+#define EVD_BACKEND_CALL_ROOM 96
+gpointer evd_backend_call_room (EvdBackendCall *call, gsize size);
 
 /* Completes with rows (the reference is consumed). Any thread. */
 void evd_backend_call_return (EvdBackendCall *call, EvdRows *rows);

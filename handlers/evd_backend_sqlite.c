@@ -33,12 +33,15 @@ typedef struct {
   int max_rows;
 } EvdBackendSqliteLookup;
 
-/* A job shared by the loop (cancel) and a worker (run): freed by release(), on the loop, once
- * the engine has taken the completion, so cancel() never finds it freed. */
+/* A job shared by the loop (cancel) and a worker (run). It lives in the call's own room
+ * (evd_backend_call_room), so it is alive as long as the call: cancel() never finds it freed,
+ * and no statement costs an allocation and a free. */
 typedef struct {
   EvdSqliteJob job;
   EvdBackendCall *call;
 } EvdBackendSqliteCall;
+
+G_STATIC_ASSERT (sizeof (EvdBackendSqliteCall) <= EVD_BACKEND_CALL_ROOM);
 
 /* ---- [database NAME] ---- */
 
@@ -196,7 +199,7 @@ static void
 evd_backend_sqlite_start (gpointer backend, EvdBackendCall *call)
 {
   EvdBackendSqliteLookup *l = backend;
-  EvdBackendSqliteCall *sc = g_new0 (EvdBackendSqliteCall, 1);
+  EvdBackendSqliteCall *sc = evd_backend_call_room (call, sizeof *sc);
 
   sc->call = call;
   sc->job.stmt = l->stmt;
@@ -217,16 +220,6 @@ evd_backend_sqlite_cancel (gpointer backend, EvdBackendCall *call)
   evd_sqlite_job_cancel (&sc->job);  /* the worker completes it, interrupted */
 }
 
-static void
-evd_backend_sqlite_release (gpointer backend, EvdBackendCall *call)
-{
-  EvdBackendSqliteCall *sc = *evd_backend_call_data (call);
-
-  (void) backend;
-  *evd_backend_call_data (call) = NULL;
-  g_free (sc);
-}
-
 const EvdBackendClass evd_backend_sqlite_class = {
   .kind = "sqlite",
   .setup = evd_backend_sqlite_setup,
@@ -234,7 +227,6 @@ const EvdBackendClass evd_backend_sqlite_class = {
   .open = evd_backend_sqlite_lookup_open,
   .start = evd_backend_sqlite_start,
   .cancel = evd_backend_sqlite_cancel,
-  .release = evd_backend_sqlite_release,
   .close = evd_backend_sqlite_lookup_close,
   .collect = evd_backend_sqlite_collect,
 };

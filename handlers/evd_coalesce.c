@@ -11,24 +11,42 @@
  * other loop sleep in the kernel, which a busy machine does often. */
 #define EVD_COALESCE_SHARDS 16
 
-/* The hash table's key, inside its entry; a lookup probes with one on the stack. */
+/* Chains per shard: a shard's open entries are about the calls of its lookup in flight at
+ * once, a few dozen per loop; chains stay short for thousands. */
+#define EVD_COALESCE_BUCKETS 64
+
+/* Entry blocks of up to this size (an EvdXreqFlight and a key of a few hundred bytes) are
+ * kept for reuse by the thread that frees them, up to EVD_COALESCE_SPARE_BLOCKS: a busy loop
+ * has more entries open than malloc's per-thread cache keeps of one size, and its slow path
+ * cost the uncontended call more than the table did. */
+#define EVD_COALESCE_BLOCK_BYTES 1024
+#define EVD_COALESCE_SPARE_BLOCKS 64
+
+/* An entry's key, inside its entry; a lookup probes with one on the stack. */
 typedef struct {
   const guint8 *data;
   gsize len;
   guint hash;
 } EvdCoalesceKey;
 
+/* An intrusive hash table: entries chain through their `next`, so that opening and closing
+ * an entry allocates nothing (GHashTable cost the uncontended call as much as the rest). */
 typedef struct {
   GMutex lock;
-  GHashTable *open;         /* EvdCoalesceKey * (in its entry) -> EvdCoalesceEntry */
+  EvdCoalesceEntry *buckets[EVD_COALESCE_BUCKETS];
+  guint size;
 } EvdCoalesceShard;
 
 struct _EvdCoalesce {
+  guint64 seed;             /* random per table: no one can choose keys that share a chain */
   EvdCoalesceShard shards[EVD_COALESCE_SHARDS];
 };
 
 struct _EvdCoalesceEntry {
-  EvdCoalesceKey key;       /* first: the table's key points here */
+  EvdCoalesceKey key;
+  EvdCoalesceEntry *next;   /* in its bucket, while open in a table */
+  gboolean in_table;
+  gsize block_size;         /* EVD_COALESCE_BLOCK_BYTES when reusable */
   gint refs;                /* atomic */
   EvdCoalesceShard *table;  /* NULL: private */
   GMutex own_lock;          /* a private entry's */
@@ -41,40 +59,104 @@ struct _EvdCoalesceEntry {
   GDestroyNotify destroy;
 };
 
-static guint
-evd_coalesce_key_hash (gconstpointer k)
-{
-  return ((const EvdCoalesceKey *) k)->hash;
-}
-
 static gboolean
-evd_coalesce_key_equal (gconstpointer a, gconstpointer b)
+evd_coalesce_key_equal (const EvdCoalesceKey *x, const EvdCoalesceKey *y)
 {
-  const EvdCoalesceKey *x = a, *y = b;
-
   return x->hash == y->hash && x->len == y->len && memcmp (x->data, y->data, x->len) == 0;
 }
 
-/* FNV-1a: keys are a few dozen bytes. */
+/* Eight bytes at a time, each mixed by a multiply and a shift (keys are a few dozen bytes;
+ * FNV's byte at a time cost more than the rest of the key). */
 static guint
-evd_coalesce_hash (const guint8 *p, gsize len)
+evd_coalesce_hash (guint64 seed, const guint8 *p, gsize len)
 {
-  guint32 h = 2166136261u;
+  guint64 h = seed ^ (len * 0x9e3779b97f4a7c15ull), w;
 
-  for (gsize i = 0; i < len; i++)
-    h = (h ^ p[i]) * 16777619u;
-  return h;
+  for (; len >= 8; p += 8, len -= 8) {
+    memcpy (&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 32;
+  }
+  if (len > 0) {
+    w = 0;
+    memcpy (&w, p, len);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+  }
+  h ^= h >> 29;
+  return (guint) (h ^ (h >> 32));
 }
+
+/* ---- Entry blocks kept for reuse (per thread; freed with it). ---- */
+
+typedef struct {
+  guint n;
+  gpointer blocks[EVD_COALESCE_SPARE_BLOCKS];
+} EvdCoalesceSpares;
+
+static void
+evd_coalesce_spares_free (gpointer data)
+{
+  EvdCoalesceSpares *s = data;
+
+  for (guint i = 0; i < s->n; i++)
+    g_free (s->blocks[i]);
+  g_free (s);
+}
+
+static GPrivate evd_coalesce_spares = G_PRIVATE_INIT (evd_coalesce_spares_free);
+
+static EvdCoalesceSpares *
+evd_coalesce_spares_here (void)
+{
+  EvdCoalesceSpares *s = g_private_get (&evd_coalesce_spares);
+
+  if (s == NULL) {
+    s = g_new0 (EvdCoalesceSpares, 1);
+    g_private_set (&evd_coalesce_spares, s);
+  }
+  return s;
+}
+
+/* `size` bytes, the first `zeroed` of them zero. */
+static gpointer
+evd_coalesce_block_new (gsize size, gsize zeroed, gsize *block_size)
+{
+  EvdCoalesceSpares *s;
+  gpointer b;
+
+  if (size > EVD_COALESCE_BLOCK_BYTES) {
+    *block_size = size;
+    return g_malloc0 (size);
+  }
+  *block_size = EVD_COALESCE_BLOCK_BYTES;
+  s = evd_coalesce_spares_here ();
+  b = s->n > 0 ? s->blocks[--s->n] : g_malloc (EVD_COALESCE_BLOCK_BYTES);
+  return memset (b, 0, zeroed);
+}
+
+static void
+evd_coalesce_block_free (gpointer b, gsize block_size)
+{
+  EvdCoalesceSpares *s;
+
+  if (block_size == EVD_COALESCE_BLOCK_BYTES &&
+      (s = evd_coalesce_spares_here ())->n < EVD_COALESCE_SPARE_BLOCKS) {
+    s->blocks[s->n++] = b;
+    return;
+  }
+  g_free (b);
+}
+
+/* ---- The table. ---- */
 
 EvdCoalesce *
 evd_coalesce_new (void)
 {
   EvdCoalesce *c = g_new0 (EvdCoalesce, 1);
 
-  for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
+  c->seed = ((guint64) g_random_int () << 32) | g_random_int ();
+  for (guint i = 0; i < EVD_COALESCE_SHARDS; i++)
     g_mutex_init (&c->shards[i].lock);
-    c->shards[i].open = g_hash_table_new (evd_coalesce_key_hash, evd_coalesce_key_equal);
-  }
   return c;
 }
 
@@ -84,11 +166,26 @@ evd_coalesce_free (EvdCoalesce *c)
   if (c == NULL)
     return;
   for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
-    g_warn_if_fail (g_hash_table_size (c->shards[i].open) == 0);
-    g_hash_table_unref (c->shards[i].open);
+    g_warn_if_fail (c->shards[i].size == 0);
     g_mutex_clear (&c->shards[i].lock);
   }
   g_free (c);
+}
+
+static EvdCoalesceEntry **
+evd_coalesce_bucket (EvdCoalesceShard *shard, guint hash)
+{
+  return &shard->buckets[(hash / EVD_COALESCE_SHARDS) % EVD_COALESCE_BUCKETS];
+}
+
+/* Under the shard's lock. */
+static EvdCoalesceEntry *
+evd_coalesce_find (EvdCoalesceShard *shard, const EvdCoalesceKey *key)
+{
+  for (EvdCoalesceEntry *e = *evd_coalesce_bucket (shard, key->hash); e != NULL; e = e->next)
+    if (evd_coalesce_key_equal (&e->key, key))
+      return e;
+  return NULL;
 }
 
 EvdCoalesceEntry *
@@ -107,8 +204,9 @@ evd_coalesce_entry_unref (EvdCoalesceEntry *e)
     e->destroy (e->data);
   if (e->waiters != e->inline_waiters)
     g_free (e->waiters);
-  g_mutex_clear (&e->own_lock);
-  g_free (e);
+  if (e->table == NULL)
+    g_mutex_clear (&e->own_lock);
+  evd_coalesce_block_free (e, e->block_size);
 }
 
 /* Under the lock. */
@@ -132,11 +230,14 @@ evd_coalesce_entry_new (EvdCoalesceShard *c, const EvdCoalesceKey *key, gsize da
   /* The block: the entry, its data (aligned as any struct), its key's bytes. */
   gsize data_at = (sizeof (EvdCoalesceEntry) + 15) & ~(gsize) 15;
   gsize key_at = data_at + ((data_size + 15) & ~(gsize) 15);
-  EvdCoalesceEntry *e = g_malloc0 (key_at + key->len);
+  gsize block_size;
+  EvdCoalesceEntry *e = evd_coalesce_block_new (key_at + key->len, key_at, &block_size);
 
+  e->block_size = block_size;
   e->refs = 1;  /* the work's */
   e->table = c;
-  g_mutex_init (&e->own_lock);
+  if (c == NULL)
+    g_mutex_init (&e->own_lock);
   e->lock = c != NULL ? &c->lock : &e->own_lock;
   e->waiters = e->inline_waiters;
   e->size = EVD_COALESCE_INLINE_WAITERS;
@@ -152,21 +253,28 @@ evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len, gpointer wait
                    gsize data_size, void (*init) (gpointer data, gpointer init_data),
                    gpointer init_data, GDestroyNotify destroy, gboolean *created)
 {
-  EvdCoalesceKey probe = { key, key_len, evd_coalesce_hash (key, key_len) };
+  EvdCoalesceKey probe = { key, key_len, c != NULL ? evd_coalesce_hash (c->seed, key, key_len)
+                                                     : 0 };
   EvdCoalesceShard *shard = c != NULL ? &c->shards[probe.hash % EVD_COALESCE_SHARDS] : NULL;
   EvdCoalesceEntry *e = NULL;
 
   if (shard != NULL) {
     g_mutex_lock (&shard->lock);
-    e = g_hash_table_lookup (shard->open, &probe);
+    e = evd_coalesce_find (shard, &probe);
   }
   *created = e == NULL;
   if (e == NULL) {
     e = evd_coalesce_entry_new (shard, &probe, data_size);
     init (e->data, init_data);
     e->destroy = destroy;
-    if (shard != NULL)
-      g_hash_table_insert (shard->open, &e->key, e);
+    if (shard != NULL) {
+      EvdCoalesceEntry **bucket = evd_coalesce_bucket (shard, probe.hash);
+
+      e->next = *bucket;
+      *bucket = e;
+      e->in_table = TRUE;
+      shard->size++;
+    }
   }
   evd_coalesce_add_waiter (e, waiter);
   evd_coalesce_entry_ref (e);
@@ -180,8 +288,15 @@ static void
 evd_coalesce_close_locked (EvdCoalesceEntry *e)
 {
   e->closed = TRUE;
-  if (e->table != NULL && g_hash_table_lookup (e->table->open, &e->key) == e)
-    g_hash_table_remove (e->table->open, &e->key);
+  if (e->in_table) {
+    EvdCoalesceEntry **at = evd_coalesce_bucket (e->table, e->key.hash);
+
+    while (*at != e)
+      at = &(*at)->next;
+    *at = e->next;
+    e->in_table = FALSE;
+    e->table->size--;
+  }
 }
 
 EvdCoalesceLeave
@@ -256,7 +371,7 @@ evd_coalesce_size (EvdCoalesce *c)
 
   for (guint i = 0; i < EVD_COALESCE_SHARDS; i++) {
     g_mutex_lock (&c->shards[i].lock);
-    n += g_hash_table_size (c->shards[i].open);
+    n += c->shards[i].size;
     g_mutex_unlock (&c->shards[i].lock);
   }
   return n;

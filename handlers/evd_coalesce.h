@@ -11,10 +11,11 @@
  * changes again, so whoever closed it reads it without the lock.
  *
  * One EvdCoalesce per lookup, in 16 shards by key hash, each under its own lock, held for a
- * hash lookup and an array append or removal: never one lock for the process. An entry is
- * one allocation (its key, its data and room for a few waiters inline), so a call that finds
- * no one to share with costs one malloc here. An entry made with a NULL EvdCoalesce is private (coalescing off: the same
- * life, with nobody to share it). Entries are reference counted atomically: each waiter and
+ * chain walk and a link or unlink: never one lock for the process. An entry is one block (its
+ * key, its data and room for a few waiters inline), reused from a stock of the thread's, and
+ * chains in its shard through itself, so a call that finds no one to share with allocates
+ * nothing here in the steady state. An entry made with a NULL EvdCoalesce is private
+ * (coalescing off: the same life, with nobody to share it). Entries are reference counted atomically: each waiter and
  * the work hold one.
  */
 #pragma once

@@ -215,10 +215,13 @@ evd_service_collect (GString *out, gpointer data)
                       "Fetches admitted and not yet answered (max_inflight bounds it).");
   evd_metrics_sample (out, "evdal_inflight_requests", g_atomic_int_get (&da->counters.inflight),
                       NULL);
+  /* Lookup calls, each once: the attempts evd_xreq makes for them (one for many coalesced
+   * calls, two with a hedge) are not calls of their own. */
   evd_metrics_family (out, "evdal_backend_calls_outstanding", "gauge",
-                      "Backend calls started and not yet completed.");
+                      "Lookup calls started on a backend and not yet completed.");
   evd_metrics_sample (out, "evdal_backend_calls_outstanding",
-                      g_atomic_int_get (&da->counters.outstanding), NULL);
+                      MAX (g_atomic_int_get (&da->counters.outstanding) -
+                           g_atomic_int_get (&da->counters.attempts), 0), NULL);
   evd_metrics_family (out, "evdal_lookups", "gauge", "Lookups configured.");
   evd_metrics_sample (out, "evdal_lookups", evd_lookup_set_size (evd_engine_lookups (engine)),
                       NULL);

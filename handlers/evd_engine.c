@@ -74,6 +74,12 @@ struct _EvdBackendCall {
   guint8 span_id[8];
   const char *trace_peer;     /* server.address, or NULL */
   int trace_http_status;      /* 0 when none */
+  union {                     /* evd_backend_call_room: zeroed with the rest of the call */
+    guint8 bytes[EVD_BACKEND_CALL_ROOM];
+    gint64 i;
+    double d;
+    gpointer p;
+  } room;
 };
 
 /* One execution of one lookup; the calls it serves are those planned onto it. */
@@ -231,8 +237,11 @@ evd_backend_call_complete_here (gpointer data)
   g_assert (evd_loop_is_current (b->loop));
   if (!b->completed) {
     b->completed = TRUE;
-    if (b->fetch != NULL)
+    if (b->fetch != NULL) {
+      if (b->done != NULL)  /* an attempt: never more attempts than calls, for the metric */
+        g_atomic_int_add (&b->fetch->engine->counters->attempts, -1);
       g_atomic_int_add (&b->fetch->engine->counters->outstanding, -1);
+    }
     if (b->klass->release != NULL)
       b->klass->release (b->backend, b);
     if (b->lookup != NULL)
@@ -314,6 +323,12 @@ evd_backend_call_fail_retryable (EvdBackendCall *call, EvdErrorKind kind,
                       EVD_BACKEND_FAIL_RETRYABLE);
 }
 
+gpointer
+evd_backend_call_room (EvdBackendCall *call, gsize size)
+{
+  return size <= sizeof call->room ? call->room.bytes : NULL;
+}
+
 void
 evd_backend_call_mark (EvdBackendCall *call, guint marks, guint retries)
 {
@@ -346,7 +361,8 @@ evd_backend_call_new (EvdLoop *loop, const EvdRequestContext *ctx, const EvdPara
                       guint n_params, gint64 deadline_us, const EvdBackendClass *klass,
                       gpointer backend, EvdBackendCallDone done, gpointer done_data)
 {
-  EvdBackendCall *b = g_new0 (EvdBackendCall, 1);
+  /* Every field is set below: g_new0's calloc would skip malloc's per-thread cache. */
+  EvdBackendCall *b = g_new (EvdBackendCall, 1);
 
   g_return_val_if_fail (done != NULL, NULL);
   *b = (EvdBackendCall) {
@@ -380,8 +396,10 @@ evd_backend_call_start (EvdBackendCall *call)
 {
   g_assert (evd_loop_is_current (call->loop));
   call->refs++;  /* the backend's, given back one loop turn after its completion */
-  if (call->fetch != NULL)
+  if (call->fetch != NULL) {
     g_atomic_int_inc (&call->fetch->engine->counters->outstanding);
+    g_atomic_int_inc (&call->fetch->engine->counters->attempts);
+  }
   call->klass->start (call->backend, call);
 }
 

@@ -32,6 +32,8 @@ typedef struct _EvdEngine EvdEngine;
 typedef struct {
   gint inflight;              /* atomic: fetches admitted and not yet answered */
   gint outstanding;           /* atomic: backend calls started and not yet completed */
+  gint attempts;              /* atomic: of those, calls a layer made (evd_xreq's attempts):
+                                 shutdown waits for them, the metric counts lookup calls */
   guint64 next_id;            /* atomic: for request ids the caller did not give */
   char id_prefix[9];          /* random per process, so ids differ across instances */
   EvdMetrics *metrics;        /* where requests and calls are counted; may be NULL */

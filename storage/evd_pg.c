@@ -40,6 +40,7 @@ enum {
 typedef struct {
   char *sql;                /* with $n */
   GPtrArray *names;         /* char *, in $n order */
+  char name[16];            /* the prepared statement's: "evd<index>" */
 } EvdPgStmt;
 
 struct _EvdPgDb {
@@ -107,6 +108,8 @@ struct _EvdPgConn {
   PGconn *pg;
   evutil_socket_t fd;
   struct event *rd, *wr, *timer;
+  gboolean watch_rd, watch_wr;  /* whether rd/wr are added now, so that a query that changes
+                                   nothing (the common case) costs libevent nothing */
   int attempt;              /* failures in a row, for the backoff */
   EvdPgRole role;
   struct event *recheck;    /* prefer-standby on a primary: time to look for a standby again */
@@ -315,6 +318,20 @@ evd_pg_conn_unwatch (EvdPgConn *c)
   g_clear_pointer (&c->rd, event_free);
   g_clear_pointer (&c->wr, event_free);
   c->fd = -1;
+  c->watch_rd = c->watch_wr = FALSE;
+}
+
+/* Adds or deletes `ev` when `want` differs from `*on`, what it is now. */
+static void
+evd_pg_event_want (struct event *ev, gboolean *on, gboolean want)
+{
+  if (!want == !*on)
+    return;
+  if (want)
+    event_add (ev, NULL);
+  else
+    event_del (ev);
+  *on = want;
 }
 
 /* Watches libpq's current socket for reading and/or writing. */
@@ -331,14 +348,10 @@ evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
     c->rd = event_new (c->pool->base, fd, EV_READ | EV_PERSIST, evd_pg_conn_on_io, c);
     c->wr = event_new (c->pool->base, fd, EV_WRITE | EV_PERSIST, evd_pg_conn_on_io, c);
   }
-  if (rd)
-    event_add (c->rd, NULL);
-  else
-    event_del (c->rd);
-  if (wr)
-    event_add (c->wr, NULL);
-  else
-    event_del (c->wr);
+  /* Every query flushes and asks for the same (read, not write): event_add/event_del each
+   * take the base's lock, so only a change reaches libevent. */
+  evd_pg_event_want (c->rd, &c->watch_rd, rd);
+  evd_pg_event_want (c->wr, &c->watch_wr, wr);
 }
 
 static void
@@ -817,7 +830,7 @@ static void
 evd_pg_setup_next (EvdPgConn *c)
 {
   EvdPgPool *pool = c->pool;
-  char name[32];
+  const char *name;
   int ok;
 
   if (c->setup_stmt >= (int) pool->db->stmts->len) {
@@ -841,7 +854,7 @@ evd_pg_setup_next (EvdPgConn *c)
     evd_pg_conn_dispatch (c);
     return;
   }
-  g_snprintf (name, sizeof name, "evd%d", c->setup_stmt);
+  name = ((EvdPgStmt *) pool->db->stmts->pdata[c->setup_stmt])->name;
   if (!c->setup_describe)
     ok = PQsendPrepare (c->pg, name,
                         ((EvdPgStmt *) pool->db->stmts->pdata[c->setup_stmt])->sql, 0, NULL);
@@ -908,6 +921,23 @@ evd_pg_conn_command_done (EvdPgConn *c)
   }
 }
 
+/* An int in decimal, as PostgreSQL reads it: every lookup's key goes through here, and
+ * printf's format parsing was a visible share of a query's own CPU. */
+static void
+evd_pg_append_int (GString *out, gint64 i)
+{
+  char buf[24], *p = buf + sizeof buf;
+  guint64 u = i < 0 ? (guint64) 0 - (guint64) i : (guint64) i;
+
+  do {
+    *--p = (char) ('0' + u % 10);
+    u /= 10;
+  } while (u != 0);
+  if (i < 0)
+    *--p = '-';
+  g_string_append_len (out, p, buf + sizeof buf - p);
+}
+
 /* The params in $n order, as libpq takes them: text for everything PostgreSQL parses from
  * text (ints, reals, text, numeric, dates...), binary for blobs (bytea's binary form is its
  * bytes). Values are written in c->scratch, each followed by a NUL. FALSE with a message
@@ -938,7 +968,7 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
                                     name, v->i, type == EVD_PG_INT2OID ? "smallint" : "integer");
         return FALSE;
       }
-      g_string_append_printf (c->scratch, "%" G_GINT64_FORMAT, v->i);
+      evd_pg_append_int (c->scratch, v->i);
       break;
     case EVD_VALUE_REAL: {
       char buf[G_ASCII_DTOSTR_BUF_SIZE];
@@ -1001,7 +1031,6 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
   const char **values = g_newa (const char *, n + 1);
   int *lengths = g_newa (int, n + 1), *formats = g_newa (int, n + 1);
   g_autofree char *message = NULL;
-  char name[32];
   int ok;
 
   if (st->error != NULL) {
@@ -1013,11 +1042,10 @@ evd_pg_conn_run (EvdPgConn *c, EvdPgQuery *q)
     evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
     return;
   }
-  g_snprintf (name, sizeof name, "evd%d", q->stmt);
   if (q->comment != NULL)
     ok = evd_pg_conn_send_commented (c, q, stmt, st, values, lengths, formats);
   else
-    ok = PQsendQueryPrepared (c->pg, name, (int) n, values, lengths, formats, 0);
+    ok = PQsendQueryPrepared (c->pg, stmt->name, (int) n, values, lengths, formats, 0);
   if (!ok) {
     message = evd_pg_one_line (PQerrorMessage (c->pg));
     evd_pg_conn_lost (c, message);       /* first: the completion may submit again */
@@ -1145,7 +1173,8 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
   g_autofree char *message = NULL;
   EvdRows *rows = NULL;
 
-  evtimer_del (c->timer);
+  if (c->state == EVD_PG_DRAINING)     /* the drain bound; a BUSY connection has no timer */
+    evtimer_del (c->timer);
   evd_pg_conn_set_state (c, EVD_PG_READY);
   if (q != NULL) {
     ExecStatusType status = r ? PQresultStatus (r) : PGRES_FATAL_ERROR;
@@ -1483,6 +1512,7 @@ evd_pg_db_add_statement (EvdPgDb *db, const char *sql, const char *const **names
     evd_pg_stmt_free (s);
     return -1;
   }
+  g_snprintf (s->name, sizeof s->name, "evd%u", db->stmts->len);
   g_ptr_array_add (db->stmts, s);
   *names = (const char *const *) s->names->pdata;
   *n_names = s->names->len;

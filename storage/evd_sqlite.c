@@ -25,6 +25,12 @@
 typedef struct {
   guint cells;
   gsize arena;
+  /* The statement's column names, as a table without rows that each new table copies
+   * (evd_rows_new_like): asked of SQLite once, not per table. SQLite compiles a statement
+   * again when the schema changed (its names may have too): the count of those recompiles
+   * when the names were taken tells. */
+  EvdRows *columns;
+  int reprepares;
 } EvdSqliteSize;
 
 typedef struct {
@@ -128,15 +134,22 @@ evd_sqlite_add_row (EvdRows *rows, sqlite3_stmt *st, GError **error)
 /* A table sized for what the statement returned lately, with an eighth more room, so that
  * a table a little larger than the last ones still fits its block. */
 static EvdRows *
-evd_sqlite_new_rows (sqlite3_stmt *st, const EvdSqliteSize *size)
+evd_sqlite_new_rows (sqlite3_stmt *st, EvdSqliteSize *size)
 {
-  int n = sqlite3_column_count (st);
-  const char **names = g_newa (const char *, n);
+  int reprepares = sqlite3_stmt_status (st, SQLITE_STMTSTATUS_REPREPARE, 0);
 
-  for (int i = 0; i < n; i++)
-    names[i] = sqlite3_column_name (st, i);
-  return evd_rows_new_sized ((guint) n, names, size->cells + size->cells / 8,
-                             size->arena + size->arena / 8);
+  if (size->columns == NULL || size->reprepares != reprepares) {
+    int n = sqlite3_column_count (st);
+    const char **names = g_newa (const char *, n);
+
+    for (int i = 0; i < n; i++)
+      names[i] = sqlite3_column_name (st, i);
+    g_clear_pointer (&size->columns, evd_rows_unref);
+    size->columns = evd_rows_new_sized ((guint) n, names, (guint) n, 0);
+    size->reprepares = reprepares;
+  }
+  return evd_rows_new_like (size->columns, size->cells + size->cells / 8,
+                            size->arena + size->arena / 8);
 }
 
 static void
@@ -202,12 +215,16 @@ evd_sqlite_run (EvdSqliteWorker *w, EvdSqliteJob *job, GError **error)
 {
   sqlite3_stmt *st = w->stmts->pdata[job->stmt];
   EvdSqliteSize *size = &g_array_index (w->sizes, EvdSqliteSize, job->stmt);
-  g_autoptr (EvdRows) t = evd_sqlite_new_rows (st, size);
+  g_autoptr (EvdRows) t = NULL;
   int rc, rows = 0;
 
   if (!evd_sqlite_bind_all (w, st, job, error))
     return NULL;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+  /* The table is made after the first step: SQLite compiles the statement again there when
+   * the schema changed, and its columns (names, count) are then the new ones. */
+  rc = sqlite3_step (st);
+  t = evd_sqlite_new_rows (st, size);
+  for (; rc == SQLITE_ROW; rc = sqlite3_step (st)) {
     if (rows++ == job->max_rows) {
       g_set_error (error, EVD_SQLITE_ERROR, EVD_SQLITE_ERROR_TOO_MANY_ROWS,
                    "more than max_rows (%d) rows", job->max_rows);
@@ -460,6 +477,8 @@ evd_sqlite_pool_free (EvdSqlitePool *pool)
     if (w->thread != NULL)
       g_thread_join (w->thread);
     g_ptr_array_unref (w->stmts);  /* statements before their connection */
+    for (guint k = 0; k < w->sizes->len; k++)
+      g_clear_pointer (&g_array_index (w->sizes, EvdSqliteSize, k).columns, evd_rows_unref);
     g_array_unref (w->sizes);
     sqlite3_close (w->db);
     g_free (w);

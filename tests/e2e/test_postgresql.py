@@ -279,7 +279,9 @@ class PeerTest(PgTestCase):
 
     def test_peer_answers_the_page_like_evdal(self):
         from test_peer_cpp import PeerServer
-        text = pg_config()
+        # Rows are the point here: budgets far above a page's time on a loaded machine.
+        budget = int(10000 * h.TIME_SCALE)
+        text = pg_config(timeout_ms=budget, deadline_ms=2 * budget)
         with PeerServer(text) as peer, h.Server(text) as ev:
             self.wait_up(ev, 4)
             cp, tp = h.client(peer)
@@ -289,9 +291,11 @@ class PeerTest(PgTestCase):
             rng = random.Random(7)
             for _ in range(100):
                 uid = rng.randint(1, N_USERS)
-                rp, re_ = cp.fetch(page_request(uid)), ce.fetch(page_request(uid))
+                rp = cp.fetch(page_request(uid, deadline_ms=2 * budget))
+                re_ = ce.fetch(page_request(uid, deadline_ms=2 * budget))
                 for name in PAGE:
                     self.assertIsNone(rp.results[name].error, (name, uid))
+                    self.assertIsNone(re_.results[name].error, (name, uid))
                     self.assertEqual(table(rp.results[name]), table(re_.results[name]),
                                      (name, uid))
             infos = {i.name: i for i in cp.lookups()}
@@ -482,7 +486,9 @@ class RetryTest(PgTestCase):
             got = {}
 
             def sleepy():
-                call = ttypes.LookupCall(lookup='sleepy', params={'s': ttypes.Value(real_value=1.0)})
+                # Long enough that the poll below finds it running on a busy machine.
+                call = ttypes.LookupCall(lookup='sleepy',
+                                         params={'s': ttypes.Value(real_value=3.0)})
                 got['r'] = c.fetch(h.fetch_request({'x': call}, deadline_ms=20000, trace=True))
 
             th = threading.Thread(target=sleepy)
@@ -526,7 +532,8 @@ class TraceContextTest(PgTestCase):
     def running_query(self, srv, traceparent, app):
         """Fetches a lookup that sleeps, and returns the text pg_stat_activity shows for it
         while it runs (polled, with a deadline) and the fetch's result."""
-        secs = 2.0 * h.TIME_SCALE
+        # PostgreSQL sleeps, not evdal: no TIME_SCALE (the fetch's 5 s budget bounds it)
+        secs = 2.5
         out = {}
 
         def fetch():

@@ -1,5 +1,5 @@
-"""PostgreSQL lookups under valgrind: connecting, a page, typed params and their errors, a call
-that times out (its connection drains), sessions killed by the server (reconnects), a reload
+"""PostgreSQL lookups under valgrind: connecting, a page, typed params and their errors,
+sampled calls (sent unprepared with their trace context), a call that times out (its connection drains), sessions killed by the server (reconnects), a reload
 (new pools, the old ones closed on their loops) and shutdown, without memory errors or
 definite leaks. Exits 77 (skipped) when PostgreSQL 15 is not installed."""
 import re
@@ -56,9 +56,9 @@ class ValgrindPostgresqlTest(h.EvdalTestCase):
             with server:
                 c, t = h.client(server, timeout=60)
                 try:
-                    def item(v):
+                    def item(v, **ctx):
                         r = c.fetch(h.fetch_request({'i': ttypes.LookupCall(
-                            lookup='item', params={'id': v})}))
+                            lookup='item', params={'id': v})}, **ctx))
                         return r.results['i']
 
                     deadline = time.monotonic() + 60
@@ -69,6 +69,17 @@ class ValgrindPostgresqlTest(h.EvdalTestCase):
                     self.assertEqual(len(res.table.rows), 1)
                     self.assertEqual(len(item(V(int_value=2)).table.rows), 1)
                     self.assertIn('param :id:', item(V(text_value='abc')).error.message)
+                    # sampled calls: unprepared, with the trace context in a comment
+                    sampled = {'traceparent': '00-%s-%s-01' % ('4b' * 16, '0f' * 8),
+                               'tracestate': 'k=*/v'}
+                    res = item(V(int_value=1), **sampled)
+                    self.assertIsNone(res.error, res.error)
+                    self.assertEqual(len(res.table.rows), 1)
+                    self.assertIn('param :id:', item(V(text_value='abc'), **sampled).error.message)
+                    r = c.fetch(h.fetch_request({'s': ttypes.LookupCall(
+                        lookup='slow', params={'s': V(real_value=0.5)}, timeout_ms=2000)},
+                        **sampled))
+                    self.assertEqual(r.results['s'].error.kind, ttypes.ErrorKind.TIMEOUT)
                     r = c.fetch(h.fetch_request({'s': ttypes.LookupCall(
                         lookup='slow', params={'s': V(real_value=0.5)}, timeout_ms=2000)}))
                     self.assertEqual(r.results['s'].error.kind, ttypes.ErrorKind.TIMEOUT)

@@ -178,8 +178,15 @@ class XreqTest(h.EvdalTestCase):
             resp = self.fetch({'h': ttypes.LookupCall(lookup='hang')}, deadline_ms=deadline_ms,
                               request_id=name)
             results[name] = (resp.results['h'], time.monotonic() - t0)
+        calls_before = labelled(self.server, 'evdal_lookup_backend_calls_total', lookup='hang')
         threads = [threading.Thread(target=one, args=(n, d)) for n, d in zip(names, deadlines)]
-        for t in threads:
+        # The first caller's call goes out first (it carries that caller's request id), then
+        # the other two join it.
+        threads[0].start()
+        h.wait_until(lambda: labelled(self.server, 'evdal_lookup_backend_calls_total',
+                                      lookup='hang') > calls_before, timeout=10,
+                     what='the first caller\'s backend call')
+        for t in threads[1:]:
             t.start()
         for t in threads:
             t.join(30)
@@ -408,6 +415,29 @@ class HedgeTest(h.EvdalTestCase):
                 self.fail('p99 never dropped 5x: %s' % '; '.join(seen))
             self.assertGreater(labelled(server, 'evdal_lookup_hedges_won_total',
                                         lookup='hedged'), 0)
+
+
+class OutstandingTest(h.EvdalTestCase):
+    """evdal_backend_calls_outstanding counts each lookup call once: three coalesced calls
+    sharing one attempt are three, not four (the attempt is no call of its own)."""
+
+    def test_coalesced_calls_count_once(self):
+        with h.Server(h.config(lookups=LOOKUPS, admin_listen='127.0.0.1:0',
+                               max_queue_ms=0)) as srv:
+            clients = [h.client(srv) for _ in range(3)]
+            try:
+                for c, _ in clients:
+                    c.send_fetch(h.fetch_request({'u': user_call('user', 99)}))
+                # `user` answers after 1 s: all three are in flight, on one attempt.
+                srv.wait_metric('evdal_lookup_coalesced_total{lookup="user"}', 2)
+                self.assertEqual(srv.wait_metric('evdal_backend_calls_outstanding',
+                                                 lambda v: v >= 3), 3)
+                for c, _ in clients:
+                    self.assertIsNone(c.recv_fetch().results['u'].error)
+                srv.wait_metric('evdal_backend_calls_outstanding', 0)
+            finally:
+                for _, t in clients:
+                    t.close()
 
 
 RELOAD_LOOKUPS = """

@@ -333,11 +333,12 @@ test_params (void)
   g_autoptr (EvdPgDb) db = evd_pg_db_new ("t", conninfo, &opts, &error);
   EvdPgPool *pool;
   Call c;
-  int s_i4, s_txt, s_bytea, s_real, s_i8;
+  int s_i4, s_txt, s_bytea, s_real, s_i8, s_i8v;
   EvdParam p[1];
 
   g_assert_no_error (error);
   s_i4 = add (db, "SELECT :n::int4 + 1 AS v");
+  s_i8v = add (db, "SELECT :n::int8 AS v");
   s_txt = add (db, "SELECT count(*) AS n, max(name) AS name FROM evd_t WHERE name = :name");
   s_bytea = add (db, "SELECT length(:b::bytea) AS n, :b::bytea AS b");
   s_real = add (db, "SELECT :r::float8 * 2 AS v");
@@ -349,6 +350,18 @@ test_params (void)
   g_assert_cmpint (c.status, ==, EVD_PG_OK);
   g_assert_cmpint (evd_rows_cell (c.rows, 0, 0)->v.i, ==, 42);
   call_clear (&c);
+
+  {
+    /* ints are written in decimal by hand: the edges read back as they went */
+    static const gint64 edges[] = { 0, -1, 7, -42, G_MAXINT64, G_MININT64 };
+    for (guint i = 0; i < G_N_ELEMENTS (edges); i++) {
+      p[0] = (EvdParam) { "n", v_int (edges[i]) };
+      run (pool, &c, s_i8v, p, 1);
+      g_assert_cmpint (c.status, ==, EVD_PG_OK);
+      g_assert_cmpint (evd_rows_cell (c.rows, 0, 0)->v.i, ==, edges[i]);
+      call_clear (&c);
+    }
+  }
 
   p[0] = (EvdParam) { "n", v_int (G_GINT64_CONSTANT (3000000000)) };
   run (pool, &c, s_i4, p, 1);

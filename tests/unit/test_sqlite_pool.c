@@ -390,6 +390,48 @@ test_text_with_nul (void)
   evd_sqlite_pool_free (pool);
 }
 
+/* A worker keeps each statement's column names (one table of them, copied into every new
+ * table); when the schema changes under it, SQLite compiles the statement again at its first
+ * step, and the next table has the new names and count: a column renamed and one added to
+ * the table a `SELECT *` reads, by another connection, between two runs. */
+static void
+test_columns_follow_the_schema (void)
+{
+  g_autofree char *path = make_db ("schema.db");
+  EvdSqlitePool *pool = pool_new (path, 1, 1000);
+  int id = prepare (pool, "SELECT * FROM t WHERE rowid = 3");
+  static const char *const before[] = { "x" }, *const after[] = { "x2", "label" };
+  sqlite3 *db;
+  TestJob tj;
+
+  /* Twice each: the second run from the kept names. */
+  for (int run = 0; run < 4; run++) {
+    const char *const *names = run < 2 ? before : after;
+    guint n = run < 2 ? G_N_ELEMENTS (before) : G_N_ELEMENTS (after);
+
+    if (run == 2) {
+      g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+      g_assert_cmpint (sqlite3_exec (db, "ALTER TABLE t ADD COLUMN label TEXT DEFAULT 'd';"
+                                     "ALTER TABLE t RENAME COLUMN x TO x2;", NULL, NULL, NULL),
+                       ==, SQLITE_OK);
+      sqlite3_close (db);
+    }
+    job_init (&tj, id, G_MAXINT64);
+    evd_sqlite_pool_submit (pool, &tj.job);
+    job_wait (&tj);
+    g_assert_no_error (tj.error);
+    g_assert_cmpuint (evd_rows_n_columns (tj.rows), ==, n);
+    for (guint c = 0; c < n; c++)
+      g_assert_cmpstr (evd_rows_column (tj.rows, c), ==, names[c]);
+    g_assert_cmpuint (evd_rows_n_rows (tj.rows), ==, 1);
+    g_assert_cmpint (evd_rows_cell (tj.rows, 0, 0)->v.i, ==, 3);
+    if (n == 2)
+      g_assert_cmpmem (evd_rows_cell_data (tj.rows, evd_rows_cell (tj.rows, 0, 1)), 1, "d", 1);
+    job_clear (&tj);
+  }
+  evd_sqlite_pool_free (pool);
+}
+
 /* Freeing a pool with jobs still queued: each completes exactly once before free returns
  * (run, as the header promises), nothing leaks (ASan's leak check), nothing crashes. */
 static void
@@ -431,6 +473,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sqlite_pool/cancel_queued_and_running", test_cancel_queued_and_running);
   g_test_add_func ("/sqlite_pool/busy_wait_ends_with_the_job", test_busy_wait_ends_with_the_job);
   g_test_add_func ("/sqlite_pool/text_with_nul", test_text_with_nul);
+  g_test_add_func ("/sqlite_pool/columns_follow_the_schema", test_columns_follow_the_schema);
   g_test_add_func ("/sqlite_pool/free_with_jobs_queued", test_free_with_jobs_queued);
   rc = g_test_run ();
   sqlite3_reset_auto_extension ();
