@@ -44,10 +44,10 @@ PAGE = SQLITE + POSTGRESQL + REDIS + HTTP + STATIC
 IO_THREADS = 2
 # The fetch's deadline, and the lookups' own budgets where a fault waits for them (a hung
 # server): wide enough for a busy shared machine, scaled for the sanitizers.
-DEADLINE_MS = int(h.scaled(3000))
-PG_TIMEOUT_MS = int(h.scaled(1000))
-REDIS_TIMEOUT_MS = int(h.scaled(500))
-HTTP_TIMEOUT_MS = int(h.scaled(1000))
+DEADLINE_MS = int(h.scaled(5000))
+PG_TIMEOUT_MS = int(h.scaled(2000))
+REDIS_TIMEOUT_MS = int(h.scaled(1000))
+HTTP_TIMEOUT_MS = int(h.scaled(2000))
 # What a fetch may take beyond its deadline: the client's round trip and the reply's encoding.
 SLACK_S = h.scaled(0.5)
 
