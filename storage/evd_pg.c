@@ -1102,6 +1102,34 @@ evd_pg_error_param (const PGresult *r)
   return p ? atoi (p + strlen ("parameter $")) - 1 : -1;
 }
 
+/* Types whose values are kept in their cells (ints, reals, bool), not in the rows' arena. */
+static gboolean
+evd_pg_type_inline (Oid type)
+{
+  switch (type) {
+  case EVD_PG_INT2OID: case EVD_PG_INT4OID: case EVD_PG_INT8OID:
+  case EVD_PG_OIDOID: case EVD_PG_XIDOID: case EVD_PG_CIDOID:
+  case EVD_PG_FLOAT4OID: case EVD_PG_FLOAT8OID: case EVD_PG_BOOLOID:
+    return TRUE;
+  default:
+    return FALSE;
+  }
+}
+
+/* An integer as PostgreSQL writes one (an optional '-' and decimal digits, within int8, so no
+ * overflow check is needed): strtoll's locale and base handling was the largest single cost
+ * of converting a result. */
+static gint64
+evd_pg_parse_int (const char *v)
+{
+  gboolean neg = *v == '-';
+  guint64 u = 0;
+
+  for (v += neg; *v >= '0' && *v <= '9'; v++)
+    u = u * 10 + (guint64) (*v - '0');
+  return neg ? (gint64) (0 - u) : (gint64) u;
+}
+
 /* The rows of a result, by the type table of the README. NULL with a message when a value
  * cannot be read. */
 static EvdRows *
@@ -1121,23 +1149,26 @@ evd_pg_rows_from (EvdPgConn *c, const PGresult *r, int max_rows, char **message)
     cols[f] = PQfname (r, f);
     types[f] = PQftype (r, f);
     arena += strlen (cols[f]) + 1;
+    if (evd_pg_type_inline (types[f]))
+      continue;                           /* numbers live in their cells, not the arena */
     for (int t = 0; t < nt; t++)
       arena += (gsize) PQgetlength (r, t, f) + 1;
   }
   rows = evd_rows_new_sized ((guint) nf, cols, (guint) ((nt + 1) * nf), arena);
   for (int t = 0; t < nt; t++) {
     for (int f = 0; f < nf; f++) {
-      const char *v = PQgetvalue (r, t, f);
-      int len = PQgetlength (r, t, f);
+      const char *v;
+      int len;
 
       if (PQgetisnull (r, t, f)) {
         evd_rows_add_null (rows);
         continue;
       }
+      v = PQgetvalue (r, t, f);
       switch (types[f]) {
       case EVD_PG_INT2OID: case EVD_PG_INT4OID: case EVD_PG_INT8OID:
       case EVD_PG_OIDOID: case EVD_PG_XIDOID: case EVD_PG_CIDOID:
-        evd_rows_add_int (rows, g_ascii_strtoll (v, NULL, 10));
+        evd_rows_add_int (rows, evd_pg_parse_int (v));
         break;
       case EVD_PG_FLOAT4OID: case EVD_PG_FLOAT8OID:
         evd_rows_add_real (rows, g_ascii_strtod (v, NULL));
@@ -1146,6 +1177,7 @@ evd_pg_rows_from (EvdPgConn *c, const PGresult *r, int max_rows, char **message)
         evd_rows_add_int (rows, v[0] == 't');
         break;
       case EVD_PG_BYTEAOID:
+        len = PQgetlength (r, t, f);
         if (!evd_pg_unhex (c->scratch, v, len)) {
           *message = g_strdup_printf ("column %s: bytea not in hex output", cols[f]);
           return NULL;
@@ -1153,6 +1185,7 @@ evd_pg_rows_from (EvdPgConn *c, const PGresult *r, int max_rows, char **message)
         evd_rows_add_blob (rows, c->scratch->str, c->scratch->len);
         break;
       default:
+        len = PQgetlength (r, t, f);
         /* client_encoding is UTF8, but a SQL_ASCII database sends its bytes unchecked. */
         if (!g_utf8_validate_len (v, (gsize) len, NULL)) {
           *message = g_strdup_printf ("column %s: text is not valid UTF-8", cols[f]);

@@ -16,6 +16,7 @@ is written in the callback that read its request, and a slow one from a timer.
 
   GET /stats         {"PATH": [requests, slow ones], ...} (not counted itself)
   GET /anything      counted; slow on every tail_every-th request of its path
+  GET /fast...       counted, never slow: what the machine alone does to latency
 
 Runs as its own process (its own GIL): python3 http_tail_upstream.py [--tail-every N]
 [--tail-ms MS] prints "listening on 127.0.0.1:PORT" and serves until killed.
@@ -50,6 +51,17 @@ upstream = tail_hedged
 get = /hedged
 coalesce = false
 hedge = p95
+
+# The control: no tail, no hedging. Its percentiles are the machine's own noise.
+[upstream tail_control]
+backend = http
+base_url = {base}
+connections = 32
+
+[lookup control]
+upstream = tail_control
+get = /fast
+coalesce = false
 """
 
 RESPONSE = (b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n'
@@ -70,7 +82,7 @@ class Upstream:
             return RESPONSE % (len(body), body), 0.0
         c = self.counts.setdefault(path, [0, 0])
         c[0] += 1
-        if c[0] % self.tail_every == 0:
+        if c[0] % self.tail_every == 0 and not path.startswith('/fast'):
             c[1] += 1
             return OK, self.tail_s
         return OK, 0.0

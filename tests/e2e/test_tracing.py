@@ -261,7 +261,7 @@ class TracingTest(h.EvdalTestCase):
             self.assertEqual(len(spans), 5, spans)
             self.check_fetch_spans(spans, 'req-fields',
                                    tracestate='rojo=00f067aa0ba902b7,congo=t61')
-            self.assertEqual(srv.metric('evdal_tracing_spans_exported_total'), 5)
+            srv.wait_metric('evdal_tracing_spans_exported_total', 5)  # counted when the POST's answer is read
             self.assertEqual(srv.metric('evdal_tracing_spans_dropped_total'), 0)
 
     def test_spans_join_the_trace_sent_as_attributes(self):

@@ -336,11 +336,12 @@ test_wide_table_matches_c_glib (void)
   static const gint64 ints[] = { G_MININT64, G_MAXINT64, 0, -1, 1, 63, -64, 64, G_MININT32 };
   static const double reals[] = { -0.0, 1e308, -1.5 };
   static const gsize lens[] = { 0, 127, 128, 300 };
-  char big[300];
+  char big[320];  /* texts of up to 300 bytes from big + 6, and a NUL past them */
 
   for (guint i = 0; i < sizeof big; i++)
     big[i] = (char) ('a' + i % 26);
   big[5] = '\0';
+  big[sizeof big - 1] = '\0';
   for (guint wi = 0; wi < G_N_ELEMENTS (widths); wi++) {
     for (guint hi = 0; hi < G_N_ELEMENTS (heights); hi++) {
       guint n_columns = widths[wi], n_rows = heights[hi], k = 0;
