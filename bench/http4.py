@@ -19,6 +19,7 @@ over the rounds, min-max in brackets), as markdown.
 """
 import argparse
 import json
+import re
 import os
 import shutil
 import socket
@@ -45,8 +46,8 @@ def free_port():
     return port
 
 
-def wait_port(port, proc, what):
-    deadline = time.monotonic() + 20
+def wait_port(port, proc, what, timeout=20):
+    deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(('127.0.0.1', port), timeout=1).close()
@@ -135,6 +136,9 @@ def main():
     ap.add_argument('--peer-args', default='--io-threads 2 --workers 64 --lookup-threads 256')
     ap.add_argument('--rate', type=int, default=0,
                     help='offer this many fetches/s (open loop) instead of a closed loop')
+    ap.add_argument('--callgrind', type=int, default=0, metavar='N',
+                    help='instead: evdal alone under callgrind, instructions per fetch over N '
+                         'fetches (steady whatever the load)')
     args = ap.parse_args()
     haproxy = shutil.which('haproxy') or '/usr/sbin/haproxy'
     tmp = tempfile.mkdtemp(prefix='evdal-http4-')
@@ -165,6 +169,11 @@ frontend f
         with open(conf, 'w') as f:
             f.write(config('127.0.0.1:%d' % ev_port, '127.0.0.1:%d' % free_port(), up_port,
                            args.evdal_connections, args.io_threads))
+        if args.callgrind:
+            run_callgrind(args, conf, ev_port, tmp)
+            hap.terminate()
+            hap.wait(10)
+            return
         servers = [
             Peer('evdal', [os.path.join(args.build, 'evdal'), '--config', conf], ev_port),
             Peer('peer', [os.path.join(args.build, 'evdal-peer-cpp'), '--config', conf,
@@ -191,6 +200,52 @@ frontend f
         shutil.rmtree(tmp, True)
     report(args, results)
     report_bare(args, results, bare)
+
+
+def run_callgrind(args, conf, port, tmp):
+    """evdal under `valgrind --tool=callgrind --instr-atstart=no`, 16 connections: N/4 fetches
+    uninstrumented, then exactly N counted; prints instructions per fetch and the share of each
+    library (as bench/callgrind_page.py does for the SQLite page). Budgets are a minute: evdal
+    runs ~50x slower under valgrind, and a timed-out call would be cheaper work."""
+    with open(conf) as f:
+        text = f.read().replace('timeout_ms = 1000', 'timeout_ms = 60000')
+    with open(conf, 'w') as f:
+        f.write(text.replace('deadline_ms = 2000', 'deadline_ms = 60000'))
+    out = os.path.join(tmp, 'callgrind.out.http4')
+    p = subprocess.Popen(['valgrind', '--tool=callgrind', '--instr-atstart=no',
+                          '--callgrind-out-file=' + out, os.path.join(args.build, 'evdal'),
+                          '--config', conf], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+    def fetches(n):
+        subprocess.run([os.path.join(args.build, 'evdal-bench'), '-p', str(port), '-c', '16',
+                        '-n', str(n), '-w', '0', '--random', '1:100000', '--deadline-ms',
+                        '60000', '--json'] + CALLS, check=True, stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port, p, 'evdal under valgrind', timeout=300)
+        fetches(max(args.callgrind // 4, 100))
+        subprocess.run(['callgrind_control', '-i', 'on', str(p.pid)], check=True,
+                       stdout=subprocess.DEVNULL)
+        fetches(args.callgrind)
+        subprocess.run(['callgrind_control', '-i', 'off', str(p.pid)], check=True,
+                       stdout=subprocess.DEVNULL)
+    finally:
+        p.terminate()
+        p.wait(600)
+    ann = subprocess.run(['callgrind_annotate', '--threshold=100', out], stdout=subprocess.PIPE,
+                         text=True).stdout
+    total, by_obj = 0, {}
+    for line in ann.splitlines():
+        m = re.match(r'\s*([\d,]+) .*\[(.*)\]$', line)
+        if m and 'PROGRAM TOTALS' not in line:
+            by_obj[os.path.basename(m.group(2))] = by_obj.get(os.path.basename(m.group(2)), 0) \
+                + int(m.group(1).replace(',', ''))
+        elif 'PROGRAM TOTALS' in line:
+            total = int(line.split()[0].replace(',', ''))
+    print('evdal http4: %d fetches, %.0f instructions per fetch' % (args.callgrind,
+                                                                   total / args.callgrind))
+    for obj, ir in sorted(by_obj.items(), key=lambda kv: -kv[1])[:8]:
+        print('  %-28s %5.1f%%  %8.0f per fetch' % (obj, 100.0 * ir / total, ir / args.callgrind))
 
 
 def run_bare(args, up_port, hap_pid):

@@ -67,9 +67,10 @@ def mixed_config(port, recs_timeout_ms):
     text = re.sub(r'(?m)^max_queue_ms = \d+', 'max_queue_ms = 0', text)
     # Without Redis here (e2e/test_mixed_redis has it), the flags are a table in the config.
     text = re.sub(r'# ---- Redis .*?# ---- end of Redis ----\n', STATIC_FLAGS, text, flags=re.S)
-    # The SQLite lookups get room on a busy CI machine; recommended_products keeps the bound
-    # the test measures.
+    # The SQLite lookups get room on a busy CI machine (and the fetch's deadline with them: at
+    # 1 s it would cut their 5 s); recommended_products keeps the bound the test measures.
     text = re.sub(r'(?m)^timeout_ms = (200|300)$', 'timeout_ms = 5000', text)
+    text = re.sub(r'(?m)^deadline_ms = \d+', 'deadline_ms = 10000', text)
     text = re.sub(r'(?m)^timeout_ms = 80$', 'timeout_ms = %d' % recs_timeout_ms, text)
     return text
 

@@ -25,7 +25,7 @@ import evdal_harness as h
 import pg_fixture
 from evdal_harness import ttypes
 from http_upstream import UpstreamServer, sqlite_recommender
-from test_redis import Redis   # exits 77 without redis-server
+from test_redis import Redis, cells, table   # exits 77 without redis-server
 
 if not pg_fixture.available():
     print('test_mixed_page: PostgreSQL 15 is not installed (tools/dev.sh deps)', file=sys.stderr)
@@ -44,10 +44,10 @@ PAGE = SQLITE + POSTGRESQL + REDIS + HTTP + STATIC
 IO_THREADS = 2
 # The fetch's deadline, and the lookups' own budgets where a fault waits for them (a hung
 # server): wide enough for a busy shared machine, scaled for the sanitizers.
-DEADLINE_MS = int(h.scaled(3000))
-PG_TIMEOUT_MS = int(h.scaled(1000))
-REDIS_TIMEOUT_MS = int(h.scaled(500))
-HTTP_TIMEOUT_MS = int(h.scaled(1000))
+DEADLINE_MS = int(h.scaled(5000))
+PG_TIMEOUT_MS = int(h.scaled(2000))
+REDIS_TIMEOUT_MS = int(h.scaled(1000))
+HTTP_TIMEOUT_MS = int(h.scaled(2000))
 # What a fetch may take beyond its deadline: the client's round trip and the reply's encoding.
 SLACK_S = h.scaled(0.5)
 
@@ -82,21 +82,7 @@ def mixed_config(text, db, pg_conninfo, redis_sock, recs_port):
 
 def values(result):
     """A successful LookupResult as (columns, rows of plain Python values)."""
-    if result.error is not None:
-        raise AssertionError('lookup failed: %r' % (result.error,))
-    rows = []
-    for row in result.table.rows:
-        r = []
-        for v in row:
-            for field in ('null_value', 'int_value', 'real_value', 'text_value', 'blob_value'):
-                x = getattr(v, field)
-                if x is not None:
-                    r.append(None if field == 'null_value' else x)
-                    break
-            else:
-                raise AssertionError('empty value %r' % (v,))
-        rows.append(r)
-    return list(result.table.columns), rows
+    return list(table(result).columns), cells(result)
 
 
 class MixedPageTest(h.EvdalTestCase):
