@@ -1,7 +1,7 @@
 """Redis lookups (issue 16): evdal's own pipelined connections to a real redis-server, which
 this module starts on a unix socket in a temporary folder (--port 0). Every reply shape,
-injection through params, refused commands, DEBUG SLEEP, a server killed and restarted under
-load, AUTH. Exits 77 (skipped) when redis-server is not installed."""
+injection through params, refused commands, DEBUG SLEEP, BUSY and LOADING retried, a server
+killed and restarted under load, AUTH. Exits 77 (skipped) when redis-server is not installed."""
 import os
 import re
 import shutil
@@ -470,6 +470,67 @@ password = hunter2
                 t.join(30)
         self.assertEqual(cells(out['x']), [['v']])
         self.assertRegex(out['x'].span.marks[0], r'^retried:\d+$')
+
+    def test_loading_is_retried_until_the_dataset_is_loaded(self):
+        """Redis loading its dataset answers LOADING: a lookup with retries retries it (within
+        its deadline) and answers rows once the load ends; the same lookup without retries
+        answers BACKEND with Redis's LOADING message. The load is DEBUG RELOAD (save, then load
+        the RDB in the running server, which answers other clients meanwhile) slowed by
+        key-load-delay, on a Redis of its own: evdal's connection stays up throughout (no
+        reconnect and its backoff to wait for), which the losses counter checks. At most 10
+        retries back off at least 0.94 s in all (25 ms doubling to 250 ms, jittered down to
+        half), so the calls go out when 60% is loaded: about 0.4 s of LOADING is left."""
+        r = Redis().start()
+        self.addCleanup(r.close)
+        r.cmd('SET', 'k', 'v')
+        r.cmd('SET', 'k2', 'v2')
+        # 100 uncompressed 1 kB values loaded 10 ms apart, events processed every 1 kB (each
+        # key): about 1 s of LOADING, a few sleeps long, so a busy machine stretches it little.
+        r.cmd('DEBUG', 'POPULATE', '100', 'key', '1024')
+        r.cmd('CONFIG', 'SET', 'rdbcompression', 'no')
+        r.cmd('CONFIG', 'SET', 'key-load-delay', '10000')
+        r.cmd('CONFIG', 'SET', 'loading-process-events-interval-bytes', '1024')
+        extra = ('\n[lookup get_retried]\ndatabase = cache\ncommand = GET {k}\nretries = 10\n'
+                 'timeout_ms = %d\n' % int(15000 * h.TIME_SCALE))
+        with h.Server(redis_config(r.sock, extra, connections=1, io_threads=1)) as s:
+            self.wait_connections(s, 1)
+            res = self.fetch(s, {'a': call('get', k='k'), 'b': call('get_retried', k='k2')})
+            self.assertEqual(cells(res['a']), [['v']])
+            self.assertEqual(cells(res['b']), [['v2']])
+            reload = {}
+            t = threading.Thread(target=lambda: reload.update(ok=r.cmd('DEBUG', 'RELOAD')))
+            t.start()
+            try:
+                deadline = time.monotonic() + h.scaled(10)
+                while True:
+                    info = r.cmd('INFO', 'persistence').decode()
+                    perc = re.search(r'^loading_loaded_perc:([\d.]+)', info, re.M)
+                    if 'loading:1' in info and perc and float(perc.group(1)) >= 60:
+                        break
+                    self.assertTrue(t.is_alive(), 'the reload ended before 60% was seen')
+                    self.assertLess(time.monotonic(), deadline, 'Redis never got to 60%')
+                    time.sleep(0.005)
+                # Both at once: the plain call answers LOADING at once, the other retries.
+                out = self.fetch(s, {'plain': call('get', k='k'),
+                                     'x': call('get_retried', k='k2')}, trace=True)
+            finally:
+                t.join(h.scaled(30))
+            self.assertEqual(reload.get('ok'), 'OK', reload)
+            self.assertIsNotNone(out['plain'].error, out['plain'])
+            self.assertEqual(out['plain'].error.kind, EK.BACKEND, out['plain'].error)
+            self.assertTrue(out['plain'].error.message.startswith(
+                'LOADING Redis is loading the dataset in memory'), out['plain'].error.message)
+            self.assertEqual(cells(out['x']), [['v2']])
+            marks = out['x'].span.marks or []
+            self.assertEqual(len(marks), 1, marks)
+            m = re.match(r'^retried:(\d+)$', marks[0])
+            self.assertIsNotNone(m, marks)
+            retried = int(m.group(1))
+            self.assertGreaterEqual(retried, 1)
+            self.assertEqual(s.metric('evdal_lookup_retries_total{lookup="get_retried"}'),
+                             retried)
+            self.assertEqual(labelled(s, 'evdal_redis_connection_losses_total',
+                                      database='cache'), 0)
 
     def test_killed_and_restarted_under_load(self):
         r = self.redis
