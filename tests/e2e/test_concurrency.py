@@ -50,9 +50,11 @@ class ConcurrencyTest(h.EvdalTestCase):
         serving = t_done - t_connected
         msg = ('%d connections: connect %.2f s, send %.2f s, all replies %.2f s after the first '
                'send' % (N_CONNECTIONS, t_connected - t_start, t_sent - t_connected, serving))
-        # One by one this would take N_CONNECTIONS * 0.3 s = 300 s.
-        self.assertLess(serving, h.scaled(3.0), msg)
-        self.assertLess(total, h.scaled(6.0), msg)
+        # One by one this would take N_CONNECTIONS * 0.3 s = 300 s; thirty at a time, 10 s. On
+        # a quiet machine it takes under 2 s, most of it this Python client's own sending; a
+        # bound nearer that (3 s) failed at load 14 (3.14 s: 1.53 s of it sending).
+        self.assertLess(serving, h.scaled(10.0), msg)
+        self.assertLess(total, h.scaled(20.0), msg)
         # The server still answers afterwards.
         c, t = h.client(self.server)
         try:
