@@ -413,8 +413,8 @@ class FaultTest(PgTestCase):
             total = 4    # 2 per loop, 2 loops
             c, t = h.client(s)
             self.addCleanup(t.close)
-            PG.suspend()
             try:
+                PG.suspend()
                 t_end = time.monotonic() + 3.0
                 kinds = set()
                 while time.monotonic() < t_end:
