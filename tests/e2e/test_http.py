@@ -675,6 +675,8 @@ class PeerSameAsEvdal(h.EvdalTestCase):
     """The benchmark's C++ peer (bench/peers/cpp-nonblocking/peer_http.cpp) answers HTTP lookups
     as evdal does: the same requests reach the service, the same tables and errors come back."""
 
+    requires_peer = True   # left out of a build without the peer (run_e2e.py)
+
     def test_peer_answers_as_evdal(self):
         import test_peer_cpp as peer
         if not os.access(peer.PEER_BIN, os.X_OK):

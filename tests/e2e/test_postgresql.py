@@ -277,6 +277,8 @@ class PeerTest(PgTestCase):
     """The C++ peer of the pg7 benchmark (blocking libpq) answers the page as evdal does, so
     that the benchmark compares the same work."""
 
+    requires_peer = True   # left out of a build without the peer (run_e2e.py)
+
     def test_peer_answers_the_page_like_evdal(self):
         from test_peer_cpp import PeerServer
         # Rows are the point here: budgets far above a page's time on a loaded machine.
