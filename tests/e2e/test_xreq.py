@@ -423,8 +423,12 @@ class HedgeTest(h.EvdalTestCase):
                 for xs in (plain, hedged):
                     self.assertLess(xs[-1], self.DEADLINE_MS / 1000 + 0.5, msg)
                 if p99(control) * 1000 <= self.TAIL_MS / 10:
-                    self.assertLessEqual(p99(hedged) * 1000, self.TAIL_MS / 5,
-                                         'a quiet round did not show the 5x: ' + msg)
+                    # Under ASan or TSan evdal's own latency moves the p95 a hedge waits
+                    # for: there the hedged p99 must be clearly below the plain one, the 5x
+                    # is the normal build's (as in test_xreq_http.hedged_p99_bound).
+                    bound = p99(plain) * 800 if h.SANITIZED else self.TAIL_MS / 5
+                    self.assertLessEqual(p99(hedged) * 1000, bound,
+                                         'a quiet round did not show the claim: ' + msg)
                     break
                 if len(seen) >= self.MIN_ROUNDS and time.monotonic() > until:
                     self.skipTest('never quiet enough to measure a %d ms tail: %s' % (

