@@ -163,7 +163,7 @@ main (int argc, char **argv)
       "Kept-alive connections per thread, one request each at a time (8)", "N" },
     { "duration", 'd', 0, G_OPTION_ARG_DOUBLE, &duration, "Seconds (5)", "S" },
     { "users", 0, 0, G_OPTION_ARG_INT64, &users, "Random user ids in 1..N (100000)", "N" },
-    { NULL }
+    { NULL, 0, 0, 0, NULL, NULL, NULL },
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- bare libcurl + json-glib peer");
   g_autoptr (GError) error = NULL;
