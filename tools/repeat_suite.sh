@@ -15,6 +15,7 @@ sed -e 's|^admin_listen = .*|admin_listen = ""|' -e "s|^path = sample.db|path = 
 "$build/evdal" --config "$build/repeat-evdal.conf" --listen "127.0.0.1:$port" \
   >"$build/repeat-evdal.log" 2>&1 &
 server=$!
+load=   # set below; the trap may run before it is (set -u)
 trap 'kill $load $server 2>/dev/null; wait 2>/dev/null' EXIT
 for _ in $(seq 100); do   # start-up poll, bounded: 10 s
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
