@@ -874,6 +874,7 @@ static void
 evd_pg_setup_took (EvdPgConn *c, PGresult *r)
 {
   EvdPgConnStmt *st = &c->stmts[c->setup_stmt];
+  guint n_names = ((EvdPgStmt *) c->pool->db->stmts->pdata[c->setup_stmt])->names->len;
   gboolean described = c->setup_describe;
 
   c->setup_describe = !c->setup_describe;
@@ -891,6 +892,13 @@ evd_pg_setup_took (EvdPgConn *c, PGresult *r)
     }
     if (PQnfields (r) == 0 && st->error == NULL)
       st->error = g_strdup ("the statement returns no columns (lookups only read)");
+    /* Each call sends one value per :name found, and a commented call types them with
+     * these: a :name that PostgreSQL reads as comment or quoted text (the rewriter and
+     * PostgreSQL's lexer disagreeing) would fail every call, so it is refused here. */
+    if (st->n_types != (int) n_names && st->error == NULL)
+      st->error = g_strdup_printf ("PostgreSQL reads %d params where evdal found %u :names "
+                                   "(is one inside a comment or quoted text?)",
+                                   st->n_types, n_names);
   }
   if (!c->setup_describe)   /* a check prepares one statement only */
     c->setup_stmt = c->pool->check ? (int) c->pool->db->stmts->len : c->setup_stmt + 1;
@@ -1658,14 +1666,26 @@ evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error)
       g_string_append_len (out, p, n);
       p += n;
     } else if (p[0] == '/' && p[1] == '*') {
-      const char *end = strstr (p + 2, "*/");
+      /* Block comments nest in PostgreSQL (as in the SQL standard, unlike C): the comment
+       * ends at the star-slash that matches its own slash-star. Ending it at the first one
+       * made a :name after an inner comment a param PostgreSQL never sees. */
+      const char *end = p + 2;
+      int depth = 1;
 
-      if (end == NULL) {
+      while (*end != '\0' && depth > 0) {
+        if (end[0] == '/' && end[1] == '*')
+          depth++, end += 2;
+        else if (end[0] == '*' && end[1] == '/')
+          depth--, end += 2;
+        else
+          end++;
+      }
+      if (depth > 0) {
         g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "unterminated comment");
         return NULL;
       }
-      g_string_append_len (out, p, end + 2 - p);
-      p = end + 2;
+      g_string_append_len (out, p, end - p);
+      p = end;
     } else if (*p == '$' && (p == sql || !(g_ascii_isalnum (p[-1]) || p[-1] == '_'))
                && (p[1] == '$' || evd_pg_ident_start (p[1]))) {
       /* A dollar-quoted string: $tag$ ... $tag$. */

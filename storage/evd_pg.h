@@ -134,7 +134,8 @@ typedef struct {
 void evd_pg_db_stats (EvdPgDb *db, EvdPgStats *stats);
 
 /* ---- The SQL rewriter (exposed for tests). ----
- * `:name` -> `$n`, outside quotes, comments, dollar-quoted strings, and not in `::` casts. */
+ * `:name` -> `$n`, outside quotes, comments (block comments nest, as PostgreSQL reads them),
+ * dollar-quoted strings, and not in `::` casts. */
 char *evd_pg_sql_rewrite (const char *sql, GPtrArray *names, GError **error);
 
 /* ---- sqlcommenter (https://google.github.io/sqlcommenter/spec/). ----

@@ -214,6 +214,8 @@ test_rewrite (void)
       "SELECT ':no', \":no\", E'\\':no', $$ :no $$, $q$ :no $q$ -- :no\n, $1 /* :no */", "yes" },
     { "SELECT 'it''s :no', :user_id2", "SELECT 'it''s :no', $1", "user_id2" },
     { "SELECT arr[1:2] FROM t", "SELECT arr[1:2] FROM t", "" },
+    /* block comments nest: the outer one ends at its own star-slash */
+    { "SELECT 1 /* a /* :no */ :no */, :yes", "SELECT 1 /* a /* :no */ :no */, $1", "yes" },
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
@@ -239,6 +241,9 @@ test_rewrite (void)
     g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG);
     g_clear_error (&error);
     g_assert_null (evd_pg_sql_rewrite (" ; -- nothing", names, &error));
+    g_clear_error (&error);
+    g_assert_null (evd_pg_sql_rewrite ("SELECT 1 /* a /* b */", names, &error));
+    g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG);
   }
 }
 
@@ -441,6 +446,9 @@ test_check (void)
   int untyped = add (db, "SELECT :x IS NULL AS v");
   int cte = add (db, "WITH w AS (INSERT INTO evd_t (id, name) VALUES (99, 'w') RETURNING id) "
                      "SELECT id FROM w");
+  /* A dollar quote whose tag is not ASCII: the rewriter reads :x as a param, PostgreSQL as
+   * quoted text. Before, the check passed and every call failed (a commented one aborted). */
+  int hidden = add (db, "SELECT $\xc3\xa9$ :x $\xc3\xa9$ AS v");
   EvdPgPool *pool;
   Call c;
   g_autofree char *n = NULL;
@@ -460,6 +468,10 @@ test_check (void)
   g_assert_nonnull (strstr (error->message, "parameter $1"));
   g_clear_error (&error);
   g_assert_true (evd_pg_db_check (db, cte, 5000, &error));
+  g_assert_false (evd_pg_db_check (db, hidden, 5000, &error));
+  g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_SERVER);
+  g_assert_nonnull (strstr (error->message, "PostgreSQL reads 0 params where evdal found 1"));
+  g_clear_error (&error);
 
   pool = evd_pg_pool_new (db, base);
   run (pool, &c, cte, NULL, 0);
@@ -675,6 +687,38 @@ test_down (void)
   evd_pg_pool_free (pool);
 }
 
+/* A :name inside a nested block comment is comment, as PostgreSQL reads it. Before, the
+ * rewriter ended the comment at the first star-slash and made it $1: every call failed
+ * ("bind message supplies 1 parameters") and a commented (sampled) one aborted evdal. */
+static void
+test_nested_comment (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("t", conninfo, &opts, &error);
+  const char *pairs[] = { "traceparent",
+                          "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL };
+  g_autofree char *comment = evd_pg_sql_comment (pairs);
+  EvdPgPool *pool;
+  Call c[2];
+  int s = add (db, "SELECT 7 AS v /* a /* b */ :x */");
+
+  g_assert_true (evd_pg_db_check (db, s, 5000, &error));
+  g_assert_no_error (error);
+  pool = evd_pg_pool_new (db, base);
+  for (int i = 0; i < 2; i++) {
+    memset (&c[i], 0, sizeof c[i]);
+    c[i].q = (EvdPgQuery) { .stmt = s, .max_rows = 10, .done = on_done,
+                            .comment = i == 1 ? comment : NULL };
+    evd_pg_pool_submit (pool, &c[i].q);
+    g_assert_true (wait_for (call_done, &c[i], 10000));
+    g_assert_cmpstr (c[i].message, ==, NULL);
+    g_assert_cmpint (c[i].status, ==, EVD_PG_OK);
+    g_assert_cmpint (evd_rows_cell (c[i].rows, 0, 0)->v.i, ==, 7);
+    call_clear (&c[i]);
+  }
+  evd_pg_pool_free (pool);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -700,6 +744,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/hostname", test_hostname);
   g_test_add_func ("/pg/next_host_same_fd", test_next_host_same_fd);
   g_test_add_func ("/pg/down", test_down);
+  g_test_add_func ("/pg/nested_comment", test_nested_comment);
   {
     int rc = g_test_run ();
 
