@@ -1206,6 +1206,20 @@ evd_pg_rows_from (EvdPgConn *c, const PGresult *r, int max_rows, char **message)
   return g_steal_pointer (&rows);
 }
 
+/* PostgreSQL refuses to run a prepared statement whose result columns changed since it was
+ * prepared (a column added to a table read with *, a column's type changed): "cached plan
+ * must not change result type", at every call until the statement is prepared again. Told
+ * by its SQLSTATE and the server's routine, which no lc_messages translates. */
+static gboolean
+evd_pg_result_stale_plan (const PGresult *r)
+{
+  const char *state = PQresultErrorField (r, PG_DIAG_SQLSTATE);
+  const char *routine = PQresultErrorField (r, PG_DIAG_SOURCE_FUNCTION);
+
+  return state != NULL && routine != NULL && strcmp (state, "0A000") == 0 &&
+         strcmp (routine, "RevalidateCachedQuery") == 0;
+}
+
 static void
 evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
 {
@@ -1213,6 +1227,7 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
   EvdPgDb *db = c->pool->db;
   g_autofree char *message = NULL;
   EvdRows *rows = NULL;
+  gboolean stale = r != NULL && evd_pg_result_stale_plan (r);
 
   if (c->state == EVD_PG_DRAINING)     /* the drain bound; a BUSY connection has no timer */
     evtimer_del (c->timer);
@@ -1236,13 +1251,20 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
     }
   }
   PQclear (r);
-  if (c->recycle)
+  if (stale) {
+    /* The statements are prepared again by a new connection (the old one would fail this
+     * way for good); the call may succeed if sent again, so it fails retryable. */
+    evd_pg_conn_close (c);
+    __atomic_add_fetch (&db->reconnects, 1, __ATOMIC_RELAXED);
+    evd_pg_conn_start (c);               /* before `done`, which may submit again */
+  } else if (c->recycle) {
     evd_pg_conn_recycle (c);             /* before `done`, which may submit again */
+  }
   if (q != NULL) {
     if (rows != NULL)
       evd_pg_query_finish (q, EVD_PG_OK, rows, NULL);
     else
-      evd_pg_query_finish (q, EVD_PG_FAILED, NULL, message);
+      evd_pg_query_finish (q, stale ? EVD_PG_LOST : EVD_PG_FAILED, NULL, message);
   }
   if (c->state == EVD_PG_READY)
     evd_pg_conn_dispatch (c);

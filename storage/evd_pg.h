@@ -31,6 +31,9 @@
  * Failures. A connection that fails to connect or breaks is reconnected after an exponential
  * backoff with jitter, 100 ms to 2 s. While no connection of the pool is up, queries fail at
  * once rather than wait for their deadline; those queued when the last one breaks too.
+ * A prepared statement PostgreSQL no longer runs because the columns it reads changed
+ * ("cached plan must not change result type") fails its call as EVD_PG_LOST, and its
+ * connection is made again at once, so that its statements are prepared anew.
  *
  * Several hosts (`host=a,b`, libpq's multi-host strings). Names are resolved in their order
  * and each address becomes one entry of the host, hostaddr and port lists libpq gets, kept
@@ -68,7 +71,8 @@ typedef enum {
   EVD_PG_OK,
   EVD_PG_FAILED,              /* BACKEND: the server's or the client's message */
   EVD_PG_LOST,                /* BACKEND, may succeed if sent again: the connection broke
-                               * before the query was answered, or none could be made */
+                               * before the query was answered, or none could be made, or
+                               * its prepared statement went stale (remade) */
   EVD_PG_CANCELLED,           /* given up by evd_pg_query_cancel */
 } EvdPgStatus;
 

@@ -719,6 +719,52 @@ test_nested_comment (void)
   evd_pg_pool_free (pool);
 }
 
+/* A table's columns change under a prepared statement that reads them with *: PostgreSQL
+ * answers "cached plan must not change result type" until the statement is prepared again.
+ * That call fails, retryable; the connection is made again, so the next call reads the new
+ * columns. Before, the connection kept its stale statement and every call failed. */
+static void
+test_stale_plan (void)
+{
+  g_autoptr (GError) error = NULL;
+  EvdPgOptions o = opts;
+  g_autoptr (EvdPgDb) db = NULL;
+  EvdPgPool *pool;
+  EvdPgStats st;
+  Call c;
+  int s;
+  EvdParam p[1] = { { "id", { .kind = EVD_VALUE_INT, .i = 1 } } };
+
+  g_free (sql1 ("DROP TABLE IF EXISTS evd_s; CREATE TABLE evd_s (id int8, a text);"
+                "INSERT INTO evd_s VALUES (1, 'x')"));
+  o.connections = 1;
+  db = evd_pg_db_new ("t", conninfo, &o, &error);
+  s = add (db, "SELECT * FROM evd_s WHERE id = :id");
+  pool = evd_pg_pool_new (db, base);
+  run (pool, &c, s, p, 1);
+  g_assert_cmpint (c.status, ==, EVD_PG_OK);
+  g_assert_cmpuint (evd_rows_n_columns (c.rows), ==, 2);
+  call_clear (&c);
+
+  g_free (sql1 ("ALTER TABLE evd_s ADD COLUMN b int"));
+  run (pool, &c, s, p, 1);
+  g_assert_cmpint (c.status, ==, EVD_PG_LOST);
+  g_assert_nonnull (strstr (c.message, "cached plan must not change result type"));
+  call_clear (&c);
+  for (int i = 0; i < 2; i++) {
+    run (pool, &c, s, p, 1);
+    g_assert_cmpstr (c.message, ==, NULL);
+    g_assert_cmpint (c.status, ==, EVD_PG_OK);
+    g_assert_cmpuint (evd_rows_n_columns (c.rows), ==, 3);
+    call_clear (&c);
+  }
+  evd_pg_db_stats (db, &st);
+  g_assert_cmpuint (st.reconnects, ==, 1);
+  g_assert_cmpint (st.up, ==, 1);
+  evd_pg_pool_free (pool);
+  g_free (sql1 ("DROP TABLE evd_s"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -745,6 +791,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/next_host_same_fd", test_next_host_same_fd);
   g_test_add_func ("/pg/down", test_down);
   g_test_add_func ("/pg/nested_comment", test_nested_comment);
+  g_test_add_func ("/pg/stale_plan", test_stale_plan);
   {
     int rc = g_test_run ();
 
