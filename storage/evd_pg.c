@@ -127,6 +127,7 @@ struct _EvdPgConn {
   EvdPgQuery *query;
   PGresult *result;
   GString *scratch;         /* params as text, bytea decoded */
+  char *fatal;              /* a FATAL the server sent while idle: why it is closing */
 };
 
 struct _EvdPgPool {
@@ -381,6 +382,7 @@ evd_pg_conn_close (EvdPgConn *c)
   }
   g_clear_pointer (&c->result, PQclear);
   g_clear_pointer (&c->pg, PQfinish);    /* non-blocking: Terminate goes if the socket takes it */
+  g_clear_pointer (&c->fatal, g_free);
   for (guint i = 0; c->stmts != NULL && i < c->pool->db->stmts->len; i++) {
     g_clear_pointer (&c->stmts[i].types, g_free);
     g_clear_pointer (&c->stmts[i].error, g_free);
@@ -419,7 +421,9 @@ evd_pg_conn_lost (EvdPgConn *c, const char *why)
 {
   EvdPgPool *pool = c->pool;
   EvdPgQuery *q = g_steal_pointer (&c->query);
-  g_autofree char *line = evd_pg_one_line (why);
+  /* The server's FATAL first, as libpq writes it when one ends a command. */
+  g_autofree char *full = c->fatal != NULL ? g_strconcat (c->fatal, why, NULL) : NULL;
+  g_autofree char *line = evd_pg_one_line (full != NULL ? full : why);
 
   evd_pg_conn_close (c);
   g_free (pool->last_error);
@@ -523,10 +527,20 @@ evd_pg_conn_learn_role (EvdPgConn *c)
 
 /* ---- Connecting. ---- */
 
+/* What the server says outside a command reaches the notice receiver. A lookup's notices are
+ * nobody's business, but a FATAL there is the server's reason for the close that follows
+ * (pg_terminate_backend, a shutdown, idle_session_timeout): libpq gives it to no error
+ * message, so it is kept for the connection's own (evd_pg_conn_lost). */
 static void
-evd_pg_on_notice (void *arg, const char *message)
+evd_pg_on_notice (void *arg, const PGresult *r)
 {
-  (void) arg, (void) message;
+  EvdPgConn *c = arg;
+  const char *severity = PQresultErrorField (r, PG_DIAG_SEVERITY_NONLOCALIZED);
+
+  if (severity != NULL && (strcmp (severity, "FATAL") == 0 || strcmp (severity, "PANIC") == 0)) {
+    g_free (c->fatal);
+    c->fatal = g_strdup (PQresultErrorMessage (r));
+  }
 }
 
 static void
@@ -586,7 +600,7 @@ evd_pg_conn_connect (EvdPgConn *c)
     return;
   }
   /* libpq prints notices on stderr by default; a lookup's notices are nobody's business. */
-  PQsetNoticeProcessor (c->pg, evd_pg_on_notice, NULL);
+  PQsetNoticeReceiver (c->pg, evd_pg_on_notice, c);
   evd_pg_conn_set_state (c, EVD_PG_CONNECTING);
   /* libpq: after PQconnectStart, wait until the socket is writable, then poll. */
   evd_pg_conn_watch (c, FALSE, TRUE);

@@ -765,6 +765,69 @@ test_stale_plan (void)
   g_free (sql1 ("DROP TABLE evd_s"));
 }
 
+/* The server ends an idle session: the reason it gives (a FATAL, which libpq hands to the
+ * notice receiver, not to the error message) is in what the pool reports. Before, only
+ * libpq's "server closed the connection unexpectedly" was. */
+static char *idle_down;
+
+static void
+idle_on_notify (gpointer data, gboolean up, const char *message)
+{
+  (void) data;
+  if (!up) {
+    g_free (idle_down);
+    idle_down = g_strdup (message);
+  }
+}
+
+static gboolean
+idle_noted (gpointer data)
+{
+  (void) data;
+  return idle_down != NULL;
+}
+
+static gboolean
+one_up (gpointer db)
+{
+  EvdPgStats s;
+
+  evd_pg_db_stats (db, &s);
+  return s.up == 1;
+}
+
+static void
+test_idle_terminate (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ci = g_strdup_printf ("%s application_name=evd_idle", conninfo);
+  EvdPgOptions o = opts;
+  g_autoptr (EvdPgDb) db = NULL;
+  EvdPgPool *pool;
+  Call c;
+  int s;
+
+  o.connections = 1;
+  o.notify = idle_on_notify;
+  db = evd_pg_db_new ("t", ci, &o, &error);
+  s = add (db, "SELECT 7 AS v");
+  pool = evd_pg_pool_new (db, base);
+  run (pool, &c, s, NULL, 0);              /* up, and idle once answered */
+  g_assert_cmpint (c.status, ==, EVD_PG_OK);
+  call_clear (&c);
+  g_free (sql1 ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'evd_idle'"));
+  g_assert_true (wait_for (idle_noted, NULL, 5000));
+  g_assert_nonnull (strstr (idle_down, "terminating connection due to administrator command"));
+  g_assert_nonnull (strstr (idle_down, "server closed the connection"));
+  g_clear_pointer (&idle_down, g_free);
+  g_assert_true (wait_for (one_up, db, 10000));   /* and it reconnects */
+  run (pool, &c, s, NULL, 0);
+  g_assert_cmpint (c.status, ==, EVD_PG_OK);
+  call_clear (&c);
+  evd_pg_pool_free (pool);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -792,6 +855,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/down", test_down);
   g_test_add_func ("/pg/nested_comment", test_nested_comment);
   g_test_add_func ("/pg/stale_plan", test_stale_plan);
+  g_test_add_func ("/pg/idle_terminate", test_idle_terminate);
   {
     int rc = g_test_run ();
 
