@@ -1526,8 +1526,10 @@ evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *optio
     g_ptr_array_add (db->keys, g_strdup ("fallback_application_name"));
     g_ptr_array_add (db->values, g_strdup ("evdal"));
   }
-  /* Host names are resolved by evdns unless the user gave the addresses. */
-  if (db->host != NULL && db->hostaddr == NULL) {
+  /* Host names are resolved by evdns unless the user gave the addresses. An empty host or
+   * hostaddr is libpq's "not given" (host: the default socket folder), passed on as it is:
+   * an empty host split to no host at all, and an attempt that could never connect. */
+  if (db->host != NULL && *db->host != '\0' && (db->hostaddr == NULL || *db->hostaddr == '\0')) {
     db->host_list = evd_pg_split (db->host);
     ports = evd_pg_split (db->port);
     n_hosts = g_strv_length (db->host_list);

@@ -685,6 +685,16 @@ test_down (void)
   evd_pg_db_stats (db, &st);
   g_assert_cmpint (st.up, ==, 0);
   evd_pg_pool_free (pool);
+
+  /* An empty host is libpq's default socket folder, as libpq reads it; it was split into
+   * no host at all ("no host"), and no attempt was ever made. */
+  g_clear_pointer (&db, evd_pg_db_free);
+  db = evd_pg_db_new ("shop", "host='' port=1 dbname=postgres user=postgres", &opts, &error);
+  g_assert_no_error (error);
+  s = add (db, "SELECT 1 AS v");
+  g_assert_false (evd_pg_db_check (db, s, 5000, &error));
+  g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_UNAVAILABLE);
+  g_assert_nonnull (strstr (error->message, ".s.PGSQL.1\""));
 }
 
 /* A :name inside a nested block comment is comment, as PostgreSQL reads it. Before, the
