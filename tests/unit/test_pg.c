@@ -4,7 +4,9 @@
  * and range-checked, injection inert, statements checked at start-up, a query given up while
  * it runs (its connection drains, then serves again), sessions killed by the server, host
  * names resolved by evdns, the next host of a multi-host string reached on a reused socket
- * number (with the server's role read), and a database that is down.
+ * number (with the server's role read), and a database that is down. And what the line-by-line
+ * review found: nested comments, a prepared statement made stale by a schema change, an idle
+ * session's FATAL, an empty host.
  */
 #include <signal.h>
 #include <event2/event.h>
