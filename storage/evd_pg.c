@@ -1011,6 +1011,13 @@ evd_pg_params_build (EvdPgConn *c, EvdPgQuery *q, EvdPgStmt *stmt, EvdPgConnStmt
       g_string_append_len (c->scratch, v->data, v->len);
       break;
     case EVD_VALUE_BLOB:
+      /* Binary is bytea's own form, but any other type's receive function reads the bytes
+       * its own way: eight bytes became a bigint, four a date, silently. A blob that is not
+       * for a bytea does not fit, as 'abc' does not fit an integer. */
+      if (type != EVD_PG_BYTEAOID) {
+        *message = g_strdup_printf ("param :%s: a blob fits only a bytea param", name);
+        return FALSE;
+      }
       g_string_append_len (c->scratch, v->data, v->len);
       lengths[i] = (int) v->len;
       formats[i] = 1;

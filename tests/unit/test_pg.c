@@ -421,6 +421,20 @@ test_params (void)
                    "\0\1\2\377", 4);
   call_clear (&c);
 
+  /* A blob for any other type does not fit: sent as binary, eight bytes were read as the
+   * bigint 2 and found the row with id 2. */
+  p[0] = (EvdParam) { "id", { .kind = EVD_VALUE_BLOB, .data = "\0\0\0\0\0\0\0\2", .len = 8 } };
+  run (pool, &c, s_i8, p, 1);
+  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_nonnull (strstr (c.message, "param :id:"));
+  g_assert_nonnull (strstr (c.message, "bytea"));
+  call_clear (&c);
+  p[0] = (EvdParam) { "name", { .kind = EVD_VALUE_BLOB, .data = "two", .len = 3 } };
+  run (pool, &c, s_txt, p, 1);
+  g_assert_cmpint (c.status, ==, EVD_PG_FAILED);
+  g_assert_nonnull (strstr (c.message, "param :name:"));
+  call_clear (&c);
+
   p[0] = (EvdParam) { "r", { .kind = EVD_VALUE_REAL, .r = 0.1 } };
   run (pool, &c, s_real, p, 1);
   g_assert_cmpint (c.status, ==, EVD_PG_OK);
