@@ -579,7 +579,8 @@ evd_pg_conn_connect (EvdPgConn *c)
           ? g_strdup_printf (" -c client_connection_check_interval=%d", db->opt.check_interval_ms)
           : g_strdup ("");
   options = g_strdup_printf ("%s%s-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres "
-                             "-c extra_float_digits=1 -c default_transaction_read_only=on "
+                             "-c extra_float_digits=1 -c bytea_output=hex "
+                             "-c default_transaction_read_only=on "
                              "-c statement_timeout=%d%s",
                              db->options ? db->options : "", db->options ? " " : "",
                              db->opt.statement_timeout_ms, check);

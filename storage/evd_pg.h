@@ -13,7 +13,9 @@
  *
  * The session settings that change what PostgreSQL sends back are pinned in the start-up
  * packet (`options`): DateStyle=ISO, TimeZone=UTC, IntervalStyle=postgres,
- * extra_float_digits=1, client_encoding=UTF8; with default_transaction_read_only=on,
+ * extra_float_digits=1, bytea_output=hex (the form evd_pg decodes; a role or database that
+ * defaults to 'escape' made every bytea column fail), client_encoding=UTF8; with
+ * default_transaction_read_only=on,
  * statement_timeout and client_connection_check_interval.
  *
  * The life of a query (EvdPgQuery). The caller fills it and hands it to evd_pg_pool_submit()

@@ -854,6 +854,38 @@ test_idle_terminate (void)
   evd_pg_pool_free (pool);
 }
 
+/* The settings that change the text PostgreSQL sends are pinned whatever the server's
+ * defaults: here a role whose bytea_output is 'escape'. Before, bytea_output was not pinned
+ * and every bytea column failed ("bytea not in hex output"). */
+static void
+test_role_defaults (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ci = g_strdup_printf ("%s user=evd_esc", conninfo);
+  g_autoptr (EvdPgDb) db = NULL;
+  EvdPgPool *pool;
+  Call c;
+  int s;
+  const EvdCell *cell;
+
+  g_free (sql1 ("DROP ROLE IF EXISTS evd_esc; CREATE ROLE evd_esc LOGIN;"
+                "ALTER ROLE evd_esc SET bytea_output = 'escape';"
+                "ALTER ROLE evd_esc SET DateStyle = 'SQL, DMY'"));
+  db = evd_pg_db_new ("t", ci, &opts, &error);
+  s = add (db, "SELECT '\\x00ff41'::bytea AS b, '2024-02-29'::date AS d");
+  pool = evd_pg_pool_new (db, base);
+  run (pool, &c, s, NULL, 0);
+  g_assert_cmpstr (c.message, ==, NULL);
+  g_assert_cmpint (c.status, ==, EVD_PG_OK);
+  cell = evd_rows_cell (c.rows, 0, 0);
+  g_assert_cmpint (cell->kind, ==, EVD_VALUE_BLOB);
+  g_assert_cmpmem (evd_rows_cell_data (c.rows, cell), cell->len, "\x00\xff\x41", 3);
+  g_assert_cmpstr (cell_text (c.rows, 0, 1), ==, "2024-02-29");
+  call_clear (&c);
+  evd_pg_pool_free (pool);
+  g_free (sql1 ("DROP ROLE evd_esc"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -882,6 +914,7 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/nested_comment", test_nested_comment);
   g_test_add_func ("/pg/stale_plan", test_stale_plan);
   g_test_add_func ("/pg/idle_terminate", test_idle_terminate);
+  g_test_add_func ("/pg/role_defaults", test_role_defaults);
   {
     int rc = g_test_run ();
 
