@@ -699,6 +699,37 @@ evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, EvdErrorKind kind, gui
 
 static void evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now);
 static void evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now);
+static gboolean evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now);
+
+/* Whether the attempt failed only because it ran out of its own time while a caller with more
+ * time still waits: an attempt's deadline is the flight's when it started, and backends read
+ * it once, at start (SQLite, HTTP, Redis), so a caller who joined later with a later deadline
+ * would get the first caller's TIMEOUT at the first caller's deadline. */
+static gboolean
+evd_xreq_attempt_ran_out_early (EvdXreqFlight *f, const EvdXreqAttempt *a, EvdBackendCall *call,
+                                EvdErrorKind kind)
+{
+  gint64 deadline = evd_backend_call_deadline_us (call);
+
+  return kind == EVD_ERROR_KIND_TIMEOUT && !a->stopped &&
+         g_get_monotonic_time () >= deadline && deadline < evd_xreq_flight_deadline (f);
+}
+
+/* The shared call goes on for the callers with more time (README: "each caller keeps its own
+ * deadline, the shared call runs until the last caller still waiting gives up"): a new
+ * attempt with the flight's deadline, made from the one that ran out (the creator may have
+ * left, and a lookup without retries or hedges keeps no template). Neither a retry nor a
+ * hedge: no budget, no mark. */
+static void
+evd_xreq_flight_go_on (EvdXreqFlight *f, EvdBackendCall *ran_out, gint64 now)
+{
+  f->from = ran_out;
+  if (!evd_xreq_flight_attempt (f, FALSE, now))
+    evd_xreq_flight_fail_open (f);
+  else
+    evd_xreq_flight_arm_hedge (f, now);
+  f->from = NULL;
+}
 
 static void
 evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
@@ -742,7 +773,9 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
     f->error_message = g_strdup (message);
     f->error_flags = flags;
     f->retry_after_us = evd_backend_call_retry_after_us (call);
-    if (f->running == 0)
+    if (f->running == 0 && evd_xreq_attempt_ran_out_early (f, a, call, kind))
+      evd_xreq_flight_go_on (f, call, now);
+    else if (f->running == 0)
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
   }
   evd_backend_call_unref (call);
