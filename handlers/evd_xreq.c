@@ -325,8 +325,9 @@ evd_xreq_read_config (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdBacken
   c->coalesce = evd_config_bool (cfg, g, "coalesce", evd_xreq_kind_is_remote (klass->kind));
   c->per_principal = evd_config_bool (cfg, g, "per_principal", FALSE);
   /* What an HTTP lookup sends upstream includes who asks and the attributes, so one
-   * caller's answer may not be another's. */
-  c->with_attributes = strcmp (klass->kind, "http") == 0;
+   * caller's answer may not be another's; so does a Thrift lookup (its RequestContext). */
+  c->with_attributes = strcmp (klass->kind, "http") == 0 ||
+                       strcmp (klass->kind, "thrift") == 0;
   c->cache_ttl_ms = evd_config_int (cfg, g, "cache_ttl_ms", 0, 0, 86400000);
   c->cache_max_bytes = evd_config_int (cfg, g, "cache_max_bytes",
                                        evd_config_server (cfg)->cache_max_bytes, 0,

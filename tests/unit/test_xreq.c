@@ -469,6 +469,35 @@ test_coalesce_alone_times_out_at_its_deadline (void)
   fixture_close (&fx);
 }
 
+/* A Thrift upstream is sent who asks and the attributes (its RequestContext), as an HTTP
+ * upstream is: callers that differ in either never share an answer (coalesced or cached),
+ * as the README says of what is sent upstream. They did, for a Thrift lookup. */
+static void
+test_coalesce_thrift_keeps_principals_apart (void)
+{
+  Fixture fx;
+  Caller a, b, c, d;
+  Caller *all[] = { &a, &b, &c, &d };
+  EvdBackendClass thrift = timed_class;
+  g_autoptr (GHashTable) attributes = g_hash_table_new (g_str_hash, g_str_equal);
+
+  thrift.kind = "thrift";
+  g_hash_table_insert (attributes, (gpointer) "tenant", (gpointer) "x");
+  fixture_open_class (&fx, &thrift, "delay_ms = 20\ncoalesce = true\n", FALSE);
+  caller_start_as (&fx, &a, 7, 5000, "alice", NULL);
+  caller_start_as (&fx, &b, 7, 5000, "bob", NULL);
+  caller_start_as (&fx, &c, 7, 5000, "alice", NULL);
+  caller_start_as (&fx, &d, 7, 5000, "alice", attributes);
+  g_assert_true (run_until_done (&fx, all, 4, 5000));
+  g_assert_cmpint (fx.counted->starts, ==, 3);
+  g_assert_true (a.rows == c.rows);
+  g_assert_true (a.rows != b.rows);
+  g_assert_true (a.rows != d.rows);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
 /* ---- The cache. ---- */
 
 static void
@@ -743,6 +772,8 @@ main (int argc, char **argv)
                    test_coalesce_joiner_keeps_its_later_deadline);
   g_test_add_func ("/xreq/coalesce/alone-times-out-at-its-deadline",
                    test_coalesce_alone_times_out_at_its_deadline);
+  g_test_add_func ("/xreq/coalesce/thrift-keeps-principals-apart",
+                   test_coalesce_thrift_keeps_principals_apart);
   g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
   g_test_add_func ("/xreq/cache/stale-if-error", test_cache_stale_if_error);
   g_test_add_func ("/xreq/cache/stale-on-timeout", test_cache_stale_on_timeout);
