@@ -469,6 +469,43 @@ test_coalesce_alone_times_out_at_its_deadline (void)
   fixture_close (&fx);
 }
 
+/* Coalescing is on by default for the SQL, Redis and HTTP kinds (README, issue 17): the
+ * PostgreSQL backend's kind is "postgresql", which the list of remote kinds missed. */
+static void
+test_coalesce_default_by_kind (void)
+{
+  static const struct {
+    const char *kind;
+    gboolean coalesce;
+  } kinds[] = {
+    { "sqlite", TRUE }, { "postgresql", TRUE }, { "redis", TRUE }, { "http", TRUE },
+    { "delay", FALSE }, { "static", FALSE },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (kinds); i++) {
+    EvdBackendClass klass = timed_class;
+    const char *text = "[lookup t]\n";
+    EvdConfig *cfg = evd_config_load_data (text, strlen (text), "t.conf", "/");
+    EvdLookupSpec spec = { .name = (char *) "t", .group = (char *) "lookup t" };
+    EvdXreqSet *set = evd_xreq_set_new (cfg);
+    Timed *backend = g_new0 (Timed, 1);
+    EvdXreq *x;
+
+    klass.kind = kinds[i].kind;
+    x = evd_xreq_open (set, cfg, &spec, &klass, backend);
+    if (kinds[i].coalesce) {
+      g_assert_nonnull (x);
+      g_assert_true (evd_xreq_config (x)->coalesce);
+      evd_xreq_class.close (x);  /* and the backend with it */
+    } else {
+      g_assert_null (x);  /* nothing on: the lookup goes to its backend directly */
+      g_free (backend);
+    }
+    evd_xreq_set_free (set);
+    evd_config_unref (cfg);
+  }
+}
+
 /* A Thrift upstream is sent who asks and the attributes (its RequestContext), as an HTTP
  * upstream is: callers that differ in either never share an answer (coalesced or cached),
  * as the README says of what is sent upstream. They did, for a Thrift lookup. */
@@ -772,6 +809,7 @@ main (int argc, char **argv)
                    test_coalesce_joiner_keeps_its_later_deadline);
   g_test_add_func ("/xreq/coalesce/alone-times-out-at-its-deadline",
                    test_coalesce_alone_times_out_at_its_deadline);
+  g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
   g_test_add_func ("/xreq/coalesce/thrift-keeps-principals-apart",
                    test_coalesce_thrift_keeps_principals_apart);
   g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
