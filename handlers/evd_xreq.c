@@ -57,6 +57,7 @@ typedef struct {
   EvdRows *stale;           /* expired rows to answer with if its time runs out, or NULL */
   struct event *stale_timer;  /* on its own loop, a little before its deadline */
   gboolean timing_out;      /* left because its time ran out */
+  gboolean created;         /* made the flight (its span is not marked coalesced) */
 } EvdXreqWaiter;
 
 /* One run of the real backend. */
@@ -75,7 +76,6 @@ typedef struct {
 struct _EvdXreqFlight {
   EvdXreq *x;
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
-  EvdXreqWaiter *creator;
   EvdLoop *loop;
   gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
   EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
@@ -574,7 +574,10 @@ evd_xreq_flight_init (gpointer data, gpointer init_data)
   EvdXreqMake *m = init_data;
 
   f->x = m->x;
-  f->creator = m->creator;
+  /* The waiter says it made the flight: the flight keeps no pointer to it, which would dangle
+   * once it left, and pass for a later joiner given the same memory. Under the table's lock,
+   * before anyone can join. */
+  m->creator->created = TRUE;
   f->loop = m->loop;
   f->deadline_us = m->creator->deadline_us;
 }
@@ -646,7 +649,7 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, cons
   for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
                                                       : 0; i < n; i++) {
     EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
-    guint marks = f->marks | (w != f->creator ? EVD_MARK_COALESCED : 0);
+    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
     if (f->trace_peer != NULL)
@@ -926,7 +929,7 @@ evd_xreq_flight_answer_anchor (EvdXreqFlight *f)
     return;
   if (anchor->timing_out && anchor->stale != NULL) {
     evd_backend_call_mark (anchor->outer, EVD_MARK_STALE |
-                           (anchor != f->creator ? EVD_MARK_COALESCED : 0), f->retries);
+                           (!anchor->created ? EVD_MARK_COALESCED : 0), f->retries);
     EVD_XREQ_COUNT (f->x, stale);
     evd_cache_served_stale (f->x->cache);
     evd_backend_call_return (anchor->outer, evd_rows_ref (anchor->stale));
@@ -1042,7 +1045,7 @@ evd_xreq_waiter_on_stale (evutil_socket_t fd, short what, void *arg)
   switch (evd_coalesce_leave (w->entry, w)) {
   case EVD_COALESCE_LEFT:
     evd_backend_call_mark (w->outer, EVD_MARK_STALE |
-                           (w != w->flight->creator ? EVD_MARK_COALESCED : 0), 0);
+                           (!w->created ? EVD_MARK_COALESCED : 0), 0);
     EVD_XREQ_COUNT (w->flight->x, stale);
     evd_cache_served_stale (w->flight->x->cache);
     evd_backend_call_return (w->outer, evd_rows_ref (w->stale));

@@ -469,6 +469,32 @@ test_coalesce_alone_times_out_at_its_deadline (void)
   fixture_close (&fx);
 }
 
+/* A caller who joins after the one that made the shared call left is marked coalesced: the
+ * flight compared callers with the creator's address, and a joiner given the memory the
+ * creator's state had (freed when it left) passed for the creator, unmarked. */
+static void
+test_coalesce_joiner_after_creator_left_is_marked (void)
+{
+  Fixture fx;
+  Caller a, b, c;
+  Caller *all[] = { &a, &b, &c };
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 100\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  caller_start (&fx, &c, 7, 5000);
+  evd_backend_call_cancel (a.call);
+  g_assert_true (a.done);
+  caller_clear (&a);        /* its state is freed: the next caller's may take its memory */
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_true (run_until_done (&fx, all + 1, 2, 5000));
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpuint (c.marks, ==, EVD_MARK_COALESCED);
+  caller_clear (&b);
+  caller_clear (&c);
+  fixture_close (&fx);
+}
+
 /* Coalescing is on by default for the SQL, Redis and HTTP kinds (README, issue 17): the
  * PostgreSQL backend's kind is "postgresql", which the list of remote kinds missed. */
 static void
@@ -809,6 +835,8 @@ main (int argc, char **argv)
                    test_coalesce_joiner_keeps_its_later_deadline);
   g_test_add_func ("/xreq/coalesce/alone-times-out-at-its-deadline",
                    test_coalesce_alone_times_out_at_its_deadline);
+  g_test_add_func ("/xreq/coalesce/joiner-after-creator-left-is-marked",
+                   test_coalesce_joiner_after_creator_left_is_marked);
   g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
   g_test_add_func ("/xreq/coalesce/thrift-keeps-principals-apart",
                    test_coalesce_thrift_keeps_principals_apart);
