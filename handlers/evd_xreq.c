@@ -57,6 +57,7 @@ typedef struct {
   EvdRows *stale;           /* expired rows to answer with if its time runs out, or NULL */
   struct event *stale_timer;  /* on its own loop, a little before its deadline */
   gboolean timing_out;      /* left because its time ran out */
+  gboolean created;         /* made the flight (its span is not marked coalesced) */
 } EvdXreqWaiter;
 
 /* One run of the real backend. */
@@ -75,7 +76,6 @@ typedef struct {
 struct _EvdXreqFlight {
   EvdXreq *x;
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
-  EvdXreqWaiter *creator;
   EvdLoop *loop;
   gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
   EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
@@ -307,7 +307,10 @@ evd_xreq_kept_give_back (const char *definition)
 static gboolean
 evd_xreq_kind_is_remote (const char *kind)
 {
-  static const char *const remote[] = { "sqlite", "pg", "postgres", "redis", "http" };
+  /* "postgresql" is the PostgreSQL backend's kind: without it, SQL lookups on PostgreSQL
+   * did not coalesce by default, as the README says SQL lookups do. */
+  static const char *const remote[] = { "sqlite", "pg", "postgres", "postgresql", "redis",
+                                        "http" };
 
   for (guint i = 0; i < G_N_ELEMENTS (remote); i++)
     if (strcmp (kind, remote[i]) == 0)
@@ -325,8 +328,9 @@ evd_xreq_read_config (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdBacken
   c->coalesce = evd_config_bool (cfg, g, "coalesce", evd_xreq_kind_is_remote (klass->kind));
   c->per_principal = evd_config_bool (cfg, g, "per_principal", FALSE);
   /* What an HTTP lookup sends upstream includes who asks and the attributes, so one
-   * caller's answer may not be another's. */
-  c->with_attributes = strcmp (klass->kind, "http") == 0;
+   * caller's answer may not be another's; so does a Thrift lookup (its RequestContext). */
+  c->with_attributes = strcmp (klass->kind, "http") == 0 ||
+                       strcmp (klass->kind, "thrift") == 0;
   c->cache_ttl_ms = evd_config_int (cfg, g, "cache_ttl_ms", 0, 0, 86400000);
   c->cache_max_bytes = evd_config_int (cfg, g, "cache_max_bytes",
                                        evd_config_server (cfg)->cache_max_bytes, 0,
@@ -570,7 +574,10 @@ evd_xreq_flight_init (gpointer data, gpointer init_data)
   EvdXreqMake *m = init_data;
 
   f->x = m->x;
-  f->creator = m->creator;
+  /* The waiter says it made the flight: the flight keeps no pointer to it, which would dangle
+   * once it left, and pass for a later joiner given the same memory. Under the table's lock,
+   * before anyone can join. */
+  m->creator->created = TRUE;
   f->loop = m->loop;
   f->deadline_us = m->creator->deadline_us;
 }
@@ -642,7 +649,7 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, cons
   for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
                                                       : 0; i < n; i++) {
     EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
-    guint marks = f->marks | (w != f->creator ? EVD_MARK_COALESCED : 0);
+    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
     if (f->trace_peer != NULL)
@@ -699,6 +706,37 @@ evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, EvdErrorKind kind, gui
 
 static void evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now);
 static void evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now);
+static gboolean evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now);
+
+/* Whether the attempt failed only because it ran out of its own time while a caller with more
+ * time still waits: an attempt's deadline is the flight's when it started, and backends read
+ * it once, at start (SQLite, HTTP, Redis), so a caller who joined later with a later deadline
+ * would get the first caller's TIMEOUT at the first caller's deadline. */
+static gboolean
+evd_xreq_attempt_ran_out_early (EvdXreqFlight *f, const EvdXreqAttempt *a, EvdBackendCall *call,
+                                EvdErrorKind kind)
+{
+  gint64 deadline = evd_backend_call_deadline_us (call);
+
+  return kind == EVD_ERROR_KIND_TIMEOUT && !a->stopped &&
+         g_get_monotonic_time () >= deadline && deadline < evd_xreq_flight_deadline (f);
+}
+
+/* The shared call goes on for the callers with more time (README: "each caller keeps its own
+ * deadline, the shared call runs until the last caller still waiting gives up"): a new
+ * attempt with the flight's deadline, made from the one that ran out (the creator may have
+ * left, and a lookup without retries or hedges keeps no template). Neither a retry nor a
+ * hedge: no budget, no mark. */
+static void
+evd_xreq_flight_go_on (EvdXreqFlight *f, EvdBackendCall *ran_out, gint64 now)
+{
+  f->from = ran_out;
+  if (!evd_xreq_flight_attempt (f, FALSE, now))
+    evd_xreq_flight_fail_open (f);
+  else
+    evd_xreq_flight_arm_hedge (f, now);
+  f->from = NULL;
+}
 
 static void
 evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind,
@@ -742,7 +780,9 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
     f->error_message = g_strdup (message);
     f->error_flags = flags;
     f->retry_after_us = evd_backend_call_retry_after_us (call);
-    if (f->running == 0)
+    if (f->running == 0 && evd_xreq_attempt_ran_out_early (f, a, call, kind))
+      evd_xreq_flight_go_on (f, call, now);
+    else if (f->running == 0)
       evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
   }
   evd_backend_call_unref (call);
@@ -889,7 +929,7 @@ evd_xreq_flight_answer_anchor (EvdXreqFlight *f)
     return;
   if (anchor->timing_out && anchor->stale != NULL) {
     evd_backend_call_mark (anchor->outer, EVD_MARK_STALE |
-                           (anchor != f->creator ? EVD_MARK_COALESCED : 0), f->retries);
+                           (!anchor->created ? EVD_MARK_COALESCED : 0), f->retries);
     EVD_XREQ_COUNT (f->x, stale);
     evd_cache_served_stale (f->x->cache);
     evd_backend_call_return (anchor->outer, evd_rows_ref (anchor->stale));
@@ -1005,7 +1045,7 @@ evd_xreq_waiter_on_stale (evutil_socket_t fd, short what, void *arg)
   switch (evd_coalesce_leave (w->entry, w)) {
   case EVD_COALESCE_LEFT:
     evd_backend_call_mark (w->outer, EVD_MARK_STALE |
-                           (w != w->flight->creator ? EVD_MARK_COALESCED : 0), 0);
+                           (!w->created ? EVD_MARK_COALESCED : 0), 0);
     EVD_XREQ_COUNT (w->flight->x, stale);
     evd_cache_served_stale (w->flight->x->cache);
     evd_backend_call_return (w->outer, evd_rows_ref (w->stale));

@@ -399,11 +399,40 @@ test_fast_path_at_json_edges (void)
     "[1.0]", "[1.10]", "[-0]", "[0e0]", "[\"\\/\"]", "[\"\t\"]", "[\"\x7f\"]", "\"\"",
     "[1,2", "{\"a\"}", "{\"a\":}", "{1:2}", "[\"a\" \"b\"]", "[null,]", "true", "false",
     "{\"data\":{\"items\":[{\"id\":1}]}}  \r\n",
+    /* Numbers: exponent forms, signed zeros, the int64 boundaries, underflow and overflow to
+     * infinity, what RFC 8259 forbids (leading zeros, hex, a bare sign or point). */
+    "[1e05]", "[1.5e+10]", "[-0e0]", "[-0.0e-0]", "[0.1e1]", "[1e-400]", "[4.9e-324]",
+    "[2.2250738585072011e-308]", "[1.7976931348623159e308]", "[123456789012345678901234567890.5]",
+    "[9223372036854775807.0]", "[-9223372036854775807]", "[-9223372036854775809]",
+    "[18446744073709551615]", "[18446744073709551616]", "[1e+]", "[1e-]", "[-01]", "[00]",
+    "[0x10]", "[1.5.5]", "[--1]", "[- 1]", "[1E5,1e5,1E+5]", "-0", "1.5", "  7  ",
+    "[0.000000000000000000000000000000000000000000000000000000000000001]",
+    /* Strings: escapes at the edges of Unicode, escapes cut short, a NUL, noncharacters. */
+    "[\"\\uD83D\\uDE00\"]", "[\"\\udbff\\udfff\"]", "[\"\\ud800\\udc00\"]",
+    "[\"\\uFFFF\\uFFFE\\u0001\\u007f\\u0080\\u07ff\\u0800\"]", "[\"\\u00\"]", "[\"\\u",
+    "[\"\\", "[\"abc", "\"", "[\"\\ude00\"]", "[\"a\\ud83d\"]", "[\"\"]",
+    "{\"a\":\"\\u0000\"}", "[\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"]",
+    /* UTF-8: overlong forms, beyond U+10FFFF, encoded surrogates, a cut sequence, a raw
+     * noncharacter, the last code point. */
+    "[\"\xc0\xaf\"]", "[\"\xe0\x80\xaf\"]", "[\"\xf4\x8f\xbf\xbf\"]", "[\"\xf4\x90\x80\x80\"]",
+    "[\"\xf5\x80\x80\x80\"]", "[\"\xef\xbf\xbe\"]", "[\"\xf8\x88\x80\x80\x80\"]",
+    "[\"\xe2\x82\"]", "[\"\xe2\x82\\n\"]", "{\"\xc3\xbc\":1}", "{\"\xff\":1}",
+    /* Whitespace JSON does not have (form feed, vertical tab, NBSP), and every kind it has. */
+    "\f[1]", "\v[1]", "[1\f]", "\xc2\xa0[1]", "[1]\r", "\r\n[\r\n1\r\n]\r\n",
+    "\t{\t\"a\"\t:\t1\t}\t",
+    /* Duplicate keys: first place, last value, along a rows path too. */
+    "{\"a\":1,\"a\":null}", "{\"data\":1,\"data\":{\"items\":[{\"id\":1}]}}",
+    "{\"data\":{\"items\":[{\"id\":1}]},\"data\":2}",
+    "[{\"a\":1},{\"a\":2,\"a\":3,\"b\":4,\"b\":5}]", "{\"a.b\":1}", "{\" \":1}",
+    /* Literals, nested empties, mixed shapes. */
+    "[tru]", "[nulll]", "[True]", "[true,false,null]", "[{\"a\":[]},{\"a\":{}}]",
+    "[[],{}]", "{\"a\":{\"b\":[1,{\"c\":\"\\u00e9\"}]}}", "[{\"a\":1}{\"a\":2}]",
+    "{\"a\":1 \"b\":2}", "{\"a\" 1}", "[1,,2]", "[,1]", "{,}",
     /* Not here, for LeakSanitizer: json-glib 1.6 leaks nodes on two documents one after the
      * other (it answers with the first) and on a high surrogate followed by another escape
      * than a low one ("\ud800\u0041"); the fast path leaves both to it, as before. */
   };
-  static const char *const paths[] = { NULL, "data", "data.items", "a" };
+  static const char *const paths[] = { NULL, "data", "data.items", "a", "a.b" };
   g_autoptr (GString) deep = g_string_new (NULL);
 
   for (guint d = 0; d < G_N_ELEMENTS (docs); d++)
@@ -431,6 +460,28 @@ test_fast_path_at_json_edges (void)
   g_assert_true (same_as_glib (deep->str, deep->len, NULL));
 }
 
+/* Every prefix of documents that hold each kind of token, each prefix in a buffer of exactly
+ * its length (no NUL after it), so that a read past the end of the input is one AddressSanitizer
+ * sees: the same answer as json-glib's (an error, for all but a few) and no read beyond. */
+static void
+test_fast_path_on_truncated_documents (void)
+{
+  static const char *const docs[] = {
+    "{\"data\":{\"items\":[{\"id\":-12,\"r\":1.5e-3,\"s\":\"a\\u00e9\\ud83d\\ude00\\n\xc3\xa9\","
+    "\"t\":true,\"f\":false,\"n\":null,\"o\":{\"k\":[1,2]}},{\"id\":0}]}}",
+    " [ 1 , -0.5E+2 , \"x\\\"y\" , [ ] , { } , nul , 9223372036854775807 ] ",
+    "\"\\u0041\\/\xf0\x9f\x98\x80\"",
+  };
+
+  for (guint d = 0; d < G_N_ELEMENTS (docs); d++)
+    for (gsize len = 1; len <= strlen (docs[d]); len++) {
+      g_autofree char *buf = g_memdup2 (docs[d], len);
+
+      same_as_glib (buf, len, NULL);
+      same_as_glib (buf, len, "data.items");
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -447,5 +498,7 @@ main (int argc, char **argv)
   g_test_add_func ("/json-rows/many-rows", test_many_rows);
   g_test_add_func ("/json-rows/fast-path-same-as-json-glib", test_fast_path_same_as_json_glib);
   g_test_add_func ("/json-rows/fast-path-at-json-edges", test_fast_path_at_json_edges);
+  g_test_add_func ("/json-rows/fast-path-on-truncated-documents",
+                   test_fast_path_on_truncated_documents);
   return g_test_run ();
 }

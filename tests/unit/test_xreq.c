@@ -62,6 +62,99 @@ static const EvdBackendClass counted_class = {
   .release = counted_release, .close = counted_close,
 };
 
+/* ---- A backend that keeps to its deadline as the real ones do. ----
+ * SQLite, HTTP and Redis read a call's deadline once, in start(), and fail the call with
+ * TIMEOUT when it passes; the fault and delay backends leave deadlines to the engine. This
+ * one answers [ms] after `delay_ms`, or TIMEOUT at the deadline it read in start(). The same
+ * functions serve under other kinds' names (`timed_as`), for what evd_xreq decides by kind. */
+
+typedef struct {
+  gint64 delay_ms;
+} Timed;
+
+typedef struct {
+  EvdBackendCall *call;
+  struct event *answer, *expire;
+} TimedCall;
+
+static gpointer
+timed_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
+{
+  Timed *t = g_new0 (Timed, 1);
+
+  (void) shared;
+  t->delay_ms = evd_config_int (cfg, spec->group, "delay_ms", 10, 0, 60000);
+  return t;
+}
+
+/* Takes the call's state off it: the call is then the caller's to complete. */
+static void
+timed_call_free (EvdBackendCall *call)
+{
+  TimedCall *tc = *evd_backend_call_data (call);
+
+  *evd_backend_call_data (call) = NULL;
+  event_free (tc->answer);
+  event_free (tc->expire);
+  g_free (tc);
+}
+
+static void
+timed_on_answer (evutil_socket_t fd, short what, void *arg)
+{
+  EvdBackendCall *call = arg;
+  static const char *const columns[] = { "ms" };
+  EvdRows *rows = evd_rows_new (1, columns);
+
+  (void) fd, (void) what;
+  evd_rows_add_int (rows, 1);
+  timed_call_free (call);
+  evd_backend_call_return (call, rows);
+}
+
+static void
+timed_on_expire (evutil_socket_t fd, short what, void *arg)
+{
+  EvdBackendCall *call = arg;
+
+  (void) fd, (void) what;
+  timed_call_free (call);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_TIMEOUT, "deadline passed");
+}
+
+static void
+timed_start (gpointer backend, EvdBackendCall *call)
+{
+  Timed *t = backend;
+  struct event_base *base = evd_loop_base (evd_backend_call_loop (call));
+  TimedCall *tc = g_new0 (TimedCall, 1);
+  gint64 left = MAX (0, evd_backend_call_deadline_us (call) - g_get_monotonic_time ());
+  struct timeval answer_tv = { t->delay_ms / 1000, (t->delay_ms % 1000) * 1000 };
+  struct timeval expire_tv = { left / G_USEC_PER_SEC, left % G_USEC_PER_SEC };
+
+  tc->call = call;
+  tc->answer = evtimer_new (base, timed_on_answer, call);
+  tc->expire = evtimer_new (base, timed_on_expire, call);
+  *evd_backend_call_data (call) = tc;
+  evtimer_add (tc->answer, &answer_tv);
+  evtimer_add (tc->expire, &expire_tv);
+}
+
+static void
+timed_cancel (gpointer backend, EvdBackendCall *call)
+{
+  (void) backend;
+  if (*evd_backend_call_data (call) == NULL)
+    return;
+  timed_call_free (call);
+  evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
+}
+
+static const EvdBackendClass timed_class = {
+  .kind = "timed", .open = timed_open, .start = timed_start, .cancel = timed_cancel,
+  .close = g_free,
+};
+
 /* ---- A lookup behind evd_xreq, on a loop of this thread. ---- */
 
 typedef struct {
@@ -70,6 +163,8 @@ typedef struct {
   EvdXreqSet *set;
   EvdXreq *x;
   Counted *counted;
+  EvdBackendClass counted_as;  /* counted_class under the real backend's kind, which evd_xreq
+                                * reads (what is sent upstream, defaults) */
   EvdLookupSpec spec;
   gint64 now;               /* the clock, when fake */
   char *tmpdir;
@@ -81,14 +176,16 @@ fixture_clock (gpointer data)
   return ((Fixture *) data)->now;
 }
 
-/* `keys` are the [lookup t] group's; "@TMP@" is a temp folder. */
+/* `keys` are the [lookup t] group's; "@TMP@" is a temp folder. The lookup's backend is
+ * `klass`, whatever its kind says. */
 static void
-fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clock)
+fixture_open_class (Fixture *fx, const EvdBackendClass *klass, const char *keys,
+                    gboolean fake_clock)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *text = NULL, *joined = NULL;
   g_auto (GStrv) parts = NULL;
-  const EvdBackendClass *klass = evd_backend_find (kind);
+  const char *kind = klass->kind;
 
   memset (fx, 0, sizeof *fx);
   fx->tmpdir = g_dir_make_tmp ("test-xreq-XXXXXX", NULL);
@@ -105,7 +202,9 @@ fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clo
   fx->counted->backend = klass->open (NULL, fx->cfg, &fx->spec);
   g_assert_nonnull (fx->counted->backend);
   fx->set = evd_xreq_set_new (fx->cfg);
-  fx->x = evd_xreq_open (fx->set, fx->cfg, &fx->spec, &counted_class, fx->counted);
+  fx->counted_as = counted_class;
+  fx->counted_as.kind = kind;
+  fx->x = evd_xreq_open (fx->set, fx->cfg, &fx->spec, &fx->counted_as, fx->counted);
   g_assert_nonnull (fx->x);
   evd_config_mark_used (fx->cfg, "lookup t", "backend");
   g_strfreev (evd_config_groups_of_kind (fx->cfg, "lookup"));  /* what evd_lookup does */
@@ -115,6 +214,12 @@ fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clo
   if (fake_clock)
     evd_xreq_set_clock (fx->x, fixture_clock, fx);
   fx->loop = evd_loop_new (0, NULL);
+}
+
+static void
+fixture_open (Fixture *fx, const char *kind, const char *keys, gboolean fake_clock)
+{
+  fixture_open_class (fx, evd_backend_find (kind), keys, fake_clock);
 }
 
 static void
@@ -171,20 +276,28 @@ caller_on_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind, const ch
   c->marks = evd_backend_call_marks (call, &c->retries);
 }
 
+/* A caller as `principal` with `attributes` (NULL: none). */
 static void
-caller_start (Fixture *fx, Caller *c, gint64 user_id, gint64 deadline_ms)
+caller_start_as (Fixture *fx, Caller *c, gint64 user_id, gint64 deadline_ms,
+                 const char *principal, GHashTable *attributes)
 {
   gint64 start = g_get_monotonic_time ();
 
   memset (c, 0, sizeof *c);
   c->ctx = (EvdRequestContext) {
     .request_id = "test", .start_us = start, .deadline_us = start + deadline_ms * MS,
-    .attributes = no_attributes,
+    .principal = principal, .attributes = attributes ? attributes : no_attributes,
   };
   c->param = (EvdParam) { "user_id", { .kind = EVD_VALUE_INT, .i = user_id } };
   c->call = evd_backend_call_new (fx->loop, &c->ctx, &c->param, 1, c->ctx.deadline_us,
                                   &evd_xreq_class, fx->x, caller_on_done, c);
   evd_backend_call_start (c->call);
+}
+
+static void
+caller_start (Fixture *fx, Caller *c, gint64 user_id, gint64 deadline_ms)
+{
+  caller_start_as (fx, c, user_id, deadline_ms, NULL, NULL);
 }
 
 static void
@@ -303,6 +416,146 @@ test_coalesce_callers_leave_one_by_one (void)
   g_assert_cmpint (fx.counted->starts, ==, 2);
   evd_backend_call_cancel (d.call);
   g_assert_true (run_until_done (&fx, all + 3, 1, 1000));
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+/* A caller who joins a shared call with a later deadline than the first caller's keeps its
+ * own deadline: the first caller leaves (its request ended), the backend's attempt, which
+ * took the first caller's deadline at its start, runs out of it, and the shared call goes on
+ * for the one still waiting (README: "each caller keeps its own deadline, the shared call
+ * runs until the last caller still waiting gives up"). It failed with the first caller's
+ * TIMEOUT, at the first caller's deadline. */
+static void
+test_coalesce_joiner_keeps_its_later_deadline (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+
+  fixture_open_class (&fx, &timed_class, "delay_ms = 150\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 40);
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  evd_backend_call_cancel (a.call);
+  g_assert_true (a.done);
+  g_assert_true (run_until_done (&fx, all + 1, 1, 4000));
+  g_assert_cmpint (b.kind, ==, EVD_ERROR_KIND_NONE);
+  g_assert_nonnull (b.rows);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
+  /* The attempt that ran out of the first caller's time, and the one for the second. */
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+/* The caller that made the shared call keeps its own (earlier) deadline too: the attempt
+ * still times out at it when no one with more time joined. */
+static void
+test_coalesce_alone_times_out_at_its_deadline (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+
+  fixture_open_class (&fx, &timed_class, "delay_ms = 2000\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 40);
+  g_assert_true (run_until_done (&fx, all, 1, 1500));
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_TIMEOUT);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* A caller who joins after the one that made the shared call left is marked coalesced: the
+ * flight compared callers with the creator's address, and a joiner given the memory the
+ * creator's state had (freed when it left) passed for the creator, unmarked. */
+static void
+test_coalesce_joiner_after_creator_left_is_marked (void)
+{
+  Fixture fx;
+  Caller a, b, c;
+  Caller *all[] = { &a, &b, &c };
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 100\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 5000);
+  caller_start (&fx, &c, 7, 5000);
+  evd_backend_call_cancel (a.call);
+  g_assert_true (a.done);
+  caller_clear (&a);        /* its state is freed: the next caller's may take its memory */
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_true (run_until_done (&fx, all + 1, 2, 5000));
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpuint (c.marks, ==, EVD_MARK_COALESCED);
+  caller_clear (&b);
+  caller_clear (&c);
+  fixture_close (&fx);
+}
+
+/* Coalescing is on by default for the SQL, Redis and HTTP kinds (README, issue 17): the
+ * PostgreSQL backend's kind is "postgresql", which the list of remote kinds missed. */
+static void
+test_coalesce_default_by_kind (void)
+{
+  static const struct {
+    const char *kind;
+    gboolean coalesce;
+  } kinds[] = {
+    { "sqlite", TRUE }, { "postgresql", TRUE }, { "redis", TRUE }, { "http", TRUE },
+    { "delay", FALSE }, { "static", FALSE },
+  };
+
+  for (guint i = 0; i < G_N_ELEMENTS (kinds); i++) {
+    EvdBackendClass klass = timed_class;
+    const char *text = "[lookup t]\n";
+    EvdConfig *cfg = evd_config_load_data (text, strlen (text), "t.conf", "/");
+    EvdLookupSpec spec = { .name = (char *) "t", .group = (char *) "lookup t" };
+    EvdXreqSet *set = evd_xreq_set_new (cfg);
+    Timed *backend = g_new0 (Timed, 1);
+    EvdXreq *x;
+
+    klass.kind = kinds[i].kind;
+    x = evd_xreq_open (set, cfg, &spec, &klass, backend);
+    if (kinds[i].coalesce) {
+      g_assert_nonnull (x);
+      g_assert_true (evd_xreq_config (x)->coalesce);
+      evd_xreq_class.close (x);  /* and the backend with it */
+    } else {
+      g_assert_null (x);  /* nothing on: the lookup goes to its backend directly */
+      g_free (backend);
+    }
+    evd_xreq_set_free (set);
+    evd_config_unref (cfg);
+  }
+}
+
+/* A Thrift upstream is sent who asks and the attributes (its RequestContext), as an HTTP
+ * upstream is: callers that differ in either never share an answer (coalesced or cached),
+ * as the README says of what is sent upstream. They did, for a Thrift lookup. */
+static void
+test_coalesce_thrift_keeps_principals_apart (void)
+{
+  Fixture fx;
+  Caller a, b, c, d;
+  Caller *all[] = { &a, &b, &c, &d };
+  EvdBackendClass thrift = timed_class;
+  g_autoptr (GHashTable) attributes = g_hash_table_new (g_str_hash, g_str_equal);
+
+  thrift.kind = "thrift";
+  g_hash_table_insert (attributes, (gpointer) "tenant", (gpointer) "x");
+  fixture_open_class (&fx, &thrift, "delay_ms = 20\ncoalesce = true\n", FALSE);
+  caller_start_as (&fx, &a, 7, 5000, "alice", NULL);
+  caller_start_as (&fx, &b, 7, 5000, "bob", NULL);
+  caller_start_as (&fx, &c, 7, 5000, "alice", NULL);
+  caller_start_as (&fx, &d, 7, 5000, "alice", attributes);
+  g_assert_true (run_until_done (&fx, all, 4, 5000));
+  g_assert_cmpint (fx.counted->starts, ==, 3);
+  g_assert_true (a.rows == c.rows);
+  g_assert_true (a.rows != b.rows);
+  g_assert_true (a.rows != d.rows);
   for (guint i = 0; i < G_N_ELEMENTS (all); i++)
     caller_clear (all[i]);
   fixture_close (&fx);
@@ -578,6 +831,15 @@ main (int argc, char **argv)
   g_test_add_func ("/xreq/coalesce/shares-one-call", test_coalesce_shares_one_call);
   g_test_add_func ("/xreq/coalesce/callers-leave-one-by-one",
                    test_coalesce_callers_leave_one_by_one);
+  g_test_add_func ("/xreq/coalesce/joiner-keeps-its-later-deadline",
+                   test_coalesce_joiner_keeps_its_later_deadline);
+  g_test_add_func ("/xreq/coalesce/alone-times-out-at-its-deadline",
+                   test_coalesce_alone_times_out_at_its_deadline);
+  g_test_add_func ("/xreq/coalesce/joiner-after-creator-left-is-marked",
+                   test_coalesce_joiner_after_creator_left_is_marked);
+  g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
+  g_test_add_func ("/xreq/coalesce/thrift-keeps-principals-apart",
+                   test_coalesce_thrift_keeps_principals_apart);
   g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
   g_test_add_func ("/xreq/cache/stale-if-error", test_cache_stale_if_error);
   g_test_add_func ("/xreq/cache/stale-on-timeout", test_cache_stale_on_timeout);
