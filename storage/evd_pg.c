@@ -393,13 +393,15 @@ evd_pg_conn_close (EvdPgConn *c)
   g_clear_pointer (&c->ports, g_ptr_array_unref);
 }
 
-static int
+int
 evd_pg_backoff_ms (int attempt)
 {
-  int ms = EVD_PG_BACKOFF_MIN_MS << MIN (attempt, 10);
+  /* Doubling from twice the floor, then jitter of half to all of it, so that every loop's
+   * connections do not come back at once: the first wait is 100-200 ms, none is under
+   * EVD_PG_BACKOFF_MIN_MS or over EVD_PG_BACKOFF_MAX_MS (issue 15: "100 ms to 2 s"). */
+  int ms = (2 * EVD_PG_BACKOFF_MIN_MS) << MIN (MAX (attempt, 0), 10);
 
   ms = MIN (ms, EVD_PG_BACKOFF_MAX_MS);
-  /* Jitter (half to all of it), so that every loop's connections do not come back at once. */
   return ms / 2 + g_random_int_range (0, ms / 2 + 1);
 }
 

@@ -87,6 +87,10 @@ typedef enum {
  * usual failure is one host gone while another is up; long enough not to spin on a refusal. */
 #define EVD_PG_RETRY_QUICK_MS 50
 
+/* The wait before a connection's `attempt`-th reconnect (0 first) after failures in a row:
+ * exponential, jittered, within EVD_PG_BACKOFF_MIN_MS..EVD_PG_BACKOFF_MAX_MS. */
+int evd_pg_backoff_ms (int attempt);
+
 typedef struct _EvdPgDb EvdPgDb;
 typedef struct _EvdPgPool EvdPgPool;
 typedef struct _EvdPgQuery EvdPgQuery;

@@ -886,6 +886,30 @@ test_role_defaults (void)
   g_free (sql1 ("DROP ROLE evd_esc"));
 }
 
+/* The reconnect backoff stays within 100 ms..2 s, doubles, and is jittered at every step
+ * (a first wait under 100 ms was the review's finding: half of 100 was the floor). */
+static void
+test_backoff (void)
+{
+  for (int attempt = 0; attempt < 40; attempt++) {
+    int lo = G_MAXINT, hi = 0;
+
+    for (int i = 0; i < 2000; i++) {
+      int ms = evd_pg_backoff_ms (attempt);
+
+      lo = MIN (lo, ms);
+      hi = MAX (hi, ms);
+    }
+    g_assert_cmpint (lo, >=, EVD_PG_BACKOFF_MIN_MS);
+    g_assert_cmpint (hi, <=, EVD_PG_BACKOFF_MAX_MS);
+    g_assert_cmpint (hi, >, lo);  /* jittered */
+    if (attempt == 0)
+      g_assert_cmpint (hi, <=, 2 * EVD_PG_BACKOFF_MIN_MS);
+    if (attempt >= 5) /* 200 << 5 is past the cap: half to all of 2 s */
+      g_assert_cmpint (lo, >=, EVD_PG_BACKOFF_MAX_MS / 2);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -895,6 +919,7 @@ main (int argc, char **argv)
   conninfo = g_getenv ("EVDAL_PG_CONNINFO");
   g_test_add_func ("/pg/rewrite", test_rewrite);
   g_test_add_func ("/pg/sql_comment", test_sql_comment);
+  g_test_add_func ("/pg/backoff", test_backoff);
   if (conninfo == NULL) {
     g_printerr ("test_pg: EVDAL_PG_CONNINFO unset (run it through tests/e2e/pg_fixture.py)\n");
     return 77;
