@@ -31,8 +31,13 @@ static const char *const evd_redis_kind_names[EVD_ERROR_KIND_N] = {
 };
 
 /* One [database NAME] of kind redis. Reference counted: each loop's client holds one, since
- * it is destroyed on its loop after teardown (and counts into `stats` until then). */
+ * it is destroyed on its loop after teardown (and counts into `stats` until then). A
+ * gatomicrefcount rather than g_atomic_rc_box: the TSan build can only follow
+ * g_atomic_ref_count_* (tests/tsan/evd_tsan_glib.c replaces them), not the rc_box's calls
+ * inside libglib, and two loops dropping their clients' references at a reload then looked
+ * like a race with the free (a CI rehearsal's TSan run of e2e/test_redis). */
 typedef struct {
+  gatomicrefcount refs;
   char *name;
   char *address;
   char *host;               /* address without the port: the calls' spans' server.address */
@@ -69,20 +74,17 @@ typedef struct {
 } EvdRedisBackendCall;
 
 static void
-evd_redis_db_clear (EvdRedisDb *db)
+evd_redis_db_unref (EvdRedisDb *db)
 {
+  if (!g_atomic_ref_count_dec (&db->refs))
+    return;
   g_free (db->name);
   g_free (db->address);
   g_free (db->host);
   if (db->password != NULL)
     memset (db->password, 0, strlen (db->password));
   g_free (db->password);
-}
-
-static void
-evd_redis_db_unref (EvdRedisDb *db)
-{
-  g_atomic_rc_box_release_full (db, (GDestroyNotify) evd_redis_db_clear);
+  g_free (db);
 }
 
 static gpointer
@@ -95,7 +97,8 @@ evd_redis_loop_client_new (EvdLoop *loop, gpointer owner)
     .connections = db->connections, .stats = &db->stats,
   };
 
-  lc->db = g_atomic_rc_box_acquire (db);
+  g_atomic_ref_count_inc (&db->refs);
+  lc->db = db;
   lc->client = evd_redis_client_new (evd_loop_base (loop), &o);
   return lc;
 }
@@ -170,7 +173,8 @@ evd_redis_open_database (EvdRedisShared *sh, EvdConfig *cfg, const char *group)
     evd_config_problem (cfg, group, "address", "%s", error->message);
     return;
   }
-  db = g_atomic_rc_box_new0 (EvdRedisDb);
+  db = g_new0 (EvdRedisDb, 1);
+  g_atomic_ref_count_init (&db->refs);
   db->name = g_strdup (group + strlen ("database "));
   db->host = evd_redis_host_of (address);
   db->address = g_steal_pointer (&address);
