@@ -467,8 +467,8 @@ static void
 test_fast_path_on_truncated_documents (void)
 {
   static const char *const docs[] = {
-    "{\"data\":{\"items\":[{\"id\":-12,\"r\":1.5e-3,\"s\":\"a\\u00e9\\ud83d\\ude00\\n\xc3\xa9\","
-    "\"t\":true,\"f\":false,\"n\":null,\"o\":{\"k\":[1,2]}},{\"id\":0}]}}",
+    ("{\"data\":{\"items\":[{\"id\":-12,\"r\":1.5e-3,\"s\":\"a\\u00e9\\ud83d\\ude00\\n\xc3\xa9\","
+     "\"t\":true,\"f\":false,\"n\":null,\"o\":{\"k\":[1,2]}},{\"id\":0}]}}"),  /* one document */
     " [ 1 , -0.5E+2 , \"x\\\"y\" , [ ] , { } , nul , 9223372036854775807 ] ",
     "\"\\u0041\\/\xf0\x9f\x98\x80\"",
   };
