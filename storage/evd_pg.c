@@ -452,6 +452,16 @@ evd_pg_conn_lost (EvdPgConn *c, const char *why)
   evd_pg_pool_fail_queued (pool);
 }
 
+/* The connection is closed and made again at once, counted as a reconnect (not a failure:
+ * no backoff). */
+static void
+evd_pg_conn_remake (EvdPgConn *c)
+{
+  evd_pg_conn_close (c);
+  __atomic_add_fetch (&c->pool->db->reconnects, 1, __ATOMIC_RELAXED);
+  evd_pg_conn_start (c);
+}
+
 static void
 evd_pg_conn_on_timer (evutil_socket_t fd, short what, void *arg)
 {
@@ -466,9 +476,7 @@ evd_pg_conn_on_timer (evutil_socket_t fd, short what, void *arg)
   case EVD_PG_DRAINING:
     /* Closing is the cancel that cannot block; the server was not at fault, so the new
      * connection is made now, and what is queued waits for it. */
-    evd_pg_conn_close (c);
-    __atomic_add_fetch (&c->pool->db->reconnects, 1, __ATOMIC_RELAXED);
-    evd_pg_conn_start (c);
+    evd_pg_conn_remake (c);
     break;
   default: {
     g_autofree char *msg = g_strdup_printf ("no connection within %d ms",
@@ -1278,9 +1286,7 @@ evd_pg_conn_finish_query (EvdPgConn *c, PGresult *r)
   if (stale) {
     /* The statements are prepared again by a new connection (the old one would fail this
      * way for good); the call may succeed if sent again, so it fails retryable. */
-    evd_pg_conn_close (c);
-    __atomic_add_fetch (&db->reconnects, 1, __ATOMIC_RELAXED);
-    evd_pg_conn_start (c);               /* before `done`, which may submit again */
+    evd_pg_conn_remake (c);              /* before `done`, which may submit again */
   } else if (c->recycle) {
     evd_pg_conn_recycle (c);             /* before `done`, which may submit again */
   }
