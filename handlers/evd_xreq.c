@@ -307,10 +307,9 @@ evd_xreq_kept_give_back (const char *definition)
 static gboolean
 evd_xreq_kind_is_remote (const char *kind)
 {
-  /* "postgresql" is the PostgreSQL backend's kind: without it, SQL lookups on PostgreSQL
-   * did not coalesce by default, as the README says SQL lookups do. */
-  static const char *const remote[] = { "sqlite", "pg", "postgres", "postgresql", "redis",
-                                        "http" };
+  /* The backends' kinds, as they register them ("postgresql": the list once had guesses at
+   * it, and PostgreSQL lookups did not coalesce by default, as the README says SQL ones do). */
+  static const char *const remote[] = { "sqlite", "postgresql", "redis", "http" };
 
   for (guint i = 0; i < G_N_ELEMENTS (remote); i++)
     if (strcmp (kind, remote[i]) == 0)
