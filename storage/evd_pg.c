@@ -584,15 +584,17 @@ evd_pg_conn_connect (EvdPgConn *c)
     if (db->port)
       g_ptr_array_add (k, "port"), g_ptr_array_add (v, db->port);
   }
-  /* Later -c settings win, so ours follow the user's own options. */
+  /* Later -c settings win, so ours follow the user's own options. Each pins the text of some
+   * type (lc_monetary: money's, "$1,234.50" in C, "1.234,50 €" in de_DE). */
   check = db->opt.check_interval_ms > 0
           ? g_strdup_printf (" -c client_connection_check_interval=%d", db->opt.check_interval_ms)
           : g_strdup ("");
   options = g_strdup_printf ("%s%s-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle=postgres "
-                             "-c extra_float_digits=1 -c bytea_output=hex "
+                             "-c extra_float_digits=1 -c bytea_output=hex -c lc_monetary=C "
                              "-c default_transaction_read_only=on "
                              "-c statement_timeout=%d%s",
-                             db->options ? db->options : "", db->options ? " " : "",
+                             db->options ? db->options : "",
+                             db->options && *db->options ? " " : "",
                              db->opt.statement_timeout_ms, check);
   g_ptr_array_add (k, "options"), g_ptr_array_add (v, options);
   g_ptr_array_add (k, "client_encoding"), g_ptr_array_add (v, "UTF8");
@@ -1491,6 +1493,73 @@ evd_pg_count_items (const char *s)
   return n;
 }
 
+/* The sslmode the probe below gives libpq: one it refuses, and only after it has filled in its
+ * defaults (it checks sslmode once the host list is read, before it resolves or opens
+ * anything). */
+#define EVD_PG_PROBE_SSLMODE "evdal-probe"
+
+/* Where libpq would connect: the host, hostaddr and port (and the options evdal's own -c
+ * settings follow) of the conninfo, else of the service file the conninfo (`service=`) or
+ * PGSERVICE names, else of the environment (PGHOST, PGHOSTADDR, PGPORT, PGOPTIONS), else
+ * libpq's defaults. PQconninfoParse() gives the conninfo's own
+ * settings only: a host name from anywhere else never reached evdns, and libpq resolved it
+ * with a blocking getaddrinfo() inside PQconnectPoll(), on the loop. PQconndefaults() applies
+ * the environment but not the conninfo's service, and the service files cannot be read as
+ * libpq reads them (the system one's folder is compiled into libpq). So libpq itself is asked:
+ * a connection is started with the conninfo's settings and an sslmode it refuses; it applies
+ * its defaults, refuses the options before connecting, and PQconninfo() shows what it had
+ * filled in. Any other refusal is the conninfo's own (a service that is not defined, more
+ * ports than hosts), reported now rather than at every attempt. Runs on the thread that reads
+ * the config, never a loop (the service file and ~/.pgpass are read). The connections then
+ * give libpq these explicitly, so the environment and the service cannot add a name. */
+static gboolean
+evd_pg_db_probe (EvdPgDb *db, PQconninfoOption *opts, GError **error)
+{
+  g_autoptr (GPtrArray) k = g_ptr_array_new ();
+  g_autoptr (GPtrArray) v = g_ptr_array_new ();
+  PQconninfoOption *seen;
+  PGconn *probe;
+  gboolean filled = FALSE;
+
+  for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    if (o->val != NULL)
+      g_ptr_array_add (k, o->keyword), g_ptr_array_add (v, o->val);
+  }
+  g_ptr_array_add (k, "sslmode"), g_ptr_array_add (v, EVD_PG_PROBE_SSLMODE);
+  g_ptr_array_add (k, NULL), g_ptr_array_add (v, NULL);
+  probe = PQconnectStartParams ((const char *const *) k->pdata, (const char *const *) v->pdata,
+                                0);
+  if (probe == NULL) {
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "out of memory");
+    return FALSE;
+  }
+  seen = PQconninfo (probe);
+  for (PQconninfoOption *o = seen; o != NULL && o->keyword != NULL; o++) {
+    char **to = strcmp (o->keyword, "host") == 0 ? &db->host
+                : strcmp (o->keyword, "hostaddr") == 0 ? &db->hostaddr
+                : strcmp (o->keyword, "port") == 0 ? &db->port
+                : strcmp (o->keyword, "options") == 0 ? &db->options : NULL;
+
+    if (to != NULL)
+      *to = g_strdup (o->val);
+    else if (strcmp (o->keyword, "sslmode") == 0)
+      filled = g_strcmp0 (o->val, EVD_PG_PROBE_SSLMODE) == 0;
+  }
+  PQconninfoFree (seen);
+  if (PQstatus (probe) != CONNECTION_BAD || !filled ||
+      strstr (PQerrorMessage (probe), EVD_PG_PROBE_SSLMODE) == NULL) {
+    g_autofree char *line = evd_pg_one_line (PQstatus (probe) == CONNECTION_BAD
+                                             ? PQerrorMessage (probe)
+                                             : "libpq accepted sslmode=" EVD_PG_PROBE_SSLMODE);
+
+    PQfinish (probe);
+    g_set_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG, "%s", line);
+    return FALSE;
+  }
+  PQfinish (probe);
+  return TRUE;
+}
+
 EvdPgDb *
 evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *options,
                GError **error)
@@ -1519,14 +1588,9 @@ evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *optio
       continue;
     if (strcmp (o->keyword, "target_session_attrs") == 0)
       db->prefer_standby = strcmp (o->val, "prefer-standby") == 0;   /* libpq gets it too */
-    if (strcmp (o->keyword, "host") == 0)
-      db->host = g_strdup (o->val);
-    else if (strcmp (o->keyword, "hostaddr") == 0)
-      db->hostaddr = g_strdup (o->val);
-    else if (strcmp (o->keyword, "port") == 0)
-      db->port = g_strdup (o->val);
-    else if (strcmp (o->keyword, "options") == 0)
-      db->options = g_strdup (o->val);
+    if (strcmp (o->keyword, "host") == 0 || strcmp (o->keyword, "hostaddr") == 0 ||
+        strcmp (o->keyword, "port") == 0 || strcmp (o->keyword, "options") == 0)
+      continue;                            /* libpq's view of them: evd_pg_db_probe */
     else if (strcmp (o->keyword, "client_encoding") == 0 ||
              strcmp (o->keyword, "connect_timeout") == 0)
       continue;                            /* ours: UTF8, and our own timer */
@@ -1535,12 +1599,24 @@ evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *optio
       g_ptr_array_add (db->values, g_strdup (o->val));
     }
   }
+  if (!evd_pg_db_probe (db, opts, error)) {
+    PQconninfoFree (opts);
+    return NULL;
+  }
   PQconninfoFree (opts);
   db->n_hosts = MAX (evd_pg_count_items (db->host), evd_pg_count_items (db->hostaddr));
   if (!g_ptr_array_find_with_equal_func (db->keys, "fallback_application_name", g_str_equal,
                                          NULL)) {
     g_ptr_array_add (db->keys, g_strdup ("fallback_application_name"));
     g_ptr_array_add (db->values, g_strdup ("evdal"));
+  }
+  /* libpq's default, gssencmode=prefer, tries GSSAPI encryption first whenever a Kerberos
+   * credential cache is at hand, and gss_init_sec_context() may then ask the KDC for a ticket
+   * over the network, blocking, inside PQconnectPoll() on the loop. Only a conninfo that asks
+   * for it gets it. */
+  if (!g_ptr_array_find_with_equal_func (db->keys, "gssencmode", g_str_equal, NULL)) {
+    g_ptr_array_add (db->keys, g_strdup ("gssencmode"));
+    g_ptr_array_add (db->values, g_strdup ("disable"));
   }
   /* Host names are resolved by evdns unless the user gave the addresses. An empty host or
    * hostaddr is libpq's "not given" (host: the default socket folder), passed on as it is:

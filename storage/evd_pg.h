@@ -14,9 +14,15 @@
  * The session settings that change what PostgreSQL sends back are pinned in the start-up
  * packet (`options`): DateStyle=ISO, TimeZone=UTC, IntervalStyle=postgres,
  * extra_float_digits=1, bytea_output=hex (the form evd_pg decodes; a role or database that
- * defaults to 'escape' made every bytea column fail), client_encoding=UTF8; with
- * default_transaction_read_only=on,
- * statement_timeout and client_connection_check_interval.
+ * defaults to 'escape' made every bytea column fail), lc_monetary=C (money's text),
+ * client_encoding=UTF8; with default_transaction_read_only=on, statement_timeout and
+ * client_connection_check_interval. gssencmode=disable unless the conninfo sets it: GSSAPI
+ * encryption, libpq's default when a Kerberos credential cache is at hand, may ask the KDC
+ * for a ticket, blocking, while connecting.
+ *
+ * Where to connect is what libpq would use: the conninfo's host, hostaddr and port, else a
+ * service file's (`service=` or PGSERVICE), else the environment's (PGHOST, PGHOSTADDR,
+ * PGPORT), read once by evd_pg_db_new; a host name from any of them is resolved by evdns.
  *
  * The life of a query (EvdPgQuery). The caller fills it and hands it to evd_pg_pool_submit()
  * on the pool's loop; the pool completes it exactly once through its `done` callback, on that
@@ -113,7 +119,10 @@ typedef struct {
  * Made and given statements on one thread before any pool exists; afterwards read-only,
  * except its counters (atomics). */
 
-/* `conninfo` is any libpq connection string or URI; it is parsed (not connected to) here. */
+/* `conninfo` is any libpq connection string or URI; it is parsed (not connected to) here,
+ * with libpq's defaults from the environment and the service file: call it where blocking
+ * on a file is fine (the config's thread), never on a loop. A service that is not defined is
+ * EVD_PG_ERROR_CONFIG. */
 EvdPgDb *evd_pg_db_new (const char *name, const char *conninfo, const EvdPgOptions *options,
                         GError **error);
 void evd_pg_db_free (EvdPgDb *db);

@@ -9,9 +9,15 @@ From Python:   with PgServer() as pg: pg.psql("SELECT 1"); pg.conninfo
                in a folder and on a port of its own; the primary allows replication
                (wal_level = replica, and initdb's pg_hba has `replication` entries for the
                socket and loopback with trust auth)
-From a shell:  python3 pg_fixture.py run -- CMD ARGS...
+From a shell:  python3 pg_fixture.py run [--locale de_DE.UTF-8]... -- CMD ARGS...
                (CMD runs with EVDAL_PG_CONNINFO, EVDAL_PG_DIR and EVDAL_PG_PORT set; the
                exit status is CMD's, or 77 when PostgreSQL 15 is not installed)
+
+Locales: PgServer(locales=['de_DE.UTF-8']) (or --locale) compiles each with localedef into the
+server's folder and starts the server with LOCPATH there, so that a test can give a role or
+database a locale this machine may not have installed (lc_monetary changes money's text).
+`pg.locales` (EVDAL_PG_LOCALES, space-separated, for CMD) lists those that were made: none
+when the locale sources (Debian's `locales`, which postgresql-15 depends on) are missing.
 """
 import os
 import shutil
@@ -37,18 +43,38 @@ def free_port():
 
 
 class PgServer:
-    def __init__(self, port=None, primary=None):
+    def __init__(self, port=None, primary=None, locales=()):
         self.port = port or free_port()
         self.dir = None
         self.as_root = os.geteuid() == 0
         self.primary = primary
+        self.want_locales = list(locales)
+        self.locales = []
+        self.env = None
 
     # ---- Life.
     def _as_pg(self, args, **kw):
         if self.as_root:
             args = ["runuser", "-u", "postgres", "--"] + args
         return subprocess.run(args, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, **kw)
+                              text=True, env=self.env, **kw)
+
+    def _make_locales(self):
+        path = os.path.join(self.dir, "locale")
+        os.mkdir(path)
+        os.chmod(path, 0o755)
+        for name in self.want_locales:
+            lang, _, charset = name.partition(".")
+            # Exit status 1 is "warnings, locale written": what was written is what counts.
+            subprocess.run(["localedef", "-i", lang, "-f", charset or "UTF-8",
+                            os.path.join(path, name)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+            if os.path.exists(os.path.join(path, name, "LC_MONETARY")):
+                self.locales.append(name)
+            else:
+                print("pg_fixture: could not make locale %s (localedef)" % name, file=sys.stderr)
+        if self.locales:
+            self.env = dict(os.environ, LOCPATH=path)
 
     def __enter__(self):
         self.start()
@@ -63,6 +89,8 @@ class PgServer:
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self.data = os.path.join(self.dir, "data")
+        if self.want_locales and shutil.which("localedef"):
+            self._make_locales()
         if self.primary is None:
             self._as_pg([os.path.join(PG_BIN, "initdb"), "-D", self.data, "-U", "postgres",
                          "--auth=trust", "--no-locale", "-E", "UTF8", "--no-sync"])
@@ -168,19 +196,24 @@ class PgServer:
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] != "run" or argv[2] != "--":
+    locales = []
+    args = argv[2:]
+    while len(args) >= 2 and args[0] == "--locale":
+        locales.append(args[1])
+        args = args[2:]
+    if len(argv) < 2 or argv[1] != "run" or not args or args[0] != "--":
         print(__doc__, file=sys.stderr)
         return 2
     if not available():
         print("pg_fixture: PostgreSQL 15 not installed (tools/dev.sh deps)", file=sys.stderr)
         return SKIP
-    with PgServer() as pg:
+    with PgServer(locales=locales) as pg:
         env = dict(os.environ, EVDAL_PG_CONNINFO=pg.conninfo, EVDAL_PG_DIR=pg.dir,
-                   EVDAL_PG_PORT=str(pg.port))
+                   EVDAL_PG_PORT=str(pg.port), EVDAL_PG_LOCALES=" ".join(pg.locales))
         # Ctrl-C reaches the command (the terminal's whole foreground group gets it); this
         # process waits for it to finish, then stops PostgreSQL.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return subprocess.run(argv[3:], env=env).returncode
+        return subprocess.run(args[1:], env=env).returncode
 
 
 if __name__ == "__main__":

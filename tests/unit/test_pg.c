@@ -6,10 +6,15 @@
  * names resolved by evdns, the next host of a multi-host string reached on a reused socket
  * number (with the server's role read), and a database that is down. And what the line-by-line
  * review found: nested comments, a prepared statement made stale by a schema change, an idle
- * session's FATAL, an empty host.
+ * session's FATAL, an empty host; a host named by the environment or a service file (libpq
+ * resolved it, blocking), GSSAPI encryption left to libpq's default, money's text.
  */
+#define _GNU_SOURCE                       /* RTLD_NEXT */
+#include <dlfcn.h>
+#include <netdb.h>
 #include <signal.h>
 #include <event2/event.h>
+#include <glib/gstdio.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +46,27 @@ sql1 (const char *sql)
   PQclear (r);
   PQfinish (pg);
   return out;
+}
+
+/* ---- getaddrinfo() of a name, counted. ----
+ * Defined here, it takes the place of libc's for libpq (an executable's symbol comes first):
+ * libpq calls it for every host it connects to, and for a name (not AI_NUMERICHOST, what it
+ * asks for a hostaddr) that is a blocking DNS lookup inside PQconnectPoll. evdns never calls
+ * it. */
+static GPtrArray *name_lookups;           /* the names, while a test counts them */
+
+int
+getaddrinfo (const char *node, const char *service, const struct addrinfo *hints,
+             struct addrinfo **res)
+{
+  static int (*real) (const char *, const char *, const struct addrinfo *, struct addrinfo **);
+
+  if (real == NULL)
+    *(void **) &real = dlsym (RTLD_NEXT, "getaddrinfo");
+  if (name_lookups != NULL && node != NULL &&
+      (hints == NULL || !(hints->ai_flags & AI_NUMERICHOST)))
+    g_ptr_array_add (name_lookups, g_strdup (node));
+  return real (node, service, hints, res);
 }
 
 /* ---- One query on a pool, waited for. ---- */
@@ -633,6 +659,94 @@ test_hostname (void)
   }
 }
 
+/* Runs `SELECT inet_server_addr()` on a pool of `ci` (no host in it: the environment or a
+ * service file names "localhost") and checks it reached the server on TCP with no name
+ * lookup by libpq: evdns resolved it. */
+static void
+check_resolved_by_evdns (const char *ci)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("env", ci, &opts, &error);
+  EvdPgPool *pool;
+  Call c;
+  int s;
+
+  g_assert_no_error (error);
+  s = add (db, "SELECT inet_server_addr()::text AS a");
+  name_lookups = g_ptr_array_new_with_free_func (g_free);
+  pool = evd_pg_pool_new (db, base);
+  run (pool, &c, s, NULL, 0);
+  g_assert_cmpstr (c.message, ==, NULL);
+  g_assert_cmpint (c.status, ==, EVD_PG_OK);
+  g_assert_cmpstr (cell_text (c.rows, 0, 0), ==, "127.0.0.1/32");
+  call_clear (&c);
+  evd_pg_pool_free (pool);
+  if (name_lookups->len > 0)
+    g_error ("%s: libpq looked up \"%s\" itself (blocking)", ci,
+             (const char *) name_lookups->pdata[0]);
+  g_clear_pointer (&name_lookups, g_ptr_array_unref);
+}
+
+/* A host named by PGHOST, or by a service file (the conninfo's `service=`, or PGSERVICE), not
+ * by the conninfo: evdal resolves it with evdns like the conninfo's own. Before, evdal read
+ * the conninfo alone, never saw the name, and libpq resolved it with a blocking getaddrinfo()
+ * inside PQconnectPoll, on the loop. A service that is not defined stops start-up. */
+static void
+test_env_host (void)
+{
+  const char *port = g_getenv ("EVDAL_PG_PORT");
+  g_autofree char *dir = g_dir_make_tmp ("evd-pgenv-XXXXXX", NULL);
+  g_autofree char *file = g_build_filename (dir, "pg_service.conf", NULL);
+  g_autofree char *text = g_strdup_printf ("# evdal's test\n[evd_other]\nhost=/nowhere\n"
+                                           "[evd_svc]\nhost=localhost\nport=%s\n", port);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (EvdPgDb) db = NULL;
+
+  g_setenv ("PGHOST", "localhost", TRUE);
+  g_setenv ("PGPORT", port, TRUE);
+  check_resolved_by_evdns ("dbname=postgres user=postgres");
+  g_unsetenv ("PGHOST");
+  g_unsetenv ("PGPORT");
+
+  g_assert_true (g_file_set_contents (file, text, -1, NULL));
+  g_setenv ("PGSERVICEFILE", file, TRUE);
+  check_resolved_by_evdns ("service=evd_svc dbname=postgres user=postgres");
+  g_setenv ("PGSERVICE", "evd_svc", TRUE);
+  check_resolved_by_evdns ("dbname=postgres user=postgres");
+  g_unsetenv ("PGSERVICE");
+
+  db = evd_pg_db_new ("nosvc", "service=evd_nope dbname=postgres", &opts, &error);
+  g_assert_null (db);
+  g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_CONFIG);
+  g_assert_nonnull (strstr (error->message, "evd_nope"));
+  g_unsetenv ("PGSERVICEFILE");
+  g_unlink (file);
+  g_rmdir (dir);
+}
+
+/* GSSAPI encryption only when the conninfo asks for it: evdal passes gssencmode=disable
+ * otherwise, which also wins over PGGSSENCMODE. libpq's default (prefer) may ask a Kerberos
+ * KDC for a ticket, blocking, while connecting. Seen through `require`, which a unix socket
+ * can never meet: from the environment it is overridden and the connection comes up; from
+ * the conninfo it is honoured, and fails. */
+static void
+test_gssencmode (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *ci = g_strdup_printf ("%s gssencmode=require", conninfo);
+  g_autoptr (EvdPgDb) db = evd_pg_db_new ("gss", conninfo, &opts, &error);
+  g_autoptr (EvdPgDb) asks = evd_pg_db_new ("gss", ci, &opts, &error);
+  int s = add (db, "SELECT 1 AS v"), s2 = add (asks, "SELECT 1 AS v");
+
+  g_setenv ("PGGSSENCMODE", "require", TRUE);
+  g_assert_true (evd_pg_db_check (db, s, 5000, &error));
+  g_assert_no_error (error);
+  g_unsetenv ("PGGSSENCMODE");
+  g_assert_false (evd_pg_db_check (asks, s2, 5000, &error));
+  g_assert_error (error, EVD_PG_ERROR, EVD_PG_ERROR_UNAVAILABLE);
+  g_assert_nonnull (strstr (error->message, "GSSAPI"));
+}
+
 /* libpq moves to the next host of a multi-host string (here after a refused TCP connect) on
  * a new socket that gets the closed one's number back; the events must be remade for it, or
  * the connection waits on a descriptor epoll no longer watches until its connect timeout (the
@@ -855,13 +969,17 @@ test_idle_terminate (void)
 }
 
 /* The settings that change the text PostgreSQL sends are pinned whatever the server's
- * defaults: here a role whose bytea_output is 'escape'. Before, bytea_output was not pinned
- * and every bytea column failed ("bytea not in hex output"). */
+ * defaults: here a role whose bytea_output is 'escape', and whose lc_monetary is German (a
+ * locale the fixture made, see pg_fixture.py). Before, bytea_output was not pinned and every
+ * bytea column failed ("bytea not in hex output"); lc_monetary was not either, and money read
+ * "1.234,50 €" instead of "$1,234.50". */
 static void
 test_role_defaults (void)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *ci = g_strdup_printf ("%s user=evd_esc", conninfo);
+  g_auto (GStrv) locales = g_strsplit (g_getenv ("EVDAL_PG_LOCALES") ?: "", " ", -1);
+  gboolean german = g_strv_contains ((const char *const *) locales, "de_DE.UTF-8");
   g_autoptr (EvdPgDb) db = NULL;
   EvdPgPool *pool;
   Call c;
@@ -871,8 +989,22 @@ test_role_defaults (void)
   g_free (sql1 ("DROP ROLE IF EXISTS evd_esc; CREATE ROLE evd_esc LOGIN;"
                 "ALTER ROLE evd_esc SET bytea_output = 'escape';"
                 "ALTER ROLE evd_esc SET DateStyle = 'SQL, DMY'"));
+  if (german) {
+    PGconn *pg;
+    PGresult *r;
+
+    g_free (sql1 ("ALTER ROLE evd_esc SET lc_monetary = 'de_DE.UTF-8'"));
+    /* The role's default does change money's text, on a connection of the test's own. */
+    pg = PQconnectdb (ci);
+    r = PQexec (pg, "SELECT 1234.5::numeric::money::text");
+    g_assert_cmpint (PQresultStatus (r), ==, PGRES_TUPLES_OK);
+    g_assert_cmpstr (PQgetvalue (r, 0, 0), ==, "1.234,50 €");
+    PQclear (r);
+    PQfinish (pg);
+  }
   db = evd_pg_db_new ("t", ci, &opts, &error);
-  s = add (db, "SELECT '\\x00ff41'::bytea AS b, '2024-02-29'::date AS d");
+  s = add (db, "SELECT '\\x00ff41'::bytea AS b, '2024-02-29'::date AS d, "
+               "1234.5::numeric::money AS m");
   pool = evd_pg_pool_new (db, base);
   run (pool, &c, s, NULL, 0);
   g_assert_cmpstr (c.message, ==, NULL);
@@ -881,9 +1013,13 @@ test_role_defaults (void)
   g_assert_cmpint (cell->kind, ==, EVD_VALUE_BLOB);
   g_assert_cmpmem (evd_rows_cell_data (c.rows, cell), cell->len, "\x00\xff\x41", 3);
   g_assert_cmpstr (cell_text (c.rows, 0, 1), ==, "2024-02-29");
+  g_assert_cmpstr (cell_text (c.rows, 0, 2), ==, "$1,234.50");
   call_clear (&c);
   evd_pg_pool_free (pool);
   g_free (sql1 ("DROP ROLE evd_esc"));
+  if (!german)
+    g_test_skip ("money under a German lc_monetary: the fixture could not make de_DE.UTF-8 "
+                 "(localedef and Debian's locales)");
 }
 
 /* The reconnect backoff stays within 100 ms..2 s, doubles, and is jittered at every step
@@ -934,6 +1070,8 @@ main (int argc, char **argv)
   g_test_add_func ("/pg/cancel", test_cancel);
   g_test_add_func ("/pg/terminate", test_terminate);
   g_test_add_func ("/pg/hostname", test_hostname);
+  g_test_add_func ("/pg/env_host", test_env_host);
+  g_test_add_func ("/pg/gssencmode", test_gssencmode);
   g_test_add_func ("/pg/next_host_same_fd", test_next_host_same_fd);
   g_test_add_func ("/pg/down", test_down);
   g_test_add_func ("/pg/nested_comment", test_nested_comment);
