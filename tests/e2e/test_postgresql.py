@@ -1,8 +1,8 @@
 """PostgreSQL lookups against a real PostgreSQL 15 started for this module (pg_fixture.py):
 the seven-lookup page gives the same rows from SQLite and from PostgreSQL (the same generator,
 evdal-mkdb, and the same SQL), every type of the README's table comes back as it says,
-injection stays text, writing lookups are refused at start-up and writing CTEs fail at run
-time, and faults (PostgreSQL down at start, restarted under load, stopped with SIGSTOP, its
+injection stays text, writing lookups (and a conninfo naming an undefined service) are refused
+at start-up and writing CTEs fail at run time, and faults (PostgreSQL down at start, restarted under load, stopped with SIGSTOP, its
 sessions terminated) each cost calls at most their deadline and are followed by a good page,
 and a connection lost mid-query is retried by a lookup with `retries` while an SQL error is not.
 
@@ -267,6 +267,22 @@ class StartupTest(PgTestCase):
         self.refused('SELECT nope FROM orders', 'column "nope" does not exist')
         self.refused('SELECT :x IS NULL AS v', r'parameter \$1')
         self.refused('SELECT 1 AS a; SELECT 2 AS b', 'multiple commands')
+
+    def test_undefined_service_refused(self):
+        # evdal reads where to connect as libpq would, service file included (a host named
+        # there is resolved by evdal, never by libpq on a loop): a service that is not defined
+        # is a config error at start-up, not a database that is down at every attempt.
+        with tempfile.NamedTemporaryFile('w', suffix='.conf', delete=False) as svc:
+            svc.write('[evd_other]\nhost=localhost\n')
+        self.addCleanup(os.unlink, svc.name)
+        with tempfile.NamedTemporaryFile('w', suffix='.conf', delete=False) as f:
+            f.write(pg_config(conninfo='service=evd_nope dbname=postgres user=evdal_ro'))
+        self.addCleanup(os.unlink, f.name)
+        for args in (['--check-config', '-c', f.name], ['-c', f.name]):
+            r = h.run_evdal(args, timeout=30, env={'PGSERVICEFILE': svc.name})
+            self.assertNotEqual(r.returncode, 0, (args, r.stdout, r.stderr))
+            self.assertRegex(r.stderr, r':\d+: \[database pg\] conninfo: definition of service '
+                             r'"evd_nope" not found')
 
 
 PEER_BIN = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-peer-cpp')
