@@ -619,6 +619,74 @@ test_coalesce_seal (void)
   evd_coalesce_free (c);
 }
 
+/* Join against seal on two threads, as two loops meet in a table: a joiner joins the entry
+ * again and again with later and later deadlines while its owner decides from the deadline
+ * it reads and seals with it. Once sealed and closed, every waiter in it has a deadline the
+ * decision saw; the joiner, shut out, made an entry of its own. */
+enum { SEAL_RACE_JOINS = 2048 };
+
+typedef struct {
+  EvdCoalesce *c;
+  gint64 deadlines[SEAL_RACE_JOINS];  /* the joiner's waiters: each its own deadline */
+} SealRace;
+
+static gpointer
+seal_race_joiner (gpointer data)
+{
+  SealRace *r = data;
+
+  for (guint i = 0; i < SEAL_RACE_JOINS; i++) {
+    gboolean created;
+    EvdCoalesceEntry *e = evd_coalesce_join (r->c, "k", 1, &r->deadlines[i], r->deadlines[i],
+                                             0, seal_test_init, NULL, NULL, &created);
+
+    if (created) {          /* sealed: an entry of its own, which it leaves at once */
+      g_assert_cmpint (evd_coalesce_leave (e, &r->deadlines[i]), ==, EVD_COALESCE_LAST);
+      evd_coalesce_entry_unref (e);
+      evd_coalesce_entry_unref (e);
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+static void
+test_coalesce_seal_against_joiners (void)
+{
+  g_autofree SealRace *r = g_new0 (SealRace, 1);
+  guint contested = 0;
+
+  r->c = evd_coalesce_new ();
+  for (guint i = 0; i < SEAL_RACE_JOINS; i++)
+    r->deadlines[i] = i + 1;
+  for (guint round = 0; round < 200; round++) {
+    gint64 owner = 0, deadline;
+    gboolean created;
+    EvdCoalesceEntry *e = evd_coalesce_join (r->c, "k", 1, &owner, owner, 0, seal_test_init,
+                                             NULL, NULL, &created);
+    GThread *joiner = g_thread_new ("joiner", seal_race_joiner, r);
+
+    g_assert_true (created);
+    while (evd_coalesce_entry_deadline (e) == 0)  /* the joiner is at it */
+      g_thread_yield ();
+    do {
+      deadline = evd_coalesce_entry_deadline (e);
+      contested++;
+    } while (!evd_coalesce_seal (e, deadline));
+    contested--;
+    g_thread_join (joiner);
+    g_assert_true (evd_coalesce_close (e));
+    for (guint i = 0; i < evd_coalesce_entry_n_waiters (e); i++) {
+      g_assert_cmpint (*(gint64 *) evd_coalesce_entry_waiter (e, i), <=, deadline);
+      evd_coalesce_entry_unref (e);  /* the waiter's */
+    }
+    evd_coalesce_entry_unref (e);    /* the work's */
+    g_assert_cmpuint (evd_coalesce_size (r->c), ==, 0);
+  }
+  g_test_message ("seals that met a later joiner: %u", contested);
+  evd_coalesce_free (r->c);
+}
+
 /* A caller who joins after the one that made the shared call left is marked coalesced: the
  * flight compared callers with the creator's address, and a joiner given the memory the
  * creator's state had (freed when it left) passed for the creator, unmarked. */
@@ -990,6 +1058,7 @@ main (int argc, char **argv)
   g_test_add_func ("/xreq/coalesce/joiner-as-the-flight-fails",
                    test_coalesce_joiner_as_the_flight_fails);
   g_test_add_func ("/xreq/coalesce/seal", test_coalesce_seal);
+  g_test_add_func ("/xreq/coalesce/seal-against-joiners", test_coalesce_seal_against_joiners);
   g_test_add_func ("/xreq/coalesce/joiner-after-creator-left-is-marked",
                    test_coalesce_joiner_after_creator_left_is_marked);
   g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
