@@ -423,6 +423,17 @@ test_coalesce_callers_leave_one_by_one (void)
   fixture_close (&fx);
 }
 
+/* A caller who joined a flight with a later deadline had its rows from the attempt made for
+ * it once the first one ran out of the first caller's time. */
+static void
+assert_joiner_went_on (Fixture *fx, const Caller *b)
+{
+  g_assert_cmpint (b->kind, ==, EVD_ERROR_KIND_NONE);
+  g_assert_nonnull (b->rows);
+  g_assert_cmpuint (b->marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpint (fx->counted->starts, ==, 2);
+}
+
 /* A caller who joins a shared call with a later deadline than the first caller's keeps its
  * own deadline: the first caller leaves (its request ended), the backend's attempt, which
  * took the first caller's deadline at its start, runs out of it, and the shared call goes on
@@ -443,11 +454,7 @@ test_coalesce_joiner_keeps_its_later_deadline (void)
   evd_backend_call_cancel (a.call);
   g_assert_true (a.done);
   g_assert_true (run_until_done (&fx, all + 1, 1, 4000));
-  g_assert_cmpint (b.kind, ==, EVD_ERROR_KIND_NONE);
-  g_assert_nonnull (b.rows);
-  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
-  /* The attempt that ran out of the first caller's time, and the one for the second. */
-  g_assert_cmpint (fx.counted->starts, ==, 2);
+  assert_joiner_went_on (&fx, &b);
   for (guint i = 0; i < G_N_ELEMENTS (all); i++)
     caller_clear (all[i]);
   fixture_close (&fx);
@@ -479,21 +486,30 @@ test_coalesce_alone_times_out_at_its_deadline (void)
  * the join, as that loop may. */
 typedef struct {
   Fixture *fx;
-  Caller *first;
+  EvdXreqHookPoint at;      /* acts there, the first time only */
+  Caller *caller;           /* the caller it waits for or starts */
   gboolean ran;
-} RunOutHook;
+} Hook;
+
+static gboolean
+hook_acts (Hook *h, EvdXreqHookPoint at)
+{
+  if (at != h->at || h->ran)
+    return FALSE;
+  h->ran = TRUE;
+  return TRUE;
+}
 
 static void
 run_out_on_join (EvdXreqHookPoint at, gpointer data)
 {
-  RunOutHook *h = data;
+  Hook *h = data;
   gint64 until = g_get_monotonic_time () + 2000 * MS;
 
-  if (at != EVD_XREQ_HOOK_JOINED || h->ran)
+  if (!hook_acts (h, at))
     return;
-  h->ran = TRUE;
   /* The attempt's TIMEOUT is due: until the flight answered it or went on without it. */
-  while (!h->first->done && h->fx->counted->starts < 2 && g_get_monotonic_time () < until) {
+  while (!h->caller->done && h->fx->counted->starts < 2 && g_get_monotonic_time () < until) {
     event_base_loop (evd_loop_base (h->fx->loop), EVLOOP_NONBLOCK);
     evd_loop_run_pending (h->fx->loop);
   }
@@ -505,7 +521,7 @@ test_coalesce_joiner_as_the_flight_runs_out (void)
   Fixture fx;
   Caller a, b;
   Caller *all[] = { &a, &b };
-  RunOutHook hook = { &fx, &a, FALSE };
+  Hook hook = { &fx, EVD_XREQ_HOOK_JOINED, &a, FALSE };
 
   fixture_open_class (&fx, &timed_class, "delay_ms = 150\ncoalesce = true\n", FALSE);
   caller_start (&fx, &a, 7, 20);
@@ -515,11 +531,7 @@ test_coalesce_joiner_as_the_flight_runs_out (void)
   caller_start (&fx, &b, 7, 5000);
   g_assert_true (hook.ran);
   g_assert_true (run_until_done (&fx, all, 2, 4000));
-  g_assert_cmpint (b.kind, ==, EVD_ERROR_KIND_NONE);
-  g_assert_nonnull (b.rows);
-  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
-  /* The attempt that ran out of the first caller's time, and the one for the joiner. */
-  g_assert_cmpint (fx.counted->starts, ==, 2);
+  assert_joiner_went_on (&fx, &b);
   for (guint i = 0; i < G_N_ELEMENTS (all); i++)
     caller_clear (all[i]);
   fixture_close (&fx);
@@ -530,21 +542,13 @@ test_coalesce_joiner_as_the_flight_runs_out (void)
  * who joins as it does is retried for. It got the failure: the decision was made from the
  * deadline before the join and the answer went to every caller in the entry, the joiner
  * included. The hook joins right after the decision, as another loop may. */
-typedef struct {
-  Fixture *fx;
-  Caller *joiner;
-  gboolean ran;
-} JoinHook;
-
 static void
 join_on_failing (EvdXreqHookPoint at, gpointer data)
 {
-  JoinHook *h = data;
+  Hook *h = data;
 
-  if (at != EVD_XREQ_HOOK_FAILING || h->ran)
-    return;
-  h->ran = TRUE;
-  caller_start (h->fx, h->joiner, 7, 5000);
+  if (hook_acts (h, at))
+    caller_start (h->fx, h->caller, 7, 5000);
 }
 
 static void
@@ -553,7 +557,7 @@ test_coalesce_joiner_as_the_flight_fails (void)
   Fixture fx;
   Caller a, b;
   Caller *all[] = { &a, &b };
-  JoinHook hook = { &fx, &b, FALSE };
+  Hook hook = { &fx, EVD_XREQ_HOOK_FAILING, &b, FALSE };
 
   fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\nfail_first = 1\nretryable = true\n"
                 "retries = 1\ncoalesce = true\n", FALSE);
