@@ -17,7 +17,8 @@ Scenarios (the fetch each runs is its `evdal-bench --call` list):
                        1, 16, 64 and 256 connections
   fanout10ms           seven 10 ms calls, at 100 and 1,000 connections
   sqlite7              the seven-lookup page for random users, 64 connections; also the bare
-                       SQLite C API doing the same statements (evdal-sqlite-bare)
+                       SQLite C API doing the same statements (evdal-sqlite-bare), and the
+                       same pages through evdal's loops and SQLite pool alone (its --handoff)
   c10k                 static7 on 64 busy connections, with and without 10,000 idle ones held
                        open; both servers are restarted for each round, so that the RSS
                        growth between the two runs is the idle connections' alone
@@ -414,7 +415,13 @@ def report(args, results, bare, commands, started, elapsed):
         lines += ['', 'The bare SQLite C API doing the same six statements for random users, one '
                   'thread per core, measured in turn with sqlite7\'s rounds (evdal, peer, bare, '
                   'evdal...; `%s`): %s pages/s, %s us of CPU per page.'
-                  % (bare['command'], cell(bare['rps']), cell(bare['cpu_us'], 1))]
+                  % (bare['command'], cell(bare['rps']), cell(bare['cpu_us'], 1)),
+                  '', 'The same pages through evdal\'s own IO loops and SQLite pool, with no '
+                  'network and no Thrift (`%s`, in the same rounds): %s pages/s, %s us of CPU '
+                  'per page, %.2fx bare\'s: the floor of any evdal that keeps SQLite off its '
+                  'loops.' % (bare['handoff_command'], cell(bare['handoff_rps']),
+                              cell(bare['handoff_cpu_us'], 1),
+                              div(med(bare['handoff_cpu_us']), med(bare['cpu_us'])))]
     errs = [(n, s, sum(x['errors'] for x in r[s])) for n, r in results.items()
             for s in ('evdal', 'peer')]
     errs = ['%s on %s: %d' % e for e in errs if e[2]]
@@ -814,6 +821,9 @@ def main():
         c10k = [sc for sc in chosen if sc.family == 'c10k']
         bare_argv = [os.path.join(args.build, 'evdal-sqlite-bare'), '--config', conf, '-d',
                      str(args.seconds)]
+        # The floor of any design that keeps SQLite off the loops: the same pages through
+        # evdal's own loops and SQLite pool, with no network and no Thrift.
+        handoff_argv = bare_argv + ['--handoff']
         bare = None
         for sc in plain:
             tune(sc.family)
@@ -823,8 +833,10 @@ def main():
             if sc.family == 'sqlite7':
                 # The bare SQLite API takes its turn in the same rounds (A B C A B C ...): this
                 # machine's speed drifts by more than the ratio's margin over minutes.
-                bare = {'command': show(bare_argv), 'rps': [], 'cpu_us': []}
-                commands.append(bare['command'])
+                bare = {'command': show(bare_argv), 'rps': [], 'cpu_us': [],
+                        'handoff_command': show(handoff_argv), 'handoff_rps': [],
+                        'handoff_cpu_us': []}
+                commands += [bare['command'], bare['handoff_command']]
             for rnd in range(args.rounds):
                 for s in servers:
                     results[sc.name][s.name].append(run_bench(args.build, s, sc, args.seconds,
@@ -833,6 +845,9 @@ def main():
                     rps, cpu_us = run_bare(bare_argv, args.seconds)
                     bare['rps'].append(rps)
                     bare['cpu_us'].append(cpu_us)
+                    rps, cpu_us = run_bare(handoff_argv, args.seconds)
+                    bare['handoff_rps'].append(rps)
+                    bare['handoff_cpu_us'].append(cpu_us)
             print('%-18s evdal %s req/s, peer %s req/s' % (
                 sc.name, fmt(med([x['rps'] for x in results[sc.name]['evdal']])),
                 fmt(med([x['rps'] for x in results[sc.name]['peer']]))), file=sys.stderr)
