@@ -492,7 +492,6 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
 {
   EvdThriftPool *pool = c->pool;
   EvdThriftUpstream *up = pool->up;
-  GList *calls = g_hash_table_get_values (c->pending);
   struct timeval tv;
   int delay_ms;
 
@@ -502,9 +501,17 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
   pool->last_error = g_strdup (why);
   g_clear_pointer (&c->bev, bufferevent_free);
   c->state = EVD_THRIFT_DOWN;
-  for (GList *l = calls; l != NULL; l = l->next)
-    evd_backend_thrift_fail (l->data, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
-  g_list_free (calls);
+  /* One at a time from the map, never from a copy of it: a completion may end its fetch,
+   * which cancels (and frees) the fetch's other calls, on this connection too. Each call
+   * failed or cancelled leaves the map; nothing joins it while the connection is down. */
+  while (g_hash_table_size (c->pending) > 0) {
+    GHashTableIter it;
+    gpointer tc;
+
+    g_hash_table_iter_init (&it, c->pending);
+    g_hash_table_iter_next (&it, NULL, &tc);
+    evd_backend_thrift_fail (tc, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
+  }
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
    * Then exponential backoff with jitter, so that many loops do not reconnect in step. */
   delay_ms = c->worked ? 0 : c->backoff_ms;

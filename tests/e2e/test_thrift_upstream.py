@@ -246,6 +246,36 @@ remote_lookup = ctx
                     hog_t.close()
                     t.close()
 
+    def test_lost_connection_with_critical_calls_in_flight(self):
+        """Two critical calls of one fetch wait on the one connection when the remote dies:
+        failing the first ends the fetch, which cancels the second while the lost
+        connection is still failing its calls. L answers LookupFailed and goes on serving
+        (it used to fail a call it had already freed)."""
+        r = self.remote().start()
+        try:
+            with h.Server(local_config(r.address, connections=1)) as l:
+                c, t = h.client(l)
+                try:
+                    wait_ok(self, c, 'r_flags')
+                    # Distinct params: identical calls would share one slot.
+                    nap = lambda ms: ttypes.LookupCall(lookup='r_nap', critical=True, params={
+                        'delay_ms': ttypes.Value(int_value=int(ms * SLOW))})
+                    c.send_fetch(h.fetch_request({'a': nap(5000), 'b': nap(5001)},
+                                                 deadline_ms=int(10000 * SLOW)))
+                    l.wait_metric('evdal_upstream_inflight{upstream="regional",'
+                                  'backend="thrift"}', 2)
+                    r.kill()
+                    r.returncode = -9
+                    with self.assertRaises(ttypes.LookupFailed):
+                        c.recv_fetch()
+                    self.assertTrue(l.alive(), l.log_tail())
+                    resp = c.fetch(h.fetch_request({'x': call('local_flags')}))
+                    self.assertIsNone(resp.results['x'].error)
+                finally:
+                    t.close()
+        finally:
+            r._cleanup()
+
     def test_remote_killed_and_restarted(self):
         r = self.remote().start()
         port = r.port
