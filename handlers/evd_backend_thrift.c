@@ -54,6 +54,9 @@
 typedef struct _EvdThriftPool EvdThriftPool;
 
 typedef struct {
+  /* The shared state's, and one per loop's pool: a pool is destroyed on its loop after the
+   * generation that made it has gone, and its events may still run until then. */
+  gatomicrefcount refs;
   char *name;               /* [upstream NAME] */
   char *host;               /* NULL for a unix socket */
   int port;
@@ -120,6 +123,7 @@ typedef struct {
 } EvdThriftCall;
 
 static void evd_backend_thrift_connect (EvdThriftConn *c);
+static void evd_backend_thrift_upstream_unref (EvdThriftUpstream *up);
 
 /* ---- Encoding a call: fetch({context, calls: {"call": LookupCall}}). ---- */
 
@@ -660,6 +664,7 @@ evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
   EvdThriftUpstream *up = owner;
   EvdThriftPool *pool = g_new0 (EvdThriftPool, 1);
 
+  g_atomic_ref_count_inc (&up->refs);
   pool->up = up;
   pool->loop = loop;
   g_queue_init (&pool->waiting);
@@ -707,22 +712,32 @@ evd_backend_thrift_pool_free (gpointer data)
   g_object_unref (pool->transport);
   g_free (pool->last_error);
   g_free (pool->conns);
+  evd_backend_thrift_upstream_unref (pool->up);
   g_free (pool);
 }
 
 /* ---- [upstream NAME] ---- */
 
 static void
-evd_backend_thrift_upstream_free (gpointer data)
+evd_backend_thrift_upstream_unref (EvdThriftUpstream *up)
 {
-  EvdThriftUpstream *up = data;
-
-  evd_loop_local_free (up->pools);
+  if (!g_atomic_ref_count_dec (&up->refs))
+    return;
   g_ptr_array_unref (up->remote_lookups);
   g_free (up->name);
   g_free (up->host);
   g_free (up->unix_path);
   g_free (up);
+}
+
+/* The config is gone: each loop's pool goes on its loop, later, and the last one frees `up`. */
+static void
+evd_backend_thrift_upstream_free (gpointer data)
+{
+  EvdThriftUpstream *up = data;
+
+  g_clear_pointer (&up->pools, evd_loop_local_free);
+  evd_backend_thrift_upstream_unref (up);
 }
 
 /* "host:port", "[v6]:port" or a unix socket path; FALSE with a message. */
@@ -767,6 +782,7 @@ evd_backend_thrift_open_upstream (EvdThriftShared *sh, EvdConfig *cfg, const cha
   g_autofree char *why = NULL;
   EvdThriftUpstream *up = g_new0 (EvdThriftUpstream, 1);
 
+  g_atomic_ref_count_init (&up->refs);
   up->name = g_strdup (group + strlen ("upstream "));
   up->connections = (int) evd_config_int (cfg, group, "connections", 2, 1, 64);
   up->max_frame = (gint32) evd_config_int (cfg, group, "max_frame_bytes",

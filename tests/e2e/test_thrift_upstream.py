@@ -52,7 +52,7 @@ mode = fail
 """
 
 
-def local_config(address, protocol='binary', connections=2, extra=''):
+def local_config(address, protocol='binary', connections=2, extra='', **server):
     return h.config(lookups="""\
 [upstream regional]
 backend = thrift
@@ -96,7 +96,7 @@ retries = 1
 backend = static
 columns = x
 row.1 = 1
-""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0')
+""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0', **server)
 
 
 def call(lookup, **params):
