@@ -99,7 +99,7 @@ typedef struct {
   gint32 next_seqid;
   struct event *timer;      /* reconnect, or the connect timeout */
   int backoff_ms;
-  gboolean worked;          /* it was up since the last failure */
+  gboolean worked;          /* a reply came on it since the last failure */
 } EvdThriftConn;
 
 struct _EvdThriftPool {
@@ -517,7 +517,8 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
     evd_backend_thrift_fail (tc, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
   }
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
-   * Then exponential backoff with jitter, so that many loops do not reconnect in step. */
+   * Then exponential backoff with jitter, so that many loops do not reconnect in step. Being
+   * connected is not working: a remote at its max_connections accepts and closes at once. */
   delay_ms = c->worked ? 0 : c->backoff_ms;
   c->backoff_ms = c->worked ? EVD_THRIFT_BACKOFF_MIN_MS
                             : MIN (c->backoff_ms * 2, EVD_THRIFT_BACKOFF_MAX_MS);
@@ -566,6 +567,7 @@ evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
     }
     if (c->bev == NULL)
       return;
+    c->worked = TRUE;
     evbuffer_drain (in, (gsize) frame_len + 4);
   }
 }
@@ -587,7 +589,6 @@ evd_backend_thrift_on_event (struct bufferevent *bev, short what, void *arg)
   if (what & BEV_EVENT_CONNECTED) {
     evtimer_del (c->timer);
     c->state = EVD_THRIFT_UP;
-    c->worked = TRUE;
     g_atomic_int_inc (&up->conns_up);
     if (g_atomic_int_compare_and_exchange (&up->checked, 0, 1)) {
       g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);

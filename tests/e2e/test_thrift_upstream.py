@@ -276,6 +276,22 @@ remote_lookup = ctx
         finally:
             r._cleanup()
 
+    def test_refused_connections_back_off(self):
+        """A remote at its max_connections accepts and closes at once. Such a connection never
+        carried a reply, so L backs off (from 100 ms, doubling to 2 s) instead of reconnecting
+        at once, as after a connection that worked: it used to reconnect in a busy loop."""
+        with self.remote(max_connections=1) as r:
+            with h.Server(local_config(r.address, connections=2)) as l:
+                name = 'evdal_upstream_reconnects_total{upstream="regional",backend="thrift"}'
+                l.wait_metric(name, lambda v: v >= 1)  # the refusals have begun
+                n0, t0 = l.metric(name), time.monotonic()
+                time.sleep(1.0)
+                n1, took = l.metric(name), time.monotonic() - t0
+                # 3 of the 2 loops x 2 connections are refused; with the backoff each
+                # reconnects a few times in a second (delays of 50-100, 100-200, ... ms).
+                self.assertLess(n1 - n0, 20 * took, (n0, n1, took))
+                self.assertGreater(r.metric('evdal_connections_refused_total'), 0)
+
     def test_remote_killed_and_restarted(self):
         r = self.remote().start()
         port = r.port
