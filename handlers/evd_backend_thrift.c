@@ -48,6 +48,8 @@
 #define EVD_THRIFT_BACKOFF_MAX_MS 2000
 /* Connecting must not take longer than this (libevent has no connect timeout of its own). */
 #define EVD_THRIFT_CONNECT_TIMEOUT_MS 2000
+/* A reply's message header (version, name, seqid) is read in this many bytes or not at all. */
+#define EVD_THRIFT_HEADER_MAX 256
 /* The seqid of the one lookups() call made to check remote_lookup names. */
 #define EVD_THRIFT_SEQID_LOOKUPS (-1)
 
@@ -536,6 +538,28 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
                              up->name, why);
 }
 
+/* A reply over max_frame_bytes cannot be read, nor anything after it: its connection breaks.
+ * The call it answers, when its message header has come, fails for good, as a reply that does
+ * not parse: asked again, the remote would send it again and break the connection again, with
+ * every other call on it (those fail as for any lost connection). */
+static void
+evd_backend_thrift_fail_too_long (EvdThriftConn *c, struct evbuffer *in, gint32 frame_len)
+{
+  EvdThriftUpstream *up = c->pool->up;
+  gsize have = MIN (evbuffer_get_length (in), 4 + EVD_THRIFT_HEADER_MAX);
+  EvdWireScanner s;
+  EvdThriftCall *tc;
+
+  evd_wire_scanner_init (&s, up->proto, (gsize) frame_len, EVD_WIRE_MAX_DEPTH);
+  if (evd_wire_scanner_header (&s, evbuffer_pullup (in, (ev_ssize_t) have) + 4,
+                               have - 4) != EVD_WIRE_OK)
+    return;
+  tc = g_hash_table_lookup (c->pending, GINT_TO_POINTER (s.seqid));
+  if (tc != NULL)
+    evd_backend_thrift_fail (tc, 0, "upstream %s: a reply of %d bytes is over "
+                             "max_frame_bytes (%d)", up->name, frame_len, up->max_frame);
+}
+
 static void
 evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
 {
@@ -555,6 +579,9 @@ evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
     st = evd_wire_frame_length (head, 4, c->pool->up->max_frame, &frame_len, &reason);
     if (st != EVD_WIRE_OK) {
       g_autofree char *why = g_strdup_printf ("bad reply frame (%s)", reason);
+
+      if (frame_len > c->pool->up->max_frame)
+        evd_backend_thrift_fail_too_long (c, in, frame_len);
       evd_backend_thrift_broken (c, why);
       return;
     }

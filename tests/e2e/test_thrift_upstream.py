@@ -292,6 +292,43 @@ remote_lookup = ctx
                 self.assertLess(n1 - n0, 20 * took, (n0, n1, took))
                 self.assertGreater(r.metric('evdal_connections_refused_total'), 0)
 
+    def test_reply_over_max_frame_bytes_is_not_retried(self):
+        """A reply longer than the upstream's max_frame_bytes breaks its connection (nothing
+        after it can be read), and fails its call with BACKEND that is not retryable: asked
+        again, the remote would send the same reply and break the connection again, with
+        every other call on it. The other calls of the connection may be retried."""
+        with self.remote() as r:
+            with h.Server(local_config(r.address, extra="""
+[upstream small]
+backend = thrift
+address = %s
+connections = 1
+max_frame_bytes = 4096
+
+[lookup s_kinds]
+upstream = small
+remote_lookup = kinds
+params = word
+retries = 2
+""" % r.address)) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='short')}))
+                    self.assertIsNone(resp.results['k'].error)
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='x' * 8000)},
+                                                   trace=True))
+                    err = resp.results['k'].error
+                    self.assertEqual(err.kind, ttypes.ErrorKind.BACKEND)
+                    self.assertIn('max_frame_bytes', err.message)
+                    marks = resp.results['k'].span.marks or []
+                    self.assertEqual([m for m in marks if m.startswith('retried')], [], marks)
+                    # The connection is made again: the next call is served.
+                    wait_ok(self, c, 'r_flags')
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='short')}))
+                    self.assertIsNone(resp.results['k'].error)
+                finally:
+                    t.close()
+
     def test_remote_killed_and_restarted(self):
         r = self.remote().start()
         port = r.port
