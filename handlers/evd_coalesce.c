@@ -52,6 +52,7 @@ struct _EvdCoalesceEntry {
   GMutex own_lock;          /* a private entry's */
   GMutex *lock;             /* the table's, or own_lock */
   gboolean closed;
+  gint64 deadline_us;       /* raised under the lock; read atomically without it */
   gpointer *waiters;        /* `inline_waiters` until it outgrows them */
   guint n_waiters, size;
   gpointer inline_waiters[EVD_COALESCE_INLINE_WAITERS];
@@ -211,8 +212,10 @@ evd_coalesce_entry_unref (EvdCoalesceEntry *e)
 
 /* Under the lock. */
 static void
-evd_coalesce_add_waiter (EvdCoalesceEntry *e, gpointer waiter)
+evd_coalesce_add_waiter (EvdCoalesceEntry *e, gpointer waiter, gint64 deadline_us)
 {
+  if (deadline_us > e->deadline_us)
+    __atomic_store_n (&e->deadline_us, deadline_us, __ATOMIC_RELAXED);
   if (e->n_waiters == e->size) {
     e->size *= 2;
     if (e->waiters == e->inline_waiters)
@@ -250,8 +253,9 @@ evd_coalesce_entry_new (EvdCoalesceShard *c, const EvdCoalesceKey *key, gsize da
 
 EvdCoalesceEntry *
 evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len, gpointer waiter,
-                   gsize data_size, void (*init) (gpointer data, gpointer init_data),
-                   gpointer init_data, GDestroyNotify destroy, gboolean *created)
+                   gint64 deadline_us, gsize data_size,
+                   void (*init) (gpointer data, gpointer init_data), gpointer init_data,
+                   GDestroyNotify destroy, gboolean *created)
 {
   EvdCoalesceKey probe = { key, key_len, c != NULL ? evd_coalesce_hash (c->seed, key, key_len)
                                                      : 0 };
@@ -265,6 +269,7 @@ evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len, gpointer wait
   *created = e == NULL;
   if (e == NULL) {
     e = evd_coalesce_entry_new (shard, &probe, data_size);
+    e->deadline_us = G_MININT64;
     init (e->data, init_data);
     e->destroy = destroy;
     if (shard != NULL) {
@@ -276,18 +281,17 @@ evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len, gpointer wait
       shard->size++;
     }
   }
-  evd_coalesce_add_waiter (e, waiter);
+  evd_coalesce_add_waiter (e, waiter, deadline_us);
   evd_coalesce_entry_ref (e);
   if (shard != NULL)
     g_mutex_unlock (&shard->lock);
   return e;
 }
 
-/* Under the lock. */
+/* Under the lock: no one joins it any more. */
 static void
-evd_coalesce_close_locked (EvdCoalesceEntry *e)
+evd_coalesce_unlink (EvdCoalesceEntry *e)
 {
-  e->closed = TRUE;
   if (e->in_table) {
     EvdCoalesceEntry **at = evd_coalesce_bucket (e->table, e->key.hash);
 
@@ -297,6 +301,14 @@ evd_coalesce_close_locked (EvdCoalesceEntry *e)
     e->in_table = FALSE;
     e->table->size--;
   }
+}
+
+/* Under the lock. */
+static void
+evd_coalesce_close_locked (EvdCoalesceEntry *e)
+{
+  e->closed = TRUE;
+  evd_coalesce_unlink (e);
 }
 
 EvdCoalesceLeave
@@ -332,6 +344,25 @@ evd_coalesce_close (EvdCoalesceEntry *e)
     evd_coalesce_close_locked (e);
   g_mutex_unlock (e->lock);
   return closed_now;
+}
+
+gboolean
+evd_coalesce_seal (EvdCoalesceEntry *e, gint64 deadline_us)
+{
+  gboolean sealed;
+
+  g_mutex_lock (e->lock);
+  sealed = e->closed || e->deadline_us <= deadline_us;
+  if (sealed)
+    evd_coalesce_unlink (e);
+  g_mutex_unlock (e->lock);
+  return sealed;
+}
+
+gint64
+evd_coalesce_entry_deadline (EvdCoalesceEntry *e)
+{
+  return __atomic_load_n (&e->deadline_us, __ATOMIC_RELAXED);
 }
 
 guint

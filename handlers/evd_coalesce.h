@@ -10,6 +10,13 @@
  * (EVD_COALESCE_CLOSED): its answer is on its way. Once closed, the list of waiters never
  * changes again, so whoever closed it reads it without the lock.
  *
+ * Each waiter joins with its deadline, and the entry keeps the latest (of every waiter that
+ * joined): the work may run that long. A decision made from it outside the lock (answer with
+ * a failure: no time is left for a retry, the work ran out of the time it had) is confirmed
+ * with evd_coalesce_seal, under the lock: a caller who joined meanwhile with a later deadline
+ * makes the owner decide again, and once sealed no one joins any more, so the decision holds
+ * for every waiter it answers.
+ *
  * One EvdCoalesce per lookup, in 16 shards by key hash, each under its own lock, held for a
  * chain walk and a link or unlink: never one lock for the process. An entry is one block (its
  * key, its data and room for a few waiters inline), reused from a stock of the thread's, and
@@ -40,10 +47,11 @@ void evd_coalesce_free (EvdCoalesce *c);
 /* Joins the open entry for `key` as `waiter`, or makes one (*created TRUE) with `data_size`
  * bytes of data (zeroed) that `init (data, init_data)` fills, under the lock, so that no
  * joiner can see the entry without it; `destroy (data)` runs (any thread) when the entry's
- * last reference goes. Returns the entry with a reference for the waiter. `c` NULL: a
- * private entry. */
+ * last reference goes. The entry's deadline is raised to `deadline_us` in the same step, so
+ * that no one sees the waiter without it. Returns the entry with a reference for the waiter.
+ * `c` NULL: a private entry. */
 EvdCoalesceEntry *evd_coalesce_join (EvdCoalesce *c, const void *key, gsize key_len,
-                                     gpointer waiter, gsize data_size,
+                                     gpointer waiter, gint64 deadline_us, gsize data_size,
                                      void (*init) (gpointer data, gpointer init_data),
                                      gpointer init_data, GDestroyNotify destroy,
                                      gboolean *created);
@@ -51,6 +59,12 @@ EvdCoalesceLeave evd_coalesce_leave (EvdCoalesceEntry *e, gpointer waiter);
 /* The work is done: closes the entry; FALSE when the last waiter had closed it already.
  * The waiters are then evd_coalesce_entry_waiter (e, 0 .. n - 1), fixed from now on. */
 gboolean evd_coalesce_close (EvdCoalesceEntry *e);
+/* Closes the entry to new callers, unless a waiter whose deadline is later than `deadline_us`
+ * (the one a decision was made from) joined it: FALSE, decide again. Its waiters may still
+ * leave, and the work's owner still closes it. TRUE when it was closed already. */
+gboolean evd_coalesce_seal (EvdCoalesceEntry *e, gint64 deadline_us);
+/* The latest deadline of the waiters that joined (those who left too). Any thread. */
+gint64 evd_coalesce_entry_deadline (EvdCoalesceEntry *e);
 guint evd_coalesce_entry_n_waiters (EvdCoalesceEntry *e);
 gpointer evd_coalesce_entry_waiter (EvdCoalesceEntry *e, guint i);
 gpointer evd_coalesce_entry_data (EvdCoalesceEntry *e);

@@ -43,6 +43,8 @@ struct _EvdXreq {
   EvdHedge *hedge;          /* NULL: no hedging */
   gint64 (*now) (gpointer data);
   gpointer now_data;
+  void (*hook) (EvdXreqHookPoint at, gpointer data);  /* tests' (evd_xreq_set_hook) */
+  gpointer hook_data;
   EvdXreqStats stats;       /* atomics */
 };
 
@@ -72,13 +74,13 @@ typedef struct {
   gboolean timed_out;       /* ... because every caller's time ran out */
 } EvdXreqAttempt;
 
-/* The shared execution; the entry's data, freed with the entry. Everything below `deadline_us`
- * is the flight loop's alone. */
+/* The shared execution; the entry's data, freed with the entry. Everything below `loop` is the
+ * flight loop's alone. Its deadline, the latest of its callers', is the entry's
+ * (evd_coalesce_entry_deadline): a caller raises it as it joins, under the table's lock. */
 struct _EvdXreqFlight {
   EvdXreq *x;
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
   EvdLoop *loop;
-  gint64 deadline_us;       /* atomic: the latest deadline of the callers that joined */
   EvdBackendCall *tmpl;     /* holds the creator's request: attempts are made from it */
   EvdBackendCall *from;     /* the creator's call, valid during evd_xreq_flight_begin only */
   EvdRows *stale;           /* expired rows for stale-if-error, or NULL */
@@ -429,6 +431,20 @@ evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data)
   x->now_data = data;
 }
 
+void
+evd_xreq_set_hook (EvdXreq *x, void (*hook) (EvdXreqHookPoint at, gpointer data), gpointer data)
+{
+  x->hook = hook;
+  x->hook_data = data;
+}
+
+static void
+evd_xreq_hook (EvdXreq *x, EvdXreqHookPoint at)
+{
+  if (G_UNLIKELY (x->hook != NULL))
+    x->hook (at, x->hook_data);
+}
+
 /* ---- Keys. ---- */
 
 static int
@@ -579,7 +595,6 @@ evd_xreq_flight_init (gpointer data, gpointer init_data)
    * before anyone can join. */
   m->creator->created = TRUE;
   f->loop = m->loop;
-  f->deadline_us = m->creator->deadline_us;
 }
 
 /* The entry's last reference: any thread. What needs the loop went when it drained. */
@@ -592,22 +607,11 @@ evd_xreq_flight_destroy (gpointer data)
   g_free (f->error_message);
 }
 
-/* A caller with a later deadline joined: the shared call may run that long. */
-static void
-evd_xreq_flight_extend (EvdXreqFlight *f, gint64 deadline_us)
-{
-  gint64 d = __atomic_load_n (&f->deadline_us, __ATOMIC_RELAXED);
-
-  while (d < deadline_us &&
-         !__atomic_compare_exchange_n (&f->deadline_us, &d, deadline_us, TRUE,
-                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-    ;
-}
-
+/* Read without the lock: what is decided from it is sealed (evd_xreq_flight_after_failure). */
 static gint64
 evd_xreq_flight_deadline (EvdXreqFlight *f)
 {
-  return __atomic_load_n (&f->deadline_us, __ATOMIC_RELAXED);
+  return evd_coalesce_entry_deadline (f->entry);
 }
 
 static void
@@ -704,7 +708,8 @@ evd_xreq_outcome (const EvdXreqAttempt *a, EvdRows *rows, EvdErrorKind kind, gui
   }
 }
 
-static void evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now);
+static void evd_xreq_flight_after_failure (EvdXreqFlight *f, const EvdXreqAttempt *a,
+                                           EvdBackendCall *call, gint64 now);
 static void evd_xreq_flight_arm_hedge (EvdXreqFlight *f, gint64 now);
 static gboolean evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now);
 
@@ -713,13 +718,13 @@ static gboolean evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint6
  * it once, at start (SQLite, HTTP, Redis), so a caller who joined later with a later deadline
  * would get the first caller's TIMEOUT at the first caller's deadline. */
 static gboolean
-evd_xreq_attempt_ran_out_early (EvdXreqFlight *f, const EvdXreqAttempt *a, EvdBackendCall *call,
-                                EvdErrorKind kind)
+evd_xreq_attempt_ran_out_early (const EvdXreqAttempt *a, EvdBackendCall *call, EvdErrorKind kind,
+                                gint64 flight_deadline)
 {
   gint64 deadline = evd_backend_call_deadline_us (call);
 
   return kind == EVD_ERROR_KIND_TIMEOUT && !a->stopped &&
-         g_get_monotonic_time () >= deadline && deadline < evd_xreq_flight_deadline (f);
+         g_get_monotonic_time () >= deadline && deadline < flight_deadline;
 }
 
 /* The shared call goes on for the callers with more time (README: "each caller keeps its own
@@ -780,10 +785,8 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
     f->error_message = g_strdup (message);
     f->error_flags = flags;
     f->retry_after_us = evd_backend_call_retry_after_us (call);
-    if (f->running == 0 && evd_xreq_attempt_ran_out_early (f, a, call, kind))
-      evd_xreq_flight_go_on (f, call, now);
-    else if (f->running == 0)
-      evd_xreq_flight_after_failure (f, now);  /* else the other attempt may still answer */
+    if (f->running == 0)
+      evd_xreq_flight_after_failure (f, a, call, now);  /* else the other may still answer */
   }
   evd_backend_call_unref (call);
   memset (a, 0, sizeof *a);  /* its slot is free */
@@ -883,20 +886,35 @@ evd_xreq_flight_on_retry (evutil_socket_t fd, short what, void *arg)
   evd_coalesce_entry_unref (hold);
 }
 
-/* Every attempt failed: retry after a backoff when the error allows it, the lookup asks for
- * it, the deadline leaves time for it and the budget has room; else answer. */
+/* Every attempt failed (the last was `a`, with `call`). From the flight's deadline: go on for
+ * the callers with more time when the attempt only ran out of its own; retry after a backoff
+ * when the error allows it, the lookup asks for it, the deadline leaves time for it and the
+ * budget has room; else answer every caller with the failure. A caller may join from its
+ * own loop at any moment with a later deadline, which this decision did not see: the entry
+ * is sealed with the deadline decided from, and when someone joined with a later one the
+ * decision is made again. (Decided and answered without it, the joiner had the first
+ * caller's TIMEOUT before its own deadline, or a failure a retry in its time might cure.) */
 static void
-evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
+evd_xreq_flight_after_failure (EvdXreqFlight *f, const EvdXreqAttempt *a, EvdBackendCall *call,
+                               gint64 now)
 {
   EvdXreq *x = f->x;
+  gboolean may_retry = (f->error_flags & EVD_BACKEND_FAIL_RETRYABLE) &&
+                       f->retries < (guint) x->config.retries;
+  /* An upstream that said when to come back (Retry-After) is not asked sooner; one that said
+   * later than the deadline is not asked again. */
+  gint64 backoff = may_retry ? MAX (evd_retry_backoff_us (f->retries + 1, g_random_int ()),
+                                    f->retry_after_us) : 0;
+  gint64 deadline;
 
-  if ((f->error_flags & EVD_BACKEND_FAIL_RETRYABLE) && f->retries < (guint) x->config.retries) {
-    /* An upstream that said when to come back (Retry-After) is not asked sooner; one that
-     * said later than the deadline is not asked again. */
-    gint64 backoff = MAX (evd_retry_backoff_us (f->retries + 1, g_random_int ()),
-                          f->retry_after_us);
-
-    if (now + backoff < evd_xreq_flight_deadline (f)) {
+  do {
+    deadline = evd_xreq_flight_deadline (f);
+    if (evd_xreq_attempt_ran_out_early (a, call, f->error_kind, deadline)) {
+      evd_xreq_flight_go_on (f, call, now);
+      return;
+    }
+    if (may_retry && now + backoff < deadline) {
+      may_retry = FALSE;  /* the budget is asked once */
       if (evd_retry_budget_withdraw (x->section->budget, now)) {
         struct timeval tv = { backoff / G_USEC_PER_SEC, backoff % G_USEC_PER_SEC };
 
@@ -907,7 +925,8 @@ evd_xreq_flight_after_failure (EvdXreqFlight *f, gint64 now)
       }
       EVD_XREQ_COUNT (x, budget_denials);
     }
-  }
+    evd_xreq_hook (x, EVD_XREQ_HOOK_FAILING);
+  } while (!evd_coalesce_seal (f->entry, deadline));
   if (f->error_kind == EVD_ERROR_KIND_NONE || f->error_message == NULL) {
     f->error_kind = EVD_ERROR_KIND_BACKEND;
     g_free (f->error_message);
@@ -1107,16 +1126,19 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
   *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer) };
   *evd_backend_call_data (outer) = w;
   make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
-  w->entry = evd_coalesce_join (x->coalesce, key.data, key.len, w, sizeof (EvdXreqFlight),
-                                evd_xreq_flight_init, &make, evd_xreq_flight_destroy,
-                                &created);
+  /* The caller's deadline goes in with it, in one step: a flight deciding whether its time is
+   * up sees either both or neither (evd_xreq_flight_after_failure). */
+  w->entry = evd_coalesce_join (x->coalesce, key.data, key.len, w, w->deadline_us,
+                                sizeof (EvdXreqFlight), evd_xreq_flight_init, &make,
+                                evd_xreq_flight_destroy, &created);
   evd_xreq_key_clear (&key);
   w->flight = evd_coalesce_entry_data (w->entry);
+  if (!created)
+    evd_xreq_hook (x, EVD_XREQ_HOOK_JOINED);
   if (stale != NULL)
     evd_xreq_waiter_arm_stale (w, stale);
   if (!created) {
     EVD_XREQ_COUNT (x, coalesced);
-    evd_xreq_flight_extend (w->flight, w->deadline_us);
     return;
   }
   w->flight->stale = g_steal_pointer (&stale);

@@ -88,6 +88,15 @@ EvdCache *evd_xreq_cache (EvdXreq *x);
 EvdBreaker *evd_xreq_breaker (EvdXreq *x);
 /* For tests: the monotonic clock that TTLs, breakers, budgets and p95 read. */
 void evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data);
+/* For tests: points where another loop may act at any moment (complete the flight, join
+ * it), so that a test acts there deterministically, on the loop of the point. */
+typedef enum {
+  EVD_XREQ_HOOK_JOINED,     /* a caller just joined a flight (its own loop) */
+  EVD_XREQ_HOOK_FAILING,    /* a flight decided to answer with its failure: neither a retry
+                             * nor going on for a caller with more time (the flight's loop) */
+} EvdXreqHookPoint;
+void evd_xreq_set_hook (EvdXreq *x, void (*hook) (EvdXreqHookPoint at, gpointer data),
+                        gpointer data);
 /* The per-lookup families (coalesced, cache, hedges, retries, budget denials) of these
  * lookups ("lookup" label = `names[i]`). Any thread. */
 void evd_xreq_collect (EvdXreq *const *xs, const char *const *names, guint n, GString *out);

@@ -1,14 +1,16 @@
 /* test_xreq: handlers/evd_xreq.c driven on a loop with the fault and delay backends (behind a
  * wrapper that counts their starts and cancels) and, where time decides (TTL, stale window,
  * breaker, budget), a clock of the test's own: callers leaving a shared call one by one (the
- * backend is cancelled only when the last leaves), TTL, stale-if-error, one hedge and the
- * loser cancelled, the budget under a failing backend, the breaker's transitions. The engine
+ * backend is cancelled only when the last leaves), callers joining one just as it answers
+ * (a hook of evd_xreq's acts where another loop could), TTL, stale-if-error, one hedge and
+ * the loser cancelled, the budget under a failing backend, the breaker's transitions. The engine
  * is not involved: callers are calls made with evd_backend_call_new, as the engine's are. */
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <glib/gstdio.h>
 #include <string.h>
 
+#include "evd_coalesce.h"
 #include "evd_xreq.h"
 
 #define MS 1000
@@ -421,6 +423,17 @@ test_coalesce_callers_leave_one_by_one (void)
   fixture_close (&fx);
 }
 
+/* A caller who joined a flight with a later deadline had its rows from the attempt made for
+ * it once the first one ran out of the first caller's time. */
+static void
+assert_joiner_went_on (Fixture *fx, const Caller *b)
+{
+  g_assert_cmpint (b->kind, ==, EVD_ERROR_KIND_NONE);
+  g_assert_nonnull (b->rows);
+  g_assert_cmpuint (b->marks, ==, EVD_MARK_COALESCED);
+  g_assert_cmpint (fx->counted->starts, ==, 2);
+}
+
 /* A caller who joins a shared call with a later deadline than the first caller's keeps its
  * own deadline: the first caller leaves (its request ended), the backend's attempt, which
  * took the first caller's deadline at its start, runs out of it, and the shared call goes on
@@ -441,11 +454,7 @@ test_coalesce_joiner_keeps_its_later_deadline (void)
   evd_backend_call_cancel (a.call);
   g_assert_true (a.done);
   g_assert_true (run_until_done (&fx, all + 1, 1, 4000));
-  g_assert_cmpint (b.kind, ==, EVD_ERROR_KIND_NONE);
-  g_assert_nonnull (b.rows);
-  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED);
-  /* The attempt that ran out of the first caller's time, and the one for the second. */
-  g_assert_cmpint (fx.counted->starts, ==, 2);
+  assert_joiner_went_on (&fx, &b);
   for (guint i = 0; i < G_N_ELEMENTS (all); i++)
     caller_clear (all[i]);
   fixture_close (&fx);
@@ -467,6 +476,219 @@ test_coalesce_alone_times_out_at_its_deadline (void)
   g_assert_cmpint (fx.counted->starts, ==, 1);
   caller_clear (&a);
   fixture_close (&fx);
+}
+
+/* A caller who joins a flight as its attempt runs out of the flight's (earlier) deadline is
+ * answered at its own deadline, not then: joining and raising the flight's deadline are one
+ * step for whoever completes the flight. They were two, and a flight that completed between
+ * them (on its own loop, another thread) had not seen the joiner's deadline: every caller,
+ * the joiner too, got the first caller's TIMEOUT. The hook completes the flight right after
+ * the join, as that loop may. */
+typedef struct {
+  Fixture *fx;
+  EvdXreqHookPoint at;      /* acts there, the first time only */
+  Caller *caller;           /* the caller it waits for or starts */
+  gboolean ran;
+} Hook;
+
+static gboolean
+hook_acts (Hook *h, EvdXreqHookPoint at)
+{
+  if (at != h->at || h->ran)
+    return FALSE;
+  h->ran = TRUE;
+  return TRUE;
+}
+
+static void
+run_out_on_join (EvdXreqHookPoint at, gpointer data)
+{
+  Hook *h = data;
+  gint64 until = g_get_monotonic_time () + 2000 * MS;
+
+  if (!hook_acts (h, at))
+    return;
+  /* The attempt's TIMEOUT is due: until the flight answered it or went on without it. */
+  while (!h->caller->done && h->fx->counted->starts < 2 && g_get_monotonic_time () < until) {
+    event_base_loop (evd_loop_base (h->fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (h->fx->loop);
+  }
+}
+
+static void
+test_coalesce_joiner_as_the_flight_runs_out (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+  Hook hook = { &fx, EVD_XREQ_HOOK_JOINED, &a, FALSE };
+
+  fixture_open_class (&fx, &timed_class, "delay_ms = 150\ncoalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 20);
+  while (g_get_monotonic_time () <= a.ctx.deadline_us)  /* the attempt's time is up */
+    g_usleep (1000);
+  evd_xreq_set_hook (fx.x, run_out_on_join, &hook);
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_true (hook.ran);
+  g_assert_true (run_until_done (&fx, all, 2, 4000));
+  assert_joiner_went_on (&fx, &b);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+/* The same for a retry: a flight whose attempt failed retryably with too little time left
+ * for a retry by its deadline decides to answer the failure; a caller with time for a retry
+ * who joins as it does is retried for. It got the failure: the decision was made from the
+ * deadline before the join and the answer went to every caller in the entry, the joiner
+ * included. The hook joins right after the decision, as another loop may. */
+static void
+join_on_failing (EvdXreqHookPoint at, gpointer data)
+{
+  Hook *h = data;
+
+  if (hook_acts (h, at))
+    caller_start (h->fx, h->caller, 7, 5000);
+}
+
+static void
+test_coalesce_joiner_as_the_flight_fails (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+  Hook hook = { &fx, EVD_XREQ_HOOK_FAILING, &b, FALSE };
+
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\nfail_first = 1\nretryable = true\n"
+                "retries = 1\ncoalesce = true\n", FALSE);
+  evd_xreq_set_hook (fx.x, join_on_failing, &hook);
+  /* The first attempt fails inside start(); 2 ms leave no room for the first backoff (12.5
+   * to 25 ms). */
+  caller_start (&fx, &a, 7, 2);
+  g_assert_true (hook.ran);
+  g_assert_true (run_until_done (&fx, all, 2, 4000));
+  g_assert_cmpint (b.kind, ==, EVD_ERROR_KIND_NONE);
+  g_assert_cmpint (caller_call_number (&b), ==, 2);
+  g_assert_cmpuint (b.marks, ==, EVD_MARK_COALESCED | EVD_MARK_RETRIED);
+  g_assert_cmpint (fx.counted->starts, ==, 2);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
+static void
+seal_test_init (gpointer data, gpointer init_data)
+{
+  (void) data, (void) init_data;
+}
+
+/* The table under both: an entry's deadline is its waiters' latest, raised by the join
+ * itself; a seal with an older deadline fails and leaves the entry open, one with the latest
+ * closes it to new callers while its waiters still leave (and the last closes it). */
+static void
+test_coalesce_seal (void)
+{
+  EvdCoalesce *c = evd_coalesce_new ();
+  int w1, w2, w3;
+  gboolean created;
+  EvdCoalesceEntry *e = evd_coalesce_join (c, "k", 1, &w1, 100, 0, seal_test_init, NULL, NULL,
+                                           &created), *again;
+
+  g_assert_true (created);
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 100);
+  again = evd_coalesce_join (c, "k", 1, &w2, 300, 0, seal_test_init, NULL, NULL, &created);
+  g_assert_false (created);
+  g_assert_true (again == e);
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 300);
+  evd_coalesce_entry_unref (again);
+  g_assert_false (evd_coalesce_seal (e, 100));  /* decided before w2 joined */
+  g_assert_cmpuint (evd_coalesce_size (c), ==, 1);
+  g_assert_true (evd_coalesce_seal (e, 300));
+  g_assert_cmpuint (evd_coalesce_size (c), ==, 0);
+  /* Sealed: a new caller makes an entry of its own. */
+  again = evd_coalesce_join (c, "k", 1, &w3, 50, 0, seal_test_init, NULL, NULL, &created);
+  g_assert_true (created);
+  g_assert_true (again != e);
+  g_assert_cmpint (evd_coalesce_entry_deadline (again), ==, 50);
+  g_assert_cmpint (evd_coalesce_leave (again, &w3), ==, EVD_COALESCE_LAST);
+  evd_coalesce_entry_unref (again);  /* the waiter's */
+  evd_coalesce_entry_unref (again);  /* the work's */
+  /* The sealed entry's waiters still leave; the owner's close then finds it closed. */
+  g_assert_cmpint (evd_coalesce_leave (e, &w2), ==, EVD_COALESCE_LEFT);
+  g_assert_cmpint (evd_coalesce_leave (e, &w1), ==, EVD_COALESCE_LAST);
+  g_assert_true (evd_coalesce_seal (e, 0));  /* closed: nobody to decide for */
+  g_assert_false (evd_coalesce_close (e));
+  evd_coalesce_entry_unref (e);
+  evd_coalesce_entry_unref (e);
+  evd_coalesce_free (c);
+}
+
+/* Join against seal on two threads, as two loops meet in a table: a joiner joins the entry
+ * again and again with later and later deadlines while its owner decides from the deadline
+ * it reads and seals with it. Once sealed and closed, every waiter in it has a deadline the
+ * decision saw; the joiner, shut out, made an entry of its own. */
+enum { SEAL_RACE_JOINS = 2048 };
+
+typedef struct {
+  EvdCoalesce *c;
+  gint64 deadlines[SEAL_RACE_JOINS];  /* the joiner's waiters: each its own deadline */
+} SealRace;
+
+static gpointer
+seal_race_joiner (gpointer data)
+{
+  SealRace *r = data;
+
+  for (guint i = 0; i < SEAL_RACE_JOINS; i++) {
+    gboolean created;
+    EvdCoalesceEntry *e = evd_coalesce_join (r->c, "k", 1, &r->deadlines[i], r->deadlines[i],
+                                             0, seal_test_init, NULL, NULL, &created);
+
+    if (created) {          /* sealed: an entry of its own, which it leaves at once */
+      g_assert_cmpint (evd_coalesce_leave (e, &r->deadlines[i]), ==, EVD_COALESCE_LAST);
+      evd_coalesce_entry_unref (e);
+      evd_coalesce_entry_unref (e);
+      return NULL;
+    }
+  }
+  return NULL;
+}
+
+static void
+test_coalesce_seal_against_joiners (void)
+{
+  g_autofree SealRace *r = g_new0 (SealRace, 1);
+  guint contested = 0;
+
+  r->c = evd_coalesce_new ();
+  for (guint i = 0; i < SEAL_RACE_JOINS; i++)
+    r->deadlines[i] = i + 1;
+  for (guint round = 0; round < 200; round++) {
+    gint64 owner = 0, deadline;
+    gboolean created;
+    EvdCoalesceEntry *e = evd_coalesce_join (r->c, "k", 1, &owner, owner, 0, seal_test_init,
+                                             NULL, NULL, &created);
+    GThread *joiner = g_thread_new ("joiner", seal_race_joiner, r);
+
+    g_assert_true (created);
+    while (evd_coalesce_entry_deadline (e) == 0)  /* the joiner is at it */
+      g_thread_yield ();
+    do {
+      deadline = evd_coalesce_entry_deadline (e);
+      contested++;
+    } while (!evd_coalesce_seal (e, deadline));
+    contested--;
+    g_thread_join (joiner);
+    g_assert_true (evd_coalesce_close (e));
+    for (guint i = 0; i < evd_coalesce_entry_n_waiters (e); i++) {
+      g_assert_cmpint (*(gint64 *) evd_coalesce_entry_waiter (e, i), <=, deadline);
+      evd_coalesce_entry_unref (e);  /* the waiter's */
+    }
+    evd_coalesce_entry_unref (e);    /* the work's */
+    g_assert_cmpuint (evd_coalesce_size (r->c), ==, 0);
+  }
+  g_test_message ("seals that met a later joiner: %u", contested);
+  evd_coalesce_free (r->c);
 }
 
 /* A caller who joins after the one that made the shared call left is marked coalesced: the
@@ -835,6 +1057,12 @@ main (int argc, char **argv)
                    test_coalesce_joiner_keeps_its_later_deadline);
   g_test_add_func ("/xreq/coalesce/alone-times-out-at-its-deadline",
                    test_coalesce_alone_times_out_at_its_deadline);
+  g_test_add_func ("/xreq/coalesce/joiner-as-the-flight-runs-out",
+                   test_coalesce_joiner_as_the_flight_runs_out);
+  g_test_add_func ("/xreq/coalesce/joiner-as-the-flight-fails",
+                   test_coalesce_joiner_as_the_flight_fails);
+  g_test_add_func ("/xreq/coalesce/seal", test_coalesce_seal);
+  g_test_add_func ("/xreq/coalesce/seal-against-joiners", test_coalesce_seal_against_joiners);
   g_test_add_func ("/xreq/coalesce/joiner-after-creator-left-is-marked",
                    test_coalesce_joiner_after_creator_left_is_marked);
   g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
