@@ -48,12 +48,17 @@
 #define EVD_THRIFT_BACKOFF_MAX_MS 2000
 /* Connecting must not take longer than this (libevent has no connect timeout of its own). */
 #define EVD_THRIFT_CONNECT_TIMEOUT_MS 2000
+/* A reply's message header (version, name, seqid) is read in this many bytes or not at all. */
+#define EVD_THRIFT_HEADER_MAX 256
 /* The seqid of the one lookups() call made to check remote_lookup names. */
 #define EVD_THRIFT_SEQID_LOOKUPS (-1)
 
 typedef struct _EvdThriftPool EvdThriftPool;
 
 typedef struct {
+  /* The shared state's, and one per loop's pool: a pool is destroyed on its loop after the
+   * generation that made it has gone, and its events may still run until then. */
+  gatomicrefcount refs;
   char *name;               /* [upstream NAME] */
   char *host;               /* NULL for a unix socket */
   int port;
@@ -96,7 +101,7 @@ typedef struct {
   gint32 next_seqid;
   struct event *timer;      /* reconnect, or the connect timeout */
   int backoff_ms;
-  gboolean worked;          /* it was up since the last failure */
+  gboolean worked;          /* a reply came on it since the last failure */
 } EvdThriftConn;
 
 struct _EvdThriftPool {
@@ -120,6 +125,7 @@ typedef struct {
 } EvdThriftCall;
 
 static void evd_backend_thrift_connect (EvdThriftConn *c);
+static void evd_backend_thrift_upstream_unref (EvdThriftUpstream *up);
 
 /* ---- Encoding a call: fetch({context, calls: {"call": LookupCall}}). ---- */
 
@@ -492,7 +498,6 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
 {
   EvdThriftPool *pool = c->pool;
   EvdThriftUpstream *up = pool->up;
-  GList *calls = g_hash_table_get_values (c->pending);
   struct timeval tv;
   int delay_ms;
 
@@ -502,11 +507,20 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
   pool->last_error = g_strdup (why);
   g_clear_pointer (&c->bev, bufferevent_free);
   c->state = EVD_THRIFT_DOWN;
-  for (GList *l = calls; l != NULL; l = l->next)
-    evd_backend_thrift_fail (l->data, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
-  g_list_free (calls);
+  /* One at a time from the map, never from a copy of it: a completion may end its fetch,
+   * which cancels (and frees) the fetch's other calls, on this connection too. Each call
+   * failed or cancelled leaves the map; nothing joins it while the connection is down. */
+  while (g_hash_table_size (c->pending) > 0) {
+    GHashTableIter it;
+    gpointer tc;
+
+    g_hash_table_iter_init (&it, c->pending);
+    g_hash_table_iter_next (&it, NULL, &tc);
+    evd_backend_thrift_fail (tc, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
+  }
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
-   * Then exponential backoff with jitter, so that many loops do not reconnect in step. */
+   * Then exponential backoff with jitter, so that many loops do not reconnect in step. Being
+   * connected is not working: a remote at its max_connections accepts and closes at once. */
   delay_ms = c->worked ? 0 : c->backoff_ms;
   c->backoff_ms = c->worked ? EVD_THRIFT_BACKOFF_MIN_MS
                             : MIN (c->backoff_ms * 2, EVD_THRIFT_BACKOFF_MAX_MS);
@@ -522,6 +536,28 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
     evd_backend_thrift_fail (g_queue_peek_head (&pool->waiting), EVD_BACKEND_FAIL_RETRYABLE,
                              "upstream %s unavailable: %s",
                              up->name, why);
+}
+
+/* A reply over max_frame_bytes cannot be read, nor anything after it: its connection breaks.
+ * The call it answers, when its message header has come, fails for good, as a reply that does
+ * not parse: asked again, the remote would send it again and break the connection again, with
+ * every other call on it (those fail as for any lost connection). */
+static void
+evd_backend_thrift_fail_too_long (EvdThriftConn *c, struct evbuffer *in, gint32 frame_len)
+{
+  EvdThriftUpstream *up = c->pool->up;
+  gsize have = MIN (evbuffer_get_length (in), 4 + EVD_THRIFT_HEADER_MAX);
+  EvdWireScanner s;
+  EvdThriftCall *tc;
+
+  evd_wire_scanner_init (&s, up->proto, (gsize) frame_len, EVD_WIRE_MAX_DEPTH);
+  if (evd_wire_scanner_header (&s, evbuffer_pullup (in, (ev_ssize_t) have) + 4,
+                               have - 4) != EVD_WIRE_OK)
+    return;
+  tc = g_hash_table_lookup (c->pending, GINT_TO_POINTER (s.seqid));
+  if (tc != NULL)
+    evd_backend_thrift_fail (tc, 0, "upstream %s: a reply of %d bytes is over "
+                             "max_frame_bytes (%d)", up->name, frame_len, up->max_frame);
 }
 
 static void
@@ -543,6 +579,9 @@ evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
     st = evd_wire_frame_length (head, 4, c->pool->up->max_frame, &frame_len, &reason);
     if (st != EVD_WIRE_OK) {
       g_autofree char *why = g_strdup_printf ("bad reply frame (%s)", reason);
+
+      if (frame_len > c->pool->up->max_frame)
+        evd_backend_thrift_fail_too_long (c, in, frame_len);
       evd_backend_thrift_broken (c, why);
       return;
     }
@@ -555,6 +594,7 @@ evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
     }
     if (c->bev == NULL)
       return;
+    c->worked = TRUE;
     evbuffer_drain (in, (gsize) frame_len + 4);
   }
 }
@@ -576,7 +616,6 @@ evd_backend_thrift_on_event (struct bufferevent *bev, short what, void *arg)
   if (what & BEV_EVENT_CONNECTED) {
     evtimer_del (c->timer);
     c->state = EVD_THRIFT_UP;
-    c->worked = TRUE;
     g_atomic_int_inc (&up->conns_up);
     if (g_atomic_int_compare_and_exchange (&up->checked, 0, 1)) {
       g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);
@@ -653,6 +692,7 @@ evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
   EvdThriftUpstream *up = owner;
   EvdThriftPool *pool = g_new0 (EvdThriftPool, 1);
 
+  g_atomic_ref_count_inc (&up->refs);
   pool->up = up;
   pool->loop = loop;
   g_queue_init (&pool->waiting);
@@ -700,22 +740,32 @@ evd_backend_thrift_pool_free (gpointer data)
   g_object_unref (pool->transport);
   g_free (pool->last_error);
   g_free (pool->conns);
+  evd_backend_thrift_upstream_unref (pool->up);
   g_free (pool);
 }
 
 /* ---- [upstream NAME] ---- */
 
 static void
-evd_backend_thrift_upstream_free (gpointer data)
+evd_backend_thrift_upstream_unref (EvdThriftUpstream *up)
 {
-  EvdThriftUpstream *up = data;
-
-  evd_loop_local_free (up->pools);
+  if (!g_atomic_ref_count_dec (&up->refs))
+    return;
   g_ptr_array_unref (up->remote_lookups);
   g_free (up->name);
   g_free (up->host);
   g_free (up->unix_path);
   g_free (up);
+}
+
+/* The config is gone: each loop's pool goes on its loop, later, and the last one frees `up`. */
+static void
+evd_backend_thrift_upstream_free (gpointer data)
+{
+  EvdThriftUpstream *up = data;
+
+  g_clear_pointer (&up->pools, evd_loop_local_free);
+  evd_backend_thrift_upstream_unref (up);
 }
 
 /* "host:port", "[v6]:port" or a unix socket path; FALSE with a message. */
@@ -760,6 +810,7 @@ evd_backend_thrift_open_upstream (EvdThriftShared *sh, EvdConfig *cfg, const cha
   g_autofree char *why = NULL;
   EvdThriftUpstream *up = g_new0 (EvdThriftUpstream, 1);
 
+  g_atomic_ref_count_init (&up->refs);
   up->name = g_strdup (group + strlen ("upstream "));
   up->connections = (int) evd_config_int (cfg, group, "connections", 2, 1, 64);
   up->max_frame = (gint32) evd_config_int (cfg, group, "max_frame_bytes",

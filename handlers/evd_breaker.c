@@ -163,7 +163,7 @@ evd_breaker_maybe_half_open (EvdBreaker *b, gint64 now_us)
 }
 
 EvdBreakerVerdict
-evd_breaker_ask (EvdBreaker *b, gint64 now_us)
+evd_breaker_ask (EvdBreaker *b, gint64 now_us, guint64 *round)
 {
   EvdBreakerVerdict v = EVD_BREAKER_DENY;
   gboolean moved;
@@ -177,6 +177,8 @@ evd_breaker_ask (EvdBreaker *b, gint64 now_us)
     b->probes_out++;
     v = EVD_BREAKER_PROBE;
   }
+  if (round != NULL)
+    *round = b->transitions[EVD_BREAKER_HALF_OPEN];
   g_mutex_unlock (&b->lock);
   if (moved)
     evd_breaker_log (b, EVD_BREAKER_OPEN, EVD_BREAKER_HALF_OPEN, "open_ms passed: probing");
@@ -184,8 +186,8 @@ evd_breaker_ask (EvdBreaker *b, gint64 now_us)
 }
 
 void
-evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, EvdBreakerOutcome outcome,
-                    gint64 now_us)
+evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, guint64 round,
+                    EvdBreakerOutcome outcome, gint64 now_us)
 {
   EvdBreakerState from, to;
   char why[128] = "";
@@ -204,7 +206,8 @@ evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, EvdBreakerOutcome 
                   failures, calls, b->config.window_ms);
       evd_breaker_move (b, EVD_BREAKER_OPEN, now_us);
     }
-  } else if (verdict == EVD_BREAKER_PROBE && b->state == EVD_BREAKER_HALF_OPEN) {
+  } else if (verdict == EVD_BREAKER_PROBE && b->state == EVD_BREAKER_HALF_OPEN &&
+             round == b->transitions[EVD_BREAKER_HALF_OPEN]) {
     b->probes_out--;
     if (outcome == EVD_BREAKER_NEUTRAL) {
       b->probes_sent--;  /* its place goes to the next call */
@@ -217,7 +220,8 @@ evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, EvdBreakerOutcome 
     }
   }
   /* Anything else ended after the state changed under it (a call let through while closed
-   * that ends while open): it says nothing about the new state. */
+   * that ends while open, a probe of an earlier half-open round): it says nothing about the
+   * new state. */
   to = b->state;
   g_mutex_unlock (&b->lock);
   evd_breaker_log (b, from, to, why);

@@ -62,11 +62,13 @@ void evd_breaker_free (EvdBreaker *b);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdBreaker, evd_breaker_free)
 
 const char *evd_breaker_name (EvdBreaker *b);
-/* May an attempt go out now? Any thread. */
-EvdBreakerVerdict evd_breaker_ask (EvdBreaker *b, gint64 now_us);
+/* May an attempt go out now? Any thread. `round` (may be NULL) says which half-open period
+ * let a probe through, to hand back to evd_breaker_record with the verdict: a probe still
+ * running when its round ended (another one failed) is none of a later round's probes. */
+EvdBreakerVerdict evd_breaker_ask (EvdBreaker *b, gint64 now_us, guint64 *round);
 /* How an attempt that was let through ended. Any thread. */
-void evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, EvdBreakerOutcome outcome,
-                         gint64 now_us);
+void evd_breaker_record (EvdBreaker *b, EvdBreakerVerdict verdict, guint64 round,
+                         EvdBreakerOutcome outcome, gint64 now_us);
 /* The state now (an open breaker whose open_ms passed reads half-open). Any thread. */
 EvdBreakerState evd_breaker_state (EvdBreaker *b, gint64 now_us);
 const char *evd_breaker_state_name (EvdBreakerState state);

@@ -67,6 +67,7 @@ typedef struct {
   EvdXreqFlight *flight;
   EvdBackendCall *call;
   EvdBreakerVerdict verdict;
+  guint64 round;            /* the breaker's half-open round that let a probe through */
   gint64 start_us;
   gboolean hedge;
   gboolean stopped;         /* cancelled by the flight */
@@ -759,7 +760,7 @@ evd_xreq_on_attempt_done (EvdBackendCall *call, EvdRows *rows, EvdErrorKind kind
   if (!f->over)
     evd_backend_call_trace_get (call, &f->trace_peer, &f->trace_http_status);
   if (x->section->breaker != NULL)
-    evd_breaker_record (x->section->breaker, a->verdict,
+    evd_breaker_record (x->section->breaker, a->verdict, a->round,
                         evd_xreq_outcome (a, rows, kind, flags), now);
   /* Successful attempts' latencies make the p95; so does a loser's time until the winner
    * answered (it was at least that slow): leaving it out would keep the slow attempts that
@@ -800,10 +801,11 @@ evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now)
 {
   EvdXreq *x = f->x;
   EvdBreakerVerdict verdict = EVD_BREAKER_ALLOW;
+  guint64 round = 0;
   EvdXreqAttempt *a;
 
   if (x->section->breaker != NULL)
-    verdict = evd_breaker_ask (x->section->breaker, now);
+    verdict = evd_breaker_ask (x->section->breaker, now, &round);
   if (verdict == EVD_BREAKER_DENY) {
     EVD_XREQ_COUNT (x, breaker_rejections);
     f->marks |= EVD_MARK_BREAKER_OPEN;
@@ -813,6 +815,7 @@ evd_xreq_flight_attempt (EvdXreqFlight *f, gboolean hedge, gint64 now)
   g_assert (a->flight == NULL);
   a->flight = f;
   a->verdict = verdict;
+  a->round = round;
   a->start_us = now;
   a->hedge = hedge;
   g_assert (f->tmpl != NULL || f->from != NULL);

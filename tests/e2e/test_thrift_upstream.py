@@ -52,7 +52,7 @@ mode = fail
 """
 
 
-def local_config(address, protocol='binary', connections=2, extra=''):
+def local_config(address, protocol='binary', connections=2, extra='', **server):
     return h.config(lookups="""\
 [upstream regional]
 backend = thrift
@@ -96,7 +96,7 @@ retries = 1
 backend = static
 columns = x
 row.1 = 1
-""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0')
+""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0', **server)
 
 
 def call(lookup, **params):
@@ -244,6 +244,89 @@ remote_lookup = ctx
                     hog.recv_fetch()
                 finally:
                     hog_t.close()
+                    t.close()
+
+    def test_lost_connection_with_critical_calls_in_flight(self):
+        """Two critical calls of one fetch wait on the one connection when the remote dies:
+        failing the first ends the fetch, which cancels the second while the lost
+        connection is still failing its calls. L answers LookupFailed and goes on serving
+        (it used to fail a call it had already freed)."""
+        r = self.remote().start()
+        try:
+            with h.Server(local_config(r.address, connections=1)) as l:
+                c, t = h.client(l)
+                try:
+                    wait_ok(self, c, 'r_flags')
+                    # Distinct params: identical calls would share one slot.
+                    nap = lambda ms: ttypes.LookupCall(lookup='r_nap', critical=True, params={
+                        'delay_ms': ttypes.Value(int_value=int(ms * SLOW))})
+                    c.send_fetch(h.fetch_request({'a': nap(5000), 'b': nap(5001)},
+                                                 deadline_ms=int(10000 * SLOW)))
+                    l.wait_metric('evdal_upstream_inflight{upstream="regional",'
+                                  'backend="thrift"}', 2)
+                    r.kill()
+                    r.returncode = -9
+                    with self.assertRaises(ttypes.LookupFailed):
+                        c.recv_fetch()
+                    self.assertTrue(l.alive(), l.log_tail())
+                    resp = c.fetch(h.fetch_request({'x': call('local_flags')}))
+                    self.assertIsNone(resp.results['x'].error)
+                finally:
+                    t.close()
+        finally:
+            r._cleanup()
+
+    def test_refused_connections_back_off(self):
+        """A remote at its max_connections accepts and closes at once. Such a connection never
+        carried a reply, so L backs off (from 100 ms, doubling to 2 s) instead of reconnecting
+        at once, as after a connection that worked: it used to reconnect in a busy loop."""
+        with self.remote(max_connections=1) as r:
+            with h.Server(local_config(r.address, connections=2)) as l:
+                name = 'evdal_upstream_reconnects_total{upstream="regional",backend="thrift"}'
+                l.wait_metric(name, lambda v: v >= 1)  # the refusals have begun
+                n0, t0 = l.metric(name), time.monotonic()
+                time.sleep(1.0)
+                n1, took = l.metric(name), time.monotonic() - t0
+                # 3 of the 2 loops x 2 connections are refused; with the backoff each
+                # reconnects a few times in a second (delays of 50-100, 100-200, ... ms).
+                self.assertLess(n1 - n0, 20 * took, (n0, n1, took))
+                self.assertGreater(r.metric('evdal_connections_refused_total'), 0)
+
+    def test_reply_over_max_frame_bytes_is_not_retried(self):
+        """A reply longer than the upstream's max_frame_bytes breaks its connection (nothing
+        after it can be read), and fails its call with BACKEND that is not retryable: asked
+        again, the remote would send the same reply and break the connection again, with
+        every other call on it. The other calls of the connection may be retried."""
+        with self.remote() as r:
+            with h.Server(local_config(r.address, extra="""
+[upstream small]
+backend = thrift
+address = %s
+connections = 1
+max_frame_bytes = 4096
+
+[lookup s_kinds]
+upstream = small
+remote_lookup = kinds
+params = word
+retries = 2
+""" % r.address)) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='short')}))
+                    self.assertIsNone(resp.results['k'].error)
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='x' * 8000)},
+                                                   trace=True))
+                    err = resp.results['k'].error
+                    self.assertEqual(err.kind, ttypes.ErrorKind.BACKEND)
+                    self.assertIn('max_frame_bytes', err.message)
+                    marks = resp.results['k'].span.marks or []
+                    self.assertEqual([m for m in marks if m.startswith('retried')], [], marks)
+                    # The connection is made again: the next call is served.
+                    wait_ok(self, c, 'r_flags')
+                    resp = c.fetch(h.fetch_request({'k': call('s_kinds', word='short')}))
+                    self.assertIsNone(resp.results['k'].error)
+                finally:
                     t.close()
 
     def test_remote_killed_and_restarted(self):

@@ -13,8 +13,8 @@ static void
 record_n (EvdBreaker *b, guint n, EvdBreakerOutcome outcome, gint64 now)
 {
   for (guint i = 0; i < n; i++) {
-    g_assert_cmpint (evd_breaker_ask (b, now), ==, EVD_BREAKER_ALLOW);
-    evd_breaker_record (b, EVD_BREAKER_ALLOW, outcome, now);
+    g_assert_cmpint (evd_breaker_ask (b, now, NULL), ==, EVD_BREAKER_ALLOW);
+    evd_breaker_record (b, EVD_BREAKER_ALLOW, 0, outcome, now);
   }
 }
 
@@ -31,7 +31,7 @@ test_opens_at_exact_threshold (void)
   /* The 20th, failed: 10 of 20 = 0.5, the ratio exactly. */
   record_n (b, 1, EVD_BREAKER_FAILURE, t);
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_OPEN);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_DENY);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_DENY);
   g_assert_cmpuint (evd_breaker_transitions (b, EVD_BREAKER_OPEN), ==, 1);
 }
 
@@ -79,21 +79,22 @@ static void
 test_half_open_probes_then_closed (void)
 {
   gint64 t = 1000 * MS;
+  guint64 round = 0;
   g_autoptr (EvdBreaker) b = opened_at (t);
 
-  g_assert_cmpint (evd_breaker_ask (b, t + 5000 * MS - 1), ==, EVD_BREAKER_DENY);
+  g_assert_cmpint (evd_breaker_ask (b, t + 5000 * MS - 1, NULL), ==, EVD_BREAKER_DENY);
   g_assert_cmpint (evd_breaker_state (b, t + 5000 * MS - 1), ==, EVD_BREAKER_OPEN);
   t += 5000 * MS;
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_HALF_OPEN);
   for (guint i = 0; i < 3; i++)
-    g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_PROBE);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_DENY);  /* every probe is out */
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_SUCCESS, t);
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_SUCCESS, t);
+    g_assert_cmpint (evd_breaker_ask (b, t, &round), ==, EVD_BREAKER_PROBE);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_DENY);  /* every probe is out */
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_SUCCESS, t);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_SUCCESS, t);
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_HALF_OPEN);
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_SUCCESS, t);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_SUCCESS, t);
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_CLOSED);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_ALLOW);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_ALLOW);
   /* Closed afresh: the failures before it opened are forgotten. */
   record_n (b, 1, EVD_BREAKER_FAILURE, t);
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_CLOSED);
@@ -105,17 +106,18 @@ static void
 test_failed_probe_opens_again (void)
 {
   gint64 t = 1000 * MS;
+  guint64 round = 0;
   g_autoptr (EvdBreaker) b = opened_at (t);
 
   t += 5000 * MS;
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_PROBE);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_PROBE);
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_SUCCESS, t);
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_FAILURE, t + 1);
+  g_assert_cmpint (evd_breaker_ask (b, t, &round), ==, EVD_BREAKER_PROBE);
+  g_assert_cmpint (evd_breaker_ask (b, t, &round), ==, EVD_BREAKER_PROBE);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_SUCCESS, t);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_FAILURE, t + 1);
   g_assert_cmpint (evd_breaker_state (b, t + 1), ==, EVD_BREAKER_OPEN);
   /* open_ms counts from the new opening. */
-  g_assert_cmpint (evd_breaker_ask (b, t + 5000 * MS), ==, EVD_BREAKER_DENY);
-  g_assert_cmpint (evd_breaker_ask (b, t + 1 + 5000 * MS), ==, EVD_BREAKER_PROBE);
+  g_assert_cmpint (evd_breaker_ask (b, t + 5000 * MS, NULL), ==, EVD_BREAKER_DENY);
+  g_assert_cmpint (evd_breaker_ask (b, t + 1 + 5000 * MS, NULL), ==, EVD_BREAKER_PROBE);
   g_assert_cmpuint (evd_breaker_transitions (b, EVD_BREAKER_OPEN), ==, 2);
 }
 
@@ -123,17 +125,47 @@ static void
 test_cancelled_probe_gives_its_place_back (void)
 {
   gint64 t = 1000 * MS;
+  guint64 round = 0;
   g_autoptr (EvdBreaker) b = opened_at (t);
 
   t += 5000 * MS;
   for (guint i = 0; i < 3; i++)
-    g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_PROBE);
-  evd_breaker_record (b, EVD_BREAKER_PROBE, EVD_BREAKER_NEUTRAL, t);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_PROBE);
-  g_assert_cmpint (evd_breaker_ask (b, t), ==, EVD_BREAKER_DENY);
+    g_assert_cmpint (evd_breaker_ask (b, t, &round), ==, EVD_BREAKER_PROBE);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, round, EVD_BREAKER_NEUTRAL, t);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_PROBE);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_DENY);
   /* A call let through while closed that ends now says nothing. */
-  evd_breaker_record (b, EVD_BREAKER_ALLOW, EVD_BREAKER_FAILURE, t);
+  evd_breaker_record (b, EVD_BREAKER_ALLOW, 0, EVD_BREAKER_FAILURE, t);
   g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_HALF_OPEN);
+}
+
+/* A probe still running when its round ended (another probe failed) ends in a later round:
+ * it is none of that round's probes, whatever its outcome. */
+static void
+test_probe_of_an_earlier_round_counts_for_nothing (void)
+{
+  gint64 t = 1000 * MS;
+  guint64 first = 0, next = 0;
+  g_autoptr (EvdBreaker) b = opened_at (t);
+
+  t += 5000 * MS;
+  for (guint i = 0; i < 3; i++)
+    g_assert_cmpint (evd_breaker_ask (b, t, &first), ==, EVD_BREAKER_PROBE);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, first, EVD_BREAKER_FAILURE, t);
+  g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_OPEN);
+  /* The next round: its 3 probes go out; the two left of the first round end. */
+  t += 5000 * MS;
+  for (guint i = 0; i < 3; i++)
+    g_assert_cmpint (evd_breaker_ask (b, t, &next), ==, EVD_BREAKER_PROBE);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, first, EVD_BREAKER_NEUTRAL, t);
+  g_assert_cmpint (evd_breaker_ask (b, t, NULL), ==, EVD_BREAKER_DENY);  /* no 4th probe */
+  evd_breaker_record (b, EVD_BREAKER_PROBE, first, EVD_BREAKER_SUCCESS, t);
+  /* Two of this round's probes succeed: the third is still out. */
+  evd_breaker_record (b, EVD_BREAKER_PROBE, next, EVD_BREAKER_SUCCESS, t);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, next, EVD_BREAKER_SUCCESS, t);
+  g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_HALF_OPEN);
+  evd_breaker_record (b, EVD_BREAKER_PROBE, next, EVD_BREAKER_SUCCESS, t);
+  g_assert_cmpint (evd_breaker_state (b, t), ==, EVD_BREAKER_CLOSED);
 }
 
 static void
@@ -178,6 +210,8 @@ main (int argc, char **argv)
   g_test_add_func ("/breaker/failed-probe-opens-again", test_failed_probe_opens_again);
   g_test_add_func ("/breaker/cancelled-probe-gives-its-place-back",
                    test_cancelled_probe_gives_its_place_back);
+  g_test_add_func ("/breaker/probe-of-an-earlier-round-counts-for-nothing",
+                   test_probe_of_an_earlier_round_counts_for_nothing);
   g_test_add_func ("/breaker/config-keys", test_config_keys);
   return g_test_run ();
 }
