@@ -98,7 +98,7 @@ typedef struct {
   struct bufferevent *bev;
   EvdThriftState state;
   GHashTable *pending;      /* seqid -> EvdThriftCall *, calls sent and not answered */
-  gint32 next_seqid;
+  guint32 next_seqid;        /* unsigned: it wraps after 2^32 calls (a signed one may not) */
   struct event *timer;      /* reconnect, or the connect timeout */
   int backoff_ms;
   gboolean worked;          /* a reply came on it since the last failure */
@@ -482,7 +482,7 @@ evd_backend_thrift_send (EvdThriftConn *c, EvdThriftCall *tc)
   g_autoptr (GByteArray) msg = NULL;
 
   do
-    tc->seqid = c->next_seqid++ & G_MAXINT32;
+    tc->seqid = (gint32) (c->next_seqid++ & G_MAXINT32);
   while (tc->seqid == EVD_THRIFT_SEQID_LOOKUPS ||
          g_hash_table_contains (c->pending, GINT_TO_POINTER (tc->seqid)));
   tc->conn = c;
