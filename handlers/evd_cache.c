@@ -135,13 +135,14 @@ evd_cache_put (EvdCache *c, GBytes *key, EvdRows *rows, gint64 now_us)
   gsize bytes = evd_cache_rows_bytes (rows);  /* outside the lock: it writes the table */
   EvdCacheEntry *e;
 
-  if ((gint64) bytes > c->max_bytes)
-    return;  /* larger than the lookup's bound: never kept */
   g_mutex_lock (&c->lock);
+  /* The older rows go even when the new ones are not kept: they must not be served (fresh
+   * or stale) after a newer answer went out. */
   e = g_hash_table_lookup (c->entries, key);
   if (e != NULL)
     evd_cache_remove (c, e);
-  if (evd_cache_make_room (c, bytes)) {
+  /* Larger than the lookup's bound: never kept. */
+  if ((gint64) bytes <= c->max_bytes && evd_cache_make_room (c, bytes)) {
     e = g_new0 (EvdCacheEntry, 1);
     e->key = g_bytes_ref (key);
     e->rows = evd_rows_ref (rows);

@@ -144,6 +144,41 @@ test_bounds (void)
   g_assert_cmpint (budget.bytes, ==, 0);
 }
 
+/* A newer answer too large to keep still supersedes the entry it would have replaced: the
+ * older rows are neither served fresh nor kept for stale-if-error (a caller who saw the new
+ * answer would otherwise get the old one back when a refresh fails), as when the budget has
+ * no room for it. */
+static void
+test_too_large_answer_supersedes (void)
+{
+  g_autoptr (EvdRows) small = table (1, 10);
+  g_autoptr (EvdRows) big = table (100, 100);
+  EvdCacheBudget budget = { 1 << 20, 0 };
+  g_autoptr (EvdCache) c = evd_cache_new (&budget, 1000, 1000 * MS, 60000 * MS);
+  g_autoptr (GBytes) k = key ("user=7");
+  EvdRows *stale = NULL;
+  EvdCacheStats s;
+
+  g_assert_cmpuint (evd_cache_rows_bytes (big), >, 1000);
+  evd_cache_put (c, k, small, 0);
+  /* Expired: the refresh's answer is too large to keep. */
+  g_assert_null (evd_cache_get (c, k, 1000 * MS, &stale));
+  g_assert_true (stale == small);
+  g_clear_pointer (&stale, evd_rows_unref);
+  evd_cache_put (c, k, big, 1001 * MS);
+  g_assert_null (evd_cache_get (c, k, 1002 * MS, &stale));
+  g_assert_null (stale);
+  evd_cache_stats (c, &s);
+  g_assert_cmpuint (s.entries, ==, 0);
+  g_assert_cmpint (s.bytes, ==, 0);
+  g_assert_cmpint (budget.bytes, ==, 0);
+  /* The same while fresh. */
+  evd_cache_put (c, k, small, 2000 * MS);
+  evd_cache_put (c, k, big, 2001 * MS);
+  g_assert_null (evd_cache_get (c, k, 2002 * MS, NULL));
+  g_assert_cmpint (budget.bytes, ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -151,5 +186,6 @@ main (int argc, char **argv)
   g_test_add_func ("/cache/ttl-and-stale", test_ttl_and_stale);
   g_test_add_func ("/cache/lru-by-bytes", test_lru_by_bytes);
   g_test_add_func ("/cache/bounds", test_bounds);
+  g_test_add_func ("/cache/too-large-answer-supersedes", test_too_large_answer_supersedes);
   return g_test_run ();
 }
