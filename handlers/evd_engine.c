@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "evd_cache.h"
 #include "evd_log.h"
 #include "evd_response.h"
 #include "evdal_data_access.h"
@@ -1496,6 +1497,14 @@ EvdLookupSet *
 evd_engine_lookups (EvdEngine *engine)
 {
   return engine->lookups;
+}
+
+void
+evd_engine_activate (EvdEngine *engine)
+{
+  /* Loops read it while a reload sets it: atomic. */
+  __atomic_store_n (&evd_cache_budget_process ()->max_bytes, engine->sc->cache_max_bytes,
+                    __ATOMIC_RELAXED);
 }
 
 void

@@ -159,9 +159,8 @@ evd_xreq_set_new (EvdConfig *cfg)
 
   set->sections = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   set->order = g_ptr_array_new_with_free_func (evd_xreq_section_free);
-  /* A reload sets it while loops read it: atomic. */
-  __atomic_store_n (&evd_cache_budget_process ()->max_bytes,
-                    evd_config_server (cfg)->cache_max_bytes, __ATOMIC_RELAXED);
+  /* The process's budget ([server] cache_max_bytes) is set when the generation becomes
+   * current (evd_engine_activate), not here: a reload that is refused is built too. */
   for (guint k = 0; k < G_N_ELEMENTS (kinds); k++) {
     g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, kinds[k]);
     for (guint i = 0; groups[i] != NULL; i++)

@@ -523,6 +523,46 @@ class ReloadKeepsUnchangedCachesTest(h.EvdalTestCase):
             self.assertEqual(both()['changed'], ('uno (new)', ['cache_hit']))
 
 
+class RefusedReloadKeepsCacheBudgetTest(h.EvdalTestCase):
+    """A reload that is refused keeps the configuration in use, [server] cache_max_bytes (the
+    process's cache budget) included: building the refused generation used to set the budget
+    to its value, here 0, and nothing was cached any more."""
+
+    def test_refused_reload_keeps_the_cache_budget(self):
+        before = RELOAD_LOOKUPS % 'SELECT name FROM t WHERE id = :id'
+        srv = h.Server(h.config(lookups=before, admin_listen='127.0.0.1:0'))
+        db = sqlite3.connect(os.path.join(srv.tmpdir, 'reload.db'))
+        self.addCleanup(db.close)
+        db.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)')
+        db.executemany('INSERT INTO t VALUES (?, ?)', [(1, 'one'), (2, 'two')])
+        db.commit()
+        with srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+
+            def marks(user):
+                r = c.fetch(h.fetch_request({'k': ttypes.LookupCall(
+                    lookup='kept', params={'id': ttypes.Value(int_value=user)})},
+                    trace=True)).results['k']
+                self.assertIsNone(r.error)
+                return r.span.marks or []
+
+            self.assertEqual(marks(1), [])
+            self.assertEqual(marks(1), ['cache_hit'])
+            # A file that cannot be used (an unknown backend), whose [server] says no cache.
+            with open(srv.config_path, 'w') as f:
+                f.write(h.config(lookups=before.replace('@TMPDIR@', srv.tmpdir)
+                                 + '\n[lookup bad]\nbackend = no_such_kind\n',
+                                 admin_listen='127.0.0.1:0', cache_max_bytes=0))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reload refused: the configuration in use is kept',
+                                         timeout=10), srv.log_tail())
+            self.assertEqual(marks(1), ['cache_hit'])
+            # A new entry is still kept under the budget in use.
+            self.assertEqual(marks(2), [])
+            self.assertEqual(marks(2), ['cache_hit'])
+
+
 COUNT_LOOKUPS = """
 [database db]
 path = @TMPDIR@/count.db
