@@ -260,14 +260,18 @@ typedef struct {
 static GMutex evd_xreq_kept_lock;
 static GHashTable *evd_xreq_kept;  /* definition -> EvdXreqKept */
 
+/* The bound the cache is made with is in it as well: a lookup without a cache_max_bytes of its
+ * own takes [server]'s, which a reload may change while the lookup's text stays the same. */
 static char *
-evd_xreq_definition (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdXreqSection *section)
+evd_xreq_definition (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdXreqSection *section,
+                     const EvdXreqConfig *c)
 {
   g_autofree char *own = evd_config_group_text (cfg, spec->group);
   g_autofree char *shared = strcmp (section->group, spec->group) != 0
                             ? evd_config_group_text (cfg, section->group) : g_strdup ("");
 
-  return g_strdup_printf ("[%s]\n%s[%s]\n%s", spec->group, own, section->group, shared);
+  return g_strdup_printf ("[%s]\n%s[%s]\n%s(cache_max_bytes %" G_GINT64_FORMAT ")",
+                          spec->group, own, section->group, shared, c->cache_max_bytes);
 }
 
 static EvdCache *
@@ -371,7 +375,7 @@ evd_xreq_open (EvdXreqSet *set, EvdConfig *cfg, const EvdLookupSpec *spec,
   x->section = section;
   x->coalesce = c.coalesce ? evd_coalesce_new () : NULL;
   if (c.cache_ttl_ms > 0) {
-    x->definition = evd_xreq_definition (cfg, spec, section);
+    x->definition = evd_xreq_definition (cfg, spec, section, &c);
     x->cache = evd_xreq_kept_take (x->definition, &c);
   }
   if (c.hedge_p95 || c.hedge_after_ms > 0)

@@ -563,6 +563,46 @@ class RefusedReloadKeepsCacheBudgetTest(h.EvdalTestCase):
             self.assertEqual(marks(2), ['cache_hit'])
 
 
+class ReloadRaisesDefaultCacheBoundTest(h.EvdalTestCase):
+    """A lookup without a cache_max_bytes of its own is bounded by [server] cache_max_bytes. A
+    reload that raises it raises that bound too, for a lookup whose own keys did not change
+    (its cache is kept): the kept cache used to keep the bound it was made with, so a table
+    larger than the old value was never cached again until a restart."""
+
+    def test_reload_raises_the_bound_of_a_kept_cache(self):
+        lookups = RELOAD_LOOKUPS % 'SELECT name FROM t WHERE id = :id'
+        srv = h.Server(h.config(lookups=lookups, admin_listen='127.0.0.1:0',
+                                cache_max_bytes=400))
+        db = sqlite3.connect(os.path.join(srv.tmpdir, 'reload.db'))
+        self.addCleanup(db.close)
+        db.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)')
+        db.executemany('INSERT INTO t VALUES (?, ?)', [(1, 'one'), (2, 'x' * 1000)])
+        db.commit()
+        with srv:
+            c, t = h.client(srv)
+            self.addCleanup(t.close)
+
+            def marks(user):
+                r = c.fetch(h.fetch_request({'k': ttypes.LookupCall(
+                    lookup='kept', params={'id': ttypes.Value(int_value=user)})},
+                    trace=True)).results['k']
+                self.assertIsNone(r.error)
+                return r.span.marks or []
+
+            self.assertEqual(marks(1), [])
+            self.assertEqual(marks(1), ['cache_hit'])
+            # 1000 bytes of text: over the bound of 400.
+            self.assertEqual(marks(2), [])
+            self.assertEqual(marks(2), [])
+            with open(srv.config_path, 'w') as f:
+                f.write(h.config(lookups=lookups.replace('@TMPDIR@', srv.tmpdir),
+                                 admin_listen='127.0.0.1:0', cache_max_bytes=1 << 20))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reloaded', timeout=10), srv.log_tail())
+            self.assertEqual(marks(2), [])
+            self.assertEqual(marks(2), ['cache_hit'])
+
+
 COUNT_LOOKUPS = """
 [database db]
 path = @TMPDIR@/count.db
