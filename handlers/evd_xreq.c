@@ -60,6 +60,8 @@ typedef struct {
   struct event *stale_timer;  /* on its own loop, a little before its deadline */
   gboolean timing_out;      /* left because its time ran out */
   gboolean created;         /* made the flight (its span is not marked coalesced) */
+  gboolean offered_stale;   /* its look at the cache found the entry within its stale window:
+                             * it may be answered with the flight's stale rows */
 } EvdXreqWaiter;
 
 /* One run of the real backend. */
@@ -643,11 +645,14 @@ evd_xreq_flight_stop_attempts (EvdXreqFlight *f, gboolean timed_out)
       evd_backend_call_cancel (running[i]->call);
 }
 
-/* Answers every caller still waiting with `rows` (a success or stale rows) or the error. */
+/* Answers every caller still waiting with `rows` (a success) or the error; with both, `rows`
+ * are expired ones: those who were offered them (offered_stale) get them, the others the
+ * error (the cache found the entry past its stale window when they asked). */
 static void
 evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, const char *message,
                         guint flags)
 {
+  gboolean stale = rows != NULL && kind != EVD_ERROR_KIND_NONE;
 
   f->over = TRUE;
   evd_xreq_flight_stop_timers (f);
@@ -656,14 +661,20 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, cons
   for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
                                                       : 0; i < n; i++) {
     EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
-    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0);
+    gboolean with_rows = rows != NULL && (!stale || w->offered_stale);
+    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0) |
+                  (stale && with_rows ? EVD_MARK_STALE : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
     if (f->trace_peer != NULL)
       evd_backend_call_trace_peer (w->outer, f->trace_peer);
     if (f->trace_http_status != 0)
       evd_backend_call_trace_http_status (w->outer, f->trace_http_status);
-    if (rows != NULL)
+    if (stale && with_rows) {
+      EVD_XREQ_COUNT (f->x, stale);
+      evd_cache_served_stale (f->x->cache);
+    }
+    if (with_rows)
       evd_backend_call_return (w->outer, evd_rows_ref (rows));
     else
       evd_backend_call_fail_full (w->outer, flags, kind, "%s", message);
@@ -677,10 +688,7 @@ evd_xreq_flight_fail (EvdXreqFlight *f, EvdErrorKind kind, const char *message, 
   if (f->stale != NULL) {
     g_autoptr (EvdRows) stale = g_steal_pointer (&f->stale);
 
-    f->marks |= EVD_MARK_STALE;
-    EVD_XREQ_COUNT (f->x, stale);
-    evd_cache_served_stale (f->x->cache);
-    evd_xreq_flight_answer (f, stale, EVD_ERROR_KIND_NONE, NULL, 0);
+    evd_xreq_flight_answer (f, stale, kind, message, flags);  /* counted per caller there */
     return;
   }
   evd_xreq_flight_answer (f, NULL, kind, message, flags);
@@ -1126,7 +1134,8 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
   }
   /* Not g_new0: calloc skips malloc's per-thread cache. */
   w = g_new (EvdXreqWaiter, 1);
-  *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer) };
+  *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer),
+                         .offered_stale = stale != NULL };
   *evd_backend_call_data (outer) = w;
   make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
   /* The caller's deadline goes in with it, in one step: a flight deciding whether its time is
