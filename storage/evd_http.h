@@ -86,8 +86,8 @@ void evd_http_global_init (void);
 gboolean evd_http_async_dns (void);
 
 /* A Retry-After value, delay-seconds ("120") or an HTTP date ("Fri, 31 Dec 1999 23:59:59
- * GMT"), as seconds after `now_unix` (a date already past gives 0); -1 when it is neither.
- * Any thread. */
+ * GMT"), as seconds after `now_unix` (a date already past gives 0, either form at most
+ * G_MAXINT32); -1 when it is neither. Any thread. */
 gint64 evd_http_retry_after_parse (const char *value, gint64 now_unix);
 
 /* On the base's thread, as every other function below (but the global ones). */
