@@ -71,11 +71,13 @@ typedef void (*EvdHttpDone) (EvdHttpRequest *req, const EvdHttpResponse *respons
 GQuark evd_http_error_quark (void);
 typedef enum {
   EVD_HTTP_ERROR_INVALID,    /* a URL or header evd_http_get() refuses */
-  EVD_HTTP_ERROR_CONNECT,    /* name resolution, connect or TLS handshake/verification */
+  EVD_HTTP_ERROR_CONNECT,    /* name resolution, connect or TLS handshake */
   EVD_HTTP_ERROR_TIMEOUT,    /* the deadline passed */
   EVD_HTTP_ERROR_TOO_BIG,    /* the body outgrew max_response_bytes */
   EVD_HTTP_ERROR_FAILED,     /* the transfer failed after connecting (reset, bad response) */
   EVD_HTTP_ERROR_CANCELLED,  /* the client was freed first */
+  EVD_HTTP_ERROR_UNTRUSTED,  /* the server's certificate did not verify (or the CA file could
+                                not be read): every attempt fails the same way */
 } EvdHttpError;
 
 /* libcurl's one-time set-up; any thread, idempotent. evd_http_client_new() calls it too, but
