@@ -306,6 +306,17 @@ class XreqHttpTest(h.EvdalTestCase):
             # Answered at once, not after waiting for the deadline.
             self.assertLess(took, LIMITED_MS * h.TIME_SCALE / 1000.0 / 2, key)
 
+    def test_429_retry_after_far_future_date_is_not_retried(self):
+        # The year 300000 is past the deadline like any other late date. In microseconds it
+        # would not fit a 64-bit integer: wrapped, it came out negative, a 429 that said "come
+        # back in 298,000 years" was retried at once and the fetch succeeded.
+        far = 'Sat, 01 Jan 300000 00:00:00 GMT'
+        r, _ = self.call('limited', key='far_date', after=far)
+        self.assertIsNotNone(r.error, 'the 429 was retried')
+        self.assertIn('HTTP 429', r.error.message)
+        self.assertFalse(r.span.marks)
+        self.assertEqual(len(self.times('/limited', 'far_date')), 1)
+
     def test_curl_resend_on_a_dead_kept_alive_connection_is_no_retry(self):
         # Upstream `one` has one connection: warm it, then the upstream drops the next request
         # sent on it unanswered. libcurl sends it again by itself on a new connection, which
