@@ -271,7 +271,28 @@ evd_response_result_size (EvdProto proto, const EvdResponseResult *r)
   return scratch->len;
 }
 
-/* A cheap upper bound of a result's size: a value is at most 17 bytes beside its text. */
+/* A cheap upper bound of a span's size: its field and two i64s take at most 25 bytes, the
+ * backend's name 7 beside its bytes, the marks' list 8 and each mark 4 beside its bytes, and
+ * the stop one. */
+static gsize
+evd_response_span_bound (const EvdResponseSpan *span)
+{
+  gsize bound = 40 + strlen (span->backend);
+
+  if (span->marks != 0) {
+    const char *words[8];
+    char retried[16];
+    guint n = evd_backend_marks_words (span->marks, span->retries, words, retried);
+
+    bound += 8;
+    for (guint i = 0; i < n; i++)
+      bound += 4 + strlen (words[i]);
+  }
+  return bound;
+}
+
+/* A cheap upper bound of a result's size: a value is at most 17 bytes beside its text; a
+ * traced result's span counts too (a long backend name is no slack a table has). */
 static gsize
 evd_response_result_bound (const EvdResponseResult *r)
 {
@@ -281,7 +302,8 @@ evd_response_result_bound (const EvdResponseResult *r)
   if (r->rows != NULL)
     evd_rows_size (r->rows, &cells, &arena);
   return strlen (r->key) + 64 + (gsize) cells * 24 + arena +
-         (r->error_message ? strlen (r->error_message) : 0);
+         (r->error_message ? strlen (r->error_message) : 0) +
+         (r->span != NULL ? evd_response_span_bound (r->span) : 0);
 }
 
 guint

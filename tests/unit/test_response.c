@@ -3,6 +3,7 @@
  * itself is compared with c_glib's in test_writer. */
 #include <string.h>
 
+#include "evd_backend.h"
 #include "evd_response.h"
 
 #define BLOB 1000
@@ -65,11 +66,36 @@ test_fit (gconstpointer data)
   g_assert_cmpuint (written (proto, res, 5), <, BLOB);
 }
 
+/* A traced reply: each result carries a span (the backend's "kind:lookup" name, marks) that
+ * the cheap bound must count too. It left them out, so a reply with a large table and a
+ * span whose backend name is long passed the cheap check and went out past its room. */
+static void
+test_fit_counts_spans (gconstpointer data)
+{
+  EvdProto proto = GPOINTER_TO_INT (data);
+  g_autoptr (EvdRows) rows = blob_rows ();
+  const EvdResponseSpan span = {
+    0, 100, "postgresql:orders_of_the_customer_by_region_and_by_day_of_week",
+    EVD_MARK_COALESCED | EVD_MARK_RETRIED | EVD_MARK_HEDGED, 3,
+  };
+  EvdResponseResult res = { .key = "orders", .rows = rows, .span = &span };
+  gsize room = written (proto, &res, 1) - 1;
+
+  /* One byte short: the table cannot stay. */
+  g_assert_cmpuint (evd_response_fit (proto, room, "req", &res, 1), ==, 1);
+  g_assert_null (res.rows);
+  g_assert_cmpuint (written (proto, &res, 1), <=, room);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_data_func ("/response/fit/binary", GINT_TO_POINTER (EVD_PROTO_BINARY), test_fit);
   g_test_add_data_func ("/response/fit/compact", GINT_TO_POINTER (EVD_PROTO_COMPACT), test_fit);
+  g_test_add_data_func ("/response/fit/spans/binary", GINT_TO_POINTER (EVD_PROTO_BINARY),
+                        test_fit_counts_spans);
+  g_test_add_data_func ("/response/fit/spans/compact", GINT_TO_POINTER (EVD_PROTO_COMPACT),
+                        test_fit_counts_spans);
   return g_test_run ();
 }
