@@ -216,6 +216,55 @@ class RepliesBoundedTest(h.EvdalTestCase):
                 finally:
                     s.close()
 
+    def test_traced_reply_stays_within_the_bound(self):
+        """A traced fetch: each result carries a span naming its backend ("sqlite:" and the
+        database's name). The cheap bound that decides whether a reply is measured left the
+        spans out, so with long names a reply past max_reply_bytes went out whole. Twenty
+        small calls on a database with a 200-character name and a large one sized to take the
+        reply 1 KiB past the bound: the large one fails alone, the reply stays within."""
+        name = 'small'
+        database = 'blobs_' + 'x' * 194
+        bound = 65536
+        with tempfile.TemporaryDirectory(prefix='evdal-blob-') as tmp:
+            db = make_blob_db(tmp)
+            lookups = blob_lookups(db) + """
+[database %s]
+path = %s
+
+[lookup %s]
+database = %s
+sql = SELECT zeroblob(:n) AS b
+""" % (database, db, name, database)
+            cfg = h.config(lookups=lookups, max_reply_bytes=bound)
+            with h.Server(cfg, max_rss_mib=256) as srv:
+                s = srv.raw_socket(timeout=10)
+
+                def fetch(seqid, n):
+                    calls = {'s%02d' % i: blob_call(10, name) for i in range(20)}
+                    calls['big'] = blob_call(n)
+                    s.sendall(h.fetch_bytes(seqid, h.fetch_request(calls, trace=True)))
+                    payload = h.read_frame(s, 10)
+                    return len(payload) + 4, h.parse_reply(payload).result.success.results
+
+                try:
+                    # Well within the bound; in the binary protocol the reply then grows byte
+                    # for byte with the blob.
+                    size, res = fetch(61, 1000)
+                    self.assertIsNotNone(res['big'].table)
+                    self.assertLess(size, bound // 2)
+                    size, res = fetch(62, 1000 + bound - size + 1024)
+                    self.assertLessEqual(size, bound)
+                    self.assertIsNone(res['big'].table)
+                    self.assertEqual(res['big'].error.kind, ttypes.ErrorKind.BACKEND)
+                    self.assertIn('reply too large', res['big'].error.message)
+                    small = [k for k in res if k != 'big']
+                    self.assertEqual(len(small), 20)
+                    for k in small:
+                        self.assertIsNotNone(res[k].table, k)
+                        self.assertEqual(res[k].span.backend, 'sqlite:' + database)
+                finally:
+                    s.close()
+
     def test_default_reply_bound_fits_16mb_clients(self):
         """Twenty calls of 1 MiB rows: the reply stays within 16,000,000 bytes (Thrift's Java
         and Go clients refuse frames over 16,384,000) and the calls past it fail alone."""
