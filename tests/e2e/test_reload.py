@@ -30,6 +30,9 @@ backend = nosuch
 delay_ms = soon
 """
 
+# A valid lookup beside BROKEN's problems: built with the rest, then refused with it.
+PHANTOM = BROKEN.replace('[lookup nap2]', '[lookup phantom]')
+
 
 class ReloadTest(h.EvdalTestCase):
     def reload(self, srv, text, marker):
@@ -71,6 +74,22 @@ class ReloadTest(h.EvdalTestCase):
             self.assertRegex(log, r'reload refused: .*evdal\.conf:\d+: \[lookup broken\] delay_ms')
             self.assertEqual({l.name for l in c.lookups()}, {'nap', 'nap2'})
             self.assertPong(busy)
+
+    def test_refused_reload_adds_no_lookup_to_metrics(self):
+        """A reload is built (its lookups opened) before it is refused or applied. Its
+        lookups' series were registered with /metrics then, for good, so a refused file's
+        lookups, which never served, were listed as if they had; now they are registered when
+        the reload is applied."""
+        with h.Server(h.config(lookups=BEFORE, admin_listen='127.0.0.1:0')) as srv:
+            self.reload(srv, PHANTOM, r'the configuration in use is kept')
+            status, _, body = srv.admin_get('/metrics')
+            self.assertEqual(status, 200)
+            self.assertIn('evdal_lookup_calls_total{lookup="flags"', body)
+            self.assertEqual([l for l in body.splitlines() if 'phantom' in l], [])
+            self.reload(srv, AFTER.replace('[lookup nap2]', '[lookup phantom]'),
+                        r'reloaded .*added: phantom')
+            self.assertIsNotNone(srv.metric('evdal_lookup_calls_total{lookup="phantom",'
+                                            'outcome="ok"}'))
 
 
 if __name__ == '__main__':
