@@ -824,8 +824,11 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
     evd_redis_conn_lost (conn, why);
     return FALSE;
   }
-  if (call->is_auth)
-    conn->failures = 0;     /* the server took us: the next loss starts the backoff again */
+  /* The server answered a command: the connection works, and its next loss starts the
+   * backoff again. Not once it connected: Redis at its maxclients accepts, writes an error
+   * and closes, and that connection must back off like one refused. */
+  if (reply->type != REDIS_REPLY_ERROR)
+    conn->failures = 0;
   if (call->done != NULL) {
     rows = evd_redis_reply_rows (reply, call->shape, &error);
     evd_redis_call_finish (call, rows, error);
@@ -877,8 +880,6 @@ evd_redis_conn_on_event (struct bufferevent *bev, short what, void *arg)
   (void) bev;
   if (what & BEV_EVENT_CONNECTED) {
     conn->state = EVD_REDIS_CONN_UP;
-    if (conn->client->password == NULL)
-      conn->failures = 0;
     g_atomic_int_add (&conn->client->stats->connections, 1);
     __atomic_fetch_add (&conn->client->stats->connects, 1, __ATOMIC_RELAXED);
     if (!conn->client->addr.is_unix) {

@@ -859,6 +859,84 @@ test_client_auth (void)
   server_free (&s);
 }
 
+/* A connection to the server (a client it counts), kept open: PING answered. */
+static int
+server_hold (Server *s)
+{
+  struct sockaddr_un un = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM, 0);
+  struct timeval tv = { 20, 0 };
+  char buf[16];
+
+  setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  g_strlcpy (un.sun_path, s->sock, sizeof un.sun_path);
+  g_assert_cmpint (connect (fd, (struct sockaddr *) &un, sizeof un), ==, 0);
+  g_assert_cmpint (write (fd, "PING\r\n", 6), ==, 6);
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 7);
+  g_assert_cmpmem (buf, 7, "+PONG\r\n", 7);
+  return fd;
+}
+
+/* Redis at its maxclients accepts a connection, writes "-ERR max number of clients reached"
+ * and closes it. Such a connection never worked: it is made again after the backoff, doubling
+ * (50-100 ms, 100-200, 200-400...), not every 50-100 ms forever as when being connected
+ * counted as working. Once the server lets it in, calls are answered again. */
+static void
+test_client_refused_at_once (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  const char *one_client[] = { "CONFIG", "SET", "maxclients", "1" };
+  const char *let_in = "CONFIG SET maxclients 10000\r\n";
+  EvdParam pa = text_param ("k", "a", 1);
+  Outcome o[1] = { 0 };
+  g_autofree char *ok = NULL;
+  EvdRedisClient *c;
+  gint64 t0, until;
+  char buf[16];
+  int hold;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  server_set (&s, "a", "A");
+  ok = side_command (s.sock, 4, one_client, TRUE);
+  g_assert_cmpstr (ok, ==, "OK");
+  hold = server_hold (&s);          /* the one client it lets in */
+  t0 = g_get_monotonic_time ();
+  c = evd_redis_client_new (base, &opts);
+  until = t0 + 30 * G_USEC_PER_SEC;
+  while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) < 6) {
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_usleep (500);
+  }
+  /* Five waits between the six refusals: at least 50 + 100 + 200 + 400 + 800 ms with the
+   * backoff (a busy machine only makes it longer); 5 x 50-100 ms without it. */
+  g_assert_cmpint (g_get_monotonic_time () - t0, >=, 1550 * 1000);
+  g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
+  g_assert_cmpint (read (hold, buf, sizeof buf), ==, 5);
+  close (hold);
+  /* A refusal may still be on its way in: call until one is answered. */
+  until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  for (;;) {
+    run_until_up (base, c, 1, 10);
+    evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]);
+    run_until_done (base, o, 1, 10);
+    if (o[0].code == -1)
+      break;
+    outcomes_clear (o, 1);
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+  }
+  g_assert_cmpstr (o[0].value, ==, "A");
+  outcomes_clear (o, 1);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -886,5 +964,6 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/restart", test_client_restart);
   g_test_add_func ("/redis/client/auth", test_client_auth);
   g_test_add_func ("/redis/client/stuck", test_client_stuck);
+  g_test_add_func ("/redis/client/refused-at-once", test_client_refused_at_once);
   return g_test_run ();
 }
