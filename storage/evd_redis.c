@@ -810,8 +810,13 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
   EvdRows *rows;
 
   if (call == NULL) {
+    /* An error before any command is the server saying why it closes (Redis at its
+     * maxclients): its words are why the database is unavailable. */
+    g_autofree char *why = g_strdup (reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                       : "a reply nobody asked for");
+
     freeReplyObject (reply);
-    evd_redis_conn_lost (conn, "a reply nobody asked for");
+    evd_redis_conn_lost (conn, why);
     return FALSE;
   }
   g_queue_unlink (&conn->fifo, &call->link);

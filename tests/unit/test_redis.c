@@ -880,7 +880,8 @@ server_hold (Server *s)
 /* Redis at its maxclients accepts a connection, writes "-ERR max number of clients reached"
  * and closes it. Such a connection never worked: it is made again after the backoff, doubling
  * (50-100 ms, 100-200, 200-400...), not every 50-100 ms forever as when being connected
- * counted as working. Once the server lets it in, calls are answered again. */
+ * counted as working; calls refused meanwhile give Redis's reason. Once the server lets it
+ * in, calls are answered again. */
 static void
 test_client_refused_at_once (void)
 {
@@ -916,6 +917,15 @@ test_client_refused_at_once (void)
   /* Five waits between the six refusals: at least 50 + 100 + 200 + 400 + 800 ms with the
    * backoff (a busy machine only makes it longer); 5 x 50-100 ms without it. */
   g_assert_cmpint (g_get_monotonic_time () - t0, >=, 1550 * 1000);
+  /* Calls refused while it is down say why: Redis's words, not "a reply nobody asked for". */
+  until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]) != NULL) {
+    run_until_done (base, o, 1, 10);
+    outcomes_clear (o, 1);
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+  }
+  g_assert_cmpstr (o[0].value, ==, "database cache unavailable: ERR max number of clients reached");
+  outcomes_clear (o, 1);
   g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
   g_assert_cmpint (read (hold, buf, sizeof buf), ==, 5);
   close (hold);
