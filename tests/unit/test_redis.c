@@ -611,6 +611,34 @@ outcomes_clear (Outcome *o, guint n)
   memset (o, 0, n * sizeof *o);
 }
 
+/* Runs the base until the client has lost (or been refused) `n` connections in all. */
+static void
+run_until_losses (struct event_base *base, EvdRedisStats *stats, gint64 n, double seconds)
+{
+  gint64 until = g_get_monotonic_time () + (gint64) (seconds * G_USEC_PER_SEC);
+
+  while (__atomic_load_n (&stats->losses, __ATOMIC_RELAXED) < n) {
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_usleep (500);
+  }
+}
+
+/* Calls until one fails inside evd_redis_client_call (no connection up): `o` then holds it. */
+static void
+call_until_refused (struct event_base *base, EvdRedisClient *c, const EvdRedisTemplate *t,
+                    const EvdParam *p, Outcome *o)
+{
+  gint64 until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+
+  while (evd_redis_client_call (c, t, p, 1, g_get_monotonic_time () + 10 * G_USEC_PER_SEC,
+                                on_done, o) != NULL) {
+    run_until_done (base, o, 1, 10);
+    outcomes_clear (o, 1);
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+  }
+}
+
 static gint64
 later (int ms)
 {
@@ -733,7 +761,6 @@ test_client_restart (void)
   Outcome o[20] = { 0 };
   EvdRedisClient *c;
   g_autofree char *sent = NULL;
-  gint64 until;
 
   server_new (&s, NULL);
   opts.address = s.sock;
@@ -759,12 +786,7 @@ test_client_restart (void)
   g_assert_cmpint (o[10].code, ==, EVD_REDIS_ERROR_UNAVAILABLE);
   g_assert_true (g_str_has_prefix (o[10].value, "database cache unavailable: "));
   /* retries meanwhile find no socket; then the server is back on the same path */
-  until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-  while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) < 3) {   /* 2 lost, 1 retry */
-    g_assert_cmpint (g_get_monotonic_time (), <, until);
-    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-    g_usleep (1000);
-  }
+  run_until_losses (base, &stats, 3, 10);   /* 2 lost, 1 retry */
   server_start (&s);
   server_set (&s, "a", "A2");
   run_until_up (base, c, 2, 10);   /* the backoff is at most 2 s */
@@ -827,7 +849,6 @@ test_client_auth (void)
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[2] = { 0 };
   EvdRedisClient *c;
-  gint64 until;
 
   server_new (&s, "s3cret pass");
   opts.address = s.sock;
@@ -846,12 +867,7 @@ test_client_auth (void)
   g_assert_nonnull (strstr (o[1].value, "AUTH: WRONGPASS"));
   outcomes_clear (o, 2);
   /* and the client says why when it is down */
-  until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-  while (evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]) != NULL) {
-    run_until_done (base, o, 1, 10);
-    outcomes_clear (o, 1);
-    g_assert_cmpint (g_get_monotonic_time (), <, until);
-  }
+  call_until_refused (base, c, get, &pa, &o[0]);
   g_assert_nonnull (strstr (o[0].value, "unavailable: AUTH: WRONGPASS"));
   outcomes_clear (o, 2);
   evd_redis_client_free (c);
@@ -908,22 +924,12 @@ test_client_refused_at_once (void)
   hold = server_hold (&s);          /* the one client it lets in */
   t0 = g_get_monotonic_time ();
   c = evd_redis_client_new (base, &opts);
-  until = t0 + 30 * G_USEC_PER_SEC;
-  while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) < 6) {
-    g_assert_cmpint (g_get_monotonic_time (), <, until);
-    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-    g_usleep (500);
-  }
+  run_until_losses (base, &stats, 6, 30);
   /* Five waits between the six refusals: at least 50 + 100 + 200 + 400 + 800 ms with the
    * backoff (a busy machine only makes it longer); 5 x 50-100 ms without it. */
   g_assert_cmpint (g_get_monotonic_time () - t0, >=, 1550 * 1000);
   /* Calls refused while it is down say why: Redis's words, not "a reply nobody asked for". */
-  until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
-  while (evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]) != NULL) {
-    run_until_done (base, o, 1, 10);
-    outcomes_clear (o, 1);
-    g_assert_cmpint (g_get_monotonic_time (), <, until);
-  }
+  call_until_refused (base, c, get, &pa, &o[0]);
   g_assert_cmpstr (o[0].value, ==, "database cache unavailable: ERR max number of clients reached");
   outcomes_clear (o, 1);
   g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
