@@ -610,6 +610,7 @@ struct _EvdRedisConn {
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
   gint64 deadline_due;
   guint failures;           /* in a row, for the backoff */
+  gint64 up_us;             /* when it connected */
 };
 
 struct _EvdRedisClient {
@@ -701,6 +702,11 @@ evd_redis_conn_lost (EvdRedisConn *conn, const char *why)
   g_free (c->last_error);
   c->last_error = g_strdup (why);
   __atomic_fetch_add (&c->stats->losses, 1, __ATOMIC_RELAXED);
+  /* Up for longer than the longest wait, it worked even if no command went on it (Redis's
+   * `timeout` closes idle clients): its loss starts the backoff again. */
+  if (conn->state == EVD_REDIS_CONN_UP &&
+      g_get_monotonic_time () - conn->up_us >= EVD_REDIS_BACKOFF_MAX_MS * (gint64) 1000)
+    conn->failures = 0;
   evd_redis_conn_close (conn, &fifo);
   /* 100 ms, 200, 400... up to 2 s, each somewhere in its upper half, so that the
    * connections of every loop do not come back in step. */
@@ -885,6 +891,7 @@ evd_redis_conn_on_event (struct bufferevent *bev, short what, void *arg)
   (void) bev;
   if (what & BEV_EVENT_CONNECTED) {
     conn->state = EVD_REDIS_CONN_UP;
+    conn->up_us = g_get_monotonic_time ();
     g_atomic_int_add (&conn->client->stats->connections, 1);
     __atomic_fetch_add (&conn->client->stats->connects, 1, __ATOMIC_RELAXED);
     if (!conn->client->addr.is_unix) {

@@ -875,15 +875,18 @@ test_client_auth (void)
   server_free (&s);
 }
 
-/* A connection to the server (a client it counts), kept open: PING answered. */
+/* Lets one client in: this one, a connection kept open (PING answered), returned. */
 static int
-server_hold (Server *s)
+server_fill (Server *s)
 {
+  const char *one_client[] = { "CONFIG", "SET", "maxclients", "1" };
+  g_autofree char *ok = side_command (s->sock, 4, one_client, TRUE);
   struct sockaddr_un un = { .sun_family = AF_UNIX };
   int fd = socket (AF_UNIX, SOCK_STREAM, 0);
   struct timeval tv = { 20, 0 };
   char buf[16];
 
+  g_assert_cmpstr (ok, ==, "OK");
   setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   g_strlcpy (un.sun_path, s->sock, sizeof un.sun_path);
   g_assert_cmpint (connect (fd, (struct sockaddr *) &un, sizeof un), ==, 0);
@@ -891,6 +894,18 @@ server_hold (Server *s)
   g_assert_cmpint (read (fd, buf, sizeof buf), ==, 7);
   g_assert_cmpmem (buf, 7, "+PONG\r\n", 7);
   return fd;
+}
+
+/* Lets every client in again, through the one that was in (server_fill), and closes it. */
+static void
+server_let_in (int hold)
+{
+  const char *let_in = "CONFIG SET maxclients 10000\r\n";
+  char buf[16];
+
+  g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
+  g_assert_cmpint (read (hold, buf, sizeof buf), ==, 5);
+  close (hold);
 }
 
 /* Redis at its maxclients accepts a connection, writes "-ERR max number of clients reached"
@@ -906,22 +921,16 @@ test_client_refused_at_once (void)
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   EvdRedisStats stats = { 0 };
   EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
-  const char *one_client[] = { "CONFIG", "SET", "maxclients", "1" };
-  const char *let_in = "CONFIG SET maxclients 10000\r\n";
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[1] = { 0 };
-  g_autofree char *ok = NULL;
   EvdRedisClient *c;
   gint64 t0, until;
-  char buf[16];
   int hold;
 
   server_new (&s, NULL);
   opts.address = s.sock;
   server_set (&s, "a", "A");
-  ok = side_command (s.sock, 4, one_client, TRUE);
-  g_assert_cmpstr (ok, ==, "OK");
-  hold = server_hold (&s);          /* the one client it lets in */
+  hold = server_fill (&s);
   t0 = g_get_monotonic_time ();
   c = evd_redis_client_new (base, &opts);
   run_until_losses (base, &stats, 6, 30);
@@ -932,9 +941,7 @@ test_client_refused_at_once (void)
   call_until_refused (base, c, get, &pa, &o[0]);
   g_assert_cmpstr (o[0].value, ==, "database cache unavailable: ERR max number of clients reached");
   outcomes_clear (o, 1);
-  g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
-  g_assert_cmpint (read (hold, buf, sizeof buf), ==, 5);
-  close (hold);
+  server_let_in (hold);
   /* A refusal may still be on its way in: call until one is answered. */
   until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
   for (;;) {
@@ -948,6 +955,54 @@ test_client_refused_at_once (void)
   }
   g_assert_cmpstr (o[0].value, ==, "A");
   outcomes_clear (o, 1);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
+/* A connection that stayed up longer than the longest wait worked, even if no command went
+ * on it: when it is lost (Redis's `timeout` closes idle clients; CLIENT KILL; a restart) it is
+ * made again after the first wait, 50-100 ms, not after the 1-2 s that the refusals before it
+ * had built up. */
+static void
+test_client_idle_loss (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  const char *kill_cmd[] = { "CLIENT", "KILL", "TYPE", "normal" };
+  g_autofree char *killed = NULL;
+  EvdRedisClient *c;
+  gint64 losses, lost_at;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  {
+    int hold = server_fill (&s);
+
+    c = evd_redis_client_new (base, &opts);
+    run_until_losses (base, &stats, 6, 30);   /* the next wait would be 1-2 s */
+    server_let_in (hold);
+  }
+  /* Up and idle for longer than 2 s (again if a refusal was still on its way in). */
+  do {
+    gint64 until;
+
+    run_until_up (base, c, 1, 10);
+    until = g_get_monotonic_time () + 2200 * 1000;
+    losses = __atomic_load_n (&stats.losses, __ATOMIC_RELAXED);
+    while (g_get_monotonic_time () < until) {
+      event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+      g_usleep (1000);
+    }
+  } while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) != losses);
+  killed = side_command (s.sock, 4, kill_cmd, TRUE);   /* all but the side connection */
+  g_assert_cmpstr (killed, ==, "1");
+  run_until_losses (base, &stats, losses + 1, 10);
+  lost_at = g_get_monotonic_time ();
+  run_until_up (base, c, 1, 10);
+  g_assert_cmpint (g_get_monotonic_time () - lost_at, <, 1000 * 1000);
   evd_redis_client_free (c);
   event_base_free (base);
   server_free (&s);
@@ -981,5 +1036,6 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/auth", test_client_auth);
   g_test_add_func ("/redis/client/stuck", test_client_stuck);
   g_test_add_func ("/redis/client/refused-at-once", test_client_refused_at_once);
+  g_test_add_func ("/redis/client/idle-loss", test_client_idle_loss);
   return g_test_run ();
 }
