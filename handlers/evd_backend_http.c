@@ -640,6 +640,7 @@ evd_backend_http_err_of (const GError *error)
 {
   switch (error->code) {
   case EVD_HTTP_ERROR_CONNECT: return EVD_BACKEND_HTTP_ERR_CONNECT;
+  case EVD_HTTP_ERROR_UNTRUSTED: return EVD_BACKEND_HTTP_ERR_CONNECT;
   case EVD_HTTP_ERROR_TIMEOUT: return EVD_BACKEND_HTTP_ERR_TIMEOUT;
   case EVD_HTTP_ERROR_TOO_BIG: return EVD_BACKEND_HTTP_ERR_TOO_BIG;
   case EVD_HTTP_ERROR_CANCELLED: return EVD_BACKEND_HTTP_ERR_CANCELLED;
@@ -665,7 +666,12 @@ evd_backend_http_on_done (EvdHttpRequest *req, const EvdHttpResponse *response,
     return;
   }
   message = g_strdup_printf ("upstream %s: GET %s: %s", l->up->name, l->get, error->message);
-  evd_backend_http_fail (hc, evd_backend_http_err_of (error), message);
+  /* A certificate that did not verify will not on a retry either: final (still the
+   * upstream's failure for its breaker). */
+  if (g_error_matches (error, EVD_HTTP_ERROR, EVD_HTTP_ERROR_UNTRUSTED))
+    evd_backend_http_fail_flags (hc, EVD_BACKEND_HTTP_ERR_CONNECT, 0, message);
+  else
+    evd_backend_http_fail (hc, evd_backend_http_err_of (error), message);
 }
 
 static void

@@ -113,20 +113,29 @@ evd_cache_get (EvdCache *c, GBytes *key, gint64 now_us, EvdRows **stale)
   return rows;
 }
 
-/* Under the lock: room for `bytes` more within both bounds, evicting the oldest. */
+/* Under the lock: takes `bytes` of the process's budget, evicting this cache's oldest while
+ * they would not fit within both bounds; FALSE (nothing taken) when they do not fit even with
+ * none left. The check and the take are one atomic step: other caches take from the budget
+ * at the same time under locks of their own, and a check followed by an add let two of them
+ * both take the last room. */
 static gboolean
 evd_cache_make_room (EvdCache *c, gsize bytes)
 {
-  while (c->lru.tail != NULL &&
-         (c->bytes + (gint64) bytes > c->max_bytes ||
-          __atomic_load_n (&c->budget->bytes, __ATOMIC_RELAXED) + (gint64) bytes >
-          __atomic_load_n (&c->budget->max_bytes, __ATOMIC_RELAXED))) {
+  for (;;) {
+    gint64 used = __atomic_load_n (&c->budget->bytes, __ATOMIC_RELAXED);
+
+    if (c->bytes + (gint64) bytes <= c->max_bytes &&
+        used + (gint64) bytes <= __atomic_load_n (&c->budget->max_bytes, __ATOMIC_RELAXED)) {
+      if (__atomic_compare_exchange_n (&c->budget->bytes, &used, used + (gint64) bytes, FALSE,
+                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return TRUE;
+      continue;  /* another cache took or gave back some meanwhile: look again */
+    }
+    if (c->lru.tail == NULL)
+      return FALSE;
     evd_cache_remove (c, c->lru.tail->data);
     c->evictions++;
   }
-  return c->bytes + (gint64) bytes <= c->max_bytes &&
-         __atomic_load_n (&c->budget->bytes, __ATOMIC_RELAXED) + (gint64) bytes <=
-         __atomic_load_n (&c->budget->max_bytes, __ATOMIC_RELAXED);
 }
 
 void
@@ -135,13 +144,14 @@ evd_cache_put (EvdCache *c, GBytes *key, EvdRows *rows, gint64 now_us)
   gsize bytes = evd_cache_rows_bytes (rows);  /* outside the lock: it writes the table */
   EvdCacheEntry *e;
 
-  if ((gint64) bytes > c->max_bytes)
-    return;  /* larger than the lookup's bound: never kept */
   g_mutex_lock (&c->lock);
+  /* The older rows go even when the new ones are not kept: they must not be served (fresh
+   * or stale) after a newer answer went out. */
   e = g_hash_table_lookup (c->entries, key);
   if (e != NULL)
     evd_cache_remove (c, e);
-  if (evd_cache_make_room (c, bytes)) {
+  /* Larger than the lookup's bound: never kept. */
+  if ((gint64) bytes <= c->max_bytes && evd_cache_make_room (c, bytes)) {
     e = g_new0 (EvdCacheEntry, 1);
     e->key = g_bytes_ref (key);
     e->rows = evd_rows_ref (rows);
@@ -150,8 +160,7 @@ evd_cache_put (EvdCache *c, GBytes *key, EvdRows *rows, gint64 now_us)
     e->link.data = e;
     g_hash_table_insert (c->entries, e->key, e);
     g_queue_push_head_link (&c->lru, &e->link);
-    c->bytes += (gint64) bytes;
-    __atomic_fetch_add (&c->budget->bytes, (gint64) bytes, __ATOMIC_RELAXED);
+    c->bytes += (gint64) bytes;  /* the budget's share was taken by evd_cache_make_room */
   }
   g_mutex_unlock (&c->lock);
 }

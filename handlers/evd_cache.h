@@ -46,7 +46,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdCache, evd_cache_free)
  * and when `stale` is not NULL and the entry expired less than stale_us ago, *stale gets its
  * rows (a reference) for evd_cache_served_stale later. An entry past that is dropped. */
 EvdRows *evd_cache_get (EvdCache *c, GBytes *key, gint64 now_us, EvdRows **stale);
-/* Keeps `rows` under `key` (takes its own reference), fresh from now until now + ttl. */
+/* Keeps `rows` under `key` (takes its own reference), fresh from now until now + ttl. What was
+ * under `key` goes, even when the rows are too large to keep. */
 void evd_cache_put (EvdCache *c, GBytes *key, EvdRows *rows, gint64 now_us);
 /* Stale rows went out in place of a failed refresh: counts it. */
 void evd_cache_served_stale (EvdCache *c);

@@ -305,6 +305,7 @@ evd_data_access_new (EvdConfig *cfg, EvdMetrics *metrics, EvdTraceStore *traces)
   da->service.metrics = metrics;
   g_mutex_init (&da->lock);
   da->current = evd_engine_new (cfg, &da->counters);
+  evd_engine_activate (da->current);
   evd_metrics_add_collector (metrics, evd_service_collect, da);
   return da;
 }
@@ -380,6 +381,7 @@ evd_data_access_commit (EvdDataAccess *da, EvdEngine *next, char **summary)
 
   if (summary != NULL)
     *summary = evd_service_diff (evd_engine_lookups (da->current), evd_engine_lookups (next));
+  evd_engine_activate (next);
   g_mutex_lock (&da->lock);
   old = da->current;
   da->current = next;

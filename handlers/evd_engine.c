@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "evd_cache.h"
 #include "evd_log.h"
 #include "evd_response.h"
 #include "evdal_data_access.h"
@@ -533,6 +534,10 @@ evd_slot_finish (EvdSlot *slot, EvdRows *rows, evdalLookupError *error)
     return;
   slot->done = TRUE;
   slot->end_us = g_get_monotonic_time ();
+  /* Ended before it was launched (a critical call ended the fetch inside its own start()):
+   * it took no time, rather than all of the monotonic clock. */
+  if (slot->start_us == 0)
+    slot->start_us = slot->end_us;
   slot->rows = rows ? evd_rows_ref (rows) : NULL;
   slot->error = error ? g_object_ref (error) : NULL;
   if (slot->rows == NULL && slot->error == NULL)
@@ -915,7 +920,7 @@ evd_fetch_export_slot (EvdFetch *f, GString *out, const EvdSlot *s, gint64 wall0
   const char *db = evd_fetch_db_system (kind);
   g_autofree char *name = g_strconcat ("lookup ", spec->name, NULL);
   g_autofree char *error = evd_trace_cut (s->error != NULL ? s->error->message : NULL);
-  gint64 start = MAX (s->start_us, f->ctx.start_us);  /* a slot never launched: 0 */
+  gint64 start = MAX (s->start_us, f->ctx.start_us);
   EvdOtlpSpan span = {
     f->ctx.tracing.trace_id, s->span_id, f->ctx.tracing.span_id, NULL, name,
     evd_fetch_span_kind (kind, &s->call, s->marks), wall0 + (start - f->ctx.start_us),
@@ -1492,6 +1497,14 @@ EvdLookupSet *
 evd_engine_lookups (EvdEngine *engine)
 {
   return engine->lookups;
+}
+
+void
+evd_engine_activate (EvdEngine *engine)
+{
+  /* Loops read it while a reload sets it: atomic. */
+  __atomic_store_n (&evd_cache_budget_process ()->max_bytes, engine->sc->cache_max_bytes,
+                    __ATOMIC_RELAXED);
 }
 
 void

@@ -60,6 +60,8 @@ typedef struct {
   struct event *stale_timer;  /* on its own loop, a little before its deadline */
   gboolean timing_out;      /* left because its time ran out */
   gboolean created;         /* made the flight (its span is not marked coalesced) */
+  gboolean offered_stale;   /* its look at the cache found the entry within its stale window:
+                             * it may be answered with the flight's stale rows */
 } EvdXreqWaiter;
 
 /* One run of the real backend. */
@@ -159,9 +161,8 @@ evd_xreq_set_new (EvdConfig *cfg)
 
   set->sections = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   set->order = g_ptr_array_new_with_free_func (evd_xreq_section_free);
-  /* A reload sets it while loops read it: atomic. */
-  __atomic_store_n (&evd_cache_budget_process ()->max_bytes,
-                    evd_config_server (cfg)->cache_max_bytes, __ATOMIC_RELAXED);
+  /* The process's budget ([server] cache_max_bytes) is set when the generation becomes
+   * current (evd_engine_activate), not here: a reload that is refused is built too. */
   for (guint k = 0; k < G_N_ELEMENTS (kinds); k++) {
     g_auto (GStrv) groups = evd_config_groups_of_kind (cfg, kinds[k]);
     for (guint i = 0; groups[i] != NULL; i++)
@@ -261,14 +262,18 @@ typedef struct {
 static GMutex evd_xreq_kept_lock;
 static GHashTable *evd_xreq_kept;  /* definition -> EvdXreqKept */
 
+/* The bound the cache is made with is in it as well: a lookup without a cache_max_bytes of its
+ * own takes [server]'s, which a reload may change while the lookup's text stays the same. */
 static char *
-evd_xreq_definition (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdXreqSection *section)
+evd_xreq_definition (EvdConfig *cfg, const EvdLookupSpec *spec, const EvdXreqSection *section,
+                     const EvdXreqConfig *c)
 {
   g_autofree char *own = evd_config_group_text (cfg, spec->group);
   g_autofree char *shared = strcmp (section->group, spec->group) != 0
                             ? evd_config_group_text (cfg, section->group) : g_strdup ("");
 
-  return g_strdup_printf ("[%s]\n%s[%s]\n%s", spec->group, own, section->group, shared);
+  return g_strdup_printf ("[%s]\n%s[%s]\n%s(cache_max_bytes %" G_GINT64_FORMAT ")",
+                          spec->group, own, section->group, shared, c->cache_max_bytes);
 }
 
 static EvdCache *
@@ -372,7 +377,7 @@ evd_xreq_open (EvdXreqSet *set, EvdConfig *cfg, const EvdLookupSpec *spec,
   x->section = section;
   x->coalesce = c.coalesce ? evd_coalesce_new () : NULL;
   if (c.cache_ttl_ms > 0) {
-    x->definition = evd_xreq_definition (cfg, spec, section);
+    x->definition = evd_xreq_definition (cfg, spec, section, &c);
     x->cache = evd_xreq_kept_take (x->definition, &c);
   }
   if (c.hedge_p95 || c.hedge_after_ms > 0)
@@ -640,11 +645,14 @@ evd_xreq_flight_stop_attempts (EvdXreqFlight *f, gboolean timed_out)
       evd_backend_call_cancel (running[i]->call);
 }
 
-/* Answers every caller still waiting with `rows` (a success or stale rows) or the error. */
+/* Answers every caller still waiting with `rows` (a success) or the error; with both, `rows`
+ * are expired ones: those who were offered them (offered_stale) get them, the others the
+ * error (the cache found the entry past its stale window when they asked). */
 static void
 evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, const char *message,
                         guint flags)
 {
+  gboolean stale = rows != NULL && kind != EVD_ERROR_KIND_NONE;
 
   f->over = TRUE;
   evd_xreq_flight_stop_timers (f);
@@ -653,14 +661,20 @@ evd_xreq_flight_answer (EvdXreqFlight *f, EvdRows *rows, EvdErrorKind kind, cons
   for (guint i = 0, n = evd_coalesce_close (f->entry) ? evd_coalesce_entry_n_waiters (f->entry)
                                                       : 0; i < n; i++) {
     EvdXreqWaiter *w = evd_coalesce_entry_waiter (f->entry, i);
-    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0);
+    gboolean with_rows = rows != NULL && (!stale || w->offered_stale);
+    guint marks = f->marks | (!w->created ? EVD_MARK_COALESCED : 0) |
+                  (stale && with_rows ? EVD_MARK_STALE : 0);
 
     evd_backend_call_mark (w->outer, marks, f->retries);
     if (f->trace_peer != NULL)
       evd_backend_call_trace_peer (w->outer, f->trace_peer);
     if (f->trace_http_status != 0)
       evd_backend_call_trace_http_status (w->outer, f->trace_http_status);
-    if (rows != NULL)
+    if (stale && with_rows) {
+      EVD_XREQ_COUNT (f->x, stale);
+      evd_cache_served_stale (f->x->cache);
+    }
+    if (with_rows)
       evd_backend_call_return (w->outer, evd_rows_ref (rows));
     else
       evd_backend_call_fail_full (w->outer, flags, kind, "%s", message);
@@ -674,10 +688,7 @@ evd_xreq_flight_fail (EvdXreqFlight *f, EvdErrorKind kind, const char *message, 
   if (f->stale != NULL) {
     g_autoptr (EvdRows) stale = g_steal_pointer (&f->stale);
 
-    f->marks |= EVD_MARK_STALE;
-    EVD_XREQ_COUNT (f->x, stale);
-    evd_cache_served_stale (f->x->cache);
-    evd_xreq_flight_answer (f, stale, EVD_ERROR_KIND_NONE, NULL, 0);
+    evd_xreq_flight_answer (f, stale, kind, message, flags);  /* counted per caller there */
     return;
   }
   evd_xreq_flight_answer (f, NULL, kind, message, flags);
@@ -1123,7 +1134,8 @@ evd_xreq_start (gpointer backend, EvdBackendCall *outer)
   }
   /* Not g_new0: calloc skips malloc's per-thread cache. */
   w = g_new (EvdXreqWaiter, 1);
-  *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer) };
+  *w = (EvdXreqWaiter) { .outer = outer, .deadline_us = evd_backend_call_deadline_us (outer),
+                         .offered_stale = stale != NULL };
   *evd_backend_call_data (outer) = w;
   make = (EvdXreqMake) { x, w, evd_backend_call_loop (outer) };
   /* The caller's deadline goes in with it, in one step: a flight deciding whether its time is

@@ -199,10 +199,11 @@ evd_http_error_of (CURLcode rc)
   case CURLE_COULDNT_RESOLVE_HOST:
   case CURLE_COULDNT_CONNECT:
   case CURLE_SSL_CONNECT_ERROR:
-  case CURLE_PEER_FAILED_VERIFICATION:
-  case CURLE_SSL_CACERT_BADFILE:
   case CURLE_SSL_CERTPROBLEM:
     return EVD_HTTP_ERROR_CONNECT;
+  case CURLE_PEER_FAILED_VERIFICATION:
+  case CURLE_SSL_CACERT_BADFILE:
+    return EVD_HTTP_ERROR_UNTRUSTED;
   case CURLE_OPERATION_TIMEDOUT:
     return EVD_HTTP_ERROR_TIMEOUT;
   case CURLE_FILESIZE_EXCEEDED:
@@ -232,7 +233,9 @@ evd_http_retry_after_parse (const char *value, gint64 now_unix)
   date = curl_getdate (p, NULL);
   if (date == (time_t) -1)
     return -1;
-  return MAX ((gint64) date - now_unix, 0);
+  /* Capped as delay-seconds are: a date in the year 300000 is 9.4e12 s away, which in
+   * microseconds (what a retry waits) overflows a gint64. */
+  return CLAMP ((gint64) date - now_unix, 0, G_MAXINT32);
 }
 
 /* What the response says of when to come back: only a 429 or 503 means it. */

@@ -71,11 +71,13 @@ typedef void (*EvdHttpDone) (EvdHttpRequest *req, const EvdHttpResponse *respons
 GQuark evd_http_error_quark (void);
 typedef enum {
   EVD_HTTP_ERROR_INVALID,    /* a URL or header evd_http_get() refuses */
-  EVD_HTTP_ERROR_CONNECT,    /* name resolution, connect or TLS handshake/verification */
+  EVD_HTTP_ERROR_CONNECT,    /* name resolution, connect or TLS handshake */
   EVD_HTTP_ERROR_TIMEOUT,    /* the deadline passed */
   EVD_HTTP_ERROR_TOO_BIG,    /* the body outgrew max_response_bytes */
   EVD_HTTP_ERROR_FAILED,     /* the transfer failed after connecting (reset, bad response) */
   EVD_HTTP_ERROR_CANCELLED,  /* the client was freed first */
+  EVD_HTTP_ERROR_UNTRUSTED,  /* the server's certificate did not verify (or the CA file could
+                                not be read): every attempt fails the same way */
 } EvdHttpError;
 
 /* libcurl's one-time set-up; any thread, idempotent. evd_http_client_new() calls it too, but
@@ -86,8 +88,8 @@ void evd_http_global_init (void);
 gboolean evd_http_async_dns (void);
 
 /* A Retry-After value, delay-seconds ("120") or an HTTP date ("Fri, 31 Dec 1999 23:59:59
- * GMT"), as seconds after `now_unix` (a date already past gives 0); -1 when it is neither.
- * Any thread. */
+ * GMT"), as seconds after `now_unix` (a date already past gives 0, either form at most
+ * G_MAXINT32); -1 when it is neither. Any thread. */
 gint64 evd_http_retry_after_parse (const char *value, gint64 now_unix);
 
 /* On the base's thread, as every other function below (but the global ones). */

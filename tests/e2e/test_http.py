@@ -584,6 +584,37 @@ class Tls(h.EvdalTestCase):
                                                  upstream='svc', kind='connect'), 1)
             self.assertEqual(len(up.requests), 0)
 
+    def test_https_unknown_ca_is_not_retried(self):
+        # A certificate that does not verify fails every attempt the same way: it is no lost
+        # or refused connection, so `retries` does not apply (it made three handshakes).
+        with UpstreamServer(tls=(self.cert, self.key)) as up:
+            lookups = RETRIED_LOOKUP.format(base='https://127.0.0.1:%d' % up.port)
+            with h.Server(h.config(lookups=lookups, admin_listen='127.0.0.1:0',
+                                   max_queue_ms=0)) as srv:
+                c, t = h.client(srv)
+                try:
+                    r = c.fetch(h.fetch_request({'a': call('retried')}, trace=True)).results['a']
+                finally:
+                    t.close()
+                self.assertEqual(r.error.kind, EK.BACKEND)
+                self.assertRegex(r.error.message, r'(?i)certificate|SSL')
+                self.assertFalse(r.span.marks)
+                self.assertEqual(labelled_metric(srv, 'evdal_http_errors_total',
+                                                 upstream='svc', kind='connect'), 1)
+            self.assertEqual(up.stats(), (1, 0))   # one handshake, no request
+
+
+RETRIED_LOOKUP = """
+[upstream svc]
+backend = http
+base_url = {base}
+
+[lookup retried]
+upstream = svc
+get = /items?n=1
+retries = 2
+timeout_ms = 10000
+"""
 
 
 def free_port():

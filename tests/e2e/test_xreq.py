@@ -523,6 +523,72 @@ class ReloadKeepsUnchangedCachesTest(h.EvdalTestCase):
             self.assertEqual(both()['changed'], ('uno (new)', ['cache_hit']))
 
 
+class CacheBudgetReloadTest(h.EvdalTestCase):
+    """[server] cache_max_bytes across reloads: the process's budget of all caches, and the
+    bound of each lookup without a cache_max_bytes of its own."""
+
+    LOOKUPS = RELOAD_LOOKUPS % 'SELECT name FROM t WHERE id = :id'
+
+    def start(self, names, **server):
+        """A server whose lookup `kept` reads table t (id -> names[id - 1]); returns it and a
+        function that fetches `kept` for an id and gives the span's marks."""
+        srv = h.Server(h.config(lookups=self.LOOKUPS, admin_listen='127.0.0.1:0', **server))
+        db = sqlite3.connect(os.path.join(srv.tmpdir, 'reload.db'))
+        self.addCleanup(db.close)
+        db.execute('CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)')
+        db.executemany('INSERT INTO t VALUES (?, ?)', enumerate(names, 1))
+        db.commit()
+        self.enterContext(srv)  # as `with srv:`, so its exit status is checked too
+        c, t = h.client(srv)
+        self.addCleanup(t.close)
+
+        def marks(user):
+            r = c.fetch(h.fetch_request({'k': ttypes.LookupCall(
+                lookup='kept', params={'id': ttypes.Value(int_value=user)})},
+                trace=True)).results['k']
+            self.assertIsNone(r.error)
+            return r.span.marks or []
+        return srv, marks
+
+    def reload(self, srv, extra='', **server):
+        with open(srv.config_path, 'w') as f:
+            f.write(h.config(lookups=self.LOOKUPS.replace('@TMPDIR@', srv.tmpdir) + extra,
+                             admin_listen='127.0.0.1:0', **server))
+        srv.send_signal(signal.SIGHUP)
+
+    def test_refused_reload_keeps_the_cache_budget(self):
+        """A reload that is refused keeps the configuration in use, the process's cache budget
+        included: building the refused generation used to set the budget to its value, here
+        0, and nothing was cached any more."""
+        srv, marks = self.start(['one', 'two'])
+        self.assertEqual(marks(1), [])
+        self.assertEqual(marks(1), ['cache_hit'])
+        # A file that cannot be used (an unknown backend), whose [server] says no cache.
+        self.reload(srv, '\n[lookup bad]\nbackend = no_such_kind\n', cache_max_bytes=0)
+        self.assertTrue(srv.wait_log(r'reload refused: the configuration in use is kept',
+                                     timeout=10), srv.log_tail())
+        self.assertEqual(marks(1), ['cache_hit'])
+        # A new entry is still kept under the budget in use.
+        self.assertEqual(marks(2), [])
+        self.assertEqual(marks(2), ['cache_hit'])
+
+    def test_reload_raises_the_bound_of_a_kept_cache(self):
+        """A reload that raises [server] cache_max_bytes raises the bound of a lookup that takes
+        it as its default, though the lookup's own keys did not change (its cache is kept):
+        the kept cache used to keep the bound it was made with, so a table larger than the old
+        value was never cached again until a restart."""
+        srv, marks = self.start(['one', 'x' * 1000], cache_max_bytes=400)
+        self.assertEqual(marks(1), [])
+        self.assertEqual(marks(1), ['cache_hit'])
+        # 1000 bytes of text: over the bound of 400.
+        self.assertEqual(marks(2), [])
+        self.assertEqual(marks(2), [])
+        self.reload(srv, cache_max_bytes=1 << 20)
+        self.assertTrue(srv.wait_log(r'reloaded', timeout=10), srv.log_tail())
+        self.assertEqual(marks(2), [])
+        self.assertEqual(marks(2), ['cache_hit'])
+
+
 COUNT_LOOKUPS = """
 [database db]
 path = @TMPDIR@/count.db

@@ -144,6 +144,102 @@ test_bounds (void)
   g_assert_cmpint (budget.bytes, ==, 0);
 }
 
+/* A newer answer too large to keep still supersedes the entry it would have replaced: the
+ * older rows are neither served fresh nor kept for stale-if-error (a caller who saw the new
+ * answer would otherwise get the old one back when a refresh fails), as when the budget has
+ * no room for it. */
+static void
+test_too_large_answer_supersedes (void)
+{
+  g_autoptr (EvdRows) small = table (1, 10);
+  g_autoptr (EvdRows) big = table (100, 100);
+  EvdCacheBudget budget = { 1 << 20, 0 };
+  g_autoptr (EvdCache) c = evd_cache_new (&budget, 1000, 1000 * MS, 60000 * MS);
+  g_autoptr (GBytes) k = key ("user=7");
+  EvdRows *stale = NULL;
+  EvdCacheStats s;
+
+  g_assert_cmpuint (evd_cache_rows_bytes (big), >, 1000);
+  evd_cache_put (c, k, small, 0);
+  /* Expired: the refresh's answer is too large to keep. */
+  g_assert_null (evd_cache_get (c, k, 1000 * MS, &stale));
+  g_assert_true (stale == small);
+  g_clear_pointer (&stale, evd_rows_unref);
+  evd_cache_put (c, k, big, 1001 * MS);
+  g_assert_null (evd_cache_get (c, k, 1002 * MS, &stale));
+  g_assert_null (stale);
+  evd_cache_stats (c, &s);
+  g_assert_cmpuint (s.entries, ==, 0);
+  g_assert_cmpint (s.bytes, ==, 0);
+  g_assert_cmpint (budget.bytes, ==, 0);
+  /* The same while fresh. */
+  evd_cache_put (c, k, small, 2000 * MS);
+  evd_cache_put (c, k, big, 2001 * MS);
+  g_assert_null (evd_cache_get (c, k, 2002 * MS, NULL));
+  g_assert_cmpint (budget.bytes, ==, 0);
+}
+
+/* Lookups on different loops put at once, each under its own lock: the process's bound
+ * holds at every moment, as a third thread watching the budget sees. Room is taken from the
+ * budget in one atomic step with the check; a check, then an add, let two puts that each saw
+ * room for one entry both add theirs. */
+typedef struct {
+  EvdCacheBudget *budget;
+  EvdCache *cache;
+  EvdRows *rows;
+  gint *stop;
+  gint64 most;              /* the most the budget held, seen right after a put */
+} TestPutter;
+
+static gpointer
+test_putter (gpointer data)
+{
+  TestPutter *p = data;
+
+  for (guint i = 0; !g_atomic_int_get (p->stop); i++) {
+    char k[16];
+    g_autoptr (GBytes) b = NULL;
+
+    g_snprintf (k, sizeof k, "%u", i % 64);
+    b = key (k);
+    evd_cache_put (p->cache, b, p->rows, 0);
+    __atomic_store_n (&p->most, MAX (__atomic_load_n (&p->most, __ATOMIC_RELAXED),
+                                     __atomic_load_n (&p->budget->bytes, __ATOMIC_RELAXED)),
+                      __ATOMIC_RELAXED);
+  }
+  return NULL;
+}
+
+static void
+test_budget_holds_across_threads (void)
+{
+  g_autoptr (EvdRows) rows = table (1, 10);
+  gint64 one = (gint64) evd_cache_rows_bytes (rows);
+  EvdCacheBudget budget = { one, 0 };  /* room for one entry in the whole process */
+  gint stop = 0;
+  TestPutter p[2];
+  GThread *threads[2];
+  gint64 most = 0, until = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+
+  for (guint i = 0; i < 2; i++) {
+    p[i] = (TestPutter) { &budget, evd_cache_new (&budget, 1 << 20, 60000 * MS, 0), rows, &stop,
+                          0 };
+    threads[i] = g_thread_new ("putter", test_putter, &p[i]);
+  }
+  while (g_get_monotonic_time () < until && most <= one)
+    most = MAX (MAX (most, __atomic_load_n (&budget.bytes, __ATOMIC_RELAXED)),
+                MAX (__atomic_load_n (&p[0].most, __ATOMIC_RELAXED),
+                     __atomic_load_n (&p[1].most, __ATOMIC_RELAXED)));
+  g_atomic_int_set (&stop, 1);
+  for (guint i = 0; i < 2; i++) {
+    g_thread_join (threads[i]);
+    most = MAX (most, p[i].most);
+    evd_cache_free (p[i].cache);
+  }
+  g_assert_cmpint (most, <=, one);
+  g_assert_cmpint (budget.bytes, ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -151,5 +247,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cache/ttl-and-stale", test_ttl_and_stale);
   g_test_add_func ("/cache/lru-by-bytes", test_lru_by_bytes);
   g_test_add_func ("/cache/bounds", test_bounds);
+  g_test_add_func ("/cache/too-large-answer-supersedes", test_too_large_answer_supersedes);
+  g_test_add_func ("/cache/budget-holds-across-threads", test_budget_holds_across_threads);
   return g_test_run ();
 }

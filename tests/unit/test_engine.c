@@ -476,6 +476,32 @@ test_critical_failure_cancels_the_rest (void)
   test_finish (run);
 }
 
+/* A call that never started (a critical call before it ended the fetch inside its own
+ * start()) took no time: its lookup's latency histogram gets a sample of 0, not the
+ * monotonic clock itself (its start time was never set: the sum grew by the machine's
+ * uptime, and the +Inf bucket by one, for every such call). */
+static void
+test_never_started_call_takes_no_time (void)
+{
+  static const TestCall calls[] = {
+    { "1-must", "broken", NO_DELAY, 0, TRUE }, { "2-never", "hang", NO_DELAY, 4000, FALSE },
+  };
+  EvdMetricsLookup *s = evd_metrics_lookup (metrics, "hang");
+  guint64 hangs = test_executions ("hang"), sum = s->latency.sum_us;
+  guint64 slowest = s->latency.buckets[EVD_HISTOGRAM_N];
+  TestRun *run = test_start (FALSE, calls, G_N_ELEMENTS (calls));
+  g_autoptr (evdalDataAccessFetchResult) r = NULL;
+
+  g_assert_true (run->done);
+  r = test_result (run);
+  g_assert_true (r->__isset_failed);
+  g_assert_cmpstr (r->failed->call, ==, "1-must");
+  g_assert_cmpuint (test_executions ("hang") - hangs, ==, 1);  /* counted, cancelled */
+  g_assert_cmpuint (s->latency.sum_us - sum, ==, 0);
+  g_assert_cmpuint (s->latency.buckets[EVD_HISTOGRAM_N] - slowest, ==, 0);
+  test_finish (run);
+}
+
 /* A critical call that times out ends the fetch the same way, later, from the timer. */
 static void
 test_critical_timeout (void)
@@ -667,6 +693,8 @@ main (int argc, char **argv)
   g_test_add_func ("/engine/staggered-deadlines", test_staggered_deadlines);
   g_test_add_func ("/engine/critical-failure-cancels-the-rest",
                    test_critical_failure_cancels_the_rest);
+  g_test_add_func ("/engine/never-started-call-takes-no-time",
+                   test_never_started_call_takes_no_time);
   g_test_add_func ("/engine/critical-timeout", test_critical_timeout);
   g_test_add_func ("/engine/non-critical-failure", test_non_critical_failure);
   g_test_add_func ("/engine/client-gone-cancels-everything", test_client_gone_cancels_everything);

@@ -617,6 +617,12 @@ test_retry_after_parse (void)
   /* A date already past: come back now. */
   g_assert_cmpint (evd_http_retry_after_parse ("Sun, 06 Nov 1994 08:49:37 GMT", now + 1000),
                    ==, 0);
+  /* A date far in the future is capped like delay-seconds: in microseconds (what a retry
+   * waits) the year 300000 would overflow a gint64 and come out negative, i.e. "retry now". */
+  g_assert_cmpint (evd_http_retry_after_parse ("Sat, 01 Jan 300000 00:00:00 GMT", now), ==,
+                   G_MAXINT32);
+  g_assert_cmpint (evd_http_retry_after_parse ("Fri, 31 Dec 9999 23:59:59 GMT", now), ==,
+                   G_MAXINT32);
   g_assert_cmpint (evd_http_retry_after_parse ("12s", now), ==, -1);
   g_assert_cmpint (evd_http_retry_after_parse ("-5", now), ==, -1);
   g_assert_cmpint (evd_http_retry_after_parse ("soon", now), ==, -1);

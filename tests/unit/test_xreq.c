@@ -876,6 +876,47 @@ test_cache_stale_on_timeout (void)
   fixture_close (&fx);
 }
 
+/* Stale rows go only to callers whose own look at the cache found the entry within its stale
+ * window. One who asked after the window had passed (the cache dropped the entry and offered
+ * nothing) and joined a refresh begun within it gets the refresh's error, not rows older
+ * than stale_if_error_ms allows: they used to go to every caller of the flight. */
+static void
+test_cache_stale_only_to_callers_within_the_window (void)
+{
+  Fixture fx;
+  Caller a, b, c;
+  Caller *all[] = { &a, &b, &c };
+  g_autofree char *down = NULL;
+
+  /* A failed refresh is retried once after a backoff: the time a later caller joins in. */
+  fixture_open (&fx, "fault", "mode = ok\ndelay_ms = 1\ncache_ttl_ms = 1000\n"
+                "stale_if_error_ms = 500\nfail_while_exists = @TMP@/down\nretryable = true\n"
+                "retries = 1\ncoalesce = true\n", TRUE);
+  down = g_build_filename (fx.tmpdir, "down", NULL);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_true (g_file_set_contents (down, "", 0, NULL));
+  fx.now += 1200 * MS;  /* expired, within the window */
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_false (b.done);  /* its refresh failed and waits to be retried */
+  fx.now += 400 * MS;   /* past the window */
+  caller_start (&fx, &c, 7, 5000);
+  g_assert_false (c.done);
+  g_assert_true (run_until_done (&fx, all + 1, 2, 2000));
+  g_assert_cmpint (fx.counted->starts, ==, 3);  /* the fill, the refresh, its retry */
+  g_assert_cmpint (b.kind, ==, 0);
+  g_assert_cmpint (caller_call_number (&b), ==, 1);
+  g_assert_cmpuint (b.marks & EVD_MARK_STALE, ==, EVD_MARK_STALE);
+  g_assert_cmpint (c.kind, ==, EVD_ERROR_KIND_BACKEND);
+  g_assert_null (c.rows);
+  g_assert_cmpuint (c.marks & EVD_MARK_STALE, ==, 0);
+  g_assert_cmpuint (c.marks & EVD_MARK_COALESCED, ==, EVD_MARK_COALESCED);
+  g_unlink (down);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
 /* ---- Hedging. ---- */
 
 static void
@@ -1071,6 +1112,8 @@ main (int argc, char **argv)
   g_test_add_func ("/xreq/cache/ttl", test_cache_ttl);
   g_test_add_func ("/xreq/cache/stale-if-error", test_cache_stale_if_error);
   g_test_add_func ("/xreq/cache/stale-on-timeout", test_cache_stale_on_timeout);
+  g_test_add_func ("/xreq/cache/stale-only-to-callers-within-the-window",
+                   test_cache_stale_only_to_callers_within_the_window);
   g_test_add_func ("/xreq/hedge/one-and-loser-cancelled", test_hedge_one_and_loser_cancelled);
   g_test_add_func ("/xreq/hedge/never-more-than-one", test_hedge_never_more_than_one);
   g_test_add_func ("/xreq/retry/budget-under-failing-backend",
