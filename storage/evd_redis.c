@@ -708,11 +708,12 @@ evd_redis_conn_lost (EvdRedisConn *conn, const char *why)
       g_get_monotonic_time () - conn->up_us >= EVD_REDIS_BACKOFF_MAX_MS * (gint64) 1000)
     conn->failures = 0;
   evd_redis_conn_close (conn, &fifo);
-  /* 100 ms, 200, 400... up to 2 s, each somewhere in its upper half, so that the
+  /* 100-200 ms, 200-400, 400-800... up to 2 s: the README's "after 100 ms, doubling", and
+   * no sooner (as PostgreSQL's, evd_pg_backoff_ms), each with jitter so that the
    * connections of every loop do not come back in step. */
   delay_ms = EVD_REDIS_BACKOFF_MIN_MS << MIN (conn->failures, 5u);
+  delay_ms += (guint) g_random_int_range (0, (gint32) delay_ms + 1);
   delay_ms = MIN (delay_ms, EVD_REDIS_BACKOFF_MAX_MS);
-  delay_ms = delay_ms / 2 + (guint) g_random_int_range (0, (gint32) delay_ms / 2 + 1);
   conn->failures++;
   struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
 

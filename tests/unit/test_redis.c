@@ -910,7 +910,7 @@ server_let_in (int hold)
 
 /* Redis at its maxclients accepts a connection, writes "-ERR max number of clients reached"
  * and closes it. Such a connection never worked: it is made again after the backoff, doubling
- * (50-100 ms, 100-200, 200-400...), not every 50-100 ms forever as when being connected
+ * (100-200 ms, 200-400, 400-800...), not every 100-200 ms forever as when being connected
  * counted as working; calls refused meanwhile give Redis's reason. Once the server lets it
  * in, calls are answered again. */
 static void
@@ -934,9 +934,9 @@ test_client_refused_at_once (void)
   t0 = g_get_monotonic_time ();
   c = evd_redis_client_new (base, &opts);
   run_until_losses (base, &stats, 6, 30);
-  /* Five waits between the six refusals: at least 50 + 100 + 200 + 400 + 800 ms with the
-   * backoff (a busy machine only makes it longer); 5 x 50-100 ms without it. */
-  g_assert_cmpint (g_get_monotonic_time () - t0, >=, 1550 * 1000);
+  /* Five waits between the six refusals: at least 100 + 200 + 400 + 800 + 1600 ms with the
+   * backoff (a busy machine only makes it longer); 5 x 100-200 ms without it. */
+  g_assert_cmpint (g_get_monotonic_time () - t0, >=, 3100 * 1000);
   /* Calls refused while it is down say why: Redis's words, not "a reply nobody asked for". */
   call_until_refused (base, c, get, &pa, &o[0]);
   g_assert_cmpstr (o[0].value, ==, "database cache unavailable: ERR max number of clients reached");
@@ -962,7 +962,7 @@ test_client_refused_at_once (void)
 
 /* A connection that stayed up longer than the longest wait worked, even if no command went
  * on it: when it is lost (Redis's `timeout` closes idle clients; CLIENT KILL; a restart) it is
- * made again after the first wait, 50-100 ms, not after the 1-2 s that the refusals before it
+ * made again after the first wait, 100-200 ms, not after the 1-2 s that the refusals before it
  * had built up. */
 static void
 test_client_idle_loss (void)
