@@ -676,7 +676,12 @@ evd_conn_on_event (struct bufferevent *bev, short what, void *arg)
   EvdConn *c = arg;
 
   (void) bev;
-  if ((what & (BEV_EVENT_EOF | BEV_EVENT_READING)) == (BEV_EVENT_EOF | BEV_EVENT_READING) &&
+  if (what & BEV_EVENT_CONNECTED) {
+    /* The TLS handshake is done: unless a request has begun since, nothing is half-sent. */
+    if (c->state != EVD_CONN_CLOSED &&
+        evbuffer_get_length (bufferevent_get_input (c->bev)) == 0)
+      c->partial_since_us = 0;
+  } else if ((what & (BEV_EVENT_EOF | BEV_EVENT_READING)) == (BEV_EVENT_EOF | BEV_EVENT_READING) &&
       c->state != EVD_CONN_CLOSED) {
     /* The client shut its sending side (one-shot scripts, `nc -N`) or closed: the two look
      * the same until a reply is written, which a closed client answers with a reset. So the
@@ -842,6 +847,11 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
                      : bufferevent_socket_new (base, fd, BEV_OPT_CLOSE_ON_FREE);
   c->timer = evtimer_new (base, evd_conn_on_timer, c);
   c->last_active_us = g_get_monotonic_time ();
+  /* A TLS handshake is what a client begins first: until it is done (BEV_EVENT_CONNECTED),
+   * read_timeout_ms bounds it as it bounds a half-sent request; idle_timeout_ms (0: none)
+   * is no bound for a client that stalls half-way through its ClientHello. */
+  if (host->tls != NULL)
+    c->partial_since_us = c->last_active_us;
   bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);
   bufferevent_setwatermark (c->bev, EV_WRITE, (gsize) cfg->max_output_bytes / 2, 0);
   /* No libevent write timeout: the connection's timer measures bytes that left
