@@ -119,6 +119,26 @@ evd_conn_free (gpointer data)
   g_free (c);
 }
 
+/* Most a close discards of what the client sent and evdal will never read. */
+#define EVD_CONN_DISCARD_MAX (4 * 1024 * 1024)
+
+/* Reads and drops what the client sent that evdal will not read (requests after the last one
+ * a closing connection answers, the rest of a request cut by the read timeout): Linux closes a
+ * socket that holds unread bytes with a reset rather than a FIN, discarding the replies still
+ * in its send queue, so a client reading the last reply got part of it and a reset. */
+static void
+evd_conn_discard_unread (EvdConn *c)
+{
+  evutil_socket_t fd = bufferevent_getfd (c->bev);
+  char buf[16384];
+  gsize total = 0;
+  ssize_t r;
+
+  while (total < EVD_CONN_DISCARD_MAX &&
+         (r = recv (fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+    total += (gsize) r;
+}
+
 static void
 evd_conn_close (EvdConn *c, const char *why)
 {
@@ -135,6 +155,7 @@ evd_conn_close (EvdConn *c, const char *why)
   c->unflushed = FALSE;
   event_free (c->timer);
   g_clear_pointer (&c->more, event_free);
+  evd_conn_discard_unread (c);
   bufferevent_free (c->bev);
   c->bev = NULL;
   g_atomic_int_add (host->n_connections, -1);
