@@ -595,13 +595,17 @@ evd_conn_process_input (EvdConn *c)
       return;
     in = bufferevent_get_input (c->bev);
     if (evd_conn_over_limits (c)) {
-      /* The client is not reading its replies, or pipelines too much: stop reading it. */
+      /* The client is not reading its replies, or pipelines too much: stop reading it. While
+       * evdal does not read, the client's request cannot be late: the clock starts anew. */
       c->read_paused = TRUE;
+      c->partial_since_us = 0;
       bufferevent_disable (c->bev, EV_READ);
       return;
     }
     switch (evd_conn_next (c, in)) {
     case EVD_STEP_MESSAGE:
+      /* The read timeout is for the request under way: a whole one restarts it. */
+      c->partial_since_us = 0;
       continue;
     case EVD_STEP_STOP:
       return;
