@@ -46,7 +46,9 @@ struct _EvdConn {
   gboolean read_paused;
   gboolean unflushed;           /* in host->unflushed: replies to send at the pass's end */
   GList unflushed_link;
-  gboolean last_one;            /* draining: read one more request, then close */
+  gboolean last_one;            /* draining: read one more request (or drain_bytes), close */
+  gsize drain_bytes;            /* draining: input held when the drain began, all of it
+                                 * sent before: its requests are answered before the close */
   gint64 drain_until_us;        /* draining, fresh: closed if no request began by then */
   guint64 n_requests;           /* requests read */
 
@@ -451,10 +453,6 @@ evd_conn_dispatch (EvdConn *c, EvdCall *call)
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
   c->n_requests++;
-  if (c->last_one) {
-    c->state = EVD_CONN_CLOSING;
-    bufferevent_disable (c->bev, EV_READ);
-  }
   if (c->unstarted == NULL)
     c->unstarted = c->calls.tail;
   evd_conn_start_more (c);
@@ -602,10 +600,21 @@ evd_conn_process_input (EvdConn *c)
       bufferevent_disable (c->bev, EV_READ);
       return;
     }
+    gsize before = evbuffer_get_length (in);
     switch (evd_conn_next (c, in)) {
     case EVD_STEP_MESSAGE:
       /* The read timeout is for the request under way: a whole one restarts it. */
       c->partial_since_us = 0;
+      if (c->last_one && c->state == EVD_CONN_OPEN) {
+        gsize taken = before - evbuffer_get_length (in);
+
+        /* Draining: the requests evdal had read when the drain began, and one at least. */
+        c->drain_bytes = c->drain_bytes > taken ? c->drain_bytes - taken : 0;
+        if (c->drain_bytes == 0) {
+          c->state = EVD_CONN_CLOSING;
+          bufferevent_disable (c->bev, EV_READ);
+        }
+      }
       continue;
     case EVD_STEP_STOP:
       return;
@@ -892,15 +901,18 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
 
 /* ---- Shutdown. ---- */
 
-/* Shutdown reaches an open connection. A request already sent (or begun) is answered, then the
- * connection closes; so is the first request of a connection that has sent none yet, if it
+/* Shutdown reaches an open connection. The requests already sent (all those evdal holds unread,
+ * else the one the kernel holds or that has begun) are answered, then the connection closes; so is the first request of a connection that has sent none yet, if it
  * begins within EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose
  * nothing a client sent. Anything else stops being read and closes once its replies are out. */
 static void
 evd_conn_drain_one (EvdConn *c)
 {
   if (evd_conn_has_input (c)) {
+    /* Every request in the input (held back by max_pipeline or max_output_bytes, or not
+     * handled yet) was sent before the drain; the one the kernel holds may have been too. */
     c->last_one = TRUE;  /* the read timeout and the grace period bound the rest */
+    c->drain_bytes = evbuffer_get_length (bufferevent_get_input (c->bev));
     return;
   }
   if (c->n_requests == 0) {
