@@ -803,6 +803,11 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
   }
   if (write_left != G_MAXINT64)
     period = MIN (period, MAX (cfg->write_timeout_ms * (gint64) 500, 1000));
+  /* With TLS, part of a record is no input yet: the timer finds it, so a request stalled
+   * half-way through a record is closed within two read timeouts. */
+  if (c->partial_since_us == 0 && c->host->tls != NULL && c->state == EVD_CONN_OPEN &&
+      !c->read_paused && evd_tls_has_partial (c->bev))
+    c->partial_since_us = now;
   if (c->drain_until_us != 0 && c->n_requests == 0 && c->partial_since_us == 0 &&
       evbuffer_get_length (bufferevent_get_input (c->bev)) == 0) {
     if (now >= c->drain_until_us) {

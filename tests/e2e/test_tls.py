@@ -94,6 +94,34 @@ class TlsTest(h.EvdalTestCase):
             self.assertPong(idle)  # the finished handshake's connection outlived the read timeout
             self.assertPong(self.tls_client(srv))
 
+    def test_record_begun_and_never_finished_is_closed_after_read_timeout(self):
+        """After a finished handshake, half the TLS record that carries a ping, then nothing:
+        the request has begun, though nothing of it can be decrypted yet. It is closed within
+        twice read_timeout_ms (it was held until idle_timeout_ms, and forever with 0)."""
+        with h.Server(self.config(read_timeout_ms=300, idle_timeout_ms=0)) as srv:
+            ctx = ssl.create_default_context(cafile=self.path('ca.pem'))
+            raw = srv.raw_socket()
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname='127.0.0.1')
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    h.send_all(raw, outgoing.read())
+                    data = raw.recv(65536)
+                    self.assertTrue(data, 'closed during the handshake')
+                    incoming.write(data)
+            h.send_all(raw, outgoing.read())
+            tls.write(h.ping_bytes(1))
+            record = outgoing.read()
+            h.send_all(raw, record[:len(record) // 2])
+            t0 = time.monotonic()
+            closed, _ = h.wait_closed(raw, timeout=h.scaled(5))
+            self.assertTrue(closed, 'half a TLS record held its connection')
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+            self.assertPong(self.tls_client(srv))
+
     def test_mutual_tls(self):
         with h.Server(self.config(client_ca=True)) as srv:
             self.assertPong(self.tls_client(srv, with_cert=True))
