@@ -907,9 +907,10 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
 /* ---- Shutdown. ---- */
 
 /* Shutdown reaches an open connection. The requests already sent (all those evdal holds unread,
- * else the one the kernel holds or that has begun) are answered, then the connection closes; so is the first request of a connection that has sent none yet, if it
- * begins within EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose
- * nothing a client sent. Anything else stops being read and closes once its replies are out. */
+ * else the one the kernel holds or that has begun) are answered, then the connection closes;
+ * so is the first request of a connection that has sent none yet, if it begins within
+ * EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose nothing a
+ * client sent. Anything else stops being read and closes once its replies are out. */
 static void
 evd_conn_drain_one (EvdConn *c)
 {
