@@ -162,8 +162,8 @@ evd_main_reload_done (gpointer data)
     evd_log_set_level (evd_config_server (cfg)->log_level);
     g_message ("reloaded %s: %s", r->options->config, summary);
   }
-  evd_server_reloaded (r->server);
-  if (r->again) {
+  /* A SIGHUP that came during this reload is dropped once a SIGTERM came too. */
+  if (evd_server_reloaded (r->server) && r->again) {
     r->again = FALSE;
     evd_main_reload (r);
   }
