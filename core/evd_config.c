@@ -249,16 +249,21 @@ evd_config_bool (EvdConfig *cfg, const char *group, const char *key, gboolean de
 char **
 evd_config_keys (EvdConfig *cfg, const char *group)
 {
-  char **keys;
+  return evd_config_keys_with_prefix (cfg, group, "");
+}
 
-  if (cfg->kf == NULL)
-    return g_new0 (char *, 1);
-  keys = g_key_file_get_keys (cfg->kf, group, NULL, NULL);
-  if (keys == NULL)
-    return g_new0 (char *, 1);
-  for (guint i = 0; keys[i]; i++)
-    evd_config_mark_used (cfg, group, keys[i]);
-  return keys;
+char **
+evd_config_keys_with_prefix (EvdConfig *cfg, const char *group, const char *prefix)
+{
+  g_auto (GStrv) keys = cfg->kf ? g_key_file_get_keys (cfg->kf, group, NULL, NULL) : NULL;
+  g_autoptr (GStrvBuilder) out = g_strv_builder_new ();
+
+  for (guint i = 0; keys != NULL && keys[i] != NULL; i++)
+    if (g_str_has_prefix (keys[i], prefix)) {
+      evd_config_mark_used (cfg, group, keys[i]);
+      g_strv_builder_add (out, keys[i]);
+    }
+  return g_strv_builder_end (out);
 }
 
 char *
