@@ -71,6 +71,7 @@ typedef struct {
   EvdOptions *options;
   EvdConfig *running;        /* the config the server started with */
   EvdDataAccess *service;
+  EvdMetrics *metrics;
   EvdOtlp *otlp;             /* [tracing] as started */
   char *tls_keys;            /* tls_cert, tls_key and tls_client_ca as started */
   EvdServer *server;
@@ -172,6 +173,9 @@ evd_main_reload_done (gpointer data)
   tracing = g_steal_pointer (&r->tracing);
   if (r->next == NULL) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
+
+    if (cfg == NULL)  /* an unreadable file; evd_data_access_prepare counts the others */
+      evd_metrics_reload (r->metrics, FALSE);
     for (guint i = 0; lines[i] != NULL; i++)
       g_warning ("reload refused: %s", lines[i]);
     g_warning ("reload refused: the configuration in use is kept");
@@ -336,8 +340,8 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .otlp = otlp,
-                         .server = server, .tls_keys = evd_main_tls_keys (cfg) };
+  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .metrics = metrics,
+                         .otlp = otlp, .server = server, .tls_keys = evd_main_tls_keys (cfg) };
   evd_server_set_reload (server, evd_main_reload, &reload);
   rc = evd_server_run (server);
   evd_main_reload_clear (&reload);

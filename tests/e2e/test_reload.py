@@ -1,5 +1,6 @@
 """SIGHUP reloads the lookups without dropping a connection or failing a request in flight,
 and refuses a bad configuration, keeping the one in use (issue 6)."""
+import os
 import signal
 import unittest
 
@@ -71,6 +72,22 @@ class ReloadTest(h.EvdalTestCase):
             self.assertRegex(log, r'reload refused: .*evdal\.conf:\d+: \[lookup broken\] delay_ms')
             self.assertEqual({l.name for l in c.lookups()}, {'nap', 'nap2'})
             self.assertPong(busy)
+
+    def test_unreadable_file_is_a_refused_reload(self):
+        """A SIGHUP while the file is gone (a deploy that replaces it): refused and logged,
+        but evdal_config_reloads_total{result="refused"} did not count it (only a file that
+        parsed was counted), so an alert on refused reloads missed it."""
+        refused = 'evdal_config_reloads_total{result="refused"}'
+        with h.Server(h.config(lookups=BEFORE, admin_listen='127.0.0.1:0')) as srv:
+            self.assertEqual(srv.metric(refused), 0)
+            os.rename(srv.config_path, srv.config_path + '.away')
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reload refused: .*evdal\.conf', 5), srv.log_tail())
+            srv.wait_metric(refused, 1)
+            os.rename(srv.config_path + '.away', srv.config_path)
+            self.reload(srv, AFTER, r'reloaded .*evdal\.conf')
+            srv.wait_metric('evdal_config_reloads_total{result="done"}', 1)
+            self.assertEqual(srv.metric(refused), 1)
 
 
 if __name__ == '__main__':
