@@ -107,12 +107,13 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
       a->read_timeout_ms != b->read_timeout_ms || a->write_timeout_ms != b->write_timeout_ms ||
       a->max_pipeline != b->max_pipeline || a->max_output_bytes != b->max_output_bytes ||
       a->max_reply_bytes != b->max_reply_bytes ||
-      a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
+      a->shutdown_timeout_ms != b->shutdown_timeout_ms || a->drain_ms != b->drain_ms ||
+      a->reuse_port != b->reuse_port || a->stall_warn_ms != b->stall_warn_ms ||
       g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
       g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
-    g_warning ("reload: [server] listen, admin, io_threads, busy_poll_us and connection limits "
-               "changed; they take effect at the next restart (deadline_ms, max_calls, "
-               "max_inflight and log_level apply now)");
+    g_warning ("reload: [server] listen, admin, io_threads, busy_poll_us, reuse_port, drain_ms, "
+               "stall_warn_ms and connection limits changed; they take effect at the next "
+               "restart (deadline_ms, max_calls, max_inflight and log_level apply now)");
 }
 
 /* [tracing] is read once, at start (the exporter thread and its queue are made then): its

@@ -89,6 +89,30 @@ class ReloadTest(h.EvdalTestCase):
             srv.wait_metric('evdal_config_reloads_total{result="done"}', 1)
             self.assertEqual(srv.metric(refused), 1)
 
+    def test_start_only_server_keys_are_said_to_need_a_restart(self):
+        """drain_ms, reuse_port and stall_warn_ms are read once, at start (the SIGTERM
+        handler, the listener, the loops' watch), but a reload that changed them said nothing,
+        as if applied. Each now gets the restart warning; deadline_ms, which applies at once,
+        does not."""
+        restart = 'take effect at the next restart'
+        with h.Server(h.config(lookups=BEFORE)) as srv:
+            n = 0
+            for key, value in (('deadline_ms', 4000), ('drain_ms', 2000),
+                               ('reuse_port', 'true'), ('stall_warn_ms', 50)):
+                with open(srv.config_path, 'w') as f:
+                    f.write(h.config(lookups=BEFORE, **{key: value}))
+                srv.send_signal(signal.SIGHUP)
+                n += 1
+                h.wait_until(lambda: srv.log_text().count('reloaded ') == n,
+                             what='reload %d (%s)' % (n, key))
+                if key == 'deadline_ms':
+                    self.assertNotIn(restart, srv.log_text())
+                else:
+                    self.assertEqual(srv.log_text().count(restart), n - 1,
+                                     '%s: %s' % (key, srv.log_tail()))
+                with open(srv.config_path, 'w') as f:  # back, for the next key alone
+                    f.write(h.config(lookups=BEFORE))
+
 
 if __name__ == '__main__':
     unittest.main()
