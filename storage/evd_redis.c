@@ -610,6 +610,7 @@ struct _EvdRedisConn {
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
   gint64 deadline_due;
   guint failures;           /* in a row, for the backoff */
+  gint64 up_us;             /* when it connected */
 };
 
 struct _EvdRedisClient {
@@ -701,12 +702,18 @@ evd_redis_conn_lost (EvdRedisConn *conn, const char *why)
   g_free (c->last_error);
   c->last_error = g_strdup (why);
   __atomic_fetch_add (&c->stats->losses, 1, __ATOMIC_RELAXED);
+  /* Up for longer than the longest wait, it worked even if no command went on it (Redis's
+   * `timeout` closes idle clients): its loss starts the backoff again. */
+  if (conn->state == EVD_REDIS_CONN_UP &&
+      g_get_monotonic_time () - conn->up_us >= EVD_REDIS_BACKOFF_MAX_MS * (gint64) 1000)
+    conn->failures = 0;
   evd_redis_conn_close (conn, &fifo);
-  /* 100 ms, 200, 400... up to 2 s, each somewhere in its upper half, so that the
+  /* 100-200 ms, 200-400, 400-800... up to 2 s: the README's "after 100 ms, doubling", and
+   * no sooner (as PostgreSQL's, evd_pg_backoff_ms), each with jitter so that the
    * connections of every loop do not come back in step. */
   delay_ms = EVD_REDIS_BACKOFF_MIN_MS << MIN (conn->failures, 5u);
+  delay_ms += (guint) g_random_int_range (0, (gint32) delay_ms + 1);
   delay_ms = MIN (delay_ms, EVD_REDIS_BACKOFF_MAX_MS);
-  delay_ms = delay_ms / 2 + (guint) g_random_int_range (0, (gint32) delay_ms / 2 + 1);
   conn->failures++;
   struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
 
@@ -810,8 +817,13 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
   EvdRows *rows;
 
   if (call == NULL) {
+    /* An error before any command is the server saying why it closes (Redis at its
+     * maxclients): its words are why the database is unavailable. */
+    g_autofree char *why = g_strdup (reply->type == REDIS_REPLY_ERROR ? reply->str
+                                                                       : "a reply nobody asked for");
+
     freeReplyObject (reply);
-    evd_redis_conn_lost (conn, "a reply nobody asked for");
+    evd_redis_conn_lost (conn, why);
     return FALSE;
   }
   g_queue_unlink (&conn->fifo, &call->link);
@@ -824,8 +836,11 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
     evd_redis_conn_lost (conn, why);
     return FALSE;
   }
-  if (call->is_auth)
-    conn->failures = 0;     /* the server took us: the next loss starts the backoff again */
+  /* The server answered a command: the connection works, and its next loss starts the
+   * backoff again. Not once it connected: Redis at its maxclients accepts, writes an error
+   * and closes, and that connection must back off like one refused. */
+  if (reply->type != REDIS_REPLY_ERROR)
+    conn->failures = 0;
   if (call->done != NULL) {
     rows = evd_redis_reply_rows (reply, call->shape, &error);
     evd_redis_call_finish (call, rows, error);
@@ -877,8 +892,7 @@ evd_redis_conn_on_event (struct bufferevent *bev, short what, void *arg)
   (void) bev;
   if (what & BEV_EVENT_CONNECTED) {
     conn->state = EVD_REDIS_CONN_UP;
-    if (conn->client->password == NULL)
-      conn->failures = 0;
+    conn->up_us = g_get_monotonic_time ();
     g_atomic_int_add (&conn->client->stats->connections, 1);
     __atomic_fetch_add (&conn->client->stats->connects, 1, __ATOMIC_RELAXED);
     if (!conn->client->addr.is_unix) {

@@ -21,10 +21,13 @@
  * called (CANCELLED, inside evd_redis_call_cancel). When no connection is up, or the params
  * cannot be made into arguments, `done` runs inside evd_redis_client_call(), which then
  * returns NULL. A lost connection is made again after 100 ms, doubling up to 2 s, each delay
- * with jitter; while a connection waits to be made again it takes no calls, and when none is
- * up, calls fail at once ("database NAME unavailable: why"). A connection whose oldest
- * command has had no reply for `stuck_ms` (10 s) counts as lost too, so that a hung server
- * does not make its FIFO of tombstones grow without end.
+ * with jitter; the doubling starts over once a connection has worked (the server answered a
+ * command on it, or it stayed up 2 s), not when it connected: a server that accepts and closes
+ * at once (Redis at its maxclients) is backed off from. While a connection waits to be made
+ * again it takes no calls, and when none is up, calls fail at once ("database NAME
+ * unavailable: why"). A connection whose oldest command has had no reply for `stuck_ms`
+ * (10 s) counts as lost too, so that a hung server does not make its FIFO of tombstones grow
+ * without end.
  */
 #pragma once
 

@@ -426,7 +426,8 @@ class HedgeHttpTest(h.EvdalTestCase):
     is what the machine alone does to a fetch. A round whose control p99 is over a tenth of
     the tail cannot show the claim (a hedge waits for the p95 and then takes a fast fetch's
     time: two spans of that noise), and is measured again, for up to BUDGET_S seconds, at
-    least MIN_ROUNDS times (each after a warm-up of its own). The first round quiet enough
+    least MIN_ROUNDS times (each after a warm-up of its own, which must be as quiet: the p95
+    a hedge waits for covers it). The first round quiet enough
     decides, and must show all of the claim: no error, no fetch past its deadline, the p99 and the extra requests;
     if no round was quiet enough, the test is skipped, saying so: it has not proven anything
     on that machine."""
@@ -477,7 +478,7 @@ class HedgeHttpTest(h.EvdalTestCase):
         for a second, is reported but is not the round's)."""
         warm = {'up': up.stats(), 'plain': self.calls(server, 'plain'),
                 'hedged': self.calls(server, 'hedged')}
-        self.side_by_side(server, self.WARMUP_S)
+        warm_out = self.side_by_side(server, self.WARMUP_S)
         before = {'up': up.stats(), 'plain': self.calls(server, 'plain'),
                   'hedged': self.calls(server, 'hedged')}
         warm_errors = {k: sum(v for o, v in before[k].items() if o != 'ok')
@@ -497,9 +498,14 @@ class HedgeHttpTest(h.EvdalTestCase):
                 'slow': after['up']['/' + lookup][1] - before['up'].get('/' + lookup, [0, 0])[1],
                 'p50': out[lookup]['p50_ms'], 'p99': out[lookup]['p99_ms'],
                 'max': out[lookup]['max_ms']}
-        quiet = out['control']['p99_ms'] <= self.TAIL_MS / 10
-        msg = 'control p50 %.1f ms, p99 %.1f ms; ' % (
-            out['control']['p50_ms'], out['control']['p99_ms']) + '; '.join(
+        # The hedges of the measured run wait for the p95 of the last 10 s, the warm-up's
+        # included: a stall there (a busy machine) raises it, and the hedges go out that late
+        # however quiet the measured run. The round is quiet only when the machine was over
+        # the whole window (seen once: control p99 5.3 ms, hedged p99 131.6 ms).
+        quiet = max(out['control']['p99_ms'], warm_out['control']['p99_ms']) <= self.TAIL_MS / 10
+        msg = 'control p50 %.1f ms, p99 %.1f ms (warm-up p99 %.1f ms); ' % (
+            out['control']['p50_ms'], out['control']['p99_ms'],
+            warm_out['control']['p99_ms']) + '; '.join(
                 '%s: %d fetches, errors %s, %d upstream requests (%d slow), p50 %.1f ms, p99 '
                 '%.1f ms, max %.1f ms' % (k, v['fetches'], v['by_outcome'] or 0, v['requests'],
                                          v['slow'], v['p50'], v['p99'], v['max'])

@@ -611,6 +611,34 @@ outcomes_clear (Outcome *o, guint n)
   memset (o, 0, n * sizeof *o);
 }
 
+/* Runs the base until the client has lost (or been refused) `n` connections in all. */
+static void
+run_until_losses (struct event_base *base, EvdRedisStats *stats, gint64 n, double seconds)
+{
+  gint64 until = g_get_monotonic_time () + (gint64) (seconds * G_USEC_PER_SEC);
+
+  while (__atomic_load_n (&stats->losses, __ATOMIC_RELAXED) < n) {
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_usleep (500);
+  }
+}
+
+/* Calls until one fails inside evd_redis_client_call (no connection up): `o` then holds it. */
+static void
+call_until_refused (struct event_base *base, EvdRedisClient *c, const EvdRedisTemplate *t,
+                    const EvdParam *p, Outcome *o)
+{
+  gint64 until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+
+  while (evd_redis_client_call (c, t, p, 1, g_get_monotonic_time () + 10 * G_USEC_PER_SEC,
+                                on_done, o) != NULL) {
+    run_until_done (base, o, 1, 10);
+    outcomes_clear (o, 1);
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+  }
+}
+
 static gint64
 later (int ms)
 {
@@ -733,7 +761,6 @@ test_client_restart (void)
   Outcome o[20] = { 0 };
   EvdRedisClient *c;
   g_autofree char *sent = NULL;
-  gint64 until;
 
   server_new (&s, NULL);
   opts.address = s.sock;
@@ -759,12 +786,7 @@ test_client_restart (void)
   g_assert_cmpint (o[10].code, ==, EVD_REDIS_ERROR_UNAVAILABLE);
   g_assert_true (g_str_has_prefix (o[10].value, "database cache unavailable: "));
   /* retries meanwhile find no socket; then the server is back on the same path */
-  until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-  while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) < 3) {   /* 2 lost, 1 retry */
-    g_assert_cmpint (g_get_monotonic_time (), <, until);
-    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-    g_usleep (1000);
-  }
+  run_until_losses (base, &stats, 3, 10);   /* 2 lost, 1 retry */
   server_start (&s);
   server_set (&s, "a", "A2");
   run_until_up (base, c, 2, 10);   /* the backoff is at most 2 s */
@@ -827,7 +849,6 @@ test_client_auth (void)
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[2] = { 0 };
   EvdRedisClient *c;
-  gint64 until;
 
   server_new (&s, "s3cret pass");
   opts.address = s.sock;
@@ -846,14 +867,142 @@ test_client_auth (void)
   g_assert_nonnull (strstr (o[1].value, "AUTH: WRONGPASS"));
   outcomes_clear (o, 2);
   /* and the client says why when it is down */
-  until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
-  while (evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]) != NULL) {
+  call_until_refused (base, c, get, &pa, &o[0]);
+  g_assert_nonnull (strstr (o[0].value, "unavailable: AUTH: WRONGPASS"));
+  outcomes_clear (o, 2);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
+/* Lets one client in: this one, a connection kept open (PING answered), returned. */
+static int
+server_fill (Server *s)
+{
+  const char *one_client[] = { "CONFIG", "SET", "maxclients", "1" };
+  g_autofree char *ok = side_command (s->sock, 4, one_client, TRUE);
+  struct sockaddr_un un = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM, 0);
+  struct timeval tv = { 20, 0 };
+  char buf[16];
+
+  g_assert_cmpstr (ok, ==, "OK");
+  setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  g_strlcpy (un.sun_path, s->sock, sizeof un.sun_path);
+  g_assert_cmpint (connect (fd, (struct sockaddr *) &un, sizeof un), ==, 0);
+  g_assert_cmpint (write (fd, "PING\r\n", 6), ==, 6);
+  g_assert_cmpint (read (fd, buf, sizeof buf), ==, 7);
+  g_assert_cmpmem (buf, 7, "+PONG\r\n", 7);
+  return fd;
+}
+
+/* Lets every client in again, through the one that was in (server_fill), and closes it. */
+static void
+server_let_in (int hold)
+{
+  const char *let_in = "CONFIG SET maxclients 10000\r\n";
+  char buf[16];
+
+  g_assert_cmpint (write (hold, let_in, strlen (let_in)), ==, (gssize) strlen (let_in));
+  g_assert_cmpint (read (hold, buf, sizeof buf), ==, 5);
+  close (hold);
+}
+
+/* Redis at its maxclients accepts a connection, writes "-ERR max number of clients reached"
+ * and closes it. Such a connection never worked: it is made again after the backoff, doubling
+ * (100-200 ms, 200-400, 400-800...), not every 100-200 ms forever as when being connected
+ * counted as working; calls refused meanwhile give Redis's reason. Once the server lets it
+ * in, calls are answered again. */
+static void
+test_client_refused_at_once (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  EvdParam pa = text_param ("k", "a", 1);
+  Outcome o[1] = { 0 };
+  EvdRedisClient *c;
+  gint64 t0, until;
+  int hold;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  server_set (&s, "a", "A");
+  hold = server_fill (&s);
+  t0 = g_get_monotonic_time ();
+  c = evd_redis_client_new (base, &opts);
+  run_until_losses (base, &stats, 6, 30);
+  /* Five waits between the six refusals: at least 100 + 200 + 400 + 800 + 1600 ms with the
+   * backoff (a busy machine only makes it longer); 5 x 100-200 ms without it. */
+  g_assert_cmpint (g_get_monotonic_time () - t0, >=, 3100 * 1000);
+  /* Calls refused while it is down say why: Redis's words, not "a reply nobody asked for". */
+  call_until_refused (base, c, get, &pa, &o[0]);
+  g_assert_cmpstr (o[0].value, ==, "database cache unavailable: ERR max number of clients reached");
+  outcomes_clear (o, 1);
+  server_let_in (hold);
+  /* A refusal may still be on its way in: call until one is answered. */
+  until = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  for (;;) {
+    run_until_up (base, c, 1, 10);
+    evd_redis_client_call (c, get, &pa, 1, later (10000), on_done, &o[0]);
     run_until_done (base, o, 1, 10);
+    if (o[0].code == -1)
+      break;
     outcomes_clear (o, 1);
     g_assert_cmpint (g_get_monotonic_time (), <, until);
   }
-  g_assert_nonnull (strstr (o[0].value, "unavailable: AUTH: WRONGPASS"));
-  outcomes_clear (o, 2);
+  g_assert_cmpstr (o[0].value, ==, "A");
+  outcomes_clear (o, 1);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
+/* A connection that stayed up longer than the longest wait worked, even if no command went
+ * on it: when it is lost (Redis's `timeout` closes idle clients; CLIENT KILL; a restart) it is
+ * made again after the first wait, 100-200 ms, not after the 1-2 s that the refusals before it
+ * had built up. */
+static void
+test_client_idle_loss (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  const char *kill_cmd[] = { "CLIENT", "KILL", "TYPE", "normal" };
+  g_autofree char *killed = NULL;
+  EvdRedisClient *c;
+  gint64 losses, lost_at;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  {
+    int hold = server_fill (&s);
+
+    c = evd_redis_client_new (base, &opts);
+    run_until_losses (base, &stats, 6, 30);   /* the next wait would be 1-2 s */
+    server_let_in (hold);
+  }
+  /* Up and idle for longer than 2 s (again if a refusal was still on its way in). */
+  do {
+    gint64 until;
+
+    run_until_up (base, c, 1, 10);
+    until = g_get_monotonic_time () + 2200 * 1000;
+    losses = __atomic_load_n (&stats.losses, __ATOMIC_RELAXED);
+    while (g_get_monotonic_time () < until) {
+      event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+      g_usleep (1000);
+    }
+  } while (__atomic_load_n (&stats.losses, __ATOMIC_RELAXED) != losses);
+  killed = side_command (s.sock, 4, kill_cmd, TRUE);   /* all but the side connection */
+  g_assert_cmpstr (killed, ==, "1");
+  run_until_losses (base, &stats, losses + 1, 10);
+  lost_at = g_get_monotonic_time ();
+  run_until_up (base, c, 1, 10);
+  g_assert_cmpint (g_get_monotonic_time () - lost_at, <, 1000 * 1000);
   evd_redis_client_free (c);
   event_base_free (base);
   server_free (&s);
@@ -886,5 +1035,7 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/restart", test_client_restart);
   g_test_add_func ("/redis/client/auth", test_client_auth);
   g_test_add_func ("/redis/client/stuck", test_client_stuck);
+  g_test_add_func ("/redis/client/refused-at-once", test_client_refused_at_once);
+  g_test_add_func ("/redis/client/idle-loss", test_client_idle_loss);
   return g_test_run ();
 }
