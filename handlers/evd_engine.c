@@ -1466,10 +1466,6 @@ evd_engine_new (EvdConfig *cfg, EvdEngineCounters *counters)
     g_strdup_printf ("max_inflight (%d) fetches in flight", e->sc->max_inflight));
   e->no_attributes = g_hash_table_new (g_str_hash, g_str_equal);
   e->lookups = evd_lookup_set_new (cfg);
-  for (guint i = 0; i < evd_lookup_set_size (e->lookups); i++) {
-    EvdLookup *l = evd_lookup_set_nth (e->lookups, i);
-    evd_lookup_set_stats (l, evd_metrics_lookup (counters->metrics, evd_lookup_spec (l)->name));
-  }
   return e;
 }
 
@@ -1505,6 +1501,13 @@ evd_engine_activate (EvdEngine *engine)
   /* Loops read it while a reload sets it: atomic. */
   __atomic_store_n (&evd_cache_budget_process ()->max_bytes, engine->sc->cache_max_bytes,
                     __ATOMIC_RELAXED);
+  /* Here, not when built: a refused reload's lookups never get /metrics series (the
+   * registry keeps a record for ever). No loop has the engine yet. */
+  for (guint i = 0; i < evd_lookup_set_size (engine->lookups); i++) {
+    EvdLookup *l = evd_lookup_set_nth (engine->lookups, i);
+    evd_lookup_set_stats (l, evd_metrics_lookup (engine->counters->metrics,
+                                                 evd_lookup_spec (l)->name));
+  }
 }
 
 void

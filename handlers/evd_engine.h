@@ -55,7 +55,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdEngine, evd_engine_unref)
 EvdLookupSet *evd_engine_lookups (EvdEngine *engine);
 /* The engine becomes the one serving (start-up, a reload's commit; never one whose config was
  * refused): the [server] keys that bound the whole process take its values (cache_max_bytes,
- * the budget of every lookup's result cache, which all generations share). */
+ * the budget of every lookup's result cache, which all generations share), and its lookups
+ * get their /metrics records. */
 void evd_engine_activate (EvdEngine *engine);
 /* The engine starts serving on `loop` (its thread): its backends prepare what they keep per
  * loop. */

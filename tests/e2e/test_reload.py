@@ -89,6 +89,18 @@ class ReloadTest(h.EvdalTestCase):
             srv.wait_metric('evdal_config_reloads_total{result="done"}', 1)
             self.assertEqual(srv.metric(refused), 1)
 
+    def test_refused_reload_adds_no_metrics(self):
+        """A refused file's lookups were given their /metrics series while it was built
+        (evdal_lookup_calls_total{lookup="nap2"} and the rest, for ever): a lookup that never
+        existed showed on every dashboard. They come when a generation is applied now."""
+        with h.Server(h.config(lookups=BEFORE, admin_listen='127.0.0.1:0')) as srv:
+            self.reload(srv, BROKEN, r'the configuration in use is kept')
+            srv.wait_metric('evdal_config_reloads_total{result="refused"}', 1)
+            self.assertNotIn('lookup="nap2"', srv.admin_get('/metrics')[2])
+            self.assertIn('lookup="flags"', srv.admin_get('/metrics')[2])
+            self.reload(srv, AFTER, r'reloaded .*evdal\.conf')
+            self.assertIsNotNone(srv.metric('evdal_lookup_calls_total{lookup="nap2",outcome="ok"}'))
+
     def test_start_only_server_keys_are_said_to_need_a_restart(self):
         """drain_ms, reuse_port and stall_warn_ms are read once, at start (the SIGTERM
         handler, the listener, the loops' watch), but a reload that changed them said nothing,
