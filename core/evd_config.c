@@ -91,6 +91,14 @@ evd_config_scan_group (EvdConfig *cfg, const char *line, guint lineno, char **gr
   }
   g_free (*group);
   *group = g_strndup (line + 1, (gsize) (end - line - 1));
+  /* GKeyFile refuses these names, and with them the whole file. */
+  for (const char *p = *group; *p != '\0'; p++)
+    if (*p == '[' || g_ascii_iscntrl (*p)) {
+      evd_config_add_problem (cfg, lineno, NULL, NULL,
+                              "a group name may not hold [ or control characters");
+      g_clear_pointer (group, g_free);
+      return FALSE;
+    }
   if (g_hash_table_contains (cfg->lines, *group)) {
     evd_config_add_problem (cfg, lineno, *group, NULL, "group appears twice");
     return TRUE;  /* GKeyFile merges the two; the problem is reported once */
@@ -120,6 +128,10 @@ evd_config_scan_key (EvdConfig *cfg, const char *line, guint lineno, const char 
   }
   if (*key == '\0') {
     evd_config_add_problem (cfg, lineno, group, NULL, "a value without a key");
+    return FALSE;
+  }
+  if (strpbrk (key, "[]") != NULL) {  /* GKeyFile would refuse the whole file */
+    evd_config_add_problem (cfg, lineno, group, key, "a key name may not hold [ or ]");
     return FALSE;
   }
   slot = evd_config_slot (group, key);
