@@ -128,7 +128,7 @@ class NotifyTest(unittest.TestCase):
 [database locked]
 path = %s
 workers = 1
-busy_timeout_ms = 1500
+busy_timeout_ms = 3000
 
 [lookup one]
 database = locked
@@ -141,7 +141,7 @@ sql = SELECT 1 AS one
                 self.notify.wait_for('READY=1')
                 busy, t = h.client(server)
                 self.addCleanup(t.close)
-                busy.send_fetch(h.fetch_request({'n': h.nap_call(4000)}))
+                busy.send_fetch(h.fetch_request({'n': h.nap_call(6000)}))
                 server.wait_metric('evdal_inflight_requests', 1)  # keeps the shutdown going
                 writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
                 try:
@@ -160,7 +160,7 @@ sql = SELECT 1 AS one
                 finally:
                     writer.execute('ROLLBACK')
                     writer.close()
-                self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 4000)
+                self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 6000)
                 rc = server.wait(h.scaled(10))
                 self.assertEqual(rc, 0, server.log_tail())
                 self.assertEqual([l for tm, l in self.notify.lines()
