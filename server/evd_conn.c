@@ -46,7 +46,9 @@ struct _EvdConn {
   gboolean read_paused;
   gboolean unflushed;           /* in host->unflushed: replies to send at the pass's end */
   GList unflushed_link;
-  gboolean last_one;            /* draining: read one more request, then close */
+  gboolean last_one;            /* draining: read one more request (or drain_bytes), close */
+  gsize drain_bytes;            /* draining: input held when the drain began, all of it
+                                 * sent before: its requests are answered before the close */
   gint64 drain_until_us;        /* draining, fresh: closed if no request began by then */
   guint64 n_requests;           /* requests read */
 
@@ -119,6 +121,26 @@ evd_conn_free (gpointer data)
   g_free (c);
 }
 
+/* Most a close discards of what the client sent and evdal will never read. */
+#define EVD_CONN_DISCARD_MAX (4 * 1024 * 1024)
+
+/* Reads and drops what the client sent that evdal will not read (requests after the last one
+ * a closing connection answers, the rest of a request cut by the read timeout): Linux closes a
+ * socket that holds unread bytes with a reset rather than a FIN, discarding the replies still
+ * in its send queue, so a client reading the last reply got part of it and a reset. */
+static void
+evd_conn_discard_unread (EvdConn *c)
+{
+  evutil_socket_t fd = bufferevent_getfd (c->bev);
+  char buf[16384];
+  gsize total = 0;
+  ssize_t r;
+
+  while (total < EVD_CONN_DISCARD_MAX &&
+         (r = recv (fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+    total += (gsize) r;
+}
+
 static void
 evd_conn_close (EvdConn *c, const char *why)
 {
@@ -135,6 +157,7 @@ evd_conn_close (EvdConn *c, const char *why)
   c->unflushed = FALSE;
   event_free (c->timer);
   g_clear_pointer (&c->more, event_free);
+  evd_conn_discard_unread (c);
   bufferevent_free (c->bev);
   c->bev = NULL;
   g_atomic_int_add (host->n_connections, -1);
@@ -430,10 +453,6 @@ evd_conn_dispatch (EvdConn *c, EvdCall *call)
   g_queue_push_tail (&c->calls, call);
   c->n_pending++;
   c->n_requests++;
-  if (c->last_one) {
-    c->state = EVD_CONN_CLOSING;
-    bufferevent_disable (c->bev, EV_READ);
-  }
   if (c->unstarted == NULL)
     c->unstarted = c->calls.tail;
   evd_conn_start_more (c);
@@ -574,13 +593,28 @@ evd_conn_process_input (EvdConn *c)
       return;
     in = bufferevent_get_input (c->bev);
     if (evd_conn_over_limits (c)) {
-      /* The client is not reading its replies, or pipelines too much: stop reading it. */
+      /* The client is not reading its replies, or pipelines too much: stop reading it. While
+       * evdal does not read, the client's request cannot be late: the clock starts anew. */
       c->read_paused = TRUE;
+      c->partial_since_us = 0;
       bufferevent_disable (c->bev, EV_READ);
       return;
     }
+    gsize before = evbuffer_get_length (in);
     switch (evd_conn_next (c, in)) {
     case EVD_STEP_MESSAGE:
+      /* The read timeout is for the request under way: a whole one restarts it. */
+      c->partial_since_us = 0;
+      if (c->last_one && c->state == EVD_CONN_OPEN) {
+        gsize taken = before - evbuffer_get_length (in);
+
+        /* Draining: the requests evdal had read when the drain began, and one at least. */
+        c->drain_bytes = c->drain_bytes > taken ? c->drain_bytes - taken : 0;
+        if (c->drain_bytes == 0) {
+          c->state = EVD_CONN_CLOSING;
+          bufferevent_disable (c->bev, EV_READ);
+        }
+      }
       continue;
     case EVD_STEP_STOP:
       return;
@@ -676,7 +710,12 @@ evd_conn_on_event (struct bufferevent *bev, short what, void *arg)
   EvdConn *c = arg;
 
   (void) bev;
-  if ((what & (BEV_EVENT_EOF | BEV_EVENT_READING)) == (BEV_EVENT_EOF | BEV_EVENT_READING) &&
+  if (what & BEV_EVENT_CONNECTED) {
+    /* The TLS handshake is done: unless a request has begun since, nothing is half-sent. */
+    if (c->state != EVD_CONN_CLOSED &&
+        evbuffer_get_length (bufferevent_get_input (c->bev)) == 0)
+      c->partial_since_us = 0;
+  } else if ((what & (BEV_EVENT_EOF | BEV_EVENT_READING)) == (BEV_EVENT_EOF | BEV_EVENT_READING) &&
       c->state != EVD_CONN_CLOSED) {
     /* The client shut its sending side (one-shot scripts, `nc -N`) or closed: the two look
      * the same until a reply is written, which a closed client answers with a reset. So the
@@ -764,6 +803,11 @@ evd_conn_on_timer (evutil_socket_t fd, short what, void *arg)
   }
   if (write_left != G_MAXINT64)
     period = MIN (period, MAX (cfg->write_timeout_ms * (gint64) 500, 1000));
+  /* With TLS, part of a record is no input yet: the timer finds it, so a request stalled
+   * half-way through a record is closed within two read timeouts. */
+  if (c->partial_since_us == 0 && c->host->tls != NULL && c->state == EVD_CONN_OPEN &&
+      !c->read_paused && evd_tls_has_partial (c->bev))
+    c->partial_since_us = now;
   if (c->drain_until_us != 0 && c->n_requests == 0 && c->partial_since_us == 0 &&
       evbuffer_get_length (bufferevent_get_input (c->bev)) == 0) {
     if (now >= c->drain_until_us) {
@@ -842,6 +886,11 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
                      : bufferevent_socket_new (base, fd, BEV_OPT_CLOSE_ON_FREE);
   c->timer = evtimer_new (base, evd_conn_on_timer, c);
   c->last_active_us = g_get_monotonic_time ();
+  /* A TLS handshake is what a client begins first: until it is done (BEV_EVENT_CONNECTED),
+   * read_timeout_ms bounds it as it bounds a half-sent request; idle_timeout_ms (0: none)
+   * is no bound for a client that stalls half-way through its ClientHello. */
+  if (host->tls != NULL)
+    c->partial_since_us = c->last_active_us;
   bufferevent_setcb (c->bev, evd_conn_on_read, evd_conn_on_write, evd_conn_on_event, c);
   bufferevent_setwatermark (c->bev, EV_WRITE, (gsize) cfg->max_output_bytes / 2, 0);
   /* No libevent write timeout: the connection's timer measures bytes that left
@@ -857,15 +906,19 @@ evd_conn_new (EvdConnHost *host, evutil_socket_t fd, const struct sockaddr *addr
 
 /* ---- Shutdown. ---- */
 
-/* Shutdown reaches an open connection. A request already sent (or begun) is answered, then the
- * connection closes; so is the first request of a connection that has sent none yet, if it
- * begins within EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose
- * nothing a client sent. Anything else stops being read and closes once its replies are out. */
+/* Shutdown reaches an open connection. The requests already sent (all those evdal holds unread,
+ * else the one the kernel holds or that has begun) are answered, then the connection closes;
+ * so is the first request of a connection that has sent none yet, if it begins within
+ * EVD_CONN_DRAIN_FIRST_REQUEST_MS: a restart under socket activation must lose nothing a
+ * client sent. Anything else stops being read and closes once its replies are out. */
 static void
 evd_conn_drain_one (EvdConn *c)
 {
   if (evd_conn_has_input (c)) {
+    /* Every request in the input (held back by max_pipeline or max_output_bytes, or not
+     * handled yet) was sent before the drain; the one the kernel holds may have been too. */
     c->last_one = TRUE;  /* the read timeout and the grace period bound the rest */
+    c->drain_bytes = evbuffer_get_length (bufferevent_get_input (c->bev));
     return;
   }
   if (c->n_requests == 0) {

@@ -79,6 +79,14 @@ evd_tls_free (EvdTls *tls)
   g_free (tls);
 }
 
+gboolean
+evd_tls_has_partial (struct bufferevent *bev)
+{
+  SSL *ssl = bufferevent_openssl_get_ssl (bev);
+
+  return ssl != NULL && SSL_has_pending (ssl) == 1;
+}
+
 struct bufferevent *
 evd_tls_accept (EvdTls *tls, struct event_base *base, evutil_socket_t fd)
 {

@@ -26,4 +26,8 @@ void evd_tls_free (EvdTls *tls);
 /* A bufferevent that accepts a TLS session on `fd` (and closes it when freed). */
 struct bufferevent *evd_tls_accept (EvdTls *tls, struct event_base *base, evutil_socket_t fd);
 
+/* Whether the session holds bytes read from the socket that do not decrypt yet: part of a
+ * record, which a client that stalls half-way through a request leaves there. */
+gboolean evd_tls_has_partial (struct bufferevent *bev);
+
 G_END_DECLS

@@ -127,6 +127,34 @@ class RepliesLostTest(h.EvdalTestCase):
                 s.close()
             self.assertTrue(srv.wait_log(r'read timeout', 2.0), srv.log_tail())
 
+    def test_bytes_sent_too_late_do_not_reset_the_reply_being_read(self):
+        """A fetch with an 8 MiB reply, then 9 bytes of the next request; the client reads
+        nothing until the read timeout has stopped the server reading it, then sends the rest
+        of that request (too late: it is never read) and reads. The reply comes whole, then the
+        close. Linux resets a socket closed with unread bytes, discarding what its send queue
+        still holds: the client got about 7 of the 8 MiB, then a reset. (A SIGTERM drain lost
+        the tail of a reply the same way when the client sent its next request after the
+        signal.)"""
+        with tempfile.TemporaryDirectory(prefix='evdal-blob-') as tmp:
+            db = make_blob_db(tmp)
+            cfg = h.config(lookups=blob_lookups(db), read_timeout_ms=300, deadline_ms=30000)
+            with h.Server(cfg) as srv:
+                s = srv.raw_socket(timeout=20)
+                try:
+                    late = h.ping_bytes(42)
+                    s.sendall(h.fetch_bytes(41, h.fetch_request({'b': blob_call(8 * MIB)})) +
+                              late[:9])
+                    self.assertTrue(srv.wait_log(r'read timeout', h.scaled(5)), srv.log_tail())
+                    s.sendall(late[9:] + h.ping_bytes(43))
+                    closed, replies = h.wait_closed(s, h.scaled(20))
+                    self.assertTrue(closed, 'not closed after the reply')
+                    self.assertEqual([getattr(r, 'seqid', r) for r in replies], [41],
+                                     'the reply was cut by a reset')
+                    b = replies[0].result.success.results['b']
+                    self.assertEqual(len(b.table.rows[0][0].blob_value), 8 * MIB)
+                finally:
+                    s.close()
+
     def test_steady_slow_reader_is_not_closed_by_write_timeout(self):
         """A 12 MiB reply read at about 1 MiB/s in 64 KiB sips, with write_timeout_ms = 1000:
         bytes leave the server all along, so the reader gets the whole reply. libevent's write

@@ -77,6 +77,32 @@ class LimitsTest(h.EvdalTestCase):
             self.assertTrue(srv.wait_log(r'127\.0\.0\.1:\d+: read timeout'))
             self.assertNapFetch(good, [5, 10])
 
+    def test_read_timeout_spares_a_client_that_streams_requests(self):
+        """Pings pipelined for four read timeouts, one and a half requests per write: each
+        read completes the request begun by the one before and begins the next, so no request
+        stays incomplete for long. The read timeout was counted from the first incomplete
+        request the connection ever had (a request completed since did not restart it), and
+        closed this busy connection after read_timeout_ms."""
+        read_timeout = h.scaled(0.5)
+        with h.Server(h.config(read_timeout_ms=int(read_timeout * 1000))) as srv:
+            s = srv.raw_socket()
+            half = len(h.ping_bytes(1)) // 2
+            n = 1
+            rest = h.ping_bytes(1)[:half]
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 4 * read_timeout:
+                # The end of request n and the start of n + 1: every read ends mid-request.
+                piece = h.ping_bytes(n)[half:] + h.ping_bytes(n + 1)[:half]
+                self.assertTrue(h.send_all(s, rest), 'closed after %d requests' % n)
+                rest = piece
+                n += 1
+                time.sleep(0.02)
+            self.assertTrue(h.send_all(s, rest + h.ping_bytes(n)[half:]))
+            replies = [h.read_reply(s) for _ in range(n)]
+            self.assertEqual([r.seqid for r in replies], list(range(1, n + 1)))
+            self.assertNotIn('read timeout', srv.log_text())
+            s.close()
+
     def test_client_that_does_not_read_is_not_read(self):
         """Thousands of pipelined requests, no replies read: the server stops reading that
         client once its unsent replies pass the watermark, so its memory stays bounded; when the

@@ -105,6 +105,27 @@ class ShutdownTest(h.EvdalTestCase):
             finally:
                 s.close()
 
+    def test_sigterm_answers_pipelined_requests_held_back_by_max_pipeline(self):
+        """Four fetches pipelined with max_pipeline = 2: two run, two wait in evdal's input
+        when SIGTERM comes. All four were sent before the signal and all four are answered,
+        in order, then the connection closes. The drain answered one more request only, so
+        the fourth got no reply."""
+        with h.Server(h.config(max_pipeline=2, shutdown_timeout_ms=5000,
+                               admin_listen='127.0.0.1:0')) as server:
+            s = server.raw_socket()
+            try:
+                s.sendall(b''.join(h.fetch_bytes(i, h.fetch_request({'n': h.nap_call(300)}))
+                                   for i in range(1, 5)))
+                server.wait_metric('evdal_inflight_requests', 2)
+                server.send_signal(signal.SIGTERM)
+                closed, replies = h.wait_closed(s, timeout=h.scaled(5))
+                self.assertTrue(closed)
+                self.assertEqual([r.seqid for r in replies], [1, 2, 3, 4])
+                self.assertTrue(all(r.mtype == TMessageType.REPLY for r in replies), replies)
+                self.assertEqual(server.wait(h.scaled(4.0)), 0, server.log_tail())
+            finally:
+                s.close()
+
     def test_sigterm_under_load_answers_every_request_read(self):
         """Eight closed-loop clients keep fetches going; SIGTERM arrives. What a client can see
         of each request, and what the drain (evd_conn_drain_one) promises:

@@ -7,6 +7,7 @@ import signal
 import ssl
 import subprocess
 import tempfile
+import time
 import unittest
 
 import evdal_harness as h
@@ -54,11 +55,11 @@ class TlsTest(h.EvdalTestCase):
         self.addCleanup(trans.close)
         return DataAccess.Client(proto)
 
-    def config(self, client_ca=False):
+    def config(self, client_ca=False, **server):
         extra = 'tls_cert = %s\ntls_key = %s\n' % (self.path('server.pem'), self.path('server.key'))
         if client_ca:
             extra += 'tls_client_ca = %s\n' % self.path('ca.pem')
-        text = h.config()
+        text = h.config(**server)
         return text.replace('[server]\n', '[server]\n' + extra, 1)
 
     def test_tls_clients_served_plain_ones_refused(self):
@@ -74,6 +75,52 @@ class TlsTest(h.EvdalTestCase):
             closed, replies = h.wait_closed(plain, timeout=5)
             self.assertTrue(closed)
             self.assertEqual(replies, [])
+            self.assertPong(self.tls_client(srv))
+
+    def test_handshake_begun_and_never_finished_is_closed_after_read_timeout(self):
+        """A TLS handshake is the first request a client begins: half a ClientHello, then
+        nothing, is slowloris, closed after read_timeout_ms like half a request in plain TCP (it
+        was held until idle_timeout_ms, and forever with idle_timeout_ms = 0). A client that
+        finished its handshake and then sends nothing is idle, not slow: it stays open."""
+        with h.Server(self.config(read_timeout_ms=300, idle_timeout_ms=0)) as srv:
+            idle = self.tls_client(srv)
+            self.assertPong(idle)
+            slow = srv.raw_socket()
+            # A TLS record header announcing a 512-byte handshake message, and 3 bytes of it.
+            h.send_all(slow, bytes([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01]))
+            t0 = time.monotonic()
+            closed, _ = h.wait_closed(slow, timeout=h.scaled(5))
+            self.assertTrue(closed, 'a handshake left half-sent held its connection')
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+            self.assertPong(idle)  # the finished handshake's connection outlived the read timeout
+            self.assertPong(self.tls_client(srv))
+
+    def test_record_begun_and_never_finished_is_closed_after_read_timeout(self):
+        """After a finished handshake, half the TLS record that carries a ping, then nothing:
+        the request has begun, though nothing of it can be decrypted yet. It is closed within
+        twice read_timeout_ms (it was held until idle_timeout_ms, and forever with 0)."""
+        with h.Server(self.config(read_timeout_ms=300, idle_timeout_ms=0)) as srv:
+            ctx = ssl.create_default_context(cafile=self.path('ca.pem'))
+            raw = srv.raw_socket()
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = ctx.wrap_bio(incoming, outgoing, server_hostname='127.0.0.1')
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    h.send_all(raw, outgoing.read())
+                    data = raw.recv(65536)
+                    self.assertTrue(data, 'closed during the handshake')
+                    incoming.write(data)
+            h.send_all(raw, outgoing.read())
+            tls.write(h.ping_bytes(1))
+            record = outgoing.read()
+            h.send_all(raw, record[:len(record) // 2])
+            t0 = time.monotonic()
+            closed, _ = h.wait_closed(raw, timeout=h.scaled(5))
+            self.assertTrue(closed, 'half a TLS record held its connection')
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
             self.assertPong(self.tls_client(srv))
 
     def test_mutual_tls(self):
