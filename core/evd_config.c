@@ -16,6 +16,7 @@ struct _EvdConfig {
   char *dir;             /* its folder, for relative paths */
   GKeyFile *kf;          /* NULL when the text did not even parse */
   GHashTable *lines;     /* "group" and "group\037key" -> line number */
+  GHashTable *last_lines;/* "group\037key" set twice -> the line GKeyFile takes it from */
   GHashTable *used;      /* "group\037key" read by someone; "group" claimed by a module */
   GPtrArray *problems;   /* char *, in the order found */
   GPtrArray *group_order;/* char *, groups in file order */
@@ -34,7 +35,10 @@ static guint
 evd_config_line_of (EvdConfig *cfg, const char *group, const char *key)
 {
   g_autofree char *slot = evd_config_slot (group, key);
-  guint line = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->lines, slot));
+  guint line = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->last_lines, slot));
+
+  if (line == 0)
+    line = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->lines, slot));
 
   if (line == 0 && key != NULL)
     line = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->lines, group));
@@ -87,6 +91,14 @@ evd_config_scan_group (EvdConfig *cfg, const char *line, guint lineno, char **gr
   }
   g_free (*group);
   *group = g_strndup (line + 1, (gsize) (end - line - 1));
+  /* GKeyFile refuses these names, and with them the whole file. */
+  for (const char *p = *group; *p != '\0'; p++)
+    if (*p == '[' || g_ascii_iscntrl (*p)) {
+      evd_config_add_problem (cfg, lineno, NULL, NULL,
+                              "a group name may not hold [ or control characters");
+      g_clear_pointer (group, g_free);
+      return FALSE;
+    }
   if (g_hash_table_contains (cfg->lines, *group)) {
     evd_config_add_problem (cfg, lineno, *group, NULL, "group appears twice");
     return TRUE;  /* GKeyFile merges the two; the problem is reported once */
@@ -118,12 +130,18 @@ evd_config_scan_key (EvdConfig *cfg, const char *line, guint lineno, const char 
     evd_config_add_problem (cfg, lineno, group, NULL, "a value without a key");
     return FALSE;
   }
+  if (strpbrk (key, "[]") != NULL) {  /* GKeyFile would refuse the whole file */
+    evd_config_add_problem (cfg, lineno, group, key, "a key name may not hold [ or ]");
+    return FALSE;
+  }
   slot = evd_config_slot (group, key);
   first = GPOINTER_TO_UINT (g_hash_table_lookup (cfg->lines, slot));
   if (first != 0) {
     g_autofree char *msg = g_strdup_printf ("set twice (first on line %u)", first);
     evd_config_add_problem (cfg, lineno, group, key, msg);
-    return TRUE;  /* GKeyFile keeps the last; the problem is reported once */
+    /* GKeyFile keeps the last: a problem with the value names the line it comes from. */
+    g_hash_table_insert (cfg->last_lines, g_steal_pointer (&slot), GUINT_TO_POINTER (lineno));
+    return TRUE;  /* the problem is reported once */
   }
   g_hash_table_insert (cfg->lines, g_steal_pointer (&slot), GUINT_TO_POINTER (lineno));
   return TRUE;
@@ -249,16 +267,21 @@ evd_config_bool (EvdConfig *cfg, const char *group, const char *key, gboolean de
 char **
 evd_config_keys (EvdConfig *cfg, const char *group)
 {
-  char **keys;
+  return evd_config_keys_with_prefix (cfg, group, "");
+}
 
-  if (cfg->kf == NULL)
-    return g_new0 (char *, 1);
-  keys = g_key_file_get_keys (cfg->kf, group, NULL, NULL);
-  if (keys == NULL)
-    return g_new0 (char *, 1);
-  for (guint i = 0; keys[i]; i++)
-    evd_config_mark_used (cfg, group, keys[i]);
-  return keys;
+char **
+evd_config_keys_with_prefix (EvdConfig *cfg, const char *group, const char *prefix)
+{
+  g_auto (GStrv) keys = cfg->kf ? g_key_file_get_keys (cfg->kf, group, NULL, NULL) : NULL;
+  g_autoptr (GStrvBuilder) out = g_strv_builder_new ();
+
+  for (guint i = 0; keys != NULL && keys[i] != NULL; i++)
+    if (g_str_has_prefix (keys[i], prefix)) {
+      evd_config_mark_used (cfg, group, keys[i]);
+      g_strv_builder_add (out, keys[i]);
+    }
+  return g_strv_builder_end (out);
 }
 
 char *
@@ -505,6 +528,7 @@ evd_config_load_data (const char *data, gsize len, const char *name, const char 
   cfg->path = g_strdup (name);
   cfg->dir = g_strdup (dir ? dir : ".");
   cfg->lines = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  cfg->last_lines = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   cfg->used = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   cfg->problems = g_ptr_array_new_with_free_func (g_free);
   cfg->group_order = g_ptr_array_new_with_free_func (g_free);
@@ -551,6 +575,7 @@ evd_config_unref (EvdConfig *cfg)
   g_free (cfg->dir);
   g_clear_pointer (&cfg->kf, g_key_file_free);
   g_hash_table_unref (cfg->lines);
+  g_hash_table_unref (cfg->last_lines);
   g_hash_table_unref (cfg->used);
   g_ptr_array_unref (cfg->problems);
   g_ptr_array_unref (cfg->group_order);

@@ -78,6 +78,9 @@ char *evd_config_string (EvdConfig *cfg, const char *group, const char *key, con
 char *evd_config_require (EvdConfig *cfg, const char *group, const char *key);
 /* Every key of the group, marked as read. */
 char **evd_config_keys (EvdConfig *cfg, const char *group);
+/* The keys of the group that start with `prefix`, marked as read: the others stay unknown
+ * unless someone reads them. */
+char **evd_config_keys_with_prefix (EvdConfig *cfg, const char *group, const char *prefix);
 /* The group's keys and values as written, "key=value\n" each in file order ("" when the group
  * is absent), marking nothing: what a section says, to tell whether a reload changed it.
  * Free with g_free. */

@@ -157,6 +157,11 @@ evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
    * field of its own (journalctl REQUEST_ID=... finds a request's every line). */
   message = g_strdup_printf ("%s%s%s%s%s%s", request_id ? "[" : "", request_id ? request_id : "",
                              request_id ? "] " : "", peer ? peer : "", peer ? ": " : "", text);
+  /* The request id, call keys and lookup names are the client's: a newline in them would
+   * start a line of its choosing on a terminal or in a log file. */
+  for (char *p = message; *p != '\0'; p++)
+    if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)
+      *p = '?';
   fields[n++] = (GLogField) { "MESSAGE", message, -1 };
   fields[n++] = (GLogField) { "PRIORITY", evd_log_priority (level), -1 };
   fields[n++] = (GLogField) { "GLIB_DOMAIN", G_LOG_DOMAIN, -1 };
@@ -194,9 +199,6 @@ evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
   va_start (ap, format);
   message = evd_log_format (format, ap);
   va_end (ap);
-  for (char *p = message; *p != '\0'; p++)
-    if ((guchar) *p < 0x20 || (guchar) *p == 0x7f)
-      *p = '?';
   if (limit->suppressed > 0) {
     evd_log_event (G_LOG_LEVEL_WARNING, NULL, NULL, peer,
                    "%s (and %u similar messages suppressed)", message, limit->suppressed);

@@ -19,7 +19,9 @@ gboolean evd_log_parse_level (const char *name, GLogLevelFlags *level);
 void evd_log_set_level (GLogLevelFlags level);
 
 /* A message about one request, lookup or peer (each may be NULL): in the journal they are
- * the fields REQUEST_ID, LOOKUP and PEER; on a terminal, a "[id] peer: " prefix. */
+ * the fields REQUEST_ID, LOOKUP and PEER; on a terminal, a "[id] peer: " prefix. Such
+ * messages quote what a client sent, so control characters in the message (a newline would
+ * forge a second line on a terminal) are written as '?'. */
 void evd_log_event (GLogLevelFlags level, const char *request_id, const char *lookup,
                     const char *peer, const char *format, ...) G_GNUC_PRINTF (5, 6);
 
@@ -34,9 +36,7 @@ typedef struct {
   guint suppressed;
 } EvdLogLimit;
 
-/* Logs a warning about `peer` (may be NULL) unless the limiter says no. Such messages quote
- * what a client sent, so control characters in them (a newline would forge a second line on
- * a terminal) are written as '?'. */
+/* Logs a warning about `peer` (may be NULL) with evd_log_event unless the limiter says no. */
 void evd_log_limited (EvdLogLimit *limit, const char *peer, const char *format, ...)
   G_GNUC_PRINTF (3, 4);
 

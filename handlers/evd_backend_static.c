@@ -142,8 +142,9 @@ evd_backend_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   const char *why = NULL;
   g_autoptr (GPtrArray) names = columns ? evd_backend_static_split (columns, &quoted, &why) : NULL;
   /* Read (marked used) even when the columns are wrong: the rows are then not also
-   * reported as unknown keys, which would hide the one real problem among false ones. */
-  g_auto (GStrv) keys = evd_config_keys (cfg, spec->group);
+   * reported as unknown keys, which would hide the one real problem among false ones. Only
+   * the rows: any other key nobody reads is a typo, reported by evd_config_check. */
+  g_auto (GStrv) keys = evd_config_keys_with_prefix (cfg, spec->group, "row");
   EvdBackendStatic *s;
   gboolean ok = TRUE;
 
@@ -155,8 +156,7 @@ evd_backend_static_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   s = g_new0 (EvdBackendStatic, 1);
   s->rows = evd_rows_new (names->len, (const char *const *) names->pdata);
   for (guint i = 0; keys[i] != NULL; i++)
-    if (g_str_has_prefix (keys[i], "row"))
-      ok &= evd_backend_static_add_row (cfg, spec->group, keys[i], s->rows);
+    ok &= evd_backend_static_add_row (cfg, spec->group, keys[i], s->rows);
   if (!ok) {
     evd_rows_unref (s->rows);
     g_free (s);

@@ -23,6 +23,11 @@
  * RLIMIT_NOFILE (or a quarter of it, for tiny limits) is shut down too (descriptors are allocated lowest first, so a descriptor's
  * number is a lower bound of the count open). */
 #define EVD_ADMIN_FD_RESERVE 64
+/* A connection must send a whole request within this many seconds of connecting or of its
+ * last request. evhttp's own timeout (the same) restarts with every byte read, so a client
+ * sending a header byte every few seconds held its connection for ever, and 32 of them kept
+ * /health from every load balancer probe. */
+#define EVD_ADMIN_REQUEST_S 10
 
 struct _EvdAdmin {
   struct evhttp *http;
@@ -36,6 +41,7 @@ struct _EvdAdmin {
    * ours: evhttp has none of its own hooks for a connection's birth and death in libevent
    * 2.1, so a bufferevent whose callbacks evhttp cleared (it frees its connection) has ended. */
   GPtrArray *bevs;
+  GArray *since_us;          /* gint64 per bev, same index: its connection or last request */
   struct event *sweep;
   EvdLogLimit log_limit;
 };
@@ -90,6 +96,18 @@ evd_admin_text (struct evhttp_request *req, int code, const char *reason, const 
   evd_admin_send (req, code, reason, "text/plain; charset=utf-8", body);
 }
 
+/* A whole request came: the connection's time for its next one starts now. */
+static void
+evd_admin_note_request (EvdAdmin *a, struct evhttp_request *req)
+{
+  struct evhttp_connection *evcon = evhttp_request_get_connection (req);
+  struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent (evcon) : NULL;
+
+  for (guint i = 0; bev != NULL && i < a->bevs->len; i++)
+    if (a->bevs->pdata[i] == bev)
+      g_array_index (a->since_us, gint64, i) = g_get_monotonic_time ();
+}
+
 static void
 evd_admin_on_request (struct evhttp_request *req, void *arg)
 {
@@ -98,6 +116,7 @@ evd_admin_on_request (struct evhttp_request *req, void *arg)
   const char *path = uri ? evhttp_uri_get_path (uri) : NULL;
   g_autoptr (GString) body = g_string_sized_new (4096);
 
+  evd_admin_note_request (a, req);
   if (path == NULL || *path == '\0')
     path = "/";
   if (strcmp (path, "/health") == 0) {
@@ -152,16 +171,26 @@ evd_admin_bev_live (struct bufferevent *bev)
   return r != NULL || w != NULL || e != NULL;
 }
 
-/* Lets go of the bufferevents of connections that ended. */
+/* Lets go of the bufferevents of connections that ended, and shuts down those that took
+ * longer than EVD_ADMIN_REQUEST_S to send a request (evhttp reads EOF and frees them). */
 static void
 evd_admin_sweep (EvdAdmin *a)
 {
+  gint64 now = g_get_monotonic_time ();
+
   for (guint i = a->bevs->len; i-- > 0;) {
     struct bufferevent *bev = a->bevs->pdata[i];
 
     if (!evd_admin_bev_live (bev)) {
       g_ptr_array_remove_index_fast (a->bevs, i);
+      g_array_remove_index_fast (a->since_us, i);
       bufferevent_decref (bev);
+    } else if (now - g_array_index (a->since_us, gint64, i) >
+               EVD_ADMIN_REQUEST_S * G_USEC_PER_SEC && bufferevent_getfd (bev) >= 0) {
+      evd_log_limited (&a->log_limit, NULL, "admin connection closed: no whole request "
+                       "within " G_STRINGIFY (EVD_ADMIN_REQUEST_S) " s");
+      shutdown (bufferevent_getfd (bev), SHUT_RDWR);
+      g_array_index (a->since_us, gint64, i) = G_MAXINT64 / 2;  /* once: it is ending */
     }
   }
 }
@@ -215,6 +244,7 @@ evd_admin_on_connection (struct event_base *base, void *arg)
   struct bufferevent *bev = bufferevent_socket_new (base, -1, 0);
   EvdAdminNew *n = g_new0 (EvdAdminNew, 1);
   static const struct timeval now = { 0, 0 };
+  gint64 since = g_get_monotonic_time ();
 
   evd_admin_sweep (a);
   n->admin = a;
@@ -223,6 +253,7 @@ evd_admin_on_connection (struct event_base *base, void *arg)
   bufferevent_incref (bev);        /* the list's */
   bufferevent_incref (bev);        /* the check's, below */
   g_ptr_array_add (a->bevs, bev);
+  g_array_append_val (a->since_us, since);
   event_base_once (base, -1, EV_TIMEOUT, evd_admin_on_new, n, &now);
   return bev;
 }
@@ -254,6 +285,7 @@ evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port
   }
   a->base = base;
   a->bevs = g_ptr_array_new ();
+  a->since_us = g_array_new (FALSE, FALSE, sizeof (gint64));
   a->sweep = event_new (base, -1, EV_PERSIST, evd_admin_on_sweep, a);
   event_add (a->sweep, &every);
   a->http = evhttp_new (base);
@@ -262,7 +294,7 @@ evd_admin_new (struct event_base *base, const char *address, gboolean reuse_port
   evhttp_set_allowed_methods (a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
   evhttp_set_max_headers_size (a->http, 16384);
   evhttp_set_max_body_size (a->http, 1024);
-  evhttp_set_timeout (a->http, 10);
+  evhttp_set_timeout (a->http, EVD_ADMIN_REQUEST_S);
   evhttp_set_gencb (a->http, evd_admin_on_request, a);
   /* Our own listener, so that a failing accept pauses it (evd_listener_guard) instead of
    * spinning the main loop; evhttp takes it over. */
@@ -294,6 +326,7 @@ evd_admin_free (EvdAdmin *a)
   if (a->bevs != NULL) {
     evd_admin_sweep (a);  /* every connection ended with evhttp */
     g_ptr_array_unref (a->bevs);
+    g_array_unref (a->since_us);
   }
   if (a->secret != NULL)
     memset (a->secret, 0, strlen (a->secret));

@@ -1,6 +1,7 @@
 /* evd_main: the evdal command line: options, configuration, start and exit code. */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "evd_config.h"
@@ -70,7 +71,9 @@ typedef struct {
   EvdOptions *options;
   EvdConfig *running;        /* the config the server started with */
   EvdDataAccess *service;
+  EvdMetrics *metrics;
   EvdOtlp *otlp;             /* [tracing] as started */
+  char *tls_keys;            /* tls_cert, tls_key and tls_client_ca as started */
   EvdServer *server;
   GThread *thread;           /* the reload being built, or NULL; joined on the main thread */
   gboolean again;            /* SIGHUP while building: reload again after */
@@ -79,7 +82,20 @@ typedef struct {
   EvdEngine *next;
   GError *error;
   EvdOtlp *tracing;          /* the reload's [tracing], read so that its keys are checked */
+  gboolean tls_changed;
 } EvdReload;
+
+/* The TLS keys, to tell whether a reload changed them (the listener's context is made once,
+ * at start). */
+static char *
+evd_main_tls_keys (EvdConfig *cfg)
+{
+  g_autofree char *cert = evd_config_string (cfg, "server", "tls_cert", "");
+  g_autofree char *key = evd_config_string (cfg, "server", "tls_key", "");
+  g_autofree char *ca = evd_config_string (cfg, "server", "tls_client_ca", "");
+
+  return g_strjoin ("\n", cert, key, ca, NULL);
+}
 
 /* [server] keys are read once, at start; say so when a reload changes them. */
 static void
@@ -91,12 +107,13 @@ evd_main_warn_restart_keys (const EvdServerConfig *a, const EvdServerConfig *b)
       a->read_timeout_ms != b->read_timeout_ms || a->write_timeout_ms != b->write_timeout_ms ||
       a->max_pipeline != b->max_pipeline || a->max_output_bytes != b->max_output_bytes ||
       a->max_reply_bytes != b->max_reply_bytes ||
-      a->shutdown_timeout_ms != b->shutdown_timeout_ms ||
+      a->shutdown_timeout_ms != b->shutdown_timeout_ms || a->drain_ms != b->drain_ms ||
+      a->reuse_port != b->reuse_port || a->stall_warn_ms != b->stall_warn_ms ||
       g_strcmp0 (a->admin_listen, b->admin_listen) != 0 ||
       g_strcmp0 (a->admin_secret, b->admin_secret) != 0)
-    g_warning ("reload: [server] listen, admin, io_threads, busy_poll_us and connection limits "
-               "changed; they take effect at the next restart (deadline_ms, max_calls, "
-               "max_inflight and log_level apply now)");
+    g_warning ("reload: [server] listen, admin, io_threads, busy_poll_us, reuse_port, drain_ms, "
+               "stall_warn_ms and connection limits changed; they take effect at the next "
+               "restart (deadline_ms, max_calls, max_inflight and log_level apply now)");
 }
 
 /* [tracing] is read once, at start (the exporter thread and its queue are made then): its
@@ -118,6 +135,7 @@ static gpointer
 evd_main_reload_build (gpointer data)
 {
   EvdReload *r = data;
+  g_autofree char *tls_keys = NULL;
 
   r->cfg = evd_config_load (r->options->config, &r->error);
   if (r->cfg != NULL && r->options->listen != NULL)
@@ -126,6 +144,10 @@ evd_main_reload_build (gpointer data)
     /* Modules load at start-up only: this reads the key and warns when it changed. */
     evd_modules_load (r->cfg);
     r->tracing = evd_otlp_new (r->cfg, NULL);  /* reads [tracing], so its keys are checked */
+    /* Reads and checks the TLS keys, which are otherwise unknown keys of the new file. */
+    evd_tls_free (evd_tls_new (r->cfg));
+    tls_keys = evd_main_tls_keys (r->cfg);
+    r->tls_changed = strcmp (tls_keys, r->tls_keys) != 0;
     r->next = evd_data_access_prepare (r->service, r->cfg, &r->error);
   }
   evd_server_post_main (r->server, evd_main_reload_done, r);
@@ -152,6 +174,9 @@ evd_main_reload_done (gpointer data)
   tracing = g_steal_pointer (&r->tracing);
   if (r->next == NULL) {
     g_auto (GStrv) lines = g_strsplit (error->message, "\n", -1);
+
+    if (cfg == NULL)  /* an unreadable file; evd_data_access_prepare counts the others */
+      evd_metrics_reload (r->metrics, FALSE);
     for (guint i = 0; lines[i] != NULL; i++)
       g_warning ("reload refused: %s", lines[i]);
     g_warning ("reload refused: the configuration in use is kept");
@@ -159,11 +184,14 @@ evd_main_reload_done (gpointer data)
     evd_data_access_commit (r->service, g_steal_pointer (&r->next), &summary);
     evd_main_warn_restart_keys (evd_config_server (r->running), evd_config_server (cfg));
     evd_main_warn_tracing_keys (evd_otlp_config (r->otlp), evd_otlp_config (tracing));
+    if (r->tls_changed)
+      g_warning ("reload: [server] tls_cert, tls_key or tls_client_ca changed; they take effect "
+                 "at the next restart");
     evd_log_set_level (evd_config_server (cfg)->log_level);
     g_message ("reloaded %s: %s", r->options->config, summary);
   }
-  evd_server_reloaded (r->server);
-  if (r->again) {
+  /* A SIGHUP that came during this reload is dropped once a SIGTERM came too. */
+  if (evd_server_reloaded (r->server) && r->again) {
     r->again = FALSE;
     evd_main_reload (r);
   }
@@ -195,6 +223,7 @@ evd_main_reload_clear (EvdReload *r)
   g_clear_pointer (&r->cfg, evd_config_unref);
   g_clear_pointer (&r->tracing, evd_otlp_free);
   g_clear_error (&r->error);
+  g_clear_pointer (&r->tls_keys, g_free);
 }
 
 /* A server with max_connections sockets needs as many descriptors: take what the hard limit
@@ -312,8 +341,8 @@ main (int argc, char **argv)
     g_printerr ("evdal: %s\n", error->message);
     return 1;
   }
-  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .otlp = otlp,
-                         .server = server };
+  reload = (EvdReload) { .options = &o, .running = cfg, .service = service, .metrics = metrics,
+                         .otlp = otlp, .server = server, .tls_keys = evd_main_tls_keys (cfg) };
   evd_server_set_reload (server, evd_main_reload, &reload);
   rc = evd_server_run (server);
   evd_main_reload_clear (&reload);

@@ -237,10 +237,15 @@ evd_server_post_main (EvdServer *s, EvdLoopFunc fn, gpointer data)
   evd_loop_post (s->main, fn, data);
 }
 
-void
+gboolean
 evd_server_reloaded (EvdServer *s)
 {
+  /* A reload that ends during the drain: systemd was told STOPPING=1, and the listener may
+   * be closed (s->listener NULL) already. */
+  if (s->stopping)
+    return FALSE;
   evd_systemd_notify ("READY=1\nSTATUS=Serving on %s", evd_listener_address (s->listener));
+  return TRUE;
 }
 
 void

@@ -33,8 +33,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdServer, evd_server_free)
 /* What SIGHUP does (on the main thread): reload the configuration. */
 typedef void (*EvdReloadFunc) (gpointer data);
 void evd_server_set_reload (EvdServer *server, EvdReloadFunc fn, gpointer data);
-/* The reload function finished (it may run on after returning): tells systemd READY again. */
-void evd_server_reloaded (EvdServer *server);
+/* The reload function finished (it may run on after returning): tells systemd READY again,
+ * unless a SIGTERM came meanwhile; FALSE then (the server is stopping: no more reloads). */
+gboolean evd_server_reloaded (EvdServer *server);
 /* Runs fn on the main loop (any thread): how work done elsewhere comes back. */
 void evd_server_post_main (EvdServer *server, EvdLoopFunc fn, gpointer data);
 

@@ -165,6 +165,36 @@ backend = delay
         self.assertRegex(r.stderr, re.compile(r'^%s:4: \[server\] max_connections:'
                                               % re.escape(path), re.M))
 
+    def test_unknown_keys_of_a_static_lookup_are_reported(self):
+        """A static lookup read its group with evd_config_keys, which marked every key read:
+        a typo (timout_ms) or a [server] key in the wrong group passed --check-config. Only
+        its rows are read that way now; a row of a lookup whose columns are wrong is still
+        not called unknown."""
+        path = self.write('evdal.conf', '[server]\n'                 # 1
+                                        'listen = 127.0.0.1:0\n'     # 2
+                                        '\n'                         # 3
+                                        '[lookup flags]\n'           # 4
+                                        'backend = static\n'         # 5
+                                        'columns = flag\n'           # 6
+                                        'row.1 = old\n'              # 7
+                                        'timout_ms = 50\n'           # 8
+                                        'max_connections = 5\n'      # 9
+                                        'timeout_ms = 50\n'          # 10
+                                        '\n'                         # 11
+                                        '[lookup nocolumns]\n'       # 12
+                                        'backend = static\n'         # 13
+                                        'row.1 = a\n')               # 14
+        r = h.run_evdal(['--config', path, '--check-config'])
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        p = re.escape(path)
+        self.assertRegex(r.stderr, re.compile(r'^%s:8: \[lookup flags\] timout_ms: unknown key'
+                                              % p, re.M))
+        self.assertRegex(r.stderr, re.compile(r'^%s:9: \[lookup flags\] max_connections: '
+                                              r'unknown key' % p, re.M))
+        self.assertRegex(r.stderr, re.compile(r'^%s:\d+: \[lookup nocolumns\] columns: '
+                                              r'is required' % p, re.M))
+        self.assertEqual(len(r.stderr.strip().splitlines()), 3, r.stderr)
+
     def test_start_with_bad_config_fails(self):
         path = self.write('evdal.conf', BAD_CONFIG)
         r = h.run_evdal(['--config', path])

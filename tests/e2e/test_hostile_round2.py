@@ -620,6 +620,51 @@ class DescriptorsTest(h.EvdalTestCase):
             h.wait_until(health_ok, timeout=10, what='/health answering once the idle are gone')
 
 
+    def test_trickling_admin_connections_cannot_hold_health(self):
+        """32 admin connections that each send a request line, then one header byte every
+        2 s (slowloris): evhttp's 10 s timeout restarts with every byte, so they held every
+        admin slot for ever and each /health probe was shut at once. A connection now has
+        10 s for a whole request: they are closed, and /health answers again while they
+        still trickle."""
+        with h.Server(h.config(admin_listen='127.0.0.1:0')) as srv:
+            slow = []
+            stop = threading.Event()
+            try:
+                for _ in range(32):
+                    s = self.admin_socket(srv)
+                    s.sendall(b'GET /health HTTP/1.1\r\nHost: x\r\n')
+                    slow.append(s)
+
+                def trickle():
+                    while not stop.wait(2.0):
+                        for s in slow:
+                            try:
+                                s.sendall(b'X')
+                            except OSError:
+                                pass
+                th = threading.Thread(target=trickle, daemon=True)
+                th.start()
+
+                def health_ok():
+                    try:
+                        return srv.admin_get('/health', timeout=2)[0] == 200
+                    except OSError:
+                        return False
+                self.assertFalse(health_ok(), 'the 32 trickling connections hold no slot')
+                t0 = time.monotonic()
+                h.wait_until(health_ok, timeout=20, what='/health while 32 connections trickle')
+                self.assertGreater(time.monotonic() - t0, 5)  # not before their time was up
+                for s in slow:  # closed by the server: EOF (or a reset, past what it sent)
+                    s.settimeout(5)
+                    try:
+                        self.assertEqual(s.recv(4096), b'')
+                    except ConnectionResetError:
+                        pass
+            finally:
+                stop.set()
+                for s in slow:
+                    s.close()
+
 
 class ReloadTest(h.EvdalTestCase):
     """Item 10: a reload while a writer holds a lock on an SQLite file."""

@@ -116,6 +116,28 @@ class LevelTest(unittest.TestCase):
         self.assertNotIn(ACCEPTED, text)
         self.assertNotRegex(text, timed_out_re('lvl-info'))
 
+    def test_client_text_cannot_forge_log_lines(self):
+        """A fetch whose critical call fails is logged at notice level with the client's
+        request id and call key; their newlines started lines of the client's choosing (a
+        forged CRITICAL after the real line). Control characters print as '?' now."""
+        server = h.Server(conf('info'))
+        with server:
+            c, t = h.client(server)
+            try:
+                rid = 'rid-1\n(evdal:1): evdal-CRITICAL **: forged by the client'
+                key = 'k\r\nevdal-WARNING **: forged too'
+                with self.assertRaises(ttypes.LookupFailed):
+                    c.fetch(h.fetch_request({key: ttypes.LookupCall(lookup='broken',
+                                                                    critical=True)},
+                                            request_id=rid))
+            finally:
+                t.close()
+            self.assertTrue(server.wait_log(r'fetch failed: critical call', 5), server.log_tail())
+            text = self.stopped_log(server)
+        self.assertNotRegex(text, r'(?m)^\(evdal:1\)|^evdal-WARNING \*\* ?: forged', text)
+        self.assertIn('[rid-1?(evdal:1): evdal-CRITICAL **: forged by the client]', text)
+        self.assertIn('critical call k??evdal-WARNING **: forged too', text)
+
     def test_notice_hides_info_lines(self):
         server = h.Server(conf('notice'))
         with server:

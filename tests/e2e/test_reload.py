@@ -1,5 +1,6 @@
 """SIGHUP reloads the lookups without dropping a connection or failing a request in flight,
 and refuses a bad configuration, keeping the one in use (issue 6)."""
+import os
 import signal
 import unittest
 
@@ -90,6 +91,46 @@ class ReloadTest(h.EvdalTestCase):
                         r'reloaded .*added: phantom')
             self.assertIsNotNone(srv.metric('evdal_lookup_calls_total{lookup="phantom",'
                                             'outcome="ok"}'))
+
+    def test_unreadable_file_is_a_refused_reload(self):
+        """A SIGHUP while the file is gone (a deploy that replaces it): refused and logged,
+        but evdal_config_reloads_total{result="refused"} did not count it (only a file that
+        parsed was counted), so an alert on refused reloads missed it."""
+        refused = 'evdal_config_reloads_total{result="refused"}'
+        with h.Server(h.config(lookups=BEFORE, admin_listen='127.0.0.1:0')) as srv:
+            self.assertEqual(srv.metric(refused), 0)
+            os.rename(srv.config_path, srv.config_path + '.away')
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reload refused: .*evdal\.conf', 5), srv.log_tail())
+            srv.wait_metric(refused, 1)
+            os.rename(srv.config_path + '.away', srv.config_path)
+            self.reload(srv, AFTER, r'reloaded .*evdal\.conf')
+            srv.wait_metric('evdal_config_reloads_total{result="done"}', 1)
+            self.assertEqual(srv.metric(refused), 1)
+
+    def test_start_only_server_keys_are_said_to_need_a_restart(self):
+        """drain_ms, reuse_port and stall_warn_ms are read once, at start (the SIGTERM
+        handler, the listener, the loops' watch), but a reload that changed them said nothing,
+        as if applied. Each now gets the restart warning; deadline_ms, which applies at once,
+        does not."""
+        restart = 'take effect at the next restart'
+        with h.Server(h.config(lookups=BEFORE)) as srv:
+            n = 0
+            for key, value in (('deadline_ms', 4000), ('drain_ms', 2000),
+                               ('reuse_port', 'true'), ('stall_warn_ms', 50)):
+                with open(srv.config_path, 'w') as f:
+                    f.write(h.config(lookups=BEFORE, **{key: value}))
+                srv.send_signal(signal.SIGHUP)
+                n += 1
+                h.wait_until(lambda: srv.log_text().count('reloaded ') == n,
+                             what='reload %d (%s)' % (n, key))
+                if key == 'deadline_ms':
+                    self.assertNotIn(restart, srv.log_text())
+                else:
+                    self.assertEqual(srv.log_text().count(restart), n - 1,
+                                     '%s: %s' % (key, srv.log_tail()))
+                with open(srv.config_path, 'w') as f:  # back, for the next key alone
+                    f.write(h.config(lookups=BEFORE))
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -109,6 +110,63 @@ class NotifyTest(unittest.TestCase):
             server.send_signal(signal.SIGTERM)
             self.notify.wait_for('STOPPING=1', after=sent)
             self.assertEqual(server.wait(10), 0)
+
+    def test_reload_that_ends_during_shutdown(self):
+        """SIGHUP (twice) while a writer locks an SQLite file, then SIGTERM while the reload
+        still waits for the lock and a fetch is in flight: the reload ends after the listener
+        closed. It said READY=1 after STOPPING=1 and read the address of the closed listener
+        (a NULL pointer: the server died of SIGSEGV), and the second SIGHUP started another
+        reload during the shutdown. Now: no READY after STOPPING, no reload after SIGTERM,
+        exit 0 once the fetch is answered."""
+        with tempfile.TemporaryDirectory(prefix='evdal-reload-stop-') as tmp:
+            db = os.path.join(tmp, 'lock.db')
+            con = sqlite3.connect(db)
+            con.execute('CREATE TABLE t (x)')
+            con.commit()
+            con.close()
+            lookups = h.NAP_LOOKUP + """
+[database locked]
+path = %s
+workers = 1
+busy_timeout_ms = 3000
+
+[lookup one]
+database = locked
+sql = SELECT 1 AS one
+""" % db
+            env = {'NOTIFY_SOCKET': self.notify.path}
+            conf = h.config(lookups=lookups, admin_listen='127.0.0.1:0', drain_ms=0,
+                            deadline_ms=20000, shutdown_timeout_ms=30000)
+            with h.Server(conf, env=env) as server:
+                self.notify.wait_for('READY=1')
+                busy, t = h.client(server)
+                self.addCleanup(t.close)
+                busy.send_fetch(h.fetch_request({'n': h.nap_call(6000)}))
+                server.wait_metric('evdal_inflight_requests', 1)  # keeps the shutdown going
+                writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+                try:
+                    writer.execute('BEGIN EXCLUSIVE')
+                    server.send_signal(signal.SIGHUP)
+                    self.assertTrue(server.wait_log(r'SIGHUP: reloading', 5.0))
+                    server.send_signal(signal.SIGHUP)
+                    self.assertTrue(server.wait_log(r'reloading again after it', 5.0))
+                    sent = time.monotonic()
+                    server.send_signal(signal.SIGTERM)
+                    stopping = self.notify.wait_for('STOPPING=1', after=sent)
+                    self.assertTrue(server.wait_log(r'shutdown: listener closed', 5.0))
+                    # The reload thread gives up on the lock after busy_timeout_ms.
+                    self.assertTrue(server.wait_log(r'the configuration in use is kept', 10.0),
+                                    server.log_tail())
+                finally:
+                    writer.execute('ROLLBACK')
+                    writer.close()
+                self.assertEqual(h.slept_ms(busy.recv_fetch().results['n']), 6000)
+                rc = server.wait(h.scaled(10))
+                self.assertEqual(rc, 0, server.log_tail())
+                self.assertEqual([l for tm, l in self.notify.lines()
+                                  if tm > stopping and l == 'READY=1'], [])
+                self.assertEqual(server.log_text().count('SIGHUP: reloading '), 1,
+                                 server.log_tail())
 
     def test_watchdog_goes_quiet_while_a_loop_is_wedged(self):
         env = {'NOTIFY_SOCKET': self.notify.path, 'WATCHDOG_USEC': '300000'}

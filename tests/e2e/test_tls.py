@@ -3,6 +3,7 @@ speaking TLS are served in every wire format; a plain-TCP client is turned away 
 disturbing them; with tls_client_ca only clients holding a certificate of that CA get in;
 unusable key material stops start-up naming the file."""
 import os
+import signal
 import ssl
 import subprocess
 import tempfile
@@ -128,6 +129,37 @@ class TlsTest(h.EvdalTestCase):
             with self.assertRaises(Exception):
                 c = self.tls_client(srv, with_cert=False)
                 c.ping()  # TLS 1.3 may report the missing certificate only at the first read
+
+    def test_sighup_reloads_a_tls_server(self):
+        """The reload thread read no TLS key, so tls_cert, tls_key and tls_client_ca were
+        "unknown keys" of the new file and every SIGHUP of a TLS server was refused. They are
+        read (and read once, at start, like listen) now: the reload is applied, and a
+        changed certificate is said to need a restart."""
+        with h.Server(self.config(client_ca=True)) as srv:
+            with open(srv.config_path, 'w') as f:
+                f.write(self.config(client_ca=True).replace('delay_ms = 100', 'delay_ms = 7'))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reloaded .*evdal\.conf|reload refused: the config',
+                                         10), srv.log_tail())
+            self.assertNotIn('reload refused', srv.log_text())
+            self.assertNotIn('take effect at the next restart', srv.log_text())
+            c = self.tls_client(srv, with_cert=True)
+            self.assertEqual(h.slept_ms(c.fetch(h.fetch_request({'n': h.nap_call()}))
+                                        .results['n']), 7)
+            # Changed TLS keys are applied at the next restart, and said to be.
+            with open(srv.config_path, 'w') as f:
+                f.write(self.config())
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'tls_client_ca changed; they take effect at the next '
+                                         r'restart', 10), srv.log_tail())
+            self.assertNotIn('reload refused', srv.log_text())
+            # A key file that cannot be loaded is a problem of the new file.
+            with open(srv.config_path, 'w') as f:
+                f.write(self.config().replace('tls_cert = ', 'tls_cert = /nonexistent.pem\n#'))
+            srv.send_signal(signal.SIGHUP)
+            self.assertTrue(srv.wait_log(r'reload refused: the config', 10), srv.log_tail())
+            self.assertIn('[server] tls_cert: /nonexistent.pem', srv.log_text())
+            self.assertPong(self.tls_client(srv, with_cert=True))
 
     def test_bad_key_material_stops_start_up(self):
         with tempfile.TemporaryDirectory() as d:

@@ -159,6 +159,25 @@ test_every_problem_with_its_line (void)
   g_assert_cmpint (evd_config_server (cfg)->io_threads, ==, 4);
 }
 
+/* A key set twice whose last value (the one GKeyFile keeps) is bad: the problem named the
+ * first line, which holds a good value. A third setting still names the first. */
+static void
+test_bad_value_of_a_key_set_twice_names_its_line (void)
+{
+  g_autoptr (EvdConfig) cfg = load ("[server]\n"                    /* 1 */
+                                    "io_threads = 2\n"              /* 2 */
+                                    "max_calls = 5\n"               /* 3 */
+                                    "io_threads = 3\n"              /* 4 */
+                                    "io_threads = lots\n");         /* 5 */
+  g_auto (GStrv) lines = problems (cfg);
+
+  g_assert_nonnull (lines);
+  assert_has (lines, "t.conf:4: [server] io_threads: set twice (first on line 2)");
+  assert_has (lines, "t.conf:5: [server] io_threads: set twice (first on line 2)");
+  assert_has (lines, "t.conf:5: [server] io_threads: \"lots\" is not an integer");
+  g_assert_cmpuint (g_strv_length (lines), ==, 3);
+}
+
 static void
 test_syntax_problems (void)
 {
@@ -172,6 +191,34 @@ test_syntax_problems (void)
   assert_has (a, "t.conf:1: a key before any [group]");
   assert_has (b, "t.conf:1: a group header must be \"[name]\"");
   assert_has (c, "t.conf: not UTF-8 text");
+}
+
+/* Names GKeyFile refuses (a key holding [ or ], a group name with [ or a control character)
+ * failed the whole parse: one line-less message ("Invalid key name: ab[c"), every other
+ * problem hidden, and the groups after it read as empty. Each is now a problem of its line,
+ * and the rest of the file is read. */
+static void
+test_names_gkeyfile_refuses (void)
+{
+  g_autoptr (EvdConfig) cfg = load ("[server]\n"                    /* 1 */
+                                    "ab[c = 1\n"                    /* 2 */
+                                    "max_connections = lots\n"      /* 3 */
+                                    "a]b = 2\n"                     /* 4 */
+                                    "[lookup a[b]\n"                /* 5 */
+                                    "x = 1\n"                       /* 6 */
+                                    "[lookup c\001d]\n"            /* 7 */
+                                    "[server2]\n"                   /* 8 */
+                                    "io_threads = 3\n");            /* 9 */
+  g_auto (GStrv) lines = problems (cfg);
+
+  g_assert_nonnull (lines);
+  assert_has (lines, "t.conf:2: [server] ab[c: a key name may not hold [ or ]");
+  assert_has (lines, "t.conf:3: [server] max_connections: \"lots\" is not an integer");
+  assert_has (lines, "t.conf:4: [server] a]b: a key name may not hold [ or ]");
+  assert_has (lines, "t.conf:5: a group name may not hold [ or control characters");
+  assert_has (lines, "t.conf:7: a group name may not hold [ or control characters");
+  assert_has (lines, "t.conf:8: [server2]: unknown group");
+  g_assert_cmpuint (g_strv_length (lines), ==, 6);
 }
 
 static void
@@ -243,7 +290,10 @@ main (int argc, char **argv)
   g_test_add_func ("/config/value-only-a-comment", test_value_that_is_only_a_comment);
   g_test_add_func ("/config/every-problem-with-its-line", test_every_problem_with_its_line);
   g_test_add_func ("/config/listen-addresses-checked", test_listen_addresses_checked);
+  g_test_add_func ("/config/bad-value-of-a-key-set-twice",
+                   test_bad_value_of_a_key_set_twice_names_its_line);
   g_test_add_func ("/config/syntax-problems", test_syntax_problems);
+  g_test_add_func ("/config/names-gkeyfile-refuses", test_names_gkeyfile_refuses);
   g_test_add_func ("/config/groups-and-getters", test_groups_and_getters);
   g_test_add_func ("/config/load-file", test_load_file);
   return g_test_run ();

@@ -684,6 +684,7 @@ main (int argc, char **argv)
   evd_engine_counters_init (&counters);
   counters.metrics = metrics;
   engine = evd_engine_new (cfg, &counters);
+  evd_engine_activate (engine);
   evd_config_check (cfg, &error);
   g_assert_no_error (error);
   evd_engine_activate (engine);  /* its lookups counted in `metrics`, as when serving */
