@@ -1,6 +1,7 @@
 /* evd_metrics: counters, histograms and the Prometheus text format (see evd_metrics.h). */
 #include "evd_metrics.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -217,8 +218,14 @@ evd_metrics_value (GString *out, double value)
 {
   char buf[G_ASCII_DTOSTR_BUF_SIZE];
 
-  /* Whole numbers as integers (counts), the rest in C-locale shortest form. */
-  if (value == (double) (gint64) value && value < 9e15 && value > -9e15)
+  /* Prometheus spells these three its own way; printf's "nan" and "inf" are not its text. */
+  if (isnan (value))
+    g_string_append (out, " NaN\n");
+  else if (isinf (value))
+    g_string_append (out, value > 0 ? " +Inf\n" : " -Inf\n");
+  /* Whole numbers as integers (counts), the rest in C-locale shortest form. The range first:
+   * casting a double outside gint64's to it is undefined. */
+  else if (value < 9e15 && value > -9e15 && value == (double) (gint64) value)
     g_string_append_printf (out, " %" G_GINT64_FORMAT "\n", (gint64) value);
   else
     g_string_append_printf (out, " %s\n", g_ascii_formatd (buf, sizeof buf, "%.9g", value));
