@@ -189,7 +189,10 @@ evd_sample_load_postgresql (const char *sqlite_path, const char *conninfo, const
                  sqlite3_errmsg (db));
     goto out;
   }
-  if (!evd_sample_pg_exec (pg, "SET client_min_messages = warning; BEGIN", error) ||
+  /* The SQLite file's text is UTF-8: say so, whatever PGCLIENTENCODING asks libpq for (a
+   * LATIN1 client encoding stored "Chloé" as "ChloÃ©"), as evd_pg does for evdal. */
+  if (!evd_sample_pg_exec (pg, "SET client_encoding = 'UTF8'; SET client_min_messages = "
+                               "warning; BEGIN", error) ||
       !evd_sample_pg_exec (pg, evd_sample_pg_schema, error))
     goto out;
   for (guint i = 0; evd_sample_pg_tables[i] != NULL; i++)
