@@ -215,6 +215,12 @@ evd_cli_request_trace_id (const EvdCliRequest *r)
     tp = ctx->traceparent;
   else if (ctx != NULL && ctx->__isset_attributes)
     tp = g_hash_table_lookup (ctx->attributes, "traceparent");
-  /* "VV-<32 hex>-...": anything shorter carries no trace id worth showing */
-  return tp != NULL && strlen (tp) >= 35 && tp[2] == '-' ? tp + 3 : NULL;
+  /* "VV-<32 hex>-...": anything else carries no trace id worth showing (and a caller's
+   * --attr traceparent may hold quotes or backslashes, which the JSON prints as they are) */
+  if (tp == NULL || strlen (tp) < 36 || tp[2] != '-' || tp[35] != '-')
+    return NULL;
+  for (int i = 3; i < 35; i++)
+    if (!g_ascii_isxdigit (tp[i]))
+      return NULL;
+  return tp + 3;
 }

@@ -398,6 +398,21 @@ class CliTest(CliCase):
         p = self.cli('--json', 'fetch', 'ctx')  # no --trace: no trace id of the client's
         self.assertNotIn('trace_id', json.loads(p.stdout))
 
+    def test_a_malformed_traceparent_attr_keeps_the_json_valid(self):
+        """A traceparent of the caller's (--attr) is shown as a trace id only when it has one:
+        32 characters with a quote and a backslash once went into the JSON unescaped."""
+        tp = '00-"quoted" and a back\\slash here!!-00f067aa0ba902b7-01'
+        p = self.cli('--json', 'fetch', 'ctx', '--attr', 'traceparent=' + tp)
+        self.assertExit(p, 0)
+        self.assertNotIn('trace_id', json.loads(p.stdout))
+        p = self.cli('--ascii', 'fetch', 'nap', '--trace', '--attr', 'traceparent=' + tp)
+        self.assertExit(p, 0)
+        self.assertNotIn('trace id', p.stdout)
+        good = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+        p = self.cli('--json', 'fetch', 'ctx', '--attr', 'traceparent=' + good)
+        self.assertExit(p, 0)
+        self.assertEqual(json.loads(p.stdout)['trace_id'], '4bf92f3577b34da6a3ce929d0e0e4736')
+
     def test_trace_without_spans_of_unknown_lookups(self):
         p = self.cli('--ascii', 'fetch', '--trace', '--call', 'nope', '--call', 'nap:delay_ms=1')
         self.assertExit(p, 1)
