@@ -1,8 +1,9 @@
-"""evdal-mkdb --postgresql against a real PostgreSQL 15 started for this module (pg_fixture.py):
-the rows PostgreSQL gets are the SQLite file's, whatever client encoding the environment
-(PGCLIENTENCODING) asks libpq for.
+"""evdal-mkdb: a database made again over an old one is whole, whatever the old one left
+beside it (a WAL with frames); and with --postgresql, against a real PostgreSQL 15 started for
+the test (pg_fixture.py), the rows PostgreSQL gets are the SQLite file's, whatever client
+encoding the environment (PGCLIENTENCODING) asks libpq for.
 
-Exits 77 (skipped) when PostgreSQL 15 is not installed."""
+The PostgreSQL test is skipped (exit 77) when PostgreSQL 15 is not installed."""
 import os
 import shutil
 import sqlite3
@@ -14,10 +15,6 @@ import unittest
 import evdal_harness as h
 import pg_fixture
 
-if not pg_fixture.available():
-    print('test_mkdb: PostgreSQL 15 is not installed (tools/dev.sh deps)', file=sys.stderr)
-    sys.exit(pg_fixture.SKIP)
-
 MKDB = os.path.join(os.path.dirname(h.EVDAL_BIN), 'evdal-mkdb')
 N_USERS = 300
 
@@ -26,25 +23,60 @@ TMP = None
 
 
 def setUpModule():
-    global PG, TMP
+    global TMP
     TMP = tempfile.mkdtemp(prefix='evdal-mkdbtest-')
     unittest.addModuleCleanup(shutil.rmtree, TMP, ignore_errors=True)
-    PG = pg_fixture.PgServer().start()
-    unittest.addModuleCleanup(PG.close)
 
 
-def mkdb(db, **env):
-    subprocess.run([MKDB, '--users', str(N_USERS), '--postgresql', PG.conninfo, db], check=True,
+def mkdb(db, *args, **env):
+    subprocess.run([MKDB, '--users', str(N_USERS)] + list(args) + [db], check=True,
                    timeout=300, stdout=subprocess.DEVNULL, env=dict(os.environ, **env))
 
 
+# A writer of the old database that dies (os._exit: no checkpoint) with commits in its WAL.
+STALE_WRITER = r"""
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute('PRAGMA wal_autocheckpoint = 0')
+c.execute("UPDATE users SET name = 'stale ' || id")
+c.execute('CREATE TABLE stale (x)')
+os._exit(0)
+"""
+
+
+class MkdbSqliteTest(unittest.TestCase):
+    def test_made_again_over_a_database_whose_wal_has_frames(self):
+        # The new file was renamed over the old one beside the old one's -wal and -shm, and
+        # the next open replayed the old commits onto the new pages: "database disk image is
+        # malformed".
+        db = os.path.join(TMP, 'again.db')
+        mkdb(db)
+        subprocess.run([sys.executable, '-c', STALE_WRITER, db], check=True, timeout=60)
+        self.assertGreater(os.path.getsize(db + '-wal'), 0)
+        mkdb(db)
+        with sqlite3.connect(db) as lite:
+            self.assertEqual(lite.execute('PRAGMA integrity_check').fetchall(), [('ok',)])
+            self.assertEqual(lite.execute("SELECT count(*) FROM users WHERE name LIKE 'stale %'")
+                             .fetchone(), (0,))
+            self.assertEqual(lite.execute("SELECT count(*) FROM sqlite_master "
+                                          "WHERE name = 'stale'").fetchone(), (0,))
+
+
 class MkdbPostgresqlTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        global PG
+        if not pg_fixture.available():
+            raise unittest.SkipTest('PostgreSQL 15 is not installed (tools/dev.sh deps)')
+        PG = pg_fixture.PgServer().start()
+        cls.addClassCleanup(PG.close)
+
     def test_names_survive_a_latin1_client_encoding(self):
         # The sample's names are UTF-8 (Chloé, Łukasz, 渡辺). libpq takes its client encoding
         # from PGCLIENTENCODING, so without its own client_encoding=UTF8 evdal-mkdb sent those
         # bytes as LATIN1, and PostgreSQL stored "ChloÃ©" where SQLite has "Chloé".
         db = os.path.join(TMP, 'latin1.db')
-        mkdb(db, PGCLIENTENCODING='LATIN1')
+        mkdb(db, '--postgresql', PG.conninfo, PGCLIENTENCODING='LATIN1')
         with sqlite3.connect(db) as lite:
             want = [(str(i), n) for i, n in lite.execute('SELECT id, name FROM users ORDER BY id')]
         self.assertTrue(any(not n.isascii() for _, n in want), 'the sample has non-ASCII names')

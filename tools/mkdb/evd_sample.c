@@ -113,6 +113,17 @@ evd_sample_build (sqlite3 *db, const EvdSampleOptions *o, GError **error)
          evd_sample_exec (db, "COMMIT; ANALYZE; PRAGMA journal_mode = WAL;", "finish", error);
 }
 
+/* Removes the -wal and -shm files of the database at path. */
+static void
+evd_sample_unlink_wal (const char *path)
+{
+  g_autofree char *wal = g_strconcat (path, "-wal", NULL);
+  g_autofree char *shm = g_strconcat (path, "-shm", NULL);
+
+  unlink (wal);
+  unlink (shm);
+}
+
 gboolean
 evd_sample_generate (const char *path, const EvdSampleOptions *o, GError **error)
 {
@@ -128,16 +139,17 @@ evd_sample_generate (const char *path, const EvdSampleOptions *o, GError **error
   }
   ok = evd_sample_build (db, o, error);
   sqlite3_close (db);
+  /* An old database's -wal and -shm go with it: left beside the new file, the next open
+   * replays the old commits (a writer that died before its checkpoint) onto its pages. */
+  if (ok)
+    evd_sample_unlink_wal (path);
   if (ok && rename (tmp, path) != 0) {
     g_set_error (error, evd_sample_error_quark (), 1, "rename %s: %s", path, g_strerror (errno));
     ok = FALSE;
   }
   if (!ok) {
     unlink (tmp);
-    g_autofree char *wal = g_strconcat (tmp, "-wal", NULL);
-    g_autofree char *shm = g_strconcat (tmp, "-shm", NULL);
-    unlink (wal);
-    unlink (shm);
+    evd_sample_unlink_wal (tmp);
   }
   return ok;
 }
