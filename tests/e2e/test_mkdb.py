@@ -84,6 +84,20 @@ class MkdbPostgresqlTest(unittest.TestCase):
         got = [tuple(line.split('|', 1)) for line in out.splitlines()]
         self.assertEqual(got, want)
 
+    def test_a_role_name_with_dollars_and_quotes_reads_only(self):
+        # The role was created in a DO $$ ... $$ block: a name holding "$$" ended the block
+        # early, so evdal-mkdb failed (or ran the rest of the name as SQL).
+        role = 'ro$$ "odd" $$x'
+        db = os.path.join(TMP, 'role.db')
+        mkdb(db, '--postgresql', PG.conninfo, '--role', role)
+        self.assertEqual(PG.psql('SELECT count(*) FROM users', user=role), str(N_USERS))
+        for sql in ('DELETE FROM orders', 'CREATE TABLE public.mine (x int)'):
+            with self.assertRaises(subprocess.CalledProcessError, msg=sql):
+                PG.psql(sql, user=role)
+        # Run again over the same database and role: the role is kept, the grants made anew.
+        mkdb(db, '--postgresql', PG.conninfo, '--role', role)
+        self.assertEqual(PG.psql('SELECT count(*) FROM users', user=role), str(N_USERS))
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -171,6 +171,39 @@ evd_sample_pg_copy (PGconn *pg, sqlite3 *db, const char *table, GError **error)
   return ok;
 }
 
+/* The role evdal logs in as, made when missing, with SELECT on the tables and nothing else.
+ * Looked up with a parameter, not in a DO $$ ... $$ block: a name may hold "$$". */
+static gboolean
+evd_sample_pg_role (PGconn *pg, const char *role, GError **error)
+{
+  const char *const params[] = { role };
+  PGresult *r = PQexecParams (pg, "SELECT 1 FROM pg_roles WHERE rolname = $1", 1, NULL, params,
+                              NULL, NULL, 0);
+  gboolean exists = PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) > 0;
+  char *id;
+  g_autofree char *sql = NULL;
+
+  if (PQresultStatus (r) != PGRES_TUPLES_OK) {
+    g_set_error (error, evd_sample_pg_error_quark (), 1, "%s", PQresultErrorMessage (r));
+    PQclear (r);
+    return FALSE;
+  }
+  PQclear (r);
+  id = PQescapeIdentifier (pg, role, strlen (role));
+  if (id == NULL) {
+    g_set_error (error, evd_sample_pg_error_quark (), 1, "%s", PQerrorMessage (pg));
+    return FALSE;
+  }
+  sql = g_strdup_printf ("%s%s%s"
+                         "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %s; "
+                         "GRANT USAGE ON SCHEMA public TO %s; "
+                         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s;",
+                         exists ? "" : "CREATE ROLE ", exists ? "" : id,
+                         exists ? "" : " LOGIN; ", id, id, id);
+  PQfreemem (id);
+  return evd_sample_pg_exec (pg, sql, error);
+}
+
 gboolean
 evd_sample_load_postgresql (const char *sqlite_path, const char *conninfo, const char *role,
                             GError **error)
@@ -203,21 +236,8 @@ evd_sample_load_postgresql (const char *sqlite_path, const char *conninfo, const
       !evd_sample_pg_exec (pg, "COMMIT", error) ||
       !evd_sample_pg_exec (pg, "ANALYZE", error))
     goto out;
-  if (role != NULL && *role != '\0') {
-    char *id = PQescapeIdentifier (pg, role, strlen (role));
-    char *lit = PQescapeLiteral (pg, role, strlen (role));
-    g_autofree char *sql = g_strdup_printf (
-      "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN "
-      "CREATE ROLE %s LOGIN; END IF; END $$; "
-      "REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %s; "
-      "GRANT USAGE ON SCHEMA public TO %s; "
-      "GRANT SELECT ON ALL TABLES IN SCHEMA public TO %s;", lit, id, id, id, id);
-
-    PQfreemem (id);
-    PQfreemem (lit);
-    if (!evd_sample_pg_exec (pg, sql, error))
-      goto out;
-  }
+  if (role != NULL && *role != '\0' && !evd_sample_pg_role (pg, role, error))
+    goto out;
   ok = TRUE;
 out:
   sqlite3_close (db);
