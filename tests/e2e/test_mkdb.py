@@ -98,6 +98,17 @@ class MkdbPostgresqlTest(unittest.TestCase):
         mkdb(db, '--postgresql', PG.conninfo, '--role', role)
         self.assertEqual(PG.psql('SELECT count(*) FROM users', user=role), str(N_USERS))
 
+    def test_tables_go_to_public_beside_a_schema_named_after_the_user(self):
+        # PostgreSQL's default search_path is "$user", public: with a schema named after the
+        # loading user (the docs' secure usage pattern), the tables went there, and the role,
+        # granted SELECT on schema public's tables only, found none.
+        PG.psql('CREATE SCHEMA postgres')
+        self.addCleanup(PG.psql, 'DROP SCHEMA postgres CASCADE')
+        mkdb(os.path.join(TMP, 'schema.db'), '--postgresql', PG.conninfo)
+        self.assertEqual(PG.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'postgres'"),
+                         '0')
+        self.assertEqual(PG.psql('SELECT count(*) FROM users', user='evdal_ro'), str(N_USERS))
+
 
 if __name__ == '__main__':
     unittest.main()

@@ -223,9 +223,11 @@ evd_sample_load_postgresql (const char *sqlite_path, const char *conninfo, const
     goto out;
   }
   /* The SQLite file's text is UTF-8: say so, whatever PGCLIENTENCODING asks libpq for (a
-   * LATIN1 client encoding stored "Chloé" as "ChloÃ©"), as evd_pg does for evdal. */
-  if (!evd_sample_pg_exec (pg, "SET client_encoding = 'UTF8'; SET client_min_messages = "
-                               "warning; BEGIN", error) ||
+   * LATIN1 client encoding stored "Chloé" as "ChloÃ©"), as evd_pg does for evdal. The tables
+   * go to schema public, where the role's grants are, not to a schema named after the user
+   * (the default search_path is "$user", public). */
+  if (!evd_sample_pg_exec (pg, "SET client_encoding = 'UTF8'; SET search_path = public; "
+                               "SET client_min_messages = warning; BEGIN", error) ||
       !evd_sample_pg_exec (pg, evd_sample_pg_schema, error))
     goto out;
   for (guint i = 0; evd_sample_pg_tables[i] != NULL; i++)
