@@ -236,22 +236,31 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
   guint spans = 0, bar_width;
   gsize prefix;
   g_autofree char *axis_end = NULL;
+  g_autofree char *request_id = evd_cli_value_visible (resp->request_id ? resp->request_id
+                                                                        : "?");
+  /* Per call: its key, lookup and backend as tables show text (evd_cli_value_visible), so
+   * that they are measured and printed as the terminal shows them. */
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
 
   for (guint i = 0; i < r->keys->len; i++) {
     const char *key = r->keys->pdata[i];
     const evdalLookupResult *res = g_hash_table_lookup (resp->results, key);
+    const evdalSpan *s = res && res->__isset_span ? res->span : NULL;
 
-    wkey = MAX (wkey, evd_cli_print_width (key));
-    wlookup = MAX (wlookup, evd_cli_print_width (evd_cli_request_lookup (r, key)));
-    if (res != NULL && res->__isset_span) {
+    g_ptr_array_add (names, evd_cli_value_visible (key));
+    g_ptr_array_add (names, evd_cli_value_visible (evd_cli_request_lookup (r, key)));
+    g_ptr_array_add (names, evd_cli_value_visible (s == NULL ? "-" : s->backend ? s->backend
+                                                                                : ""));
+    wkey = MAX (wkey, evd_cli_print_width (names->pdata[3 * i]));
+    wlookup = MAX (wlookup, evd_cli_print_width (names->pdata[3 * i + 1]));
+    if (s != NULL) {
       spans++;
-      wbackend = MAX (wbackend, evd_cli_print_width (res->span->backend ? res->span->backend
-                                                                         : ""));
-      total_us = MAX (total_us, res->span->end_us);
+      wbackend = MAX (wbackend, evd_cli_print_width (names->pdata[3 * i + 2]));
+      total_us = MAX (total_us, s->end_us);
     }
   }
   g_string_append_printf (out, "\ntrace of request %s: %u call%s, %.2f ms on the server",
-                          resp->request_id ? resp->request_id : "?", r->keys->len,
+                          request_id, r->keys->len,
                           r->keys->len == 1 ? "" : "s", evd_cli_print_ms (resp->server_us));
   if (evd_cli_request_trace_id (r) != NULL)
     g_string_append_printf (out, ", trace id %.32s", evd_cli_request_trace_id (r));
@@ -288,14 +297,13 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
     const evdalSpan *s = res && res->__isset_span ? res->span : NULL;
     guint from, to;
 
-    EVD_CLI_PAD (key, wkey);
-    EVD_CLI_PAD (evd_cli_request_lookup (r, key), wlookup);
+    EVD_CLI_PAD (names->pdata[3 * i], wkey);
+    EVD_CLI_PAD (names->pdata[3 * i + 1], wlookup);
+    EVD_CLI_PAD (names->pdata[3 * i + 2], wbackend);
     if (s == NULL) {
-      EVD_CLI_PAD ("-", wbackend);
       g_string_append_printf (out, "%10s %10s\n", "-", "-");
       continue;
     }
-    EVD_CLI_PAD (s->backend ? s->backend : "", wbackend);
     g_string_append_printf (out, "%10.2f %10.2f  %s", evd_cli_print_ms (s->start_us),
                             evd_cli_print_ms (s->end_us - s->start_us), f->v);
     /* Cells the span covers, at least one, so that even an instant call shows where it ran. */
@@ -311,8 +319,10 @@ evd_cli_print_waterfall (GString *out, const EvdCliRequest *r, const evdalFetchR
     if (res->__isset_error)
       g_string_append_printf (out, " %s", evd_cli_conn_error_kind_name (res->error->kind));
     /* Span.marks: what happened besides the outcome (coalesced, cache_hit, hedged...). */
-    for (guint m = 0; s->__isset_marks && s->marks != NULL && m < s->marks->len; m++)
-      g_string_append_printf (out, " [%s]", (const char *) s->marks->pdata[m]);
+    for (guint m = 0; s->__isset_marks && s->marks != NULL && m < s->marks->len; m++) {
+      g_autofree char *mark = evd_cli_value_visible (s->marks->pdata[m]);
+      g_string_append_printf (out, " [%s]", mark);
+    }
     g_string_append_c (out, '\n');
   }
 #undef EVD_CLI_PAD

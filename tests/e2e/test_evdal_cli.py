@@ -398,6 +398,29 @@ class CliTest(CliCase):
         p = self.cli('--json', 'fetch', 'ctx')  # no --trace: no trace id of the client's
         self.assertNotIn('trace_id', json.loads(p.stdout))
 
+    def test_trace_waterfall_shows_odd_keys_as_the_tables_do(self):
+        """Keys, lookup names and the request id go into the waterfall as into a table's
+        heading: control characters escaped, bytes that are not UTF-8 replaced. They went in
+        raw: the terminal got the escape sequences, and a lookup name ending in the lead byte
+        of a 4-byte character (the one argument GOption does not convert) was measured past
+        its end."""
+        p = subprocess.run([CLI, '--host', self.server.host, '--port', str(self.server.port),
+                            '--ascii', 'fetch', 'n\udcf0', '--trace', '--request-id', 'wf\x1b[1m',
+                            '--call', 'e\x1b[2Jx=nap:delay_ms=1'],  # \udcf0: the byte 0xf0
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+                           env=cli_env())
+        self.assertExit(p, 1)
+        out = p.stdout.decode('utf-8')  # every byte of it UTF-8
+        self.assertNotIn('\x1b', out)
+        title, rows = parse_waterfall(out)
+        self.assertTrue(title.startswith('trace of request wf\\x1b[1m: 2 calls, '), title)
+        self.assertEqual([(r['key'], r['lookup']) for r in rows],
+                         [('n\ufffd', 'n\ufffd'), ('e\\x1b[2Jx', 'nap')])
+        lines = out.splitlines()
+        start = next(i for i, l in enumerate(lines) if l.startswith('trace of request '))
+        # The bars start in one column: names are padded by their shown width.
+        self.assertEqual(len({l.index('|') for l in lines[start + 2:]}), 1, out)
+
     def test_a_malformed_traceparent_attr_keeps_the_json_valid(self):
         """A traceparent of the caller's (--attr) is shown as a trace id only when it has one:
         32 characters with a quote and a backslash once went into the JSON unescaped."""
