@@ -105,7 +105,7 @@ case "${1:-}" in
     # Tests of tools, clients and packaging add no evdal threads to check: the other builds
     # run them.
     ctest --test-dir build-tsan --output-on-failure -j "$JOBS" -LE "long|valgrind" \
-      -E '^(install|package|bench/.*|e2e/test_(page|traces_browser|clients_doc|peer_cpp|python_frontend|evdal_cli|modules))$'
+      -E '^(install|package|bench/.*|e2e/test_(page|traces_browser|clients_doc|peer_cpp|python_frontend|evdal_cli|mkdb|modules))$'
     echo "== fuzzing smoke runs (libFuzzer)"
     CC=clang build_into build-fuzz -DEVDAL_FUZZ=ON
     ctest --test-dir build-fuzz --output-on-failure -L fuzz ;;
