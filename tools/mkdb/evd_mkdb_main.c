@@ -12,7 +12,7 @@ main (int argc, char **argv)
   gint users = 100000;
   gint64 seed = 1;
   g_autofree char *postgresql = NULL;
-  g_autofree char *role = g_strdup ("evdal_ro");
+  g_autofree char *role = NULL;  /* evdal_ro, set after parsing: GOption frees no default */
   GOptionEntry entries[] = {
     { "users", 'u', 0, G_OPTION_ARG_INT, &users, "Users (default 100000)", "N" },
     { "seed", 's', 0, G_OPTION_ARG_INT64, &seed, "Seed (default 1)", "S" },
@@ -37,6 +37,8 @@ main (int argc, char **argv)
                 : "usage: evdal-mkdb [--users N] [--postgresql CONNINFO] OUT.db");
     return 2;
   }
+  if (role == NULL)
+    role = g_strdup ("evdal_ro");
   if (argc == 2) {
     path = g_strdup (argv[1]);
   } else {
