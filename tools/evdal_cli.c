@@ -42,6 +42,7 @@
 #include "evd_cli_json.h"
 #include "evd_cli_print.h"
 #include "evd_cli_request.h"
+#include "evd_cli_value.h"
 #include "evd_thrift.h"
 
 #define EVD_CLI_DEFAULT_TIMEOUT_MS 10000
@@ -333,17 +334,22 @@ evd_cli_report_exception (const EvdCliOptions *o, const EvdCliRequest *r,
                           const evdalInvalidRequest *invalid, const evdalLookupFailed *failed,
                           const evdalOverloaded *overloaded)
 {
+  /* The server's text, which may hold what the caller typed, shown as results show it. */
   if (failed != NULL) {
     const char *lookup = failed->call ? evd_cli_request_lookup (r, failed->call) : NULL;
+    g_autofree char *call = evd_cli_value_visible (failed->call ? failed->call : "?");
+    g_autofree char *name = evd_cli_value_visible (lookup ? lookup : "?");
+    g_autofree char *msg = evd_cli_value_visible (failed->error->message ? failed->error->message
+                                                                          : "");
     g_printerr ("evdal-cli: LookupFailed: the critical call %s (lookup %s) failed: %s: %s\n",
-                failed->call ? failed->call : "?", lookup ? lookup : "?",
-                evd_cli_conn_error_kind_name (failed->error->kind),
-                failed->error->message ? failed->error->message : "");
+                call, name, evd_cli_conn_error_kind_name (failed->error->kind), msg);
   } else if (overloaded != NULL) {
-    g_printerr ("evdal-cli: Overloaded: %s; retry after %d ms\n",
-                overloaded->message ? overloaded->message : "", overloaded->retry_after_ms);
+    g_autofree char *msg = evd_cli_value_visible (overloaded->message ? overloaded->message : "");
+    g_printerr ("evdal-cli: Overloaded: %s; retry after %d ms\n", msg,
+                overloaded->retry_after_ms);
   } else {
-    g_printerr ("evdal-cli: InvalidRequest: %s\n", invalid->message ? invalid->message : "");
+    g_autofree char *msg = evd_cli_value_visible (invalid->message ? invalid->message : "");
+    g_printerr ("evdal-cli: InvalidRequest: %s\n", msg);
   }
   if (o->json) {
     g_autoptr (GString) out = g_string_new (NULL);

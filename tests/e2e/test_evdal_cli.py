@@ -562,6 +562,19 @@ class CliTest(CliCase):
         # Not critical: the same failure is a result, and exit 1.
         self.assertExit(self.cli('fetch', 'broken'), 1)
 
+    def test_exit_4_shows_the_message_as_a_result_does(self):
+        """A LookupFailed's message on stderr is escaped as the same error in a table is: the
+        server's message holds what the caller typed (here a param name with an escape)."""
+        p = self.cli('fetch', 'ctx', 'na\x1b[7mme=1', '--critical')
+        self.assertExit(p, 4)
+        self.assertNotIn('\x1b', p.stderr)
+        self.assertIn('LookupFailed', p.stderr)
+        self.assertIn('BAD_PARAMS', p.stderr)
+        self.assertIn('na\\x1b[7mme', p.stderr)
+        p = self.cli('--ascii', 'fetch', 'ctx', 'na\x1b[7mme=1')  # the same, as a result
+        self.assertExit(p, 1)
+        self.assertIn('na\\x1b[7mme', p.stdout)
+
     def test_exit_4_invalid_request(self):
         calls = sum([['--call', 'k%d=nap:delay_ms=1' % i] for i in range(MAX_CALLS + 1)], [])
         p = self.cli('--json', 'fetch', *calls)
