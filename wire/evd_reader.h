@@ -159,7 +159,9 @@ evd_reader_field (EvdReader *r, guint8 *ttype, gint16 *id)
 {
   guint8 b = evd_reader_byte (r);
 
-  if (b == 0 || r->bad)
+  /* Compact's stop is a zero type nibble, whatever the high nibble holds (as c_glib and the
+   * scanner read it). */
+  if ((r->proto == EVD_PROTO_COMPACT ? b & 0x0f : b) == 0 || r->bad)
     return FALSE;
   if (r->proto == EVD_PROTO_BINARY) {
     const guint8 *p;
