@@ -1444,6 +1444,29 @@ test_reader_compact_stop_nibble (void)
   g_assert_true (r.p == body + 3);
 }
 
+/* A bool outside a compact field header is one byte, and what it means is c_glib's reading
+ * of it: binary takes any byte but 0 for true, compact only its true code (1). evd_request
+ * reads fetch's bools (trace, critical) with evd_reader_bool, and decodes what c_glib did. */
+static void
+test_reader_bool_bytes (void)
+{
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    for (guint b = 0; b < 256; b++) {
+      const guint8 byte = (guint8) b;
+      ThriftMemoryBuffer *mem = shared_buffer ();
+      ThriftProtocol *p = g_object_new (proto_gtype (proto), "transport", mem, NULL);
+      EvdReader r = { .p = &byte, .end = &byte + 1, .proto = proto };
+      gboolean theirs = FALSE;
+
+      W (thrift_transport_write (THRIFT_TRANSPORT (mem), (gpointer) &byte, 1, NULL));
+      g_assert_cmpint (thrift_protocol_read_bool (p, &theirs, NULL), ==, 1);
+      g_object_unref (p);
+      g_assert_cmpint (evd_reader_bool (&r), ==, theirs);
+      g_assert_null (r.bad);
+    }
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1485,6 +1508,7 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/schema/element-types", test_schema_element_types);
   g_test_add_func ("/wire/schema/result-element-types", test_schema_result_element_types);
   g_test_add_func ("/wire/reader/compact-stop-nibble", test_reader_compact_stop_nibble);
+  g_test_add_func ("/wire/reader/bool-bytes", test_reader_bool_bytes);
   g_test_add_func ("/wire/random", test_random);
   return g_test_run ();
 }
