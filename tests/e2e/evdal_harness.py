@@ -245,8 +245,8 @@ class Server:
             else:
                 rc = self.returncode
             if exc_type is None and rc != 0:
-                raise ServerError('evdal exited with %r (expected 0); log tail:\n%s'
-                                  % (rc, self.log_tail()))
+                raise ServerError('evdal exited with %r (expected 0); log:\n%s'
+                                  % (rc, self.log_report()))
             if exc_type is None:
                 self.check_peak_rss()
             if exc_type is not None:
@@ -379,6 +379,21 @@ class Server:
 
     def log_tail(self, lines=60):
         return '\n'.join(self.log_text().splitlines()[-lines:])
+
+    def log_report(self, lines=60, most=600):
+        """What a failing server's log says: before its tail, the first sanitizer report in
+        full (a TSan report runs past any tail, and its first stack, cut off, is the one that
+        names the racing access). The CI keeps only this text."""
+        text = self.log_text().splitlines()
+        first = next((i for i, l in enumerate(text)
+                      if (l.startswith(('WARNING: ThreadSanitizer', '==')) and 'Sanitizer' in l)
+                      or 'runtime error:' in l), len(text))
+        cut = max(len(text) - lines, 0)
+        if first >= cut:
+            return '\n'.join(text[cut:])
+        end = min(first + most, cut)
+        skipped = ['... (%d lines) ...' % (cut - end)] if end < cut else []
+        return '\n'.join(text[first:end] + skipped + text[cut:])
 
     def wait_log(self, pattern, timeout=3.0):
         """Waits until the log matches `pattern` (a regex); returns the match or None."""
