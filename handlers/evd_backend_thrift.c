@@ -413,6 +413,19 @@ evd_backend_thrift_decode (EvdThriftPool *pool, const guint8 *body, gsize len, T
   return TRUE;
 }
 
+/* Does the scanned reply name `method` (after a "Service:" prefix, as the scanner reads it)?
+ * The scanner checked its element types against the result schema of the method it names,
+ * so only then may it be decoded as that method's result. */
+static gboolean
+evd_backend_thrift_names (const EvdWireScanner *s, const char *method)
+{
+  const guint8 *colon = memchr (s->name, ':', s->name_len);
+  const guint8 *name = colon != NULL ? colon + 1 : s->name;
+  gsize len = s->name_len - (gsize) (name - s->name);
+
+  return len == strlen (method) && memcmp (name, method, len) == 0;
+}
+
 /* One whole reply frame, payload[0..len). FALSE: the connection cannot go on. */
 static gboolean
 evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
@@ -433,8 +446,8 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
     g_autoptr (evdalDataAccessLookupsResult) r =
       g_object_new (EVDAL_TYPE_DATA_ACCESS_LOOKUPS_RESULT, NULL);
 
-    if (st == EVD_WIRE_OK && s.type == EVD_MSG_REPLY &&
-        evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r)))
+    if (st == EVD_WIRE_OK && s.type == EVD_MSG_REPLY && evd_backend_thrift_names (&s, "lookups")
+        && evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r)))
       evd_backend_thrift_check_lookups (pool, r);
     return TRUE;
   }
@@ -456,6 +469,11 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
     else
       evd_backend_thrift_fail (tc, 0, "upstream %s sent an exception that does not decode",
                                pool->up->name);
+    return TRUE;
+  }
+  if (s.type == EVD_MSG_REPLY && !evd_backend_thrift_names (&s, "fetch")) {
+    evd_backend_thrift_fail (tc, 0, "upstream %s answered a fetch with a reply to another "
+                             "method", pool->up->name);
     return TRUE;
   }
   {

@@ -237,6 +237,7 @@ evd_cli_conn_receive (EvdCliConn *c, GError **error)
       return FALSE;
     msg = c->reply->data + 4;
     evd_wire_scanner_init (&scan, proto, (gsize) n, EVD_WIRE_MAX_DEPTH);
+    scan.schema_for = evd_wire_schema_result;
     st = evd_wire_scanner_header (&scan, msg, (gsize) n);
     if (st == EVD_WIRE_OK)
       st = evd_wire_scanner_frame (&scan, msg, (gsize) n);
@@ -244,6 +245,7 @@ evd_cli_conn_receive (EvdCliConn *c, GError **error)
       return evd_cli_conn_bad_reply (&scan, st, error);
   } else {
     evd_wire_scanner_init (&scan, proto, EVD_CLI_CONN_REPLY_MAX, EVD_WIRE_MAX_DEPTH);
+    scan.schema_for = evd_wire_schema_result;
     do {
       if (!evd_cli_conn_read_some (c, EVD_CLI_CONN_READ_CHUNK, error))
         return FALSE;

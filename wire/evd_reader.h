@@ -125,8 +125,10 @@ evd_reader_bool (EvdReader *r)
     return r->bool_value;
   }
   /* Binary writes 1 or 0; compact writes a bool outside a field header as its type code,
-   * 1 for true. */
-  return evd_reader_byte (r) == 1;
+   * 1 for true. Read as c_glib reads them: binary's any byte but 0 is true. */
+  guint8 b = evd_reader_byte (r);
+
+  return r->proto == EVD_PROTO_BINARY ? b != 0 : b == 1;
 }
 
 /* A string's or binary's bytes (in the message). */
@@ -159,7 +161,9 @@ evd_reader_field (EvdReader *r, guint8 *ttype, gint16 *id)
 {
   guint8 b = evd_reader_byte (r);
 
-  if (b == 0 || r->bad)
+  /* Compact's stop is a zero type nibble, whatever the high nibble holds (as c_glib and the
+   * scanner read it). */
+  if ((r->proto == EVD_PROTO_COMPACT ? b & 0x0f : b) == 0 || r->bad)
     return FALSE;
   if (r->proto == EVD_PROTO_BINARY) {
     const guint8 *p;

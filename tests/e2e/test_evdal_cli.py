@@ -9,11 +9,16 @@ import os
 import re
 import socket
 import sqlite3
+import struct
 import subprocess
 import threading
 import time
 import unicodedata
 import unittest
+
+from thrift.Thrift import TMessageType, TType
+from thrift.protocol import TBinaryProtocol
+from thrift.transport import TTransport
 
 import evdal_harness as h
 
@@ -544,6 +549,46 @@ class CliTest(CliCase):
                 th.join(5)
                 self.assertExit(p, 3)
                 self.assertIn('ping: no valid reply', p.stderr)
+
+    def test_exit_3_reply_of_the_wrong_element_types(self):
+        """A fetch reply whose results map holds i32s, not LookupResults: the reply is checked
+        against fetch's result schema before c_glib reads it (whose generated decoders never
+        compare element types, and would read the i32's bytes as a LookupResult)."""
+        lsock = socket.socket()
+        lsock.bind(('127.0.0.1', 0))
+        lsock.listen(1)
+        self.addCleanup(lsock.close)
+
+        def serve():
+            conn, _ = lsock.accept()
+            with conn:
+                (n,) = struct.unpack('>i', h.recv_exact(conn, 4, timeout=10))
+                req = TBinaryProtocol.TBinaryProtocol(
+                    TTransport.TMemoryBuffer(h.recv_exact(conn, n, timeout=10)))
+                _, _, seqid = req.readMessageBegin()
+                buf = TTransport.TMemoryBuffer()
+                p = TBinaryProtocol.TBinaryProtocol(buf)
+                p.writeMessageBegin('fetch', TMessageType.REPLY, seqid)
+                p.writeStructBegin('fetch_result')
+                p.writeFieldBegin('success', TType.STRUCT, 0)
+                p.writeStructBegin('FetchResponse')
+                p.writeFieldBegin('request_id', TType.STRING, 1)
+                p.writeString('r')
+                p.writeFieldBegin('results', TType.MAP, 2)
+                p.writeMapBegin(TType.STRING, TType.I32, 1)
+                p.writeString('nap')
+                p.writeI32(0)
+                p.writeFieldStop()
+                p.writeFieldStop()
+                p.writeMessageEnd()
+                data = buf.getvalue()
+                conn.sendall(struct.pack('>i', len(data)) + data)
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        p = self.cli('--port', str(lsock.getsockname()[1]), 'fetch', 'nap', address=False)
+        th.join(5)
+        self.assertExit(p, 3)
+        self.assertIn('fetch: no valid reply', p.stderr)
 
     def test_exit_4_critical_call_failed(self):
         t0 = time.monotonic()

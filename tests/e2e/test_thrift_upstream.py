@@ -196,6 +196,25 @@ remote_lookup = ctx
             self.assertIsNone(r.error, r)
             self.assertEqual(r.table.rows, [[ttypes.Value(text_value=word)]])
 
+    def test_reply_named_for_another_method_is_refused(self):
+        """A reply is to the method it names: one named for another method is not decoded as
+        fetch's result, even when its seqid is a fetch's and its body would decode as one (as
+        c_glib's generated clients refuse a wrong method name). The scanner checks a reply's
+        element types against the result schema of the method it names, so decoding it as
+        fetch's would let through what the check is there to stop."""
+        fake = OutOfOrderRemote(pairs=1, fetch_reply_name='lookups')
+        with fake:
+            with h.Server(local_config('127.0.0.1:%d' % fake.port, connections=1)) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({'a': call('r_kinds', word='first')}))
+                finally:
+                    t.close()
+        err = resp.results['a'].error
+        self.assertIsNotNone(err, resp.results['a'])
+        self.assertEqual(err.kind, ttypes.ErrorKind.BACKEND)
+        self.assertIn('reply to another method', err.message)
+
     def test_stopped_remote_costs_the_deadline_and_no_more_sockets(self):
         with self.remote() as r:
             with h.Server(local_config(r.address, connections=2)) as l:
@@ -412,7 +431,8 @@ class OutOfOrderRemote:
     queued or a short pause, then answers them in reverse order: each call's table is the
     `word` param it was sent. The lookups() check at start-up is answered at once."""
 
-    def __init__(self, pairs):
+    def __init__(self, pairs, fetch_reply_name='fetch'):
+        self.fetch_reply_name = fetch_reply_name
         self.sock = socket.socket()
         self.sock.bind(('127.0.0.1', 0))
         self.sock.listen(8)
@@ -475,7 +495,8 @@ class OutOfOrderRemote:
         for seqid, name, word in items:
             buf = TTransport.TMemoryBuffer()
             p = TBinaryProtocol.TBinaryProtocol(buf)
-            p.writeMessageBegin(name, TMessageType.REPLY, seqid)
+            p.writeMessageBegin(name if name == 'lookups' else self.fetch_reply_name,
+                                TMessageType.REPLY, seqid)
             if name == 'lookups':
                 h.DataAccess.lookups_result(success=[]).write(p)
             else:

@@ -4,6 +4,8 @@
 
 #include <string.h>
 
+#include "evd_reader.h"
+
 #include <thrift/c_glib/protocol/thrift_binary_protocol.h>
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 #include <thrift/c_glib/transport/thrift_memory_buffer.h>
@@ -1414,6 +1416,57 @@ test_schema_result_element_types (void)
   g_assert_null (evd_wire_schema_result ("nope", 4));
 }
 
+/* Compact's field header is STOP when its type nibble is zero, whatever its high nibble says
+ * (c_glib, and every other implementation, look at the type nibble only). The scanner lets
+ * such a stop through, so evd_reader, which decodes what the scanner passed (fetch's args),
+ * must end the struct there too, not call the message malformed. */
+static void
+test_reader_compact_stop_nibble (void)
+{
+  /* a struct: field 1 (delta 1) i32 = -1, then a stop byte with a delta nibble; then a byte
+   * that is not the struct's */
+  static const guint8 body[] = { 0x15, 0x01, 0x10, 0xaa };
+  static const guint8 msg[] = { 0x82, 0x21, 0x07, 0x04, 'p', 'i', 'n', 'g', 0x15, 0x01, 0x10 };
+  ThriftMemoryBuffer *mem = shared_buffer ();
+  ThriftProtocol *p = g_object_new (THRIFT_TYPE_COMPACT_PROTOCOL, "transport", mem, NULL);
+  EvdReader r = { .p = body, .end = body + sizeof body, .proto = EVD_PROTO_COMPACT };
+  EvdWireScanner s;
+
+  W (thrift_transport_write (THRIFT_TRANSPORT (mem), (gpointer) body, sizeof body, NULL));
+  g_assert_cmpint (thrift_protocol_skip (p, T_STRUCT, NULL), ==, 3);
+  g_object_unref (p);
+
+  evd_wire_scanner_init (&s, EVD_PROTO_COMPACT, sizeof msg, EVD_WIRE_MAX_DEPTH);
+  g_assert_cmpint (evd_wire_scanner_frame (&s, msg, sizeof msg), ==, EVD_WIRE_OK);
+
+  g_assert_true (evd_reader_skip (&r, EVD_WIRE_T_STRUCT));
+  g_assert_null (r.bad);
+  g_assert_true (r.p == body + 3);
+}
+
+/* A bool outside a compact field header is one byte, and what it means is c_glib's reading
+ * of it: binary takes any byte but 0 for true, compact only its true code (1). evd_request
+ * reads fetch's bools (trace, critical) with evd_reader_bool, and decodes what c_glib did. */
+static void
+test_reader_bool_bytes (void)
+{
+  for (EvdProto proto = EVD_PROTO_BINARY; proto <= EVD_PROTO_COMPACT; proto++) {
+    for (guint b = 0; b < 256; b++) {
+      const guint8 byte = (guint8) b;
+      ThriftMemoryBuffer *mem = shared_buffer ();
+      ThriftProtocol *p = g_object_new (proto_gtype (proto), "transport", mem, NULL);
+      EvdReader r = { .p = &byte, .end = &byte + 1, .proto = proto };
+      gboolean theirs = FALSE;
+
+      W (thrift_transport_write (THRIFT_TRANSPORT (mem), (gpointer) &byte, 1, NULL));
+      g_assert_cmpint (thrift_protocol_read_bool (p, &theirs, NULL), ==, 1);
+      g_object_unref (p);
+      g_assert_cmpint (evd_reader_bool (&r), ==, theirs);
+      g_assert_null (r.bad);
+    }
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1454,6 +1507,8 @@ main (int argc, char **argv)
   g_test_add_func ("/wire/hostile/headers", test_hostile_headers);
   g_test_add_func ("/wire/schema/element-types", test_schema_element_types);
   g_test_add_func ("/wire/schema/result-element-types", test_schema_result_element_types);
+  g_test_add_func ("/wire/reader/compact-stop-nibble", test_reader_compact_stop_nibble);
+  g_test_add_func ("/wire/reader/bool-bytes", test_reader_bool_bytes);
   g_test_add_func ("/wire/random", test_random);
   return g_test_run ();
 }
