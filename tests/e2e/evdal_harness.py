@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -584,6 +585,25 @@ def fetch_bytes(seqid, request, **kw):
 
 class Closed(Exception):
     """The server closed the connection (EOF or reset)."""
+
+
+def one_shot_server(test, serve):
+    """A fake peer for clients under test: a socket listening on a free loopback port whose
+    first connection goes to serve(conn) on a thread of its own, then is closed. The test
+    joins the thread and closes the socket when it ends. Returns the port."""
+    lsock = socket.socket()
+    lsock.bind(('127.0.0.1', 0))
+    lsock.listen(1)
+    test.addCleanup(lsock.close)
+
+    def run():
+        conn, _ = lsock.accept()
+        with conn:
+            serve(conn)
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    test.addCleanup(th.join, 5)
+    return lsock.getsockname()[1]
 
 
 def recv_exact(sock, n, timeout):

@@ -11,7 +11,6 @@ import socket
 import sqlite3
 import struct
 import subprocess
-import threading
 import time
 import unicodedata
 import unittest
@@ -533,20 +532,11 @@ class CliTest(CliCase):
         """A peer that answers garbage, and one that hangs up without answering."""
         for reply in (b'HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n', b''):
             with self.subTest(reply=reply):
-                lsock = socket.socket()
-                lsock.bind(('127.0.0.1', 0))
-                lsock.listen(1)
-                self.addCleanup(lsock.close)
-
-                def serve():
-                    conn, _ = lsock.accept()
+                def serve(conn, reply=reply):
                     conn.recv(65536)
                     conn.sendall(reply)
-                    conn.close()
-                th = threading.Thread(target=serve, daemon=True)
-                th.start()
-                p = self.cli('--port', str(lsock.getsockname()[1]), 'ping', address=False)
-                th.join(5)
+                port = h.one_shot_server(self, serve)
+                p = self.cli('--port', str(port), 'ping', address=False)
                 self.assertExit(p, 3)
                 self.assertIn('ping: no valid reply', p.stderr)
 
@@ -554,39 +544,30 @@ class CliTest(CliCase):
         """A fetch reply whose results map holds i32s, not LookupResults: the reply is checked
         against fetch's result schema before c_glib reads it (whose generated decoders never
         compare element types, and would read the i32's bytes as a LookupResult)."""
-        lsock = socket.socket()
-        lsock.bind(('127.0.0.1', 0))
-        lsock.listen(1)
-        self.addCleanup(lsock.close)
-
-        def serve():
-            conn, _ = lsock.accept()
-            with conn:
-                (n,) = struct.unpack('>i', h.recv_exact(conn, 4, timeout=10))
-                req = TBinaryProtocol.TBinaryProtocol(
-                    TTransport.TMemoryBuffer(h.recv_exact(conn, n, timeout=10)))
-                _, _, seqid = req.readMessageBegin()
-                buf = TTransport.TMemoryBuffer()
-                p = TBinaryProtocol.TBinaryProtocol(buf)
-                p.writeMessageBegin('fetch', TMessageType.REPLY, seqid)
-                p.writeStructBegin('fetch_result')
-                p.writeFieldBegin('success', TType.STRUCT, 0)
-                p.writeStructBegin('FetchResponse')
-                p.writeFieldBegin('request_id', TType.STRING, 1)
-                p.writeString('r')
-                p.writeFieldBegin('results', TType.MAP, 2)
-                p.writeMapBegin(TType.STRING, TType.I32, 1)
-                p.writeString('nap')
-                p.writeI32(0)
-                p.writeFieldStop()
-                p.writeFieldStop()
-                p.writeMessageEnd()
-                data = buf.getvalue()
-                conn.sendall(struct.pack('>i', len(data)) + data)
-        th = threading.Thread(target=serve, daemon=True)
-        th.start()
-        p = self.cli('--port', str(lsock.getsockname()[1]), 'fetch', 'nap', address=False)
-        th.join(5)
+        def serve(conn):
+            (n,) = struct.unpack('>i', h.recv_exact(conn, 4, timeout=10))
+            req = TBinaryProtocol.TBinaryProtocol(
+                TTransport.TMemoryBuffer(h.recv_exact(conn, n, timeout=10)))
+            _, _, seqid = req.readMessageBegin()
+            buf = TTransport.TMemoryBuffer()
+            p = TBinaryProtocol.TBinaryProtocol(buf)
+            p.writeMessageBegin('fetch', TMessageType.REPLY, seqid)
+            p.writeStructBegin('fetch_result')
+            p.writeFieldBegin('success', TType.STRUCT, 0)
+            p.writeStructBegin('FetchResponse')
+            p.writeFieldBegin('request_id', TType.STRING, 1)
+            p.writeString('r')
+            p.writeFieldBegin('results', TType.MAP, 2)
+            p.writeMapBegin(TType.STRING, TType.I32, 1)
+            p.writeString('nap')
+            p.writeI32(0)
+            p.writeFieldStop()
+            p.writeFieldStop()
+            p.writeMessageEnd()
+            data = buf.getvalue()
+            conn.sendall(struct.pack('>i', len(data)) + data)
+        port = h.one_shot_server(self, serve)
+        p = self.cli('--port', str(port), 'fetch', 'nap', address=False)
         self.assertExit(p, 3)
         self.assertIn('fetch: no valid reply', p.stderr)
 

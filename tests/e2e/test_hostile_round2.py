@@ -787,23 +787,13 @@ class CliRepliesTest(h.EvdalTestCase):
                               env=env)
 
     def fake_server(self, reply):
-        lsock = socket.socket()
-        lsock.bind(('127.0.0.1', 0))
-        lsock.listen(1)
-        self.addCleanup(lsock.close)
-
-        def serve():
-            conn, _ = lsock.accept()
+        def serve(conn):
             conn.recv(65536)
             try:
                 conn.sendall(reply)
             except OSError:
                 pass
-            conn.close()
-        th = threading.Thread(target=serve, daemon=True)
-        th.start()
-        self.addCleanup(th.join, 5)
-        return lsock.getsockname()[1]
+        return h.one_shot_server(self, serve)
 
     def test_deep_nesting_in_a_reply_is_a_protocol_error(self):
         """A ping reply carrying an unknown field nested 100,000 lists deep overflowed the
