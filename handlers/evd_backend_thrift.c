@@ -35,6 +35,7 @@
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 
 #include "evd_backend.h"
+#include "evd_dns.h"
 #include "evd_loop_local.h"
 #include "evd_metrics.h"
 #include "evd_thrift.h"
@@ -715,8 +716,7 @@ evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
   pool->loop = loop;
   g_queue_init (&pool->waiting);
   if (up->host != NULL)
-    pool->dns = evdns_base_new (evd_loop_base (loop), EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                                      EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    pool->dns = evd_dns_new (evd_loop_base (loop));
   pool->transport = evd_transport_new ();
   pool->protocol = g_object_new (up->proto == EVD_PROTO_COMPACT ? THRIFT_TYPE_COMPACT_PROTOCOL
                                                                 : THRIFT_TYPE_BINARY_PROTOCOL,
@@ -750,8 +750,7 @@ evd_backend_thrift_pool_free (gpointer data)
     event_free (c->timer);
     g_hash_table_unref (c->pending);
   }
-  if (pool->dns != NULL)
-    evdns_base_free (pool->dns, 0);
+  evd_dns_free (pool->dns, FALSE);
   if (pool->up->proto == EVD_PROTO_COMPACT)
     g_queue_clear (&THRIFT_COMPACT_PROTOCOL (pool->protocol)->_last_field);
   g_object_unref (pool->protocol);

@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -70,11 +71,17 @@ struct _EvdHttpRequest {
   char errbuf[CURL_ERROR_SIZE];
 };
 
+/* A socket curl asked us to watch. ev watches `fd`, a dup() of curl's `curl_fd`, never curl's
+ * own number: curl 7.88 sometimes closes a watched socket without its close callback and
+ * without CURL_POLL_REMOVE first (a request cancelled mid-way; the REMOVE comes after), and
+ * libevent would then epoll_ctl a number that another loop's library may already have been
+ * given for a new socket. The dup is this loop's until evd_http_socket_disarm closes it. */
 typedef struct {
   EvdHttpClient *client;
-  curl_socket_t fd;
+  curl_socket_t curl_fd;        /* CURL_SOCKET_BAD: disarmed (curl closed it, or is done) */
+  evutil_socket_t fd;           /* ours; -1 when disarmed */
   struct event ev;
-  short kind;                   /* what ev waits for now; 0 before it is first armed */
+  short kind;                   /* what ev waits for now; 0: not added */
   GList link;                   /* in client->sockets */
 } EvdHttpSocket;
 
@@ -105,6 +112,8 @@ evd_http_async_dns (void)
 
 /* ---- Counting connections (curl's socket open/close hooks). ---- */
 
+static void evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd);
+
 static curl_socket_t
 evd_http_on_open_socket (void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
 {
@@ -113,18 +122,25 @@ evd_http_on_open_socket (void *clientp, curlsocktype purpose, struct curl_sockad
 
   (void) purpose;
   fd = socket (addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-  if (fd >= 0 && c->options.stats != NULL) {
+  if (fd < 0)
+    return CURL_SOCKET_BAD;
+  /* A watch still on this number is on a socket curl closed without saying so. */
+  evd_http_socket_disarm_number (c, fd);
+  if (c->options.stats != NULL) {
     g_atomic_int_inc (&c->options.stats->connections);
     __atomic_add_fetch (&c->options.stats->connects, 1, __ATOMIC_RELAXED);
   }
-  return fd >= 0 ? fd : CURL_SOCKET_BAD;
+  return fd;
 }
 
+/* curl closes its sockets through here (when it does not, see EvdHttpSocket): the watch's
+ * dup goes too, or the connection would stay open until curl's REMOVE. */
 static int
 evd_http_on_close_socket (void *clientp, curl_socket_t fd)
 {
   EvdHttpClient *c = clientp;
 
+  evd_http_socket_disarm_number (c, fd);
   if (c->options.stats != NULL)
     g_atomic_int_add (&c->options.stats->connections, -1);
   return close (fd);
@@ -313,11 +329,13 @@ evd_http_check_done (EvdHttpClient *c)
 static void
 evd_http_on_socket_event (evutil_socket_t fd, short what, void *arg)
 {
-  EvdHttpClient *c = arg;
+  EvdHttpSocket *s = arg;
+  EvdHttpClient *c = s->client;    /* s may be gone once curl has run */
   int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
   int running;
 
-  curl_multi_socket_action (c->multi, fd, flags, &running);
+  (void) fd;                       /* our dup: curl knows its socket by its own number */
+  curl_multi_socket_action (c->multi, s->curl_fd, flags, &running);
   evd_http_check_done (c);
 }
 
@@ -332,12 +350,35 @@ evd_http_on_timer_event (evutil_socket_t fd, short what, void *arg)
   evd_http_check_done (c);
 }
 
+/* Stops watching: the event goes, then our dup of the socket. */
+static void
+evd_http_socket_disarm (EvdHttpSocket *s)
+{
+  if (s->kind != 0)
+    event_del (&s->ev);
+  s->kind = 0;
+  if (s->fd >= 0 && s->fd != s->curl_fd)
+    close (s->fd);
+  s->fd = -1;
+  s->curl_fd = CURL_SOCKET_BAD;
+}
+
+static void
+evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd)
+{
+  for (GList *l = c->sockets.head; l != NULL; l = l->next) {
+    EvdHttpSocket *s = l->data;
+
+    if (s->curl_fd == fd)
+      evd_http_socket_disarm (s);
+  }
+}
+
 static void
 evd_http_socket_free (EvdHttpSocket *s)
 {
+  evd_http_socket_disarm (s);
   g_queue_unlink (&s->client->sockets, &s->link);
-  if (s->kind != 0)
-    event_del (&s->ev);
   g_free (s);
 }
 
@@ -361,17 +402,28 @@ evd_http_on_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, vo
   if (s == NULL) {
     s = g_new0 (EvdHttpSocket, 1);
     s->client = c;
-    s->fd = fd;
+    s->curl_fd = CURL_SOCKET_BAD;
+    s->fd = -1;
     s->link.data = s;
     g_queue_push_tail_link (&c->sockets, &s->link);
     curl_multi_assign (c->multi, fd, s);
+  }
+  /* New, or disarmed and now named for a new socket with the old number (curl keeps its
+   * entry for a number it closed without a REMOVE). Without a descriptor to spare for the
+   * dup, curl's own number is watched. */
+  if (s->curl_fd != fd) {
+    evd_http_socket_disarm (s);
+    s->curl_fd = fd;
+    s->fd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+    if (s->fd < 0)
+      s->fd = fd;
   }
   /* curl says what it wants after every step; the event changes only when that does. */
   if (s->kind == kind)
     return 0;
   if (s->kind != 0)
     event_del (&s->ev);
-  event_assign (&s->ev, c->base, fd, kind, evd_http_on_socket_event, c);
+  event_assign (&s->ev, c->base, s->fd, kind, evd_http_on_socket_event, s);
   event_add (&s->ev, NULL);
   s->kind = kind;
   return 0;

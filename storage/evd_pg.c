@@ -14,13 +14,21 @@
  * The socket libpq names can change while connecting (each host tried is a new socket, often
  * with the old one's number), so the read and write events are remade at every connect step,
  * and whenever PQsocket() differs from the one they watch.
+ * The events watch a dup() of libpq's socket, never libpq's own number: libpq closes its
+ * socket by itself (a lost connection, the next host), and the loop only learns of it after;
+ * a watch on libpq's number would then make libevent call epoll_ctl on a number another
+ * loop's library may already have been given for a new socket. The dup stays this loop's
+ * until evd_pg_conn_unwatch closes it.
  * A second timer, `recheck`, runs while a prefer-standby connection is READY or BUSY on a
  * primary; when it fires the connection is recycled (closed and started again) the next time
  * it is READY.
  */
 #include "evd_pg.h"
 
+#include "evd_dns.h"
+
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/dns.h>
 #include <event2/util.h>
 #include <libpq-fe.h>
@@ -106,7 +114,8 @@ struct _EvdPgConn {
   EvdPgPool *pool;
   EvdPgState state;
   PGconn *pg;
-  evutil_socket_t fd;
+  evutil_socket_t lib_fd;       /* libpq's socket that `fd` duplicates; -1: none watched */
+  evutil_socket_t fd;           /* ours: a dup() of lib_fd, the number rd and wr watch */
   struct event *rd, *wr, *timer;
   gboolean watch_rd, watch_wr;  /* whether rd/wr are added now, so that a query that changes
                                    nothing (the common case) costs libevent nothing */
@@ -318,7 +327,9 @@ evd_pg_conn_unwatch (EvdPgConn *c)
 {
   g_clear_pointer (&c->rd, event_free);
   g_clear_pointer (&c->wr, event_free);
-  c->fd = -1;
+  if (c->fd >= 0)
+    evutil_closesocket (c->fd);
+  c->fd = c->lib_fd = -1;
   c->watch_rd = c->watch_wr = FALSE;
 }
 
@@ -335,24 +346,33 @@ evd_pg_event_want (struct event *ev, gboolean *on, gboolean want)
   *on = want;
 }
 
-/* Watches libpq's current socket for reading and/or writing. */
-static void
+/* Watches libpq's current socket for reading and/or writing. FALSE: lost (it could not be
+ * duplicated; the connection has been failed). */
+static gboolean
 evd_pg_conn_watch (EvdPgConn *c, gboolean rd, gboolean wr)
 {
   evutil_socket_t fd = PQsocket (c->pg);
 
-  if (fd != c->fd) {
+  if (fd != c->lib_fd) {
     evd_pg_conn_unwatch (c);
     if (fd < 0)
-      return;
-    c->fd = fd;
-    c->rd = event_new (c->pool->base, fd, EV_READ | EV_PERSIST, evd_pg_conn_on_io, c);
-    c->wr = event_new (c->pool->base, fd, EV_WRITE | EV_PERSIST, evd_pg_conn_on_io, c);
+      return TRUE;
+    c->fd = fcntl (fd, F_DUPFD_CLOEXEC, 0);
+    if (c->fd < 0) {
+      g_autofree char *why = g_strdup_printf ("cannot watch the socket: %s", g_strerror (errno));
+
+      evd_pg_conn_lost (c, why);
+      return FALSE;
+    }
+    c->lib_fd = fd;
+    c->rd = event_new (c->pool->base, c->fd, EV_READ | EV_PERSIST, evd_pg_conn_on_io, c);
+    c->wr = event_new (c->pool->base, c->fd, EV_WRITE | EV_PERSIST, evd_pg_conn_on_io, c);
   }
   /* Every query flushes and asks for the same (read, not write): event_add/event_del each
    * take the base's lock, so only a change reaches libevent. */
   evd_pg_event_want (c->rd, &c->watch_rd, rd);
   evd_pg_event_want (c->wr, &c->watch_wr, wr);
+  return TRUE;
 }
 
 static void
@@ -695,8 +715,7 @@ evd_pg_resolve_next (EvdPgConn *c)
       continue;
     }
     if (pool->dns == NULL)
-      pool->dns = evdns_base_new (pool->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                  EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+      pool->dns = evd_dns_new (pool->base);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_protocol = IPPROTO_TCP;
@@ -752,8 +771,8 @@ evd_pg_conn_poll (EvdPgConn *c)
 
   /* The events are remade at every step, not only when PQsocket() changes: moving to the
    * next host (or rejecting one for target_session_attrs) closes the socket and opens a new
-   * one that usually gets the same number back, and the closed one left the epoll set with
-   * it, so events kept across the swap would never fire again. */
+   * one that usually gets the same number back, and events kept across the swap would
+   * still watch (through their dup) the socket libpq has let go. */
   evd_pg_conn_unwatch (c);
   switch (st) {
   case PGRES_POLLING_READING:
@@ -767,7 +786,8 @@ evd_pg_conn_poll (EvdPgConn *c)
       evd_pg_conn_lost (c, PQerrorMessage (c->pg));
       return;
     }
-    evd_pg_conn_watch (c, TRUE, FALSE);
+    if (!evd_pg_conn_watch (c, TRUE, FALSE))
+      return;
     evd_pg_conn_set_state (c, EVD_PG_SETUP);
     c->setup_stmt = c->pool->check ? c->pool->only_stmt : 0;
     c->setup_describe = FALSE;
@@ -790,8 +810,7 @@ evd_pg_conn_flush (EvdPgConn *c)
     evd_pg_conn_lost (c, PQerrorMessage (c->pg));
     return FALSE;
   }
-  evd_pg_conn_watch (c, TRUE, r == 1);
-  return TRUE;
+  return evd_pg_conn_watch (c, TRUE, r == 1);
 }
 
 static void evd_pg_conn_command_done (EvdPgConn *c);
@@ -1310,7 +1329,7 @@ evd_pg_conn_new (EvdPgPool *pool)
   EvdPgConn *c = g_new0 (EvdPgConn, 1);
 
   c->pool = pool;
-  c->fd = -1;
+  c->fd = c->lib_fd = -1;
   c->state = EVD_PG_CLOSED;
   c->timer = evtimer_new (pool->base, evd_pg_conn_on_timer, c);
   c->recheck = evtimer_new (pool->base, evd_pg_conn_on_recheck, c);
@@ -1372,8 +1391,7 @@ evd_pg_pool_free (EvdPgPool *pool)
   for (int i = 0; i < pool->n_conns; i++)
     evd_pg_conn_free (pool->conns[i]);
   g_free (pool->conns);
-  if (pool->dns != NULL)
-    evdns_base_free (pool->dns, 1);       /* pending lookups call back, cancelled */
+  evd_dns_free (pool->dns, TRUE);         /* pending lookups call back, cancelled */
   g_free (pool->last_error);
   g_free (pool);
 }

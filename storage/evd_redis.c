@@ -1,6 +1,7 @@
 /* evd_redis: command templates, reply mapping, and pipelined Redis connections on a libevent
  * base (see evd_redis.h for the life of a call). */
 #include "evd_redis.h"
+#include "evd_dns.h"
 #include "evd_quark.h"
 
 #include <errno.h>
@@ -965,8 +966,7 @@ evd_redis_conn_connect (EvdRedisConn *conn)
     rc = bufferevent_socket_connect (conn->bev, (struct sockaddr *) &c->addr.sa, c->addr.sa_len);
   } else {
     if (c->dns == NULL)
-      c->dns = evdns_base_new (c->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                               EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+      c->dns = evd_dns_new (c->base);
     rc = bufferevent_socket_connect_hostname (conn->bev, c->dns, AF_UNSPEC, c->addr.host,
                                               c->addr.port);
   }
@@ -1018,8 +1018,7 @@ evd_redis_client_free (EvdRedisClient *c)
     event_free (conn->retry);
     event_free (conn->deadline);
   }
-  if (c->dns != NULL)
-    evdns_base_free (c->dns, 0);
+  evd_dns_free (c->dns, FALSE);
   g_free (c->conns);
   g_free (c->addr.host);
   g_free (c->name);

@@ -7,7 +7,8 @@
  * number (with the server's role read), and a database that is down. And what the line-by-line
  * review found: nested comments, a prepared statement made stale by a schema change, an idle
  * session's FATAL, an empty host; a host named by the environment or a service file (libpq
- * resolved it, blocking), GSSAPI encryption left to libpq's default, money's text.
+ * resolved it, blocking), GSSAPI encryption left to libpq's default, money's text; and
+ * libevent never calling epoll_ctl on a socket libpq has closed itself.
  */
 #define _GNU_SOURCE                       /* RTLD_NEXT */
 #include <dlfcn.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 
 #include "evd_pg.h"
+#include "stale_epoll.h"
 
 static const char *conninfo;
 static struct event_base *base;
@@ -611,6 +613,7 @@ test_terminate (void)
   g_assert_cmpint (next.status, ==, EVD_PG_OK);
   call_clear (&next);
   evd_pg_pool_free (pool);
+  g_assert_cmpint (stale_epoll_ctl_count (), ==, 0);
 }
 
 /* host=localhost goes through evdns and reaches the server on TCP. */
@@ -776,6 +779,7 @@ test_next_host_same_fd (void)
     call_clear (&c);
   }
   evd_pg_pool_free (pool);
+  g_assert_cmpint (stale_epoll_ctl_count (), ==, 0);
 }
 
 /* Nothing listens: the first attempt fails, and every call after it fails at once with the
@@ -966,6 +970,7 @@ test_idle_terminate (void)
   g_assert_cmpint (c.status, ==, EVD_PG_OK);
   call_clear (&c);
   evd_pg_pool_free (pool);
+  g_assert_cmpint (stale_epoll_ctl_count (), ==, 0);
 }
 
 /* The settings that change the text PostgreSQL sends are pinned whatever the server's

@@ -1,0 +1,20 @@
+/* evd_dns: the libevent resolver (evdns) each loop's backend pools resolve host names with,
+ * made and freed in one place, so that none of them blocks a loop on DNS and none frees it in
+ * the order libevent 2.1's evdns_base_free uses (see evd_dns.c). */
+#pragma once
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* A resolver on `base` with the system's nameservers (resolv.conf), its UDP sockets unwatched
+ * while nothing is being resolved. */
+struct evdns_base *evd_dns_new (struct event_base *base);
+
+/* Frees `dns`; with `fail_requests` the lookups still pending call back (DNS_ERR_SHUTDOWN),
+ * without it they never do. NULL: nothing. */
+void evd_dns_free (struct evdns_base *dns, gboolean fail_requests);
+
+G_END_DECLS
