@@ -318,6 +318,15 @@ evd_admin_free (EvdAdmin *a)
 {
   if (a == NULL)
     return;
+  /* evhttp_free closes each open connection's descriptor before the bufferevent (which our
+   * reference keeps) lets go of its events, and the events' last delete would then be an
+   * epoll_ctl on a closed number. So those events go first, while the descriptors are open.
+   * (A connection evhttp has already freed left its events on the closed number until the
+   * sweep: libevent 2.1's evhttp gives no hook to remove them sooner. On the main loop, whose
+   * epoll set holds none of the IO loops' sockets, such a delete only fails.) */
+  for (guint i = 0; a->bevs != NULL && i < a->bevs->len; i++)
+    if (evd_admin_bev_live (a->bevs->pdata[i]))
+      bufferevent_disable (a->bevs->pdata[i], EV_READ | EV_WRITE);
   if (a->http != NULL)
     evhttp_free (a->http);  /* closes the socket too */
   evd_listener_guard_free (a->guard);

@@ -13,8 +13,9 @@ G_BEGIN_DECLS
  * while nothing is being resolved. */
 struct evdns_base *evd_dns_new (struct event_base *base);
 
-/* Frees `dns`; with `fail_requests` the lookups still pending call back (DNS_ERR_SHUTDOWN),
- * without it they never do. NULL: nothing. */
+/* Frees `dns`; with `fail_requests` the lookups still pending call back (DNS_ERR_SHUTDOWN).
+ * Without it they never do, and libevent leaks their state: cancel them first (a
+ * bufferevent connecting to a name cancels its own when freed). NULL: nothing. */
 void evd_dns_free (struct evdns_base *dns, gboolean fail_requests);
 
 G_END_DECLS

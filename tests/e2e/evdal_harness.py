@@ -210,6 +210,11 @@ class Server:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
+        # The build's epoll_ctl checker (tests/unit/stale_epoll.h): not under a wrapper
+        # (valgrind), which must see evdal's own calls.
+        preload = os.environ.get('EVDAL_STALE_EPOLL_PRELOAD')
+        if preload and not self.wrapper:
+            env['LD_PRELOAD'] = ' '.join(p for p in (env.get('LD_PRELOAD'), preload) if p)
         self._log = open(self.log_path, 'wb')
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=self._log, env=env, close_fds=True)
@@ -221,6 +226,9 @@ class Server:
                 self.host, self.port, self.unix_path = parse_address(self.address)
                 m = ADMIN_RE.search(self.log_text())
                 self.admin_address = m.group(1) if m else None
+                if preload and not self.wrapper:   # the check is on, not silently absent
+                    with open('/proc/%d/maps' % self.proc.pid) as f:
+                        assert os.path.basename(preload) in f.read(), 'not preloaded: ' + preload
                 return self
             if self.proc.poll() is not None:
                 self.returncode = self.proc.returncode
@@ -250,12 +258,21 @@ class Server:
                                   % (rc, self.log_report()))
             if exc_type is None:
                 self.check_peak_rss()
+                self.check_no_stale_epoll()
             if exc_type is not None:
                 sys.stderr.write('\n--- evdal log tail (%s) ---\n%s\n' % (self.log_path,
                                                                           self.log_tail()))
         finally:
             self._cleanup()
         return False
+
+    def check_no_stale_epoll(self):
+        """Fails when evdal called epoll_ctl on a closed descriptor: a loop still watched a
+        socket a library had closed, and another loop may have been given its number."""
+        lines = [l for l in self.log_text().splitlines() if l.startswith('evdal-stale-epoll:')]
+        if lines:
+            raise ServerError('evdal called epoll_ctl on a closed descriptor (%d times): %s; '
+                              'log:\n%s' % (len(lines), lines[0], self.log_report()))
 
     def _cleanup(self):
         if self.proc is not None and self.proc.poll() is None:

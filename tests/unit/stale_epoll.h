@@ -5,7 +5,10 @@
  * watched the number drops the watch only afterwards: in evdal another loop's library may have
  * been given that number for a new socket in between, and this loop's epoll_ctl would then act
  * on it (ThreadSanitizer saw it in a PostgreSQL failover). On one thread the number is still
- * closed when it happens, so the call is seen here. */
+ * closed when it happens, so the call is seen here.
+ * Built with STALE_EPOLL_PRELOAD, it is also a library the e2e harness preloads into evdal
+ * (EVDAL_STALE_EPOLL_PRELOAD; builds without sanitizers only): each such call writes a line
+ * "evdal-stale-epoll: ..." to stderr, and the harness fails the test that saw one. */
 #pragma once
 
 /* How many epoll_ctl() calls made on this thread named a closed descriptor. (The evhttp
