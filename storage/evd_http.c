@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,9 +74,11 @@ struct _EvdHttpRequest {
 
 /* A socket curl asked us to watch. ev watches `fd`, a dup() of curl's `curl_fd`, never curl's
  * own number: curl 7.88 sometimes closes a watched socket without its close callback and
- * without CURL_POLL_REMOVE first (a request cancelled mid-way; the REMOVE comes after), and
- * libevent would then epoll_ctl a number that another loop's library may already have been
- * given for a new socket. The dup is this loop's until evd_http_socket_disarm closes it. */
+ * without CURL_POLL_REMOVE first (a hedge's loser, cancelled mid-request; the REMOVE comes
+ * after), and libevent would then epoll_ctl a number that another loop's library may already
+ * have been given for a new socket. The dup is this loop's until evd_http_socket_disarm
+ * closes it. Such a close is also counted when it is noticed (the REMOVE, curl's next socket
+ * with that number, the client's end), or evdal_http_connections would drift up. */
 typedef struct {
   EvdHttpClient *client;
   curl_socket_t curl_fd;        /* CURL_SOCKET_BAD: disarmed (curl closed it, or is done) */
@@ -112,7 +115,8 @@ evd_http_async_dns (void)
 
 /* ---- Counting connections (curl's socket open/close hooks). ---- */
 
-static void evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd);
+static void evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd,
+                                           gboolean opened);
 
 static curl_socket_t
 evd_http_on_open_socket (void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
@@ -125,7 +129,7 @@ evd_http_on_open_socket (void *clientp, curlsocktype purpose, struct curl_sockad
   if (fd < 0)
     return CURL_SOCKET_BAD;
   /* A watch still on this number is on a socket curl closed without saying so. */
-  evd_http_socket_disarm_number (c, fd);
+  evd_http_socket_disarm_number (c, fd, TRUE);
   if (c->options.stats != NULL) {
     g_atomic_int_inc (&c->options.stats->connections);
     __atomic_add_fetch (&c->options.stats->connects, 1, __ATOMIC_RELAXED);
@@ -140,7 +144,7 @@ evd_http_on_close_socket (void *clientp, curl_socket_t fd)
 {
   EvdHttpClient *c = clientp;
 
-  evd_http_socket_disarm_number (c, fd);
+  evd_http_socket_disarm_number (c, fd, FALSE);
   if (c->options.stats != NULL)
     g_atomic_int_add (&c->options.stats->connections, -1);
   return close (fd);
@@ -363,14 +367,41 @@ evd_http_socket_disarm (EvdHttpSocket *s)
   s->curl_fd = CURL_SOCKET_BAD;
 }
 
+/* Whether curl has closed the socket `s` watches without its close callback: its number is
+ * closed, or names another socket than our dup does. */
+static gboolean
+evd_http_socket_closed_silently (EvdHttpSocket *s)
+{
+  struct stat ours, curls;
+
+  if (s->curl_fd == CURL_SOCKET_BAD || s->fd == s->curl_fd)
+    return FALSE;                    /* disarmed by the close callback, or no dup to compare */
+  return fstat (s->curl_fd, &curls) != 0 || fstat (s->fd, &ours) != 0 ||
+         curls.st_ino != ours.st_ino || curls.st_dev != ours.st_dev;
+}
+
+/* A close curl made without its callback (see EvdHttpSocket) is counted here instead, so
+ * that evdal_http_connections does not drift up with every such close. */
 static void
-evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd)
+evd_http_socket_count_silent_close (EvdHttpSocket *s)
+{
+  if (s->client->options.stats != NULL)
+    g_atomic_int_add (&s->client->options.stats->connections, -1);
+}
+
+/* `fd` is a new socket of curl's: a watch still armed on that number is on a socket curl
+ * closed without its callback. */
+static void
+evd_http_socket_disarm_number (EvdHttpClient *c, curl_socket_t fd, gboolean opened)
 {
   for (GList *l = c->sockets.head; l != NULL; l = l->next) {
     EvdHttpSocket *s = l->data;
 
-    if (s->curl_fd == fd)
-      evd_http_socket_disarm (s);
+    if (s->curl_fd != fd)
+      continue;
+    if (opened)
+      evd_http_socket_count_silent_close (s);
+    evd_http_socket_disarm (s);
   }
 }
 
@@ -395,6 +426,8 @@ evd_http_on_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, vo
   if (what == CURL_POLL_REMOVE) {
     if (s != NULL) {
       curl_multi_assign (c->multi, fd, NULL);
+      if (evd_http_socket_closed_silently (s))
+        evd_http_socket_count_silent_close (s);
       evd_http_socket_free (s);
     }
     return 0;
@@ -494,8 +527,11 @@ evd_http_client_free (EvdHttpClient *client)
   }
   /* Closes the kept-alive connections (through evd_http_on_close_socket). */
   curl_multi_cleanup (client->multi);
-  while ((l = g_queue_peek_head_link (&client->sockets)) != NULL)
+  while ((l = g_queue_peek_head_link (&client->sockets)) != NULL) {
+    if (evd_http_socket_closed_silently (l->data))
+      evd_http_socket_count_silent_close (l->data);
     evd_http_socket_free (l->data);
+  }
   for (guint i = 0; i < client->n_spare; i++)
     curl_easy_cleanup (client->spare[i]);
   g_free (client->spare);
