@@ -48,6 +48,7 @@ struct _EvdHttpClient {
   guint plain_in_curl;          /* plain http:// requests in curl: at most max_connections */
   gboolean closing;             /* evd_http_client_free() under way: nothing goes to curl */
   GQueue sockets;               /* EvdHttpSocket, watched */
+  gboolean premature;           /* in curl_multi_remove_handle of a transfer not done */
   CURL **spare;                 /* n_spare of max_spare */
   guint n_spare;
   guint max_spare;
@@ -58,6 +59,7 @@ struct _EvdHttpRequest {
   CURL *easy;                   /* while in curl; NULL while waiting */
   char *url;                    /* while waiting */
   gboolean plain;               /* http://: counted in plain_in_curl while in curl */
+  gboolean completed;           /* curl said CURLMSG_DONE */
   gint64 deadline_us;
   GList link;                   /* in client->requests */
   GList wait_link;              /* in client->waiting, while there */
@@ -180,7 +182,10 @@ evd_http_request_detach (EvdHttpRequest *req)
     req->wait_link.data = NULL;
     return;
   }
+  /* Only a transfer taken out before it is done has seen curl close its socket silently. */
+  c->premature = !req->completed;
   curl_multi_remove_handle (c->multi, req->easy);
+  c->premature = FALSE;
   if (req->plain)
     c->plain_in_curl--;
   evd_http_easy_release (c, req->easy);
@@ -277,6 +282,7 @@ evd_http_request_done (EvdHttpRequest *req, CURLcode rc)
   EvdHttpResponse response = { 0 };
   long version = 0, connects = 0;
 
+  req->completed = TRUE;
   if (rc == CURLE_WRITE_ERROR && req->too_big)
     rc = CURLE_FILESIZE_EXCEEDED;
   if (rc != CURLE_OK) {
@@ -426,7 +432,7 @@ evd_http_on_curl_socket (CURL *easy, curl_socket_t fd, int what, void *userp, vo
   if (what == CURL_POLL_REMOVE) {
     if (s != NULL) {
       curl_multi_assign (c->multi, fd, NULL);
-      if (evd_http_socket_closed_silently (s))
+      if (c->premature && evd_http_socket_closed_silently (s))
         evd_http_socket_count_silent_close (s);
       evd_http_socket_free (s);
     }
