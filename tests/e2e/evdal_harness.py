@@ -74,6 +74,28 @@ def scaled(seconds):
     return seconds * TIME_SCALE
 
 
+def sockets_to(pid, port):
+    """Established TCP sockets of process `pid` to 127.0.0.1:port."""
+    inodes = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        try:
+            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        except OSError:
+            continue
+        if target.startswith('socket:['):
+            inodes.add(target[8:-1])
+    n = 0
+    for table in ('/proc/%d/net/tcp' % pid, '/proc/%d/net/tcp6' % pid):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                remote_port = int(cols[2].split(':')[1], 16)
+                if remote_port == port and cols[3] == '01' and cols[9] in inodes:
+                    n += 1
+    return n
+
+
 def wait_until(predicate, timeout=10.0, what=None):
     """Polls `predicate` until it returns something true, which is returned; fails the test
     (AssertionError naming `what`) when scaled(timeout) passes first. For states of a server:

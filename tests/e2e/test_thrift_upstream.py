@@ -237,7 +237,7 @@ remote_lookup = ctx
                             self.assertIsNone(resp.results['x'].error)
                             self.assertLess(took, 0.2 + 0.5 * SLOW)
                         # io_threads = 2 loops x 2 connections, whatever the calls did.
-                        self.assertLessEqual(sockets_to(l.pid, r.port), 4)
+                        self.assertLessEqual(h.sockets_to(l.pid, r.port), 4)
                         self.assertEqual(l.metric('evdal_upstream_connections_max'
                                                   '{upstream="regional",backend="thrift"}'), 4)
                     finally:
@@ -402,28 +402,6 @@ def wait_ok(test, client, lookup, timeout=5.0):
 def process_state(pid, tid):
     with open('/proc/%d/task/%s/stat' % (pid, tid)) as f:
         return f.read().rsplit(')', 1)[1].split()[0]
-
-
-def sockets_to(pid, port):
-    """Established TCP sockets of process `pid` to 127.0.0.1:port."""
-    inodes = set()
-    for fd in os.listdir('/proc/%d/fd' % pid):
-        try:
-            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
-        except OSError:
-            continue
-        if target.startswith('socket:['):
-            inodes.add(target[8:-1])
-    n = 0
-    for table in ('/proc/%d/net/tcp' % pid, '/proc/%d/net/tcp6' % pid):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                cols = line.split()
-                remote_port = int(cols[2].split(':')[1], 16)
-                if remote_port == port and cols[3] == '01' and cols[9] in inodes:
-                    n += 1
-    return n
 
 
 class OutOfOrderRemote:

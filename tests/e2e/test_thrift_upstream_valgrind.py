@@ -34,14 +34,14 @@ class ThriftUpstreamValgrindTest(h.EvdalTestCase):
                 try:
                     tu.wait_ok(self, c, 'r_flags', timeout=60)
                     # 2 loops x 2 connections, then 2 x 1 once the old generation is gone.
-                    h.wait_until(lambda: tu.sockets_to(l.pid, r.port) == 4, timeout=60)
+                    h.wait_until(lambda: h.sockets_to(l.pid, r.port) == 4, timeout=60)
                     with open(l.config_path, 'w') as f:
                         f.write(after)
                     l.send_signal(signal.SIGHUP)
                     self.assertTrue(l.wait_log(r'reloaded', timeout=60), l.log_tail())
                     resp = c.fetch(h.fetch_request({'f': tu.call('r_flags')}))
                     self.assertIsNone(resp.results['f'].error)
-                    h.wait_until(lambda: tu.sockets_to(l.pid, r.port) == 2, timeout=60)
+                    h.wait_until(lambda: h.sockets_to(l.pid, r.port) == 2, timeout=60)
                     resp = c.fetch(h.fetch_request({'f': tu.call('r_flags')}))
                     self.assertIsNone(resp.results['f'].error)
                 finally:

@@ -160,26 +160,6 @@ retries = 1
 LIMITED_MS = 5000
 
 
-def open_tcp_connections(pid, port):
-    """Established TCP connections of process `pid` to 127.0.0.1:`port` (IPv4), from /proc."""
-    inodes = set()
-    for fd in os.listdir('/proc/%d/fd' % pid):
-        try:
-            target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
-        except OSError:
-            continue
-        if target.startswith('socket:['):
-            inodes.add(target[8:-1])
-    n = 0
-    with open('/proc/%d/net/tcp' % pid) as f:
-        for line in f.readlines()[1:]:
-            cols = line.split()
-            remote, state, inode = cols[2], cols[3], cols[9]
-            if state == '01' and int(remote.split(':')[1], 16) == port and inode in inodes:
-                n += 1
-    return n
-
-
 def labelled(server, name, **labels):
     status, _, body = server.admin_get('/metrics')
     assert status == 200
@@ -564,7 +544,7 @@ class HedgeHttpTest(h.EvdalTestCase):
             def both():
                 gauge = sum(labelled(server, 'evdal_http_connections', upstream=u) or 0
                             for u in ('tail_plain', 'tail_hedged', 'tail_control'))
-                return gauge, open_tcp_connections(server.pid, port)
+                return gauge, h.sockets_to(server.pid, port)
             # A hedge's loser may still be closing: poll until the two agree, report both.
             deadline = time.monotonic() + h.scaled(20)
             gauge, really = both()
