@@ -77,8 +77,9 @@ typedef struct {
 } EvdXreqAttempt;
 
 /* The shared execution; the entry's data, freed with the entry. Everything below `loop` is the
- * flight loop's alone. Its deadline, the latest of its callers', is the entry's
- * (evd_coalesce_entry_deadline): a caller raises it as it joins, under the table's lock. */
+ * flight loop's alone. Its deadline, the latest of its callers still waiting, is the entry's
+ * (evd_coalesce_entry_deadline): a caller raises it as it joins, and lowers it as it leaves
+ * when it had the latest, under the table's lock. */
 struct _EvdXreqFlight {
   EvdXreq *x;
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
@@ -429,6 +430,12 @@ evd_xreq_breaker (EvdXreq *x)
   return x->section->breaker;
 }
 
+EvdRetryBudget *
+evd_xreq_budget (EvdXreq *x)
+{
+  return x->section->budget;
+}
+
 void
 evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data)
 {
@@ -612,7 +619,12 @@ evd_xreq_flight_destroy (gpointer data)
   g_free (f->error_message);
 }
 
-/* Read without the lock: what is decided from it is sealed (evd_xreq_flight_after_failure). */
+/* Read without the lock: what is decided from it is sealed (evd_xreq_flight_after_failure).
+ * Every decision reads it afresh (a retry, a hedge, going on, a new attempt's deadline), so
+ * once the caller with the latest deadline has left they all use the remaining callers'.
+ * An attempt already running keeps the deadline it started with (backends read it once, at
+ * start, and cutting it short would throw away what it has done): it never runs past the
+ * remaining callers' deadline for long, since the last of them to leave stops it. */
 static gint64
 evd_xreq_flight_deadline (EvdXreqFlight *f)
 {

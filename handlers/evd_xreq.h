@@ -34,6 +34,7 @@
 #include "evd_backend.h"
 #include "evd_breaker.h"
 #include "evd_cache.h"
+#include "evd_retry.h"
 
 G_BEGIN_DECLS
 
@@ -86,6 +87,8 @@ void evd_xreq_stats (EvdXreq *x, EvdXreqStats *out);
 EvdCache *evd_xreq_cache (EvdXreq *x);
 /* NULL when the section has no breaker. */
 EvdBreaker *evd_xreq_breaker (EvdXreq *x);
+/* The retry budget of the lookup's section (its database/upstream, or its own). */
+EvdRetryBudget *evd_xreq_budget (EvdXreq *x);
 /* For tests: the monotonic clock that TTLs, breakers, budgets and p95 read. */
 void evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data);
 /* For tests: points where another loop may act at any moment (complete the flight, join
