@@ -1064,6 +1064,70 @@ test_hedge_never_more_than_one (void)
   fixture_close (&fx);
 }
 
+/* Opens the lookup's breaker (4 calls, half of them failed, at the fake clock's now) as
+ * failures of other calls to its database would. */
+static void
+breaker_trip (Fixture *fx)
+{
+  EvdBreaker *b = evd_xreq_breaker (fx->x);
+
+  for (guint i = 0; i < 8 && evd_breaker_state (b, fx->now) != EVD_BREAKER_OPEN; i++) {
+    guint64 round = 0;
+    EvdBreakerVerdict v = evd_breaker_ask (b, fx->now, &round);
+
+    evd_breaker_record (b, v, round, EVD_BREAKER_FAILURE, fx->now);
+  }
+  g_assert_cmpint (evd_breaker_state (b, fx->now), ==, EVD_BREAKER_OPEN);
+}
+
+#define BREAKER_KEYS "breaker = on\nbreaker_min_calls = 4\nbreaker_failure_ratio = 0.5\n" \
+                     "breaker_window_ms = 1000\nbreaker_open_ms = 10000\n"
+
+/* Runs the loop until the lookup's breaker has refused `n` attempts, for at most 2 s. */
+static gboolean
+run_until_rejections (Fixture *fx, guint64 n)
+{
+  gint64 deadline = g_get_monotonic_time () + 2000 * MS;
+  EvdXreqStats s;
+
+  for (;;) {
+    event_base_loop (evd_loop_base (fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (fx->loop);
+    evd_xreq_stats (fx->x, &s);
+    if (s.breaker_rejections >= n)
+      return TRUE;
+    if (g_get_monotonic_time () > deadline)
+      return FALSE;
+    g_usleep (200);
+  }
+}
+
+/* A hedge the breaker refuses leaves the retry budget as it was: its token was withdrawn
+ * before the breaker was asked, and kept, although no hedge went out. */
+static void
+test_hedge_refused_by_breaker_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdXreqStats s;
+
+  fixture_open (&fx, "delay", "delay_ms = 2000\nhedge_after_ms = 20\n" BREAKER_KEYS, TRUE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  breaker_trip (&fx);       /* while the first attempt runs */
+  g_assert_true (run_until_rejections (&fx, 1));  /* the hedge's */
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.hedges_sent, ==, 0);
+  g_assert_cmpuint (s.budget_denials, ==, 0);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (evd_xreq_budget (fx.x), fx.now), ==, 0);
+  evd_backend_call_cancel (a.call);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
 /* ---- Retries and their budget. ---- */
 
 static void
@@ -1109,6 +1173,57 @@ test_retry_marks (void)
   g_assert_cmpint (caller_call_number (&a), ==, 3);
   g_assert_cmpuint (a.marks, ==, EVD_MARK_RETRIED);
   g_assert_cmpuint (a.retries, ==, 2);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* A retry the breaker refuses when its backoff is over gives its token back: it was taken
+ * when the retry was scheduled. The caller gets the breaker's refusal. */
+static void
+test_retry_refused_by_breaker_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdRetryBudget *budget;
+
+  fixture_open (&fx, "fault", "mode = fail\nretryable = true\nretries = 1\n" BREAKER_KEYS,
+                TRUE);
+  budget = evd_xreq_budget (fx.x);
+  caller_start (&fx, &a, 7, 5000);  /* fails inside start(): a retry waits for its backoff */
+  g_assert_false (a.done);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 1);
+  breaker_trip (&fx);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_cmpstr (a.message, ==, "circuit open for t");
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 0);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* A retry whose flight ended during its backoff (its last caller left) gives its token back:
+ * it never went out. The caller leaves before the loop runs again, so the abandonment is
+ * handled before the retry's timer can fire. */
+static void
+test_retry_cancelled_in_backoff_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdRetryBudget *budget;
+
+  fixture_open (&fx, "fault", "mode = fail\nretryable = true\nretries = 1\n", TRUE);
+  budget = evd_xreq_budget (fx.x);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_false (a.done);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 1);
+  evd_backend_call_cancel (a.call);
+  evd_loop_run_pending (fx.loop);  /* the flight learns it was abandoned */
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_CANCELLED);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 0);
   caller_clear (&a);
   fixture_close (&fx);
 }
@@ -1216,9 +1331,15 @@ main (int argc, char **argv)
                    test_cache_stale_only_to_callers_within_the_window);
   g_test_add_func ("/xreq/hedge/one-and-loser-cancelled", test_hedge_one_and_loser_cancelled);
   g_test_add_func ("/xreq/hedge/never-more-than-one", test_hedge_never_more_than_one);
+  g_test_add_func ("/xreq/hedge/refused-by-breaker-keeps-the-budget",
+                   test_hedge_refused_by_breaker_keeps_the_budget);
   g_test_add_func ("/xreq/retry/budget-under-failing-backend",
                    test_retry_budget_under_failing_backend);
   g_test_add_func ("/xreq/retry/marks", test_retry_marks);
+  g_test_add_func ("/xreq/retry/refused-by-breaker-keeps-the-budget",
+                   test_retry_refused_by_breaker_keeps_the_budget);
+  g_test_add_func ("/xreq/retry/cancelled-in-backoff-keeps-the-budget",
+                   test_retry_cancelled_in_backoff_keeps_the_budget);
   g_test_add_func ("/xreq/breaker/transitions", test_breaker_transitions);
   return g_test_run ();
 }
