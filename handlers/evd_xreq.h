@@ -15,7 +15,8 @@
  *      breaker of the lookup's database/upstream may refuse one (breaker_open); a first
  *      attempt slower than the hedge threshold gets one hedge (hedged), the first answer wins
  *      and the other is cancelled; a retryable failure is retried after a jittered backoff
- *      (retried:N); hedges and retries withdraw from the section's retry budget;
+ *      (retried:N); hedges and retries withdraw from the section's retry budget (and give
+ *      it back when they do not go out: the breaker refused them, the flight ended first);
  *   4. rows go into the cache and to every waiter (completed on its own loop by the engine);
  *      a failure, or a breaker's refusal, answers with expired rows still within
  *      stale_if_error_ms when there are some (stale), else with the error.
