@@ -42,6 +42,13 @@ struct _EvdCoalesce {
   EvdCoalesceShard shards[EVD_COALESCE_SHARDS];
 };
 
+/* A waiter and the deadline it joined with: the entry's deadline is the latest of those still
+ * in it, recomputed when the one with it leaves. */
+typedef struct {
+  gpointer waiter;
+  gint64 deadline_us;
+} EvdCoalesceWaiter;
+
 struct _EvdCoalesceEntry {
   EvdCoalesceKey key;
   EvdCoalesceEntry *next;   /* in its bucket, while open in a table */
@@ -52,10 +59,11 @@ struct _EvdCoalesceEntry {
   GMutex own_lock;          /* a private entry's */
   GMutex *lock;             /* the table's, or own_lock */
   gboolean closed;
-  gint64 deadline_us;       /* raised under the lock; read atomically without it */
-  gpointer *waiters;        /* `inline_waiters` until it outgrows them */
+  gint64 deadline_us;       /* the waiters' latest; set under the lock (raised by a join,
+                             * lowered by a leave); read atomically without it */
+  EvdCoalesceWaiter *waiters;  /* `inline_waiters` until it outgrows them */
   guint n_waiters, size;
-  gpointer inline_waiters[EVD_COALESCE_INLINE_WAITERS];
+  EvdCoalesceWaiter inline_waiters[EVD_COALESCE_INLINE_WAITERS];
   gpointer data;            /* in this block, after the struct */
   GDestroyNotify destroy;
 };
@@ -219,12 +227,12 @@ evd_coalesce_add_waiter (EvdCoalesceEntry *e, gpointer waiter, gint64 deadline_u
   if (e->n_waiters == e->size) {
     e->size *= 2;
     if (e->waiters == e->inline_waiters)
-      e->waiters = memcpy (g_new (gpointer, e->size), e->inline_waiters,
+      e->waiters = memcpy (g_new (EvdCoalesceWaiter, e->size), e->inline_waiters,
                            sizeof e->inline_waiters);
     else
-      e->waiters = g_renew (gpointer, e->waiters, e->size);
+      e->waiters = g_renew (EvdCoalesceWaiter, e->waiters, e->size);
   }
-  e->waiters[e->n_waiters++] = waiter;
+  e->waiters[e->n_waiters++] = (EvdCoalesceWaiter) { waiter, deadline_us };
 }
 
 static EvdCoalesceEntry *
@@ -311,6 +319,20 @@ evd_coalesce_close_locked (EvdCoalesceEntry *e)
   evd_coalesce_unlink (e);
 }
 
+/* Under the lock: a waiter with the entry's deadline left. The work is not to run past the
+ * deadline of everyone still waiting (it had kept running, and retrying, to a deadline no
+ * one waited for any more). A decision sealed from the old, later deadline still holds:
+ * the waiters it answers have no more time than it saw. */
+static void
+evd_coalesce_lower_deadline (EvdCoalesceEntry *e)
+{
+  gint64 latest = G_MININT64;
+
+  for (guint i = 0; i < e->n_waiters; i++)
+    latest = MAX (latest, e->waiters[i].deadline_us);
+  __atomic_store_n (&e->deadline_us, latest, __ATOMIC_RELAXED);
+}
+
 EvdCoalesceLeave
 evd_coalesce_leave (EvdCoalesceEntry *e, gpointer waiter)
 {
@@ -321,8 +343,13 @@ evd_coalesce_leave (EvdCoalesceEntry *e, gpointer waiter)
     r = EVD_COALESCE_CLOSED;
   } else {
     for (guint i = 0; i < e->n_waiters; i++)
-      if (e->waiters[i] == waiter) {
+      if (e->waiters[i].waiter == waiter) {
+        gint64 deadline_us = e->waiters[i].deadline_us;
+
         e->waiters[i] = e->waiters[--e->n_waiters];
+        /* The last one's deadline stays: nothing is decided from it any more. */
+        if (deadline_us == e->deadline_us && e->n_waiters > 0)
+          evd_coalesce_lower_deadline (e);
         break;
       }
     r = e->n_waiters > 0 ? EVD_COALESCE_LEFT : EVD_COALESCE_LAST;
@@ -379,7 +406,7 @@ evd_coalesce_entry_n_waiters (EvdCoalesceEntry *e)
 gpointer
 evd_coalesce_entry_waiter (EvdCoalesceEntry *e, guint i)
 {
-  return e->waiters[i];
+  return e->waiters[i].waiter;
 }
 
 gpointer

@@ -10,12 +10,15 @@
  * (EVD_COALESCE_CLOSED): its answer is on its way. Once closed, the list of waiters never
  * changes again, so whoever closed it reads it without the lock.
  *
- * Each waiter joins with its deadline, and the entry keeps the latest (of every waiter that
- * joined): the work may run that long. A decision made from it outside the lock (answer with
- * a failure: no time is left for a retry, the work ran out of the time it had) is confirmed
- * with evd_coalesce_seal, under the lock: a caller who joined meanwhile with a later deadline
- * makes the owner decide again, and once sealed no one joins any more, so the decision holds
- * for every waiter it answers.
+ * Each waiter joins with its deadline, and the entry keeps the latest of the waiters still in
+ * it: the work may run that long. A join raises it; a leave lowers it when the waiter with
+ * the latest deadline goes (its request ended early), so that the work does not go on, or
+ * retry, for time no one waits for any more. A decision made from it outside the lock
+ * (answer with a failure: no time is left for a retry, the work ran out of the time it had)
+ * is confirmed with evd_coalesce_seal, under the lock: a caller who joined meanwhile with a
+ * later deadline makes the owner decide again, and once sealed no one joins any more, so the
+ * decision holds for every waiter it answers. A deadline lowered meanwhile does not undo it:
+ * the waiters it answers have less time than it saw, not more.
  *
  * One EvdCoalesce per lookup, in 16 shards by key hash, each under its own lock, held for a
  * chain walk and a link or unlink: never one lock for the process. An entry is one block (its
@@ -60,10 +63,12 @@ EvdCoalesceLeave evd_coalesce_leave (EvdCoalesceEntry *e, gpointer waiter);
  * The waiters are then evd_coalesce_entry_waiter (e, 0 .. n - 1), fixed from now on. */
 gboolean evd_coalesce_close (EvdCoalesceEntry *e);
 /* Closes the entry to new callers, unless a waiter whose deadline is later than `deadline_us`
- * (the one a decision was made from) joined it: FALSE, decide again. Its waiters may still
- * leave, and the work's owner still closes it. TRUE when it was closed already. */
+ * (the one a decision was made from) joined it: FALSE, decide again. TRUE with any
+ * `deadline_us` at or past the entry's now (leaves may have lowered it since). Its waiters
+ * may still leave, and the work's owner still closes it. TRUE when it was closed already. */
 gboolean evd_coalesce_seal (EvdCoalesceEntry *e, gint64 deadline_us);
-/* The latest deadline of the waiters that joined (those who left too). Any thread. */
+/* The latest deadline of the waiters still in the entry (once the last has left, its own).
+ * Any thread: read without the lock, it may rise (a join) or fall (a leave) right after. */
 gint64 evd_coalesce_entry_deadline (EvdCoalesceEntry *e);
 guint evd_coalesce_entry_n_waiters (EvdCoalesceEntry *e);
 gpointer evd_coalesce_entry_waiter (EvdCoalesceEntry *e, guint i);

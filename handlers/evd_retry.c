@@ -75,22 +75,30 @@ evd_retry_budget_deposit (EvdRetryBudget *b, gint64 now_us)
   g_mutex_unlock (&b->lock);
 }
 
+/* Under the lock: what the window ending in period `slot` holds. */
+static void
+evd_retry_budget_sum (EvdRetryBudget *b, gint64 slot, guint *calls, guint *retries)
+{
+  *calls = *retries = 0;
+  for (guint i = 0; i < EVD_RETRY_BUCKETS; i++) {
+    const EvdRetryBucket *k = &b->buckets[i];
+    if (k->slot >= 0 && k->slot > slot - EVD_RETRY_BUCKETS && k->slot <= slot) {
+      *calls += __atomic_load_n (&k->calls, __ATOMIC_RELAXED);
+      *retries += k->retries;
+    }
+  }
+}
+
 gboolean
 evd_retry_budget_withdraw (EvdRetryBudget *b, gint64 now_us)
 {
   EvdRetryBucket *now;
-  guint calls = 0, retries = 0;
+  guint calls, retries;
   gboolean ok;
 
   g_mutex_lock (&b->lock);
   now = evd_retry_bucket (b, now_us);
-  for (guint i = 0; i < EVD_RETRY_BUCKETS; i++) {
-    const EvdRetryBucket *k = &b->buckets[i];
-    if (k->slot >= 0 && k->slot > now->slot - EVD_RETRY_BUCKETS) {
-      calls += __atomic_load_n (&k->calls, __ATOMIC_RELAXED);
-      retries += k->retries;
-    }
-  }
+  evd_retry_budget_sum (b, now->slot, &calls, &retries);
   ok = retries < b->percent * calls + b->min_per_sec * (double) b->window_us / G_USEC_PER_SEC;
   if (ok)
     now->retries++;
@@ -98,6 +106,32 @@ evd_retry_budget_withdraw (EvdRetryBudget *b, gint64 now_us)
     b->denials++;
   g_mutex_unlock (&b->lock);
   return ok;
+}
+
+/* The withdrawal was counted in the bucket of its own period: while that bucket still holds
+ * that period it is in the window (or past it, where it counts for nothing either way), and
+ * the count comes off it. A bucket reused for a later period dropped it already. */
+void
+evd_retry_budget_refund (EvdRetryBudget *b, gint64 withdrawn_us)
+{
+  gint64 slot = withdrawn_us / (b->window_us / EVD_RETRY_BUCKETS);
+  EvdRetryBucket *k = &b->buckets[slot % EVD_RETRY_BUCKETS];
+
+  g_mutex_lock (&b->lock);
+  if (k->slot == slot && k->retries > 0)
+    k->retries--;
+  g_mutex_unlock (&b->lock);
+}
+
+guint
+evd_retry_budget_spent (EvdRetryBudget *b, gint64 now_us)
+{
+  guint calls, retries;
+
+  g_mutex_lock (&b->lock);
+  evd_retry_budget_sum (b, now_us / (b->window_us / EVD_RETRY_BUCKETS), &calls, &retries);
+  g_mutex_unlock (&b->lock);
+  return retries;
 }
 
 guint64

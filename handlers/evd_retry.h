@@ -4,7 +4,10 @@
  * `percent` of the calls made over a sliding window, plus `min_per_sec` per second of the
  * window as a reserve so that a quiet backend can still be retried (Finagle's RetryBudget:
  * 20% over 10 s, plus 10 per second). Each call deposits, each retry or hedge withdraws; a
- * withdrawal past the budget is refused and counted (evd_retry_budget_denials).
+ * withdrawal past the budget is refused and counted (evd_retry_budget_denials). A withdrawal
+ * whose attempt never went out (the breaker refused it, or its flight ended while the retry
+ * waited for its backoff) is refunded: a token spent on nothing would shrink the room left
+ * for the retries a recovering backend needs.
  *
  * Shared by every lookup of its section on every loop: its own lock, a few instructions per
  * call. The time is an argument (`now_us`, monotonic), for tests.
@@ -35,6 +38,14 @@ void evd_retry_budget_deposit (EvdRetryBudget *b, gint64 now_us);
 /* May a retry or a hedge go out? TRUE takes it from the budget; FALSE is counted. */
 gboolean evd_retry_budget_withdraw (EvdRetryBudget *b, gint64 now_us);
 guint64 evd_retry_budget_denials (EvdRetryBudget *b);
+/* Gives back a withdrawal made at `withdrawn_us` (the time it was made with, not now: the
+ * window counts each withdrawal in the period it was made in) whose retry or hedge did not
+ * go out. Exact: it is taken off the count it was added to, so the budget is what it would
+ * have been without it, never more; once its period left the window it counts no more, and
+ * nothing is given back. */
+void evd_retry_budget_refund (EvdRetryBudget *b, gint64 withdrawn_us);
+/* Retries and hedges withdrawn (and not refunded) over the window at `now_us`: for tests. */
+guint evd_retry_budget_spent (EvdRetryBudget *b, gint64 now_us);
 
 /* How long to wait before retry number `retry` (1, 2, ...): 25 ms doubling up to 250 ms,
  * then a random point in its upper half (`random` any 32 bits), so that callers that failed

@@ -77,8 +77,9 @@ typedef struct {
 } EvdXreqAttempt;
 
 /* The shared execution; the entry's data, freed with the entry. Everything below `loop` is the
- * flight loop's alone. Its deadline, the latest of its callers', is the entry's
- * (evd_coalesce_entry_deadline): a caller raises it as it joins, under the table's lock. */
+ * flight loop's alone. Its deadline, the latest of its callers still waiting, is the entry's
+ * (evd_coalesce_entry_deadline): a caller raises it as it joins, and lowers it as it leaves
+ * when it had the latest, under the table's lock. */
 struct _EvdXreqFlight {
   EvdXreq *x;
   EvdCoalesceEntry *entry;  /* borrowed; the work's reference is held until drained */
@@ -95,6 +96,8 @@ struct _EvdXreqFlight {
   gboolean hedged;
   guint marks;
   struct event *hedge_timer, *retry_timer;
+  gboolean retry_withdrawn; /* the retry waiting on retry_timer took a token from the budget */
+  gint64 retry_withdrawn_us;  /* ... at this time, to give it back with if it does not go */
   gboolean over;            /* answered, or abandoned: no attempt starts any more */
   gboolean answered;        /* with rows from an attempt */
   gboolean drained;
@@ -429,6 +432,12 @@ evd_xreq_breaker (EvdXreq *x)
   return x->section->breaker;
 }
 
+EvdRetryBudget *
+evd_xreq_budget (EvdXreq *x)
+{
+  return x->section->budget;
+}
+
 void
 evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data)
 {
@@ -612,11 +621,27 @@ evd_xreq_flight_destroy (gpointer data)
   g_free (f->error_message);
 }
 
-/* Read without the lock: what is decided from it is sealed (evd_xreq_flight_after_failure). */
+/* Read without the lock: what is decided from it is sealed (evd_xreq_flight_after_failure).
+ * Every decision reads it afresh (a retry, a hedge, going on, a new attempt's deadline), so
+ * once the caller with the latest deadline has left they all use the remaining callers'.
+ * An attempt already running keeps the deadline it started with (backends read it once, at
+ * start, and cutting it short would throw away what it has done): it never runs past the
+ * remaining callers' deadline for long, since the last of them to leave stops it. */
 static gint64
 evd_xreq_flight_deadline (EvdXreqFlight *f)
 {
   return evd_coalesce_entry_deadline (f->entry);
+}
+
+/* The retry that withdrew from the budget will not go out (the breaker refused it, or the
+ * flight ended during its backoff): its token goes back. */
+static void
+evd_xreq_flight_refund_retry (EvdXreqFlight *f)
+{
+  if (f->retry_withdrawn) {
+    f->retry_withdrawn = FALSE;
+    evd_retry_budget_refund (f->x->section->budget, f->retry_withdrawn_us);
+  }
 }
 
 static void
@@ -626,6 +651,7 @@ evd_xreq_flight_stop_timers (EvdXreqFlight *f)
     event_del (f->hedge_timer);
   if (f->retry_timer != NULL)
     event_del (f->retry_timer);
+  evd_xreq_flight_refund_retry (f);
 }
 
 /* Cancels the attempts still running (their completions still come, to the flight). */
@@ -855,6 +881,11 @@ evd_xreq_flight_on_hedge (evutil_socket_t fd, short what, void *arg)
     } else if (evd_xreq_flight_attempt (f, TRUE, now)) {
       f->marks |= EVD_MARK_HEDGED;
       EVD_XREQ_COUNT (f->x, hedges_sent);
+    } else {
+      /* The breaker refused it: no hedge went out, and the token goes back. (Asking the
+       * breaker first would take a half-open breaker's probe for a hedge the budget then
+       * refuses.) */
+      evd_retry_budget_refund (f->x->section->budget, now);
     }
   }
   evd_xreq_flight_drain (f);
@@ -885,13 +916,22 @@ evd_xreq_flight_on_retry (evutil_socket_t fd, short what, void *arg)
 
   (void) fd, (void) what;
   if (!f->over) {
+    gboolean withdrawn = f->retry_withdrawn;
+
+    /* The token is this attempt's from now on: one that completes inside start() may end the
+     * flight or schedule the next retry (with a token of its own) before this returns. */
+    f->retry_withdrawn = FALSE;
     f->retries++;
     f->marks |= EVD_MARK_RETRIED;
     EVD_XREQ_COUNT (f->x, retries);
-    if (!evd_xreq_flight_attempt (f, FALSE, now))
+    if (!evd_xreq_flight_attempt (f, FALSE, now)) {
+      /* Refused by the breaker: it did not go out, and its token goes back. */
+      if (withdrawn)
+        evd_retry_budget_refund (f->x->section->budget, f->retry_withdrawn_us);
       evd_xreq_flight_fail_open (f);
-    else
+    } else {
       evd_xreq_flight_arm_hedge (f, now);
+    }
   }
   evd_xreq_flight_drain (f);
   evd_coalesce_entry_unref (hold);
@@ -929,6 +969,9 @@ evd_xreq_flight_after_failure (EvdXreqFlight *f, const EvdXreqAttempt *a, EvdBac
       if (evd_retry_budget_withdraw (x->section->budget, now)) {
         struct timeval tv = { backoff / G_USEC_PER_SEC, backoff % G_USEC_PER_SEC };
 
+        /* Given back if the retry does not go out (evd_xreq_flight_refund_retry). */
+        f->retry_withdrawn = TRUE;
+        f->retry_withdrawn_us = now;
         if (f->retry_timer == NULL)
           f->retry_timer = evtimer_new (evd_loop_base (f->loop), evd_xreq_flight_on_retry, f);
         evtimer_add (f->retry_timer, &tv);

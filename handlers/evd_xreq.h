@@ -15,7 +15,8 @@
  *      breaker of the lookup's database/upstream may refuse one (breaker_open); a first
  *      attempt slower than the hedge threshold gets one hedge (hedged), the first answer wins
  *      and the other is cancelled; a retryable failure is retried after a jittered backoff
- *      (retried:N); hedges and retries withdraw from the section's retry budget;
+ *      (retried:N); hedges and retries withdraw from the section's retry budget (and give
+ *      it back when they do not go out: the breaker refused them, the flight ended first);
  *   4. rows go into the cache and to every waiter (completed on its own loop by the engine);
  *      a failure, or a breaker's refusal, answers with expired rows still within
  *      stale_if_error_ms when there are some (stale), else with the error.
@@ -34,6 +35,7 @@
 #include "evd_backend.h"
 #include "evd_breaker.h"
 #include "evd_cache.h"
+#include "evd_retry.h"
 
 G_BEGIN_DECLS
 
@@ -86,6 +88,8 @@ void evd_xreq_stats (EvdXreq *x, EvdXreqStats *out);
 EvdCache *evd_xreq_cache (EvdXreq *x);
 /* NULL when the section has no breaker. */
 EvdBreaker *evd_xreq_breaker (EvdXreq *x);
+/* The retry budget of the lookup's section (its database/upstream, or its own). */
+EvdRetryBudget *evd_xreq_budget (EvdXreq *x);
 /* For tests: the monotonic clock that TTLs, breakers, budgets and p95 read. */
 void evd_xreq_set_clock (EvdXreq *x, gint64 (*now) (gpointer data), gpointer data);
 /* For tests: points where another loop may act at any moment (complete the flight, join

@@ -1,6 +1,6 @@
 /* test_retry: handlers/evd_retry.c: the retry budget (20% of calls over 10 s plus 10 per
  * second) under a failing backend, counted exactly, with a clock of the test's own; the
- * backoff's bounds. */
+ * backoff's bounds; refunds of withdrawals whose attempt never went out. */
 #include "evd_retry.h"
 
 #define S G_USEC_PER_SEC
@@ -69,6 +69,62 @@ test_window_slides_per_second (void)
   g_assert_false (evd_retry_budget_withdraw (b, t + 10 * S));
 }
 
+/* A refund gives the room back at once: the budget is as if the withdrawal had not been
+ * made. Without it, the breaker's refusals and the flights that ended during a backoff each
+ * burnt a token of the 100 in reserve. */
+static void
+test_refund_gives_the_room_back (void)
+{
+  g_autoptr (EvdRetryBudget) b = budget ();
+  gint64 t = 100 * S;
+
+  for (guint i = 0; i < 100; i++)
+    g_assert_true (evd_retry_budget_withdraw (b, t));
+  g_assert_cmpuint (evd_retry_budget_spent (b, t), ==, 100);
+  g_assert_false (evd_retry_budget_withdraw (b, t));
+  /* Three of them did not go out. */
+  for (guint i = 0; i < 3; i++)
+    evd_retry_budget_refund (b, t);
+  g_assert_cmpuint (evd_retry_budget_spent (b, t), ==, 97);
+  for (guint i = 0; i < 3; i++)
+    g_assert_true (evd_retry_budget_withdraw (b, t));
+  g_assert_false (evd_retry_budget_withdraw (b, t));
+  g_assert_cmpuint (evd_retry_budget_denials (b), ==, 2);  /* refunds do not touch these */
+}
+
+/* A refund made later (a retry's backoff, a period or two on) comes off the period the
+ * withdrawal was counted in, not the current one: taken off the current one, the budget would
+ * have one more than it should once the withdrawal's own period left the window. Never more
+ * than was withdrawn, and nothing once the period has left the window. */
+static void
+test_refund_is_exact (void)
+{
+  g_autoptr (EvdRetryBudget) b = budget ();
+  gint64 t = 100 * S;
+
+  for (guint i = 0; i < 50; i++)
+    g_assert_true (evd_retry_budget_withdraw (b, t));
+  for (guint i = 0; i < 50; i++)
+    g_assert_true (evd_retry_budget_withdraw (b, t + 2 * S));
+  /* Refunded at t + 2 s for a withdrawal made at t. */
+  evd_retry_budget_refund (b, t);
+  g_assert_cmpuint (evd_retry_budget_spent (b, t + 2 * S), ==, 99);
+  /* At t + 10 s the first period left: the second's 50 remain, all of them. */
+  g_assert_cmpuint (evd_retry_budget_spent (b, t + 10 * S), ==, 50);
+  /* More refunds than withdrawals in a period give back no more than it had. */
+  for (guint i = 0; i < 60; i++)
+    evd_retry_budget_refund (b, t);
+  g_assert_cmpuint (evd_retry_budget_spent (b, t + 2 * S), ==, 50);
+  /* A withdrawal whose period left the window: nothing to give back. */
+  evd_retry_budget_refund (b, t + 2 * S - 10 * S);
+  g_assert_cmpuint (evd_retry_budget_spent (b, t + 2 * S), ==, 50);
+  /* A period's bucket reused by a later one (t + 12 s shares t + 2 s's): the refund for a
+   * withdrawal at t + 2 s finds it gone, and leaves the later period's count alone. */
+  g_assert_true (evd_retry_budget_withdraw (b, t + 12 * S));
+  evd_retry_budget_refund (b, t + 2 * S);
+  g_assert_cmpuint (evd_retry_budget_spent (b, t + 12 * S), ==, 1);
+}
+
 static void
 test_backoff (void)
 {
@@ -96,6 +152,8 @@ main (int argc, char **argv)
   g_test_add_func ("/retry/budget/reserve-without-calls", test_reserve_without_calls);
   g_test_add_func ("/retry/budget/failing-backend", test_failing_backend);
   g_test_add_func ("/retry/budget/window-slides", test_window_slides_per_second);
+  g_test_add_func ("/retry/budget/refund-gives-the-room-back", test_refund_gives_the_room_back);
+  g_test_add_func ("/retry/budget/refund-is-exact", test_refund_is_exact);
   g_test_add_func ("/retry/backoff", test_backoff);
   return g_test_run ();
 }

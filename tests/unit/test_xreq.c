@@ -67,16 +67,20 @@ static const EvdBackendClass counted_class = {
 /* ---- A backend that keeps to its deadline as the real ones do. ----
  * SQLite, HTTP and Redis read a call's deadline once, in start(), and fail the call with
  * TIMEOUT when it passes; the fault and delay backends leave deadlines to the engine. This
- * one answers [ms] after `delay_ms`, or TIMEOUT at the deadline it read in start(). The same
- * functions serve under other kinds' names (`timed_as`), for what evd_xreq decides by kind. */
+ * one answers [ms] after `delay_ms` (or, with `fails`, fails retryably then, as a backend
+ * that lost its connection: the fault backend fails inside start()), or TIMEOUT at the
+ * deadline it read in start(). The same functions serve under other kinds' names
+ * (`timed_as`), for what evd_xreq decides by kind. */
 
 typedef struct {
   gint64 delay_ms;
+  gboolean fails;
 } Timed;
 
 typedef struct {
   EvdBackendCall *call;
   struct event *answer, *expire;
+  gboolean fails;
 } TimedCall;
 
 static gpointer
@@ -86,6 +90,7 @@ timed_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
 
   (void) shared;
   t->delay_ms = evd_config_int (cfg, spec->group, "delay_ms", 10, 0, 60000);
+  t->fails = evd_config_bool (cfg, spec->group, "fails", FALSE);
   return t;
 }
 
@@ -106,11 +111,18 @@ timed_on_answer (evutil_socket_t fd, short what, void *arg)
 {
   EvdBackendCall *call = arg;
   static const char *const columns[] = { "ms" };
-  EvdRows *rows = evd_rows_new (1, columns);
+  gboolean fails = ((TimedCall *) *evd_backend_call_data (call))->fails;
+  EvdRows *rows;
 
   (void) fd, (void) what;
-  evd_rows_add_int (rows, 1);
   timed_call_free (call);
+  if (fails) {
+    evd_backend_call_fail_full (call, EVD_BACKEND_FAIL_RETRYABLE, EVD_ERROR_KIND_BACKEND,
+                                "connection lost");
+    return;
+  }
+  rows = evd_rows_new (1, columns);
+  evd_rows_add_int (rows, 1);
   evd_backend_call_return (call, rows);
 }
 
@@ -135,6 +147,7 @@ timed_start (gpointer backend, EvdBackendCall *call)
   struct timeval expire_tv = { left / G_USEC_PER_SEC, left % G_USEC_PER_SEC };
 
   tc->call = call;
+  tc->fails = t->fails;
   tc->answer = evtimer_new (base, timed_on_answer, call);
   tc->expire = evtimer_new (base, timed_on_expire, call);
   *evd_backend_call_data (call) = tc;
@@ -691,6 +704,89 @@ test_coalesce_seal_against_joiners (void)
   evd_coalesce_free (r->c);
 }
 
+/* The table: an entry's deadline is the latest of the waiters still in it. When the waiter
+ * with the latest leaves, it falls to the latest of the others (it stayed: the shared work
+ * ran, and retried, to a deadline no one waited for). A seal decided from the deadline before
+ * that leave still holds; one from an earlier deadline than the remaining waiters' does not.
+ * Six waiters: past those an entry holds inline. */
+static void
+test_coalesce_deadline_falls_when_the_latest_leaves (void)
+{
+  static const gint64 deadlines[] = { 100, 600, 300, 200, 500, 400 };
+  EvdCoalesce *c = evd_coalesce_new ();
+  int w[G_N_ELEMENTS (deadlines)], late;
+  gboolean created;
+  EvdCoalesceEntry *e = NULL, *again;
+
+  for (guint i = 0; i < G_N_ELEMENTS (deadlines); i++) {
+    again = evd_coalesce_join (c, "k", 1, &w[i], deadlines[i], 0, seal_test_init, NULL, NULL,
+                               &created);
+    g_assert_true (created == (i == 0));
+    e = again;
+  }
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 600);
+  g_assert_cmpint (evd_coalesce_leave (e, &w[1]), ==, EVD_COALESCE_LEFT);  /* 600 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 500);
+  g_assert_cmpint (evd_coalesce_leave (e, &w[2]), ==, EVD_COALESCE_LEFT);  /* 300 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 500);
+  g_assert_false (evd_coalesce_seal (e, 400));  /* a waiter has more time than that */
+  g_assert_cmpint (evd_coalesce_leave (e, &w[4]), ==, EVD_COALESCE_LEFT);  /* 500 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 400);
+  /* A joiner raises it again; its leaving lowers it back. */
+  again = evd_coalesce_join (c, "k", 1, &late, 700, 0, seal_test_init, NULL, NULL, &created);
+  g_assert_false (created);
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 700);
+  g_assert_cmpint (evd_coalesce_leave (e, &late), ==, EVD_COALESCE_LEFT);
+  evd_coalesce_entry_unref (again);
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 400);
+  /* Decided from 500, before the waiter with it left: still holds for the rest. */
+  g_assert_true (evd_coalesce_seal (e, 500));
+  g_assert_cmpuint (evd_coalesce_size (c), ==, 0);
+  g_assert_cmpint (evd_coalesce_leave (e, &w[5]), ==, EVD_COALESCE_LEFT);  /* 400 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 200);
+  g_assert_cmpint (evd_coalesce_leave (e, &w[0]), ==, EVD_COALESCE_LEFT);  /* 100 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 200);
+  g_assert_cmpint (evd_coalesce_leave (e, &w[3]), ==, EVD_COALESCE_LAST);  /* 200 */
+  g_assert_cmpint (evd_coalesce_entry_deadline (e), ==, 200);  /* the last one's, kept */
+  for (guint i = 0; i < G_N_ELEMENTS (deadlines); i++)
+    evd_coalesce_entry_unref (e);  /* the waiters' */
+  evd_coalesce_entry_unref (e);    /* the work's */
+  evd_coalesce_free (c);
+}
+
+/* A shared call whose caller with the latest deadline left (its request ended) retries only
+ * within the deadline of the callers still waiting. It went on to the deadline of the one who
+ * left: a retry no one would wait for, with a budget token and that late deadline sent to
+ * the backend. `a` waits 60 ms; the attempt fails retryably at 50 ms, and the first backoff
+ * (12.5 to 25 ms) does not fit. */
+static void
+test_coalesce_no_retry_past_the_remaining_deadline (void)
+{
+  Fixture fx;
+  Caller a, b;
+  Caller *all[] = { &a, &b };
+  EvdXreqStats s;
+
+  fixture_open_class (&fx, &timed_class, "delay_ms = 50\nfails = true\nretries = 1\n"
+                      "coalesce = true\n", FALSE);
+  caller_start (&fx, &a, 7, 60);
+  caller_start (&fx, &b, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  evd_backend_call_cancel (b.call);
+  g_assert_true (b.done);
+  g_assert_true (run_until_done (&fx, all, 1, 4000));
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_BACKEND);
+  g_assert_cmpstr (a.message, ==, "connection lost");
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.retries, ==, 0);
+  g_assert_cmpuint (evd_retry_budget_spent (evd_xreq_budget (fx.x), g_get_monotonic_time ()),
+                    ==, 0);
+  for (guint i = 0; i < G_N_ELEMENTS (all); i++)
+    caller_clear (all[i]);
+  fixture_close (&fx);
+}
+
 /* A caller who joins after the one that made the shared call left is marked coalesced: the
  * flight compared callers with the creator's address, and a joiner given the memory the
  * creator's state had (freed when it left) passed for the creator, unmarked. */
@@ -968,6 +1064,70 @@ test_hedge_never_more_than_one (void)
   fixture_close (&fx);
 }
 
+/* Opens the lookup's breaker (4 calls, half of them failed, at the fake clock's now) as
+ * failures of other calls to its database would. */
+static void
+breaker_trip (Fixture *fx)
+{
+  EvdBreaker *b = evd_xreq_breaker (fx->x);
+
+  for (guint i = 0; i < 8 && evd_breaker_state (b, fx->now) != EVD_BREAKER_OPEN; i++) {
+    guint64 round = 0;
+    EvdBreakerVerdict v = evd_breaker_ask (b, fx->now, &round);
+
+    evd_breaker_record (b, v, round, EVD_BREAKER_FAILURE, fx->now);
+  }
+  g_assert_cmpint (evd_breaker_state (b, fx->now), ==, EVD_BREAKER_OPEN);
+}
+
+#define BREAKER_KEYS "breaker = on\nbreaker_min_calls = 4\nbreaker_failure_ratio = 0.5\n" \
+                     "breaker_window_ms = 1000\nbreaker_open_ms = 10000\n"
+
+/* Runs the loop until the lookup's breaker has refused `n` attempts, for at most 2 s. */
+static gboolean
+run_until_rejections (Fixture *fx, guint64 n)
+{
+  gint64 deadline = g_get_monotonic_time () + 2000 * MS;
+  EvdXreqStats s;
+
+  for (;;) {
+    event_base_loop (evd_loop_base (fx->loop), EVLOOP_NONBLOCK);
+    evd_loop_run_pending (fx->loop);
+    evd_xreq_stats (fx->x, &s);
+    if (s.breaker_rejections >= n)
+      return TRUE;
+    if (g_get_monotonic_time () > deadline)
+      return FALSE;
+    g_usleep (200);
+  }
+}
+
+/* A hedge the breaker refuses leaves the retry budget as it was: its token was withdrawn
+ * before the breaker was asked, and kept, although no hedge went out. */
+static void
+test_hedge_refused_by_breaker_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdXreqStats s;
+
+  fixture_open (&fx, "delay", "delay_ms = 2000\nhedge_after_ms = 20\n" BREAKER_KEYS, TRUE);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  breaker_trip (&fx);       /* while the first attempt runs */
+  g_assert_true (run_until_rejections (&fx, 1));  /* the hedge's */
+  evd_xreq_stats (fx.x, &s);
+  g_assert_cmpuint (s.hedges_sent, ==, 0);
+  g_assert_cmpuint (s.budget_denials, ==, 0);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (evd_xreq_budget (fx.x), fx.now), ==, 0);
+  evd_backend_call_cancel (a.call);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
 /* ---- Retries and their budget. ---- */
 
 static void
@@ -1013,6 +1173,57 @@ test_retry_marks (void)
   g_assert_cmpint (caller_call_number (&a), ==, 3);
   g_assert_cmpuint (a.marks, ==, EVD_MARK_RETRIED);
   g_assert_cmpuint (a.retries, ==, 2);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* A retry the breaker refuses when its backoff is over gives its token back: it was taken
+ * when the retry was scheduled. The caller gets the breaker's refusal. */
+static void
+test_retry_refused_by_breaker_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdRetryBudget *budget;
+
+  fixture_open (&fx, "fault", "mode = fail\nretryable = true\nretries = 1\n" BREAKER_KEYS,
+                TRUE);
+  budget = evd_xreq_budget (fx.x);
+  caller_start (&fx, &a, 7, 5000);  /* fails inside start(): a retry waits for its backoff */
+  g_assert_false (a.done);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 1);
+  breaker_trip (&fx);
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_cmpstr (a.message, ==, "circuit open for t");
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 0);
+  caller_clear (&a);
+  fixture_close (&fx);
+}
+
+/* A retry whose flight ended during its backoff (its last caller left) gives its token back:
+ * it never went out. The caller leaves before the loop runs again, so the abandonment is
+ * handled before the retry's timer can fire. */
+static void
+test_retry_cancelled_in_backoff_keeps_the_budget (void)
+{
+  Fixture fx;
+  Caller a;
+  Caller *all[] = { &a };
+  EvdRetryBudget *budget;
+
+  fixture_open (&fx, "fault", "mode = fail\nretryable = true\nretries = 1\n", TRUE);
+  budget = evd_xreq_budget (fx.x);
+  caller_start (&fx, &a, 7, 5000);
+  g_assert_false (a.done);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 1);
+  evd_backend_call_cancel (a.call);
+  evd_loop_run_pending (fx.loop);  /* the flight learns it was abandoned */
+  g_assert_true (run_until_done (&fx, all, 1, 2000));
+  g_assert_cmpint (a.kind, ==, EVD_ERROR_KIND_CANCELLED);
+  g_assert_cmpint (fx.counted->starts, ==, 1);
+  g_assert_cmpuint (evd_retry_budget_spent (budget, fx.now), ==, 0);
   caller_clear (&a);
   fixture_close (&fx);
 }
@@ -1104,6 +1315,10 @@ main (int argc, char **argv)
                    test_coalesce_joiner_as_the_flight_fails);
   g_test_add_func ("/xreq/coalesce/seal", test_coalesce_seal);
   g_test_add_func ("/xreq/coalesce/seal-against-joiners", test_coalesce_seal_against_joiners);
+  g_test_add_func ("/xreq/coalesce/deadline-falls-when-the-latest-leaves",
+                   test_coalesce_deadline_falls_when_the_latest_leaves);
+  g_test_add_func ("/xreq/coalesce/no-retry-past-the-remaining-deadline",
+                   test_coalesce_no_retry_past_the_remaining_deadline);
   g_test_add_func ("/xreq/coalesce/joiner-after-creator-left-is-marked",
                    test_coalesce_joiner_after_creator_left_is_marked);
   g_test_add_func ("/xreq/coalesce/default-by-kind", test_coalesce_default_by_kind);
@@ -1116,9 +1331,15 @@ main (int argc, char **argv)
                    test_cache_stale_only_to_callers_within_the_window);
   g_test_add_func ("/xreq/hedge/one-and-loser-cancelled", test_hedge_one_and_loser_cancelled);
   g_test_add_func ("/xreq/hedge/never-more-than-one", test_hedge_never_more_than_one);
+  g_test_add_func ("/xreq/hedge/refused-by-breaker-keeps-the-budget",
+                   test_hedge_refused_by_breaker_keeps_the_budget);
   g_test_add_func ("/xreq/retry/budget-under-failing-backend",
                    test_retry_budget_under_failing_backend);
   g_test_add_func ("/xreq/retry/marks", test_retry_marks);
+  g_test_add_func ("/xreq/retry/refused-by-breaker-keeps-the-budget",
+                   test_retry_refused_by_breaker_keeps_the_budget);
+  g_test_add_func ("/xreq/retry/cancelled-in-backoff-keeps-the-budget",
+                   test_retry_cancelled_in_backoff_keeps_the_budget);
   g_test_add_func ("/xreq/breaker/transitions", test_breaker_transitions);
   return g_test_run ();
 }
