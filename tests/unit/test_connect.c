@@ -16,6 +16,7 @@
 
 #include "evd_connect.h"
 #include "evd_dns.h"
+#include "silent_ns.h"
 
 typedef struct {
   struct event_base *base;
@@ -211,41 +212,18 @@ test_cancel_while_connecting (Fixture *f, gconstpointer data)
   evd_connect_cancel (NULL);                        /* nothing */
 }
 
-/* A nameserver that takes queries and never answers, on a port of its own. */
-static int
-silent_nameserver (char *addr, gsize size)
-{
-  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-  socklen_t len = sizeof sin;
-  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-  g_assert_cmpint (fd, >=, 0);
-  g_assert_cmpint (bind (fd, (struct sockaddr *) &sin, sizeof sin), ==, 0);
-  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &sin, &len), ==, 0);
-  g_snprintf (addr, size, "127.0.0.1:%d", ntohs (sin.sin_port));
-  return fd;
-}
-
-static void
-use_nameserver (Fixture *f, const char *addr)
-{
-  evdns_base_clear_nameservers_and_suspend (f->dns);
-  g_assert_cmpint (evdns_base_nameserver_ip_add (f->dns, addr), ==, 0);
-  evdns_base_resume (f->dns);
-}
-
 /* Cancelled while its name is being resolved: no callback, and the lookup, left to finish on
  * its own, is freed when the resolver is freed (failing it): ASan's leak check sees the rest. */
 static void
 test_cancel_while_resolving (Fixture *f, gconstpointer data)
 {
   char addr[64];
-  int ns = silent_nameserver (addr, sizeof addr);
+  int ns = silent_ns_open (addr, sizeof addr);
   Outcome o = { 0 };
   EvdConnect *a;
 
   (void) data;
-  use_nameserver (f, addr);
+  silent_ns_use (f->dns, addr);
   a = evd_connect_start (f->base, f->dns, "evd-test.invalid", f->port, 2000, on_done, &o);
   event_base_loop (f->base, EVLOOP_NONBLOCK);       /* the query goes out */
   g_assert_cmpint (o.calls, ==, 0);
@@ -265,12 +243,12 @@ static void
 test_resolve_times_out (Fixture *f, gconstpointer data)
 {
   char addr[64];
-  int ns = silent_nameserver (addr, sizeof addr);
+  int ns = silent_ns_open (addr, sizeof addr);
   Outcome o = { 0 };
   gint64 t0 = g_get_monotonic_time ();
 
   (void) data;
-  use_nameserver (f, addr);
+  silent_ns_use (f->dns, addr);
   evd_connect_start (f->base, f->dns, "evd-test.invalid", f->port, 100, on_done, &o);
   run_until_done (f, &o);
   g_assert_cmpint (g_get_monotonic_time () - t0, <, 2 * G_USEC_PER_SEC);
