@@ -661,7 +661,7 @@ password = hunter2
         every address refuses fails calls with each address and why. The name's addresses come
         from a hosts file (EVDAL_HOSTS_FILE, evd_dns's test hook)."""
         port = h.free_port()   # redis-server binds it next
-        r = Redis()
+        r = Redis(password='pw')  # AUTH waits in the output until a socket is connected
         r.tcp_port = port
         r.start()
         try:
@@ -670,8 +670,12 @@ password = hunter2
             with open(env['EVDAL_HOSTS_FILE'], 'w') as f:
                 f.write('127.0.0.2 evd-dead-first evd-all-dead\n127.0.0.1 evd-dead-first\n'
                         '127.0.0.3 evd-all-dead\n')
-            with h.Server(redis_config('evd-dead-first:%d' % port, connections=1, io_threads=1),
-                          env=env) as s:
+            s = h.Server(redis_config('evd-dead-first:%d' % port, connections=1, io_threads=1)
+                         .replace('connections = 1', 'connections = 1\npassword_file = redis.pass'),
+                         env=env)
+            with open(os.path.join(s.tmpdir, 'redis.pass'), 'w') as f:
+                f.write('pw\n')
+            with s:
                 self.wait_connections(s, 1)
                 self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
                                  [['second address']])
