@@ -301,7 +301,7 @@ EvdConnect *
 evd_connect_start (struct event_base *base, struct evdns_base *dns, const char *host, int port,
                    guint timeout_ms, EvdConnectDone done, gpointer data)
 {
-  EvdConnect *a = g_new0 (EvdConnect, 1);
+  EvdConnect *a;
   struct evutil_addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                                    .ai_protocol = IPPROTO_TCP,
                                    .ai_flags = EVUTIL_AI_NUMERICHOST };
@@ -309,6 +309,7 @@ evd_connect_start (struct event_base *base, struct evdns_base *dns, const char *
   char portbuf[16];
 
   g_return_val_if_fail (port > 0 && port <= 65535, NULL);
+  a = g_new0 (EvdConnect, 1);
   a->base = base;
   a->host = g_strdup (host);
   a->port = port;
