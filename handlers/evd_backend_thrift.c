@@ -35,6 +35,7 @@
 #include <thrift/c_glib/protocol/thrift_compact_protocol.h>
 
 #include "evd_backend.h"
+#include "evd_connect.h"
 #include "evd_dns.h"
 #include "evd_loop_local.h"
 #include "evd_metrics.h"
@@ -97,6 +98,7 @@ typedef enum {
 typedef struct {
   EvdThriftPool *pool;
   struct bufferevent *bev;
+  EvdConnect *connect;      /* CONNECTING over TCP: the attempt under way; NULL otherwise */
   EvdThriftState state;
   GHashTable *pending;      /* seqid -> EvdThriftCall *, calls sent and not answered */
   guint32 next_seqid;        /* unsigned: it wraps after 2^32 calls (a signed one may not) */
@@ -524,6 +526,7 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
     g_atomic_int_add (&up->conns_up, -1);
   g_free (pool->last_error);
   pool->last_error = g_strdup (why);
+  g_clear_pointer (&c->connect, evd_connect_cancel);
   g_clear_pointer (&c->bev, bufferevent_free);
   c->state = EVD_THRIFT_DOWN;
   /* One at a time from the map, never from a copy of it: a completion may end its fetch,
@@ -626,31 +629,51 @@ evd_backend_thrift_flush_waiting (EvdThriftPool *pool, EvdThriftConn *c)
 }
 
 static void
+evd_backend_thrift_up (EvdThriftConn *c)
+{
+  EvdThriftUpstream *up = c->pool->up;
+
+  evtimer_del (c->timer);
+  c->state = EVD_THRIFT_UP;
+  g_atomic_int_inc (&up->conns_up);
+  if (g_atomic_int_compare_and_exchange (&up->checked, 0, 1)) {
+    g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);
+    bufferevent_write (c->bev, msg->data, msg->len);
+  }
+  evd_backend_thrift_flush_waiting (c->pool, c);
+}
+
+/* A TCP connection made by evd_connect, every address of the name tried in turn: the
+ * bufferevent takes its socket. */
+static void
+evd_backend_thrift_on_connect (gpointer data, evutil_socket_t fd, const GError *error)
+{
+  EvdThriftConn *c = data;
+
+  c->connect = NULL;
+  if (error != NULL) {
+    evd_backend_thrift_broken (c, error->message);
+    return;
+  }
+  bufferevent_setfd (c->bev, fd);         /* its events were enabled: they are watched now */
+  evd_backend_thrift_up (c);
+}
+
+static void
 evd_backend_thrift_on_event (struct bufferevent *bev, short what, void *arg)
 {
   EvdThriftConn *c = arg;
-  EvdThriftUpstream *up = c->pool->up;
 
   (void) bev;
-  if (what & BEV_EVENT_CONNECTED) {
-    evtimer_del (c->timer);
-    c->state = EVD_THRIFT_UP;
-    g_atomic_int_inc (&up->conns_up);
-    if (g_atomic_int_compare_and_exchange (&up->checked, 0, 1)) {
-      g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);
-      bufferevent_write (c->bev, msg->data, msg->len);
-    }
-    evd_backend_thrift_flush_waiting (c->pool, c);
+  if (what & BEV_EVENT_CONNECTED) {       /* a unix socket's */
+    evd_backend_thrift_up (c);
     return;
   }
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
     g_autofree char *why = NULL;
     int err = EVUTIL_SOCKET_ERROR ();
-    int dns = bufferevent_socket_get_dns_error (bev);
 
-    if (dns != 0)
-      why = g_strdup_printf ("cannot resolve %s: %s", up->host, evutil_gai_strerror (dns));
-    else if (c->state == EVD_THRIFT_CONNECTING)
+    if (c->state == EVD_THRIFT_CONNECTING)
       why = g_strdup_printf ("cannot connect: %s", err ? g_strerror (err) : "refused");
     else
       why = g_strdup ((what & BEV_EVENT_EOF) ? "connection closed by the upstream"
@@ -659,7 +682,8 @@ evd_backend_thrift_on_event (struct bufferevent *bev, short what, void *arg)
   }
 }
 
-/* The reconnect timer, or the connect timeout while connecting. */
+/* The reconnect timer, or the connect timeout while connecting to a unix socket (evd_connect
+ * bounds a TCP attempt itself, and names each address that timed out). */
 static void
 evd_backend_thrift_on_timer (evutil_socket_t fd, short what, void *arg)
 {
@@ -689,18 +713,20 @@ evd_backend_thrift_connect (EvdThriftConn *c)
   bufferevent_setcb (c->bev, evd_backend_thrift_on_read, NULL, evd_backend_thrift_on_event, c);
   bufferevent_enable (c->bev, EV_READ | EV_WRITE);
   c->state = EVD_THRIFT_CONNECTING;
-  evtimer_add (c->timer, &tv);
   if (up->unix_path != NULL) {
     struct sockaddr_un un = { .sun_family = AF_UNIX };
 
+    evtimer_add (c->timer, &tv);
     g_strlcpy (un.sun_path, up->unix_path, sizeof un.sun_path);
     rc = bufferevent_socket_connect (c->bev, (struct sockaddr *) &un, sizeof un);
-  } else {
-    /* evdns resolves names on the loop, without blocking; numeric hosts need no lookup. */
-    rc = bufferevent_socket_connect_hostname (c->bev, pool->dns, AF_UNSPEC, up->host, up->port);
+    if (rc < 0 && c->bev != NULL && c->state == EVD_THRIFT_CONNECTING)
+      evd_backend_thrift_broken (c, g_strerror (errno));
+    return;
   }
-  if (rc < 0 && c->bev != NULL && c->state == EVD_THRIFT_CONNECTING)
-    evd_backend_thrift_broken (c, g_strerror (errno));
+  /* evdns resolves names on the loop, without blocking; numeric hosts need no lookup. Each
+   * address in turn, within EVD_THRIFT_CONNECT_TIMEOUT_MS for them all. */
+  c->connect = evd_connect_start (base, pool->dns, up->host, up->port,
+                                  EVD_THRIFT_CONNECT_TIMEOUT_MS, evd_backend_thrift_on_connect, c);
 }
 
 /* ---- Per loop. ---- */
@@ -746,11 +772,14 @@ evd_backend_thrift_pool_free (gpointer data)
 
     if (c->state == EVD_THRIFT_UP)
       g_atomic_int_add (&pool->up->conns_up, -1);
+    g_clear_pointer (&c->connect, evd_connect_cancel);
     g_clear_pointer (&c->bev, bufferevent_free);
     event_free (c->timer);
     g_hash_table_unref (c->pending);
   }
-  evd_dns_free (pool->dns, FALSE);
+  /* With fail_requests: a lookup left by a cancelled attempt is answered (failed), and so
+   * freed, on the loop's next pass (evd_connect.h). */
+  evd_dns_free (pool->dns, TRUE);
   if (pool->up->proto == EVD_PROTO_COMPACT)
     g_queue_clear (&THRIFT_COMPACT_PROTOCOL (pool->protocol)->_last_field);
   g_object_unref (pool->protocol);

@@ -4,8 +4,16 @@
 struct evdns_base *
 evd_dns_new (struct event_base *base)
 {
-  return evdns_base_new (base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                               EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+  struct evdns_base *dns = evdns_base_new (base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                                 EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+  const char *hosts = g_getenv ("EVDAL_HOSTS_FILE");
+
+  /* Appended to /etc/hosts' entries (loaded by INITIALIZE_NAMESERVERS): evdns answers a name
+   * with every entry it has, in the order loaded. A file that cannot be read adds nothing
+   * but libevent's own localhost entries. */
+  if (dns != NULL && hosts != NULL && *hosts != '\0')
+    evdns_base_load_hosts (dns, hosts);
+  return dns;
 }
 
 void

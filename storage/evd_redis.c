@@ -1,6 +1,7 @@
 /* evd_redis: command templates, reply mapping, and pipelined Redis connections on a libevent
  * base (see evd_redis.h for the life of a call). */
 #include "evd_redis.h"
+#include "evd_connect.h"
 #include "evd_dns.h"
 #include "evd_quark.h"
 
@@ -579,6 +580,11 @@ evd_redis_address_check (const char *address, GError **error)
  * that a server that is down is not hammered by every loop's connections. */
 #define EVD_REDIS_BACKOFF_MIN_MS 100
 #define EVD_REDIS_BACKOFF_MAX_MS 2000
+/* One connection attempt, name resolution included, shared by the name's addresses (each has
+ * its part of what is left): without a bound, an address that drops SYNs would hold the
+ * connection for the kernel's two minutes and the addresses behind it would never be tried.
+ * As the Thrift upstreams' and PostgreSQL's default connect_timeout_ms. */
+#define EVD_REDIS_CONNECT_TIMEOUT_MS 2000
 
 typedef enum {
   EVD_REDIS_CONN_DOWN,      /* waiting for its backoff timer; takes no calls */
@@ -605,6 +611,7 @@ struct _EvdRedisConn {
   EvdRedisClient *client;
   EvdRedisConnState state;
   struct bufferevent *bev;
+  EvdConnect *connect;      /* CONNECTING over TCP: the attempt under way; NULL otherwise */
   redisReader *reader;
   GQueue fifo;              /* EvdRedisCall, in the order sent */
   struct event *retry;      /* backoff timer */
@@ -669,6 +676,7 @@ evd_redis_conn_close (EvdRedisConn *conn, GQueue *fifo)
     g_atomic_int_add (&stats->connections, -1);
   g_atomic_int_add (&stats->in_flight, -(gint) conn->fifo.length);
   conn->state = EVD_REDIS_CONN_DOWN;
+  g_clear_pointer (&conn->connect, evd_connect_cancel);
   g_clear_pointer (&conn->bev, bufferevent_free);
   g_clear_pointer (&conn->reader, redisReaderFree);
   *fifo = conn->fifo;
@@ -885,29 +893,48 @@ evd_redis_conn_on_read (struct bufferevent *bev, void *arg)
 }
 
 static void
+evd_redis_conn_up (EvdRedisConn *conn)
+{
+  conn->state = EVD_REDIS_CONN_UP;
+  conn->up_us = g_get_monotonic_time ();
+  g_atomic_int_add (&conn->client->stats->connections, 1);
+  __atomic_fetch_add (&conn->client->stats->connects, 1, __ATOMIC_RELAXED);
+  if (!conn->client->addr.is_unix) {
+    int one = 1;
+
+    setsockopt (bufferevent_getfd (conn->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+}
+
+/* A TCP connection made by evd_connect (every address of the name tried): the bufferevent,
+ * which has held the commands sent meanwhile, takes its socket and writes them. */
+static void
+evd_redis_conn_on_connect (gpointer data, evutil_socket_t fd, const GError *error)
+{
+  EvdRedisConn *conn = data;
+
+  conn->connect = NULL;
+  if (error != NULL) {
+    evd_redis_conn_lost (conn, error->message);
+    return;
+  }
+  bufferevent_setfd (conn->bev, fd);      /* its events were enabled: they are watched now */
+  evd_redis_conn_up (conn);
+}
+
+static void
 evd_redis_conn_on_event (struct bufferevent *bev, short what, void *arg)
 {
   EvdRedisConn *conn = arg;
   g_autofree char *why = NULL;
 
   (void) bev;
-  if (what & BEV_EVENT_CONNECTED) {
-    conn->state = EVD_REDIS_CONN_UP;
-    conn->up_us = g_get_monotonic_time ();
-    g_atomic_int_add (&conn->client->stats->connections, 1);
-    __atomic_fetch_add (&conn->client->stats->connects, 1, __ATOMIC_RELAXED);
-    if (!conn->client->addr.is_unix) {
-      int one = 1;
-
-      setsockopt (bufferevent_getfd (bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
+  if (what & BEV_EVENT_CONNECTED) {       /* a unix socket's */
+    evd_redis_conn_up (conn);
     return;
   }
   if (what & BEV_EVENT_EOF)
     why = g_strdup ("the server closed the connection");
-  else if (bufferevent_socket_get_dns_error (bev) != 0)
-    why = g_strdup_printf ("resolving %s: %s", conn->client->addr.host,
-                           evutil_gai_strerror (bufferevent_socket_get_dns_error (bev)));
   else
     why = g_strdup (g_strerror (EVUTIL_SOCKET_ERROR () ? EVUTIL_SOCKET_ERROR () : ECONNRESET));
   evd_redis_conn_lost (conn, why);
@@ -962,17 +989,18 @@ evd_redis_conn_connect (EvdRedisConn *conn)
   bufferevent_enable (conn->bev, EV_READ | EV_WRITE);
   if (c->password != NULL)
     evd_redis_conn_send_auth (conn);
-  if (c->addr.sa_len > 0) {
+  if (c->addr.is_unix) {
     rc = bufferevent_socket_connect (conn->bev, (struct sockaddr *) &c->addr.sa, c->addr.sa_len);
-  } else {
-    if (c->dns == NULL)
-      c->dns = evd_dns_new (c->base);
-    rc = bufferevent_socket_connect_hostname (conn->bev, c->dns, AF_UNSPEC, c->addr.host,
-                                              c->addr.port);
+    /* A connect that fails at once (no such socket file) reports it here, not as an event. */
+    if (rc != 0 && conn->state == EVD_REDIS_CONN_CONNECTING)
+      evd_redis_conn_lost (conn, g_strerror (errno ? errno : ECONNREFUSED));
+    return;
   }
-  /* A connect that fails at once (no such socket file) reports it here, not as an event. */
-  if (rc != 0 && conn->state == EVD_REDIS_CONN_CONNECTING)
-    evd_redis_conn_lost (conn, g_strerror (errno ? errno : ECONNREFUSED));
+  /* A name is resolved by evdns, on the loop; a numeric address needs no resolver. */
+  if (c->addr.sa_len == 0 && c->dns == NULL)
+    c->dns = evd_dns_new (c->base);
+  conn->connect = evd_connect_start (c->base, c->dns, c->addr.host, c->addr.port,
+                                     EVD_REDIS_CONNECT_TIMEOUT_MS, evd_redis_conn_on_connect, conn);
 }
 
 EvdRedisClient *
@@ -1018,7 +1046,9 @@ evd_redis_client_free (EvdRedisClient *c)
     event_free (conn->retry);
     event_free (conn->deadline);
   }
-  evd_dns_free (c->dns, FALSE);
+  /* With fail_requests: a lookup left by a cancelled attempt is answered (failed), and so
+   * freed, on the loop's next pass (evd_connect.h). */
+  evd_dns_free (c->dns, TRUE);
   g_free (c->conns);
   g_free (c->addr.host);
   g_free (c->name);

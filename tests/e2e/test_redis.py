@@ -654,6 +654,42 @@ password = hunter2
         finally:
             r.close()
 
+    def test_name_whose_first_address_is_refused(self):
+        """A name whose first address refuses (127.0.0.2, loopback where nothing listens) and
+        whose second is Redis's: every address is tried in turn, as hiredis's own connect does
+        (libevent's connect_hostname tried the first only, and never connected). A name whose
+        every address refuses fails calls with each address and why. The name's addresses come
+        from a hosts file (EVDAL_HOSTS_FILE, evd_dns's test hook)."""
+        port = h.free_port()   # redis-server binds it next
+        r = Redis(password='pw')  # AUTH waits in the output until a socket is connected
+        r.tcp_port = port
+        r.start()
+        try:
+            r.cmd('SET', 'a', 'second address')
+            env = {'EVDAL_HOSTS_FILE': os.path.join(r.dir, 'hosts')}
+            with open(env['EVDAL_HOSTS_FILE'], 'w') as f:
+                f.write('127.0.0.2 evd-dead-first evd-all-dead\n127.0.0.1 evd-dead-first\n'
+                        '127.0.0.3 evd-all-dead\n')
+            s = h.Server(redis_config('evd-dead-first:%d' % port, connections=1, io_threads=1)
+                         .replace('connections = 1', 'connections = 1\npassword_file = redis.pass'),
+                         env=env)
+            with open(os.path.join(s.tmpdir, 'redis.pass'), 'w') as f:
+                f.write('pw\n')
+            with s:
+                self.wait_connections(s, 1)
+                self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']),
+                                 [['second address']])
+                self.assertEqual(labelled(s, 'evdal_redis_connection_losses_total',
+                                          database='cache'), 0)
+            with h.Server(redis_config('evd-all-dead:%d' % port, connections=1, io_threads=1),
+                          env=env) as s:
+                want = ('cannot connect to evd-all-dead:%d: 127.0.0.2:%d refused, '
+                        '127.0.0.3:%d refused' % (port, port, port))
+                self.wait_for(lambda: want in (self.fetch(s, {'a': call('get', k='a')})['a']
+                                               .error.message or ''))
+        finally:
+            r.close()
+
     def test_auth_from_password_file(self):
         r = Redis(password='pa ss\\word').start()
         try:

@@ -8,9 +8,11 @@ their kind, a stopped remote costs calls their deadline and never more sockets t
 is killed and restarted is served again after it returns.
 """
 import os
+import shutil
 import signal
 import socket
 import struct
+import tempfile
 import threading
 import time
 import unittest
@@ -294,6 +296,43 @@ remote_lookup = ctx
                     t.close()
         finally:
             r._cleanup()
+
+    def test_name_whose_first_address_is_refused(self):
+        """An upstream named by a host whose first address refuses (127.0.0.2, loopback where
+        nothing listens) and whose second is the remote's: every address is tried in turn
+        (libevent's connect_hostname tried the first only, and L never connected). A name whose
+        every address refuses fails calls with each address and why. The name's addresses come
+        from a hosts file (EVDAL_HOSTS_FILE, evd_dns's test hook)."""
+        tmp = tempfile.mkdtemp(prefix='evdal-hosts-')
+        self.addCleanup(shutil.rmtree, tmp, True)
+        env = {'EVDAL_HOSTS_FILE': os.path.join(tmp, 'hosts')}
+        with open(env['EVDAL_HOSTS_FILE'], 'w') as f:
+            f.write('127.0.0.2 evd-dead-first evd-all-dead\n127.0.0.1 evd-dead-first\n'
+                    '127.0.0.3 evd-all-dead\n')
+        up = 'evdal_upstream_connections_up{upstream="regional",backend="thrift"}'
+        with self.remote() as r:
+            self.assertEqual(r.host, '127.0.0.1')
+            with h.Server(local_config('evd-dead-first:%d' % r.port, connections=1, io_threads=1),
+                          env=env) as l:
+                l.wait_metric(up, 1)
+                lc, lt = h.client(l)
+                try:
+                    got = lc.fetch(h.fetch_request({'f': call('r_flags')}))
+                finally:
+                    lt.close()
+                self.assertIsNone(got.results['f'].error)
+                self.assertEqual(len(got.results['f'].table.rows), 2)
+            with h.Server(local_config('evd-all-dead:%d' % r.port, connections=1, io_threads=1),
+                          env=env) as l:
+                want = ('cannot connect to evd-all-dead:%d: 127.0.0.2:%d refused, '
+                        '127.0.0.3:%d refused' % (r.port, r.port, r.port))
+                lc, lt = h.client(l)
+                try:
+                    # The first call may wait for the first attempt, or find it failed.
+                    got = lc.fetch(h.fetch_request({'f': call('r_flags')}))
+                finally:
+                    lt.close()
+                self.assertIn(want, got.results['f'].error.message)
 
     def test_refused_connections_back_off(self):
         """A remote at its max_connections accepts and closes at once. Such a connection never

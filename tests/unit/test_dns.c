@@ -13,6 +13,7 @@
 #include <event2/util.h>
 
 #include "evd_dns.h"
+#include "silent_ns.h"
 #include "stale_epoll.h"
 
 static struct event_base *
@@ -69,29 +70,12 @@ on_lookup (int result, struct evutil_addrinfo *res, void *arg)
     evutil_freeaddrinfo (res);
 }
 
-/* A nameserver that takes queries and never answers, on a port of its own. */
-static int
-silent_nameserver (char *addr, gsize size)
-{
-  struct sockaddr_in sin = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-  socklen_t len = sizeof sin;
-  int fd = socket (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-
-  g_assert_cmpint (fd, >=, 0);
-  g_assert_cmpint (bind (fd, (struct sockaddr *) &sin, sizeof sin), ==, 0);
-  g_assert_cmpint (getsockname (fd, (struct sockaddr *) &sin, &len), ==, 0);
-  g_snprintf (addr, size, "127.0.0.1:%d", ntohs (sin.sin_port));
-  return fd;
-}
-
 static struct evdns_base *
 dns_on (struct event_base *base, const char *nameserver)
 {
   struct evdns_base *dns = evd_dns_new (base);
 
-  evdns_base_clear_nameservers_and_suspend (dns);
-  g_assert_cmpint (evdns_base_nameserver_ip_add (dns, nameserver), ==, 0);
-  evdns_base_resume (dns);
+  silent_ns_use (dns, nameserver);
   return dns;
 }
 
@@ -103,7 +87,7 @@ test_free_with_a_lookup_in_flight (void)
 {
   struct event_base *base = new_base ();
   char addr[64];
-  int ns = silent_nameserver (addr, sizeof addr);
+  int ns = silent_ns_open (addr, sizeof addr);
   struct evutil_addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
 
   struct evdns_base *dns = dns_on (base, addr);
