@@ -6,6 +6,7 @@
  *   address = 127.0.0.1:6379        # host:port, [v6]:port, or an absolute unix socket path
  *   connections = 2                 # per IO loop
  *   password_file = redis.pass      # optional (AUTH), relative to the config's folder
+ *   max_reply_bytes = 16000000      # a longer reply fails its call (default: [server]'s)
  *
  *   [lookup session]
  *   database = cache
@@ -43,6 +44,7 @@ typedef struct {
   char *host;               /* address without the port: the calls' spans' server.address */
   char *password;           /* NULL: no AUTH */
   guint connections;
+  gsize max_reply_bytes;
   EvdRedisStats stats;
   guint64 calls[EVD_ERROR_KIND_N];   /* relaxed atomics */
   EvdHistogram latency;
@@ -95,6 +97,7 @@ evd_redis_loop_client_new (EvdLoop *loop, gpointer owner)
   EvdRedisOptions o = {
     .name = db->name, .address = db->address, .password = db->password,
     .connections = db->connections, .stats = &db->stats,
+    .max_reply_bytes = db->max_reply_bytes,
   };
 
   g_atomic_ref_count_inc (&db->refs);
@@ -159,6 +162,11 @@ evd_redis_open_database (EvdRedisShared *sh, EvdConfig *cfg, const char *group)
   g_autofree char *password_file = evd_config_string (cfg, group, "password_file", NULL);
   /* 2: a slow reply (a large HGETALL) delays only the calls behind it on its connection. */
   guint connections = (guint) evd_config_int (cfg, group, "connections", 2, 1, 256);
+  /* A reply's rows could not go back in a bigger Thrift reply anyway; the bound is on the
+   * wire bytes, checked as they come, so a huge value is refused before it is all held. */
+  gsize max_reply_bytes = (gsize) evd_config_int (cfg, group, "max_reply_bytes",
+                                                  evd_config_server (cfg)->max_reply_bytes,
+                                                  64, 1 << 30);
   g_autoptr (GError) error = NULL;
   EvdRedisDb *db;
 
@@ -179,6 +187,7 @@ evd_redis_open_database (EvdRedisShared *sh, EvdConfig *cfg, const char *group)
   db->host = evd_redis_host_of (address);
   db->address = g_steal_pointer (&address);
   db->connections = connections;
+  db->max_reply_bytes = max_reply_bytes;
   if (password_file != NULL && (db->password = evd_redis_read_password (cfg, group,
                                                                         password_file)) == NULL) {
     evd_redis_db_unref (db);

@@ -613,6 +613,7 @@ struct _EvdRedisConn {
   struct bufferevent *bev;
   EvdConnect *connect;      /* CONNECTING over TCP: the attempt under way; NULL otherwise */
   redisReader *reader;
+  gsize reading;            /* bytes fed to the reader since the last whole reply ended */
   GQueue fifo;              /* EvdRedisCall, in the order sent */
   struct event *retry;      /* backoff timer */
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
@@ -630,6 +631,7 @@ struct _EvdRedisClient {
   EvdRedisStats *stats;
   EvdRedisStats own_stats;
   gint64 stuck_us;
+  gsize max_reply;          /* bytes on the wire */
   GString *scratch;         /* a command's arguments while it is formatted */
   char *last_error;         /* why the last connection was lost, for calls refused now */
   guint n_conns;
@@ -766,6 +768,9 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
 #define EVD_REDIS_STUCK_MS 10000
 
+/* max_reply_bytes when the options give none: the Thrift side's own frame bound. */
+#define EVD_REDIS_MAX_REPLY (16u << 20)
+
 /* Checked when calls expire, i.e. only while calls keep coming. Only a tombstone at the head
  * counts: a call still waiting is not given up before its own deadline (a timer may fire a
  * little early: libevent's default clock is the coarse one). */
@@ -816,9 +821,10 @@ evd_redis_conn_on_retry (evutil_socket_t fd, short what, void *arg)
   evd_redis_conn_connect (arg);
 }
 
-/* One reply for the head of the FIFO. FALSE when the connection was lost meanwhile. */
+/* One reply, `size` bytes on the wire, for the head of the FIFO. FALSE when the connection
+ * was lost meanwhile. */
 static gboolean
-evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
+evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply, gsize size)
 {
   EvdRedisClient *c = conn->client;
   EvdRedisCall *call = conn->fifo.head ? conn->fifo.head->data : NULL;
@@ -850,7 +856,11 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
    * and closes, and that connection must back off like one refused. */
   if (reply->type != REDIS_REPLY_ERROR)
     conn->failures = 0;
-  if (call->done != NULL) {
+  if (call->done != NULL && size > c->max_reply)
+    evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_LARGE, "database %s: a reply of %"
+                         G_GSIZE_FORMAT " bytes is over max_reply_bytes (%" G_GSIZE_FORMAT ")",
+                         c->name, size, c->max_reply);
+  else if (call->done != NULL) {
     rows = evd_redis_reply_rows (reply, call->shape, &error);
     evd_redis_call_finish (call, rows, error);
   }
@@ -859,37 +869,69 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply)
   return TRUE;
 }
 
+/* The reply that has not all come is over max_reply_bytes: its call fails for good (asked
+ * again, Redis would send it again), and the connection, whose stream cannot be read past
+ * that reply without holding it, is lost with the calls behind. */
+static void
+evd_redis_conn_too_large (EvdRedisConn *conn)
+{
+  EvdRedisClient *c = conn->client;
+  EvdRedisCall *call = conn->fifo.head ? conn->fifo.head->data : NULL;
+  g_autofree char *why = g_strdup_printf ("a reply of more than %" G_GSIZE_FORMAT " bytes is "
+                                          "over max_reply_bytes", c->max_reply);
+
+  if (call != NULL && call->done != NULL)
+    evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_LARGE, "database %s: %s", c->name, why);
+  /* The call may have cancelled others or sent more; the connection is still this one's. */
+  if (conn->state != EVD_REDIS_CONN_DOWN)
+    evd_redis_conn_lost (conn, why);
+}
+
 static void
 evd_redis_conn_on_read (struct bufferevent *bev, void *arg)
 {
   EvdRedisConn *conn = arg;
+  redisReader *r = conn->reader;
   struct evbuffer *in = bufferevent_get_input (bev);
   struct evbuffer_iovec vec[8];
   int n;
 
-  /* The reader keeps its own copy of what it has not parsed yet. */
+  /* The reader keeps its own copy of what it has not parsed yet. All of the input is fed at
+   * once: a read brings at most libevent's single-read bound (16 KiB), so the reader holds
+   * at most that much past max_reply_bytes before the check below. */
   while ((n = evbuffer_peek (in, -1, NULL, vec, G_N_ELEMENTS (vec))) > 0) {
     gsize fed = 0;
 
     for (int i = 0; i < MIN (n, (int) G_N_ELEMENTS (vec)); i++) {
-      if (redisReaderFeed (conn->reader, vec[i].iov_base, vec[i].iov_len) != REDIS_OK)
+      if (redisReaderFeed (r, vec[i].iov_base, vec[i].iov_len) != REDIS_OK)
         g_error ("redisReaderFeed: out of memory");
       fed += vec[i].iov_len;
     }
     evbuffer_drain (in, fed);
+    conn->reading += fed;
   }
   for (;;) {
     void *reply = NULL;
+    gsize size;
 
-    if (redisReaderGetReply (conn->reader, &reply) != REDIS_OK) {
-      g_autofree char *why = g_strdup_printf ("protocol error: %s", conn->reader->errstr);
+    if (redisReaderGetReply (r, &reply) != REDIS_OK) {
+      g_autofree char *why = g_strdup_printf ("protocol error: %s", r->errstr);
 
       evd_redis_conn_lost (conn, why);
       return;
     }
-    if (reply == NULL || !evd_redis_conn_reply (conn, reply))
+    if (reply == NULL)
+      break;
+    /* A whole reply leaves the reader at its end: what it has not parsed is the next's. The
+     * parsed part of a reply still coming is gone from the reader's buffer, hence the count
+     * from where the reply began rather than the buffer's length. */
+    size = conn->reading - (r->len - r->pos);
+    conn->reading = r->len - r->pos;
+    if (!evd_redis_conn_reply (conn, reply, size))
       return;
   }
+  if (conn->reading > conn->client->max_reply)
+    evd_redis_conn_too_large (conn);
 }
 
 static void
@@ -984,6 +1026,7 @@ evd_redis_conn_connect (EvdRedisConn *conn)
 
   conn->bev = bufferevent_socket_new (c->base, -1, BEV_OPT_CLOSE_ON_FREE);
   conn->reader = redisReaderCreate ();
+  conn->reading = 0;
   conn->state = EVD_REDIS_CONN_CONNECTING;
   bufferevent_setcb (conn->bev, evd_redis_conn_on_read, NULL, evd_redis_conn_on_event, conn);
   bufferevent_enable (conn->bev, EV_READ | EV_WRITE);
@@ -1014,6 +1057,7 @@ evd_redis_client_new (struct event_base *base, const EvdRedisOptions *o)
   c->password = g_strdup (o->password);
   c->stats = o->stats ? o->stats : &c->own_stats;
   c->stuck_us = (o->stuck_ms > 0 ? o->stuck_ms : EVD_REDIS_STUCK_MS) * (gint64) 1000;
+  c->max_reply = o->max_reply_bytes > 0 ? o->max_reply_bytes : EVD_REDIS_MAX_REPLY;
   c->last_error = g_strdup ("not connected yet");
   c->scratch = g_string_sized_new (256);
   if (!evd_redis_address_parse (o->address, &c->addr, &error))

@@ -27,7 +27,10 @@
  * again it takes no calls, and when none is up, calls fail at once ("database NAME
  * unavailable: why"). A connection whose oldest command has had no reply for `stuck_ms`
  * (10 s) counts as lost too, so that a hung server does not make its FIFO of tombstones grow
- * without end.
+ * without end. A reply longer on the wire than `max_reply_bytes` fails its call (TOO_LARGE):
+ * when it has all come, the connection goes on; when it has not, the connection is lost as
+ * soon as its bytes pass the bound (every other call it carried fails with UNAVAILABLE), so
+ * that one huge value (a 500 MB string, a million-element list) cannot take evdal's memory.
  */
 #pragma once
 
@@ -49,6 +52,7 @@ typedef enum {
   EVD_REDIS_ERROR_UNAVAILABLE,  /* no connection up, or the call's connection was lost */
   EVD_REDIS_ERROR_TIMEOUT,      /* the call's deadline passed before its reply */
   EVD_REDIS_ERROR_CANCELLED,
+  EVD_REDIS_ERROR_TOO_LARGE,    /* a reply over max_reply_bytes */
 } EvdRedisError;
 
 /* ---- Command templates. ---- */
@@ -119,6 +123,8 @@ typedef struct {
   EvdRedisStats *stats;     /* NULL, or kept by the caller longer than the client */
   guint stuck_ms;           /* 0: 10 s; a connection whose oldest command has waited this
                                long for its reply is closed and made again */
+  gsize max_reply_bytes;    /* 0: 16 MiB; a reply longer than this on the wire fails its call
+                               (and breaks its connection when it has not all come yet) */
 } EvdRedisOptions;
 
 /* Checks an address without resolving or connecting (for --check-config). */

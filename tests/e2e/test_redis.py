@@ -634,6 +634,46 @@ password = hunter2
             self.wait_for(lambda: clients() == 6)   # 2 loops x 3; the old 4 closed
             self.wait_connections(s, 6)
 
+    def test_reply_over_max_reply_bytes(self):
+        """A value far over the database's max_reply_bytes fails its call with BACKEND as soon
+        as its bytes pass the bound (evdal's peak memory does not take the 32 MiB), other
+        databases' calls of the same fetch are served, and the connection comes back; without
+        the key, [server] max_reply_bytes bounds the reply."""
+        r = self.redis
+        self.assertEqual(r.cmd('SETRANGE', 'huge', str((32 << 20) - 1), 'x'), 32 << 20)
+        r.cmd('SET', 'a', 'A')
+        small = """
+[database small]
+backend = redis
+address = %s
+connections = 1
+max_reply_bytes = 4096
+
+[lookup get_small]
+database = small
+command = GET {k}
+""" % r.sock
+        with h.Server(redis_config(r.sock, small, max_reply_bytes=100000)) as s:
+            self.assertEqual(cells(self.fetch(s, {'a': call('get_small', k='a')})['a']), [['A']])
+            peak = s.peak_rss_mib()
+            res = self.fetch(s, {'huge': call('get_small', k='huge'), 'other': call('get', k='a')})
+            self.assertEqual(res['huge'].error.kind, EK.BACKEND, res['huge'])
+            self.assertEqual(res['huge'].error.message, 'database small: a reply of more than '
+                             '4096 bytes is over max_reply_bytes')
+            self.assertEqual(cells(res['other']), [['A']])
+            res = self.fetch(s, {'huge': call('get', k='huge')})
+            self.assertEqual(res['huge'].error.message, 'database cache: a reply of more than '
+                             '100000 bytes is over max_reply_bytes')
+            self.wait_for(lambda: self.fetch(s, {'a': call('get_small', k='a')})['a'].error
+                          is None)
+            # the huge call, and any refused while its connection was made again
+            self.assertGreaterEqual(labelled(s, 'evdal_redis_calls_total', database='small',
+                                             outcome='backend'), 1)
+            self.assertGreaterEqual(labelled(s, 'evdal_redis_connection_losses_total',
+                                             database='small'), 1)
+            # Without the bound, the reader's copy and the reply object took 64 MiB.
+            self.assertLess(s.peak_rss_mib() - peak, 8)
+
     def test_tcp_numeric_and_by_name(self):
         """host:port over TCP, numeric and a name resolved without blocking (evdns, which
         reads /etc/hosts for localhost)."""

@@ -652,7 +652,7 @@ test_client_pipeline (void)
   Server s = { 0 };
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("GET k:{i}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0, 0 };
   Outcome o[300] = { 0 };
   EvdRedisClient *c;
 
@@ -692,7 +692,7 @@ test_client_slow_server (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   g_autoptr (EvdRedisTemplate) hgetall = evd_redis_template_new ("HGETALL {k}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, NULL, 0, 0 };
   const char *sleep_cmd[] = { "DEBUG", "SLEEP", "2" };
   Outcome o[6] = { 0 };
   EvdParam pa = text_param ("k", "a", 1), pb = text_param ("k", "b", 1);
@@ -755,7 +755,7 @@ test_client_restart (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   EvdRedisStats stats = { 0 };
-  EvdRedisOptions opts = { "cache", NULL, NULL, 2, &stats, 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 2, &stats, 0, 0 };
   const char *sleep_cmd[] = { "DEBUG", "SLEEP", "5" };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[20] = { 0 };
@@ -808,7 +808,7 @@ test_client_stuck (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   EvdRedisStats stats = { 0 };
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 300 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 300, 0 };
   const char *sleep_cmd[] = { "DEBUG", "SLEEP", "2" };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[2] = { 0 };
@@ -845,7 +845,7 @@ test_client_auth (void)
   Server s = { 0 };
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
-  EvdRedisOptions opts = { "cache", NULL, "s3cret pass", 1, NULL, 0 };
+  EvdRedisOptions opts = { "cache", NULL, "s3cret pass", 1, NULL, 0, 0 };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[2] = { 0 };
   EvdRedisClient *c;
@@ -920,7 +920,7 @@ test_client_refused_at_once (void)
   struct event_base *base = event_base_new ();
   g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
   EvdRedisStats stats = { 0 };
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 0 };
   EvdParam pa = text_param ("k", "a", 1);
   Outcome o[1] = { 0 };
   EvdRedisClient *c;
@@ -970,7 +970,7 @@ test_client_idle_loss (void)
   Server s = { 0 };
   struct event_base *base = event_base_new ();
   EvdRedisStats stats = { 0 };
-  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 0 };
   const char *kill_cmd[] = { "CLIENT", "KILL", "TYPE", "normal" };
   g_autofree char *killed = NULL;
   EvdRedisClient *c;
@@ -1008,6 +1008,101 @@ test_client_idle_loss (void)
   server_free (&s);
 }
 
+/* max_reply_bytes counts each reply's own bytes on the wire, not the pipeline's: 50 pipelined
+ * GETs of a 100-byte value (108 bytes: "$100\r\n", the value, CRLF) all pass a bound of 108,
+ * and all fail a bound of 107, each naming its exact size, the connection going on (a reply
+ * that has all come is dropped whole). */
+static void
+test_client_reply_bound (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 108 };
+  g_autofree char *value = g_strnfill (100, 'v');
+  EvdParam pv = text_param ("k", "v", 1), pw = text_param ("k", "w", 1);
+  Outcome o[51] = { 0 };
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  server_set (&s, "v", value);
+  server_set (&s, "w", "x");
+  for (gsize bound = 108; bound >= 107; bound--) {
+    EvdRedisClient *c;
+
+    opts.max_reply_bytes = bound;
+    c = evd_redis_client_new (base, &opts);
+    run_until_up (base, c, 1, 10);
+    for (int i = 0; i < 50; i++)
+      g_assert_nonnull (evd_redis_client_call (c, t, &pv, 1, later (10000), on_done, &o[i]));
+    g_assert_nonnull (evd_redis_client_call (c, t, &pw, 1, later (10000), on_done, &o[50]));
+    run_until_done (base, o, 51, 10);
+    for (int i = 0; i < 50; i++) {
+      if (bound == 108) {
+        g_assert_cmpint (o[i].code, ==, -1);
+        g_assert_cmpstr (o[i].value, ==, value);
+      } else {
+        g_assert_cmpint (o[i].code, ==, EVD_REDIS_ERROR_TOO_LARGE);
+        g_assert_cmpstr (o[i].value, ==, "database cache: a reply of 108 bytes is over "
+                         "max_reply_bytes (107)");
+      }
+    }
+    g_assert_cmpint (o[50].code, ==, -1);        /* the short one, behind them, came */
+    g_assert_cmpstr (o[50].value, ==, "x");
+    g_assert_cmpint (stats.losses, ==, 0);
+    outcomes_clear (o, 51);
+    evd_redis_client_free (c);
+  }
+  event_base_free (base);
+  server_free (&s);
+}
+
+/* A 1 MiB value against a 4 KiB bound: the call fails as soon as the bytes pass the bound,
+ * without the rest being held; the connection, which cannot be read past that reply, is
+ * lost with the call behind it (UNAVAILABLE, retryable), and the next connection serves. */
+static void
+test_client_reply_bound_huge (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 4096 };
+  const char *grow[] = { "SETRANGE", "huge", "1048575", "x" };
+  g_autofree char *len = NULL;
+  EvdParam ph = text_param ("k", "huge", 4), pw = text_param ("k", "w", 1);
+  Outcome o[2] = { 0 };
+  EvdRedisClient *c;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  len = side_command (s.sock, 4, grow, TRUE);
+  g_assert_cmpstr (len, ==, "1048576");
+  server_set (&s, "w", "x");
+  c = evd_redis_client_new (base, &opts);
+  run_until_up (base, c, 1, 10);
+  g_assert_nonnull (evd_redis_client_call (c, t, &ph, 1, later (10000), on_done, &o[0]));
+  g_assert_nonnull (evd_redis_client_call (c, t, &pw, 1, later (10000), on_done, &o[1]));
+  run_until_done (base, o, 2, 10);
+  g_assert_cmpint (o[0].code, ==, EVD_REDIS_ERROR_TOO_LARGE);
+  g_assert_cmpstr (o[0].value, ==, "database cache: a reply of more than 4096 bytes is over "
+                   "max_reply_bytes");
+  g_assert_cmpint (o[1].code, ==, EVD_REDIS_ERROR_UNAVAILABLE);
+  g_assert_cmpstr (o[1].value, ==, "database cache: connection lost: a reply of more than "
+                   "4096 bytes is over max_reply_bytes");
+  g_assert_cmpint (stats.losses, ==, 1);
+  outcomes_clear (o, 2);
+  run_until_up (base, c, 1, 10);
+  g_assert_nonnull (evd_redis_client_call (c, t, &pw, 1, later (10000), on_done, &o[0]));
+  run_until_done (base, o, 1, 10);
+  g_assert_cmpstr (o[0].value, ==, "x");
+  outcomes_clear (o, 1);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1037,5 +1132,7 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/stuck", test_client_stuck);
   g_test_add_func ("/redis/client/refused-at-once", test_client_refused_at_once);
   g_test_add_func ("/redis/client/idle-loss", test_client_idle_loss);
+  g_test_add_func ("/redis/client/reply-bound", test_client_reply_bound);
+  g_test_add_func ("/redis/client/reply-bound-huge", test_client_reply_bound_huge);
   return g_test_run ();
 }
