@@ -179,6 +179,8 @@ evd_connect_left (EvdConnect *a)
 static void
 evd_connect_next (EvdConnect *a)
 {
+  g_autofree char *where = NULL;
+
   for (a->cur = a->cur ? a->cur->ai_next : a->addrs; a->cur != NULL; a->cur = a->cur->ai_next) {
     struct evutil_addrinfo *ai = a->cur;
     gint64 left_us = a->deadline_us - g_get_monotonic_time ();
@@ -213,9 +215,12 @@ evd_connect_next (EvdConnect *a)
     g_string_append (a->tried, a->tried->len > 0 ? ", then the time was up" : "timed out");
   else if (a->tried->len == 0)
     g_string_append (a->tried, "no address");
+  /* An IPv6 literal in brackets, as in the addresses tried: "::1:6379" names another address
+   * (::0.1.99.121), and no port. */
+  where = strchr (a->host, ':') != NULL ? g_strdup_printf ("[%s]:%d", a->host, a->port)
+                                        : g_strdup_printf ("%s:%d", a->host, a->port);
   evd_connect_fail (a, g_error_new (EVD_CONNECT_ERROR, EVD_CONNECT_ERROR_CONNECT,
-                                    "cannot connect to %s:%d: %s", a->host, a->port,
-                                    a->tried->str));
+                                    "cannot connect to %s: %s", where, a->tried->str));
 }
 
 /* ---- Resolving. ---- */

@@ -189,6 +189,26 @@ test_numeric_without_resolver (Fixture *f, gconstpointer data)
   g_free (refused.message);
 }
 
+/* An IPv6 literal host is named in brackets, as its address is: "::1:PORT" would name
+ * another IPv6 address, with no port. (Where the machine has no IPv6, the reason after the
+ * address differs; the names do not.) */
+static void
+test_ipv6_literal_named_in_brackets (Fixture *f, gconstpointer data)
+{
+  Outcome o = { 0 };
+  g_autofree char *want = g_strdup_printf ("cannot connect to [::1]:%d: [::1]:%d ",
+                                           f->port, f->port);
+
+  (void) data;
+  evd_connect_start (f->base, NULL, "::1", f->port, 2000, on_done, &o);
+  run_until_done (f, &o);
+  g_assert_cmpint (o.fd, ==, -1);
+  g_assert_cmpint (o.code, ==, EVD_CONNECT_ERROR_CONNECT);
+  o.message[MIN (strlen (o.message), strlen (want))] = '\0';   /* the names, compared */
+  g_assert_cmpstr (o.message, ==, want);
+  g_free (o.message);
+}
+
 /* Cancelled while connecting (the socket made, the loop not yet run), or with its failure
  * found and not yet reported: no callback, no socket left open. */
 static void
@@ -270,6 +290,7 @@ main (int argc, char **argv)
   ADD ("first-refused-second-used", test_first_refused_second_used);
   ADD ("all-refused", test_all_refused);
   ADD ("numeric-without-resolver", test_numeric_without_resolver);
+  ADD ("ipv6-literal-named-in-brackets", test_ipv6_literal_named_in_brackets);
   ADD ("cancel-while-connecting", test_cancel_while_connecting);
   ADD ("cancel-while-resolving", test_cancel_while_resolving);
   ADD ("resolve-times-out", test_resolve_times_out);
