@@ -128,8 +128,11 @@ char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *ki
  * calls are evdal's own (the binary exports them), so it links nothing of evdal. */
 
 /* The version of the backend interface: bumped whenever a change to these headers (a type's
- * layout, a function's signature or contract) would break a module built before it. */
-#define EVDAL_BACKEND_API_VERSION 1
+ * layout, a function's signature or contract) would break a module built before it.
+ *   1  the first installed interface
+ *   2  EvdBackendClass.health: the class of a module built against 1 ends before it, so
+ *      evdal would read a hook past the module's static struct */
+#define EVDAL_BACKEND_API_VERSION 2
 
 /* Adds a kind; the class (static in the module) must live as long as the process. FALSE with
  * an error when its kind is empty or already known, or a required hook (open, start, cancel,
