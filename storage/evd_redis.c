@@ -614,6 +614,7 @@ struct _EvdRedisConn {
   EvdConnect *connect;      /* CONNECTING over TCP: the attempt under way; NULL otherwise */
   redisReader *reader;
   gsize reading;            /* bytes fed to the reader since the last whole reply ended */
+  int elements_over;        /* -1, or the length of an array refused for max_reply_bytes */
   GQueue fifo;              /* EvdRedisCall, in the order sent */
   struct event *retry;      /* backoff timer */
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
@@ -768,6 +769,10 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
 #define EVD_REDIS_STUCK_MS 10000
 
+/* Every element of an array takes at least 4 bytes on the wire (":0\r\n", "*0\r\n",
+ * "$-1\r\n" is 5, "$0\r\n\r\n" 6). */
+#define EVD_REDIS_MIN_ELEMENT 4
+
 /* max_reply_bytes when the options give none: the Thrift side's own frame bound. */
 #define EVD_REDIS_MAX_REPLY (16u << 20)
 
@@ -877,14 +882,61 @@ evd_redis_conn_too_large (EvdRedisConn *conn)
 {
   EvdRedisClient *c = conn->client;
   EvdRedisCall *call = conn->fifo.head ? conn->fifo.head->data : NULL;
-  g_autofree char *why = g_strdup_printf ("a reply of more than %" G_GSIZE_FORMAT " bytes is "
-                                          "over max_reply_bytes", c->max_reply);
+  g_autofree char *why = NULL;
 
+  if (conn->elements_over >= 0)
+    why = g_strdup_printf ("a reply of %d elements (at least %" G_GINT64_FORMAT " bytes) is "
+                           "over max_reply_bytes (%" G_GSIZE_FORMAT ")", conn->elements_over,
+                           (gint64) conn->elements_over * EVD_REDIS_MIN_ELEMENT, c->max_reply);
+  else
+    why = g_strdup_printf ("a reply of more than %" G_GSIZE_FORMAT " bytes is over "
+                           "max_reply_bytes", c->max_reply);
   if (call != NULL && call->done != NULL)
     evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_LARGE, "database %s: %s", c->name, why);
   /* The call may have cancelled others or sent more; the connection is still this one's. */
   if (conn->state != EVD_REDIS_CONN_DOWN)
     evd_redis_conn_lost (conn, why);
+}
+
+static redisReplyObjectFunctions evd_redis_reply_fns;
+static void *(*evd_redis_default_array) (const redisReadTask *task, int elements);
+
+/* hiredis allocates an array's element pointers when its header comes ("*50000000\r\n":
+ * 400 MB at once, for 12 bytes), before the byte count can see anything. An array whose
+ * elements cannot fit in max_reply_bytes is refused there: NULL makes the reader fail, and
+ * elements_over tells evd_redis_conn_on_read that it was this, not a lack of memory. */
+static void *
+evd_redis_create_array (const redisReadTask *task, int elements)
+{
+  EvdRedisConn *conn = task->privdata;
+
+  if (elements < 0 || (guint64) elements * EVD_REDIS_MIN_ELEMENT > conn->client->max_reply) {
+    conn->elements_over = elements;
+    return NULL;
+  }
+  return evd_redis_default_array (task, elements);
+}
+
+/* A reader whose arrays are checked against the connection's bound: hiredis's own object
+ * functions (what redisReaderCreate installs), but for arrays. */
+static redisReader *
+evd_redis_reader_new (EvdRedisConn *conn)
+{
+  static gsize once = 0;
+  redisReader *r = redisReaderCreate ();
+
+  if (r == NULL)
+    g_error ("redisReaderCreate: out of memory");
+  if (g_once_init_enter (&once)) {
+    evd_redis_reply_fns = *r->fn;
+    evd_redis_default_array = r->fn->createArray;
+    evd_redis_reply_fns.createArray = evd_redis_create_array;
+    g_once_init_leave (&once, 1);
+  }
+  r->fn = &evd_redis_reply_fns;
+  r->privdata = conn;
+  conn->elements_over = -1;
+  return r;
 }
 
 static void
@@ -913,8 +965,13 @@ evd_redis_conn_on_read (struct bufferevent *bev, void *arg)
   for (;;) {
     void *reply = NULL;
     gsize size;
+    int rc = redisReaderGetReply (r, &reply);
 
-    if (redisReaderGetReply (r, &reply) != REDIS_OK) {
+    if (rc != REDIS_OK && conn->elements_over >= 0) {
+      evd_redis_conn_too_large (conn);
+      return;
+    }
+    if (rc != REDIS_OK) {
       g_autofree char *why = g_strdup_printf ("protocol error: %s", r->errstr);
 
       evd_redis_conn_lost (conn, why);
@@ -1025,7 +1082,7 @@ evd_redis_conn_connect (EvdRedisConn *conn)
   int rc;
 
   conn->bev = bufferevent_socket_new (c->base, -1, BEV_OPT_CLOSE_ON_FREE);
-  conn->reader = redisReaderCreate ();
+  conn->reader = evd_redis_reader_new (conn);
   conn->reading = 0;
   conn->state = EVD_REDIS_CONN_CONNECTING;
   bufferevent_setcb (conn->bev, evd_redis_conn_on_read, NULL, evd_redis_conn_on_event, conn);

@@ -1103,6 +1103,58 @@ test_client_reply_bound_huge (void)
   server_free (&s);
 }
 
+/* An array is refused at its header when its elements cannot fit in the bound (at least 4
+ * bytes each), before hiredis allocates them: 1100 elements against 4096 bytes. 1000 elements
+ * pass the header and fail on their bytes (7 each). */
+static void
+test_client_reply_bound_elements (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("LRANGE {k} 0 -1", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 4096 };
+  EvdParam pl = text_param ("k", "long", 4), ps = text_param ("k", "short", 5);
+  const char *argv[2 + 1100] = { "RPUSH", "long" };
+  Outcome o[2] = { 0 };
+  g_autofree char *n = NULL, *m = NULL;
+  EvdRedisClient *c;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  for (int i = 0; i < 1100; i++)
+    argv[2 + i] = "x";
+  n = side_command (s.sock, 2 + 1100, argv, TRUE);
+  g_assert_cmpstr (n, ==, "1100");
+  argv[1] = "short";
+  m = side_command (s.sock, 2 + 1000, argv, TRUE);
+  g_assert_cmpstr (m, ==, "1000");
+  c = evd_redis_client_new (base, &opts);
+  for (int round = 0; round < 2; round++) {
+    run_until_up (base, c, 1, 10);
+    g_assert_nonnull (evd_redis_client_call (c, t, round == 0 ? &pl : &ps, 1, later (10000),
+                                             on_done, &o[0]));
+    g_assert_nonnull (evd_redis_client_call (c, t, &ps, 1, later (10000), on_done, &o[1]));
+    run_until_done (base, o, 2, 10);
+    g_assert_cmpint (o[0].code, ==, EVD_REDIS_ERROR_TOO_LARGE);
+    if (round == 0) {
+      g_assert_cmpstr (o[0].value, ==, "database cache: a reply of 1100 elements (at least "
+                       "4400 bytes) is over max_reply_bytes (4096)");
+      g_assert_cmpint (o[1].code, ==, EVD_REDIS_ERROR_UNAVAILABLE);   /* lost with it */
+      g_assert_cmpint (stats.losses, ==, 1);
+    } else {
+      /* Refused on its bytes: whole ("a reply of 7007 bytes") when one read brought it all,
+       * else as they passed the bound ("more than 4096 bytes"), its connection lost then. */
+      g_assert_true (g_str_has_prefix (o[0].value, "database cache: a reply of "));
+      g_assert_null (strstr (o[0].value, "elements"));
+    }
+    outcomes_clear (o, 2);
+  }
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1134,5 +1186,6 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/idle-loss", test_client_idle_loss);
   g_test_add_func ("/redis/client/reply-bound", test_client_reply_bound);
   g_test_add_func ("/redis/client/reply-bound-huge", test_client_reply_bound_huge);
+  g_test_add_func ("/redis/client/reply-bound-elements", test_client_reply_bound_elements);
   return g_test_run ();
 }
