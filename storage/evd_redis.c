@@ -615,6 +615,8 @@ struct _EvdRedisConn {
   redisReader *reader;
   gsize reading;            /* bytes fed to the reader since the last whole reply ended */
   int elements_over;        /* -1, or the length of an array refused for max_reply_bytes */
+  redisReplyObjectFunctions fns;   /* the reader's: hiredis's own, but createArray */
+  void *(*create_array) (const redisReadTask *task, int elements);   /* hiredis's */
   GQueue fifo;              /* EvdRedisCall, in the order sent */
   struct event *retry;      /* backoff timer */
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
@@ -898,9 +900,6 @@ evd_redis_conn_too_large (EvdRedisConn *conn)
     evd_redis_conn_lost (conn, why);
 }
 
-static redisReplyObjectFunctions evd_redis_reply_fns;
-static void *(*evd_redis_default_array) (const redisReadTask *task, int elements);
-
 /* hiredis allocates an array's element pointers when its header comes ("*50000000\r\n":
  * 400 MB at once, for 12 bytes), before the byte count can see anything. An array whose
  * elements cannot fit in max_reply_bytes is refused there: NULL makes the reader fail, and
@@ -914,26 +913,24 @@ evd_redis_create_array (const redisReadTask *task, int elements)
     conn->elements_over = elements;
     return NULL;
   }
-  return evd_redis_default_array (task, elements);
+  return conn->create_array (task, elements);
 }
 
 /* A reader whose arrays are checked against the connection's bound: hiredis's own object
- * functions (what redisReaderCreate installs), but for arrays. */
+ * functions (what redisReaderCreate installs), but for arrays. The table is the connection's
+ * own copy rather than one made once for all: the loops make readers at the same time, and
+ * no lock is needed for what nobody shares. */
 static redisReader *
 evd_redis_reader_new (EvdRedisConn *conn)
 {
-  static gsize once = 0;
   redisReader *r = redisReaderCreate ();
 
   if (r == NULL)
     g_error ("redisReaderCreate: out of memory");
-  if (g_once_init_enter (&once)) {
-    evd_redis_reply_fns = *r->fn;
-    evd_redis_default_array = r->fn->createArray;
-    evd_redis_reply_fns.createArray = evd_redis_create_array;
-    g_once_init_leave (&once, 1);
-  }
-  r->fn = &evd_redis_reply_fns;
+  conn->fns = *r->fn;
+  conn->create_array = r->fn->createArray;
+  conn->fns.createArray = evd_redis_create_array;
+  r->fn = &conn->fns;
   r->privdata = conn;
   conn->elements_over = -1;
   return r;
