@@ -330,6 +330,9 @@ evd_redis_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
                           "is configured", db_name);
     return NULL;
   }
+  /* An array of more is dropped as it is read (evd_redis.h); the check on the rows made,
+   * in evd_redis_on_done, still covers what is not an array. */
+  evd_redis_template_set_max_rows (tmpl, max_rows);
   for (guint i = 0; i < evd_redis_template_n_params (tmpl); i++)
     evd_lookup_spec_add_param (spec, evd_redis_template_param (tmpl, i), EVD_PARAM_ANY, TRUE);
   g_free (spec->backend_name);

@@ -63,6 +63,7 @@ typedef struct {
 struct _EvdRedisTemplate {
   char *command;
   EvdRedisShape shape;
+  guint max_rows;           /* 0: no bound */
   GPtrArray *names;         /* char *, distinct params */
   EvdRedisArg args[EVD_REDIS_MAX_ARGS];
   guint n_args;
@@ -269,6 +270,12 @@ EvdRedisShape
 evd_redis_template_shape (const EvdRedisTemplate *t)
 {
   return t->shape;
+}
+
+void
+evd_redis_template_set_max_rows (EvdRedisTemplate *t, guint max_rows)
+{
+  t->max_rows = max_rows;
 }
 
 guint
@@ -602,6 +609,7 @@ struct _EvdRedisCall {
   EvdRedisDone done;
   gpointer data;
   EvdRedisShape shape;
+  guint max_rows;           /* 0: no bound */
   gboolean is_auth;
   gint64 deadline_us;
   gint64 sent_us;
@@ -615,8 +623,7 @@ struct _EvdRedisConn {
   redisReader *reader;
   gsize reading;            /* bytes fed to the reader since the last whole reply ended */
   int elements_over;        /* -1, or the length of an array refused for max_reply_bytes */
-  redisReplyObjectFunctions fns;   /* the reader's: hiredis's own, but createArray */
-  void *(*create_array) (const redisReadTask *task, int elements);   /* hiredis's */
+  redisReplyObjectFunctions hiredis;   /* hiredis's own object functions, which ours wrap */
   GQueue fifo;              /* EvdRedisCall, in the order sent */
   struct event *retry;      /* backoff timer */
   struct event *deadline;   /* due at the earliest live deadline, or not pending */
@@ -775,6 +782,12 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * "$-1\r\n" is 5, "$0\r\n\r\n" 6). */
 #define EVD_REDIS_MIN_ELEMENT 4
 
+/* The reply, or part of one, that nobody will read: an array of more rows than its call may
+ * have, or the reply of a call that timed out. Its elements are parsed and dropped as they
+ * come; the reader builds nothing under it. */
+static char evd_redis_discarded_reply;
+#define EVD_REDIS_DISCARDED ((void *) &evd_redis_discarded_reply)
+
 /* max_reply_bytes when the options give none: the Thrift side's own frame bound. */
 #define EVD_REDIS_MAX_REPLY (16u << 20)
 
@@ -838,6 +851,16 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply, gsize size)
   g_autoptr (GError) error = NULL;
   EvdRows *rows;
 
+  if (reply == EVD_REDIS_DISCARDED) {     /* the head's, which cannot take it */
+    g_queue_unlink (&conn->fifo, &call->link);
+    g_atomic_int_add (&c->stats->in_flight, -1);
+    conn->failures = 0;
+    if (call->done != NULL)
+      evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_MANY_ROWS, "more than max_rows (%u) rows",
+                           call->max_rows);
+    g_free (call);
+    return TRUE;
+  }
   if (call == NULL) {
     /* An error before any command is the server saying why it closes (Redis at its
      * maxclients): its words are why the database is unavailable. */
@@ -900,26 +923,88 @@ evd_redis_conn_too_large (EvdRedisConn *conn)
     evd_redis_conn_lost (conn, why);
 }
 
+static gboolean
+evd_redis_task_discarded (const redisReadTask *task)
+{
+  return task->parent != NULL && task->parent->obj == EVD_REDIS_DISCARDED;
+}
+
+/* The rows an array of `elements` makes for `call`'s shape: a pair of elements per row for
+ * HGETALL and WITHSCORES. */
+static guint64
+evd_redis_call_rows_of (const EvdRedisCall *call, int elements)
+{
+  return call->shape == EVD_REDIS_SHAPE_VALUE ? (guint64) elements : (guint64) elements / 2;
+}
+
 /* hiredis allocates an array's element pointers when its header comes ("*50000000\r\n":
- * 400 MB at once, for 12 bytes), before the byte count can see anything. An array whose
+ * 400 MB at once, for 12 bytes), and a reply object per element after. An array whose
  * elements cannot fit in max_reply_bytes is refused there: NULL makes the reader fail, and
- * elements_over tells evd_redis_conn_on_read that it was this, not a lack of memory. */
+ * elements_over tells evd_redis_conn_on_read that it was this, not a lack of memory. The
+ * reply of a call that cannot take it (more rows than its max_rows, or no caller left) is
+ * discarded instead: the connection goes on, and nothing of it is held. */
 static void *
 evd_redis_create_array (const redisReadTask *task, int elements)
 {
   EvdRedisConn *conn = task->privdata;
+  EvdRedisCall *head = conn->fifo.head ? conn->fifo.head->data : NULL;
 
+  if (evd_redis_task_discarded (task))
+    return EVD_REDIS_DISCARDED;
   if (elements < 0 || (guint64) elements * EVD_REDIS_MIN_ELEMENT > conn->client->max_reply) {
     conn->elements_over = elements;
     return NULL;
   }
-  return conn->create_array (task, elements);
+  if (task->parent == NULL && head != NULL && !head->is_auth &&
+      (head->done == NULL ||
+       (head->max_rows > 0 && evd_redis_call_rows_of (head, elements) > head->max_rows)))
+    return EVD_REDIS_DISCARDED;
+  return conn->hiredis.createArray (task, elements);
 }
 
-/* A reader whose arrays are checked against the connection's bound: hiredis's own object
- * functions (what redisReaderCreate installs), but for arrays. The table is the connection's
- * own copy rather than one made once for all: the loops make readers at the same time, and
- * no lock is needed for what nobody shares. */
+static void *
+evd_redis_create_string (const redisReadTask *task, char *str, size_t len)
+{
+  EvdRedisConn *conn = task->privdata;
+
+  return evd_redis_task_discarded (task) ? EVD_REDIS_DISCARDED
+                                         : conn->hiredis.createString (task, str, len);
+}
+
+static void *
+evd_redis_create_integer (const redisReadTask *task, long long value)
+{
+  EvdRedisConn *conn = task->privdata;
+
+  return evd_redis_task_discarded (task) ? EVD_REDIS_DISCARDED
+                                         : conn->hiredis.createInteger (task, value);
+}
+
+static void *
+evd_redis_create_nil (const redisReadTask *task)
+{
+  EvdRedisConn *conn = task->privdata;
+
+  return evd_redis_task_discarded (task) ? EVD_REDIS_DISCARDED : conn->hiredis.createNil (task);
+}
+
+static void
+evd_redis_free_reply (void *reply)
+{
+  if (reply != EVD_REDIS_DISCARDED)
+    freeReplyObject (reply);
+}
+
+/* Constant, so shared by every reader without a lock; each wraps the connection's copy of
+ * hiredis's own (which redisReaderCreate installs, and hiredis does not export). */
+static const redisReplyObjectFunctions evd_redis_reply_fns = {
+  .createString = evd_redis_create_string,
+  .createArray = evd_redis_create_array,
+  .createInteger = evd_redis_create_integer,
+  .createNil = evd_redis_create_nil,
+  .freeObject = evd_redis_free_reply,
+};
+
 static redisReader *
 evd_redis_reader_new (EvdRedisConn *conn)
 {
@@ -927,10 +1012,8 @@ evd_redis_reader_new (EvdRedisConn *conn)
 
   if (r == NULL)
     g_error ("redisReaderCreate: out of memory");
-  conn->fns = *r->fn;
-  conn->create_array = r->fn->createArray;
-  conn->fns.createArray = evd_redis_create_array;
-  r->fn = &conn->fns;
+  conn->hiredis = *r->fn;
+  r->fn = (redisReplyObjectFunctions *) &evd_redis_reply_fns;
   r->privdata = conn;
   conn->elements_over = -1;
   return r;
@@ -1202,6 +1285,7 @@ evd_redis_client_call (EvdRedisClient *c, const EvdRedisTemplate *t, const EvdPa
   call->done = done;
   call->data = data;
   call->shape = evd_redis_template_shape (t);
+  call->max_rows = t->max_rows;
   call->deadline_us = deadline_us;
   evd_redis_conn_send (conn, call, cmd, len);
   if (deadline_us < conn->deadline_due)

@@ -53,6 +53,7 @@ typedef enum {
   EVD_REDIS_ERROR_TIMEOUT,      /* the call's deadline passed before its reply */
   EVD_REDIS_ERROR_CANCELLED,
   EVD_REDIS_ERROR_TOO_LARGE,    /* a reply over max_reply_bytes */
+  EVD_REDIS_ERROR_TOO_MANY_ROWS,/* a reply of more rows than the template's max_rows */
 } EvdRedisError;
 
 /* ---- Command templates. ---- */
@@ -81,6 +82,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (EvdRedisTemplate, evd_redis_template_free)
 /* The command's name in upper case ("HGETALL"). */
 const char *evd_redis_template_command (const EvdRedisTemplate *t);
 EvdRedisShape evd_redis_template_shape (const EvdRedisTemplate *t);
+/* The most rows a reply may make (0, the default: no bound). An array reply of more is
+ * refused at its header, "more than max_rows (N) rows" (TOO_MANY_ROWS), and its elements are
+ * read and dropped as they come, never held. */
+void evd_redis_template_set_max_rows (EvdRedisTemplate *t, guint max_rows);
 /* The distinct param names, in the order they first appear. */
 guint evd_redis_template_n_params (const EvdRedisTemplate *t);
 const char *evd_redis_template_param (const EvdRedisTemplate *t, guint i);

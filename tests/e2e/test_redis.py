@@ -674,6 +674,33 @@ command = GET {k}
             # Without the bound, the reader's copy and the reply object took 64 MiB.
             self.assertLess(s.peak_rss_mib() - peak, 8)
 
+    def test_list_over_max_rows_is_not_held(self):
+        """A list of a million elements (7 MB on the wire, under max_reply_bytes) read by a
+        lookup with max_rows = 1000 fails with "more than max_rows" without evdal building
+        its million reply objects (about 80 MB, and as many rows, before): peak memory grows
+        by under 16 MiB, and the connection goes on."""
+        r = self.redis
+        r.cmd('EVAL', "local t = {} for i = 1, 5000 do t[i] = 'x' end "
+              "for j = 1, 200 do redis.call('RPUSH', KEYS[1], unpack(t)) end", '1', 'big')
+        self.assertEqual(r.cmd('LLEN', 'big'), 1000000)
+        r.cmd('SET', 'a', 'A')
+        extra = """
+[lookup all]
+database = cache
+command = LRANGE {k} 0 -1
+"""
+        with h.Server(redis_config(r.sock, extra, connections=1)) as s:
+            self.assertEqual(cells(self.fetch(s, {'a': call('get', k='a')})['a']), [['A']])
+            peak = s.peak_rss_mib()
+            for _ in range(3):
+                res = self.fetch(s, {'big': call('all', k='big'), 'a': call('get', k='a')})
+                self.assertEqual(res['big'].error.kind, EK.BACKEND, res['big'])
+                self.assertEqual(res['big'].error.message, 'more than max_rows (1000) rows')
+                self.assertEqual(cells(res['a']), [['A']])
+            self.assertLess(s.peak_rss_mib() - peak, 16)
+            self.assertEqual(labelled(s, 'evdal_redis_connection_losses_total',
+                                      database='cache'), 0)
+
     def test_tcp_numeric_and_by_name(self):
         """host:port over TCP, numeric and a name resolved without blocking (evdns, which
         reads /etc/hosts for localhost)."""

@@ -1155,6 +1155,66 @@ test_client_reply_bound_elements (void)
   server_free (&s);
 }
 
+/* An array of more rows than the template's max_rows is dropped as it is read: its call fails
+ * ("more than max_rows"), the call behind it on the same connection is answered, and the
+ * connection goes on. HGETALL counts a row per field and value pair. */
+static void
+test_client_max_rows (void)
+{
+  Server s = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) lrange = evd_redis_template_new ("LRANGE {k} 0 -1", NULL);
+  g_autoptr (EvdRedisTemplate) hgetall = evd_redis_template_new ("HGETALL {k}", NULL);
+  g_autoptr (EvdRedisTemplate) get = evd_redis_template_new ("GET {k}", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 0 };
+  EvdParam pl = text_param ("k", "list", 4), ph10 = text_param ("k", "h10", 3),
+           ph11 = text_param ("k", "h11", 3), pw = text_param ("k", "w", 1);
+  const char *rpush[2 + 1000] = { "RPUSH", "list" };
+  const char *hset[2 + 22] = { "HSET", NULL };
+  Outcome o[4] = { 0 };
+  EvdRedisClient *c;
+
+  server_new (&s, NULL);
+  opts.address = s.sock;
+  for (int i = 0; i < 1000; i++)
+    rpush[2 + i] = "x";
+  g_free (side_command (s.sock, 2 + 1000, rpush, TRUE));
+  for (int n = 10; n <= 11; n++) {
+    g_autofree char *key = g_strdup_printf ("h%d", n);
+    char fields[11][8];
+
+    hset[1] = key;
+    for (int i = 0; i < n; i++) {
+      g_snprintf (fields[i], sizeof fields[i], "f%d", i);
+      hset[2 + 2 * i] = fields[i];
+      hset[3 + 2 * i] = "v";
+    }
+    g_free (side_command (s.sock, 2 + 2 * n, hset, TRUE));
+  }
+  server_set (&s, "w", "x");
+  evd_redis_template_set_max_rows (lrange, 10);
+  evd_redis_template_set_max_rows (hgetall, 10);
+  c = evd_redis_client_new (base, &opts);
+  run_until_up (base, c, 1, 10);
+  g_assert_nonnull (evd_redis_client_call (c, lrange, &pl, 1, later (10000), on_done, &o[0]));
+  g_assert_nonnull (evd_redis_client_call (c, hgetall, &ph10, 1, later (10000), on_done, &o[1]));
+  g_assert_nonnull (evd_redis_client_call (c, hgetall, &ph11, 1, later (10000), on_done, &o[2]));
+  g_assert_nonnull (evd_redis_client_call (c, get, &pw, 1, later (10000), on_done, &o[3]));
+  run_until_done (base, o, 4, 10);
+  g_assert_cmpint (o[0].code, ==, EVD_REDIS_ERROR_TOO_MANY_ROWS);
+  g_assert_cmpstr (o[0].value, ==, "more than max_rows (10) rows");
+  g_assert_cmpint (o[1].code, ==, -1);          /* 10 pairs: 10 rows */
+  g_assert_cmpint (o[2].code, ==, EVD_REDIS_ERROR_TOO_MANY_ROWS);
+  g_assert_cmpint (o[3].code, ==, -1);
+  g_assert_cmpstr (o[3].value, ==, "x");
+  g_assert_cmpint (stats.losses, ==, 0);
+  outcomes_clear (o, 4);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  server_free (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1187,5 +1247,6 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/reply-bound", test_client_reply_bound);
   g_test_add_func ("/redis/client/reply-bound-huge", test_client_reply_bound_huge);
   g_test_add_func ("/redis/client/reply-bound-elements", test_client_reply_bound_elements);
+  g_test_add_func ("/redis/client/max-rows", test_client_max_rows);
   return g_test_run ();
 }
