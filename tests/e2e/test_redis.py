@@ -672,7 +672,7 @@ command = GET {k}
             self.assertGreaterEqual(labelled(s, 'evdal_redis_connection_losses_total',
                                              database='small'), 1)
             # Without the bound, the reader's copy and the reply object took 64 MiB.
-            self.assertLess(s.peak_rss_mib() - peak, 8)
+            self.assertLess(s.peak_rss_mib() - peak, 16 if h.SANITIZED else 8)
 
     def test_list_over_max_rows_is_not_held(self):
         """A list of a million elements (7 MB on the wire, under max_reply_bytes) read by a
@@ -697,7 +697,9 @@ command = LRANGE {k} 0 -1
                 self.assertEqual(res['big'].error.kind, EK.BACKEND, res['big'])
                 self.assertEqual(res['big'].error.message, 'more than max_rows (1000) rows')
                 self.assertEqual(cells(res['a']), [['A']])
-            self.assertLess(s.peak_rss_mib() - peak, 16)
+            # Before: 235 MiB. Under ASan, about 50: the reader's buffer as it grows and is cut
+            # back, freed memory waiting in the quarantine.
+            self.assertLess(s.peak_rss_mib() - peak, 120 if h.SANITIZED else 16)
             self.assertEqual(labelled(s, 'evdal_redis_connection_losses_total',
                                       database='cache'), 0)
 
