@@ -99,7 +99,8 @@ def main():
     ap.add_argument('-n', '--requests', type=int, default=20000)
     ap.add_argument('-c', '--connections', type=int, default=64)
     ap.add_argument('--rounds', type=int, default=3)
-    ap.add_argument('--io-threads', type=int, default=0, help='[server] io_threads (0: a core each)')
+    ap.add_argument('--io-threads', type=int, default=0,
+                    help='[server] io_threads (0: one per core)')
     a = ap.parse_args()
     n = a.requests
     for _ in range(a.rounds):
