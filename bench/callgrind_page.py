@@ -8,6 +8,7 @@ depends on the scheduling, which valgrind serialises).
 
   bench/callgrind_page.py [--build build] [--scenario sqlite7|static7|fanout10ms] [-n 2000]
                           [-c 16] [--out DIR] [--bare] [--lookup-keys "coalesce = false"]
+                          [--per-thread]
 
 evdal runs the sample config (as bench/harness.py prepares it) under
 `valgrind --tool=callgrind --instr-atstart=no`; warm-up fetches run uninstrumented, then
@@ -17,6 +18,8 @@ lookups' and the fetch's budgets are raised to a minute, since evdal runs ~50x s
 valgrind and a timed-out call would be cheaper work. With --bare, evdal-sqlite-bare runs one
 thread for N pages and for 10 pages, and the difference is divided by N - 10 (start-up out).
 Prints instructions per request and leaves callgrind.out.* in --out for callgrind_annotate.
+With --per-thread, callgrind keeps a profile per thread, and the instructions are also given
+per kind of thread: the IO loops (a serial stage, one thread per core) and the SQLite workers.
 """
 import argparse
 import os
@@ -68,6 +71,30 @@ def bench(build, port, conns, n, args):
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
 
 
+def thread_kind(path):
+    """What one thread's profile ran: the functions named in it tell (the thread's own entry
+    function is not, since the profile starts mid-run)."""
+    with open(path) as f:
+        text = f.read()
+    if 'sqlite3_step' in text:
+        return 'SQLite workers'
+    if 'evd_conn_process_input' in text:
+        return 'IO loops'
+    return 'other threads'
+
+
+def print_per_thread(out, requests):
+    kinds = {}
+    for name in sorted(os.listdir(os.path.dirname(out))):
+        path = os.path.join(os.path.dirname(out), name)
+        if name.startswith(os.path.basename(out) + '-'):
+            kind = thread_kind(path)
+            kinds[kind] = kinds.get(kind, 0) + total_ir(path)
+    for kind, ir in sorted(kinds.items()):
+        print('  %-16s %10.0f per fetch' % (kind, ir / requests))
+    return sum(kinds.values())
+
+
 def run_evdal(a, out_dir):
     conf = relaxed_config(a.build, a.workers, a.lookup_keys)
     port = harness.free_port()
@@ -76,8 +103,9 @@ def run_evdal(a, out_dir):
             'fanout10ms': harness.naps(*[10] * 7)}[a.scenario]
     log = open(os.path.join(out_dir, 'evdal.log'), 'w')
     p = subprocess.Popen(['valgrind', '--tool=callgrind', '--instr-atstart=no',
-                          '--callgrind-out-file=' + out,
-                          os.path.join(a.build, 'evdal'), '--config', conf,
+                          '--callgrind-out-file=' + out]
+                         + (['--separate-threads=yes'] if a.per_thread else []) +
+                         [os.path.join(a.build, 'evdal'), '--config', conf,
                           '--listen', '127.0.0.1:%d' % port], stdout=log, stderr=log,
                          stdin=subprocess.DEVNULL)
     try:
@@ -99,7 +127,11 @@ def run_evdal(a, out_dir):
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=600)
-    ir = total_ir(out)
+    if a.per_thread:
+        print('evdal %s: %d fetches, by thread:' % (a.scenario, a.requests))
+        ir = print_per_thread(out, a.requests)
+    else:
+        ir = total_ir(out)
     print('evdal %s: %d fetches, %d instructions, %.0f per fetch  (%s)'
           % (a.scenario, a.requests, ir, ir / a.requests, out))
 
@@ -187,6 +219,9 @@ def main():
     ap.add_argument('--lookup-keys', help='keys added to each [lookup] of the page, '
                     'e.g. "coalesce = false" ("\\n" between several)')
     ap.add_argument('--bare', action='store_true', help='evdal-sqlite-bare instead of evdal')
+    ap.add_argument('--per-thread', action='store_true',
+                    help='a profile per thread, and instructions per fetch by kind of thread '
+                         '(IO loops, SQLite workers)')
     ap.add_argument('--perf-stat', action='store_true',
                     help='evdal natively under perf stat: CPU, switches and system calls')
     a = ap.parse_args()
