@@ -778,9 +778,9 @@ evd_redis_conn_arm (EvdRedisConn *conn, gint64 due_us)
  * above any lookup's timeout: a slow reply (DEBUG SLEEP 2) must not cost the connection. */
 #define EVD_REDIS_STUCK_MS 10000
 
-/* Every element of an array takes at least 4 bytes on the wire (":0\r\n", "*0\r\n",
- * "$-1\r\n" is 5, "$0\r\n\r\n" 6). */
-#define EVD_REDIS_MIN_ELEMENT 4
+/* Every element of an array takes at least 3 bytes on the wire: an empty status or error
+ * ("+\r\n", "-\r\n"); ":0\r\n" and "*0\r\n" are 4, "$-1\r\n" 5, "$0\r\n\r\n" 6. */
+#define EVD_REDIS_MIN_ELEMENT 3
 
 /* The reply, or part of one, that nobody will read: an array of more rows than its call may
  * have, or the reply of a call that timed out. Its elements are parsed and dropped as they

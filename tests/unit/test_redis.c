@@ -1103,8 +1103,8 @@ test_client_reply_bound_huge (void)
   server_free (&s);
 }
 
-/* An array is refused at its header when its elements cannot fit in the bound (at least 4
- * bytes each), before hiredis allocates them: 1100 elements against 4096 bytes. 1000 elements
+/* An array is refused at its header when its elements cannot fit in the bound (at least 3
+ * bytes each), before hiredis allocates them: 1400 elements against 4096 bytes. 1000 elements
  * pass the header and fail on their bytes (7 each). */
 static void
 test_client_reply_bound_elements (void)
@@ -1115,17 +1115,17 @@ test_client_reply_bound_elements (void)
   EvdRedisStats stats = { 0 };
   EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 4096 };
   EvdParam pl = text_param ("k", "long", 4), ps = text_param ("k", "short", 5);
-  const char *argv[2 + 1100] = { "RPUSH", "long" };
+  const char *argv[2 + 1400] = { "RPUSH", "long" };
   Outcome o[2] = { 0 };
   g_autofree char *n = NULL, *m = NULL;
   EvdRedisClient *c;
 
   server_new (&s, NULL);
   opts.address = s.sock;
-  for (int i = 0; i < 1100; i++)
+  for (int i = 0; i < 1400; i++)
     argv[2 + i] = "x";
-  n = side_command (s.sock, 2 + 1100, argv, TRUE);
-  g_assert_cmpstr (n, ==, "1100");
+  n = side_command (s.sock, 2 + 1400, argv, TRUE);
+  g_assert_cmpstr (n, ==, "1400");
   argv[1] = "short";
   m = side_command (s.sock, 2 + 1000, argv, TRUE);
   g_assert_cmpstr (m, ==, "1000");
@@ -1138,8 +1138,8 @@ test_client_reply_bound_elements (void)
     run_until_done (base, o, 2, 10);
     g_assert_cmpint (o[0].code, ==, EVD_REDIS_ERROR_TOO_LARGE);
     if (round == 0) {
-      g_assert_cmpstr (o[0].value, ==, "database cache: a reply of 1100 elements (at least "
-                       "4400 bytes) is over max_reply_bytes (4096)");
+      g_assert_cmpstr (o[0].value, ==, "database cache: a reply of 1400 elements (at least "
+                       "4200 bytes) is over max_reply_bytes (4096)");
       g_assert_cmpint (o[1].code, ==, EVD_REDIS_ERROR_UNAVAILABLE);   /* lost with it */
       g_assert_cmpint (stats.losses, ==, 1);
     } else {
@@ -1215,6 +1215,127 @@ test_client_max_rows (void)
   server_free (&s);
 }
 
+/* ---- A fake server, for replies no real Redis sends. ---- */
+
+typedef struct {
+  char *dir;
+  char *sock;
+  int lfd;
+  int fd;
+} Fake;
+
+static void
+fake_new (Fake *f)
+{
+  struct sockaddr_un un = { .sun_family = AF_UNIX };
+
+  f->dir = g_dir_make_tmp ("evd-redis-fake-XXXXXX", NULL);
+  f->sock = g_build_filename (f->dir, "fake.sock", NULL);
+  f->lfd = socket (AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  f->fd = -1;
+  g_strlcpy (un.sun_path, f->sock, sizeof un.sun_path);
+  g_assert_cmpint (bind (f->lfd, (struct sockaddr *) &un, sizeof un), ==, 0);
+  g_assert_cmpint (listen (f->lfd, 8), ==, 0);
+}
+
+/* Runs the base until the client's connection is in. */
+static void
+fake_accept (Fake *f, struct event_base *base)
+{
+  gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+
+  while ((f->fd = accept (f->lfd, NULL, NULL)) < 0) {
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_usleep (200);
+  }
+}
+
+/* Runs the base until the server has read `n` commands on its connection, in all. */
+static void
+fake_read_commands (Fake *f, struct event_base *base, guint n)
+{
+  gint64 until = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  redisReader *r = redisReaderCreate ();
+  guint got = 0;
+
+  while (got < n) {
+    char buf[4096];
+    ssize_t len = recv (f->fd, buf, sizeof buf, MSG_DONTWAIT);
+    void *cmd = NULL;
+
+    if (len > 0)
+      redisReaderFeed (r, buf, (size_t) len);
+    while (redisReaderGetReply (r, &cmd) == REDIS_OK && cmd != NULL) {
+      freeReplyObject (cmd);
+      got++;
+    }
+    g_assert_cmpint (g_get_monotonic_time (), <, until);
+    event_base_loop (base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    g_usleep (200);
+  }
+  redisReaderFree (r);
+}
+
+static void
+fake_write (Fake *f, const char *bytes, gsize len)
+{
+  g_assert_cmpint (write (f->fd, bytes, len), ==, (gssize) len);
+}
+
+static void
+fake_free (Fake *f)
+{
+  if (f->fd >= 0)
+    close (f->fd);
+  close (f->lfd);
+  g_unlink (f->sock);
+  g_rmdir (f->dir);
+  g_free (f->sock);
+  g_free (f->dir);
+}
+
+/* An empty status ("+\r\n") is 3 bytes: an array of 1300 of them, 3907 bytes on the wire, is
+ * within a bound of 4096 and answered, the connection going on; it used to be refused at its
+ * header as "at least 5200 bytes", and its connection lost with the call behind it. */
+static void
+test_client_reply_bound_short_elements (void)
+{
+  Fake f = { 0 };
+  struct event_base *base = event_base_new ();
+  g_autoptr (EvdRedisTemplate) t = evd_redis_template_new ("LRANGE {k} 0 -1", NULL);
+  EvdRedisStats stats = { 0 };
+  EvdRedisOptions opts = { "cache", NULL, NULL, 1, &stats, 0, 4096 };
+  EvdParam p = text_param ("k", "k", 1);
+  g_autoptr (GString) reply = g_string_new ("*1300\r\n");
+  Outcome o[2] = { 0 };
+  EvdRedisClient *c;
+
+  for (int i = 0; i < 1300; i++)
+    g_string_append (reply, "+\r\n");
+  g_assert_cmpuint (reply->len, ==, 3907);
+  g_string_append (reply, "$1\r\nx\r\n");     /* the next call's */
+  fake_new (&f);
+  opts.address = f.sock;
+  c = evd_redis_client_new (base, &opts);
+  fake_accept (&f, base);
+  run_until_up (base, c, 1, 10);
+  g_assert_nonnull (evd_redis_client_call (c, t, &p, 1, later (10000), on_done, &o[0]));
+  g_assert_nonnull (evd_redis_client_call (c, t, &p, 1, later (10000), on_done, &o[1]));
+  fake_read_commands (&f, base, 2);
+  fake_write (&f, reply->str, reply->len);
+  run_until_done (base, o, 2, 10);
+  g_assert_cmpint (o[0].code, ==, -1);           /* 1300 rows of "" */
+  g_assert_cmpstr (o[0].value, ==, "");
+  g_assert_cmpint (o[1].code, ==, -1);
+  g_assert_cmpstr (o[1].value, ==, "x");
+  g_assert_cmpint (stats.losses, ==, 0);
+  outcomes_clear (o, 2);
+  evd_redis_client_free (c);
+  event_base_free (base);
+  fake_free (&f);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1248,5 +1369,7 @@ main (int argc, char **argv)
   g_test_add_func ("/redis/client/reply-bound-huge", test_client_reply_bound_huge);
   g_test_add_func ("/redis/client/reply-bound-elements", test_client_reply_bound_elements);
   g_test_add_func ("/redis/client/max-rows", test_client_max_rows);
+  g_test_add_func ("/redis/client/reply-bound-short-elements",
+                   test_client_reply_bound_short_elements);
   return g_test_run ();
 }
