@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -440,6 +441,13 @@ side_command (const char *sock, int argc, const char **argv, gboolean wait_reply
 }
 
 static void
+server_child_setup (gpointer data)
+{
+  (void) data;
+  prctl (PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void
 server_start (Server *s)
 {
   g_autofree char *log = g_build_filename (s->dir, "redis.log", NULL);
@@ -456,9 +464,13 @@ server_start (Server *s)
     argv[argc++] = "--requirepass";
     argv[argc++] = s->password;
   }
+  /* Its output to /dev/null and its life tied to this process: a test that fails aborts
+   * without server_free, and a server left running held the test's stdout (ctest's pipe)
+   * open, so the run waited on it after the failure. */
   g_assert_true (g_spawn_async (NULL, (char **) argv, NULL,
-                                G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                                &s->pid, &error));
+                                G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD |
+                                G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                                server_child_setup, NULL, &s->pid, &error));
   g_assert_no_error (error);
   for (;;) {
     const char *ping[] = { "PING" };
