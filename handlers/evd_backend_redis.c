@@ -62,8 +62,7 @@ typedef struct {
 
 typedef struct {
   EvdRedisDb *db;
-  EvdRedisTemplate *tmpl;
-  guint max_rows;
+  EvdRedisTemplate *tmpl;   /* with the lookup's max_rows, which evd_redis enforces */
 } EvdRedisLookup;
 
 /* A call in flight: what its completion needs (the data slot points here until then). */
@@ -72,7 +71,6 @@ typedef struct {
   EvdRedisCall *rc;         /* NULL until sent */
   EvdRedisDb *db;
   gint64 start_us;
-  guint max_rows;
 } EvdRedisBackendCall;
 
 static void
@@ -330,8 +328,9 @@ evd_redis_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
                           "is configured", db_name);
     return NULL;
   }
-  /* An array of more is dropped as it is read (evd_redis.h); the check on the rows made,
-   * in evd_redis_on_done, still covers what is not an array. */
+  /* Enforced by evd_redis as the reply is read: an array of more rows is dropped, never
+   * built, and the call fails "more than max_rows (N) rows"; a reply that is no array makes
+   * one row at most. */
   evd_redis_template_set_max_rows (tmpl, max_rows);
   for (guint i = 0; i < evd_redis_template_n_params (tmpl); i++)
     evd_lookup_spec_add_param (spec, evd_redis_template_param (tmpl, i), EVD_PARAM_ANY, TRUE);
@@ -340,7 +339,6 @@ evd_redis_lookup_open (gpointer shared, EvdConfig *cfg, EvdLookupSpec *spec)
   l = g_new0 (EvdRedisLookup, 1);
   l->db = db;
   l->tmpl = g_steal_pointer (&tmpl);
-  l->max_rows = max_rows;
   return l;
 }
 
@@ -399,18 +397,13 @@ evd_redis_on_done (gpointer data, EvdRows *rows, const GError *error)
   EvdRedisBackendCall *bc = data;
   EvdBackendCall *call = bc->call;
   EvdRedisDb *db = bc->db;
-  guint max_rows = bc->max_rows;
-  gboolean too_many = rows != NULL && evd_rows_n_rows (rows) > max_rows;
-  int kind = error ? (int) evd_redis_error_kind (error) : too_many ? EVD_ERROR_KIND_BACKEND : 0;
+  int kind = error ? (int) evd_redis_error_kind (error) : 0;
 
   __atomic_fetch_add (&db->calls[kind], 1, __ATOMIC_RELAXED);
   evd_histogram_observe (&db->latency, g_get_monotonic_time () - bc->start_us);
   *evd_backend_call_data (call) = NULL;   /* cancel() finds nothing left to stop */
   g_free (bc);
-  if (too_many) {
-    evd_rows_unref (rows);
-    evd_backend_call_fail (call, EVD_ERROR_KIND_BACKEND, "more than max_rows (%u) rows", max_rows);
-  } else if (rows != NULL)
+  if (rows != NULL)
     evd_backend_call_return (call, rows);
   else
     evd_backend_call_fail_full (call, evd_redis_fail_flags (error), (EvdErrorKind) kind, "%s",
@@ -431,7 +424,6 @@ evd_redis_start (gpointer backend, EvdBackendCall *call)
   bc->db = l->db;
   bc->start_us = g_get_monotonic_time ();
   evd_backend_call_trace_peer (call, l->db->host);
-  bc->max_rows = l->max_rows;
   *evd_backend_call_data (call) = bc;
   params = evd_backend_call_params (call, &n_params);
   rc = evd_redis_client_call (lc->client, l->tmpl, params, n_params,

@@ -851,17 +851,7 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply, gsize size)
   g_autoptr (GError) error = NULL;
   EvdRows *rows;
 
-  if (reply == EVD_REDIS_DISCARDED) {     /* the head's, which cannot take it */
-    g_queue_unlink (&conn->fifo, &call->link);
-    g_atomic_int_add (&c->stats->in_flight, -1);
-    conn->failures = 0;
-    if (call->done != NULL)
-      evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_MANY_ROWS, "more than max_rows (%u) rows",
-                           call->max_rows);
-    g_free (call);
-    return TRUE;
-  }
-  if (call == NULL) {
+  if (call == NULL) {       /* never a discarded reply: only a call's is discarded */
     /* An error before any command is the server saying why it closes (Redis at its
      * maxclients): its words are why the database is unavailable. */
     g_autofree char *why = g_strdup (reply->type == REDIS_REPLY_ERROR ? reply->str
@@ -873,6 +863,14 @@ evd_redis_conn_reply (EvdRedisConn *conn, redisReply *reply, gsize size)
   }
   g_queue_unlink (&conn->fifo, &call->link);
   g_atomic_int_add (&c->stats->in_flight, -1);
+  if (reply == EVD_REDIS_DISCARDED) {     /* an array the call cannot take (create_array) */
+    conn->failures = 0;
+    if (call->done != NULL)
+      evd_redis_call_fail (call, EVD_REDIS_ERROR_TOO_MANY_ROWS, "more than max_rows (%u) rows",
+                           call->max_rows);
+    g_free (call);
+    return TRUE;
+  }
   if (call->is_auth && reply->type == REDIS_REPLY_ERROR) {
     g_autofree char *why = g_strdup_printf ("AUTH: %s", reply->str);
 
