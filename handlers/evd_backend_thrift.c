@@ -1,6 +1,9 @@
 /* evd_backend_thrift: lookups answered by another evdal (a regional or team tier) over
- * Thrift. Each call becomes one remote `fetch` with one non-critical call, written by evdal's
- * own encoder, its reply validated against the IDL like any input before c_glib reads it.
+ * Thrift. The calls of one local fetch to one upstream, started in the same loop pass, go out
+ * together as one remote `fetch` of non-critical calls (at most max_calls_per_fetch of them),
+ * written by evdal's own encoder, the reply validated against the IDL like any input before
+ * c_glib reads it. A page of seven lookups is then one request for the remote to read, run
+ * and answer, not seven: what a tier costs is mostly per request (docs/SCALING.md).
  *
  *   [upstream regional]
  *   backend = thrift
@@ -9,20 +12,26 @@
  *   connections = 2               # per IO loop; calls are multiplexed on them
  *   protocol = binary             # or compact; always framed
  *   max_frame_bytes = 16777216    # a longer reply breaks its connection (default: [server]'s)
+ *   max_calls_per_fetch = 64      # calls of one local fetch per remote fetch (1: each alone)
  *
  *   [lookup r_user]
  *   upstream = regional
  *   remote_lookup = user          # the remote's lookup (default: this lookup's name)
  *   params = user_id              # forwarded under the same names; all required
  *
- * The caller's request id, principal, attributes and trace flag travel with the call, and its
- * deadline as what is left of it; its W3C trace context too, with this call's span as the
- * remote's parent (RequestContext 6 and 7). Several calls are in flight on a connection at once and
- * replies are matched by seqid, so a remote that answers out of order works too. A remote
+ * The caller's request id, principal, attributes and trace flag travel with the calls, and
+ * each call's deadline as what is left of it (the call's timeout_ms; the remote fetch's
+ * deadline is the latest of them); its W3C trace context too, with the first call's span as
+ * the remote's parent (RequestContext 6 and 7). The remote answers a batch when its last call
+ * ends, so a call batched with a slower one is answered with it: the local fetch, which waits
+ * for its slowest call anyway, ends no later. Several remote fetches are in flight on a
+ * connection at once and replies are matched by seqid, so a remote that answers out of order
+ * works too. A remote
  * that stops answering costs calls their deadline and never more than `connections` sockets
  * per IO loop. Errors keep their kind: the remote's result error as it is, Overloaded as
  * OVERLOADED (with its retry_after_ms in the message), anything else (InvalidRequest, a
- * TApplicationException, a malformed reply, a lost connection) BACKEND.
+ * TApplicationException, a malformed reply, a lost connection) BACKEND; those that concern
+ * the whole remote fetch fail every call it carried.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -68,6 +77,7 @@ typedef struct {
   int connections;
   EvdProto proto;
   gint32 max_frame;
+  guint max_batch;          /* max_calls_per_fetch */
   EvdLoopLocal *pools;      /* EvdThriftPool per IO loop */
   GPtrArray *remote_lookups;  /* names the lookups ask for, checked once against lookups() */
   gint checked;             /* atomic: lookups() was asked */
@@ -75,6 +85,7 @@ typedef struct {
   gint conns_up;
   gint inflight;
   gint64 calls;
+  gint64 fetches;
   gint64 failures;
   gint64 reconnects;
 } EvdThriftUpstream;
@@ -100,7 +111,7 @@ typedef struct {
   struct bufferevent *bev;
   EvdConnect *connect;      /* CONNECTING over TCP: the attempt under way; NULL otherwise */
   EvdThriftState state;
-  GHashTable *pending;      /* seqid -> EvdThriftCall *, calls sent and not answered */
+  GHashTable *pending;      /* seqid -> EvdThriftSent *, remote fetches not answered */
   guint32 next_seqid;        /* unsigned: it wraps after 2^32 calls (a signed one may not) */
   struct event *timer;      /* reconnect, or the connect timeout */
   int backoff_ms;
@@ -113,24 +124,48 @@ struct _EvdThriftPool {
   struct evdns_base *dns;   /* NULL for unix sockets and numeric hosts */
   EvdThriftConn *conns;     /* up->connections of them */
   guint next;               /* round robin */
-  GQueue waiting;           /* EvdThriftCall *: arrived while every connection was connecting */
+  GQueue batch;             /* EvdThriftCall *: started in this loop pass, sent at its end */
+  GQueue waiting;           /* EvdThriftCall *: to send once a connection is up */
+  gboolean flush_queued;    /* evd_backend_thrift_flush is queued for this pass's end */
+  gboolean freed;           /* pool_free ran with it queued: the flush frees the pool */
+  gpointer *group;          /* up->max_batch of them, dispatch's scratch */
   char *last_error;         /* why the last connection failed, for "unavailable" */
   EvdTransport *transport;  /* c_glib reads validated replies from memory through these */
   ThriftProtocol *protocol;
 };
 
-/* A call in flight: in a connection's pending map, or in the pool's waiting queue. */
+typedef struct _EvdThriftSent EvdThriftSent;
+
+/* A call in flight, in the room of its EvdBackendCall: in its pool's batch or waiting queue
+ * (`queue`), or sent (`sent`), or neither once it is about to be completed. */
 typedef struct {
   EvdBackendCall *call;
   EvdThriftLookup *lookup;
-  EvdThriftConn *conn;      /* NULL while waiting */
-  gint32 seqid;
+  EvdThriftPool *pool;
+  GQueue *queue;            /* &pool->batch, &pool->waiting or NULL */
+  GList link;               /* its place in `queue` */
+  EvdThriftSent *sent;
+  guint slot;               /* its key in the remote fetch: "0", "1"... */
 } EvdThriftCall;
+
+G_STATIC_ASSERT (sizeof (EvdThriftCall) <= EVD_BACKEND_CALL_ROOM);
+
+/* A remote fetch in flight: in its connection's pending map until its reply comes or the
+ * connection breaks (`conn` is NULL from then on, while its calls are being completed). A call
+ * that leaves first (cancelled, timed out) clears its slot; the last one to leave takes the
+ * remote fetch out of the map, and its reply, when it comes, is dropped. */
+struct _EvdThriftSent {
+  EvdThriftConn *conn;
+  gint32 seqid;
+  guint n;
+  guint live;               /* slots not cleared */
+  EvdThriftCall *calls[];
+};
 
 static void evd_backend_thrift_connect (EvdThriftConn *c);
 static void evd_backend_thrift_upstream_unref (EvdThriftUpstream *up);
 
-/* ---- Encoding a call: fetch({context, calls: {"call": LookupCall}}). ---- */
+/* ---- Encoding: fetch({context, calls: {"0": LookupCall, "1": ...}}). ---- */
 
 static void
 evd_backend_thrift_write_value (EvdWriter *w, const EvdValue *v)
@@ -159,11 +194,20 @@ evd_backend_thrift_write_value (EvdWriter *w, const EvdValue *v)
   evd_writer_struct_end (w);
 }
 
+/* What is left of a budget, in whole milliseconds the remote can be given (at least 1). */
+static gint32
+evd_backend_thrift_left_ms (gint64 deadline_us, gint64 now)
+{
+  return (gint32) CLAMP ((deadline_us - now) / 1000, 1, G_MAXINT32);
+}
+
+/* The calls of one local fetch share its context; `call` is the first of them and
+ * `deadline_us` the latest of their deadlines. */
 static void
-evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
+evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call, gint64 deadline_us,
+                                  gint64 now)
 {
   const EvdRequestContext *ctx = evd_backend_call_context (call);
-  gint64 left_ms = (evd_backend_call_deadline_us (call) - g_get_monotonic_time ()) / 1000;
   char traceparent[EVD_TRACEPARENT_LEN + 1];
   GHashTableIter it;
   gpointer k, v;
@@ -175,9 +219,10 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
     evd_writer_field_begin (w, EVD_WIRE_T_STRING, 2);
     evd_writer_string (w, ctx->principal);
   }
-  /* What is left of this call's budget: the remote must not work past it. */
+  /* What is left of the latest budget: the remote must not work past it. Each call carries
+   * its own as its timeout_ms. */
   evd_writer_field_begin (w, EVD_WIRE_T_I32, 3);
-  evd_writer_i32 (w, (gint32) CLAMP (left_ms, 1, G_MAXINT32));
+  evd_writer_i32 (w, evd_backend_thrift_left_ms (deadline_us, now));
   evd_writer_field_bool (w, 4, ctx->trace);
   evd_writer_field_begin (w, EVD_WIRE_T_MAP, 5);
   evd_writer_map_begin (w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRING,
@@ -187,7 +232,8 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call)
     evd_writer_string (w, k);
     evd_writer_string (w, v);
   }
-  /* W3C trace context: the remote's spans are children of this call's span. */
+  /* W3C trace context: the remote's spans are children of the first call's span (a request
+   * has one parent; the other calls' spans have no remote child). */
   evd_backend_call_traceparent (call, traceparent);
   evd_writer_field_begin (w, EVD_WIRE_T_STRING, 6);
   evd_writer_string (w, traceparent);
@@ -219,33 +265,55 @@ evd_backend_thrift_frame_end (GByteArray *out)
   return out;
 }
 
-/* The whole framed message for one call. */
-static GByteArray *
-evd_backend_thrift_encode (EvdThriftCall *tc, EvdProto proto)
+/* The key of slot i in the remote fetch's calls and results. */
+static void
+evd_backend_thrift_key (guint slot, char key[16])
 {
-  EvdThriftLookup *l = tc->lookup;
-  EvdWriter w;
-  GByteArray *out = evd_backend_thrift_frame_begin (&w, proto, 256);
+  g_snprintf (key, 16, "%u", slot);
+}
 
-  evd_writer_message_begin (&w, "fetch", EVD_MSG_CALL, tc->seqid);
+/* The whole framed message for a remote fetch. */
+static GByteArray *
+evd_backend_thrift_encode (EvdThriftSent *s, EvdProto proto)
+{
+  gint64 now = g_get_monotonic_time ();
+  gint64 deadline_us = 0;
+  EvdWriter w;
+  GByteArray *out = evd_backend_thrift_frame_begin (&w, proto, 128 + 64 * s->n);
+
+  for (guint i = 0; i < s->n; i++)
+    deadline_us = MAX (deadline_us, evd_backend_call_deadline_us (s->calls[i]->call));
+  evd_writer_message_begin (&w, "fetch", EVD_MSG_CALL, s->seqid);
   evd_writer_struct_begin (&w);                          /* fetch_args */
   evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
   evd_writer_struct_begin (&w);                          /* FetchRequest */
   evd_writer_field_begin (&w, EVD_WIRE_T_STRUCT, 1);
-  evd_backend_thrift_write_context (&w, tc->call);
+  evd_backend_thrift_write_context (&w, s->calls[0]->call, deadline_us, now);
   evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
-  evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, 1);
-  evd_writer_string (&w, "call");
-  evd_writer_struct_begin (&w);                          /* LookupCall */
-  evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 1);
-  evd_writer_string (&w, l->remote);
-  evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
-  evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, g_strv_length (l->params));
-  for (guint i = 0; l->params[i] != NULL; i++) {
-    evd_writer_string (&w, l->params[i]);
-    evd_backend_thrift_write_value (&w, evd_backend_call_param (tc->call, l->params[i]));
+  evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT, s->n);
+  for (guint i = 0; i < s->n; i++) {
+    EvdThriftCall *tc = s->calls[i];
+    EvdThriftLookup *l = tc->lookup;
+    char key[16];
+
+    evd_backend_thrift_key (i, key);
+    evd_writer_string (&w, key);
+    evd_writer_struct_begin (&w);                        /* LookupCall */
+    evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 1);
+    evd_writer_string (&w, l->remote);
+    evd_writer_field_begin (&w, EVD_WIRE_T_MAP, 2);
+    evd_writer_map_begin (&w, EVD_WIRE_T_STRING, EVD_WIRE_T_STRUCT,
+                          g_strv_length (l->params));
+    for (guint p = 0; l->params[p] != NULL; p++) {
+      evd_writer_string (&w, l->params[p]);
+      evd_backend_thrift_write_value (&w, evd_backend_call_param (tc->call, l->params[p]));
+    }
+    /* This call's own budget: calls of one fetch may have different ones. */
+    evd_writer_field_begin (&w, EVD_WIRE_T_I32, 3);
+    evd_writer_i32 (&w, evd_backend_thrift_left_ms (evd_backend_call_deadline_us (tc->call),
+                                                    now));
+    evd_writer_struct_end (&w);                          /* LookupCall */
   }
-  evd_writer_struct_end (&w);                            /* LookupCall */
   evd_writer_struct_end (&w);                            /* FetchRequest */
   evd_writer_struct_end (&w);                            /* fetch_args */
   return evd_backend_thrift_frame_end (out);
@@ -300,13 +368,14 @@ evd_backend_thrift_rows (evdalTable *t)
   return rows;
 }
 
-/* The remote's answer to one call, as this call's completion. */
+/* The remote's answer to the call in `slot`, as this call's completion. */
 static void
-evd_backend_thrift_complete (EvdThriftCall *tc, evdalDataAccessFetchResult *r,
+evd_backend_thrift_complete (EvdThriftCall *tc, guint slot, evdalDataAccessFetchResult *r,
                              const char *upstream)
 {
   evdalLookupResult *res;
   EvdRows *rows;
+  char key[16];
 
   if (r->__isset_overloaded) {
     evd_backend_call_fail (tc->call, EVD_ERROR_KIND_OVERLOADED,
@@ -319,8 +388,9 @@ evd_backend_thrift_complete (EvdThriftCall *tc, evdalDataAccessFetchResult *r,
                            "request: %s", upstream, r->invalid->message);
     return;
   }
+  evd_backend_thrift_key (slot, key);
   res = r->__isset_success && r->success->results != NULL
-        ? g_hash_table_lookup (r->success->results, "call") : NULL;
+        ? g_hash_table_lookup (r->success->results, key) : NULL;
   if (res == NULL || (!res->__isset_table && !res->__isset_error)) {
     evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
                            "upstream %s answered without this call's result", upstream);
@@ -344,21 +414,42 @@ evd_backend_thrift_complete (EvdThriftCall *tc, evdalDataAccessFetchResult *r,
   evd_backend_call_return (tc->call, rows);
 }
 
-/* A call leaves the books of its connection or queue: it is about to be completed. */
+/* A call leaves the books of its queue or remote fetch: it is about to be completed. The last
+ * call to leave a remote fetch still in its connection's map takes it out (its reply will be
+ * dropped) and frees it. */
 static void
 evd_backend_thrift_forget (EvdThriftCall *tc)
 {
-  EvdThriftPool *pool;
+  EvdThriftSent *s = tc->sent;
 
-  if (tc->conn != NULL) {
-    g_hash_table_remove (tc->conn->pending, GINT_TO_POINTER (tc->seqid));
-    tc->conn = NULL;
-    g_atomic_int_add (&tc->lookup->up->inflight, -1);
+  if (tc->queue != NULL) {
+    g_queue_unlink (tc->queue, &tc->link);
+    tc->queue = NULL;
     return;
   }
-  pool = evd_loop_local_peek (tc->lookup->up->pools, evd_backend_call_loop (tc->call));
-  if (pool != NULL)
-    g_queue_remove (&pool->waiting, tc);
+  if (s == NULL)
+    return;
+  tc->sent = NULL;
+  s->calls[tc->slot] = NULL;
+  g_atomic_int_add (&tc->lookup->up->inflight, -1);
+  if (--s->live == 0 && s->conn != NULL) {
+    g_hash_table_remove (s->conn->pending, GINT_TO_POINTER (s->seqid));
+    g_free (s);
+  }
+}
+
+/* Takes a remote fetch out of its connection's map: its calls are about to be completed (each
+ * leaves it with forget), then the caller frees it. */
+static EvdThriftSent *
+evd_backend_thrift_take (EvdThriftConn *c, gint32 seqid)
+{
+  EvdThriftSent *s = g_hash_table_lookup (c->pending, GINT_TO_POINTER (seqid));
+
+  if (s != NULL) {
+    g_hash_table_remove (c->pending, GINT_TO_POINTER (seqid));
+    s->conn = NULL;
+  }
+  return s;
 }
 
 static void
@@ -377,6 +468,18 @@ evd_backend_thrift_fail (EvdThriftCall *tc, guint flags, const char *format, ...
   evd_backend_thrift_forget (tc);
   __atomic_add_fetch (&tc->lookup->up->failures, 1, __ATOMIC_RELAXED);
   evd_backend_call_fail_full (tc->call, flags, EVD_ERROR_KIND_BACKEND, "%s", message);
+}
+
+/* Every call a remote fetch taken from its map still carries fails with `message`, and it is
+ * freed. One at a time, each cleared before it fails: a completion may end its local fetch,
+ * which cancels (and clears) the others. */
+static void
+evd_backend_thrift_fail_sent (EvdThriftSent *s, guint flags, const char *message)
+{
+  for (guint i = 0; i < s->n; i++)
+    if (s->calls[i] != NULL)
+      evd_backend_thrift_fail (s->calls[i], flags, "%s", message);
+  g_free (s);
 }
 
 static void
@@ -434,7 +537,7 @@ static gboolean
 evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
 {
   EvdThriftPool *pool = c->pool;
-  EvdThriftCall *tc;
+  EvdThriftSent *sent;
   EvdWireScanner s;
   EvdWireStatus st;
   const guint8 *body;
@@ -454,29 +557,35 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
       evd_backend_thrift_check_lookups (pool, r);
     return TRUE;
   }
-  tc = g_hash_table_lookup (c->pending, GINT_TO_POINTER (s.seqid));
-  if (tc == NULL)
-    return TRUE;  /* its call timed out or was cancelled: the late reply is dropped */
+  sent = evd_backend_thrift_take (c, s.seqid);
+  if (sent == NULL)
+    return TRUE;  /* its calls timed out or were cancelled: the late reply is dropped */
   if (st != EVD_WIRE_OK) {
-    evd_backend_thrift_fail (tc, 0, "upstream %s sent a malformed reply: %s", pool->up->name,
-                             s.reason ? s.reason : "bad message");
+    g_autofree char *why = g_strdup_printf ("upstream %s sent a malformed reply: %s",
+                                            pool->up->name, s.reason ? s.reason : "bad message");
+
+    evd_backend_thrift_fail_sent (sent, 0, why);
     return TRUE;  /* the frame said where it ends: the next one is fine */
   }
   if (s.type == EVD_MSG_EXCEPTION) {
     g_autoptr (ThriftApplicationException) e =
       g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, NULL);
+    g_autofree char *why = NULL;
 
     if (evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (e)))
-      evd_backend_thrift_fail (tc, 0, "upstream %s failed the call: %s", pool->up->name,
-                               e->message ? e->message : "TApplicationException");
+      why = g_strdup_printf ("upstream %s failed the call: %s", pool->up->name,
+                             e->message ? e->message : "TApplicationException");
     else
-      evd_backend_thrift_fail (tc, 0, "upstream %s sent an exception that does not decode",
-                               pool->up->name);
+      why = g_strdup_printf ("upstream %s sent an exception that does not decode",
+                             pool->up->name);
+    evd_backend_thrift_fail_sent (sent, 0, why);
     return TRUE;
   }
   if (s.type == EVD_MSG_REPLY && !evd_backend_thrift_names (&s, "fetch")) {
-    evd_backend_thrift_fail (tc, 0, "upstream %s answered a fetch with a reply to another "
-                             "method", pool->up->name);
+    g_autofree char *why = g_strdup_printf ("upstream %s answered a fetch with a reply to "
+                                            "another method", pool->up->name);
+
+    evd_backend_thrift_fail_sent (sent, 0, why);
     return TRUE;
   }
   {
@@ -485,32 +594,150 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
 
     if (s.type != EVD_MSG_REPLY ||
         !evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r))) {
-      evd_backend_thrift_fail (tc, 0, "upstream %s sent a reply that does not decode",
-                               pool->up->name);
+      g_autofree char *why = g_strdup_printf ("upstream %s sent a reply that does not decode",
+                                              pool->up->name);
+
+      evd_backend_thrift_fail_sent (sent, 0, why);
       return TRUE;
     }
-    evd_backend_thrift_forget (tc);
-    evd_backend_thrift_complete (tc, r, pool->up->name);
+    /* One at a time, each cleared first: a completion may end its local fetch, which cancels
+     * (and clears) the others. */
+    for (guint i = 0; i < sent->n; i++) {
+      EvdThriftCall *tc = sent->calls[i];
+
+      if (tc == NULL)
+        continue;
+      evd_backend_thrift_forget (tc);
+      evd_backend_thrift_complete (tc, i, r, pool->up->name);
+    }
+    g_free (sent);
   }
   return TRUE;
 }
 
 /* ---- Connections. ---- */
 
+/* One remote fetch on `c` for the n calls (taken from their queue). */
 static void
-evd_backend_thrift_send (EvdThriftConn *c, EvdThriftCall *tc)
+evd_backend_thrift_send (EvdThriftConn *c, EvdThriftCall **calls, guint n)
 {
+  EvdThriftUpstream *up = c->pool->up;
+  EvdThriftSent *s = g_malloc (sizeof *s + n * sizeof s->calls[0]);
   g_autoptr (GByteArray) msg = NULL;
 
+  s->conn = c;
+  s->n = s->live = n;
   do
-    tc->seqid = (gint32) (c->next_seqid++ & G_MAXINT32);
-  while (tc->seqid == EVD_THRIFT_SEQID_LOOKUPS ||
-         g_hash_table_contains (c->pending, GINT_TO_POINTER (tc->seqid)));
-  tc->conn = c;
-  g_hash_table_insert (c->pending, GINT_TO_POINTER (tc->seqid), tc);
-  g_atomic_int_inc (&c->pool->up->inflight);
-  msg = evd_backend_thrift_encode (tc, c->pool->up->proto);
+    s->seqid = (gint32) (c->next_seqid++ & G_MAXINT32);
+  while (s->seqid == EVD_THRIFT_SEQID_LOOKUPS ||
+         g_hash_table_contains (c->pending, GINT_TO_POINTER (s->seqid)));
+  for (guint i = 0; i < n; i++) {
+    s->calls[i] = calls[i];
+    calls[i]->sent = s;
+    calls[i]->slot = i;
+  }
+  g_hash_table_insert (c->pending, GINT_TO_POINTER (s->seqid), s);
+  g_atomic_int_add (&up->inflight, (gint) n);
+  __atomic_add_fetch (&up->fetches, 1, __ATOMIC_RELAXED);
+  msg = evd_backend_thrift_encode (s, up->proto);
   bufferevent_write (c->bev, msg->data, msg->len);
+}
+
+/* A connection that is up, round robin; NULL when none is. */
+static EvdThriftConn *
+evd_backend_thrift_pick (EvdThriftPool *pool)
+{
+  int n = pool->up->connections;
+
+  for (int i = 0; i < n; i++) {
+    EvdThriftConn *c = &pool->conns[(pool->next + i) % n];
+
+    if (c->state == EVD_THRIFT_UP) {
+      pool->next = (pool->next + i + 1) % n;
+      return c;
+    }
+  }
+  return NULL;
+}
+
+/* Whether a connection is in `state`. */
+static gboolean
+evd_backend_thrift_any (EvdThriftPool *pool, EvdThriftState state)
+{
+  for (int i = 0; i < pool->up->connections; i++)
+    if (pool->conns[i].state == state)
+      return TRUE;
+  return FALSE;
+}
+
+static void
+evd_backend_thrift_fail_unavailable (EvdThriftCall *tc, const char *why)
+{
+  evd_backend_thrift_fail (tc, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s unavailable: %s",
+                           tc->lookup->up->name, why ? why : "not connected");
+}
+
+/* Sends every call of `queue`: those of one local fetch (one request context) together, up to
+ * max_batch per remote fetch, each remote fetch on the next connection that is up. With none
+ * up the calls wait for one that is connecting, or fail when none is. */
+static void
+evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
+{
+  EvdThriftCall **group = (EvdThriftCall **) pool->group;
+
+  while (!g_queue_is_empty (queue)) {
+    EvdThriftConn *c = evd_backend_thrift_pick (pool);
+    EvdThriftCall *first = queue->head->data;
+    const EvdRequestContext *ctx = evd_backend_call_context (first->call);
+    guint n = 0;
+
+    if (c == NULL && evd_backend_thrift_any (pool, EVD_THRIFT_CONNECTING)) {
+      if (queue == &pool->waiting)
+        return;
+      while (!g_queue_is_empty (queue)) {
+        EvdThriftCall *tc = queue->head->data;
+
+        g_queue_unlink (queue, &tc->link);
+        g_queue_push_tail_link (&pool->waiting, &tc->link);
+        tc->queue = &pool->waiting;
+      }
+      return;
+    }
+    if (c == NULL) {
+      /* Each failure may end its fetch, which cancels (unlinks) its other calls. */
+      evd_backend_thrift_fail_unavailable (first, pool->last_error);
+      continue;
+    }
+    /* The calls of a fetch are started one after the other, so its group is usually the
+     * head of the queue; a retry or a hedge of another fetch may sit between them. */
+    for (GList *l = queue->head, *next; l != NULL && n < pool->up->max_batch; l = next) {
+      EvdThriftCall *tc = l->data;
+
+      next = l->next;
+      if (evd_backend_call_context (tc->call) != ctx)
+        continue;
+      g_queue_unlink (queue, &tc->link);
+      tc->queue = NULL;
+      group[n++] = tc;
+    }
+    evd_backend_thrift_send (c, group, n);
+  }
+}
+
+static void evd_backend_thrift_pool_destroy (EvdThriftPool *pool);
+
+/* At the end of the loop pass that started them: the calls of each local fetch go out. */
+static void
+evd_backend_thrift_flush (gpointer data)
+{
+  EvdThriftPool *pool = data;
+
+  pool->flush_queued = FALSE;
+  if (pool->freed) {
+    evd_backend_thrift_pool_destroy (pool);
+    return;
+  }
+  evd_backend_thrift_dispatch (pool, &pool->batch);
 }
 
 /* Every call the connection carried fails, and it reconnects after its backoff. */
@@ -529,16 +756,19 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
   g_clear_pointer (&c->connect, evd_connect_cancel);
   g_clear_pointer (&c->bev, bufferevent_free);
   c->state = EVD_THRIFT_DOWN;
-  /* One at a time from the map, never from a copy of it: a completion may end its fetch,
-   * which cancels (and frees) the fetch's other calls, on this connection too. Each call
-   * failed or cancelled leaves the map; nothing joins it while the connection is down. */
+  /* One remote fetch at a time from the map, never from a copy of it: a completion may end
+   * its fetch, which cancels the fetch's other calls, on this connection too (a remote fetch
+   * whose last call leaves goes from the map). Nothing joins the map while the connection
+   * is down. */
   while (g_hash_table_size (c->pending) > 0) {
+    g_autofree char *message = g_strdup_printf ("upstream %s: %s", up->name, why);
     GHashTableIter it;
-    gpointer tc;
+    gpointer seqid;
 
     g_hash_table_iter_init (&it, c->pending);
-    g_hash_table_iter_next (&it, NULL, &tc);
-    evd_backend_thrift_fail (tc, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
+    g_hash_table_iter_next (&it, &seqid, NULL);
+    evd_backend_thrift_fail_sent (evd_backend_thrift_take (c, GPOINTER_TO_INT (seqid)),
+                                  EVD_BACKEND_FAIL_RETRYABLE, message);
   }
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
    * Then exponential backoff with jitter, so that many loops do not reconnect in step. Being
@@ -555,13 +785,11 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
     if (pool->conns[i].state != EVD_THRIFT_DOWN)
       return;
   while (!g_queue_is_empty (&pool->waiting))
-    evd_backend_thrift_fail (g_queue_peek_head (&pool->waiting), EVD_BACKEND_FAIL_RETRYABLE,
-                             "upstream %s unavailable: %s",
-                             up->name, why);
+    evd_backend_thrift_fail_unavailable (g_queue_peek_head (&pool->waiting), why);
 }
 
 /* A reply over max_frame_bytes cannot be read, nor anything after it: its connection breaks.
- * The call it answers, when its message header has come, fails for good, as a reply that does
+ * The calls it answers, when its message header has come, fail for good, as a reply that does
  * not parse: asked again, the remote would send it again and break the connection again, with
  * every other call on it (those fail as for any lost connection). */
 static void
@@ -570,16 +798,20 @@ evd_backend_thrift_fail_too_long (EvdThriftConn *c, struct evbuffer *in, gint32 
   EvdThriftUpstream *up = c->pool->up;
   gsize have = MIN (evbuffer_get_length (in), 4 + EVD_THRIFT_HEADER_MAX);
   EvdWireScanner s;
-  EvdThriftCall *tc;
+  EvdThriftSent *sent;
 
   evd_wire_scanner_init (&s, up->proto, (gsize) frame_len, EVD_WIRE_MAX_DEPTH);
   if (evd_wire_scanner_header (&s, evbuffer_pullup (in, (ev_ssize_t) have) + 4,
                                have - 4) != EVD_WIRE_OK)
     return;
-  tc = g_hash_table_lookup (c->pending, GINT_TO_POINTER (s.seqid));
-  if (tc != NULL)
-    evd_backend_thrift_fail (tc, 0, "upstream %s: a reply of %d bytes is over "
-                             "max_frame_bytes (%d)", up->name, frame_len, up->max_frame);
+  sent = evd_backend_thrift_take (c, s.seqid);
+  if (sent != NULL) {
+    g_autofree char *why = g_strdup_printf ("upstream %s: a reply of %d bytes is over "
+                                            "max_frame_bytes (%d)", up->name, frame_len,
+                                            up->max_frame);
+
+    evd_backend_thrift_fail_sent (sent, 0, why);
+  }
 }
 
 static void
@@ -622,13 +854,6 @@ evd_backend_thrift_on_read (struct bufferevent *bev, void *arg)
 }
 
 static void
-evd_backend_thrift_flush_waiting (EvdThriftPool *pool, EvdThriftConn *c)
-{
-  while (!g_queue_is_empty (&pool->waiting))
-    evd_backend_thrift_send (c, g_queue_pop_head (&pool->waiting));
-}
-
-static void
 evd_backend_thrift_up (EvdThriftConn *c)
 {
   EvdThriftUpstream *up = c->pool->up;
@@ -640,7 +865,7 @@ evd_backend_thrift_up (EvdThriftConn *c)
     g_autoptr (GByteArray) msg = evd_backend_thrift_encode_lookups (up->proto);
     bufferevent_write (c->bev, msg->data, msg->len);
   }
-  evd_backend_thrift_flush_waiting (c->pool, c);
+  evd_backend_thrift_dispatch (c->pool, &c->pool->waiting);
 }
 
 /* A TCP connection made by evd_connect, every address of the name tried in turn: the
@@ -748,6 +973,7 @@ evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
                                                                 : THRIFT_TYPE_BINARY_PROTOCOL,
                                  "transport", pool->transport, NULL);
   pool->conns = g_new0 (EvdThriftConn, up->connections);
+  pool->group = g_new (gpointer, up->max_batch);
   for (int i = 0; i < up->connections; i++) {
     EvdThriftConn *c = &pool->conns[i];
 
@@ -761,12 +987,22 @@ evd_backend_thrift_pool_new (EvdLoop *loop, gpointer owner)
   return pool;
 }
 
-/* On the pool's loop, once its generation is gone: no call is left on it. */
+/* On the pool's loop, once its generation is gone: no call is left on it. A flush still
+ * queued for this pass (its calls cancelled since) frees the pool when it runs. */
 static void
 evd_backend_thrift_pool_free (gpointer data)
 {
   EvdThriftPool *pool = data;
 
+  if (pool->flush_queued)
+    pool->freed = TRUE;
+  else
+    evd_backend_thrift_pool_destroy (pool);
+}
+
+static void
+evd_backend_thrift_pool_destroy (EvdThriftPool *pool)
+{
   for (int i = 0; i < pool->up->connections; i++) {
     EvdThriftConn *c = &pool->conns[i];
 
@@ -785,6 +1021,7 @@ evd_backend_thrift_pool_free (gpointer data)
   g_object_unref (pool->protocol);
   g_object_unref (pool->transport);
   g_free (pool->last_error);
+  g_free (pool->group);
   g_free (pool->conns);
   evd_backend_thrift_upstream_unref (pool->up);
   g_free (pool);
@@ -862,6 +1099,8 @@ evd_backend_thrift_open_upstream (EvdThriftShared *sh, EvdConfig *cfg, const cha
   up->max_frame = (gint32) evd_config_int (cfg, group, "max_frame_bytes",
                                            evd_config_server (cfg)->max_frame_bytes, 64,
                                            1 << 30);
+  /* 64 is evdal's default max_calls: a remote with its defaults takes a whole batch. */
+  up->max_batch = (guint) evd_config_int (cfg, group, "max_calls_per_fetch", 64, 1, 100000);
   up->remote_lookups = g_ptr_array_new_with_free_func (g_free);
   if (strcmp (protocol, "binary") == 0)
     up->proto = EVD_PROTO_BINARY;
@@ -928,6 +1167,8 @@ evd_backend_thrift_collect (gpointer shared, GString *out)
       "serving." },
     { "evdal_upstream_inflight", "gauge", "Calls sent to the upstream and not answered." },
     { "evdal_upstream_calls_total", "counter", "Calls sent to the upstream." },
+    { "evdal_upstream_fetches_total", "counter", "Remote fetches sent to the upstream, each "
+      "with the calls of one local fetch (up to max_calls_per_fetch)." },
     { "evdal_upstream_failures_total", "counter", "Calls failed by the upstream's connection "
       "or malformed replies (not the remote's own per-call errors)." },
     { "evdal_upstream_reconnects_total", "counter", "Reconnection attempts." },
@@ -949,7 +1190,8 @@ evd_backend_thrift_collect (gpointer shared, GString *out)
         : f == 1 ? (double) pools * up->connections
         : f == 2 ? g_atomic_int_get (&up->inflight)
         : f == 3 ? (double) __atomic_load_n (&up->calls, __ATOMIC_RELAXED)
-        : f == 4 ? (double) __atomic_load_n (&up->failures, __ATOMIC_RELAXED)
+        : f == 4 ? (double) __atomic_load_n (&up->fetches, __ATOMIC_RELAXED)
+        : f == 5 ? (double) __atomic_load_n (&up->failures, __ATOMIC_RELAXED)
                  : (double) __atomic_load_n (&up->reconnects, __ATOMIC_RELAXED);
       evd_metrics_sample (out, families[f][0], v, "upstream", (const char *) name,
                           "backend", "thrift", NULL);
@@ -1013,38 +1255,34 @@ evd_backend_thrift_lookup_close (gpointer backend)
 
 /* ---- Calls. ---- */
 
+/* The call joins this loop pass's batch, sent at the pass's end with the other calls of its
+ * fetch; with no connection up or coming up it fails at once. */
 static void
 evd_backend_thrift_start (gpointer backend, EvdBackendCall *call)
 {
   EvdThriftLookup *l = backend;
   EvdThriftUpstream *up = l->up;
   EvdThriftPool *pool = evd_loop_local_get (up->pools, evd_backend_call_loop (call));
-  EvdThriftCall *tc = g_new0 (EvdThriftCall, 1);
-  gboolean connecting = FALSE;
+  EvdThriftCall *tc = evd_backend_call_room (call, sizeof *tc);
 
   evd_backend_call_trace_peer (call, up->host != NULL ? up->host : up->unix_path);
   tc->call = call;
   tc->lookup = l;
+  tc->pool = pool;
+  tc->link.data = tc;
   *evd_backend_call_data (call) = tc;
   __atomic_add_fetch (&up->calls, 1, __ATOMIC_RELAXED);
-  /* Round robin over the connections that are up. */
-  for (int i = 0; i < up->connections; i++) {
-    EvdThriftConn *c = &pool->conns[(pool->next + i) % up->connections];
-
-    if (c->state == EVD_THRIFT_UP) {
-      pool->next = (pool->next + i + 1) % up->connections;
-      evd_backend_thrift_send (c, tc);
-      return;
-    }
-    connecting |= c->state == EVD_THRIFT_CONNECTING;
-  }
-  if (connecting) {
-    g_queue_push_tail (&pool->waiting, tc);  /* sent when one comes up, or failed */
+  if (!evd_backend_thrift_any (pool, EVD_THRIFT_UP)
+      && !evd_backend_thrift_any (pool, EVD_THRIFT_CONNECTING)) {
+    evd_backend_thrift_fail_unavailable (tc, pool->last_error);
     return;
   }
-  __atomic_add_fetch (&up->failures, 1, __ATOMIC_RELAXED);
-  evd_backend_call_fail_retryable (call, EVD_ERROR_KIND_BACKEND, "upstream %s unavailable: %s",
-                         up->name, pool->last_error ? pool->last_error : "not connected");
+  g_queue_push_tail_link (&pool->batch, &tc->link);
+  tc->queue = &pool->batch;
+  if (!pool->flush_queued) {
+    pool->flush_queued = TRUE;
+    evd_loop_at_pass_end (pool->loop, evd_backend_thrift_flush, pool);
+  }
 }
 
 /* Timed out or no longer wanted: the call leaves its connection's books, so its reply, when
@@ -1059,14 +1297,6 @@ evd_backend_thrift_cancel (gpointer backend, EvdBackendCall *call)
   evd_backend_call_fail (call, EVD_ERROR_KIND_CANCELLED, "cancelled");
 }
 
-static void
-evd_backend_thrift_release (gpointer backend, EvdBackendCall *call)
-{
-  (void) backend;
-  g_free (*evd_backend_call_data (call));
-  *evd_backend_call_data (call) = NULL;
-}
-
 const EvdBackendClass evd_backend_thrift_class = {
   .kind = "thrift",
   .setup = evd_backend_thrift_setup,
@@ -1075,7 +1305,6 @@ const EvdBackendClass evd_backend_thrift_class = {
   .open = evd_backend_thrift_lookup_open,
   .start = evd_backend_thrift_start,
   .cancel = evd_backend_thrift_cancel,
-  .release = evd_backend_thrift_release,
   .close = evd_backend_thrift_lookup_close,
   .collect = evd_backend_thrift_collect,
 };

@@ -54,13 +54,14 @@ mode = fail
 """
 
 
-def local_config(address, protocol='binary', connections=2, extra='', **server):
+def local_config(address, protocol='binary', connections=2, extra='', upstream='', **server):
     return h.config(lookups="""\
 [upstream regional]
 backend = thrift
 address = %s
 protocol = %s
 connections = %d
+%s
 
 [lookup r_user]
 upstream = regional
@@ -98,7 +99,7 @@ retries = 1
 backend = static
 columns = x
 row.1 = 1
-""" % (address, protocol, connections) + extra, admin_listen='127.0.0.1:0', **server)
+""" % (address, protocol, connections, upstream) + extra, admin_listen='127.0.0.1:0', **server)
 
 
 def call(lookup, **params):
@@ -156,6 +157,116 @@ class ThriftUpstreamTest(h.EvdalTestCase):
                     # At start-up L asked the remote's lookups() and warned of the missing one.
                     l.wait_log(r'upstream regional has no lookup "nope"')
 
+    def test_a_fetchs_calls_go_in_one_remote_fetch(self):
+        """The calls of one local fetch to one upstream are one remote fetch, up to
+        max_calls_per_fetch each: the remote reads, runs and answers one request, not one per
+        call."""
+        def remote_fetches(r):
+            return r.metric('evdal_requests_total{method="fetch",outcome="ok"}') or 0
+        page = {'u': call('r_user', user_id=42), 'k': call('r_kinds', word='w'),
+                'f': call('r_flags'), 'x': call('local_flags')}
+        with self.remote() as r:
+            for per_fetch, want in ((64, 1), (2, 2), (1, 3)):
+                with h.Server(local_config(r.address, upstream='max_calls_per_fetch = %d'
+                                           % per_fetch)) as l:
+                    c, t = h.client(l)
+                    try:
+                        c.fetch(h.fetch_request({'f': call('r_flags')}))  # connections up
+                        before = remote_fetches(r)
+                        sent = l.metric('evdal_upstream_fetches_total{upstream="regional",'
+                                        'backend="thrift"}')
+                        resp = c.fetch(h.fetch_request(page))
+                    finally:
+                        t.close()
+                    for key in page:
+                        self.assertIsNone(resp.results[key].error, (per_fetch, key))
+                    self.assertEqual(resp.results['u'].table.rows[0][0].int_value, 42)
+                    self.assertEqual(l.metric('evdal_upstream_fetches_total{upstream='
+                                              '"regional",backend="thrift"}') - sent, want)
+                    r.wait_metric('evdal_requests_total{method="fetch",outcome="ok"}',
+                                  lambda v: v >= before + want)
+                    self.assertEqual(remote_fetches(r) - before, want, per_fetch)
+
+    def test_each_call_keeps_its_own_budget(self):
+        """Calls of one fetch sent together keep their own budgets: each is the remote call's
+        timeout_ms, the remote fetch's deadline is the latest of them. A slow call cut at its
+        budget does not hold a fast one past its own: the remote cuts it there too."""
+        fake = OutOfOrderRemote(pairs=1)
+        with fake:
+            with h.Server(local_config('127.0.0.1:%d' % fake.port, connections=1)) as l:
+                c, t = h.client(l)
+                try:
+                    resp = c.fetch(h.fetch_request({
+                        'a': ttypes.LookupCall(lookup='r_kinds', timeout_ms=300, params={
+                            'word': ttypes.Value(text_value='short')}),
+                        'b': ttypes.LookupCall(lookup='r_kinds', timeout_ms=4000, params={
+                            'word': ttypes.Value(text_value='long')})}, deadline_ms=5000))
+                finally:
+                    t.close()
+        self.assertIsNone(resp.results['b'].error, resp.results['b'])
+        self.assertEqual(len(fake.fetches), 1, fake.fetches)
+        calls = {c.params['word'].text_value: c for c in fake.fetches[0].calls.values()}
+        self.assertTrue(0 < calls['short'].timeout_ms <= 300, calls['short'])
+        self.assertTrue(300 < calls['long'].timeout_ms <= 4000, calls['long'])
+        self.assertEqual(fake.fetches[0].context.deadline_ms, calls['long'].timeout_ms)
+        self.assertFalse(any(c.critical for c in calls.values()))
+        with self.remote() as r:
+            with h.Server(local_config(r.address)) as l:
+                c, t = h.client(l)
+                try:
+                    wait_ok(self, c, 'r_flags')
+                    t0 = time.monotonic()
+                    resp = c.fetch(h.fetch_request({
+                        'n': ttypes.LookupCall(lookup='r_nap', timeout_ms=200, params={
+                            'delay_ms': ttypes.Value(int_value=5000)}),
+                        'f': call('r_flags')}, deadline_ms=8000))
+                    took = time.monotonic() - t0
+                finally:
+                    t.close()
+        self.assertEqual(resp.results['n'].error.kind, ttypes.ErrorKind.TIMEOUT)
+        self.assertIsNone(resp.results['f'].error, resp.results['f'])
+        self.assertLess(took, 0.2 + 0.5 * SLOW)
+
+    def test_calls_of_different_fetches_never_share_a_remote_fetch(self):
+        """Many clients at once on one loop: each remote fetch carries one local fetch's calls
+        and context, so every call sees its own fetch's request id and principal."""
+        remote_extra = "\n[lookup ctx]\nbackend = fault\nmode = context\n"
+        with h.Server(h.config(lookups=REMOTE_LOOKUPS % self.db + remote_extra)) as r:
+            with h.Server(local_config(r.address, io_threads=1, extra="""
+[lookup r_ctx]
+upstream = regional
+remote_lookup = ctx
+
+[lookup r_ctx2]
+upstream = regional
+remote_lookup = ctx
+""")) as l:
+                clients = [h.client(l) for _ in range(16)]
+                try:
+                    wait_ok(self, clients[0][0], 'r_flags')
+                    sent = l.metric('evdal_upstream_fetches_total{upstream="regional",'
+                                    'backend="thrift"}')
+                    for rnd in range(10):
+                        for i, (c, _) in enumerate(clients):
+                            c.send_fetch(h.fetch_request(
+                                {'a': call('r_ctx'), 'b': call('r_ctx2')},
+                                request_id='req-%d-%d' % (rnd, i), principal='p%d' % i))
+                        for i, (c, _) in enumerate(clients):
+                            resp = c.recv_fetch()
+                            for key in ('a', 'b'):
+                                table = resp.results[key].table
+                                self.assertIsNotNone(table, resp.results[key])
+                                row = dict(zip(table.columns, table.rows[0]))
+                                self.assertEqual(row['request_id'].text_value,
+                                                 'req-%d-%d' % (rnd, i))
+                                self.assertEqual(row['principal'].text_value, 'p%d' % i)
+                    # one remote fetch per local fetch, each with both of its calls
+                    self.assertEqual(l.metric('evdal_upstream_fetches_total{upstream='
+                                              '"regional",backend="thrift"}') - sent, 160)
+                finally:
+                    for _, t in clients:
+                        t.close()
+
     def test_context_travels_and_the_deadline_shrinks(self):
         """Request id, principal and attributes reach the remote lookup; the remote's own
         deadline is what was left of the caller's."""
@@ -183,20 +294,29 @@ remote_lookup = ctx
         self.assertTrue(0 < left <= 800, left)
 
     def test_remote_answering_out_of_order(self):
+        """Two local fetches are two remote fetches on the one connection (their calls never
+        share one: each carries its own context); the remote answers them last first."""
         fake = OutOfOrderRemote(pairs=3)
         with fake:
-            with h.Server(local_config('127.0.0.1:%d' % fake.port, connections=1)) as l:
-                c, t = h.client(l)
+            with h.Server(local_config('127.0.0.1:%d' % fake.port, connections=1,
+                                       io_threads=1)) as l:
+                clients = [h.client(l) for _ in range(2)]
                 try:
-                    resp = c.fetch(h.fetch_request({'a': call('r_kinds', word='first'),
-                                                    'b': call('r_kinds', word='second')}))
+                    for i, (c, _) in enumerate(clients):
+                        c.send_fetch(h.fetch_request({'a': call('r_kinds', word='first%d' % i),
+                                                      'b': call('r_kinds', word='second%d' % i)},
+                                                     request_id='req-%d' % i))
+                    resps = [c.recv_fetch() for c, _ in clients]
                 finally:
-                    t.close()
+                    for _, t in clients:
+                        t.close()
         self.assertEqual(fake.reordered, True)
-        for key, word in (('a', 'first'), ('b', 'second')):
-            r = resp.results[key]
-            self.assertIsNone(r.error, r)
-            self.assertEqual(r.table.rows, [[ttypes.Value(text_value=word)]])
+        self.assertEqual(sorted(f.context.request_id for f in fake.fetches), ['req-0', 'req-1'])
+        for i, resp in enumerate(resps):
+            for key, word in (('a', 'first%d' % i), ('b', 'second%d' % i)):
+                r = resp.results[key]
+                self.assertIsNone(r.error, r)
+                self.assertEqual(r.table.rows, [[ttypes.Value(text_value=word)]])
 
     def test_reply_named_for_another_method_is_refused(self):
         """A reply is to the method it names: one named for another method is not decoded as
@@ -444,9 +564,9 @@ def process_state(pid, tid):
 
 
 class OutOfOrderRemote:
-    """A Thrift server that reads requests on one connection until it has `pairs` x 2 of them
-    queued or a short pause, then answers them in reverse order: each call's table is the
-    `word` param it was sent. The lookups() check at start-up is answered at once."""
+    """A Thrift server that reads requests on one connection until a short pause, then
+    answers them in reverse order: each call's table is the `word` param it was sent. The
+    lookups() check at start-up is answered at once."""
 
     def __init__(self, pairs, fetch_reply_name='fetch'):
         self.fetch_reply_name = fetch_reply_name
@@ -455,6 +575,7 @@ class OutOfOrderRemote:
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         self.reordered = False
+        self.fetches = []  # the FetchRequests received, in order
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._serve, daemon=True)
 
@@ -504,12 +625,13 @@ class OutOfOrderRemote:
                 continue
             args = h.DataAccess.fetch_args()
             args.read(p)
-            word = args.request.calls['call'].params['word'].text_value
-            held.append((seqid, 'fetch', word))
+            self.fetches.append(args.request)
+            words = {k: c.params['word'].text_value for k, c in args.request.calls.items()}
+            held.append((seqid, 'fetch', words))
 
     def _answer(self, conn, items):
         out = b''
-        for seqid, name, word in items:
+        for seqid, name, words in items:
             buf = TTransport.TMemoryBuffer()
             p = TBinaryProtocol.TBinaryProtocol(buf)
             p.writeMessageBegin(name if name == 'lookups' else self.fetch_reply_name,
@@ -517,9 +639,10 @@ class OutOfOrderRemote:
             if name == 'lookups':
                 h.DataAccess.lookups_result(success=[]).write(p)
             else:
-                table = ttypes.Table(columns=['word'], rows=[[ttypes.Value(text_value=word)]])
-                resp = ttypes.FetchResponse(request_id='x', server_us=1,
-                                            results={'call': ttypes.LookupResult(table=table)})
+                results = {k: ttypes.LookupResult(table=ttypes.Table(
+                    columns=['word'], rows=[[ttypes.Value(text_value=w)]]))
+                    for k, w in words.items()}
+                resp = ttypes.FetchResponse(request_id='x', server_us=1, results=results)
                 h.DataAccess.fetch_result(success=resp).write(p)
             p.writeMessageEnd()
             data = buf.getvalue()
