@@ -10,7 +10,9 @@ and a static one, random users):
   direct    evdal-bench -> evdal (the sample config)
   haproxy   evdal-bench -> HAProxy (deploy/haproxy/haproxy.cfg, TCP mode) -> the same evdal
   two-tier  evdal-bench -> a front evdal whose seven lookups are `backend = thrift` upstream
-            lookups of the same names -> the same evdal
+            lookups of the same names -> the same evdal; each page is one remote fetch
+  two-tier, a call per remote fetch
+            the same with the front's max_calls_per_fetch = 1: seven remote fetches a page
 For every process (evdal, the front evdal, HAProxy, the load generator) it reports CPU per
 fetch over the measured seconds (utime + stime from /proc), next to fetches/s and p99, as the
 median of the rounds (the shapes in alternation, A B C A B C ...).
@@ -46,15 +48,16 @@ def wait_port(port, proc, what):
     sys.exit('%s did not listen within 30 s' % what)
 
 
-def front_config(back_port, tmp):
-    """A front evdal: each page lookup is the back evdal's lookup of the same name."""
+def front_config(back_port, tmp, per_fetch):
+    """A front evdal: each page lookup is the back evdal's lookup of the same name; the calls
+    of one page go to the back evdal as remote fetches of at most `per_fetch` calls."""
     lines = ['[server]', 'listen = 127.0.0.1:0', 'admin_listen =', 'max_connections = 2000', '',
              '[upstream back]', 'backend = thrift', 'address = 127.0.0.1:%d' % back_port,
-             'connections = 4', '']
+             'connections = 4', 'max_calls_per_fetch = %d' % per_fetch, '']
     for name in harness.PAGE:
         lines += ['[lookup %s]' % name, 'upstream = back', 'params = user_id', '']
     lines += ['[lookup feature_flags]', 'upstream = back', '']
-    path = os.path.join(tmp, 'front.conf')
+    path = os.path.join(tmp, 'front-%d.conf' % per_fetch)
     with open(path, 'w') as f:
         f.write('\n'.join(lines))
     return path
@@ -112,8 +115,13 @@ def main():
         back = start([os.path.join(build, 'evdal'), '--config', conf, '--listen',
                       '127.0.0.1:%d' % back_port], back_port, 'evdal')
         front_port = harness.free_port()
-        front = start([os.path.join(build, 'evdal'), '--config', front_config(back_port, tmp),
-                       '--listen', '127.0.0.1:%d' % front_port], front_port, 'front')
+        front = start([os.path.join(build, 'evdal'), '--config',
+                       front_config(back_port, tmp, 64), '--listen', '127.0.0.1:%d' % front_port],
+                      front_port, 'front')
+        single_port = harness.free_port()
+        single = start([os.path.join(build, 'evdal'), '--config',
+                        front_config(back_port, tmp, 1), '--listen',
+                        '127.0.0.1:%d' % single_port], single_port, 'front-single')
         proxy_port = harness.free_port()
         env = dict(os.environ, EVDAL_FRONT='127.0.0.1:%d' % proxy_port)
         for i in (1, 2, 3):  # all three entries are the one evdal: the proxy's cost alone
@@ -126,6 +134,8 @@ def main():
             'direct': (back_port, {'evdal': back.pid}),
             'haproxy': (proxy_port, {'evdal': back.pid, 'HAProxy': proxy.pid}),
             'two-tier': (front_port, {'evdal': back.pid, 'front evdal': front.pid}),
+            'two-tier, a call per remote fetch': (single_port, {'evdal': back.pid,
+                                                                'front evdal': single.pid}),
         }
         for port, p in shapes.values():
             measure(build, port, p, 1, 0.2)  # warm-up
@@ -133,7 +143,7 @@ def main():
         for _ in range(args.rounds):
             for name, (port, p) in shapes.items():
                 results[name].append(measure(build, port, p, args.seconds, args.warmup))
-                print('%-9s %s fetches/s' % (name, harness.fmt(results[name][-1]['rps'])),
+                print('%-34s %s fetches/s' % (name, harness.fmt(results[name][-1]['rps'])),
                       file=sys.stderr)
     finally:
         for p in procs:
@@ -147,7 +157,7 @@ def main():
     lines = [BEGIN, '', '## Beyond one machine: the cost of one more hop (run of %s)'
              % datetime.date.today().isoformat(), '',
              'Machine: %s. Command: `/usr/bin/python3 bench/scaling.py --rounds %d --seconds %g`. '
-             'The sqlite7 page at %d connections, the three shapes in alternation; medians of '
+             'The sqlite7 page at %d connections, the shapes in alternation; medians of '
              '%d rounds. CPU per fetch is each process\'s utime + stime over the measured '
              'seconds divided by the fetches answered.' % (harness.machine(), args.rounds,
                                                            args.seconds, CONNS, args.rounds), '',

@@ -46,6 +46,7 @@
 #include "evd_backend.h"
 #include "evd_connect.h"
 #include "evd_dns.h"
+#include "evd_fetch_reply.h"
 #include "evd_loop_local.h"
 #include "evd_metrics.h"
 #include "evd_thrift.h"
@@ -334,84 +335,40 @@ evd_backend_thrift_encode_lookups (EvdProto proto)
 
 /* ---- Reading a reply. ---- */
 
-static EvdRows *
-evd_backend_thrift_rows (evdalTable *t)
-{
-  g_autofree const char **cols = g_new0 (const char *, t->columns->len + 1);
-  EvdRows *rows;
-
-  for (guint i = 0; i < t->columns->len; i++)
-    cols[i] = t->columns->pdata[i] ? t->columns->pdata[i] : "";
-  rows = evd_rows_new (t->columns->len, cols);
-  for (guint r = 0; r < t->rows->len; r++) {
-    GPtrArray *row = t->rows->pdata[r];
-
-    if (row->len != t->columns->len) {
-      evd_rows_unref (rows);
-      return NULL;
-    }
-    for (guint c = 0; c < row->len; c++) {
-      evdalValue *v = row->pdata[c];
-
-      if (v->__isset_int_value)
-        evd_rows_add_int (rows, v->int_value);
-      else if (v->__isset_real_value)
-        evd_rows_add_real (rows, v->real_value);
-      else if (v->__isset_text_value)
-        evd_rows_add_text (rows, v->text_value ? v->text_value : "", -1);
-      else if (v->__isset_blob_value)
-        evd_rows_add_blob (rows, v->blob_value->data, v->blob_value->len);
-      else
-        evd_rows_add_null (rows);
-    }
-  }
-  return rows;
-}
-
 /* The remote's answer to the call in `slot`, as this call's completion. */
 static void
-evd_backend_thrift_complete (EvdThriftCall *tc, guint slot, evdalDataAccessFetchResult *r,
+evd_backend_thrift_complete (EvdThriftCall *tc, guint slot, EvdFetchReply *reply,
                              const char *upstream)
 {
-  evdalLookupResult *res;
-  EvdRows *rows;
-  char key[16];
+  EvdFetchReplyCall *res = &reply->calls[slot];
 
-  if (r->__isset_overloaded) {
+  switch (reply->outcome) {
+  case EVD_FETCH_REPLY_OVERLOADED:
     evd_backend_call_fail (tc->call, EVD_ERROR_KIND_OVERLOADED,
                            "upstream %s overloaded (retry after %d ms): %s", upstream,
-                           r->overloaded->retry_after_ms, r->overloaded->message);
+                           reply->retry_after_ms, reply->message);
     return;
-  }
-  if (r->__isset_invalid) {
+  case EVD_FETCH_REPLY_INVALID:
     evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s refused the "
-                           "request: %s", upstream, r->invalid->message);
+                           "request: %s", upstream, reply->message);
     return;
+  case EVD_FETCH_REPLY_FAILED:
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s failed the fetch "
+                           "(call %s: %s)", upstream, reply->failed_call, reply->message);
+    return;
+  default:
+    break;
   }
-  evd_backend_thrift_key (slot, key);
-  res = r->__isset_success && r->success->results != NULL
-        ? g_hash_table_lookup (r->success->results, key) : NULL;
-  if (res == NULL || (!res->__isset_table && !res->__isset_error)) {
+  if (res->rows != NULL)
+    evd_backend_call_return (tc->call, g_steal_pointer (&res->rows));
+  else if (res->kind != EVD_ERROR_KIND_NONE)
+    evd_backend_call_fail (tc->call, res->kind, "upstream %s: %s", upstream, res->message);
+  else if (res->message != NULL)
+    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s answered %s",
+                           upstream, res->message);
+  else
     evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
                            "upstream %s answered without this call's result", upstream);
-    return;
-  }
-  if (res->__isset_error) {
-    int kind = res->error->kind;
-
-    if (kind < EVD_ERROR_KIND_UNKNOWN_LOOKUP || kind > EVD_ERROR_KIND_CANCELLED)
-      kind = EVD_ERROR_KIND_BACKEND;
-    evd_backend_call_fail (tc->call, (EvdErrorKind) kind, "upstream %s: %s", upstream,
-                           res->error->message ? res->error->message : "");
-    return;
-  }
-  rows = evd_backend_thrift_rows (res->table);
-  if (rows == NULL) {
-    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND,
-                           "upstream %s answered a row of the wrong width", upstream);
-    return;
-  }
-  evd_backend_call_return (tc->call, rows);
 }
 
 /* A call leaves the books of its queue or remote fetch: it is about to be completed. The last
@@ -589,13 +546,14 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
     return TRUE;
   }
   {
-    g_autoptr (evdalDataAccessFetchResult) r =
-      g_object_new (EVDAL_TYPE_DATA_ACCESS_FETCH_RESULT, NULL);
+    EvdFetchReply r;
+    const char *bad = NULL;
 
     if (s.type != EVD_MSG_REPLY ||
-        !evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (r))) {
-      g_autofree char *why = g_strdup_printf ("upstream %s sent a reply that does not decode",
-                                              pool->up->name);
+        !evd_fetch_reply_decode (body, len - s.body_offset, pool->up->proto, sent->n, &r,
+                                 &bad)) {
+      g_autofree char *why = g_strdup_printf ("upstream %s sent a reply that does not decode%s%s",
+                                              pool->up->name, bad ? ": " : "", bad ? bad : "");
 
       evd_backend_thrift_fail_sent (sent, 0, why);
       return TRUE;
@@ -608,9 +566,10 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
       if (tc == NULL)
         continue;
       evd_backend_thrift_forget (tc);
-      evd_backend_thrift_complete (tc, i, r, pool->up->name);
+      evd_backend_thrift_complete (tc, i, &r, pool->up->name);
     }
     g_free (sent);
+    evd_fetch_reply_clear (&r);
   }
   return TRUE;
 }
