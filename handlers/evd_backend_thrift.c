@@ -270,7 +270,15 @@ evd_backend_thrift_frame_end (GByteArray *out)
 static void
 evd_backend_thrift_key (guint slot, char key[16])
 {
-  g_snprintf (key, 16, "%u", slot);
+  char digits[16];
+  guint n = 0, i = 0;
+
+  do
+    digits[n++] = (char) ('0' + slot % 10);
+  while ((slot /= 10) > 0);
+  while (n > 0)
+    key[i++] = digits[--n];
+  key[i] = '\0';
 }
 
 /* The whole framed message for a remote fetch. */

@@ -107,13 +107,23 @@ evd_fetch_reply_rows (EvdReader *r, EvdRows *rows, const char **why)
   return TRUE;
 }
 
-/* A Table: its rows, or NULL with *why when they are unusable. */
+/* The table of these column names (NULL-terminated array), no rows yet. */
+static EvdRows *
+evd_fetch_reply_new_rows (GPtrArray *columns)
+{
+  g_ptr_array_add (columns, NULL);
+  return evd_rows_new (columns->len - 1, (const char *const *) columns->pdata);
+}
+
+/* A Table: its rows, or NULL with *why when they are unusable. Writers send the columns
+ * first, and the rows are then read straight into the table; rows that come first are read
+ * again once the columns are known. */
 static EvdRows *
 evd_fetch_reply_table (EvdReader *r, const char **why)
 {
   g_autoptr (GPtrArray) columns = g_ptr_array_new_with_free_func (g_free);
   EvdReader rows_at = { 0 };
-  gboolean has_rows = FALSE;
+  gboolean has_columns = FALSE, rows_later = FALSE, usable = TRUE;
   g_autoptr (EvdRows) rows = NULL;
   gint16 saved, id;
   guint8 t;
@@ -121,27 +131,38 @@ evd_fetch_reply_table (EvdReader *r, const char **why)
   if (!evd_reader_enter (r, &saved))
     return NULL;
   while (evd_reader_field (r, &t, &id)) {
-    if (id == 1 && t == EVD_WIRE_T_LIST) {
+    if (id == 1 && t == EVD_WIRE_T_LIST && !has_columns) {
       guint32 n = evd_fetch_reply_list (r, EVD_WIRE_T_STRING);
 
-      g_ptr_array_set_size (columns, 0);
       for (guint32 i = 0; i < n && !r->bad; i++)
         g_ptr_array_add (columns, evd_fetch_reply_string (r));
+      has_columns = TRUE;
+    } else if (id == 2 && t == EVD_WIRE_T_LIST && has_columns && !rows_later) {
+      EvdReader at = *r;
+
+      g_clear_pointer (&rows, evd_rows_unref);
+      rows = evd_fetch_reply_new_rows (columns);
+      g_ptr_array_remove_index (columns, columns->len - 1);
+      usable = evd_fetch_reply_rows (r, rows, why);
+      if (!usable && !r->bad) {  /* a row of the wrong width: the rest is skipped */
+        *r = at;
+        evd_reader_skip (r, t);
+      }
     } else if (id == 2 && t == EVD_WIRE_T_LIST) {
-      /* Read once the columns are known: after the struct. */
       rows_at = *r;
-      has_rows = TRUE;
+      rows_later = TRUE;
       evd_reader_skip (r, t);
     } else {
+      /* Another field, or one sent twice (undefined by the IDL: the first one counts). */
       evd_reader_skip (r, t);
     }
   }
   evd_reader_leave (r, saved);
-  if (r->bad)
+  if (r->bad || !usable)
     return NULL;
-  g_ptr_array_add (columns, NULL);
-  rows = evd_rows_new (columns->len - 1, (const char *const *) columns->pdata);
-  if (has_rows) {
+  if (rows_later) {
+    g_clear_pointer (&rows, evd_rows_unref);
+    rows = evd_fetch_reply_new_rows (columns);
     if (!evd_fetch_reply_rows (&rows_at, rows, why))
       return NULL;
     if (rows_at.bad != NULL) {
@@ -149,6 +170,8 @@ evd_fetch_reply_table (EvdReader *r, const char **why)
       return NULL;
     }
   }
+  if (rows == NULL)
+    rows = evd_fetch_reply_new_rows (columns);
   return g_steal_pointer (&rows);
 }
 
