@@ -38,6 +38,10 @@ sql = SELECT id, name, email FROM users WHERE id = :user_id
 database = main
 sql = SELECT 7 AS i, 2.5 AS r, 'text ' || :word AS t, x'00ff10' AS b, NULL AS n
 
+[lookup nul]
+database = main
+sql = SELECT 'a' || char(0) || 'b' AS t
+
 [lookup nap]
 backend = delay
 delay_ms = 5
@@ -72,6 +76,10 @@ params = user_id
 upstream = regional
 remote_lookup = kinds
 params = word
+
+[lookup r_nul]
+upstream = regional
+remote_lookup = nul
 
 [lookup r_nap]
 upstream = regional
@@ -141,6 +149,11 @@ class ThriftUpstreamTest(h.EvdalTestCase):
                                 self.assertIsNone(got.results[key].error, (protocol, key))
                                 self.assertEqual(got.results[key].table, want.results[key].table,
                                                  (protocol, key, uid))
+                        # Text with a NUL byte comes back whole, as asking the remote gives it.
+                        got = lc.fetch(h.fetch_request({'z': call('r_nul')}))
+                        want = rc.fetch(h.fetch_request({'z': call('nul')}))
+                        self.assertEqual(want.results['z'].table.rows[0][0].text_value, 'a\0b')
+                        self.assertEqual(got.results['z'].table, want.results['z'].table)
                         # The remote's per-call error keeps its kind.
                         got = lc.fetch(h.fetch_request({'b': call('r_broken'),
                                                         'm': call('r_missing')}))
