@@ -533,13 +533,14 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
     return TRUE;  /* the frame said where it ends: the next one is fine */
   }
   if (s.type == EVD_MSG_EXCEPTION) {
-    g_autoptr (ThriftApplicationException) e =
-      g_object_new (THRIFT_TYPE_APPLICATION_EXCEPTION, NULL);
+    g_autofree char *message = NULL;
     g_autofree char *why = NULL;
+    const char *bad = NULL;
 
-    if (evd_backend_thrift_decode (pool, body, len - s.body_offset, THRIFT_STRUCT (e)))
+    if (evd_fetch_reply_app_exception (body, len - s.body_offset, pool->up->proto, &message,
+                                       &bad))
       why = g_strdup_printf ("upstream %s failed the call: %s", pool->up->name,
-                             e->message ? e->message : "TApplicationException");
+                             message ? message : "TApplicationException");
     else
       why = g_strdup_printf ("upstream %s sent an exception that does not decode",
                              pool->up->name);
@@ -675,14 +676,15 @@ evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
       evd_backend_thrift_fail_unavailable (first, pool->last_error);
       continue;
     }
-    /* The calls of a fetch are started one after the other, so its group is usually the
-     * head of the queue; a retry or a hedge of another fetch may sit between them. */
-    for (GList *l = queue->head, *next; l != NULL && n < pool->up->max_batch; l = next) {
-      EvdThriftCall *tc = l->data;
+    /* The engine starts a fetch's calls one after the other, so they sit together in the
+     * queue: a group is the run of calls of one context at its head, which keeps a flush
+     * linear in the calls queued. A call of the fetch queued later (a retry, a hedge) goes in
+     * a remote fetch of its own. */
+    while (n < pool->up->max_batch && !g_queue_is_empty (queue)) {
+      EvdThriftCall *tc = queue->head->data;
 
-      next = l->next;
       if (evd_backend_call_context (tc->call) != ctx)
-        continue;
+        break;
       g_queue_unlink (queue, &tc->link);
       tc->queue = NULL;
       group[n++] = tc;

@@ -414,3 +414,30 @@ evd_fetch_reply_clear (EvdFetchReply *reply)
   g_clear_pointer (&reply->failed_call, g_free);
   reply->n_calls = 0;
 }
+
+gboolean
+evd_fetch_reply_app_exception (const guint8 *body, gsize len, EvdProto proto, char **message,
+                               const char **why)
+{
+  EvdReader r = { .p = body, .end = body + len, .proto = proto };
+  g_autofree char *text = NULL;
+  gint16 id;
+  guint8 t;
+
+  while (evd_reader_field (&r, &t, &id)) {
+    if (id == 1 && t == EVD_WIRE_T_STRING) {
+      g_free (text);
+      text = evd_fetch_reply_string (&r);
+    } else {
+      evd_reader_skip (&r, t);
+    }
+  }
+  if (r.bad == NULL && r.p != r.end)
+    evd_reader_fail (&r, "bytes after the exception");
+  if (r.bad != NULL) {
+    *why = r.bad;
+    return FALSE;
+  }
+  *message = g_steal_pointer (&text);
+  return TRUE;
+}

@@ -54,4 +54,11 @@ gboolean evd_fetch_reply_decode (const guint8 *body, gsize len, EvdProto proto, 
                                  EvdFetchReply *reply, const char **why);
 void evd_fetch_reply_clear (EvdFetchReply *reply);
 
+/* An exception message's body, TApplicationException { 1: string message, 2: i32 type }: its
+ * message (NULL when it has none; free with g_free). FALSE, with a static reason, when it does
+ * not decode. By hand too: c_glib's ThriftApplicationException leaves 48 bytes of GObject
+ * qdata behind each time one is freed (its finalizer leaks, as rpc/evd_rpc.c notes). */
+gboolean evd_fetch_reply_app_exception (const guint8 *body, gsize len, EvdProto proto,
+                                        char **message, const char **why);
+
 G_END_DECLS

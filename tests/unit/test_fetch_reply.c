@@ -497,6 +497,44 @@ test_cases (gconstpointer data)
   }
 }
 
+/* TApplicationException's message, by hand; an exception without one, or cut, too. */
+static void
+test_app_exception (gconstpointer data)
+{
+  EvdProto proto = GPOINTER_TO_INT (data);
+
+  for (guint with_message = 0; with_message < 2; with_message++) {
+    g_autoptr (GByteArray) msg = g_byte_array_new ();
+    g_autofree char *message = NULL;
+    const char *why = NULL;
+    EvdWireScanner s;
+    EvdWriter w;
+
+    evd_writer_init (&w, msg, proto);
+    evd_writer_message_begin (&w, "fetch", EVD_MSG_EXCEPTION, 1);
+    evd_writer_struct_begin (&w);
+    if (with_message) {
+      evd_writer_field_begin (&w, EVD_WIRE_T_STRING, 1);
+      evd_writer_string (&w, "remote on fire");
+    }
+    evd_writer_field_begin (&w, EVD_WIRE_T_I32, 2);
+    evd_writer_i32 (&w, 6);
+    evd_writer_struct_end (&w);
+    evd_wire_scanner_init (&s, proto, msg->len, EVD_WIRE_MAX_DEPTH);
+    g_assert_cmpint (evd_wire_scanner_frame (&s, msg->data, msg->len), ==, EVD_WIRE_OK);
+    g_assert_true (evd_fetch_reply_app_exception (msg->data + s.body_offset,
+                                                  msg->len - s.body_offset, proto, &message,
+                                                  &why));
+    g_assert_cmpstr (message, ==, with_message ? "remote on fire" : NULL);
+    g_clear_pointer (&message, g_free);
+    g_assert_false (evd_fetch_reply_app_exception (msg->data + s.body_offset,
+                                                   msg->len - s.body_offset - 1, proto,
+                                                   &message, &why));
+    g_assert_nonnull (why);
+    g_assert_null (message);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -509,5 +547,9 @@ main (int argc, char **argv)
                         test_cases);
   g_test_add_data_func ("/fetch-reply/cases/compact", GINT_TO_POINTER (EVD_PROTO_COMPACT),
                         test_cases);
+  g_test_add_data_func ("/fetch-reply/app-exception/binary", GINT_TO_POINTER (EVD_PROTO_BINARY),
+                        test_app_exception);
+  g_test_add_data_func ("/fetch-reply/app-exception/compact",
+                        GINT_TO_POINTER (EVD_PROTO_COMPACT), test_app_exception);
   return g_test_run ();
 }
