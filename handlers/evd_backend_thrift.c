@@ -21,8 +21,9 @@
  *
  * The caller's request id, principal, attributes and trace flag travel with the calls, and
  * each call's deadline as what is left of it (the call's timeout_ms; the remote fetch's
- * deadline is the latest of them); its W3C trace context too, with the first call's span as
- * the remote's parent (RequestContext 6 and 7). The remote answers a batch when its last call
+ * deadline is the latest of them); its W3C trace context too, with the call's span as the
+ * remote's parent (RequestContext 6 and 7): the calls of a sampled fetch go one per remote
+ * fetch, since a request has one parent. The remote answers a batch when its last call
  * ends, so a call batched with a slower one is answered with it: the local fetch, which waits
  * for its slowest call anyway, ends no later. Several remote fetches are in flight on a
  * connection at once and replies are matched by seqid, so a remote that answers out of order
@@ -233,8 +234,8 @@ evd_backend_thrift_write_context (EvdWriter *w, EvdBackendCall *call, gint64 dea
     evd_writer_string (w, k);
     evd_writer_string (w, v);
   }
-  /* W3C trace context: the remote's spans are children of the first call's span (a request
-   * has one parent; the other calls' spans have no remote child). */
+  /* W3C trace context: the remote's spans are children of the call's span (a sampled fetch's
+   * calls go one per remote fetch: a request has one parent; unsampled, the first call's). */
   evd_backend_call_traceparent (call, traceparent);
   evd_writer_field_begin (w, EVD_WIRE_T_STRING, 6);
   evd_writer_string (w, traceparent);
@@ -657,6 +658,10 @@ evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
     EvdThriftConn *c = evd_backend_thrift_pick (pool);
     EvdThriftCall *first = queue->head->data;
     const EvdRequestContext *ctx = evd_backend_call_context (first->call);
+    /* A remote fetch has one trace parent: the calls of a sampled fetch go one per remote
+     * fetch, so that each call's span is the parent of the remote's spans for it. Sampled
+     * fetches are the few (sample_ratio); the rest share. */
+    guint max = evd_backend_call_sampled (first->call) ? 1 : pool->up->max_batch;
     guint n = 0;
 
     if (c == NULL && evd_backend_thrift_any (pool, EVD_THRIFT_CONNECTING)) {
@@ -680,7 +685,7 @@ evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
      * queue: a group is the run of calls of one context at its head, which keeps a flush
      * linear in the calls queued. A call of the fetch queued later (a retry, a hedge) goes in
      * a remote fetch of its own. */
-    while (n < pool->up->max_batch && !g_queue_is_empty (queue)) {
+    while (n < max && !g_queue_is_empty (queue)) {
       EvdThriftCall *tc = queue->head->data;
 
       if (evd_backend_call_context (tc->call) != ctx)

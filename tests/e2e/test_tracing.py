@@ -300,7 +300,9 @@ class TracingTest(h.EvdalTestCase):
 
     def test_thrift_upstream_joins_the_trace_under_the_call_span(self):
         """evdal calling evdal: the remote's SERVER span is a child of the local call's CLIENT
-        span, one trace from the client to the remote's lookup."""
+        span, one trace from the client to the remote's lookup, for each of a sampled fetch's
+        two calls to the upstream (which, unsampled, would share one remote fetch, and so
+        one parent)."""
         col = Collector()
         self.addCleanup(col.close)
         tracing = ('[tracing]\notlp_endpoint = %s\nsample_ratio = 0\nservice_name = evdal-test\n'
@@ -315,31 +317,41 @@ address = %s
 [lookup r_ctx]
 upstream = regional
 remote_lookup = ctx
+
+[lookup r_ctx2]
+upstream = regional
+remote_lookup = ctx
 """ % r.address, extra=tracing)
             with h.Server(local) as l:
-                res = self.fetch(l, {'c': ttypes.LookupCall(lookup='r_ctx')},
+                res = self.fetch(l, {'c': ttypes.LookupCall(lookup='r_ctx'),
+                                     'd': ttypes.LookupCall(lookup='r_ctx2')},
                                  request_id='req-up', traceparent=SAMPLED, tracestate='k=v')
-                self.assertIsNone(res.results['c'].error, res.results['c'])
-                spans = col.wait_spans(4)
-        self.assertEqual(len(spans), 4, spans)
+                for key in ('c', 'd'):
+                    self.assertIsNone(res.results[key].error, res.results[key])
+                spans = col.wait_spans(7)
+        self.assertEqual(len(spans), 7, spans)
         for s in spans:
             check_span_mapping(self, s)
             self.assertEqual(s['traceId'], TRACE_ID)
         roots = [s for s in spans if s['name'] == 'DataAccess/fetch']
         local_root = [s for s in roots if s.get('parentSpanId') == PARENT_ID][0]
-        call = [s for s in spans if s['name'] == 'lookup r_ctx'][0]
-        remote_root = [s for s in roots if s is not local_root][0]
-        remote_call = [s for s in spans if s['name'] == 'lookup ctx'][0]
-        self.assertEqual(call['parentSpanId'], local_root['spanId'])
-        self.assertEqual(call['kind'], 3)  # CLIENT
-        self.assertEqual(attrs(call)['server.address'], '127.0.0.1')
-        self.assertEqual(remote_root['parentSpanId'], call['spanId'])
-        self.assertEqual(remote_root['traceState'], 'k=v')
-        self.assertEqual(remote_call['parentSpanId'], remote_root['spanId'])
-        # the remote's lookup saw the same context an HTTP upstream would get
-        t = res.results['c'].table
-        tp = t.rows[0][t.columns.index('traceparent')].text_value
-        self.assertEqual(tp, '00-%s-%s-01' % (TRACE_ID, remote_call['spanId']))
+        for key, name in (('c', 'lookup r_ctx'), ('d', 'lookup r_ctx2')):
+            call = [s for s in spans if s['name'] == name][0]
+            remote_root = [s for s in roots if s.get('parentSpanId') == call['spanId']]
+            self.assertEqual(len(remote_root), 1, (name, spans))
+            remote_root = remote_root[0]
+            remote_call = [s for s in spans if s['name'] == 'lookup ctx'
+                           and s['parentSpanId'] == remote_root['spanId']]
+            self.assertEqual(len(remote_call), 1, (name, spans))
+            remote_call = remote_call[0]
+            self.assertEqual(call['parentSpanId'], local_root['spanId'])
+            self.assertEqual(call['kind'], 3)  # CLIENT
+            self.assertEqual(attrs(call)['server.address'], '127.0.0.1')
+            self.assertEqual(remote_root['traceState'], 'k=v')
+            # the remote's lookup saw the same context an HTTP upstream would get
+            t = res.results[key].table
+            tp = t.rows[0][t.columns.index('traceparent')].text_value
+            self.assertEqual(tp, '00-%s-%s-01' % (TRACE_ID, remote_call['spanId']))
 
     def test_http_upstream_gets_the_call_span_as_parent(self):
         """The HTTP upstream sees traceparent with the call's exported span as parent and the
