@@ -107,6 +107,11 @@ retries = 1
 backend = static
 columns = x
 row.1 = 1
+
+[tracing]
+# No fetch sampled (one in a hundred are by default, exporter or not): a sampled fetch's calls go one per
+# remote fetch, and the tests here count remote fetches.
+sample_ratio = 0
 """ % (address, protocol, connections, upstream) + extra, admin_listen='127.0.0.1:0', **server)
 
 
