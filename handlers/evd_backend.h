@@ -191,8 +191,12 @@ void evd_backend_call_fail (EvdBackendCall *call, EvdErrorKind kind, const char 
 void evd_backend_call_traceparent (EvdBackendCall *call, char *out);
 /* The caller's tracestate (valid by the W3C rules) to send along, or NULL. */
 const char *evd_backend_call_tracestate (EvdBackendCall *call);
-/* Whether the call's spans are exported: context that costs the upstream something (a
- * PostgreSQL application_name) is worth sending only then. */
+/* Whether the call's trace is sampled: the flag its traceparent carries on, so that the
+ * upstream exports its own spans for it. It is set whether or not this evdal exports (it
+ * samples [tracing] sample_ratio of the fetches that come without a decision, 1 in 100 by
+ * default). Context that costs the upstream something (a PostgreSQL statement sent with a
+ * comment, a Thrift upstream's call sent alone so that its span is the remote's parent) is
+ * worth sending only then. */
 gboolean evd_backend_call_sampled (EvdBackendCall *call);
 /* What the exported span should say about the upstream: its address (server.address; the
  * string must outlive the fetch, e.g. the backend's config) and, for HTTP, the response's
