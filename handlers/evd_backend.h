@@ -161,6 +161,11 @@ const EvdParam *evd_backend_call_params (EvdBackendCall *call, guint *n_params);
 EvdLoop *evd_backend_call_loop (EvdBackendCall *call);
 /* Monotonic time by which this call must be answered. */
 gint64 evd_backend_call_deadline_us (EvdBackendCall *call);
+/* Whether a failure of this call fails its fetch: a call of the fetch asked for it (critical),
+ * and the call is the fetch's own, not a run shared with other callers (coalescing, retries,
+ * hedges: those are never critical). A backend that forwards calls (a Thrift upstream) says
+ * so to its remote, which can then fail fast too. On the call's loop. */
+gboolean evd_backend_call_critical (EvdBackendCall *call);
 /* A slot for the backend's own per-call state. */
 gpointer *evd_backend_call_data (EvdBackendCall *call);
 /* Room inside the call for the backend's own per-call state, zeroed, aligned for any scalar or

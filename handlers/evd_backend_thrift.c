@@ -1,8 +1,8 @@
 /* evd_backend_thrift: lookups answered by another evdal (a regional or team tier) over
  * Thrift. The calls of one local fetch to one upstream, started in the same loop pass, go out
- * together as one remote `fetch` of non-critical calls (at most max_calls_per_fetch of them),
- * written by evdal's own encoder, the reply validated against the IDL like any input before
- * c_glib reads it. A page of seven lookups is then one request for the remote to read, run
+ * together as one remote `fetch` (at most max_calls_per_fetch calls, each critical there when
+ * its fetch's call is), written by evdal's own encoder, the reply validated against the IDL
+ * like any input, then decoded by hand (evd_fetch_reply). A page of seven lookups is then one request for the remote to read, run
  * and answer, not seven: what a tier costs is mostly per request (docs/SCALING.md).
  *
  *   [upstream regional]
@@ -322,6 +322,10 @@ evd_backend_thrift_encode (EvdThriftSent *s, EvdProto proto)
     evd_writer_field_begin (&w, EVD_WIRE_T_I32, 3);
     evd_writer_i32 (&w, evd_backend_thrift_left_ms (evd_backend_call_deadline_us (tc->call),
                                                     now));
+    /* A critical call's failure ends this fetch anyway: the remote may then end the remote
+     * fetch at once (LookupFailed), not after the slowest call sent with it. */
+    if (evd_backend_call_critical (tc->call))
+      evd_writer_field_bool (&w, 4, TRUE);
     evd_writer_struct_end (&w);                          /* LookupCall */
   }
   evd_writer_struct_end (&w);                            /* FetchRequest */
@@ -362,8 +366,15 @@ evd_backend_thrift_complete (EvdThriftCall *tc, guint slot, EvdFetchReply *reply
                            "request: %s", upstream, reply->message);
     return;
   case EVD_FETCH_REPLY_FAILED:
-    evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s failed the fetch "
-                           "(call %s: %s)", upstream, reply->failed_call, reply->message);
+    /* A critical call failed at the remote: that call fails as it did there; the others
+     * were stopped with it (their fetch is ending too: the call was critical here). */
+    if (slot == reply->failed_slot)
+      evd_backend_call_fail (tc->call, reply->failed_kind, "upstream %s: %s", upstream,
+                             reply->message);
+    else
+      evd_backend_call_fail (tc->call, EVD_ERROR_KIND_BACKEND, "upstream %s ended the fetch: "
+                             "call %s failed: %s", upstream, reply->failed_call,
+                             reply->message);
     return;
   default:
     break;
@@ -569,9 +580,11 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
       return TRUE;
     }
     /* One at a time, each cleared first: a completion may end its local fetch, which cancels
-     * (and clears) the others. */
-    for (guint i = 0; i < sent->n; i++) {
-      EvdThriftCall *tc = sent->calls[i];
+     * (and clears) the others. The call a LookupFailed names goes first: its failure is the
+     * one that ends the fetch. */
+    for (guint k = 0; k <= sent->n; k++) {
+      guint i = k == 0 ? r.failed_slot : k - 1;
+      EvdThriftCall *tc = i < sent->n ? sent->calls[i] : NULL;
 
       if (tc == NULL)
         continue;

@@ -478,6 +478,12 @@ evd_backend_call_tracestate (EvdBackendCall *call)
 }
 
 gboolean
+evd_backend_call_critical (EvdBackendCall *call)
+{
+  return call->slot != NULL && call->slot->critical_key != NULL;
+}
+
+gboolean
 evd_backend_call_sampled (EvdBackendCall *call)
 {
   return call->fetch->ctx.tracing.sampled;

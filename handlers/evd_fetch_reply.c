@@ -319,6 +319,7 @@ evd_fetch_reply_exception (EvdReader *r, EvdFetchReply *reply, EvdFetchReplyOutc
 
   g_clear_pointer (&reply->message, g_free);
   g_clear_pointer (&reply->failed_call, g_free);
+  reply->failed_kind = EVD_ERROR_KIND_BACKEND;
   if (!evd_reader_enter (r, &saved))
     return;
   while (evd_reader_field (r, &t, &id)) {
@@ -331,6 +332,7 @@ evd_fetch_reply_exception (EvdReader *r, EvdFetchReply *reply, EvdFetchReplyOutc
       evd_fetch_reply_error (r, &err);
       g_free (reply->message);
       reply->message = g_steal_pointer (&err.message);
+      reply->failed_kind = err.kind;
     } else if (outcome != EVD_FETCH_REPLY_FAILED && id == 1 && t == EVD_WIRE_T_STRING) {
       g_free (reply->message);
       reply->message = evd_fetch_reply_string (r);
@@ -388,8 +390,13 @@ evd_fetch_reply_decode (const guint8 *body, gsize len, EvdProto proto, guint n_c
 
     reply->message = g_steal_pointer (&e->message);
     reply->failed_call = g_steal_pointer (&e->failed_call);
+    reply->failed_kind = e->failed_kind;
     reply->retry_after_ms = e->retry_after_ms;
   }
+  reply->failed_slot = reply->failed_call != NULL
+    ? evd_fetch_reply_slot ((const guint8 *) reply->failed_call, strlen (reply->failed_call),
+                            n_calls)
+    : G_MAXUINT;
   for (guint i = 0; i < EVD_FETCH_REPLY_NONE; i++) {
     g_free (exc[i].message);
     g_free (exc[i].failed_call);

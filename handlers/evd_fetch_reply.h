@@ -43,6 +43,8 @@ typedef struct {
   EvdFetchReplyOutcome outcome;
   char *message;            /* the exception's message ("" when it has none) */
   char *failed_call;        /* LookupFailed's call */
+  guint failed_slot;        /* the slot it names ("0", "1"...), or G_MAXUINT */
+  EvdErrorKind failed_kind; /* its error's kind (BACKEND for an unknown one, or none) */
   gint32 retry_after_ms;    /* Overloaded's */
   guint n_calls;
   EvdFetchReplyCall *calls; /* n_calls of them, by slot */

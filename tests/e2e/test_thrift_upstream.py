@@ -245,6 +245,35 @@ class ThriftUpstreamTest(h.EvdalTestCase):
         self.assertIsNone(resp.results['f'].error, resp.results['f'])
         self.assertLess(took, 0.2 + 0.5 * SLOW)
 
+    def test_critical_call_fails_fast_in_a_shared_remote_fetch(self):
+        """A critical call is critical at the remote too: when it fails there, the remote
+        fetch ends at once (LookupFailed), and so does the local one, instead of waiting for
+        the slowest call sent with it."""
+        with self.remote() as r:
+            with h.Server(local_config(r.address)) as l:
+                c, t = h.client(l)
+                try:
+                    wait_ok(self, c, 'r_flags')
+                    sent = l.metric('evdal_upstream_fetches_total{upstream="regional",'
+                                    'backend="thrift"}')
+                    t0 = time.monotonic()
+                    with self.assertRaises(ttypes.LookupFailed) as failed:
+                        c.fetch(h.fetch_request({
+                            'b': ttypes.LookupCall(lookup='r_broken', critical=True),
+                            'n': call('r_nap', delay_ms=3000)}, deadline_ms=8000))
+                    took = time.monotonic() - t0
+                    # the two calls went as one remote fetch
+                    self.assertEqual(l.metric('evdal_upstream_fetches_total{upstream='
+                                              '"regional",backend="thrift"}') - sent, 1)
+                    resp = c.fetch(h.fetch_request({'f': call('r_flags')}))
+                    self.assertIsNone(resp.results['f'].error)
+                finally:
+                    t.close()
+        self.assertEqual(failed.exception.call, 'b')
+        self.assertEqual(failed.exception.error.kind, ttypes.ErrorKind.BACKEND)
+        self.assertIn('upstream regional', failed.exception.error.message)
+        self.assertLess(took, 1.5 * SLOW)
+
     def test_calls_of_different_fetches_never_share_a_remote_fetch(self):
         """Many clients at once on one loop: each remote fetch carries one local fetch's calls
         and context, so every call sees its own fetch's request id and principal."""

@@ -92,6 +92,10 @@ ref_decode (const guint8 *body, gsize len, EvdProto proto, EvdFetchReply *out)
     out->failed_call = g_strdup (r->failed->call ? r->failed->call : "");
     out->message = g_strdup (r->failed->__isset_error && r->failed->error->message
                              ? r->failed->error->message : "");
+    out->failed_kind = r->failed->__isset_error ? r->failed->error->kind : 0;
+    if (out->failed_kind < EVD_ERROR_KIND_UNKNOWN_LOOKUP ||
+        out->failed_kind > EVD_ERROR_KIND_CANCELLED)
+      out->failed_kind = EVD_ERROR_KIND_BACKEND;
     return TRUE;
   }
   if (!r->__isset_success) {
@@ -157,8 +161,20 @@ assert_replies_equal (const EvdFetchReply *a, const EvdFetchReply *b)
       g_assert_cmpstr (a->message, ==, b->message);
     if (a->outcome == EVD_FETCH_REPLY_OVERLOADED)
       g_assert_cmpint (a->retry_after_ms, ==, b->retry_after_ms);
-    if (a->outcome == EVD_FETCH_REPLY_FAILED)
+    if (a->outcome == EVD_FETCH_REPLY_FAILED) {
+      guint slot = G_MAXUINT;
+
       g_assert_cmpstr (a->failed_call, ==, b->failed_call);
+      g_assert_cmpint (a->failed_kind, ==, b->failed_kind);
+      for (guint i = 0; i < N_SLOTS; i++) {
+        char key[16];
+
+        g_snprintf (key, sizeof key, "%u", i);
+        if (strcmp (key, a->failed_call) == 0)
+          slot = i;
+      }
+      g_assert_cmpuint (b->failed_slot, ==, slot);
+    }
     return;
   }
   for (guint i = 0; i < N_SLOTS; i++) {
@@ -300,9 +316,16 @@ write_exception (GRand *rand, EvdWriter *w, gint16 id)
 {
   evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, id);
   evd_writer_struct_begin (w);
-  if (id == 2) {  /* LookupFailed { call, error } */
+  if (id == 2) {  /* LookupFailed { call, error }: the call a slot's key, or not */
     evd_writer_field_begin (w, EVD_WIRE_T_STRING, 1);
-    write_text (rand, w);
+    if (g_rand_boolean (rand)) {
+      char key[16];
+
+      g_snprintf (key, sizeof key, "%d", g_rand_int_range (rand, 0, N_SLOTS + 2));
+      evd_writer_string (w, key);
+    } else {
+      write_text (rand, w);
+    }
     evd_writer_field_begin (w, EVD_WIRE_T_STRUCT, 2);
     write_error (rand, w);
   } else {
