@@ -63,6 +63,12 @@
 #define EVD_THRIFT_CONNECT_TIMEOUT_MS 2000
 /* A reply's message header (version, name, seqid) is read in this many bytes or not at all. */
 #define EVD_THRIFT_HEADER_MAX 256
+/* A connection with more than this many bytes written and not yet taken by the remote gets no
+ * more requests: a remote that stops reading (stopped, or stuck) would otherwise make evdal
+ * hold every request sent to it meanwhile, long after their calls timed out. With every
+ * connection that full, calls fail at once. One request always fits on a connection below it,
+ * whatever its size. */
+#define EVD_THRIFT_UNSENT_MAX (4 << 20)
 /* The seqid of the one lookups() call made to check remote_lookup names. */
 #define EVD_THRIFT_SEQID_LOOKUPS (-1)
 
@@ -625,7 +631,14 @@ evd_backend_thrift_send (EvdThriftConn *c, EvdThriftCall **calls, guint n)
   bufferevent_write (c->bev, msg->data, msg->len);
 }
 
-/* A connection that is up, round robin; NULL when none is. */
+/* Bytes written on a connection that the remote has not taken yet (beyond the kernel's). */
+static gsize
+evd_backend_thrift_unsent (EvdThriftConn *c)
+{
+  return evbuffer_get_length (bufferevent_get_output (c->bev));
+}
+
+/* A connection that is up and whose remote is reading, round robin; NULL when none is. */
 static EvdThriftConn *
 evd_backend_thrift_pick (EvdThriftPool *pool)
 {
@@ -634,7 +647,7 @@ evd_backend_thrift_pick (EvdThriftPool *pool)
   for (int i = 0; i < n; i++) {
     EvdThriftConn *c = &pool->conns[(pool->next + i) % n];
 
-    if (c->state == EVD_THRIFT_UP) {
+    if (c->state == EVD_THRIFT_UP && evd_backend_thrift_unsent (c) <= EVD_THRIFT_UNSENT_MAX) {
       pool->next = (pool->next + i + 1) % n;
       return c;
     }
@@ -688,6 +701,17 @@ evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
         tc->queue = &pool->waiting;
       }
       return;
+    }
+    if (c == NULL && evd_backend_thrift_any (pool, EVD_THRIFT_UP)) {
+      /* Up, and none reading: each failure may end its fetch, which cancels (unlinks) its
+       * other calls. Retryable, as for a lost connection: the remote may read again. */
+      __atomic_add_fetch (&pool->up->failures, 1, __ATOMIC_RELAXED);
+      evd_backend_thrift_forget (first);
+      evd_backend_call_fail_retryable (first->call, EVD_ERROR_KIND_BACKEND,
+                                       "upstream %s is not reading its requests (over %d "
+                                       "bytes unsent on each connection)", pool->up->name,
+                                       EVD_THRIFT_UNSENT_MAX);
+      continue;
     }
     if (c == NULL) {
       /* Each failure may end its fetch, which cancels (unlinks) its other calls. */

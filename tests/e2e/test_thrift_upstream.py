@@ -436,6 +436,47 @@ remote_lookup = ctx
                 finally:
                     t.close()
 
+    def test_remote_that_stops_reading_is_not_sent_more(self):
+        """A stopped remote takes no more requests: past a few MiB written and not taken on a
+        connection, evdal sends it nothing more and fails calls at once, rather than holding
+        every request of the stall (their calls long timed out). 480 fetches of 60 KB each to
+        a stopped remote raise evdal's peak RSS by a few MiB, not the 28 MB they carry; the
+        remote is served again once it reads."""
+        with self.remote() as r:
+            with h.Server(local_config(r.address, connections=1, io_threads=1)) as l:
+                clients = [h.client(l) for _ in range(16)]
+                try:
+                    wait_ok(self, clients[0][0], 'r_flags')
+                    before = l.peak_rss_mib()
+                    os.kill(r.pid, signal.SIGSTOP)
+                    wait_until(lambda: all(process_state(r.pid, tid) == 'T'
+                                           for tid in os.listdir('/proc/%d/task' % r.pid)))
+                    refused = 0
+                    try:
+                        for rnd in range(30):
+                            for i, (c, _) in enumerate(clients):
+                                c.send_fetch(h.fetch_request(
+                                    {'k': call('r_kinds', word='%02d%02d' % (rnd, i) + 'x' * 60000)},
+                                    deadline_ms=int(30 * SLOW)))
+                            for c, _ in clients:
+                                err = c.recv_fetch().results['k'].error
+                                self.assertIsNotNone(err)
+                                if 'not reading' in err.message:
+                                    self.assertEqual(err.kind, ttypes.ErrorKind.BACKEND)
+                                    refused += 1
+                                else:
+                                    self.assertEqual(err.kind, ttypes.ErrorKind.TIMEOUT, err)
+                        grew = l.peak_rss_mib() - before
+                    finally:
+                        os.kill(r.pid, signal.SIGCONT)
+                    self.assertGreater(refused, 100)
+                    if not h.SANITIZED:  # ASan holds freed memory in its quarantine
+                        self.assertLess(grew, 14, 'peak RSS grew by %.1f MiB' % grew)
+                    wait_ok(self, clients[0][0], 'r_flags', timeout=20)
+                finally:
+                    for _, t in clients:
+                        t.close()
+
     def test_overloaded_remote_fails_that_call_only(self):
         with self.remote(max_inflight=1) as r:
             with h.Server(local_config(r.address)) as l:
