@@ -92,7 +92,8 @@ ref_decode (const guint8 *body, gsize len, EvdProto proto, EvdFetchReply *out)
     out->failed_call = g_strdup (r->failed->call ? r->failed->call : "");
     out->message = g_strdup (r->failed->__isset_error && r->failed->error->message
                              ? r->failed->error->message : "");
-    out->failed_kind = r->failed->__isset_error ? r->failed->error->kind : 0;
+    out->failed_kind = r->failed->__isset_error ? (EvdErrorKind) r->failed->error->kind
+                                                : EVD_ERROR_KIND_NONE;
     if (out->failed_kind < EVD_ERROR_KIND_UNKNOWN_LOOKUP ||
         out->failed_kind > EVD_ERROR_KIND_CANCELLED)
       out->failed_kind = EVD_ERROR_KIND_BACKEND;
