@@ -1210,6 +1210,27 @@ evd_backend_thrift_collect (gpointer shared, GString *out)
   }
 }
 
+/* "upstream regional: 4/4 connections up" (" (unavailable)" with none up), for /health. */
+static void
+evd_backend_thrift_health (gpointer shared, GString *out)
+{
+  EvdThriftShared *sh = shared;
+  GHashTableIter it;
+  gpointer name, value;
+
+  g_hash_table_iter_init (&it, sh->upstreams);
+  while (g_hash_table_iter_next (&it, &name, &value)) {
+    EvdThriftUpstream *up = value;
+    guint pools = 0;
+    int on = g_atomic_int_get (&up->conns_up), total;
+
+    evd_loop_local_foreach (up->pools, evd_backend_thrift_collect_pool, &pools);
+    total = (int) pools * up->connections;
+    g_string_append_printf (out, "upstream %s: %d/%d connections up%s\n", (const char *) name,
+                            on, total, on == 0 && total > 0 ? " (unavailable)" : "");
+  }
+}
+
 /* ---- [lookup NAME] ---- */
 
 static gpointer
@@ -1318,4 +1339,5 @@ const EvdBackendClass evd_backend_thrift_class = {
   .cancel = evd_backend_thrift_cancel,
   .close = evd_backend_thrift_lookup_close,
   .collect = evd_backend_thrift_collect,
+  .health = evd_backend_thrift_health,
 };

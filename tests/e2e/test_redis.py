@@ -540,6 +540,7 @@ password = hunter2
 
         with h.Server(redis_config(r.sock, io_threads=2, connections=2)) as s:
             self.wait_connections(s, 4)
+            self.assertIn('database cache: 4/4 connections up\n', s.admin_get('/health')[2])
 
             def load():
                 c, t = h.client(s)
@@ -558,6 +559,10 @@ password = hunter2
             killed_at = time.monotonic()
             r.kill()
             self.wait_for(lambda: sum(1 for e in log if e[0] > killed_at + 0.1) > 50)
+            # /health says so (and stays 200: one backend down is not the instance down).
+            self.wait_for(lambda: 'database cache: 0/4 connections up (unavailable)\n'
+                          in s.admin_get('/health')[2])
+            self.assertEqual(s.admin_get('/health')[0], 200)
             restart_at = time.monotonic()
             r.start()
             r.cmd('SET', 'a', 'A2')

@@ -624,8 +624,13 @@ retries = 2
                 c, t = h.client(l)
                 try:
                     wait_ok(self, c, 'r_flags')
+                    wait_until(lambda: 'upstream regional: 4/4 connections up\n'
+                               in l.admin_get('/health')[2])
                     r.kill()
                     r.returncode = -9
+                    wait_until(lambda: 'upstream regional: 0/4 connections up (unavailable)\n'
+                               in l.admin_get('/health')[2])
+                    self.assertEqual(l.admin_get('/health')[0], 200)
                     t0 = time.monotonic()
                     resp = c.fetch(h.fetch_request({'f': call('r_flags'),
                                                     'x': call('local_flags')}, deadline_ms=1000))
@@ -642,6 +647,8 @@ retries = 2
                                            listen='127.0.0.1:%d' % port))
                     with r2:
                         wait_ok(self, c, 'r_flags', timeout=10 * SLOW)
+                        wait_until(lambda: 'upstream regional: 4/4 connections up\n'
+                                   in l.admin_get('/health')[2], timeout=10)
                 finally:
                     t.close()
         finally:
