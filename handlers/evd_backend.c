@@ -143,3 +143,10 @@ evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind)
   return (char **) g_ptr_array_free (mine, FALSE);
 }
 
+
+void
+evd_backend_health_line (GString *out, const char *section, const char *name, int up, int total)
+{
+  g_string_append_printf (out, "%s %s: %d/%d connections up%s\n", section, name, up, total,
+                          up == 0 && total > 0 ? " (unavailable)" : "");
+}

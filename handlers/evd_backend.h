@@ -119,6 +119,10 @@ char *evd_backend_section_kind (EvdConfig *cfg, const char *group);
 /* The groups of `section` ("database", "upstream") whose kind is `kind`, in file order.
  * Free with g_strfreev. */
 char **evd_backend_sections (EvdConfig *cfg, const char *section, const char *kind);
+/* A section's line for /health (the health hook), the same for every kind:
+ * "database shop: 8/8 connections up", with " (unavailable)" when none of them is. */
+void evd_backend_health_line (GString *out, const char *section, const char *name, int up,
+                              int total);
 
 /* ---- Backend modules: `[server] modules = a.so, b.so` ----
  * A module is a shared object built against the installed headers (`pkg-config evdal`) that

@@ -270,8 +270,7 @@ evd_backend_postgresql_health (gpointer shared, GString *out)
 
     evd_pg_db_stats (((EvdBackendPostgresqlDatabase *) pdb)->db, &s);
     total = s.up + s.connecting + s.broken;
-    g_string_append_printf (out, "database %s: %d/%d connections up%s\n", (const char *) name,
-                            s.up, total, s.up == 0 && total > 0 ? " (unavailable)" : "");
+    evd_backend_health_line (out, "database", name, s.up, total);
   }
 }
 

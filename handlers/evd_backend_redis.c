@@ -252,13 +252,6 @@ evd_redis_gauge (EvdRedisDb *db, EvdRedisGauge g)
   }
 }
 
-static void
-evd_redis_count_loop (gpointer object, gpointer data)
-{
-  (void) object;
-  (*(guint *) data)++;
-}
-
 /* "database cache: 4/4 connections up" (" (unavailable)" with none up), for /health. */
 static void
 evd_redis_health (gpointer shared, GString *out)
@@ -270,13 +263,9 @@ evd_redis_health (gpointer shared, GString *out)
   g_hash_table_iter_init (&it, sh->dbs);
   while (g_hash_table_iter_next (&it, &name, &value)) {
     EvdRedisDb *db = value;
-    guint loops = 0;
-    int on = g_atomic_int_get (&db->stats.connections), total;
 
-    evd_loop_local_foreach (db->clients, evd_redis_count_loop, &loops);
-    total = (int) (loops * db->connections);
-    g_string_append_printf (out, "database %s: %d/%d connections up%s\n", (const char *) name,
-                            on, total, on == 0 && total > 0 ? " (unavailable)" : "");
+    evd_backend_health_line (out, "database", name, g_atomic_int_get (&db->stats.connections),
+                             (int) (evd_loop_local_count (db->clients) * db->connections));
   }
 }
 

@@ -2,8 +2,9 @@
  * Thrift. The calls of one local fetch to one upstream, started in the same loop pass, go out
  * together as one remote `fetch` (at most max_calls_per_fetch calls, each critical there when
  * its fetch's call is), written by evdal's own encoder, the reply validated against the IDL
- * like any input, then decoded by hand (evd_fetch_reply). A page of seven lookups is then one request for the remote to read, run
- * and answer, not seven: what a tier costs is mostly per request (docs/SCALING.md).
+ * like any input, then decoded by hand (evd_fetch_reply). A page of seven lookups is then one
+ * request for the remote to read, run and answer, not seven: what a tier costs is mostly per
+ * request (docs/SCALING.md).
  *
  *   [upstream regional]
  *   backend = thrift
@@ -27,9 +28,8 @@
  * ends, so a call batched with a slower one is answered with it: the local fetch, which waits
  * for its slowest call anyway, ends no later. Several remote fetches are in flight on a
  * connection at once and replies are matched by seqid, so a remote that answers out of order
- * works too. A remote
- * that stops answering costs calls their deadline and never more than `connections` sockets
- * per IO loop. Errors keep their kind: the remote's result error as it is, Overloaded as
+ * works too. A remote that stops answering costs calls their deadline and never more than
+ * `connections` sockets per IO loop. Errors keep their kind: the remote's result error as it is, Overloaded as
  * OVERLOADED (with its retry_after_ms in the message), anything else (InvalidRequest, a
  * TApplicationException, a malformed reply, a lost connection) BACKEND; those that concern
  * the whole remote fetch fail every call it carried.
@@ -453,12 +453,22 @@ evd_backend_thrift_fail (EvdThriftCall *tc, guint flags, const char *format, ...
   evd_backend_call_fail_full (tc->call, flags, EVD_ERROR_KIND_BACKEND, "%s", message);
 }
 
-/* Every call a remote fetch taken from its map still carries fails with `message`, and it is
- * freed. One at a time, each cleared before it fails: a completion may end its local fetch,
- * which cancels (and clears) the others. */
 static void
-evd_backend_thrift_fail_sent (EvdThriftSent *s, guint flags, const char *message)
+evd_backend_thrift_fail_sent (EvdThriftSent *s, guint flags, const char *format, ...)
+  G_GNUC_PRINTF (3, 4);
+
+/* Every call a remote fetch taken from its map still carries fails with the message, and it
+ * is freed. One at a time, each cleared before it fails: a completion may end its local
+ * fetch, which cancels (and clears) the others. */
+static void
+evd_backend_thrift_fail_sent (EvdThriftSent *s, guint flags, const char *format, ...)
 {
+  g_autofree char *message = NULL;
+  va_list ap;
+
+  va_start (ap, format);
+  message = g_strdup_vprintf (format, ap);
+  va_end (ap);
   for (guint i = 0; i < s->n; i++)
     if (s->calls[i] != NULL)
       evd_backend_thrift_fail (s->calls[i], flags, "%s", message);
@@ -544,32 +554,26 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
   if (sent == NULL)
     return TRUE;  /* its calls timed out or were cancelled: the late reply is dropped */
   if (st != EVD_WIRE_OK) {
-    g_autofree char *why = g_strdup_printf ("upstream %s sent a malformed reply: %s",
-                                            pool->up->name, s.reason ? s.reason : "bad message");
-
-    evd_backend_thrift_fail_sent (sent, 0, why);
+    evd_backend_thrift_fail_sent (sent, 0, "upstream %s sent a malformed reply: %s",
+                                  pool->up->name, s.reason ? s.reason : "bad message");
     return TRUE;  /* the frame said where it ends: the next one is fine */
   }
   if (s.type == EVD_MSG_EXCEPTION) {
     g_autofree char *message = NULL;
-    g_autofree char *why = NULL;
     const char *bad = NULL;
 
     if (evd_fetch_reply_app_exception (body, len - s.body_offset, pool->up->proto, &message,
                                        &bad))
-      why = g_strdup_printf ("upstream %s failed the call: %s", pool->up->name,
-                             message ? message : "TApplicationException");
+      evd_backend_thrift_fail_sent (sent, 0, "upstream %s failed the call: %s", pool->up->name,
+                                    message ? message : "TApplicationException");
     else
-      why = g_strdup_printf ("upstream %s sent an exception that does not decode",
-                             pool->up->name);
-    evd_backend_thrift_fail_sent (sent, 0, why);
+      evd_backend_thrift_fail_sent (sent, 0, "upstream %s sent an exception that does not "
+                                    "decode", pool->up->name);
     return TRUE;
   }
   if (s.type == EVD_MSG_REPLY && !evd_backend_thrift_names (&s, "fetch")) {
-    g_autofree char *why = g_strdup_printf ("upstream %s answered a fetch with a reply to "
-                                            "another method", pool->up->name);
-
-    evd_backend_thrift_fail_sent (sent, 0, why);
+    evd_backend_thrift_fail_sent (sent, 0, "upstream %s answered a fetch with a reply to "
+                                  "another method", pool->up->name);
     return TRUE;
   }
   {
@@ -579,10 +583,8 @@ evd_backend_thrift_on_frame (EvdThriftConn *c, const guint8 *payload, gsize len)
     if (s.type != EVD_MSG_REPLY ||
         !evd_fetch_reply_decode (body, len - s.body_offset, pool->up->proto, sent->n, &r,
                                  &bad)) {
-      g_autofree char *why = g_strdup_printf ("upstream %s sent a reply that does not decode%s%s",
-                                              pool->up->name, bad ? ": " : "", bad ? bad : "");
-
-      evd_backend_thrift_fail_sent (sent, 0, why);
+      evd_backend_thrift_fail_sent (sent, 0, "upstream %s sent a reply that does not decode%s%s",
+                                    pool->up->name, bad ? ": " : "", bad ? bad : "");
       return TRUE;
     }
     /* One at a time, each cleared first: a completion may end its local fetch, which cancels
@@ -705,12 +707,9 @@ evd_backend_thrift_dispatch (EvdThriftPool *pool, GQueue *queue)
     if (c == NULL && evd_backend_thrift_any (pool, EVD_THRIFT_UP)) {
       /* Up, and none reading: each failure may end its fetch, which cancels (unlinks) its
        * other calls. Retryable, as for a lost connection: the remote may read again. */
-      __atomic_add_fetch (&pool->up->failures, 1, __ATOMIC_RELAXED);
-      evd_backend_thrift_forget (first);
-      evd_backend_call_fail_retryable (first->call, EVD_ERROR_KIND_BACKEND,
-                                       "upstream %s is not reading its requests (over %d "
-                                       "bytes unsent on each connection)", pool->up->name,
-                                       EVD_THRIFT_UNSENT_MAX);
+      evd_backend_thrift_fail (first, EVD_BACKEND_FAIL_RETRYABLE, "upstream %s is not reading "
+                               "its requests (over %d bytes unsent on each connection)",
+                               pool->up->name, EVD_THRIFT_UNSENT_MAX);
       continue;
     }
     if (c == NULL) {
@@ -772,14 +771,13 @@ evd_backend_thrift_broken (EvdThriftConn *c, const char *why)
    * whose last call leaves goes from the map). Nothing joins the map while the connection
    * is down. */
   while (g_hash_table_size (c->pending) > 0) {
-    g_autofree char *message = g_strdup_printf ("upstream %s: %s", up->name, why);
     GHashTableIter it;
     gpointer seqid;
 
     g_hash_table_iter_init (&it, c->pending);
     g_hash_table_iter_next (&it, &seqid, NULL);
     evd_backend_thrift_fail_sent (evd_backend_thrift_take (c, GPOINTER_TO_INT (seqid)),
-                                  EVD_BACKEND_FAIL_RETRYABLE, message);
+                                  EVD_BACKEND_FAIL_RETRYABLE, "upstream %s: %s", up->name, why);
   }
   /* A connection that worked is retried at once: a restart of the remote is the usual cause.
    * Then exponential backoff with jitter, so that many loops do not reconnect in step. Being
@@ -816,13 +814,9 @@ evd_backend_thrift_fail_too_long (EvdThriftConn *c, struct evbuffer *in, gint32 
                                have - 4) != EVD_WIRE_OK)
     return;
   sent = evd_backend_thrift_take (c, s.seqid);
-  if (sent != NULL) {
-    g_autofree char *why = g_strdup_printf ("upstream %s: a reply of %d bytes is over "
-                                            "max_frame_bytes (%d)", up->name, frame_len,
-                                            up->max_frame);
-
-    evd_backend_thrift_fail_sent (sent, 0, why);
-  }
+  if (sent != NULL)
+    evd_backend_thrift_fail_sent (sent, 0, "upstream %s: a reply of %d bytes is over "
+                                  "max_frame_bytes (%d)", up->name, frame_len, up->max_frame);
 }
 
 static void
@@ -1162,13 +1156,6 @@ evd_backend_thrift_attach (gpointer shared, EvdLoop *loop)
 }
 
 static void
-evd_backend_thrift_collect_pool (gpointer object, gpointer data)
-{
-  (void) object;
-  (*(guint *) data)++;
-}
-
-static void
 evd_backend_thrift_collect (gpointer shared, GString *out)
 {
   EvdThriftShared *sh = shared;
@@ -1193,10 +1180,9 @@ evd_backend_thrift_collect (gpointer shared, GString *out)
     g_hash_table_iter_init (&it, sh->upstreams);
     while (g_hash_table_iter_next (&it, &name, &value)) {
       EvdThriftUpstream *up = value;
-      guint pools = 0;
+      guint pools = evd_loop_local_count (up->pools);
       double v;
 
-      evd_loop_local_foreach (up->pools, evd_backend_thrift_collect_pool, &pools);
       v = f == 0 ? g_atomic_int_get (&up->conns_up)
         : f == 1 ? (double) pools * up->connections
         : f == 2 ? g_atomic_int_get (&up->inflight)
@@ -1221,13 +1207,9 @@ evd_backend_thrift_health (gpointer shared, GString *out)
   g_hash_table_iter_init (&it, sh->upstreams);
   while (g_hash_table_iter_next (&it, &name, &value)) {
     EvdThriftUpstream *up = value;
-    guint pools = 0;
-    int on = g_atomic_int_get (&up->conns_up), total;
 
-    evd_loop_local_foreach (up->pools, evd_backend_thrift_collect_pool, &pools);
-    total = (int) pools * up->connections;
-    g_string_append_printf (out, "upstream %s: %d/%d connections up%s\n", (const char *) name,
-                            on, total, on == 0 && total > 0 ? " (unavailable)" : "");
+    evd_backend_health_line (out, "upstream", name, g_atomic_int_get (&up->conns_up),
+                             (int) evd_loop_local_count (up->pools) * up->connections);
   }
 }
 

@@ -69,6 +69,17 @@ evd_loop_local_foreach (EvdLoopLocal *ll, GFunc fn, gpointer data)
   g_mutex_unlock (&ll->lock);
 }
 
+guint
+evd_loop_local_count (EvdLoopLocal *ll)
+{
+  guint n;
+
+  g_mutex_lock (&ll->lock);
+  n = ll->made->len;
+  g_mutex_unlock (&ll->lock);
+  return n;
+}
+
 static void
 evd_loop_local_destroy_entry (gpointer data)
 {

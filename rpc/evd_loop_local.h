@@ -34,6 +34,8 @@ gpointer evd_loop_local_peek (EvdLoopLocal *ll, EvdLoop *loop);
  * they were made. Any thread (/metrics): fn must read only what is safe to read from another
  * thread (atomics) and must not call back into the set. */
 void evd_loop_local_foreach (EvdLoopLocal *ll, GFunc fn, gpointer data);
+/* How many objects were made so far: the loops a backend serves on. Any thread. */
+guint evd_loop_local_count (EvdLoopLocal *ll);
 /* Destroys every object on its own loop's thread (later), then the set. Any thread; no
  * evd_loop_local_get() may run on it any more. */
 void evd_loop_local_free (EvdLoopLocal *ll);

@@ -98,6 +98,7 @@ test_made_and_destroyed_on_the_loop (void)
   o.loop = evd_loop_new (3, NULL);
   g_assert_true (evd_loop_start (o.loop, NULL));
   ll = evd_loop_local_new (make_object, destroy_object, &o);
+  g_assert_cmpuint (evd_loop_local_count (ll), ==, 0);
   g = (GetTwice) { ll, o.loop, NULL, NULL, 0 };
   evd_loop_post (o.loop, on_get_twice, &g);
   wait_for (&g.done, 1);
@@ -107,6 +108,7 @@ test_made_and_destroyed_on_the_loop (void)
   g_assert_true (o.made_on_loop);
   evd_loop_local_foreach (ll, count_object, &seen);
   g_assert_cmpint (seen, ==, 1);
+  g_assert_cmpuint (evd_loop_local_count (ll), ==, 1);
 
   evd_loop_local_free (ll);                  /* the loop runs: destroyed there, later */
   wait_for (&o.destroyed, 1);
